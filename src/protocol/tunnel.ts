@@ -1,0 +1,237 @@
+/**
+ * The tunnel wire format, shared by the server, the agent, the simulator and the CLI.
+ *
+ * It is the format EdgeFlow devices already speak (their Go tunnel agent): every message is
+ * one JSON text frame whose fields are present only when they apply. Our own actions
+ * (OTA reports, link refresh) ride on the generic `command`/`response` envelopes, so an
+ * unmodified EdgeFlow device still connects, pings and answers `health_check`.
+ *
+ * This module imports nothing but TypeBox so that the agent can ship without the server.
+ */
+import { type Static, Type } from 'typebox';
+import { Compile } from 'typebox/compile';
+
+export const MessageType = Type.Union([
+  Type.Literal('connect'),
+  Type.Literal('connected'),
+  Type.Literal('ping'),
+  Type.Literal('pong'),
+  Type.Literal('command'),
+  Type.Literal('response'),
+  Type.Literal('error'),
+]);
+export type MessageType = Static<typeof MessageType>;
+
+/** One tunnel frame. Every field but `type` is optional, as on the wire. */
+export const Envelope = Type.Object(
+  {
+    type: Type.String({ minLength: 1, maxLength: 32 }),
+    id: Type.Optional(Type.String({ maxLength: 128 })),
+    device_id: Type.Optional(Type.String({ maxLength: 128 })),
+    api_key: Type.Optional(Type.String({ maxLength: 256 })),
+    version: Type.Optional(Type.String({ maxLength: 64 })),
+    action: Type.Optional(Type.String({ maxLength: 64 })),
+    payload: Type.Optional(Type.Unknown()),
+    status: Type.Optional(Type.Union([Type.Literal('success'), Type.Literal('error')])),
+    data: Type.Optional(Type.Unknown()),
+    error: Type.Optional(Type.String({ maxLength: 4096 })),
+    timestamp: Type.Optional(Type.String({ maxLength: 64 })),
+  },
+  { additionalProperties: true },
+);
+export type Envelope = Static<typeof Envelope>;
+
+const envelopeValidator = Compile(Envelope);
+
+/** Result of parsing one text frame: the envelope, or the reason it is not one. */
+export type ParsedFrame = { ok: true; message: Envelope } | { ok: false; reason: string };
+
+export function parseFrame(text: string): ParsedFrame {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return { ok: false, reason: 'malformed JSON' };
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    return { ok: false, reason: 'a frame must be a JSON object' };
+  }
+  if (!envelopeValidator.Check(value)) {
+    const first = [...envelopeValidator.Errors(value)][0];
+    return { ok: false, reason: `invalid envelope: ${first?.instancePath || '/'} ${first?.message ?? ''}`.trim() };
+  }
+  return { ok: true, message: value as Envelope };
+}
+
+export function encodeFrame(message: Envelope): string {
+  return JSON.stringify({ ...message, timestamp: message.timestamp ?? new Date().toISOString() });
+}
+
+/** Close codes the server uses; 4xxx are application codes, readable by any WebSocket client. */
+export const CloseCode = {
+  normal: 1000,
+  goingAway: 1001,
+  protocolError: 1002,
+  unsupportedData: 1003,
+  policyViolation: 1008,
+  tooBig: 1009,
+  authTimeout: 4001,
+  authFailed: 4003,
+  replaced: 4009,
+  heartbeatTimeout: 4008,
+} as const;
+
+/** Cloud → device actions. */
+export const CloudAction = {
+  healthCheck: 'health_check',
+  otaUpdate: 'ota_update',
+  otaCancel: 'ota_cancel',
+} as const;
+
+/** Device → cloud actions. */
+export const DeviceAction = {
+  /** The device's firmware state, sent after every `connected`. */
+  deviceInfo: 'device_info',
+  otaProgress: 'ota_progress',
+  otaResult: 'ota_result',
+  /** The download link expired: ask for a fresh one. */
+  otaRefreshUrl: 'ota_refresh_url',
+} as const;
+
+/** What an EdgeFlow device answers to `health_check`. */
+export const HealthCheckData = Type.Object(
+  {
+    status: Type.String(),
+    version: Type.Optional(Type.String()),
+    uptime: Type.Optional(Type.Number()),
+  },
+  { additionalProperties: true },
+);
+export type HealthCheckData = Static<typeof HealthCheckData>;
+
+export const DeviceInfoPayload = Type.Object(
+  {
+    current_version: Type.String({ minLength: 1, maxLength: 64 }),
+    agent_version: Type.Optional(Type.String({ maxLength: 64 })),
+    /** The update the device is in the middle of, if any, so the server can resume it. */
+    update_id: Type.Optional(Type.String({ maxLength: 128 })),
+  },
+  { additionalProperties: true },
+);
+export type DeviceInfoPayload = Static<typeof DeviceInfoPayload>;
+
+/**
+ * The signed statement that a firmware image may be installed. Signed with the
+ * organization's Ed25519 key over `canonicalManifest(manifest)`.
+ */
+export const FirmwareManifest = Type.Object({
+  organization_id: Type.String(),
+  version: Type.String(),
+  sha256: Type.String({ pattern: '^[0-9a-f]{64}$' }),
+  size: Type.Integer({ minimum: 1 }),
+  /** `rollback` lets a device go to a lower version; it is bound to one device and one update. */
+  kind: Type.Union([Type.Literal('update'), Type.Literal('rollback')]),
+  device_id: Type.Optional(Type.String()),
+  update_id: Type.Optional(Type.String()),
+  issued_at: Type.String(),
+});
+export type FirmwareManifest = Static<typeof FirmwareManifest>;
+
+export const OtaUpdatePayload = Type.Object({
+  update_id: Type.String({ minLength: 1, maxLength: 128 }),
+  version: Type.String({ minLength: 1, maxLength: 64 }),
+  url: Type.String({ minLength: 1 }),
+  url_expires_at: Type.String(),
+  size: Type.Integer({ minimum: 1 }),
+  sha256: Type.String({ pattern: '^[0-9a-f]{64}$' }),
+  manifest: Type.Optional(FirmwareManifest),
+  /** Base64 Ed25519 signature over the canonical manifest. */
+  signature: Type.Optional(Type.String()),
+  force: Type.Optional(Type.Boolean()),
+});
+export type OtaUpdatePayload = Static<typeof OtaUpdatePayload>;
+
+export const OtaCancelPayload = Type.Object({ update_id: Type.String({ minLength: 1, maxLength: 128 }) });
+export type OtaCancelPayload = Static<typeof OtaCancelPayload>;
+
+/** The agent's phases, in order of a successful update. */
+export const OtaPhase = Type.Union([
+  Type.Literal('queued'),
+  Type.Literal('downloading'),
+  Type.Literal('verifying'),
+  Type.Literal('installing'),
+  Type.Literal('rebooting'),
+  Type.Literal('health_checking'),
+  Type.Literal('committing'),
+  Type.Literal('completed'),
+  Type.Literal('reverting'),
+  Type.Literal('failed'),
+]);
+export type OtaPhase = Static<typeof OtaPhase>;
+
+export const OtaProgressPayload = Type.Object({
+  update_id: Type.String({ minLength: 1, maxLength: 128 }),
+  phase: OtaPhase,
+  progress: Type.Integer({ minimum: 0, maximum: 100 }),
+  bytes_downloaded: Type.Optional(Type.Integer({ minimum: 0 })),
+});
+export type OtaProgressPayload = Static<typeof OtaProgressPayload>;
+
+/** Stable reasons a device gives for a failed update. */
+export const OtaFailureCode = Type.Union([
+  Type.Literal('download_failed'),
+  Type.Literal('checksum_mismatch'),
+  Type.Literal('signature_invalid'),
+  Type.Literal('signature_required'),
+  Type.Literal('downgrade_refused'),
+  Type.Literal('install_failed'),
+  Type.Literal('boot_failed'),
+  Type.Literal('health_check_failed'),
+  Type.Literal('cancelled'),
+  Type.Literal('busy'),
+  Type.Literal('invalid_command'),
+]);
+export type OtaFailureCode = Static<typeof OtaFailureCode>;
+
+export const OtaResultPayload = Type.Object({
+  update_id: Type.String({ minLength: 1, maxLength: 128 }),
+  status: Type.Union([Type.Literal('completed'), Type.Literal('failed')]),
+  /** The version the device runs now: the new one on success, the previous one on failure. */
+  current_version: Type.String({ minLength: 1, maxLength: 64 }),
+  previous_version: Type.Optional(Type.String({ maxLength: 64 })),
+  error: Type.Optional(Type.Object({ code: OtaFailureCode, message: Type.String({ maxLength: 2048 }) })),
+});
+export type OtaResultPayload = Static<typeof OtaResultPayload>;
+
+export const OtaRefreshUrlPayload = Type.Object({ update_id: Type.String({ minLength: 1, maxLength: 128 }) });
+export const OtaRefreshUrlData = Type.Object({ url: Type.String(), url_expires_at: Type.String() });
+export type OtaRefreshUrlData = Static<typeof OtaRefreshUrlData>;
+
+/** Compiled validators for the payloads, so both ends check them the same way. */
+export const validate = {
+  healthCheckData: Compile(HealthCheckData),
+  deviceInfo: Compile(DeviceInfoPayload),
+  otaUpdate: Compile(OtaUpdatePayload),
+  otaCancel: Compile(OtaCancelPayload),
+  otaProgress: Compile(OtaProgressPayload),
+  otaResult: Compile(OtaResultPayload),
+  otaRefreshUrl: Compile(OtaRefreshUrlPayload),
+  otaRefreshUrlData: Compile(OtaRefreshUrlData),
+  manifest: Compile(FirmwareManifest),
+};
+
+/** Default timings, in the units their names say. */
+export const TunnelDefaults = {
+  connectTimeoutMs: 10_000,
+  heartbeatIntervalMs: 30_000,
+  commandTimeoutMs: 30_000,
+  maxFrameBytes: 64 * 1024,
+  reconnectBaseMs: 1_000,
+  reconnectCapMs: 60_000,
+} as const;
+
+/** Exponential backoff with full jitter (AWS architecture blog), capped; retries forever. */
+export function backoffDelayMs(attempt: number, baseMs: number, capMs: number, random = Math.random): number {
+  const ceiling = Math.min(capMs, baseMs * 2 ** Math.min(attempt, 30));
+  return Math.floor(random() * ceiling);
+}
