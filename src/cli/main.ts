@@ -1,0 +1,10 @@
+import { Command } from 'commander';
+import { registerServeCommand } from './serve.ts';
+
+const program = new Command('edgeflow-ota')
+  .description('EdgeFlow OTA: over-the-air firmware updates for fleets of edge devices')
+  .showHelpAfterError();
+
+registerServeCommand(program);
+
+await program.parseAsync(process.argv);

@@ -1,0 +1,124 @@
+/**
+ * Builds the Fastify application from its services; `server.ts` listens. Tests build it the
+ * same way with their own database and store.
+ */
+import { randomUUID } from 'node:crypto';
+import multipart from '@fastify/multipart';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import { deviceRoutes } from './devices/routes.ts';
+import { downloadRoute } from './firmware/download-route.ts';
+import { firmwareRoutes } from './firmware/routes.ts';
+import { authenticate } from './infra/auth.ts';
+import { AppError } from './infra/errors.ts';
+import { ErrorResponse } from './infra/schemas.ts';
+import { opsRoutes } from './ops/routes.ts';
+import { orgRoutes } from './orgs/routes.ts';
+import type { Services } from './services.ts';
+
+export const API_VERSION = '1.0.0';
+
+/** Framework and multipart errors a client can cause, with the code we answer them with. */
+const CLIENT_ERROR_CODES: Record<string, [number, string]> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: [413, 'body_too_large'],
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: [415, 'unsupported_media_type'],
+  FST_ERR_CTP_EMPTY_JSON_BODY: [400, 'invalid_json'],
+  FST_ERR_CTP_INVALID_JSON_BODY: [400, 'invalid_json'],
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: [400, 'invalid_content_length'],
+  FST_INVALID_MULTIPART_CONTENT_TYPE: [400, 'multipart_required'],
+  FST_FILES_LIMIT: [400, 'unexpected_part'],
+  FST_FIELDS_LIMIT: [400, 'too_many_fields'],
+  FST_PARTS_LIMIT: [400, 'too_many_fields'],
+  FST_PROTO_VIOLATION: [400, 'invalid_field'],
+  FST_REQ_FILE_TOO_LARGE: [413, 'file_too_large'],
+};
+
+export interface BuildAppOptions {
+  /** Pino logger options or false; defaults to the configured level. */
+  logger?: FastifyServerOptions['logger'];
+  https?: { key: Buffer; cert: Buffer };
+}
+
+export async function buildApp(services: Services, options: BuildAppOptions = {}): Promise<FastifyInstance> {
+  const { config, metrics } = services;
+  const app = Fastify({
+    logger: options.logger ?? { level: config.logLevel },
+    ...(options.https ? { https: options.https } : {}),
+    requestIdHeader: 'x-request-id',
+    requestIdLogLabel: 'request_id',
+    genReqId: () => randomUUID(),
+    // Reject unknown fields instead of silently dropping them.
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array' } },
+    bodyLimit: 1024 * 1024,
+    forceCloseConnections: 'idle',
+    return503OnClosing: true,
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  app.addSchema(ErrorResponse);
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    metrics.httpRequestDuration
+      .labels(request.method, request.routeOptions.url ?? 'unmatched', String(reply.statusCode))
+      .observe(reply.elapsedTime / 1000);
+  });
+
+  app.setErrorHandler((error: FastifyError | AppError, request, reply) => {
+    if (error instanceof AppError) {
+      return reply.code(error.statusCode).send({
+        error: { code: error.code, message: error.message, ...(error.details ? { details: error.details } : {}) },
+      });
+    }
+    if ((error as FastifyError).validation) {
+      return reply.code(400).send({ error: { code: 'invalid_request', message: error.message } });
+    }
+    const known = error.code ? CLIENT_ERROR_CODES[error.code] : undefined;
+    if (known) return reply.code(known[0]).send({ error: { code: known[1], message: error.message } });
+    if (/Unexpected end of (form|multipart data)/i.test(error.message) || error.code === 'ECONNRESET') {
+      return reply.code(400).send({ error: { code: 'incomplete_upload', message: 'the upload was cut off' } });
+    }
+    const status = error.statusCode ?? 500;
+    if (status >= 400 && status < 500) {
+      return reply.code(status).send({ error: { code: 'bad_request', message: error.message } });
+    }
+    request.log.error({ err: error }, 'request failed');
+    return reply.code(500).send({ error: { code: 'internal_error', message: 'internal error; see the server log' } });
+  });
+
+  app.setNotFoundHandler((request, reply) =>
+    reply
+      .code(404)
+      .send({ error: { code: 'route_not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` } }),
+  );
+
+  await app.register(swagger, {
+    openapi: {
+      info: {
+        title: 'EdgeFlow OTA API',
+        version: API_VERSION,
+        description: 'Over-the-air firmware updates for fleets of edge devices.',
+      },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+  await app.register(multipart, { throwFileSizeLimit: true });
+
+  await app.register(opsRoutes, { services });
+  await app.register(downloadRoute, { services });
+
+  // Everything under /api/v1 needs a key; authenticate before any body is read.
+  await app.register(async (api) => {
+    api.addHook('onRequest', authenticate(services.db));
+    await api.register(orgRoutes, { services });
+    await api.register(deviceRoutes, { services });
+    await api.register(firmwareRoutes, { services });
+  });
+
+  return app;
+}

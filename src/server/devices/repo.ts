@@ -1,0 +1,142 @@
+import type { Queryable } from '../infra/db.ts';
+
+export interface DeviceRow {
+  device_id: string;
+  name: string | null;
+  model: string | null;
+  tags: string[];
+  current_version: string;
+  online: boolean;
+  last_seen_at: Date | null;
+  agent_version: string | null;
+  created_at: Date;
+  updated_at: Date;
+}
+
+const COLUMNS =
+  'device_id, name, model, tags, current_version, online, last_seen_at, agent_version, created_at, updated_at';
+
+export interface NewDevice {
+  organizationId: string;
+  deviceId: string;
+  name: string | null;
+  model: string | null;
+  tags: string[];
+  currentVersion: string;
+  keyHash: string;
+}
+
+/** Returns undefined when the organization already has a device with that id. */
+export async function insertDevice(db: Queryable, device: NewDevice): Promise<DeviceRow | undefined> {
+  const [row] = await db.query<DeviceRow>(
+    `INSERT INTO devices (organization_id, device_id, name, model, tags, current_version, key_hash)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)
+     ON CONFLICT (organization_id, device_id) DO NOTHING
+     RETURNING ${COLUMNS}`,
+    [
+      device.organizationId,
+      device.deviceId,
+      device.name,
+      device.model,
+      device.tags,
+      device.currentVersion,
+      device.keyHash,
+    ],
+  );
+  return row;
+}
+
+export async function findDevice(db: Queryable, organizationId: string, deviceId: string) {
+  const [row] = await db.query<DeviceRow>(
+    `SELECT ${COLUMNS} FROM devices WHERE organization_id = $1 AND device_id = $2`,
+    [organizationId, deviceId],
+  );
+  return row;
+}
+
+export interface DeviceFilter {
+  tags?: string[] | undefined;
+  model?: string | undefined;
+  version?: string | undefined;
+  online?: boolean | undefined;
+  /** Keyset pagination: devices whose id sorts after this one. */
+  after?: string | undefined;
+  limit: number;
+}
+
+export function listDevices(db: Queryable, organizationId: string, filter: DeviceFilter): Promise<DeviceRow[]> {
+  return db.query<DeviceRow>(
+    `SELECT ${COLUMNS} FROM devices
+     WHERE organization_id = $1
+       AND ($2::text[] IS NULL OR tags @> $2::text[])
+       AND ($3::text IS NULL OR model = $3)
+       AND ($4::text IS NULL OR current_version = $4)
+       AND ($5::boolean IS NULL OR online = $5)
+       AND ($6::text IS NULL OR device_id > $6)
+     ORDER BY device_id
+     LIMIT $7`,
+    [
+      organizationId,
+      filter.tags?.length ? filter.tags : null,
+      filter.model ?? null,
+      filter.version ?? null,
+      filter.online ?? null,
+      filter.after ?? null,
+      filter.limit,
+    ],
+  );
+}
+
+export interface DevicePatch {
+  name?: string | null | undefined;
+  model?: string | null | undefined;
+  tags?: string[] | undefined;
+}
+
+export async function patchDevice(db: Queryable, organizationId: string, deviceId: string, patch: DevicePatch) {
+  const [row] = await db.query<DeviceRow>(
+    `UPDATE devices SET
+       name = CASE WHEN $3 THEN $4 ELSE name END,
+       model = CASE WHEN $5 THEN $6 ELSE model END,
+       tags = COALESCE($7::text[], tags),
+       updated_at = now()
+     WHERE organization_id = $1 AND device_id = $2
+     RETURNING ${COLUMNS}`,
+    [
+      organizationId,
+      deviceId,
+      patch.name !== undefined,
+      patch.name ?? null,
+      patch.model !== undefined,
+      patch.model ?? null,
+      patch.tags ?? null,
+    ],
+  );
+  return row;
+}
+
+export async function deleteDevice(db: Queryable, organizationId: string, deviceId: string): Promise<boolean> {
+  const rows = await db.query('DELETE FROM devices WHERE organization_id = $1 AND device_id = $2 RETURNING 1', [
+    organizationId,
+    deviceId,
+  ]);
+  return rows.length > 0;
+}
+
+/** The device a tunnel key belongs to, with its organization. */
+export async function findDeviceByKeyHash(db: Queryable, keyHash: string) {
+  const [row] = await db.query<DeviceRow & { organization_id: string }>(
+    `SELECT organization_id, ${COLUMNS} FROM devices WHERE key_hash = $1`,
+    [keyHash],
+  );
+  return row;
+}
+
+/** Devices of the organization that run `version` (firmware they may need to recover). */
+export async function countDevicesOnVersion(db: Queryable, organizationId: string, version: string) {
+  const [row] = await db.query<{ n: number }>(
+    'SELECT count(*)::int AS n FROM devices WHERE organization_id = $1 AND current_version = $2',
+    [organizationId, version],
+  );
+  return row?.n ?? 0;
+}

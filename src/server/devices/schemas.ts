@@ -1,0 +1,59 @@
+import { Type } from 'typebox';
+import { SemverString, Timestamp } from '../infra/schemas.ts';
+
+export const DeviceIdString = Type.String({
+  minLength: 1,
+  maxLength: 128,
+  pattern: '^[A-Za-z0-9][A-Za-z0-9._:-]*$',
+  description: 'letters, digits and . _ : -',
+});
+export const Tag = Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9._:=/-]*$' });
+export const Tags = Type.Array(Tag, { maxItems: 32, uniqueItems: true });
+const Nullable = <T extends ReturnType<typeof Type.String>>(schema: T) => Type.Union([schema, Type.Null()]);
+
+export const Device = Type.Object({
+  device_id: Type.String(),
+  name: Nullable(Type.String()),
+  model: Nullable(Type.String()),
+  tags: Type.Array(Type.String()),
+  current_version: Type.String(),
+  online: Type.Boolean(),
+  last_seen_at: Type.Union([Timestamp, Type.Null()]),
+  agent_version: Nullable(Type.String()),
+  created_at: Timestamp,
+  updated_at: Timestamp,
+});
+
+export const CreateDeviceBody = Type.Object(
+  {
+    device_id: Type.Optional(DeviceIdString),
+    name: Type.Optional(Type.String({ maxLength: 200 })),
+    model: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
+    tags: Type.Optional(Tags),
+    current_version: SemverString,
+  },
+  { additionalProperties: false },
+);
+
+export const PatchDeviceBody = Type.Object(
+  {
+    name: Type.Optional(Nullable(Type.String({ maxLength: 200 }))),
+    model: Type.Optional(Nullable(Type.String({ minLength: 1, maxLength: 100 }))),
+    tags: Type.Optional(Tags),
+  },
+  { additionalProperties: false, minProperties: 1 },
+);
+
+export const ListDevicesQuery = Type.Object(
+  {
+    tag: Type.Optional(Type.Union([Tag, Type.Array(Tag, { maxItems: 32 })])),
+    model: Type.Optional(Type.String({ maxLength: 100 })),
+    version: Type.Optional(Type.String({ maxLength: 64 })),
+    online: Type.Optional(Type.Boolean()),
+    after: Type.Optional(Type.String({ maxLength: 128 })),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+  },
+  { additionalProperties: false },
+);
+
+export const DeviceParams = Type.Object({ id: DeviceIdString });

@@ -1,0 +1,178 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import { orgPrincipal } from '../infra/auth.ts';
+import { BadRequestError, FileTooLargeError } from '../infra/errors.ts';
+import { authErrors, ErrorResponse, Timestamp } from '../infra/schemas.ts';
+import type { Services } from '../services.ts';
+import * as repo from './repo.ts';
+import * as service from './service.ts';
+
+const Firmware = Type.Object({
+  version: Type.String(),
+  sha256: Type.String(),
+  size: Type.Integer(),
+  storage_key: Type.String(),
+  release_notes: Type.Union([Type.String(), Type.Null()]),
+  compatible_models: Type.Array(Type.String()),
+  created_at: Timestamp,
+});
+const VersionParams = Type.Object({ version: Type.String({ minLength: 1, maxLength: 300 }) });
+const DownloadLink = Type.Object({ url: Type.String(), expires_at: Timestamp });
+
+/** Multipart framing around the file: generous, but bounded, so Content-Length can be checked up front. */
+const MULTIPART_OVERHEAD_BYTES = 1024 * 1024;
+
+function splitModels(values: string[]): string[] {
+  return values.flatMap((value) =>
+    value
+      .split(',')
+      .map((model) => model.trim())
+      .filter(Boolean),
+  );
+}
+
+export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = async (app, { services }) => {
+  const { db, config } = services;
+
+  app.post(
+    '/api/v1/firmware',
+    {
+      schema: {
+        tags: ['firmware'],
+        summary: 'Upload firmware (multipart/form-data: version, sha256, release_notes?, compatible_models?, then file)',
+        description:
+          'Streamed: the server hashes while it stores and never buffers the file. 201 when created, 200 when the ' +
+          'same version with identical content already exists. compatible_models may repeat or be comma-separated.',
+        consumes: ['multipart/form-data'],
+        response: {
+          200: Firmware,
+          201: Firmware,
+          400: ErrorResponse,
+          409: ErrorResponse,
+          413: ErrorResponse,
+          415: ErrorResponse,
+          422: ErrorResponse,
+          ...authErrors,
+        },
+      },
+    },
+    async (request, reply) => {
+      const principal = orgPrincipal(request, 'operator');
+      if (!request.isMultipart()) {
+        throw new BadRequestError('multipart_required', 'send the firmware as multipart/form-data');
+      }
+      const length = Number(request.headers['content-length']);
+      if (Number.isFinite(length) && length > config.firmwareMaxBytes + MULTIPART_OVERHEAD_BYTES) {
+        throw new FileTooLargeError(config.firmwareMaxBytes);
+      }
+      const fields: Record<string, string[]> = {};
+      let result: Awaited<ReturnType<typeof service.uploadFirmware>> | undefined;
+      const parts = request.parts({
+        // One byte over the limit so the store's own counter is what reports it.
+        limits: { fileSize: config.firmwareMaxBytes + 1, files: 1, fields: 20, fieldSize: 64 * 1024 },
+      });
+      for await (const part of parts) {
+        if (part.type === 'field') {
+          (fields[part.fieldname] ??= []).push(String(part.value));
+          continue;
+        }
+        if (result || part.fieldname !== 'file') {
+          throw new BadRequestError('unexpected_part', 'send exactly one file part, named "file", after the fields');
+        }
+        const upload = service.validateUploadFields(
+          {
+            version: fields.version?.[0],
+            sha256: fields.sha256?.[0],
+            release_notes: fields.release_notes?.[0],
+            compatible_models: splitModels(fields.compatible_models ?? []),
+          },
+          part.filename,
+        );
+        result = await service.uploadFirmware(services, principal.organizationId, upload, part.file);
+      }
+      if (!result) {
+        service.validateUploadFields(
+          { version: fields.version?.[0], sha256: fields.sha256?.[0] },
+          undefined, // reports the first missing field, else the missing file
+        );
+      }
+      return reply.code(result!.created ? 201 : 200).send(result!.firmware);
+    },
+  );
+
+  app.get(
+    '/api/v1/firmware',
+    {
+      schema: {
+        tags: ['firmware'],
+        summary: 'List firmware, newest first',
+        response: { 200: Type.Object({ firmware: Type.Array(Firmware) }), ...authErrors },
+      },
+    },
+    async (request) => {
+      const principal = orgPrincipal(request, 'viewer');
+      return { firmware: await repo.listFirmware(db, principal.organizationId) };
+    },
+  );
+
+  app.get(
+    '/api/v1/firmware/:version',
+    {
+      schema: {
+        tags: ['firmware'],
+        summary: 'One firmware version',
+        params: VersionParams,
+        response: { 200: Firmware, 404: ErrorResponse, ...authErrors },
+      },
+    },
+    async (request) => {
+      const principal = orgPrincipal(request, 'viewer');
+      return service.getFirmware(services, principal.organizationId, request.params.version);
+    },
+  );
+
+  app.delete(
+    '/api/v1/firmware/:version',
+    {
+      schema: {
+        tags: ['firmware'],
+        summary: 'Delete firmware no device may need (409 firmware_in_use otherwise)',
+        params: VersionParams,
+        response: { 204: Type.Null(), 404: ErrorResponse, 409: ErrorResponse, ...authErrors },
+      },
+    },
+    async (request, reply) => {
+      const principal = orgPrincipal(request, 'operator');
+      await service.deleteFirmware(services, principal.organizationId, request.params.version);
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.post(
+    '/api/v1/firmware/:version/download-url',
+    {
+      schema: {
+        tags: ['firmware'],
+        summary: 'A time-limited download link (default lifetime EDGEFLOW_LINK_TTL_SECONDS, 1 hour)',
+        params: VersionParams,
+        body: Type.Optional(
+          Type.Object(
+            { expires_in_seconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 7 * 24 * 3600 })) },
+            { additionalProperties: false },
+          ),
+        ),
+        response: { 200: DownloadLink, 400: ErrorResponse, 404: ErrorResponse, ...authErrors },
+      },
+    },
+    async (request) => {
+      const principal = orgPrincipal(request, 'viewer');
+      return service.firmwareDownloadLink(
+        services,
+        principal.organizationId,
+        request.params.version,
+        request.body?.expires_in_seconds,
+      );
+    },
+  );
+};
+

@@ -1,0 +1,134 @@
+import type { Readable } from 'node:stream';
+import { isStrictSemver } from '../../protocol/version.ts';
+import type { DownloadLink } from '../infra/blobstore/types.ts';
+import { BadRequestError, ConflictError, NotFoundError, UnprocessableError } from '../infra/errors.ts';
+import type { Services } from '../services.ts';
+import * as repo from './repo.ts';
+
+/** The one place a storage key is built; only validated, strict-semver versions reach it. */
+export function firmwareKey(organizationId: string, version: string, sha256: string): string {
+  return `firmware/${organizationId}/${version}/${sha256}.bin`;
+}
+
+export interface UploadFields {
+  version?: string | undefined;
+  sha256?: string | undefined;
+  release_notes?: string | undefined;
+  compatible_models?: string[] | undefined;
+}
+
+export interface ValidUpload {
+  version: string;
+  sha256: string;
+  release_notes: string | null;
+  compatible_models: string[];
+}
+
+const MODEL = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$/;
+
+/** Checks the fields that precede the file part, before a single byte is stored. */
+export function validateUploadFields(fields: UploadFields, filename: string | undefined): ValidUpload {
+  if (!fields.version) throw new BadRequestError('missing_field', 'the version field must come before the file');
+  if (!isStrictSemver(fields.version)) {
+    throw new BadRequestError('invalid_version', 'version must be a strict semantic version such as 1.4.2');
+  }
+  if (!fields.sha256) throw new BadRequestError('missing_field', 'the sha256 field must come before the file');
+  const sha256 = fields.sha256.trim().toLowerCase();
+  if (!/^[0-9a-f]{64}$/.test(sha256)) {
+    throw new BadRequestError('invalid_checksum', 'sha256 must be 64 hexadecimal characters');
+  }
+  if (filename === undefined) throw new BadRequestError('missing_file', 'a file part named "file" is required');
+  if (!filename.toLowerCase().endsWith('.bin')) {
+    throw new BadRequestError('invalid_file_type', 'firmware must be a .bin file');
+  }
+  const releaseNotes = fields.release_notes ?? null;
+  if (releaseNotes !== null && releaseNotes.length > 10_000) {
+    throw new BadRequestError('invalid_release_notes', 'release_notes is limited to 10000 characters');
+  }
+  const models = [...new Set(fields.compatible_models ?? [])];
+  const badModel = models.find((model) => !MODEL.test(model));
+  if (badModel !== undefined || models.length > 100) {
+    throw new BadRequestError('invalid_compatible_models', 'compatible_models are model names: letters, digits, . _ : -');
+  }
+  return { version: fields.version, sha256, release_notes: releaseNotes, compatible_models: models };
+}
+
+/**
+ * Streams the file into the store while hashing it, then keeps it only if the computed
+ * SHA256 equals the declared one. Whatever fails, nothing of the upload remains.
+ * Returns `created: false` when the same version with identical content already existed.
+ */
+export async function uploadFirmware(
+  services: Services,
+  organizationId: string,
+  upload: ValidUpload,
+  file: Readable,
+): Promise<{ firmware: repo.FirmwareRow; created: boolean }> {
+  const { db, store, config } = services;
+  const existing = await repo.findFirmware(db, organizationId, upload.version);
+  if (existing && existing.sha256 !== upload.sha256) {
+    throw new ConflictError('version_exists', `version ${upload.version} exists with other content`);
+  }
+  const staged = await store.stage(file, { maxBytes: config.firmwareMaxBytes });
+  try {
+    if (staged.size === 0) throw new BadRequestError('empty_file', 'the firmware file is empty');
+    if (staged.sha256 !== upload.sha256) {
+      throw new UnprocessableError('checksum_mismatch', 'the file does not match the declared sha256', {
+        declared: upload.sha256,
+        computed: staged.sha256,
+      });
+    }
+  } catch (error) {
+    await store.discard(staged.tempKey);
+    throw error;
+  }
+  if (existing) {
+    await store.discard(staged.tempKey);
+    return { firmware: existing, created: false };
+  }
+  const key = firmwareKey(organizationId, upload.version, upload.sha256);
+  await store.promote(staged.tempKey, key);
+  let inserted: repo.FirmwareRow | undefined;
+  try {
+    inserted = await repo.insertFirmware(db, organizationId, { ...upload, size: staged.size, storage_key: key });
+  } catch (error) {
+    await store.delete(key);
+    throw error;
+  }
+  if (inserted) {
+    services.metrics.firmwareUploadedBytes.inc(staged.size);
+    return { firmware: inserted, created: true };
+  }
+  // A concurrent upload of the same version won the insert.
+  const winner = await repo.findFirmware(db, organizationId, upload.version);
+  if (winner?.sha256 === upload.sha256) return { firmware: winner, created: false };
+  await store.delete(key);
+  throw new ConflictError('version_exists', `version ${upload.version} exists with other content`);
+}
+
+export async function getFirmware(services: Services, organizationId: string, version: string) {
+  const firmware = await repo.findFirmware(services.db, organizationId, version);
+  if (!firmware) throw new NotFoundError('firmware_not_found', `no firmware ${version}`);
+  return firmware;
+}
+
+export async function deleteFirmware(services: Services, organizationId: string, version: string) {
+  const removed = await services.db.transaction(async (tx) => {
+    const firmware = await repo.findFirmware(tx, organizationId, version);
+    if (!firmware) throw new NotFoundError('firmware_not_found', `no firmware ${version}`);
+    const reason = await repo.firmwareInUseReason(tx, organizationId, version);
+    if (reason) throw new ConflictError('firmware_in_use', `firmware ${version} cannot be deleted: ${reason}`);
+    return repo.deleteFirmware(tx, organizationId, version);
+  });
+  if (removed) await services.store.delete(removed.storage_key);
+}
+
+export async function firmwareDownloadLink(
+  services: Services,
+  organizationId: string,
+  version: string,
+  ttlSeconds = services.config.downloadLinkTtlSeconds,
+): Promise<DownloadLink> {
+  const firmware = await getFirmware(services, organizationId, version);
+  return services.store.downloadLink(firmware.storage_key, ttlSeconds);
+}

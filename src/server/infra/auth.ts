@@ -1,0 +1,77 @@
+/**
+ * Bearer-key authentication and roles. Every authenticated request carries a principal whose
+ * organization scopes every query it makes.
+ */
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Queryable } from './db.ts';
+import { ForbiddenError, UnauthorizedError } from './errors.ts';
+import { hashSecret } from './secrets.ts';
+
+export type Role = 'system_admin' | 'admin' | 'operator' | 'viewer';
+
+export interface Principal {
+  keyId: string;
+  role: Role;
+  /** Null only for the system administrator. */
+  organizationId: string | null;
+}
+
+export interface OrgPrincipal extends Principal {
+  organizationId: string;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    principal?: Principal;
+  }
+}
+
+const RANK: Record<Exclude<Role, 'system_admin'>, number> = { viewer: 1, operator: 2, admin: 3 };
+
+export function bearerToken(request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization;
+  if (!header) return undefined;
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  return match?.[1];
+}
+
+export async function findPrincipal(db: Queryable, secret: string): Promise<Principal | undefined> {
+  const [row] = await db.query<{ id: string; role: Role; organization_id: string | null }>(
+    'SELECT id, role, organization_id FROM api_keys WHERE key_hash = $1',
+    [hashSecret(secret)],
+  );
+  return row ? { keyId: row.id, role: row.role, organizationId: row.organization_id } : undefined;
+}
+
+/** Fastify preHandler factory: authenticates, then checks the role. */
+export function authenticate(db: Queryable) {
+  return async function requirePrincipal(request: FastifyRequest, _reply: FastifyReply) {
+    const secret = bearerToken(request);
+    if (!secret) throw new UnauthorizedError();
+    const principal = await findPrincipal(db, secret);
+    if (!principal) throw new UnauthorizedError('the API key is not valid');
+    request.principal = principal;
+  };
+}
+
+/** The principal of an organization route, at least `minimum` in rank. */
+export function orgPrincipal(request: FastifyRequest, minimum: Exclude<Role, 'system_admin'>): OrgPrincipal {
+  const principal = request.principal;
+  if (!principal) throw new UnauthorizedError();
+  if (principal.role === 'system_admin' || principal.organizationId === null) {
+    throw new ForbiddenError('organization_key_required', 'use a key of an organization for this call');
+  }
+  if (RANK[principal.role] < RANK[minimum]) {
+    throw new ForbiddenError('insufficient_role', `this call needs the ${minimum} role; the key is ${principal.role}`);
+  }
+  return principal as OrgPrincipal;
+}
+
+export function requireSystemAdmin(request: FastifyRequest): Principal {
+  const principal = request.principal;
+  if (!principal) throw new UnauthorizedError();
+  if (principal.role !== 'system_admin') {
+    throw new ForbiddenError('system_admin_required', 'this call needs the system administrator key');
+  }
+  return principal;
+}

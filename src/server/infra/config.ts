@@ -1,0 +1,106 @@
+/**
+ * The one place that reads the environment. Parsed once at boot, typed, units in the names,
+ * defaults here and nowhere else.
+ */
+import path from 'node:path';
+
+export type StoreKind = 'local' | 's3';
+
+export interface Config {
+  host: string;
+  port: number;
+  /** Base URL devices and clients use to reach this server (download links are built on it). */
+  publicUrl: string;
+  dataDir: string;
+  /** PostgreSQL connection string; absent → embedded PGlite in `<dataDir>/db`. */
+  databaseUrl: string | undefined;
+  /** Used only on the first start, when no system administrator key exists yet. */
+  adminKey: string | undefined;
+  logLevel: string;
+  store: StoreKind;
+  s3: {
+    endpoint: string | undefined;
+    publicEndpoint: string | undefined;
+    region: string;
+    bucket: string;
+    accessKeyId: string | undefined;
+    secretAccessKey: string | undefined;
+    forcePathStyle: boolean;
+  };
+  firmwareMaxBytes: number;
+  downloadLinkTtlSeconds: number;
+  tls: { certFile: string; keyFile: string } | undefined;
+  heartbeatIntervalMs: number;
+  shutdownTimeoutMs: number;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+type Env = Record<string, string | undefined>;
+
+function integer(env: Env, name: string, fallback: number, min = 0): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isSafeInteger(value) || value < min) {
+    throw new ConfigError(`${name} must be a whole number ≥ ${min}, got ${JSON.stringify(raw)}`);
+  }
+  return value;
+}
+
+function boolean(env: Env, name: string, fallback: boolean): boolean {
+  const raw = env[name]?.toLowerCase();
+  if (raw === undefined || raw === '') return fallback;
+  if (['1', 'true', 'yes', 'on'].includes(raw)) return true;
+  if (['0', 'false', 'no', 'off'].includes(raw)) return false;
+  throw new ConfigError(`${name} must be true or false, got ${JSON.stringify(env[name])}`);
+}
+
+function optional(env: Env, name: string): string | undefined {
+  const raw = env[name];
+  return raw === undefined || raw === '' ? undefined : raw;
+}
+
+export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config {
+  const port = integer(env, 'PORT', 8080);
+  if (port > 65535) throw new ConfigError(`PORT must be at most 65535, got ${port}`);
+  const host = optional(env, 'HOST') ?? '0.0.0.0';
+  const tlsCert = optional(env, 'TLS_CERT_FILE');
+  const tlsKey = optional(env, 'TLS_KEY_FILE');
+  if (Boolean(tlsCert) !== Boolean(tlsKey)) throw new ConfigError('TLS_CERT_FILE and TLS_KEY_FILE go together');
+  const tls = tlsCert && tlsKey ? { certFile: tlsCert, keyFile: tlsKey } : undefined;
+  const bucket = optional(env, 'S3_BUCKET');
+  const store = (optional(env, 'EDGEFLOW_STORE') ?? (bucket ? 's3' : 'local')) as StoreKind;
+  if (store !== 'local' && store !== 's3') throw new ConfigError(`EDGEFLOW_STORE must be local or s3, got ${store}`);
+  if (store === 's3' && !bucket) throw new ConfigError('EDGEFLOW_STORE=s3 needs S3_BUCKET');
+  const publicUrl = (
+    optional(env, 'EDGEFLOW_PUBLIC_URL') ?? `${tls ? 'https' : 'http'}://localhost:${port === 0 ? 8080 : port}`
+  ).replace(/\/+$/, '');
+
+  return {
+    host,
+    port,
+    publicUrl,
+    dataDir: path.resolve(cwd, optional(env, 'EDGEFLOW_DATA_DIR') ?? 'data'),
+    databaseUrl: optional(env, 'DATABASE_URL'),
+    adminKey: optional(env, 'EDGEFLOW_ADMIN_KEY'),
+    logLevel: optional(env, 'LOG_LEVEL') ?? 'info',
+    store,
+    s3: {
+      endpoint: optional(env, 'S3_ENDPOINT'),
+      publicEndpoint: optional(env, 'S3_PUBLIC_ENDPOINT'),
+      region: optional(env, 'S3_REGION') ?? 'us-east-1',
+      bucket: bucket ?? '',
+      accessKeyId: optional(env, 'S3_ACCESS_KEY_ID'),
+      secretAccessKey: optional(env, 'S3_SECRET_ACCESS_KEY'),
+      forcePathStyle: boolean(env, 'S3_FORCE_PATH_STYLE', Boolean(optional(env, 'S3_ENDPOINT'))),
+    },
+    firmwareMaxBytes: integer(env, 'EDGEFLOW_FIRMWARE_MAX_BYTES', 2 * 1024 ** 3, 1),
+    downloadLinkTtlSeconds: integer(env, 'EDGEFLOW_LINK_TTL_SECONDS', 3600, 1),
+    tls,
+    heartbeatIntervalMs: integer(env, 'EDGEFLOW_HEARTBEAT_SECONDS', 30, 1) * 1000,
+    shutdownTimeoutMs: integer(env, 'EDGEFLOW_SHUTDOWN_TIMEOUT_MS', 10_000, 0),
+  };
+}

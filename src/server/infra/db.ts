@@ -1,0 +1,162 @@
+/**
+ * One small query interface over both databases: embedded PGlite (Postgres compiled to WASM)
+ * and PostgreSQL through `pg`. Both speak the same SQL; repositories use only this.
+ */
+import { mkdirSync } from 'node:fs';
+import { PGlite } from '@electric-sql/pglite';
+import pg from 'pg';
+
+export interface Queryable {
+  query<Row = Record<string, unknown>>(text: string, params?: readonly unknown[]): Promise<Row[]>;
+  /** Runs a script of several statements without parameters (migrations). */
+  exec(script: string): Promise<void>;
+}
+
+export type Notification = { channel: string; payload: string };
+
+export interface Db extends Queryable {
+  readonly kind: 'pglite' | 'postgres';
+  /** Runs `work` in one transaction: committed when it resolves, rolled back when it throws. */
+  transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T>;
+  /** Subscribes to NOTIFY on `channel`; returns the unsubscribe function. */
+  listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
+  close(): Promise<void>;
+}
+
+// Sizes and counters fit a JS number; read int8 as one on both databases.
+pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number(value));
+
+class PgliteDb implements Db {
+  readonly kind = 'pglite' as const;
+  constructor(readonly pglite: PGlite) {}
+
+  async query<Row>(text: string, params: readonly unknown[] = []): Promise<Row[]> {
+    return (await this.pglite.query<Row>(text, params as unknown[])).rows;
+  }
+
+  async exec(script: string) {
+    await this.pglite.exec(script);
+  }
+
+  transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T> {
+    return this.pglite.transaction((tx) =>
+      work({
+        query: async <Row>(text: string, params: readonly unknown[] = []) =>
+          (await tx.query<Row>(text, params as unknown[])).rows,
+        exec: async (script: string) => {
+          await tx.exec(script);
+        },
+      }),
+    );
+  }
+
+  async listen(channel: string, onPayload: (payload: string) => void) {
+    const unsubscribe = await this.pglite.listen(channel, onPayload);
+    return async () => unsubscribe();
+  }
+
+  async close() {
+    if (!this.pglite.closed) await this.pglite.close();
+  }
+}
+
+class PostgresDb implements Db {
+  readonly kind = 'postgres' as const;
+  private listener: pg.Client | undefined;
+  private readonly handlers = new Map<string, Set<(payload: string) => void>>();
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly clientConfig: pg.ClientConfig,
+  ) {}
+
+  async query<Row>(text: string, params: readonly unknown[] = []): Promise<Row[]> {
+    return (await this.pool.query(text, params as unknown[])).rows as Row[];
+  }
+
+  async exec(script: string) {
+    await this.pool.query(script);
+  }
+
+  async transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      const result = await work({
+        query: async <Row>(text: string, params: readonly unknown[] = []) =>
+          (await client.query(text, params as unknown[])).rows as Row[],
+        exec: async (script: string) => {
+          await client.query(script);
+        },
+      });
+      await client.query('COMMIT');
+      return result;
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw error;
+    } finally {
+      client.release();
+    }
+  }
+
+  /** One dedicated connection carries every LISTEN of this process. */
+  async listen(channel: string, onPayload: (payload: string) => void) {
+    if (!this.listener) {
+      this.listener = new pg.Client(this.clientConfig);
+      this.listener.on('notification', (message) => {
+        for (const handler of this.handlers.get(message.channel) ?? []) handler(message.payload ?? '');
+      });
+      await this.listener.connect();
+    }
+    let set = this.handlers.get(channel);
+    if (!set) {
+      set = new Set();
+      this.handlers.set(channel, set);
+      await this.listener.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+    }
+    set.add(onPayload);
+    return async () => {
+      set.delete(onPayload);
+    };
+  }
+
+  async close() {
+    await this.listener?.end().catch(() => {});
+    this.listener = undefined;
+    await this.pool.end();
+  }
+}
+
+export interface OpenDbOptions {
+  /** PostgreSQL connection string; when absent, PGlite. */
+  databaseUrl?: string | undefined;
+  /** PGlite data directory; when absent (and no URL), an in-memory database. */
+  dataDir?: string | undefined;
+  /** PostgreSQL schema to use (tests isolate runs in a schema of their own). */
+  schema?: string | undefined;
+  poolSize?: number;
+}
+
+export async function openDb(options: OpenDbOptions): Promise<Db> {
+  if (options.databaseUrl) {
+    const clientConfig: pg.ClientConfig = {
+      connectionString: options.databaseUrl,
+      ...(options.schema ? { options: `-c search_path=${options.schema}` } : {}),
+    };
+    const pool = new pg.Pool({ ...clientConfig, max: options.poolSize ?? 20 });
+    // An idle client losing its connection must not crash the process; the next query reconnects.
+    pool.on('error', () => {});
+    const db = new PostgresDb(pool, clientConfig);
+    await db.query('SELECT 1');
+    return db;
+  }
+  if (options.dataDir) mkdirSync(options.dataDir, { recursive: true });
+  const pglite = new PGlite(options.dataDir);
+  await pglite.waitReady;
+  return new PgliteDb(pglite);
+}
+
+/** Wraps an already open PGlite (tests clone a migrated template). */
+export function wrapPglite(pglite: PGlite): Db {
+  return new PgliteDb(pglite);
+}

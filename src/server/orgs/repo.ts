@@ -1,0 +1,90 @@
+import type { Role } from '../infra/auth.ts';
+import type { Queryable } from '../infra/db.ts';
+
+export interface OrganizationRow {
+  id: string;
+  name: string;
+  signing_public_key: string;
+  created_at: Date;
+}
+
+export interface ApiKeyRow {
+  id: string;
+  organization_id: string | null;
+  role: Role;
+  name: string | null;
+  created_at: Date;
+}
+
+export async function insertOrganization(
+  db: Queryable,
+  org: { id: string; name: string; publicKeyPem: string; privateKeyPem: string },
+): Promise<OrganizationRow> {
+  const [row] = await db.query<OrganizationRow>(
+    `INSERT INTO organizations (id, name, signing_public_key, signing_private_key)
+     VALUES ($1, $2, $3, $4) RETURNING id, name, signing_public_key, created_at`,
+    [org.id, org.name, org.publicKeyPem, org.privateKeyPem],
+  );
+  return row!;
+}
+
+export function listOrganizations(db: Queryable): Promise<OrganizationRow[]> {
+  return db.query<OrganizationRow>(
+    'SELECT id, name, signing_public_key, created_at FROM organizations ORDER BY created_at, id',
+  );
+}
+
+export async function findSigningKeys(
+  db: Queryable,
+  organizationId: string,
+): Promise<{ publicKeyPem: string; privateKeyPem: string } | undefined> {
+  const [row] = await db.query<{ signing_public_key: string; signing_private_key: string }>(
+    'SELECT signing_public_key, signing_private_key FROM organizations WHERE id = $1',
+    [organizationId],
+  );
+  return row && { publicKeyPem: row.signing_public_key, privateKeyPem: row.signing_private_key };
+}
+
+export async function insertApiKey(
+  db: Queryable,
+  key: { id: string; organizationId: string | null; role: Role; keyHash: string; name: string | null },
+): Promise<ApiKeyRow> {
+  const [row] = await db.query<ApiKeyRow>(
+    `INSERT INTO api_keys (id, organization_id, role, key_hash, name) VALUES ($1, $2, $3, $4, $5)
+     RETURNING id, organization_id, role, name, created_at`,
+    [key.id, key.organizationId, key.role, key.keyHash, key.name],
+  );
+  return row!;
+}
+
+export function listApiKeys(db: Queryable, organizationId: string): Promise<ApiKeyRow[]> {
+  return db.query<ApiKeyRow>(
+    `SELECT id, organization_id, role, name, created_at FROM api_keys
+     WHERE organization_id = $1 ORDER BY created_at, id`,
+    [organizationId],
+  );
+}
+
+export async function deleteApiKey(db: Queryable, organizationId: string, id: string): Promise<boolean> {
+  const rows = await db.query('DELETE FROM api_keys WHERE organization_id = $1 AND id = $2 RETURNING id', [
+    organizationId,
+    id,
+  ]);
+  return rows.length > 0;
+}
+
+export async function systemAdminKeyExists(db: Queryable): Promise<boolean> {
+  const rows = await db.query("SELECT 1 FROM api_keys WHERE role = 'system_admin' LIMIT 1");
+  return rows.length > 0;
+}
+
+export async function getSetting(db: Queryable, name: string): Promise<string | undefined> {
+  const [row] = await db.query<{ value: string }>('SELECT value FROM settings WHERE name = $1', [name]);
+  return row?.value;
+}
+
+/** Inserts unless present (another replica may have won); returns the stored value. */
+export async function ensureSetting(db: Queryable, name: string, value: string): Promise<string> {
+  await db.query('INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING', [name, value]);
+  return (await getSetting(db, name))!;
+}

@@ -1,0 +1,80 @@
+import { randomBytes } from 'node:crypto';
+import { generateSigningKeyPair } from '../../protocol/manifest.ts';
+import type { Role } from '../infra/auth.ts';
+import type { Db } from '../infra/db.ts';
+import { BadRequestError, NotFoundError } from '../infra/errors.ts';
+import { hashSecret, newId, newSecret } from '../infra/secrets.ts';
+import * as repo from './repo.ts';
+
+export interface Bootstrap {
+  /** Set only when this start created the system administrator key and generated it. */
+  generatedAdminKey: string | undefined;
+  /** HMAC secret for the local store's download links, shared by every replica. */
+  linkSigningSecret: string;
+}
+
+/**
+ * First start: creates the system administrator key (EDGEFLOW_ADMIN_KEY when given, else a
+ * generated one that is returned to be printed once) and the link-signing secret.
+ */
+export async function bootstrap(db: Db, configuredAdminKey: string | undefined): Promise<Bootstrap> {
+  return db.transaction(async (tx) => {
+    // Replicas starting together: one creates the key, the others see it.
+    await tx.query('SELECT pg_advisory_xact_lock(7340002)');
+    let generatedAdminKey: string | undefined;
+    if (!(await repo.systemAdminKeyExists(tx))) {
+      const key = configuredAdminKey ?? newSecret('efo');
+      await repo.insertApiKey(tx, {
+        id: newId('key'),
+        organizationId: null,
+        role: 'system_admin',
+        keyHash: hashSecret(key),
+        name: 'system administrator',
+      });
+      if (!configuredAdminKey) generatedAdminKey = key;
+    }
+    const linkSigningSecret = await repo.ensureSetting(tx, 'link_signing_secret', randomBytes(32).toString('hex'));
+    return { generatedAdminKey, linkSigningSecret };
+  });
+}
+
+export async function createOrganization(db: Db, name: string) {
+  const trimmed = name.trim();
+  if (!trimmed) throw new BadRequestError('invalid_name', 'name must not be blank');
+  const keys = generateSigningKeyPair();
+  const adminKey = newSecret('efo');
+  return db.transaction(async (tx) => {
+    const org = await repo.insertOrganization(tx, { id: newId('org'), name: trimmed, ...keys });
+    await repo.insertApiKey(tx, {
+      id: newId('key'),
+      organizationId: org.id,
+      role: 'admin',
+      keyHash: hashSecret(adminKey),
+      name: 'initial admin',
+    });
+    return { ...org, admin_key: adminKey };
+  });
+}
+
+export async function createApiKey(db: Db, organizationId: string, role: Exclude<Role, 'system_admin'>, name?: string) {
+  const key = newSecret('efo');
+  const row = await repo.insertApiKey(db, {
+    id: newId('key'),
+    organizationId,
+    role,
+    keyHash: hashSecret(key),
+    name: name ?? null,
+  });
+  return { ...row, key };
+}
+
+export async function revokeApiKey(db: Db, organizationId: string, id: string, callerKeyId: string) {
+  if (id === callerKeyId) throw new BadRequestError('cannot_revoke_own_key', 'a key cannot revoke itself');
+  if (!(await repo.deleteApiKey(db, organizationId, id))) throw new NotFoundError('api_key_not_found', 'no such key');
+}
+
+export async function signingPublicKey(db: Db, organizationId: string): Promise<string> {
+  const keys = await repo.findSigningKeys(db, organizationId);
+  if (!keys) throw new NotFoundError('organization_not_found', 'no such organization');
+  return keys.publicKeyPem;
+}

@@ -1,0 +1,295 @@
+/**
+ * Firmware registry against the real server on every backend under test: streamed upload,
+ * download through the issued link, and every kind of bad input refused with its own code
+ * and nothing left behind in the database or the store.
+ */
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { downloadSha256, type FirmwareFile, makeFirmwareFile, postFirmware, sha256Of } from '../helpers/firmware.ts';
+import { backendsUnderTest, startTestServer, stopSharedServices, type TestServer } from '../helpers/server.ts';
+
+const MAX_BYTES = 4 * 1024 * 1024;
+const backends = await backendsUnderTest();
+after(stopSharedServices);
+
+for (const backend of backends) {
+  describe(`firmware registry on ${backend.name}`, () => {
+    let server: TestServer;
+    let org: { id: string; adminKey: string };
+    let small: FirmwareFile;
+
+    before(async () => {
+      server = await startTestServer(backend, { env: { EDGEFLOW_FIRMWARE_MAX_BYTES: String(MAX_BYTES) } });
+      org = await server.createOrg('acme');
+      small = await makeFirmwareFile(64 * 1024);
+    });
+    after(() => server.close());
+
+    /** Objects of this organization (and staged leftovers) that no firmware row accounts for. */
+    async function leftovers(): Promise<string[]> {
+      const rows = await server.db.query<{ storage_key: string }>(
+        'SELECT storage_key FROM firmware WHERE organization_id = $1',
+        [org.id],
+      );
+      const known = new Set(rows.map((row) => row.storage_key));
+      const keys = await server.store.listKeys('');
+      return keys.filter((key) => (key.startsWith(`firmware/${org.id}/`) || key.includes('staging')) && !known.has(key));
+    }
+
+    async function firmwareRows(version: string): Promise<number> {
+      const [row] = await server.db.query<{ n: number }>(
+        'SELECT count(*)::int AS n FROM firmware WHERE organization_id = $1 AND version = $2',
+        [org.id, version],
+      );
+      return row!.n;
+    }
+
+    it('uploads a 50 MiB firmware streamed and serves the same bytes through the issued link', async () => {
+      const big = await makeFirmwareFile(50 * 1024 * 1024);
+      const bigServer = await startTestServer(backend);
+      try {
+        const bigOrg = await bigServer.createOrg('big');
+        const upload = await postFirmware(
+          bigServer.url,
+          bigOrg.adminKey,
+          { version: '2.0.0', sha256: big.sha256, release_notes: 'big one', compatible_models: 'rpi4,rpi5' },
+          { path: big.path },
+        );
+        assert.equal(upload.status, 201, JSON.stringify(upload.body));
+        assert.equal(upload.body.size, big.size);
+        assert.equal(upload.body.sha256, big.sha256);
+        assert.equal(upload.body.storage_key, `firmware/${bigOrg.id}/2.0.0/${big.sha256}.bin`);
+        assert.deepEqual(upload.body.compatible_models, ['rpi4', 'rpi5']);
+        const link = await bigServer.api<{ url: string; expires_at: string }>(
+          'POST',
+          '/api/v1/firmware/2.0.0/download-url',
+          bigOrg.adminKey,
+        );
+        assert.equal(link.status, 200);
+        const lifetimeSeconds = (Date.parse(link.body.expires_at) - Date.now()) / 1000;
+        assert.ok(lifetimeSeconds > 3500 && lifetimeSeconds <= 3600, `link lifetime ${lifetimeSeconds}s`);
+        const downloaded = await downloadSha256(link.body.url);
+        assert.equal(downloaded.status, 200);
+        assert.equal(downloaded.size, big.size);
+        assert.equal(downloaded.sha256, big.sha256);
+      } finally {
+        await bigServer.close();
+      }
+    });
+
+    it('lists, gets and deletes firmware; identical re-upload is 200, other content is 409', async () => {
+      const first = await postFirmware(server.url, org.adminKey, { version: '1.0.0', sha256: small.sha256 }, small);
+      assert.equal(first.status, 201);
+      const again = await postFirmware(server.url, org.adminKey, { version: '1.0.0', sha256: small.sha256 }, small);
+      assert.equal(again.status, 200, 'identical content is not a conflict');
+      assert.equal(again.body.created_at, first.body.created_at);
+
+      const other = Buffer.from('other content');
+      const conflict = await postFirmware(
+        server.url,
+        org.adminKey,
+        { version: '1.0.0', sha256: sha256Of(other) },
+        { content: other },
+      );
+      assert.equal(conflict.status, 409);
+      assert.equal(conflict.body.error?.code, 'version_exists');
+
+      const list = await server.api<{ firmware: { version: string }[] }>('GET', '/api/v1/firmware', org.adminKey);
+      assert.deepEqual(
+        list.body.firmware.map((f) => f.version),
+        ['1.0.0'],
+      );
+      const one = await server.api('GET', '/api/v1/firmware/1.0.0', org.adminKey);
+      assert.equal(one.status, 200);
+      assert.equal(one.body.sha256, small.sha256);
+
+      const removed = await server.api('DELETE', '/api/v1/firmware/1.0.0', org.adminKey);
+      assert.equal(removed.status, 204);
+      assert.equal((await server.api('GET', '/api/v1/firmware/1.0.0', org.adminKey)).status, 404);
+      assert.equal(await firmwareRows('1.0.0'), 0);
+      assert.equal(await server.store.exists(first.body.storage_key as string), false);
+      assert.deepEqual(await leftovers(), []);
+    });
+
+    it('refuses to delete firmware that devices run (they may need it to recover)', async () => {
+      const upload = await postFirmware(server.url, org.adminKey, { version: '1.5.0', sha256: small.sha256 }, small);
+      assert.equal(upload.status, 201);
+      const device = await server.api('POST', '/api/v1/devices', org.adminKey, { current_version: '1.5.0' });
+      assert.equal(device.status, 201);
+      const refused = await server.api<{ error: { code: string } }>('DELETE', '/api/v1/firmware/1.5.0', org.adminKey);
+      assert.equal(refused.status, 409);
+      assert.equal(refused.body.error.code, 'firmware_in_use');
+      assert.equal(await server.store.exists(upload.body.storage_key as string), true);
+    });
+
+    const badUploads: {
+      name: string;
+      fields: () => Record<string, string>;
+      file?: () => { content?: Buffer; path?: string; filename?: string };
+      status: number;
+      code: string;
+    }[] = [
+      {
+        name: 'declared checksum differs from the computed one',
+        fields: () => ({ version: '3.0.0', sha256: sha256Of('something else') }),
+        file: () => ({ path: small.path }),
+        status: 422,
+        code: 'checksum_mismatch',
+      },
+      {
+        name: 'malformed checksum',
+        fields: () => ({ version: '3.0.1', sha256: 'abc123' }),
+        file: () => ({ path: small.path }),
+        status: 400,
+        code: 'invalid_checksum',
+      },
+      ...['../x', '1.0.0/../../a', '', 'x'.repeat(300), 'v1.0.0', '1.0', '1.0.0 beta', '1.0.0\\..\\a'].map(
+        (version) => ({
+          name: `non-semver version ${JSON.stringify(version.length > 20 ? `${version.slice(0, 10)}…(${version.length})` : version)}`,
+          fields: () => ({ version, sha256: small.sha256 }),
+          file: () => ({ path: small.path }),
+          status: 400,
+          code: 'invalid_version',
+        }),
+      ),
+      {
+        name: 'a file that is not .bin',
+        fields: () => ({ version: '3.0.2', sha256: small.sha256 }),
+        file: () => ({ path: small.path, filename: 'firmware.exe' }),
+        status: 400,
+        code: 'invalid_file_type',
+      },
+      {
+        name: 'an empty file',
+        fields: () => ({ version: '3.0.3', sha256: sha256Of('') }),
+        file: () => ({ content: Buffer.alloc(0) }),
+        status: 400,
+        code: 'empty_file',
+      },
+      {
+        name: 'a file over the size limit',
+        fields: () => ({ version: '3.0.4', sha256: sha256Of(Buffer.alloc(MAX_BYTES + 1)) }),
+        file: () => ({ content: Buffer.alloc(MAX_BYTES + 1) }),
+        status: 413,
+        code: 'file_too_large',
+      },
+      {
+        name: 'missing version',
+        fields: () => ({ sha256: small.sha256 }),
+        file: () => ({ path: small.path }),
+        status: 400,
+        code: 'missing_field',
+      },
+      {
+        name: 'missing sha256',
+        fields: () => ({ version: '3.0.5' }),
+        file: () => ({ path: small.path }),
+        status: 400,
+        code: 'missing_field',
+      },
+      {
+        name: 'missing file',
+        fields: () => ({ version: '3.0.6', sha256: small.sha256 }),
+        status: 400,
+        code: 'missing_file',
+      },
+    ];
+
+    for (const bad of badUploads) {
+      it(`refuses ${bad.name} (${bad.status} ${bad.code}) and keeps nothing`, async () => {
+        const fields = bad.fields();
+        const result = await postFirmware(server.url, org.adminKey, fields, bad.file?.());
+        assert.equal(result.status, bad.status, JSON.stringify(result.body));
+        assert.equal(result.body.error?.code, bad.code);
+        assert.equal(typeof result.body.error?.message, 'string');
+        if (fields.version) assert.equal(await firmwareRows(fields.version), 0);
+        assert.deepEqual(await leftovers(), []);
+      });
+    }
+
+    it('refuses a chunked upload (no Content-Length) once it passes the limit, keeping nothing', async () => {
+      const boundary = 'edgeflowboundary';
+      const head = Buffer.from(
+        `--${boundary}\r\nContent-Disposition: form-data; name="version"\r\n\r\n3.1.0\r\n` +
+          `--${boundary}\r\nContent-Disposition: form-data; name="sha256"\r\n\r\n${small.sha256}\r\n` +
+          `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="f.bin"\r\n` +
+          'Content-Type: application/octet-stream\r\n\r\n',
+      );
+      const status = await new Promise<number>((resolve, reject) => {
+        const request = http.request(`${server.url}/api/v1/firmware`, {
+          method: 'POST',
+          headers: {
+            authorization: `Bearer ${org.adminKey}`,
+            'content-type': `multipart/form-data; boundary=${boundary}`,
+            'transfer-encoding': 'chunked',
+          },
+        });
+        request.on('response', (response) => {
+          response.resume();
+          resolve(response.statusCode ?? 0);
+        });
+        request.on('error', reject);
+        request.write(head);
+        const chunk = Buffer.alloc(256 * 1024, 7);
+        let sent = 0;
+        const pump = () => {
+          while (sent <= MAX_BYTES * 2) {
+            sent += chunk.length;
+            if (!request.write(chunk)) return request.once('drain', pump);
+          }
+          request.end(`\r\n--${boundary}--\r\n`);
+        };
+        pump();
+      });
+      assert.equal(status, 413);
+      assert.equal(await firmwareRows('3.1.0'), 0);
+      assert.deepEqual(await leftovers(), []);
+    });
+
+    it('keeps nothing of an upload cut off mid-file, and goes on serving', async () => {
+      const boundary = 'edgeflowboundary';
+      await new Promise<void>((resolve) => {
+        const request = http.request(`${server.url}/api/v1/firmware`, {
+          method: 'POST',
+          headers: {
+            authorization: `Bearer ${org.adminKey}`,
+            'content-type': `multipart/form-data; boundary=${boundary}`,
+            'content-length': String(3 * 1024 * 1024),
+          },
+        });
+        request.on('error', () => resolve());
+        request.on('close', () => resolve());
+        request.write(
+          `--${boundary}\r\nContent-Disposition: form-data; name="version"\r\n\r\n3.2.0\r\n` +
+            `--${boundary}\r\nContent-Disposition: form-data; name="sha256"\r\n\r\n${small.sha256}\r\n` +
+            `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="f.bin"\r\n\r\n`,
+        );
+        request.write(Buffer.alloc(1024 * 1024, 1), () => {
+          setTimeout(() => request.destroy(), 200);
+        });
+      });
+      // The server notices the hang-up asynchronously; give it a moment to clean up.
+      let left: string[] = [];
+      for (let attempt = 0; attempt < 50; attempt++) {
+        left = await leftovers();
+        if (left.length === 0) break;
+        await sleep(100);
+      }
+      assert.deepEqual(left, []);
+      assert.equal(await firmwareRows('3.2.0'), 0);
+      assert.equal((await server.api('GET', '/healthz', undefined)).status, 200);
+    });
+
+    it('refuses a link whose version is unknown with 404', async () => {
+      const missing = await server.api<{ error: { code: string } }>(
+        'POST',
+        '/api/v1/firmware/9.9.9/download-url',
+        org.adminKey,
+      );
+      assert.equal(missing.status, 404);
+      assert.equal(missing.body.error.code, 'firmware_not_found');
+    });
+  });
+}
