@@ -7,7 +7,8 @@ import multipart from '@fastify/multipart';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { type FastifyError } from 'fastify';
+import { CloseCode } from '../protocol/tunnel.ts';
 import { deviceRoutes } from './devices/routes.ts';
 import { downloadRoute } from './firmware/download-route.ts';
 import { firmwareRoutes } from './firmware/routes.ts';
@@ -36,18 +37,15 @@ const CLIENT_ERROR_CODES: Record<string, [number, string]> = {
 };
 
 export interface BuildAppOptions {
-  /** Pino logger options or false; defaults to the configured level. */
-  logger?: FastifyServerOptions['logger'];
   https?: { key: Buffer; cert: Buffer };
 }
 
-export async function buildApp(services: Services, options: BuildAppOptions = {}): Promise<FastifyInstance> {
-  const { config, metrics } = services;
+export async function buildApp(services: Services, options: BuildAppOptions = {}) {
+  const { metrics } = services;
   const app = Fastify({
-    logger: options.logger ?? { level: config.logLevel },
+    loggerInstance: services.log,
     ...(options.https ? { https: options.https } : {}),
     requestIdHeader: 'x-request-id',
-    requestIdLogLabel: 'request_id',
     genReqId: () => randomUUID(),
     // Reject unknown fields instead of silently dropping them.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array' } },
@@ -109,6 +107,14 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
   await app.register(swaggerUi, { routePrefix: '/docs' });
   await app.register(multipart, { throwFileSizeLimit: true });
 
+  // Tunnels first on the way down: devices get going-away and reconnect (elsewhere) while
+  // the server still finishes in-flight requests.
+  services.tunnel.attach(app.server);
+  app.addHook('preClose', () => services.tunnel.close());
+  services.events.on('device_deleted', (device: { organizationId: string; deviceId: string }) =>
+    services.tunnel.disconnect(device, CloseCode.authFailed, 'device deleted'),
+  );
+
   await app.register(opsRoutes, { services });
   await app.register(downloadRoute, { services });
 
@@ -122,3 +128,5 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
 
   return app;
 }
+
+export type App = Awaited<ReturnType<typeof buildApp>>;

@@ -4,8 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import type { FastifyInstance } from 'fastify';
-import { buildApp } from './app.ts';
+import { type App, buildApp } from './app.ts';
 import { LocalBlobStore, S3BlobStore } from './infra/blobstore/index.ts';
 import type { BlobStore } from './infra/blobstore/types.ts';
 import type { Config } from './infra/config.ts';
@@ -18,7 +17,7 @@ import { createServices, type Services } from './services.ts';
 const STALE_STAGING_MS = 60 * 60 * 1000;
 
 export interface RunningServer {
-  app: FastifyInstance;
+  app: App;
   services: Services;
   url: string;
   /** Set only on the first start when the key was generated (printed once). */
@@ -59,19 +58,22 @@ export async function openConfiguredDb(config: Config): Promise<Db> {
 }
 
 /** Starts on already opened parts (tests pass their own database and store). */
-export async function startOn(
-  parts: { config: Config; db: Db; store: BlobStore; generatedAdminKey?: string | undefined },
-  options: { logger?: false } = {},
-): Promise<RunningServer> {
+export async function startOn(parts: {
+  config: Config;
+  db: Db;
+  store: BlobStore;
+  generatedAdminKey?: string | undefined;
+}): Promise<RunningServer> {
   const { config } = parts;
   const services = createServices(parts);
   const https = config.tls
     ? { key: readFileSync(config.tls.keyFile), cert: readFileSync(config.tls.certFile) }
     : undefined;
-  const app = await buildApp(services, { ...(https ? { https } : {}), ...options });
+  const app = await buildApp(services, https ? { https } : {});
   await parts.store.sweepStaged(STALE_STAGING_MS).catch((error: Error) => {
     app.log.warn({ err: error }, 'could not sweep staged uploads');
   });
+  await services.tunnel.start();
   await app.listen({ host: config.host, port: config.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;

@@ -3,10 +3,12 @@
  * down by `close`. Tests build it with their own database and store.
  */
 import { EventEmitter } from 'node:events';
+import { type Logger, pino } from 'pino';
 import type { BlobStore } from './infra/blobstore/types.ts';
 import type { Config } from './infra/config.ts';
 import type { Db } from './infra/db.ts';
 import { createMetrics, type Metrics } from './infra/metrics.ts';
+import { TunnelHub } from './tunnel/hub.ts';
 
 /** In-process domain events (device_deleted, device_online, ota_changed …). */
 export type DomainEvents = EventEmitter;
@@ -17,10 +19,20 @@ export interface Services {
   store: BlobStore;
   metrics: Metrics;
   events: DomainEvents;
+  log: Logger;
+  tunnel: TunnelHub;
 }
 
-export function createServices(parts: { config: Config; db: Db; store: BlobStore }): Services {
+export function createServices(parts: { config: Config; db: Db; store: BlobStore; log?: Logger }): Services {
   const events = new EventEmitter();
   events.setMaxListeners(0);
-  return { ...parts, metrics: createMetrics(), events };
+  const log = parts.log ?? pino({ level: parts.config.logLevel });
+  const metrics = createMetrics();
+  const tunnel = new TunnelHub({
+    config: parts.config,
+    db: parts.db,
+    metrics,
+    log: log.child({ component: 'tunnel' }),
+  });
+  return { ...parts, metrics, events, log, tunnel };
 }

@@ -47,7 +47,7 @@ export async function postFirmware(
     for (const one of Array.isArray(value) ? value : [value]) form.append(name, one);
   }
   if (file) {
-    const blob = file.path ? await openAsBlob(file.path) : new Blob([file.content ?? Buffer.alloc(0)]);
+    const blob = file.path ? await openAsBlob(file.path) : new Blob([new Uint8Array(file.content ?? Buffer.alloc(0))]);
     form.append('file', blob, file.filename ?? 'firmware.bin');
   }
   const response = await fetch(`${baseUrl}/api/v1/firmware`, {

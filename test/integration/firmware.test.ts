@@ -35,7 +35,9 @@ for (const backend of backends) {
       );
       const known = new Set(rows.map((row) => row.storage_key));
       const keys = await server.store.listKeys('');
-      return keys.filter((key) => (key.startsWith(`firmware/${org.id}/`) || key.includes('staging')) && !known.has(key));
+      return keys.filter(
+        (key) => (key.startsWith(`firmware/${org.id}/`) || key.includes('staging')) && !known.has(key),
+      );
     }
 
     async function firmwareRows(version: string): Promise<number> {

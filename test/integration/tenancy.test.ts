@@ -100,9 +100,14 @@ for (const backend of backends) {
         longer.searchParams.set('expires', String(Number(longer.searchParams.get('expires')) + 3600));
         assert.equal((await fetch(longer)).status, 403, 'extending the expiry breaks the signature');
 
-        const expired = await server.api<{ url: string }>('POST', '/api/v1/firmware/1.0.0/download-url', orgA.adminKey, {
-          expires_in_seconds: 1,
-        });
+        const expired = await server.api<{ url: string }>(
+          'POST',
+          '/api/v1/firmware/1.0.0/download-url',
+          orgA.adminKey,
+          {
+            expires_in_seconds: 1,
+          },
+        );
         await new Promise((resolve) => setTimeout(resolve, 2100));
         const late = await fetch(expired.body.url);
         assert.equal(late.status, 403);

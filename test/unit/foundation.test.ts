@@ -148,9 +148,21 @@ describe('tunnel frames and backoff', () => {
     it(`refuses ${name}`, () => assert.equal(parseFrame(text as string).ok, false));
   }
   it('backs off exponentially with full jitter, capped', () => {
-    assert.equal(backoffDelayMs(0, 1000, 60_000, () => 0.999), 999);
-    assert.equal(backoffDelayMs(3, 1000, 60_000, () => 0.5), 4000);
-    assert.equal(backoffDelayMs(50, 1000, 60_000, () => 0.999), 59_940);
-    assert.equal(backoffDelayMs(5, 1000, 60_000, () => 0), 0);
+    assert.equal(
+      backoffDelayMs(0, 1000, 60_000, () => 0.999),
+      999,
+    );
+    assert.equal(
+      backoffDelayMs(3, 1000, 60_000, () => 0.5),
+      4000,
+    );
+    assert.equal(
+      backoffDelayMs(50, 1000, 60_000, () => 0.999),
+      59_940,
+    );
+    assert.equal(
+      backoffDelayMs(5, 1000, 60_000, () => 0),
+      0,
+    );
   });
 });

@@ -39,7 +39,8 @@ export const downloadRoute: FastifyPluginAsync<{ services: Services }> = async (
     const key = (request.params as { '*': string })['*'];
     const { expires = '', signature = '' } = request.query as { expires?: string; signature?: string };
     const verdict = store.verifyLink(key, expires, signature);
-    if (verdict === 'expired') throw new ForbiddenError('link_expired', 'the download link has expired; ask for a new one');
+    if (verdict === 'expired')
+      throw new ForbiddenError('link_expired', 'the download link has expired; ask for a new one');
     if (verdict !== 'ok') throw new ForbiddenError('link_invalid', 'the download link is not valid');
     let size: number;
     try {

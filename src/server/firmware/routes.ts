@@ -39,7 +39,8 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> =
     {
       schema: {
         tags: ['firmware'],
-        summary: 'Upload firmware (multipart/form-data: version, sha256, release_notes?, compatible_models?, then file)',
+        summary:
+          'Upload firmware (multipart/form-data: version, sha256, release_notes?, compatible_models?, then file)',
         description:
           'Streamed: the server hashes while it stores and never buffers the file. 201 when created, 200 when the ' +
           'same version with identical content already exists. compatible_models may repeat or be comma-separated.',
@@ -73,7 +74,7 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> =
       });
       for await (const part of parts) {
         if (part.type === 'field') {
-          (fields[part.fieldname] ??= []).push(String(part.value));
+          fields[part.fieldname] = [...(fields[part.fieldname] ?? []), String(part.value)];
           continue;
         }
         if (result || part.fieldname !== 'file') {
@@ -175,4 +176,3 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> =
     },
   );
 };
-

@@ -48,7 +48,10 @@ export function validateUploadFields(fields: UploadFields, filename: string | un
   const models = [...new Set(fields.compatible_models ?? [])];
   const badModel = models.find((model) => !MODEL.test(model));
   if (badModel !== undefined || models.length > 100) {
-    throw new BadRequestError('invalid_compatible_models', 'compatible_models are model names: letters, digits, . _ : -');
+    throw new BadRequestError(
+      'invalid_compatible_models',
+      'compatible_models are model names: letters, digits, . _ : -',
+    );
   }
   return { version: fields.version, sha256, release_notes: releaseNotes, compatible_models: models };
 }

@@ -31,6 +31,11 @@ export interface Config {
   downloadLinkTtlSeconds: number;
   tls: { certFile: string; keyFile: string } | undefined;
   heartbeatIntervalMs: number;
+  /** How long a new tunnel may take to send `connect`. */
+  tunnelConnectTimeoutMs: number;
+  /** How long a cloud → device command waits for its response. */
+  tunnelCommandTimeoutMs: number;
+  tunnelMaxFrameBytes: number;
   shutdownTimeoutMs: number;
 }
 
@@ -100,7 +105,10 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     firmwareMaxBytes: integer(env, 'EDGEFLOW_FIRMWARE_MAX_BYTES', 2 * 1024 ** 3, 1),
     downloadLinkTtlSeconds: integer(env, 'EDGEFLOW_LINK_TTL_SECONDS', 3600, 1),
     tls,
-    heartbeatIntervalMs: integer(env, 'EDGEFLOW_HEARTBEAT_SECONDS', 30, 1) * 1000,
+    heartbeatIntervalMs: integer(env, 'EDGEFLOW_HEARTBEAT_MS', 30_000, 50),
+    tunnelConnectTimeoutMs: integer(env, 'EDGEFLOW_TUNNEL_CONNECT_TIMEOUT_MS', 10_000, 50),
+    tunnelCommandTimeoutMs: integer(env, 'EDGEFLOW_TUNNEL_COMMAND_TIMEOUT_MS', 30_000, 50),
+    tunnelMaxFrameBytes: integer(env, 'EDGEFLOW_TUNNEL_MAX_FRAME_BYTES', 64 * 1024, 1024),
     shutdownTimeoutMs: integer(env, 'EDGEFLOW_SHUTDOWN_TIMEOUT_MS', 10_000, 0),
   };
 }

@@ -3,7 +3,7 @@
  * and PostgreSQL through `pg`. Both speak the same SQL; repositories use only this.
  */
 import { mkdirSync } from 'node:fs';
-import { PGlite } from '@electric-sql/pglite';
+import { PGlite, type PGliteInterface } from '@electric-sql/pglite';
 import pg from 'pg';
 
 export interface Queryable {
@@ -28,7 +28,7 @@ pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number(value));
 
 class PgliteDb implements Db {
   readonly kind = 'pglite' as const;
-  constructor(readonly pglite: PGlite) {}
+  constructor(readonly pglite: PGliteInterface) {}
 
   async query<Row>(text: string, params: readonly unknown[] = []): Promise<Row[]> {
     return (await this.pglite.query<Row>(text, params as unknown[])).rows;
@@ -123,7 +123,7 @@ class PostgresDb implements Db {
   async close() {
     await this.listener?.end().catch(() => {});
     this.listener = undefined;
-    await this.pool.end();
+    if (!this.pool.ended && !this.pool.ending) await this.pool.end();
   }
 }
 
@@ -157,6 +157,6 @@ export async function openDb(options: OpenDbOptions): Promise<Db> {
 }
 
 /** Wraps an already open PGlite (tests clone a migrated template). */
-export function wrapPglite(pglite: PGlite): Db {
+export function wrapPglite(pglite: PGliteInterface): Db {
   return new PgliteDb(pglite);
 }

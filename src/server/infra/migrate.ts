@@ -5,8 +5,8 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { SchemaTooNewError } from './errors.ts';
 import type { Db } from './db.ts';
+import { SchemaTooNewError } from './errors.ts';
 
 const MIGRATIONS_DIR = fileURLToPath(new URL('./migrations/', import.meta.url));
 /** Arbitrary constant naming the migration lock among this database's advisory locks. */

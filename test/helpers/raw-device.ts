@@ -1,0 +1,88 @@
+/**
+ * A bare WebSocket client that sends exactly EdgeFlow's frames, as their Go tunnel agent
+ * does: what a real EdgeFlow device looks like to the server.
+ */
+import WebSocket from 'ws';
+
+export interface RawDevice {
+  ws: WebSocket;
+  send(message: Record<string, unknown>): void;
+  /** The next frame of this type (frames of other types are kept for later calls). */
+  next(type: string, timeoutMs?: number): Promise<Record<string, unknown>>;
+  closed: Promise<{ code: number; reason: string }>;
+  close(): Promise<void>;
+}
+
+export function tunnelUrl(httpUrl: string): string {
+  return `${httpUrl.replace(/^http/, 'ws')}/tunnel`;
+}
+
+export async function openRaw(httpUrl: string): Promise<RawDevice> {
+  const ws = new WebSocket(tunnelUrl(httpUrl));
+  const inbox: Record<string, unknown>[] = [];
+  const waiters: { type: string; resolve(m: Record<string, unknown>): void }[] = [];
+  ws.on('message', (data) => {
+    const message = JSON.parse(data.toString()) as Record<string, unknown>;
+    const waiter = waiters.findIndex((w) => w.type === message.type);
+    if (waiter >= 0) waiters.splice(waiter, 1)[0]!.resolve(message);
+    else inbox.push(message);
+  });
+  const closed = new Promise<{ code: number; reason: string }>((resolve) => {
+    ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() }));
+  });
+  ws.on('error', () => {});
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('error', reject);
+  });
+  return {
+    ws,
+    send: (message) => ws.send(JSON.stringify(message)),
+    next(type, timeoutMs = 5000) {
+      const index = inbox.findIndex((m) => m.type === type);
+      if (index >= 0) return Promise.resolve(inbox.splice(index, 1)[0]!);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no ${type} frame within ${timeoutMs} ms`)), timeoutMs);
+        waiters.push({
+          type,
+          resolve: (m) => {
+            clearTimeout(timer);
+            resolve(m);
+          },
+        });
+      });
+    },
+    closed,
+    async close() {
+      if (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING) ws.close();
+      await closed;
+    },
+  };
+}
+
+/** Connects and authenticates like an EdgeFlow device; resolves after `connected`. */
+export async function connectRaw(
+  httpUrl: string,
+  device: { deviceId: string; apiKey: string; version?: string },
+): Promise<RawDevice> {
+  const raw = await openRaw(httpUrl);
+  raw.send({
+    type: 'connect',
+    device_id: device.deviceId,
+    api_key: device.apiKey,
+    version: device.version ?? '1.4.0',
+    timestamp: new Date().toISOString(),
+  });
+  await raw.next('connected');
+  return raw;
+}
+
+/** Polls until `check` holds (database writes after a tunnel event are asynchronous). */
+export async function eventually(check: () => Promise<boolean>, timeoutMs = 5000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`${what} did not hold within ${timeoutMs} ms`);
+}
