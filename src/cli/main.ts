@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { registerAgentCommand } from '../agent/cli.ts';
 import { registerServeCommand } from './serve.ts';
 
 const program = new Command('edgeflow-ota')
@@ -6,5 +7,6 @@ const program = new Command('edgeflow-ota')
   .showHelpAfterError();
 
 registerServeCommand(program);
+registerAgentCommand(program);
 
 await program.parseAsync(process.argv);

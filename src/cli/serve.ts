@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 import { ConfigError, loadConfig } from '../server/infra/config.ts';
-import { closeOnSignals, startServer } from '../server/server.ts';
 
 export function registerServeCommand(program: Command): void {
   program
@@ -25,6 +24,8 @@ export function registerServeCommand(program: Command): void {
         }
         throw error;
       }
+      // Loaded here, not at the top: a device runs `agent` without the server's dependencies.
+      const { closeOnSignals, startServer } = await import('../server/server.ts');
       const server = await startServer(config);
       closeOnSignals(server, config.shutdownTimeoutMs);
       const store = config.store === 's3' ? `s3://${config.s3.bucket}` : `${config.dataDir}/firmware`;

@@ -10,6 +10,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyError } from 'fastify';
 import { CloseCode } from '../protocol/tunnel.ts';
 import { deviceRoutes } from './devices/routes.ts';
+import { eventRoutes } from './events/routes.ts';
 import { downloadRoute } from './firmware/download-route.ts';
 import { firmwareRoutes } from './firmware/routes.ts';
 import { authenticate } from './infra/auth.ts';
@@ -18,6 +19,7 @@ import { ErrorResponse } from './infra/schemas.ts';
 import { opsRoutes } from './ops/routes.ts';
 import { orgRoutes } from './orgs/routes.ts';
 import type { Services } from './services.ts';
+import { updateRoutes } from './updates/routes.ts';
 
 export const API_VERSION = '1.0.0';
 
@@ -58,6 +60,10 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
+  });
+  // `curl -X POST` without a body: treat as {} so optional-only bodies validate.
+  app.addHook('preValidation', async (request) => {
+    if (request.body === undefined && request.method === 'POST' && !request.isMultipart()) request.body = {};
   });
   app.addHook('onResponse', async (request, reply) => {
     metrics.httpRequestDuration
@@ -110,7 +116,11 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
   // Tunnels first on the way down: devices get going-away and reconnect (elsewhere) while
   // the server still finishes in-flight requests.
   services.tunnel.attach(app.server);
-  app.addHook('preClose', () => services.tunnel.close());
+  app.addHook('preClose', async () => {
+    services.events.emit('shutdown');
+    await services.engine.stop();
+    await services.tunnel.close();
+  });
   services.events.on('device_deleted', (device: { organizationId: string; deviceId: string }) =>
     services.tunnel.disconnect(device, CloseCode.authFailed, 'device deleted'),
   );
@@ -124,6 +134,8 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
     await api.register(orgRoutes, { services });
     await api.register(deviceRoutes, { services });
     await api.register(firmwareRoutes, { services });
+    await api.register(updateRoutes, { services });
+    await api.register(eventRoutes, { services });
   });
 
   return app;

@@ -75,9 +75,12 @@ export async function startOn(parts: {
   });
   await services.tunnel.start();
   await app.listen({ host: config.host, port: config.port });
+  services.engine.start();
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const url = `${config.tls ? 'https' : 'http'}://${config.host === '0.0.0.0' ? 'localhost' : config.host}:${port}`;
+  // A port chosen by the system (PORT=0) is known only now; links must point at it.
+  if (config.port === 0 && parts.store instanceof LocalBlobStore) parts.store.setPublicUrl(url);
   let closing: Promise<void> | undefined;
   return {
     app,

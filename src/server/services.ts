@@ -9,6 +9,7 @@ import type { Config } from './infra/config.ts';
 import type { Db } from './infra/db.ts';
 import { createMetrics, type Metrics } from './infra/metrics.ts';
 import { TunnelHub } from './tunnel/hub.ts';
+import { UpdateEngine } from './updates/engine.ts';
 
 /** In-process domain events (device_deleted, device_online, ota_changed …). */
 export type DomainEvents = EventEmitter;
@@ -21,6 +22,7 @@ export interface Services {
   events: DomainEvents;
   log: Logger;
   tunnel: TunnelHub;
+  engine: UpdateEngine;
 }
 
 export function createServices(parts: { config: Config; db: Db; store: BlobStore; log?: Logger }): Services {
@@ -34,5 +36,7 @@ export function createServices(parts: { config: Config; db: Db; store: BlobStore
     metrics,
     log: log.child({ component: 'tunnel' }),
   });
-  return { ...parts, metrics, events, log, tunnel };
+  const services = { ...parts, metrics, events, log, tunnel } as Services;
+  services.engine = new UpdateEngine(services);
+  return services;
 }

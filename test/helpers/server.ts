@@ -79,26 +79,65 @@ function pgliteTemplate(): Promise<PGlite> {
   return template;
 }
 
-export async function openTestDb(kind: DbKind): Promise<{ db: Db; dispose(): Promise<void> }> {
+/**
+ * What survives a restart of a test server: its database (a PGlite directory or a
+ * PostgreSQL schema), its local store directory and its port.
+ */
+export interface PersistentState {
+  pgliteDir?: string;
+  schema?: string;
+  storeDir?: string;
+  port?: number;
+  adminKey?: string;
+  /** Removes everything once the last server of this state is closed. */
+  dispose(): Promise<void>;
+}
+
+export function persistentState(): PersistentState {
+  const state: PersistentState = {
+    async dispose() {
+      if (state.pgliteDir) await rm(state.pgliteDir, { recursive: true, force: true });
+      if (state.storeDir) await rm(state.storeDir, { recursive: true, force: true });
+      if (state.schema) await dropSchema(state.schema);
+    },
+  };
+  return state;
+}
+
+async function dropSchema(schema: string): Promise<void> {
+  const cleanup = new pg.Client({ connectionString: TEST_DATABASE_URL });
+  await cleanup.connect();
+  await cleanup.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+  await cleanup.end();
+}
+
+export async function openTestDb(kind: DbKind, state?: PersistentState): Promise<{ db: Db; dispose(): Promise<void> }> {
   if (kind === 'pglite') {
+    if (state) {
+      state.pgliteDir ??= await mkdtemp(path.join(os.tmpdir(), 'edgeflow-pglite-'));
+      const db = await openDb({ dataDir: state.pgliteDir });
+      await migrate(db);
+      return { db, dispose: () => db.close() };
+    }
     const db = wrapPglite(await (await pgliteTemplate()).clone());
     return { db, dispose: () => db.close() };
   }
-  const schema = `t_${randomBytes(6).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: TEST_DATABASE_URL });
-  await admin.connect();
-  await admin.query(`CREATE SCHEMA ${schema}`);
-  await admin.end();
+  const fresh = !state?.schema;
+  const schema = state?.schema ?? `t_${randomBytes(6).toString('hex')}`;
+  if (state) state.schema = schema;
+  if (fresh) {
+    const admin = new pg.Client({ connectionString: TEST_DATABASE_URL });
+    await admin.connect();
+    await admin.query(`CREATE SCHEMA ${schema}`);
+    await admin.end();
+  }
   const db = await openDb({ databaseUrl: TEST_DATABASE_URL, schema, poolSize: 10 });
   await migrate(db);
   return {
     db,
     async dispose() {
       await db.close();
-      const cleanup = new pg.Client({ connectionString: TEST_DATABASE_URL });
-      await cleanup.connect();
-      await cleanup.query(`DROP SCHEMA ${schema} CASCADE`);
-      await cleanup.end();
+      if (!state) await dropSchema(schema);
     },
   };
 }
@@ -113,12 +152,14 @@ export function sharedS3rver(): Promise<RunningS3rver> {
 export async function openTestStore(
   kind: StoreKind,
   signingSecret: string,
+  state?: PersistentState,
 ): Promise<{ store: BlobStore; dispose(): Promise<void> }> {
   if (kind === 'local') {
-    const rootDir = await mkdtemp(path.join(os.tmpdir(), 'edgeflow-store-'));
-    // The server's port is known only after listen: startTestServer sets the link base then.
+    const rootDir = state?.storeDir ?? (await mkdtemp(path.join(os.tmpdir(), 'edgeflow-store-')));
+    if (state) state.storeDir = rootDir;
+    // The server's port is known only after listen: startOn points the links at it then.
     const store = new LocalBlobStore({ rootDir, publicUrl: 'http://127.0.0.1', signingSecret });
-    return { store, dispose: () => rm(rootDir, { recursive: true, force: true }) };
+    return { store, dispose: async () => (state ? undefined : rm(rootDir, { recursive: true, force: true })) };
   }
   const s3 = await sharedS3rver();
   const store = new S3BlobStore({
@@ -150,21 +191,24 @@ export interface TestServer extends RunningServer {
 
 export interface TestServerOptions {
   env?: Record<string, string>;
+  /** Keep the database, store and port for a restart (see persistentState). */
+  state?: PersistentState;
 }
 
 /** Stops when every test file stops: call `close()` in `after`. */
 export async function startTestServer(backend: Backend, options: TestServerOptions = {}): Promise<TestServer> {
-  const adminKey = `efo_test_${randomBytes(12).toString('hex')}`;
+  const adminKey = options.state?.adminKey ?? `efo_test_${randomBytes(12).toString('hex')}`;
+  if (options.state) options.state.adminKey = adminKey;
   const config: Config = loadConfig({
     HOST: '127.0.0.1',
-    PORT: '0',
+    PORT: String(options.state?.port ?? 0),
     LOG_LEVEL: process.env.EDGEFLOW_TEST_LOG_LEVEL ?? 'silent',
     EDGEFLOW_DATA_DIR: os.tmpdir(),
     ...options.env,
   });
-  const { db, dispose: disposeDb } = await openTestDb(backend.db);
+  const { db, dispose: disposeDb } = await openTestDb(backend.db, options.state);
   const { linkSigningSecret } = await bootstrap(db, adminKey);
-  const { store, dispose: disposeStore } = await openTestStore(backend.store, linkSigningSecret);
+  const { store, dispose: disposeStore } = await openTestStore(backend.store, linkSigningSecret, options.state);
   let running: RunningServer;
   try {
     running = await startOn({ config: { ...config, store: backend.store }, db, store });
@@ -175,6 +219,7 @@ export async function startTestServer(backend: Backend, options: TestServerOptio
     throw error;
   }
   const url = running.url;
+  if (options.state) options.state.port = Number(new URL(url).port);
 
   const api: TestServer['api'] = async (method, urlPath, key, body) => {
     const response = await fetch(`${url}${urlPath}`, {

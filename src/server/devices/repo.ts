@@ -6,6 +6,8 @@ export interface DeviceRow {
   model: string | null;
   tags: string[];
   current_version: string;
+  /** The version it ran before its last successful update: its rollback target. */
+  previous_version: string | null;
   online: boolean;
   last_seen_at: Date | null;
   agent_version: string | null;
@@ -13,8 +15,8 @@ export interface DeviceRow {
   updated_at: Date;
 }
 
-const COLUMNS =
-  'device_id, name, model, tags, current_version, online, last_seen_at, agent_version, created_at, updated_at';
+const COLUMNS = `device_id, name, model, tags, current_version, previous_version, online, last_seen_at, agent_version,
+  created_at, updated_at`;
 
 export interface NewDevice {
   organizationId: string;

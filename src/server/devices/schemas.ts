@@ -17,6 +17,7 @@ export const Device = Type.Object({
   model: Nullable(Type.String()),
   tags: Type.Array(Type.String()),
   current_version: Type.String(),
+  previous_version: Nullable(Type.String()),
   online: Type.Boolean(),
   last_seen_at: Type.Union([Timestamp, Type.Null()]),
   agent_version: Nullable(Type.String()),

@@ -3,6 +3,7 @@
  * so an agent resumes a dropped download. The link is the credential (like an S3 presigned
  * URL): a tampered, expired or re-pointed link is 403. S3 deployments never reach this route.
  */
+import type { Readable } from 'node:stream';
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import { LocalBlobStore } from '../infra/blobstore/local.ts';
 import { AppError, ForbiddenError, NotFoundError } from '../infra/errors.ts';
@@ -31,6 +32,11 @@ export function parseRange(header: string | undefined, size: number): ByteRange 
 export const downloadRoute: FastifyPluginAsync<{ services: Services }> = async (app, { services }) => {
   const store = services.store;
   if (!(store instanceof LocalBlobStore)) return;
+  // Downloads in flight are cut at shutdown rather than waited for: agents resume with Range.
+  const active = new Set<Readable>();
+  app.addHook('preClose', async () => {
+    for (const stream of active) stream.destroy();
+  });
 
   const serve = async (
     request: { params: unknown; query: unknown; headers: Record<string, string | string[] | undefined> },
@@ -66,6 +72,8 @@ export const downloadRoute: FastifyPluginAsync<{ services: Services }> = async (
     }
     reply.header('content-length', range ? range.end - range.start + 1 : size);
     const { stream } = await store.openRead(key, range);
+    active.add(stream);
+    stream.once('close', () => active.delete(stream));
     return reply.send(stream);
   };
 

@@ -60,14 +60,21 @@ export async function deleteFirmware(db: Queryable, organizationId: string, vers
 }
 
 /**
- * Why `version` must stay in the store, or undefined when it may go: devices run it (it is
- * their last known good version, what a rollback or a forced re-install needs).
+ * Why `version` must stay in the store, or undefined when it may go: devices run it or ran
+ * it last (their known good version, what a rollback or a forced re-install needs), or an
+ * active update is installing it.
  */
 export async function firmwareInUseReason(db: Queryable, organizationId: string, version: string) {
-  const [row] = await db.query<{ devices: number }>(
-    'SELECT count(*)::int AS devices FROM devices WHERE organization_id = $1 AND current_version = $2',
+  const [row] = await db.query<{ devices: number; updates: number }>(
+    `SELECT
+       (SELECT count(*)::int FROM devices
+         WHERE organization_id = $1 AND (current_version = $2 OR previous_version = $2)) AS devices,
+       (SELECT count(*)::int FROM ota_updates
+         WHERE organization_id = $1 AND target_version = $2
+           AND status IN ('queued', 'dispatched', 'in_progress')) AS updates`,
     [organizationId, version],
   );
-  if (row && row.devices > 0) return `${row.devices} device(s) run it and may need it to recover`;
+  if (row && row.updates > 0) return `${row.updates} active update(s) install it`;
+  if (row && row.devices > 0) return `${row.devices} device(s) run it or may need it to roll back`;
   return undefined;
 }

@@ -156,11 +156,9 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> =
         tags: ['firmware'],
         summary: 'A time-limited download link (default lifetime EDGEFLOW_LINK_TTL_SECONDS, 1 hour)',
         params: VersionParams,
-        body: Type.Optional(
-          Type.Object(
-            { expires_in_seconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 7 * 24 * 3600 })) },
-            { additionalProperties: false },
-          ),
+        body: Type.Object(
+          { expires_in_seconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 7 * 24 * 3600 })) },
+          { additionalProperties: false },
         ),
         response: { 200: DownloadLink, 400: ErrorResponse, 404: ErrorResponse, ...authErrors },
       },
@@ -171,7 +169,7 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> =
         services,
         principal.organizationId,
         request.params.version,
-        request.body?.expires_in_seconds,
+        request.body.expires_in_seconds,
       );
     },
   );

@@ -28,11 +28,15 @@ const MODEL = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$/;
 
 /** Checks the fields that precede the file part, before a single byte is stored. */
 export function validateUploadFields(fields: UploadFields, filename: string | undefined): ValidUpload {
-  if (!fields.version) throw new BadRequestError('missing_field', 'the version field must come before the file');
+  if (fields.version === undefined) {
+    throw new BadRequestError('missing_field', 'the version field must come before the file');
+  }
   if (!isStrictSemver(fields.version)) {
     throw new BadRequestError('invalid_version', 'version must be a strict semantic version such as 1.4.2');
   }
-  if (!fields.sha256) throw new BadRequestError('missing_field', 'the sha256 field must come before the file');
+  if (fields.sha256 === undefined) {
+    throw new BadRequestError('missing_field', 'the sha256 field must come before the file');
+  }
   const sha256 = fields.sha256.trim().toLowerCase();
   if (!/^[0-9a-f]{64}$/.test(sha256)) {
     throw new BadRequestError('invalid_checksum', 'sha256 must be 64 hexadecimal characters');

@@ -5,7 +5,14 @@ import type { Services } from '../services.ts';
 export const opsRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = async (app, { services }) => {
   app.get(
     '/healthz',
-    { schema: { tags: ['operations'], summary: 'Alive', security: [], response: { 200: Type.Object({ status: Type.String() }) } } },
+    {
+      schema: {
+        tags: ['operations'],
+        summary: 'Alive',
+        security: [],
+        response: { 200: Type.Object({ status: Type.String() }) },
+      },
+    },
     async () => ({ status: 'ok' }),
   );
 
@@ -28,17 +35,18 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = asyn
           () => 'ok',
           (error: Error) => `unreachable: ${error.message}`,
         );
-      const [database, store] = await Promise.all([
-        check(services.db.query('SELECT 1')),
-        check(services.store.ping()),
-      ]);
+      const [database, store] = await Promise.all([check(services.db.query('SELECT 1')), check(services.store.ping())]);
       const ready = database === 'ok' && store === 'ok';
       return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not_ready', database, store });
     },
   );
 
-  app.get('/metrics', { schema: { tags: ['operations'], summary: 'Prometheus metrics', security: [] } }, async (_request, reply) => {
-    const body = await services.metrics.registry.metrics();
-    return reply.header('content-type', services.metrics.registry.contentType).send(body);
-  });
+  app.get(
+    '/metrics',
+    { schema: { tags: ['operations'], summary: 'Prometheus metrics', security: [] } },
+    async (_request, reply) => {
+      const body = await services.metrics.registry.metrics();
+      return reply.header('content-type', services.metrics.registry.contentType).send(body);
+    },
+  );
 };

@@ -16,6 +16,7 @@ import {
   CloseCode,
   CloudAction,
   DeviceAction,
+  type DeviceInfoPayload,
   type Envelope,
   encodeFrame,
   type HealthCheckData,
@@ -52,8 +53,13 @@ export interface DeviceRef {
   deviceId: string;
 }
 
+/** The device behind a request, with when its current tunnel was established. */
+export interface ConnectedDevice extends DeviceRef {
+  connectedAtMs: number;
+}
+
 /** Handles one device → cloud action; its result is the response's `data`. */
-export type DeviceRequestHandler = (device: DeviceRef, payload: unknown) => Promise<unknown>;
+export type DeviceRequestHandler = (device: ConnectedDevice, payload: unknown) => Promise<unknown>;
 
 interface PendingCommand {
   action: string;
@@ -74,6 +80,7 @@ class DeviceLink {
   deviceId = '';
   authenticated = false;
   authenticating = false;
+  connectedAtMs = 0;
   authTimer: NodeJS.Timeout | undefined;
   lastSeenMs = Date.now();
   seenSinceFlush = false;
@@ -138,6 +145,8 @@ export class TunnelHub {
   /** Listeners for presence changes (the update engine dispatches to devices coming online). */
   onlineListeners: ((device: DeviceRef & { agentVersion: string | undefined }) => void)[] = [];
   offlineListeners: ((device: DeviceRef) => void)[] = [];
+  /** After a device said what it runs (and which update it is in the middle of). */
+  infoListeners: ((device: ConnectedDevice, info: DeviceInfoPayload) => void)[] = [];
 
   get connectedCount(): number {
     return this.#links.size;
@@ -332,6 +341,7 @@ export class TunnelHub {
     link.organizationId = device.organization_id;
     link.deviceId = device.device_id;
     link.authenticated = true;
+    link.connectedAtMs = Date.now();
     const previous = this.#links.get(link.key);
     this.#links.set(link.key, link);
     if (previous) previous.socket.close(CloseCode.replaced, 'replaced by a newer connection');
@@ -357,7 +367,7 @@ export class TunnelHub {
     if (!message.id) return this.#refuse(link, 'a command needs an id');
     const handler = message.action ? this.#handlers.get(message.action) : undefined;
     if (!handler) return answer({ status: 'error', error: `unknown action ${JSON.stringify(message.action)}` });
-    const device = { organizationId: link.organizationId, deviceId: link.deviceId };
+    const device = { organizationId: link.organizationId, deviceId: link.deviceId, connectedAtMs: link.connectedAtMs };
     handler(device, message.payload).then(
       (data) => answer({ status: 'success', ...(data === undefined ? {} : { data }) }),
       (error: Error) => {
@@ -375,7 +385,7 @@ export class TunnelHub {
     );
   }
 
-  async #onDeviceInfo(device: DeviceRef, payload: unknown): Promise<unknown> {
+  async #onDeviceInfo(device: ConnectedDevice, payload: unknown): Promise<unknown> {
     if (!validate.deviceInfo.Check(payload)) {
       throw new AppError(400, 'invalid_payload', 'device_info needs current_version');
     }
@@ -386,6 +396,7 @@ export class TunnelHub {
       payload.current_version,
       payload.agent_version,
     );
+    for (const listener of this.infoListeners) listener(device, payload);
     return { ok: true };
   }
 

@@ -1,0 +1,307 @@
+import { createHash } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { mkdir, readdir, rm } from 'node:fs/promises';
+import type { Agent as HttpAgent } from 'node:http';
+import { join } from 'node:path';
+import { CloudAction, TunnelDefaults } from '../protocol/tunnel.ts';
+import { AbInstaller } from './ab-installer.ts';
+import { type DownloadSink, FileDownloadSink, MemoryDownloadSink } from './download-sink.ts';
+import type { BootState, Installer, StepHook } from './installer.ts';
+import { createJsonLogger, errorMessage, type Logger } from './logger.ts';
+import { MemoryInstaller } from './memory-installer.ts';
+import { type HealthVerdict, OtaHandler, type OtaSnapshot } from './ota-handler.ts';
+import { FileOtaStateStore, MemoryOtaStateStore, type OtaStateStore } from './ota-state-store.ts';
+import { ScriptInstaller } from './script-installer.ts';
+import { runShell } from './shell.ts';
+import { TunnelClient } from './tunnel-client.ts';
+
+export const AGENT_VERSION = '0.1.0';
+
+export interface AgentOptions {
+  /** `wss://host:port` or `https://host:port`. */
+  server: string;
+  deviceId: string;
+  apiKey: string;
+  /** Where the agent keeps its state, downloads and (A/B installer) slots. Not needed with `storage: 'memory'`. */
+  dataDir?: string;
+  /**
+   * `memory` keeps OTA state and downloads in the process (the simulator: thousands of devices,
+   * no disk); `disk` (default) survives a power cut.
+   */
+  storage?: 'disk' | 'memory';
+  /** Development only: allow `ws://`, `http://` and unencrypted downloads. */
+  allowInsecure?: boolean;
+  /** PEM of the organization's Ed25519 public key; updates must then be signed by it. */
+  publicKeyPem?: string;
+  organizationId?: string;
+  /** Development only: install unsigned updates when no key is pinned. */
+  allowUnsigned?: boolean;
+  /** Default: `ab` on disk, an in-memory installer with `storage: 'memory'`. */
+  installer?: 'ab' | 'script' | Installer;
+  /** For `installer: 'script'`. */
+  installScript?: string;
+  /** The factory image's version, until an update is installed. Default `0.0.0`. */
+  initialVersion?: string;
+  /** Boot attempts of a new image before the bootloader falls back. Default 3. */
+  maxBootTries?: number;
+  /** E.g. `systemctl reboot`. Without one, a "reboot" is an in-process soft restart. */
+  rebootCommand?: string;
+  /** Run with `/bin/sh -c` on a trial boot, `EDGEFLOW_VERSION` set; must exit 0. */
+  healthCommand?: string;
+  healthTimeoutMs?: number;
+  /** A trial boot must reach `connected` (and pass the health check) within this. Default 120 s. */
+  confirmTimeoutMs?: number;
+  heartbeatIntervalMs?: number;
+  reconnectBaseMs?: number;
+  connectTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  downloadRetries?: number;
+  downloadRetryBaseMs?: number;
+  downloadIdleTimeoutMs?: number;
+  progressIntervalMs?: number;
+  resultRetryBaseMs?: number;
+  perMessageDeflate?: boolean;
+  httpAgent?: HttpAgent;
+  /** PEM of a CA to trust for the tunnel and downloads, for a self-signed server. */
+  ca?: string | Buffer;
+  logger?: Logger;
+  /** Fault injection: called at named steps of the update; a hook that never settles is a power cut. */
+  stepHook?: StepHook;
+}
+
+/**
+ * One device: boots (lets the installer play bootloader), reconciles any update a power cut
+ * interrupted, keeps the tunnel up and answers the cloud.
+ *
+ * Events: `connected`, `disconnected` (code, reason), `booted` (BootState), `ota` (OtaSnapshot on
+ * every phase change and throttled download progress), `result` (OtaResultPayload), `rebooting`.
+ */
+export class Agent extends EventEmitter {
+  readonly deviceId: string;
+  private readonly options: AgentOptions;
+  private readonly logger: Logger;
+  private readonly installer: Installer;
+  private readonly tunnel: TunnelClient;
+  private readonly ota: OtaHandler;
+  private readonly downloadDir: string | undefined;
+  private running = false;
+  private rebootFallbackTimer: NodeJS.Timeout | undefined;
+
+  constructor(options: AgentOptions) {
+    super();
+    this.options = options;
+    this.deviceId = options.deviceId;
+    this.logger = options.logger ?? createJsonLogger({ device_id: options.deviceId });
+    const inMemory = options.storage === 'memory';
+    const dataDir = options.dataDir;
+    if (!inMemory && !dataDir) throw new Error('dataDir is required unless storage is memory');
+    this.installer = this.createInstaller(inMemory);
+    this.downloadDir = inMemory || !dataDir ? undefined : join(dataDir, 'download');
+
+    this.tunnel = new TunnelClient({
+      server: options.server,
+      deviceId: options.deviceId,
+      apiKey: options.apiKey,
+      agentVersion: AGENT_VERSION,
+      firmwareVersion: () => this.installer.currentVersion(),
+      logger: this.logger,
+      allowInsecure: options.allowInsecure,
+      heartbeatIntervalMs: options.heartbeatIntervalMs,
+      connectTimeoutMs: options.connectTimeoutMs,
+      reconnectBaseMs: options.reconnectBaseMs,
+      perMessageDeflate: options.perMessageDeflate,
+      httpAgent: options.httpAgent,
+      ca: options.ca,
+      onConnected: () => {
+        this.ota.onConnected();
+        this.emit('connected');
+      },
+      onDisconnected: (code, reason) => this.emit('disconnected', code, reason),
+    });
+
+    const store: OtaStateStore =
+      inMemory || !dataDir ? new MemoryOtaStateStore() : new FileOtaStateStore(join(dataDir, 'ota-state.json'));
+    const downloadDir = this.downloadDir;
+    this.ota = new OtaHandler({
+      policy: {
+        deviceId: options.deviceId,
+        publicKeyPem: options.publicKeyPem,
+        organizationId: options.organizationId,
+        allowUnsigned: options.allowUnsigned,
+      },
+      agentVersion: AGENT_VERSION,
+      installer: this.installer,
+      store,
+      createSink: (updateId): DownloadSink =>
+        downloadDir ? new FileDownloadSink(join(downloadDir, downloadFileName(updateId))) : new MemoryDownloadSink(),
+      tunnel: this.tunnel,
+      reboot: () => this.reboot(),
+      checkHealth: (version) => this.checkHealth(version),
+      confirmTimeoutMs: options.confirmTimeoutMs ?? 120_000,
+      download: {
+        maxRetries: options.downloadRetries ?? 5,
+        retryBaseMs: options.downloadRetryBaseMs ?? 1_000,
+        retryCapMs: 30_000,
+        idleTimeoutMs: options.downloadIdleTimeoutMs ?? 30_000,
+        allowInsecure: options.allowInsecure ?? false,
+        ca: options.ca,
+      },
+      progressIntervalMs: options.progressIntervalMs ?? 500,
+      resultRetryBaseMs: options.resultRetryBaseMs ?? 1_000,
+      requestTimeoutMs: options.requestTimeoutMs ?? TunnelDefaults.commandTimeoutMs,
+      logger: this.logger,
+      stepHook: options.stepHook,
+      onSnapshot: (snapshot: OtaSnapshot) => this.emit('ota', snapshot),
+      onResult: (result) => this.emit('result', result),
+    });
+    this.tunnel.handle(CloudAction.otaUpdate, (payload) => this.ota.acceptUpdate(payload));
+    this.tunnel.handle(CloudAction.otaCancel, (payload) => this.ota.cancelUpdate(payload));
+  }
+
+  get currentVersion(): string {
+    return this.installer.currentVersion();
+  }
+
+  get connected(): boolean {
+    return this.tunnel.connected;
+  }
+
+  get otaState(): OtaSnapshot | null {
+    return this.ota.snapshot;
+  }
+
+  /** Results finished but not yet acknowledged by the server. */
+  get unacknowledgedResults(): number {
+    return this.ota.results.filter((r) => !r.acknowledged).length;
+  }
+
+  /** Resolves `true` once the tunnel is up, `false` after `timeoutMs`. */
+  waitUntilConnected(timeoutMs: number): Promise<boolean> {
+    return this.tunnel.waitUntilConnected(timeoutMs);
+  }
+
+  /** The tunnel URL derived from `server`. */
+  get tunnelUrl(): string {
+    return this.tunnel.url;
+  }
+
+  /** Boots, reconciles the persisted update, connects. Resolves once booted, not once connected. */
+  async start(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    if (this.options.dataDir && this.options.storage !== 'memory') {
+      await mkdir(this.options.dataDir, { recursive: true });
+    }
+    await this.ota.load();
+    await this.bootSequence();
+  }
+
+  /** Stops at a safe point; an update in progress resumes at the next start. */
+  async stop(): Promise<void> {
+    this.running = false;
+    clearTimeout(this.rebootFallbackTimer);
+    await Promise.all([this.ota.stop(), this.tunnel.stop()]);
+  }
+
+  /** Fault injection: drops the link and every timer at once, like pulling the plug, without waiting for anything. */
+  async powerCut(): Promise<void> {
+    this.running = false;
+    clearTimeout(this.rebootFallbackTimer);
+    this.ota.halt();
+    await this.tunnel.stop();
+  }
+
+  private async bootSequence(): Promise<void> {
+    const boot: BootState = await this.installer.boot();
+    if (!this.running) return;
+    this.logger.info('booted', { ...boot });
+    this.emit('booted', boot);
+    await this.removeStaleDownloads();
+    this.tunnel.start();
+    this.ota.start(boot);
+  }
+
+  private createInstaller(inMemory: boolean): Installer {
+    const { options } = this;
+    const choice = options.installer ?? (inMemory ? undefined : 'ab');
+    const initialVersion = options.initialVersion ?? '0.0.0';
+    if (choice === undefined) return new MemoryInstaller({ initialVersion, maxTries: options.maxBootTries });
+    if (typeof choice === 'object') return choice;
+    if (inMemory || !options.dataDir) throw new Error(`the ${choice} installer needs storage on disk and a dataDir`);
+    if (choice === 'script') {
+      if (!options.installScript) throw new Error('the script installer needs installScript');
+      return new ScriptInstaller({
+        installScript: options.installScript,
+        dataDir: options.dataDir,
+        maxTries: options.maxBootTries,
+      });
+    }
+    return new AbInstaller({
+      dataDir: options.dataDir,
+      initialVersion,
+      maxTries: options.maxBootTries,
+      stepHook: options.stepHook,
+    });
+  }
+
+  /**
+   * With a reboot command, the machine goes down and the next start boots the pending image.
+   * Without one (development, tests, simulator), the same happens in process: tunnel down, boot
+   * sequence, tunnel up.
+   */
+  private async reboot(): Promise<void> {
+    this.emit('rebooting');
+    const command = this.options.rebootCommand;
+    if (command) {
+      this.logger.info('rebooting into the new image', { command });
+      const result = await runShell(command, { timeoutMs: 60_000 });
+      if (result.exitCode !== 0) throw new Error(`${command} exited with ${result.exitCode}: ${result.stderr.trim()}`);
+      // A reboot that never comes must not leave the update hanging forever.
+      this.rebootFallbackTimer = setTimeout(() => void this.softRestart(), 5 * 60_000);
+      this.rebootFallbackTimer.unref();
+      return;
+    }
+    setImmediate(() => void this.softRestart());
+  }
+
+  private async softRestart(): Promise<void> {
+    if (!this.running) return;
+    this.logger.info('soft restart: re-running the boot sequence');
+    try {
+      await this.tunnel.stop();
+      if (!this.running) return;
+      await this.bootSequence();
+    } catch (error) {
+      this.logger.error('soft restart failed', { error: errorMessage(error) });
+    }
+  }
+
+  private async checkHealth(version: string): Promise<HealthVerdict> {
+    const command = this.options.healthCommand;
+    if (!command) return { healthy: true, message: 'no health command configured' };
+    const result = await runShell(command, {
+      env: { EDGEFLOW_VERSION: version },
+      timeoutMs: this.options.healthTimeoutMs ?? 60_000,
+    });
+    if (result.exitCode === 0) return { healthy: true, message: 'ok' };
+    const why = result.timedOut ? 'timed out' : `exited with ${result.exitCode}`;
+    return { healthy: false, message: `${command} ${why} ${result.stderr.trim().slice(0, 500)}`.trim() };
+  }
+
+  /** A partial download that belongs to no job (the job finished before the file was deleted) only takes space. */
+  private async removeStaleDownloads(): Promise<void> {
+    if (!this.downloadDir) return;
+    const current = this.ota.snapshot;
+    const keep = current ? downloadFileName(current.update_id) : undefined;
+    const names = await readdir(this.downloadDir).catch(() => [] as string[]);
+    await Promise.all(
+      names.filter((name) => name !== keep).map((name) => rm(join(this.downloadDir!, name), { force: true })),
+    );
+  }
+}
+
+/** Update ids come from the network: only a plain one becomes a file name as is. */
+function downloadFileName(updateId: string): string {
+  if (/^[A-Za-z0-9_-]{1,100}$/.test(updateId)) return `${updateId}.part`;
+  return `${createHash('sha256').update(updateId).digest('hex').slice(0, 40)}.part`;
+}

@@ -1,0 +1,151 @@
+import http from 'node:http';
+import https from 'node:https';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { backoffDelayMs } from '../protocol/tunnel.ts';
+import type { DownloadSink } from './download-sink.ts';
+import type { StepHook } from './installer.ts';
+import { errorMessage, type Logger } from './logger.ts';
+
+export interface DownloadLink {
+  url: string;
+  url_expires_at: string;
+}
+
+/** How downloads behave: the agent's options, passed through the OTA handler. */
+export interface DownloadSettings {
+  /** Consecutive failed attempts (without any byte of progress) tolerated before giving up. */
+  maxRetries: number;
+  retryBaseMs: number;
+  retryCapMs: number;
+  idleTimeoutMs: number;
+  allowInsecure: boolean;
+  ca?: string | Buffer;
+}
+
+export interface DownloadOptions extends DownloadSettings {
+  link: DownloadLink;
+  size: number;
+  sink: DownloadSink;
+  /** Asks the cloud for a fresh presigned link; the returned one replaces the expired one. */
+  refreshLink: () => Promise<DownloadLink>;
+  /** Told the total bytes held after every chunk; throttling is the caller's business. */
+  onBytes: (bytesHeld: number) => void;
+  signal: AbortSignal;
+  logger: Logger;
+  stepHook?: StepHook;
+}
+
+/** The download is over for good: the caller reports `download_failed`. */
+export class DownloadFailedError extends Error {}
+
+class LinkExpiredError extends Error {}
+
+/**
+ * Streams the image into the sink, resuming from what the sink holds with `Range`, refreshing the
+ * link when it expired (by its timestamp or by the store's 403), retrying with capped backoff.
+ */
+export async function downloadToSink(options: DownloadOptions): Promise<void> {
+  const { signal, logger } = options;
+  let link = options.link;
+  let linkExpired = false;
+  let failures = 0;
+  for (;;) {
+    signal.throwIfAborted();
+    const heldBefore = await options.sink.offset();
+    try {
+      // Checked before every attempt: some stores (and proxies) do not enforce expiry themselves.
+      if (linkExpired || hasExpired(link)) {
+        logger.info('download link expired, asking for a fresh one');
+        link = await options.refreshLink();
+        linkExpired = false;
+      }
+      await fetchRemainder(link.url, options);
+      return;
+    } catch (error) {
+      if (signal.aborted) throw signal.reason;
+      if (error instanceof DownloadFailedError) throw error;
+      if (error instanceof LinkExpiredError) linkExpired = true;
+      // A flaky link that keeps making progress is worth staying on; only stalls count.
+      if ((await options.sink.offset()) > heldBefore) failures = 0;
+      failures += 1;
+      if (failures > options.maxRetries) {
+        throw new DownloadFailedError(`download failed after ${options.maxRetries} retries: ${errorMessage(error)}`);
+      }
+      const delayMs = linkExpired ? 0 : backoffDelayMs(failures, options.retryBaseMs, options.retryCapMs);
+      logger.warn('download attempt failed, retrying', { error: errorMessage(error), retry_in_ms: delayMs });
+      await sleep(delayMs, undefined, { signal });
+    }
+  }
+}
+
+function hasExpired(link: DownloadLink): boolean {
+  const expiresAt = Date.parse(link.url_expires_at);
+  return Number.isFinite(expiresAt) && expiresAt <= Date.now();
+}
+
+async function fetchRemainder(url: string, options: DownloadOptions): Promise<void> {
+  const { sink, size } = options;
+  let offset = await sink.offset();
+  if (offset > size) {
+    await sink.reset();
+    offset = 0;
+  }
+  if (offset === size) return;
+  const response = await get(url, offset, options);
+  try {
+    const status = response.statusCode ?? 0;
+    if (status === 401 || status === 403 || status === 410) throw new LinkExpiredError(`HTTP ${status}`);
+    if (status === 416) {
+      await sink.reset();
+      throw new Error('the server refused the range; starting over');
+    }
+    if (status === 206) {
+      const start = /^bytes (\d+)-/.exec(response.headers['content-range'] ?? '')?.[1];
+      if (Number(start) !== offset) {
+        await sink.reset();
+        throw new Error(`the server sent range ${response.headers['content-range']} for offset ${offset}`);
+      }
+    } else if (status === 200) {
+      if (offset > 0) {
+        // The server ignored Range: what it sends starts at byte 0.
+        await sink.reset();
+        offset = 0;
+      }
+    } else {
+      throw new Error(`HTTP ${status}`);
+    }
+    let held = offset;
+    for await (const chunk of response as AsyncIterable<Buffer>) {
+      if (held + chunk.byteLength > size) {
+        await sink.reset();
+        throw new Error(`the server sent more than the announced ${size} bytes`);
+      }
+      await sink.append(chunk);
+      held += chunk.byteLength;
+      options.onBytes(held);
+      await options.stepHook?.('download:chunk');
+    }
+    if (held < size) throw new Error(`the connection ended after ${held} of ${size} bytes`);
+  } finally {
+    response.destroy();
+    await sink.close();
+  }
+}
+
+function get(url: string, offset: number, options: DownloadOptions): Promise<http.IncomingMessage> {
+  const parsed = new URL(url);
+  if (parsed.protocol !== 'https:' && !(parsed.protocol === 'http:' && options.allowInsecure)) {
+    return Promise.reject(new DownloadFailedError(`refusing to download over ${parsed.protocol} (not allowed)`));
+  }
+  const client = parsed.protocol === 'https:' ? https : http;
+  return new Promise((resolve, reject) => {
+    const request = client.get(parsed, {
+      headers: offset > 0 ? { range: `bytes=${offset}-` } : {},
+      signal: options.signal,
+      ...(options.ca && parsed.protocol === 'https:' ? { ca: options.ca } : {}),
+    });
+    request.setTimeout(options.idleTimeoutMs, () => request.destroy(new Error('the download stalled')));
+    request.once('response', resolve);
+    request.once('error', reject);
+  });
+}

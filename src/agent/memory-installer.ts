@@ -1,0 +1,58 @@
+import type { BootState, Installer, InstallImage } from './installer.ts';
+
+export interface MemoryInstallerOptions {
+  initialVersion: string;
+  maxTries?: number;
+  /** Fault injection: `install` throws. */
+  failInstall?: boolean;
+  /** Fault injection: the new version never comes up, so its boot ends in a revert. */
+  failBoot?: boolean;
+}
+
+/** An installer without disk writes, for thousands of simulated devices in one process. */
+export class MemoryInstaller implements Installer {
+  failInstall: boolean;
+  failBoot: boolean;
+  private active: string;
+  private pending: string | undefined;
+  private onTrial = false;
+
+  constructor(options: MemoryInstallerOptions) {
+    this.active = options.initialVersion;
+    this.failInstall = options.failInstall ?? false;
+    this.failBoot = options.failBoot ?? false;
+  }
+
+  async boot(): Promise<BootState> {
+    const pending = this.pending;
+    if (pending === undefined) return { kind: 'normal', version: this.active };
+    if (this.failBoot) {
+      this.pending = undefined;
+      this.onTrial = false;
+      return { kind: 'reverted', version: this.active, abandonedVersion: pending };
+    }
+    this.onTrial = true;
+    return { kind: 'trial', version: pending, previousVersion: this.active };
+  }
+
+  currentVersion(): string {
+    return this.onTrial && this.pending !== undefined ? this.pending : this.active;
+  }
+
+  async install(image: InstallImage): Promise<void> {
+    if (this.failInstall) throw new Error('simulated install failure');
+    this.pending = image.version;
+    this.onTrial = false;
+  }
+
+  async commit(): Promise<void> {
+    if (this.pending !== undefined) this.active = this.pending;
+    this.pending = undefined;
+    this.onTrial = false;
+  }
+
+  async revert(): Promise<void> {
+    this.pending = undefined;
+    this.onTrial = false;
+  }
+}

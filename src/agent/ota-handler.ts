@@ -1,0 +1,574 @@
+import {
+  backoffDelayMs,
+  DeviceAction,
+  type OtaFailureCode,
+  type OtaPhase,
+  type OtaProgressPayload,
+  type OtaResultPayload,
+  type OtaUpdatePayload,
+  validate,
+} from '../protocol/tunnel.ts';
+import type { DownloadSink } from './download-sink.ts';
+import { DownloadFailedError, type DownloadSettings, downloadToSink } from './downloader.ts';
+import type { BootState, Installer, StepHook } from './installer.ts';
+import { errorMessage, type Logger } from './logger.ts';
+import { authorizeUpdate, type UpdatePolicy } from './ota-policy.ts';
+import {
+  type BootObservation,
+  canTransition,
+  isCancellable,
+  type OtaStep,
+  overallProgress,
+  planNextStep,
+} from './ota-state-machine.ts';
+import type { OtaJob, OtaState, OtaStateStore, RecordedResult } from './ota-state-store.ts';
+
+/** What the OTA handler needs from the tunnel. */
+export interface OtaTunnel {
+  readonly connected: boolean;
+  request(action: string, payload: unknown, options?: { timeoutMs?: number }): Promise<unknown>;
+  notify(action: string, payload: unknown): boolean;
+  waitUntilConnected(timeoutMs: number): Promise<boolean>;
+}
+
+export interface HealthVerdict {
+  healthy: boolean;
+  message: string;
+}
+
+/** What the agent shows of an update in progress. */
+export interface OtaSnapshot {
+  update_id: string;
+  target_version: string;
+  phase: OtaPhase;
+  progress: number;
+  bytes_downloaded: number;
+}
+
+export interface OtaHandlerOptions {
+  policy: UpdatePolicy;
+  agentVersion: string;
+  installer: Installer;
+  store: OtaStateStore;
+  createSink: (updateId: string) => DownloadSink;
+  tunnel: OtaTunnel;
+  /**
+   * Restarts into the pending image: resolves once the restart is under way (a reboot command
+   * that returned, or a soft restart scheduled); the handler then waits to be started again.
+   */
+  reboot: () => Promise<void>;
+  /** The trial boot's health check (besides reaching `connected`). */
+  checkHealth: (version: string) => Promise<HealthVerdict>;
+  confirmTimeoutMs: number;
+  download: DownloadSettings;
+  progressIntervalMs: number;
+  resultRetryBaseMs: number;
+  requestTimeoutMs: number;
+  logger: Logger;
+  stepHook?: StepHook;
+  onSnapshot?: (snapshot: OtaSnapshot) => void;
+  onResult?: (result: OtaResultPayload) => void;
+}
+
+type StepOutcome = 'continue' | 'pause';
+
+const acknowledgedResultsKept = 10;
+const progressStepPercent = 5;
+
+/**
+ * Runs one update at a time as a reconcile loop: each turn asks the pure planner for the next
+ * step from the persisted job and the boot observation, runs it, persists its effect. A fresh
+ * update and the recovery after a power cut take the same path.
+ */
+export class OtaHandler {
+  private state: OtaState = { job: null, results: [] };
+  private boot: BootObservation = 'normal';
+  private stopped = true;
+  private driving: Promise<void> | undefined;
+  private driveAgain = false;
+  private downloadAbort: AbortController | undefined;
+  private sink: { updateId: string; sink: DownloadSink } | undefined;
+  private lastProgressAt = 0;
+  private lastProgressPercent = -1;
+  private unsentProgress: OtaProgressPayload | undefined;
+  private resultTimer: NodeJS.Timeout | undefined;
+  private resultAttempt = 0;
+  private flushing: Promise<void> | undefined;
+  private flushAgain = false;
+  /** Results the server asked for again while one copy was in flight: that copy's ack does not cover the request. */
+  private resendRequested: Set<string> | undefined;
+
+  constructor(private readonly options: OtaHandlerOptions) {}
+
+  async load(): Promise<void> {
+    this.state = await this.options.store.load();
+  }
+
+  get snapshot(): OtaSnapshot | null {
+    const job = this.state.job;
+    if (!job) return null;
+    return {
+      update_id: job.payload.update_id,
+      target_version: job.payload.version,
+      phase: job.phase,
+      progress: overallProgress(job.phase, job.bytes_downloaded, job.payload.size),
+      bytes_downloaded: job.bytes_downloaded,
+    };
+  }
+
+  get results(): readonly RecordedResult[] {
+    return this.state.results;
+  }
+
+  /** After every (re)boot: remember what the bootloader did, then carry on with whatever job was persisted. */
+  start(boot: BootState): void {
+    this.stopped = false;
+    this.boot = boot.kind;
+    this.kick();
+  }
+
+  /** Stops at the next safe point; the persisted job resumes at the next start. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.downloadAbort?.abort(new Error('agent stopping'));
+    clearTimeout(this.resultTimer);
+    this.resultTimer = undefined;
+    await Promise.all([this.driving, this.flushing]);
+    await this.sink?.sink.close().catch(() => {});
+  }
+
+  /** Drops everything at once, as a power cut would: no waiting for the step under way. */
+  halt(): void {
+    this.stopped = true;
+    this.downloadAbort?.abort(new Error('power cut'));
+    // Releases the descriptor only; with the power gone nothing else of the step survives anyway.
+    void this.sink?.sink.close().catch(() => {});
+    clearTimeout(this.resultTimer);
+    this.resultTimer = undefined;
+  }
+
+  onConnected(): void {
+    const job = this.state.job;
+    const info = {
+      current_version: this.options.installer.currentVersion(),
+      agent_version: this.options.agentVersion,
+      ...(job ? { update_id: job.payload.update_id } : {}),
+    };
+    this.options.tunnel
+      .request(DeviceAction.deviceInfo, info, { timeoutMs: this.options.requestTimeoutMs })
+      .catch((error) => this.options.logger.warn('device_info was not acknowledged', { error: errorMessage(error) }));
+    const progress = this.unsentProgress;
+    this.unsentProgress = undefined;
+    if (progress && progress.update_id === job?.payload.update_id) {
+      this.options.tunnel.notify(DeviceAction.otaProgress, progress);
+    }
+    this.resultAttempt = 0;
+    void this.flushResults();
+  }
+
+  /** The `ota_update` command: validate, deduplicate, persist, acknowledge; the work runs afterwards. */
+  async acceptUpdate(payload: unknown): Promise<Record<string, unknown>> {
+    if (!validate.otaUpdate.Check(payload)) {
+      const first = [...validate.otaUpdate.Errors(payload)][0];
+      throw new Error(`invalid_command: ${first?.instancePath || '/'} ${first?.message ?? 'invalid payload'}`.trim());
+    }
+    const update = payload as OtaUpdatePayload;
+    const job = this.state.job;
+    if (job?.payload.update_id === update.update_id) {
+      return { accepted: true, update_id: update.update_id, duplicate: true };
+    }
+    const finished = this.state.results.find((r) => r.payload.update_id === update.update_id);
+    if (finished) {
+      // The server may have missed the result; it asks again by resending the update.
+      finished.acknowledged = false;
+      this.resendRequested ??= new Set();
+      this.resendRequested.add(update.update_id);
+      await this.persist();
+      setImmediate(() => void this.flushResults());
+      return { accepted: true, update_id: update.update_id, duplicate: true };
+    }
+    if (job) throw new Error(`busy: update ${job.payload.update_id} is ${job.phase}`);
+    if (this.stopped) throw new Error('busy: the agent is stopping');
+
+    this.state.job = {
+      payload: update,
+      phase: 'queued',
+      previous_version: this.options.installer.currentVersion(),
+      bytes_downloaded: 0,
+      download_attempts: 0,
+      cancel_requested: false,
+      accepted_at: new Date().toISOString(),
+    };
+    await this.persist();
+    await this.options.stepHook?.('accepted');
+    // After the acknowledgement has gone out, so the server sees the ack before any progress.
+    setImmediate(() => this.kick());
+    return { accepted: true, update_id: update.update_id };
+  }
+
+  async cancelUpdate(payload: unknown): Promise<Record<string, unknown>> {
+    if (!validate.otaCancel.Check(payload)) throw new Error('invalid_command: ota_cancel needs an update_id');
+    const updateId = payload.update_id;
+    const job = this.state.job;
+    if (job?.payload.update_id === updateId) {
+      if (!isCancellable(job.phase)) throw new Error(`too_late: update ${updateId} is already ${job.phase}`);
+      job.cancel_requested = true;
+      await this.persist();
+      this.downloadAbort?.abort(new Error('cancelled'));
+      this.kick();
+      return { cancelled: true, update_id: updateId };
+    }
+    const finished = this.state.results.find((r) => r.payload.update_id === updateId)?.payload;
+    if (finished?.error?.code === 'cancelled') return { cancelled: true, update_id: updateId, duplicate: true };
+    if (finished) throw new Error(`too_late: update ${updateId} already ${finished.status}`);
+    throw new Error(`not_found: no update ${updateId} on this device`);
+  }
+
+  private kick(): void {
+    if (this.stopped) return;
+    if (this.driving) {
+      this.driveAgain = true;
+      return;
+    }
+    this.driving = this.drive()
+      .catch((error) =>
+        this.options.logger.error('OTA loop stopped on an unexpected error', { error: errorMessage(error) }),
+      )
+      .finally(() => {
+        this.driving = undefined;
+        if (this.driveAgain) {
+          this.driveAgain = false;
+          this.kick();
+        }
+      });
+  }
+
+  private async drive(): Promise<void> {
+    for (;;) {
+      const job = this.state.job;
+      if (this.stopped || !job) return;
+      const step = planNextStep({
+        phase: job.phase,
+        cancelRequested: job.cancel_requested,
+        boot: this.boot,
+        runningVersion: this.options.installer.currentVersion(),
+        targetVersion: job.payload.version,
+        failure: job.failure,
+      });
+      this.options.logger.debug('OTA step', { update_id: job.payload.update_id, phase: job.phase, step: step.kind });
+      if ((await this.run(job, step)) === 'pause') return;
+    }
+  }
+
+  private async run(job: OtaJob, step: OtaStep): Promise<StepOutcome> {
+    switch (step.kind) {
+      case 'authorize':
+        return this.authorize(job);
+      case 'download':
+        return this.download(job);
+      case 'verify':
+        return this.verify(job);
+      case 'install':
+        return this.install(job);
+      case 'reboot':
+        return this.rebootIntoNewImage(job);
+      case 'confirm':
+        return this.confirm(job);
+      case 'revert':
+        return this.revert(job, { code: step.code, message: step.message });
+      case 'finish':
+        await this.finish(job, step.status === 'completed' ? undefined : { code: step.code, message: step.message });
+        return 'continue';
+    }
+  }
+
+  private async authorize(job: OtaJob): Promise<StepOutcome> {
+    const verdict = authorizeUpdate(job.payload, this.options.installer.currentVersion(), this.options.policy);
+    if (verdict.verdict === 'refuse') await this.finish(job, { code: verdict.code, message: verdict.message });
+    else if (verdict.verdict === 'already_installed') await this.finish(job, undefined);
+    else await this.enterPhase(job, 'downloading');
+    return 'continue';
+  }
+
+  private async download(job: OtaJob): Promise<StepOutcome> {
+    const sink = this.sinkFor(job);
+    const abort = new AbortController();
+    this.downloadAbort = abort;
+    job.download_attempts += 1;
+    job.bytes_downloaded = await sink.offset();
+    this.reportProgress(job, true);
+    const { download } = this.options;
+    try {
+      await downloadToSink({
+        link: { url: job.payload.url, url_expires_at: job.payload.url_expires_at },
+        size: job.payload.size,
+        sink,
+        refreshLink: () => this.refreshLink(job),
+        onBytes: (bytes) => {
+          job.bytes_downloaded = bytes;
+          this.reportProgress(job, false);
+        },
+        signal: abort.signal,
+        ...download,
+        logger: this.options.logger,
+        stepHook: this.options.stepHook,
+      });
+    } catch (error) {
+      if (abort.signal.aborted) return this.stopped ? 'pause' : 'continue';
+      await this.discardDownload();
+      const message = error instanceof DownloadFailedError ? error.message : `download failed: ${errorMessage(error)}`;
+      await this.finish(job, { code: 'download_failed', message });
+      return 'continue';
+    } finally {
+      if (this.downloadAbort === abort) this.downloadAbort = undefined;
+    }
+    job.bytes_downloaded = job.payload.size;
+    await this.enterPhase(job, 'verifying');
+    return 'continue';
+  }
+
+  private async refreshLink(job: OtaJob): Promise<{ url: string; url_expires_at: string }> {
+    // Only the cloud can sign a new link: give a reconnecting tunnel a chance before counting a failure.
+    if (!this.options.tunnel.connected) await this.options.tunnel.waitUntilConnected(this.options.requestTimeoutMs);
+    const data = await this.options.tunnel.request(
+      DeviceAction.otaRefreshUrl,
+      { update_id: job.payload.update_id },
+      { timeoutMs: this.options.requestTimeoutMs },
+    );
+    if (!validate.otaRefreshUrlData.Check(data)) throw new Error('ota_refresh_url answered without url/url_expires_at');
+    job.payload = { ...job.payload, url: data.url, url_expires_at: data.url_expires_at };
+    await this.persist();
+    return data;
+  }
+
+  private async verify(job: OtaJob): Promise<StepOutcome> {
+    const sink = this.sinkFor(job);
+    const [bytes, sha256] = [await sink.offset(), await sink.sha256()];
+    if (bytes !== job.payload.size || sha256 !== job.payload.sha256) {
+      await this.discardDownload();
+      await this.finish(job, {
+        code: 'checksum_mismatch',
+        message: `downloaded ${bytes} bytes with sha256 ${sha256}, expected ${job.payload.size} bytes with ${job.payload.sha256}`,
+      });
+      return 'continue';
+    }
+    // A cancel that arrived while hashing wins: nothing has been touched yet.
+    if (job.cancel_requested || this.stopped) return this.stopped ? 'pause' : 'continue';
+    await this.enterPhase(job, 'installing');
+    return 'continue';
+  }
+
+  private async install(job: OtaJob): Promise<StepOutcome> {
+    const sink = this.sinkFor(job);
+    try {
+      await this.options.installer.install({
+        version: job.payload.version,
+        sha256: job.payload.sha256,
+        filePath: sink.filePath,
+      });
+    } catch (error) {
+      await this.options.installer.revert().catch(() => {});
+      await this.discardDownload();
+      await this.finish(job, { code: 'install_failed', message: `install failed: ${errorMessage(error)}` });
+      return 'continue';
+    }
+    this.boot = 'not_rebooted';
+    await this.enterPhase(job, 'rebooting');
+    await this.discardDownload();
+    return 'continue';
+  }
+
+  private async rebootIntoNewImage(job: OtaJob): Promise<StepOutcome> {
+    try {
+      await this.options.reboot();
+      return 'pause';
+    } catch (error) {
+      return this.revert(job, { code: 'boot_failed', message: `could not reboot: ${errorMessage(error)}` });
+    }
+  }
+
+  /** The new image runs on trial: it must prove healthy and reach the cloud, else the previous one comes back. */
+  private async confirm(job: OtaJob): Promise<StepOutcome> {
+    await this.enterPhase(job, 'health_checking');
+    const version = this.options.installer.currentVersion();
+    const [reachedCloud, health] = await Promise.all([
+      this.options.tunnel.waitUntilConnected(this.options.confirmTimeoutMs),
+      this.options.checkHealth(version).catch((error) => ({ healthy: false, message: errorMessage(error) })),
+    ]);
+    if (this.stopped) return 'pause';
+    if (!health.healthy) {
+      return this.revert(job, {
+        code: 'health_check_failed',
+        message: `health check failed on ${version}: ${health.message}`,
+      });
+    }
+    if (!reachedCloud) {
+      const message = `${version} did not reach the cloud within ${this.options.confirmTimeoutMs} ms`;
+      return this.revert(job, { code: 'boot_failed', message });
+    }
+    await this.enterPhase(job, 'committing');
+    try {
+      await this.options.installer.commit();
+    } catch (error) {
+      return this.revert(job, { code: 'boot_failed', message: `commit failed: ${errorMessage(error)}` });
+    }
+    await this.options.stepHook?.('committed');
+    this.boot = 'normal';
+    return 'continue';
+  }
+
+  private async revert(job: OtaJob, failure: { code: OtaFailureCode; message: string }): Promise<StepOutcome> {
+    job.failure = failure;
+    await this.enterPhase(job, 'reverting');
+    await this.options.installer.revert();
+    await this.options.stepHook?.('reverted');
+    this.boot = 'normal';
+    return 'continue';
+  }
+
+  private async enterPhase(job: OtaJob, phase: OtaPhase): Promise<void> {
+    if (!canTransition(job.phase, phase)) {
+      this.options.logger.warn('unexpected OTA transition', { from: job.phase, to: phase });
+    }
+    job.phase = phase;
+    await this.persist();
+    await this.options.stepHook?.(`phase:${phase}`);
+    this.reportProgress(job, true);
+  }
+
+  /** Ends the job: the result and the job's removal land in one atomic write, then the result goes out. */
+  private async finish(job: OtaJob, failure: { code: OtaFailureCode; message: string } | undefined): Promise<void> {
+    const result: OtaResultPayload = {
+      update_id: job.payload.update_id,
+      status: failure ? 'failed' : 'completed',
+      current_version: this.options.installer.currentVersion(),
+      previous_version: job.previous_version,
+      ...(failure ? { error: { code: failure.code, message: failure.message.slice(0, 2000) } } : {}),
+    };
+    this.state.job = null;
+    this.state.results.push({ payload: result, acknowledged: false });
+    this.trimResults();
+    await this.persist();
+    await this.options.stepHook?.('result:persisted');
+    await this.discardDownload();
+    this.options.logger.info('OTA finished', { ...result });
+    job.phase = result.status;
+    this.reportProgress(job, true);
+    this.options.onResult?.(result);
+    this.resultAttempt = 0;
+    void this.flushResults();
+  }
+
+  /** At-least-once: every unacknowledged result goes out until the server answers `success`. */
+  private flushResults(): Promise<void> {
+    if (this.flushing) {
+      this.flushAgain = true;
+      return this.flushing;
+    }
+    clearTimeout(this.resultTimer);
+    this.resultTimer = undefined;
+    this.flushing = this.sendUnacknowledgedResults()
+      .catch((error) =>
+        this.options.logger.error('could not record a result acknowledgement', { error: errorMessage(error) }),
+      )
+      .finally(() => {
+        this.flushing = undefined;
+        this.scheduleResultRetry();
+      });
+    return this.flushing;
+  }
+
+  private async sendUnacknowledgedResults(): Promise<void> {
+    do {
+      this.flushAgain = false;
+      for (const recorded of this.state.results.filter((r) => !r.acknowledged)) {
+        if (this.stopped || !this.options.tunnel.connected) return;
+        const updateId = recorded.payload.update_id;
+        this.resendRequested?.delete(updateId);
+        try {
+          await this.options.tunnel.request(DeviceAction.otaResult, recorded.payload, {
+            timeoutMs: this.options.requestTimeoutMs,
+          });
+        } catch (error) {
+          this.options.logger.warn('ota_result not acknowledged yet', {
+            update_id: updateId,
+            error: errorMessage(error),
+          });
+          return;
+        }
+        if (this.resendRequested?.has(updateId)) continue;
+        recorded.acknowledged = true;
+        this.trimResults();
+        if (this.stopped) return;
+        await this.persist();
+        await this.options.stepHook?.('result:acknowledged');
+      }
+    } while (this.flushAgain);
+  }
+
+  /** While disconnected, the next `connected` flushes; no timer needed. */
+  private scheduleResultRetry(): void {
+    const waiting = this.state.results.some((r) => !r.acknowledged);
+    if (!waiting) {
+      this.resultAttempt = 0;
+      return;
+    }
+    if (this.stopped || !this.options.tunnel.connected || this.resultTimer) return;
+    const delayMs = backoffDelayMs(this.resultAttempt++, this.options.resultRetryBaseMs, 60_000);
+    this.resultTimer = setTimeout(
+      () => {
+        this.resultTimer = undefined;
+        void this.flushResults();
+      },
+      Math.max(delayMs, 10),
+    );
+  }
+
+  private trimResults(): void {
+    const acknowledged = this.state.results.filter((r) => r.acknowledged);
+    const dropping = new Set(acknowledged.slice(0, Math.max(0, acknowledged.length - acknowledgedResultsKept)));
+    if (dropping.size > 0) this.state.results = this.state.results.filter((r) => !dropping.has(r));
+  }
+
+  /** Best effort and only the latest matters: at most one per interval or per 5 % step, plus every phase change. */
+  private reportProgress(job: OtaJob, phaseChanged: boolean): void {
+    const percent = overallProgress(job.phase, job.bytes_downloaded, job.payload.size);
+    const now = Date.now();
+    if (!phaseChanged) {
+      const steppedUp = percent >= this.lastProgressPercent + progressStepPercent;
+      if (!steppedUp && now - this.lastProgressAt < this.options.progressIntervalMs) return;
+    }
+    this.lastProgressAt = now;
+    this.lastProgressPercent = percent;
+    const progress: OtaProgressPayload = {
+      update_id: job.payload.update_id,
+      phase: job.phase,
+      progress: percent,
+      bytes_downloaded: job.bytes_downloaded,
+    };
+    this.options.onSnapshot?.({
+      ...progress,
+      target_version: job.payload.version,
+      bytes_downloaded: job.bytes_downloaded,
+    });
+    if (job.phase === 'completed' || job.phase === 'failed') return;
+    if (!this.options.tunnel.notify(DeviceAction.otaProgress, progress)) this.unsentProgress = progress;
+  }
+
+  private sinkFor(job: OtaJob): DownloadSink {
+    if (this.sink?.updateId !== job.payload.update_id) {
+      this.sink = { updateId: job.payload.update_id, sink: this.options.createSink(job.payload.update_id) };
+    }
+    return this.sink.sink;
+  }
+
+  private async discardDownload(): Promise<void> {
+    const held = this.sink;
+    this.sink = undefined;
+    await held?.sink.discard().catch(() => {});
+  }
+
+  private persist(): Promise<void> {
+    return this.options.store.save(this.state);
+  }
+}

@@ -1,0 +1,54 @@
+import { spawn } from 'node:child_process';
+
+export interface ShellResult {
+  exitCode: number | null;
+  timedOut: boolean;
+  stdout: string;
+  stderr: string;
+}
+
+const maxCapturedChars = 8192;
+
+export interface RunOptions {
+  env?: Record<string, string>;
+  timeoutMs: number;
+}
+
+/** Runs an operator-supplied command line through `/bin/sh -c`, the way the operator would type it. */
+export function runShell(command: string, options: RunOptions): Promise<ShellResult> {
+  return runProgram('/bin/sh', ['-c', command], options);
+}
+
+/**
+ * Runs a program, killing it when it outlives `timeoutMs`. Output is captured only up to a few
+ * KiB: hooks can be chatty.
+ */
+export function runProgram(file: string, args: string[], options: RunOptions): Promise<ShellResult> {
+  return new Promise((resolve) => {
+    const child = spawn(file, args, {
+      env: { ...process.env, ...options.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    child.stdout.setEncoding('utf8').on('data', (text: string) => {
+      if (stdout.length < maxCapturedChars) stdout += text;
+    });
+    child.stderr.setEncoding('utf8').on('data', (text: string) => {
+      if (stderr.length < maxCapturedChars) stderr += text;
+    });
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, options.timeoutMs);
+    child.on('error', (error) => {
+      clearTimeout(timer);
+      resolve({ exitCode: null, timedOut, stdout, stderr: stderr + error.message });
+    });
+    child.on('close', (exitCode) => {
+      clearTimeout(timer);
+      resolve({ exitCode, timedOut, stdout, stderr });
+    });
+  });
+}

@@ -1,0 +1,269 @@
+import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
+import { constants, type Dirent } from 'node:fs';
+import { access, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { NotFoundError } from '../errors.ts';
+import { assertSafeKey, isSafeKey } from './keys.ts';
+import { HashingMeter } from './meter.ts';
+import type { BlobStore, DownloadLink, StagedObject } from './types.ts';
+
+export interface LocalOptions {
+  rootDir: string;
+  /** Base URL of this server as devices reach it; links point at its `/dl/` route. */
+  publicUrl: string;
+  signingSecret: string;
+}
+
+export type LinkVerdict = 'ok' | 'expired' | 'invalid';
+
+/** Extends NotFoundError so that a route which lets it escape answers 404 without a mapping of its own. */
+export class BlobNotFoundError extends NotFoundError {
+  constructor(readonly key: string) {
+    super('blob_not_found', 'no such file');
+  }
+}
+
+const STAGING_DIR = '.staging';
+const SIGNATURE_HEX = /^[0-9a-f]{64}$/;
+
+/**
+ * Firmware in a local directory, one file per key. Downloads are links signed by us (HMAC over
+ * key and expiry) that the server itself serves through `GET /dl/*`.
+ */
+export class LocalBlobStore implements BlobStore {
+  readonly kind = 'local';
+  readonly #rootDir: string;
+  #publicUrl: string;
+  readonly #signingSecret: string;
+
+  constructor(options: LocalOptions) {
+    if (options.signingSecret.length === 0) throw new Error('LocalBlobStore needs a non-empty signingSecret');
+    this.#rootDir = path.resolve(options.rootDir);
+    this.#publicUrl = withoutTrailingSlashes(options.publicUrl);
+    this.#signingSecret = options.signingSecret;
+  }
+
+  /** A server listening on port 0 learns its own URL only after listen(), after this store exists. */
+  setPublicUrl(publicUrl: string): void {
+    this.#publicUrl = withoutTrailingSlashes(publicUrl);
+  }
+
+  async stage(body: Readable, options: { maxBytes: number }): Promise<StagedObject> {
+    const tempKey = `${STAGING_DIR}/${randomUUID()}`;
+    const file = this.#pathOf(tempKey);
+    // Until pipeline() listens, an error from the body (a client hanging up) would be an
+    // uncaught 'error' event; pipeline still sees it, since the stream is then destroyed.
+    body.on('error', ignore);
+    const meter = new HashingMeter(options.maxBytes);
+    try {
+      await mkdir(path.dirname(file), { recursive: true });
+      const handle = await open(file, 'wx');
+      try {
+        // flush: fsync before the stream closes the handle, so that a promoted object survives
+        // a power cut; otherwise the database could point at a file that is not on disk.
+        await pipeline(body, meter, handle.createWriteStream({ flush: true }));
+      } catch (error) {
+        await handle.close().catch(ignore);
+        await rm(file, { force: true });
+        throw error;
+      }
+    } finally {
+      body.off('error', ignore);
+    }
+    return { tempKey, size: meter.bytes, sha256: meter.digestHex() };
+  }
+
+  async promote(tempKey: string, key: string): Promise<void> {
+    const target = this.#pathOf(key);
+    await mkdir(path.dirname(target), { recursive: true });
+    // rename is atomic on one filesystem (staging lives under the same root), so readers see
+    // either no file or the whole file.
+    await rename(this.#pathOf(tempKey), target);
+    await syncDirectory(path.dirname(target));
+  }
+
+  async discard(tempKey: string): Promise<void> {
+    await rm(this.#pathOf(tempKey), { force: true });
+  }
+
+  async delete(key: string): Promise<void> {
+    await rm(this.#pathOf(key), { force: true });
+  }
+
+  async exists(key: string): Promise<boolean> {
+    try {
+      return (await stat(this.#pathOf(key))).isFile();
+    } catch (error) {
+      if (isNotFound(error)) return false;
+      throw error;
+    }
+  }
+
+  async downloadLink(key: string, ttlSeconds: number): Promise<DownloadLink> {
+    assertSafeKey(key);
+    const expires = Math.floor(Date.now() / 1000) + ttlSeconds;
+    const encodedKey = key.split('/').map(encodeURIComponent).join('/');
+    const signature = this.#sign(key, expires);
+    return {
+      url: `${this.#publicUrl}/dl/${encodedKey}?expires=${expires}&signature=${signature}`,
+      expires_at: new Date(expires * 1000).toISOString(),
+    };
+  }
+
+  /**
+   * Checks a link's `expires` and `signature` query values for `key` (the decoded path after
+   * `/dl/`). Never throws: every malformed input is simply 'invalid'. The signature is checked
+   * before the expiry so that 'expired' is only ever said of a link we really issued.
+   */
+  verifyLink(key: string, expires: string | number, signature: string, nowMs = Date.now()): LinkVerdict {
+    if (!isSafeKey(key)) return 'invalid';
+    const expiresText = String(expires);
+    if (!/^\d{1,12}$/.test(expiresText) || !SIGNATURE_HEX.test(signature)) return 'invalid';
+    const expected = Buffer.from(this.#sign(key, Number(expiresText)), 'hex');
+    if (!timingSafeEqual(expected, Buffer.from(signature, 'hex'))) return 'invalid';
+    return Number(expiresText) * 1000 <= nowMs ? 'expired' : 'ok';
+  }
+
+  /** Size and modification time, for Content-Length, Range arithmetic and Last-Modified. */
+  async stat(key: string): Promise<{ size: number; modifiedAt: Date }> {
+    try {
+      const info = await stat(this.#pathOf(key));
+      if (!info.isFile()) throw new BlobNotFoundError(key);
+      return { size: info.size, modifiedAt: info.mtime };
+    } catch (error) {
+      if (isNotFound(error)) throw new BlobNotFoundError(key);
+      throw error;
+    }
+  }
+
+  /**
+   * A read stream over the whole object or over the inclusive byte range `start`..`end`
+   * (`end` defaults to, and is clamped at, the last byte). `size` is always the object's total
+   * size, as a Content-Range header needs it. A range that does not fit throws RangeError: the
+   * caller answers 416 after comparing against `stat().size`.
+   */
+  async openRead(key: string, range?: { start: number; end?: number }): Promise<{ stream: Readable; size: number }> {
+    let handle: Awaited<ReturnType<typeof open>>;
+    try {
+      handle = await open(this.#pathOf(key), 'r');
+    } catch (error) {
+      if (isNotFound(error)) throw new BlobNotFoundError(key);
+      throw error;
+    }
+    try {
+      // The size comes from the open descriptor, so it matches the bytes the stream will read.
+      const info = await handle.stat();
+      if (!info.isFile()) throw new BlobNotFoundError(key);
+      const { size } = info;
+      if (range === undefined) return { stream: handle.createReadStream(), size };
+      const end = Math.min(range.end ?? size - 1, size - 1);
+      if (!Number.isInteger(range.start) || range.start < 0 || range.start > end) {
+        throw new RangeError(`range ${range.start}-${range.end ?? ''} does not fit an object of ${size} bytes`);
+      }
+      return { stream: handle.createReadStream({ start: range.start, end }), size };
+    } catch (error) {
+      await handle.close();
+      throw error;
+    }
+  }
+
+  async listKeys(prefix: string): Promise<string[]> {
+    // Walk only the deepest directory the prefix names, then filter the rest of it by text.
+    const directoryPart = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '';
+    if (directoryPart !== '') assertSafeKey(directoryPart);
+    const keys: string[] = [];
+    await walkFiles(path.join(this.#rootDir, ...directoryPart.split('/')), directoryPart, keys);
+    return keys.filter((key) => key.startsWith(prefix)).sort();
+  }
+
+  async sweepStaged(olderThanMs: number): Promise<number> {
+    const cutoffMs = Date.now() - olderThanMs;
+    const stagingDir = path.join(this.#rootDir, STAGING_DIR);
+    let names: string[];
+    try {
+      names = await readdir(stagingDir);
+    } catch (error) {
+      if (isNotFound(error)) return 0;
+      throw error;
+    }
+    let removed = 0;
+    for (const name of names) {
+      const file = path.join(stagingDir, name);
+      try {
+        // A live upload keeps touching its file, so only abandoned ones fall behind the cutoff.
+        if ((await stat(file)).mtimeMs >= cutoffMs) continue;
+        await rm(file, { force: true });
+        removed++;
+      } catch (error) {
+        if (!isNotFound(error)) throw error;
+      }
+    }
+    return removed;
+  }
+
+  async ping(): Promise<void> {
+    // Creating the root here lets a fresh install report ready before its first upload.
+    await mkdir(this.#rootDir, { recursive: true });
+    await access(this.#rootDir, constants.R_OK | constants.W_OK);
+  }
+
+  async close(): Promise<void> {}
+
+  #sign(key: string, expires: number): string {
+    return createHmac('sha256', this.#signingSecret).update(`${key}\n${expires}`).digest('hex');
+  }
+
+  #pathOf(key: string): string {
+    assertSafeKey(key);
+    return path.join(this.#rootDir, ...key.split('/'));
+  }
+}
+
+function withoutTrailingSlashes(url: string): string {
+  return url.replace(/\/+$/, '');
+}
+
+async function walkFiles(directory: string, keyPrefix: string, into: string[]): Promise<void> {
+  let entries: Dirent[];
+  try {
+    entries = await readdir(directory, { withFileTypes: true });
+  } catch (error) {
+    if (isNotFound(error) || isNotDirectory(error)) return;
+    throw error;
+  }
+  for (const entry of entries) {
+    const key = keyPrefix === '' ? entry.name : `${keyPrefix}/${entry.name}`;
+    if (entry.isDirectory()) await walkFiles(path.join(directory, entry.name), key, into);
+    else if (entry.isFile()) into.push(key);
+  }
+}
+
+/** Makes a rename durable; best effort, since not every platform can open a directory. */
+async function syncDirectory(directory: string): Promise<void> {
+  try {
+    const handle = await open(directory, 'r');
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  } catch {
+    // fsync of a directory is an extra, not a requirement
+  }
+}
+
+function errorCode(error: unknown): unknown {
+  return (error as NodeJS.ErrnoException | undefined)?.code;
+}
+
+function isNotFound(error: unknown): boolean {
+  return errorCode(error) === 'ENOENT';
+}
+
+function isNotDirectory(error: unknown): boolean {
+  return errorCode(error) === 'ENOTDIR';
+}
+
+function ignore(): void {}

@@ -1,0 +1,307 @@
+/**
+ * The rollout engine: turns queued update rows into `ota_update` commands through the
+ * tunnel, and device reports into transitions. Durable by construction: the rows are the
+ * work items, claimed with FOR UPDATE SKIP LOCKED, so a restart resumes from the database
+ * and no row is dispatched by two replicas.
+ */
+import { signManifest } from '../../protocol/manifest.ts';
+import {
+  CloudAction,
+  DeviceAction,
+  type DeviceInfoPayload,
+  type FirmwareManifest,
+  type OtaUpdatePayload,
+  validate,
+} from '../../protocol/tunnel.ts';
+import * as firmwareRepo from '../firmware/repo.ts';
+import { BadRequestError } from '../infra/errors.ts';
+import { findSigningKeys } from '../orgs/repo.ts';
+import type { Services } from '../services.ts';
+import { type ConnectedDevice, DeviceCommandError, DeviceOfflineError, type DeviceRef } from '../tunnel/hub.ts';
+import * as repo from './repo.ts';
+import { isActive } from './status.ts';
+
+/** Rows claimed per statement; the tunnel writes are cheap, the round trips are not. */
+const CLAIM_BATCH = 1000;
+
+export interface OtaEvent {
+  organization_id: string;
+  device_id: string;
+  update_id: string;
+  deployment_id: string | null;
+  status: repo.UpdateRow['status'];
+  previous_status: repo.UpdateRow['status'] | null;
+  phase: string | null;
+  progress: number;
+  target_version: string;
+  error: { code: string; message: string } | null;
+  at: string;
+}
+
+export function otaEventOf(row: repo.UpdateRow, previous: repo.UpdateRow['status'] | null): OtaEvent {
+  return {
+    organization_id: row.organization_id,
+    device_id: row.device_id,
+    update_id: row.id,
+    deployment_id: row.deployment_id,
+    status: row.status,
+    previous_status: previous,
+    phase: row.phase,
+    progress: row.progress,
+    target_version: row.target_version,
+    error: row.error_code ? { code: row.error_code, message: row.error_message ?? '' } : null,
+    at: new Date().toISOString(),
+  };
+}
+
+export class UpdateEngine {
+  readonly #services: Services;
+  readonly #timers: NodeJS.Timeout[] = [];
+  readonly #signingKeys = new Map<string, string>();
+  #dispatching: Promise<void> | undefined;
+  #again = false;
+  #stopped = false;
+
+  constructor(services: Services) {
+    this.#services = services;
+    const { tunnel } = services;
+    tunnel.onDeviceRequest(DeviceAction.otaProgress, (device, payload) => this.#onProgress(device, payload));
+    tunnel.onDeviceRequest(DeviceAction.otaResult, (device, payload) => this.#onResult(device, payload));
+    tunnel.onDeviceRequest(DeviceAction.otaRefreshUrl, (device, payload) => this.#onRefreshUrl(device, payload));
+    tunnel.onlineListeners.push(() => this.kick());
+    tunnel.infoListeners.push((device, info) => {
+      this.#reconcile(device, info).catch((error: Error) =>
+        services.log.warn({ err: error, device_id: device.deviceId }, 'reconciling a reconnected device failed'),
+      );
+    });
+  }
+
+  start(): void {
+    const { config } = this.#services;
+    this.#timers.push(setInterval(() => this.kick(), config.dispatchIntervalMs));
+    this.#timers.push(
+      setInterval(() => {
+        this.expireOverdue().catch((error: Error) =>
+          this.#services.log.warn({ err: error }, 'expiring updates failed'),
+        );
+      }, config.dispatchIntervalMs),
+    );
+    for (const timer of this.#timers) timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    for (const timer of this.#timers) clearInterval(timer);
+    await this.#dispatching;
+  }
+
+  /** Asks for a dispatch pass soon; passes never overlap, and a kick during one runs another. */
+  kick(): void {
+    if (this.#stopped) return;
+    if (this.#dispatching) {
+      this.#again = true;
+      return;
+    }
+    this.#dispatching = (async () => {
+      try {
+        do {
+          this.#again = false;
+          await this.dispatchDueUpdates();
+        } while (this.#again && !this.#stopped);
+      } catch (error) {
+        this.#services.log.error({ err: error }, 'dispatch pass failed');
+      } finally {
+        this.#dispatching = undefined;
+      }
+    })();
+  }
+
+  /** Claims queued updates of devices connected here and sends their commands. */
+  async dispatchDueUpdates(): Promise<number> {
+    const { db, tunnel, config } = this.#services;
+    let total = 0;
+    for (;;) {
+      const claimed = await repo.claimQueuedUpdates(db, tunnel.nodeId, CLAIM_BATCH, config.updateTimeoutSeconds);
+      if (claimed.length === 0) return total;
+      total += claimed.length;
+      for (const row of claimed) this.#emit(row, 'queued');
+      await Promise.all(claimed.map((row) => this.#sendCommand(row)));
+      if (claimed.length < CLAIM_BATCH) return total;
+    }
+  }
+
+  async expireOverdue(): Promise<void> {
+    for (const row of await repo.expireOverdueUpdates(this.#services.db)) this.#emit(row, row.previous_status);
+  }
+
+  async #sendCommand(row: repo.UpdateRow): Promise<void> {
+    const { tunnel, log, metrics } = this.#services;
+    const device = { organizationId: row.organization_id, deviceId: row.device_id };
+    let payload: OtaUpdatePayload;
+    try {
+      payload = await this.#commandPayload(row);
+    } catch (error) {
+      await this.#fail(row, 'firmware_unavailable', (error as Error).message);
+      return;
+    }
+    try {
+      metrics.commandsDispatched.inc();
+      await tunnel.command(device, CloudAction.otaUpdate, payload);
+    } catch (error) {
+      if (error instanceof DeviceCommandError) {
+        // The device refused it outright (busy with another update, invalid command).
+        const code = /^(\w+):/.exec(error.deviceError)?.[1] ?? 'refused';
+        await this.#fail(row, code, error.deviceError);
+        return;
+      }
+      if (error instanceof DeviceOfflineError) {
+        // It may not have seen the command: back to the queue, sent again (same id) when it returns.
+        const requeued = await repo.transitionUpdate(
+          this.#services.db,
+          { organizationId: row.organization_id, id: row.id },
+          'queued',
+        );
+        if (requeued) this.#emit(requeued, requeued.previous_status);
+        return;
+      }
+      log.error({ err: error, update_id: row.id }, 'sending ota_update failed');
+    }
+  }
+
+  async #commandPayload(row: repo.UpdateRow): Promise<OtaUpdatePayload> {
+    const { db, store, config } = this.#services;
+    const firmware = await firmwareRepo.findFirmware(db, row.organization_id, row.target_version);
+    if (!firmware) throw new Error(`firmware ${row.target_version} is no longer in the store`);
+    const link = await store.downloadLink(firmware.storage_key, config.downloadLinkTtlSeconds);
+    const manifest: FirmwareManifest = {
+      organization_id: row.organization_id,
+      version: firmware.version,
+      sha256: firmware.sha256,
+      size: firmware.size,
+      kind: row.kind,
+      device_id: row.device_id,
+      update_id: row.id,
+      issued_at: new Date().toISOString(),
+    };
+    return {
+      update_id: row.id,
+      version: firmware.version,
+      url: link.url,
+      url_expires_at: link.expires_at,
+      size: firmware.size,
+      sha256: firmware.sha256,
+      manifest,
+      signature: signManifest(manifest, await this.#signingKey(row.organization_id)),
+      force: row.force,
+    };
+  }
+
+  async #signingKey(organizationId: string): Promise<string> {
+    let key = this.#signingKeys.get(organizationId);
+    if (!key) {
+      const keys = await findSigningKeys(this.#services.db, organizationId);
+      if (!keys) throw new Error(`organization ${organizationId} has no signing key`);
+      key = keys.privateKeyPem;
+      this.#signingKeys.set(organizationId, key);
+    }
+    return key;
+  }
+
+  async #fail(row: repo.UpdateRow, code: string, message: string): Promise<void> {
+    const failed = await repo.transitionUpdate(
+      this.#services.db,
+      { organizationId: row.organization_id, id: row.id },
+      'failed',
+      { errorCode: code, errorMessage: message },
+    );
+    if (failed) this.#emit(failed, failed.previous_status);
+  }
+
+  async #onProgress(device: DeviceRef, payload: unknown): Promise<unknown> {
+    if (!validate.otaProgress.Check(payload)) throw new BadRequestError('invalid_payload', 'ota_progress payload');
+    const { db, config, metrics } = this.#services;
+    const row = await repo.transitionUpdate(
+      db,
+      { organizationId: device.organizationId, id: payload.update_id, deviceId: device.deviceId },
+      'in_progress',
+      { phase: payload.phase, progress: payload.progress, deadlineInSeconds: config.updateTimeoutSeconds },
+    );
+    metrics.reportsIngested.inc();
+    if (row) this.#emit(row, row.previous_status);
+    return { ok: true };
+  }
+
+  async #onResult(device: DeviceRef, payload: unknown): Promise<unknown> {
+    if (!validate.otaResult.Check(payload)) throw new BadRequestError('invalid_payload', 'ota_result payload');
+    const { db, metrics } = this.#services;
+    metrics.reportsIngested.inc();
+    const row = await repo.findUpdate(db, device.organizationId, payload.update_id);
+    // Unknown or not this device's: acknowledge, so the device stops resending it.
+    if (!row || row.device_id !== device.deviceId) return { ok: true, ignored: true };
+    const succeeded = payload.status === 'completed' && payload.current_version === row.target_version;
+    const transitioned = await db.transaction(async (tx) => {
+      const where = { organizationId: device.organizationId, id: row.id, deviceId: device.deviceId };
+      const changed = succeeded
+        ? await repo.transitionUpdate(tx, where, 'completed', { phase: 'completed', errorCode: null })
+        : await repo.transitionUpdate(tx, where, 'failed', {
+            phase: 'failed',
+            errorCode: payload.error?.code ?? (payload.status === 'completed' ? 'version_mismatch' : 'failed'),
+            errorMessage:
+              payload.error?.message ?? `the device reports ${payload.current_version}, not ${row.target_version}`,
+          });
+      // What the device runs is its own truth, even when the report comes late.
+      const previous = succeeded && row.kind === 'update' ? row.from_version : null;
+      await repo.recordDeviceVersion(tx, device.organizationId, device.deviceId, payload.current_version, previous);
+      if (succeeded && row.kind === 'rollback' && changed) {
+        await tx.query('UPDATE devices SET previous_version = NULL WHERE organization_id = $1 AND device_id = $2', [
+          device.organizationId,
+          device.deviceId,
+        ]);
+      }
+      return changed;
+    });
+    if (transitioned) {
+      metrics.updatesByStatus.labels(transitioned.status).inc();
+      this.#emit(transitioned, transitioned.previous_status);
+    }
+    return { ok: true };
+  }
+
+  async #onRefreshUrl(device: DeviceRef, payload: unknown): Promise<unknown> {
+    if (!validate.otaRefreshUrl.Check(payload)) throw new BadRequestError('invalid_payload', 'ota_refresh_url payload');
+    const { db, store, config } = this.#services;
+    const row = await repo.findUpdate(db, device.organizationId, payload.update_id);
+    if (!row || row.device_id !== device.deviceId || !isActive(row.status)) {
+      throw new BadRequestError('update_not_active', 'that update is not active for this device');
+    }
+    const firmware = await firmwareRepo.findFirmware(db, row.organization_id, row.target_version);
+    if (!firmware) throw new BadRequestError('firmware_unavailable', 'the firmware is gone');
+    const link = await store.downloadLink(firmware.storage_key, config.downloadLinkTtlSeconds);
+    return { url: link.url, url_expires_at: link.expires_at };
+  }
+
+  /**
+   * A device came back and said which update it is in the middle of. A dispatched update it
+   * does not know never reached it: queue it again (same id, so a duplicate is harmless).
+   */
+  async #reconcile(device: ConnectedDevice, info: DeviceInfoPayload): Promise<void> {
+    const { db } = this.#services;
+    const active = await repo.findActiveUpdate(db, device.organizationId, device.deviceId);
+    // Only a command sent over an earlier tunnel can have been lost; one sent over this
+    // tunnel may simply not have arrived before the device spoke.
+    const sentBeforeThisTunnel = (active?.dispatched_at?.getTime() ?? Number.POSITIVE_INFINITY) < device.connectedAtMs;
+    if (active?.status === 'dispatched' && info.update_id !== active.id && sentBeforeThisTunnel) {
+      const requeued = await repo.transitionUpdate(
+        db,
+        { organizationId: device.organizationId, id: active.id },
+        'queued',
+      );
+      if (requeued) this.#emit(requeued, requeued.previous_status);
+    }
+    if (active) this.kick();
+  }
+
+  #emit(row: repo.UpdateRow, previous: repo.UpdateRow['status'] | null): void {
+    this.#services.events.emit('ota', otaEventOf(row, previous));
+  }
+}

@@ -1,0 +1,171 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import { DeviceParams } from '../devices/schemas.ts';
+import { orgPrincipal } from '../infra/auth.ts';
+import { authErrors, ErrorResponse, SemverString, Timestamp } from '../infra/schemas.ts';
+import type { Services } from '../services.ts';
+import * as service from './service.ts';
+import { UPDATE_STATUSES } from './status.ts';
+
+const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(schema: T) => Type.Union([schema, Type.Null()]);
+const UpdateError = Nullable(Type.Object({ code: Type.String(), message: Type.String() }));
+
+export const Update = Type.Object({
+  id: Type.String(),
+  device_id: Type.String(),
+  deployment_id: Nullable(Type.String()),
+  kind: Type.Union([Type.Literal('update'), Type.Literal('rollback')]),
+  target_version: Type.String(),
+  from_version: Type.String(),
+  force: Type.Boolean(),
+  status: Type.Unsafe<(typeof UPDATE_STATUSES)[number]>({ type: 'string', enum: [...UPDATE_STATUSES] }),
+  phase: Nullable(Type.String()),
+  progress: Type.Integer(),
+  error_code: Nullable(Type.String()),
+  error_message: Nullable(Type.String()),
+  attempts: Type.Integer(),
+  created_at: Timestamp,
+  updated_at: Timestamp,
+  dispatched_at: Nullable(Timestamp),
+  finished_at: Nullable(Timestamp),
+});
+
+const OtaRecord = Type.Object({
+  device_id: Type.String(),
+  current_version: Type.String(),
+  target_version: Nullable(Type.String()),
+  ota_status: Type.Union([
+    Type.Literal('idle'),
+    Type.Literal('updating'),
+    Type.Literal('completed'),
+    Type.Literal('failed'),
+  ]),
+  progress: Type.Integer({ minimum: 0, maximum: 100 }),
+  last_update_at: Nullable(Timestamp),
+  phase: Nullable(Type.String()),
+  error: UpdateError,
+  previous_version: Nullable(Type.String()),
+  update_id: Nullable(Type.String()),
+  update_status: Nullable(Type.String()),
+  deployment_id: Nullable(Type.String()),
+  online: Type.Boolean(),
+});
+
+const Accepted = Type.Object({
+  status: Type.Union([Type.Literal('queued'), Type.Literal('skipped')]),
+  update_id: Nullable(Type.String()),
+  device_id: Type.String(),
+  target_version: Type.String(),
+  reason: Type.Optional(Type.String()),
+});
+
+export const updateRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = async (app, { services }) => {
+  app.post(
+    '/api/v1/devices/:id/ota/update',
+    {
+      schema: {
+        tags: ['updates'],
+        summary: 'Update one device to a firmware version',
+        description:
+          '202 queued (the engine sends ota_update through the tunnel); 200 skipped when the device already runs ' +
+          'the version (unless force); 409 device_offline when it is not reachable; 404 unknown version; ' +
+          '422 incompatible_firmware.',
+        params: DeviceParams,
+        body: Type.Object(
+          { version: SemverString, force: Type.Optional(Type.Boolean()) },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Accepted,
+          202: Accepted,
+          400: ErrorResponse,
+          404: ErrorResponse,
+          409: ErrorResponse,
+          422: ErrorResponse,
+          ...authErrors,
+        },
+      },
+    },
+    async (request, reply) => {
+      const principal = orgPrincipal(request, 'operator');
+      const result = await service.requestUpdate(services, principal.organizationId, request.params.id, request.body);
+      if (result.status === 'skipped') {
+        return reply.code(200).send({
+          status: 'skipped',
+          update_id: null,
+          device_id: result.device_id,
+          target_version: result.current_version,
+          reason: result.reason,
+        });
+      }
+      return reply.code(202).send({
+        status: 'queued',
+        update_id: result.update.id,
+        device_id: result.update.device_id,
+        target_version: result.update.target_version,
+      });
+    },
+  );
+
+  app.post(
+    '/api/v1/devices/:id/ota/rollback',
+    {
+      schema: {
+        tags: ['updates'],
+        summary: 'Roll a device back to its last known good firmware (an explicit, signed rollback)',
+        params: DeviceParams,
+        response: { 202: Accepted, 404: ErrorResponse, 409: ErrorResponse, ...authErrors },
+      },
+    },
+    async (request, reply) => {
+      const principal = orgPrincipal(request, 'operator');
+      const update = await service.requestRollback(services, principal.organizationId, request.params.id);
+      return reply.code(202).send({
+        status: 'queued',
+        update_id: update.id,
+        device_id: update.device_id,
+        target_version: update.target_version,
+      });
+    },
+  );
+
+  app.get(
+    '/api/v1/devices/:id/ota',
+    {
+      schema: {
+        tags: ['updates'],
+        summary:
+          "The device's OTA record: device_id, current_version, target_version, ota_status, progress, last_update_at, and detail",
+        params: DeviceParams,
+        response: { 200: OtaRecord, 404: ErrorResponse, ...authErrors },
+      },
+    },
+    async (request) => {
+      const principal = orgPrincipal(request, 'viewer');
+      return service.otaRecord(services, principal.organizationId, request.params.id);
+    },
+  );
+
+  app.get(
+    '/api/v1/devices/:id/ota/history',
+    {
+      schema: {
+        tags: ['updates'],
+        summary: "The device's past and current updates, newest first",
+        params: DeviceParams,
+        querystring: Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 50 })) }),
+        response: { 200: Type.Object({ updates: Type.Array(Update) }), 404: ErrorResponse, ...authErrors },
+      },
+    },
+    async (request) => {
+      const principal = orgPrincipal(request, 'viewer');
+      const updates = await service.otaHistory(
+        services,
+        principal.organizationId,
+        request.params.id,
+        request.query.limit ?? 50,
+      );
+      return { updates };
+    },
+  );
+};

@@ -1,0 +1,137 @@
+/** Single-device updates and rollbacks, and the device's OTA record. */
+import { compareVersions } from '../../protocol/version.ts';
+import * as devicesRepo from '../devices/repo.ts';
+import * as firmwareRepo from '../firmware/repo.ts';
+import { ConflictError, NotFoundError, UnprocessableError } from '../infra/errors.ts';
+import { newId } from '../infra/secrets.ts';
+import type { Services } from '../services.ts';
+import { DeviceCommandError, DeviceOfflineError } from '../tunnel/hub.ts';
+import { otaEventOf } from './engine.ts';
+import * as repo from './repo.ts';
+import { otaStatusOf } from './status.ts';
+
+export type UpdateRequestResult =
+  | { status: 'skipped'; reason: 'already_on_version'; device_id: string; current_version: string }
+  | { status: 'queued'; update: repo.UpdateRow };
+
+async function deviceOrThrow(services: Services, organizationId: string, deviceId: string) {
+  const device = await devicesRepo.findDevice(services.db, organizationId, deviceId);
+  if (!device) throw new NotFoundError('device_not_found', `no device ${deviceId}`);
+  return device;
+}
+
+/** Online here means: a tunnel is open and the device answers a health check through it. */
+async function assertReachable(services: Services, organizationId: string, deviceId: string): Promise<void> {
+  const device = { organizationId, deviceId };
+  if (!services.tunnel.isConnected(organizationId, deviceId)) throw new DeviceOfflineError(deviceId);
+  try {
+    const health = await services.tunnel.healthCheck(device, services.config.healthCheckTimeoutMs);
+    if (health.status !== 'healthy') throw new DeviceOfflineError(deviceId, `it reports ${health.status}`);
+  } catch (error) {
+    if (error instanceof DeviceCommandError) throw new DeviceOfflineError(deviceId, 'it did not pass health_check');
+    throw error;
+  }
+}
+
+async function queue(services: Services, update: repo.NewUpdate): Promise<repo.UpdateRow> {
+  const row = await repo.insertUpdate(services.db, update);
+  if (!row) {
+    throw new ConflictError('update_in_progress', `device ${update.deviceId} is already being updated`);
+  }
+  services.events.emit('ota', otaEventOf(row, null));
+  services.engine.kick();
+  return row;
+}
+
+export async function requestUpdate(
+  services: Services,
+  organizationId: string,
+  deviceId: string,
+  request: { version: string; force?: boolean | undefined },
+): Promise<UpdateRequestResult> {
+  const device = await deviceOrThrow(services, organizationId, deviceId);
+  const firmware = await firmwareRepo.findFirmware(services.db, organizationId, request.version);
+  if (!firmware) throw new NotFoundError('firmware_not_found', `no firmware ${request.version}`);
+  if (firmware.compatible_models.length > 0 && !firmware.compatible_models.includes(device.model ?? '')) {
+    throw new UnprocessableError(
+      'incompatible_firmware',
+      `firmware ${firmware.version} is for ${firmware.compatible_models.join(', ')}, not ${device.model ?? 'an unknown model'}`,
+    );
+  }
+  if (device.current_version === request.version && !request.force) {
+    return { status: 'skipped', reason: 'already_on_version', device_id: deviceId, current_version: request.version };
+  }
+  if (compareVersions(request.version, device.current_version) < 0) {
+    throw new ConflictError(
+      'downgrade_refused',
+      `${request.version} is older than ${device.current_version}; devices refuse silent downgrades, use rollback`,
+    );
+  }
+  if (await repo.findActiveUpdate(services.db, organizationId, deviceId)) {
+    throw new ConflictError('update_in_progress', `device ${deviceId} is already being updated`);
+  }
+  await assertReachable(services, organizationId, deviceId);
+  const update = await queue(services, {
+    id: newId('upd'),
+    organizationId,
+    deviceId,
+    deploymentId: null,
+    kind: 'update',
+    targetVersion: request.version,
+    fromVersion: device.current_version,
+    force: Boolean(request.force),
+  });
+  return { status: 'queued', update };
+}
+
+/** An explicit, signed update back to the device's last known good firmware. */
+export async function requestRollback(services: Services, organizationId: string, deviceId: string) {
+  const device = await deviceOrThrow(services, organizationId, deviceId);
+  const target = device.previous_version;
+  if (!target) {
+    throw new ConflictError('no_rollback_target', `device ${deviceId} has no earlier known good version`);
+  }
+  if (!(await firmwareRepo.findFirmware(services.db, organizationId, target))) {
+    throw new ConflictError('rollback_firmware_missing', `firmware ${target} is no longer in the store`);
+  }
+  if (await repo.findActiveUpdate(services.db, organizationId, deviceId)) {
+    throw new ConflictError('update_in_progress', `device ${deviceId} is already being updated`);
+  }
+  await assertReachable(services, organizationId, deviceId);
+  return queue(services, {
+    id: newId('upd'),
+    organizationId,
+    deviceId,
+    deploymentId: null,
+    kind: 'rollback',
+    targetVersion: target,
+    fromVersion: device.current_version,
+    force: true,
+  });
+}
+
+/** The seed's OTA device record, with more detail beside its fields. */
+export async function otaRecord(services: Services, organizationId: string, deviceId: string) {
+  const device = await deviceOrThrow(services, organizationId, deviceId);
+  const latest = await repo.latestUpdate(services.db, organizationId, deviceId);
+  return {
+    device_id: device.device_id,
+    current_version: device.current_version,
+    target_version: latest?.target_version ?? null,
+    ota_status: otaStatusOf(latest?.status),
+    progress: latest ? (latest.status === 'completed' ? 100 : latest.progress) : 0,
+    last_update_at: latest?.updated_at ?? null,
+    phase: latest?.phase ?? null,
+    error: latest?.error_code ? { code: latest.error_code, message: latest.error_message ?? '' } : null,
+    previous_version: device.previous_version,
+    update_id: latest?.id ?? null,
+    update_status: latest?.status ?? null,
+    deployment_id: latest?.deployment_id ?? null,
+    online: device.online,
+  };
+}
+
+export async function otaHistory(services: Services, organizationId: string, deviceId: string, limit: number) {
+  await deviceOrThrow(services, organizationId, deviceId);
+  return repo.listDeviceUpdates(services.db, organizationId, deviceId, limit);
+}

@@ -1,0 +1,77 @@
+/**
+ * The per-device update state machine as plain data and pure functions (no I/O), after
+ * Mender's device-deployment model. Every status change in the database goes through
+ * `transitionUpdate` (repo.ts), which enforces `canTransition` with a conditional UPDATE.
+ */
+
+export const UPDATE_STATUSES = [
+  'queued',
+  'dispatched',
+  'in_progress',
+  'completed',
+  'failed',
+  'timed_out',
+  'cancelled',
+  'skipped',
+] as const;
+export type UpdateStatus = (typeof UPDATE_STATUSES)[number];
+
+/** Waiting for, or being worked on by, a device. At most one per device. */
+export const ACTIVE_STATUSES = ['queued', 'dispatched', 'in_progress'] as const satisfies readonly UpdateStatus[];
+export const TERMINAL_STATUSES = [
+  'completed',
+  'failed',
+  'timed_out',
+  'cancelled',
+  'skipped',
+] as const satisfies readonly UpdateStatus[];
+
+const TRANSITIONS: Record<UpdateStatus, readonly UpdateStatus[]> = {
+  queued: ['dispatched', 'cancelled', 'failed', 'skipped'],
+  // Back to queued when the device dropped before it took the command.
+  dispatched: ['queued', 'in_progress', 'completed', 'failed', 'timed_out', 'cancelled'],
+  in_progress: ['in_progress', 'completed', 'failed', 'timed_out', 'cancelled'],
+  completed: [],
+  failed: [],
+  timed_out: [],
+  cancelled: [],
+  skipped: [],
+};
+
+export function isActive(status: UpdateStatus): boolean {
+  return (ACTIVE_STATUSES as readonly UpdateStatus[]).includes(status);
+}
+
+export function isTerminal(status: UpdateStatus): boolean {
+  return TRANSITIONS[status].length === 0;
+}
+
+export function canTransition(from: UpdateStatus, to: UpdateStatus): boolean {
+  return TRANSITIONS[from].includes(to);
+}
+
+/** Every status from which `to` may be reached: the `WHERE status = ANY(…)` of a transition. */
+export function statusesLeadingTo(to: UpdateStatus): UpdateStatus[] {
+  return UPDATE_STATUSES.filter((from) => canTransition(from, to));
+}
+
+/** The seed's four OTA statuses, as the device record shows them. */
+export type OtaStatus = 'idle' | 'updating' | 'completed' | 'failed';
+
+export function otaStatusOf(status: UpdateStatus | undefined): OtaStatus {
+  switch (status) {
+    case undefined:
+    case 'cancelled':
+      return 'idle';
+    case 'queued':
+    case 'dispatched':
+    case 'in_progress':
+      return 'updating';
+    case 'completed':
+    case 'skipped':
+      return 'completed';
+    case 'failed':
+    case 'timed_out':
+      return 'failed';
+  }
+}

@@ -1,0 +1,141 @@
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { FileDownloadSink, MemoryDownloadSink } from '../../src/agent/download-sink.ts';
+import { DownloadFailedError, type DownloadOptions, downloadToSink } from '../../src/agent/downloader.ts';
+import { silentLogger } from '../../src/agent/logger.ts';
+import { withTempDir } from '../helpers/agent-fixtures.ts';
+import { makeFirmware, StandInServer } from '../helpers/agent-stand-in-server.ts';
+
+const firmware = makeFirmware(300_000);
+
+function options(server: StandInServer, overrides: Partial<DownloadOptions> & Pick<DownloadOptions, 'sink'>) {
+  return {
+    link: server.firmwareLink('fw', new Date(Date.now() + 60_000)),
+    size: firmware.bytes.length,
+    refreshLink: async () => assert.fail('no refresh expected'),
+    onBytes: () => {},
+    signal: new AbortController().signal,
+    maxRetries: 5,
+    retryBaseMs: 5,
+    retryCapMs: 20,
+    idleTimeoutMs: 2_000,
+    allowInsecure: true,
+    logger: silentLogger,
+    ...overrides,
+  } satisfies DownloadOptions;
+}
+
+describe('firmware download (against a local HTTP store with Range support)', () => {
+  let server: StandInServer;
+  before(async () => {
+    server = await StandInServer.start();
+    server.addFirmware('fw', firmware.bytes);
+  });
+  after(() => server.close());
+
+  it('resumes after the connection drops mid-body, fetching only the missing range', async () => {
+    await withTempDir(async (dir) => {
+      server.firmwareRequests.length = 0;
+      server.dropNextDownloadAfterBytes = 100_000;
+      const sink = new FileDownloadSink(join(dir, 'u.part'));
+      await downloadToSink(options(server, { sink }));
+
+      const [first, second, ...rest] = server.firmwareRequests;
+      assert.equal(rest.length, 0);
+      assert.equal(first?.range, undefined);
+      assert.equal(first?.bytesSent, 100_000);
+      const held = Number(/bytes=(\d+)-/.exec(second?.range ?? '')?.[1]);
+      assert.ok(held > 0 && held <= 100_000, `resumed from ${second?.range}`);
+      assert.equal(second?.status, 206);
+      assert.equal(second?.bytesSent, firmware.bytes.length - held, 'only the missing bytes are fetched again');
+      assert.equal(await sink.sha256(), firmware.sha256);
+      assert.deepEqual(await readFile(join(dir, 'u.part')), firmware.bytes);
+    });
+  });
+
+  it('resumes a memory sink in process: the running hash continues over the second range', async () => {
+    server.dropNextDownloadAfterBytes = 50_000;
+    const sink = new MemoryDownloadSink();
+    await downloadToSink(options(server, { sink }));
+    assert.equal(await sink.offset(), firmware.bytes.length);
+    assert.equal(await sink.sha256(), firmware.sha256);
+  });
+
+  it('asks for a fresh link when the store answers 403, and continues with it', async () => {
+    const sink = new MemoryDownloadSink();
+    let refreshes = 0;
+    await downloadToSink(
+      options(server, {
+        sink,
+        // Expired a second ago on the store's clock, though the timestamp claims otherwise.
+        link: { ...server.firmwareLink('fw', new Date(Date.now() - 1_000)), url_expires_at: '2999-01-01T00:00:00Z' },
+        refreshLink: async () => {
+          refreshes++;
+          return server.firmwareLink('fw', new Date(Date.now() + 60_000));
+        },
+      }),
+    );
+    assert.equal(refreshes, 1);
+    assert.equal(await sink.sha256(), firmware.sha256);
+  });
+
+  it('refreshes a link whose expiry time has passed before even trying it', async () => {
+    server.firmwareRequests.length = 0;
+    let refreshes = 0;
+    const sink = new MemoryDownloadSink();
+    await downloadToSink(
+      options(server, {
+        sink,
+        link: server.firmwareLink('fw', new Date(Date.now() - 1_000)),
+        refreshLink: async () => {
+          refreshes++;
+          return server.firmwareLink('fw', new Date(Date.now() + 60_000));
+        },
+      }),
+    );
+    assert.equal(refreshes, 1);
+    assert.deepEqual(
+      server.firmwareRequests.map((r) => r.status),
+      [200],
+    );
+  });
+
+  it('gives up with DownloadFailedError after the configured number of retries', async () => {
+    server.firmwareRequests.length = 0;
+    const sink = new MemoryDownloadSink();
+    const link = {
+      url: `${server.baseUrl}/fw/missing?expires=${Date.now() + 60_000}`,
+      url_expires_at: '2999-01-01T00:00:00Z',
+    };
+    await assert.rejects(downloadToSink(options(server, { sink, link, maxRetries: 2 })), DownloadFailedError);
+    assert.equal(server.firmwareRequests.length, 3, 'one attempt and two retries');
+  });
+
+  it('refuses a plain http:// link unless insecure downloads are allowed', async () => {
+    const sink = new MemoryDownloadSink();
+    await assert.rejects(
+      downloadToSink(options(server, { sink, allowInsecure: false })),
+      /refusing to download over http/,
+    );
+  });
+
+  it('starts over from byte 0 when the store ignores Range and answers 200', async () => {
+    server.firmwareRequests.length = 0;
+    server.ignoreRange = true;
+    try {
+      const sink = new MemoryDownloadSink();
+      await sink.append(Buffer.from('bytes held from an interrupted attempt'));
+      await downloadToSink(options(server, { sink }));
+      assert.deepEqual(
+        server.firmwareRequests.map((r) => [r.range, r.status]),
+        [['bytes=38-', 200]],
+      );
+      assert.equal(await sink.offset(), firmware.bytes.length);
+      assert.equal(await sink.sha256(), firmware.sha256);
+    } finally {
+      server.ignoreRange = false;
+    }
+  });
+});
