@@ -32,8 +32,8 @@ export async function signingKey(server: TestServer, key: string): Promise<strin
 
 const dataDirs: string[] = [];
 
-/** Starts an agent provisioned like a real device (pinned key, A/B slots) and waits for its tunnel. */
-export async function startAgent(
+/** An agent provisioned like a real device (pinned key, A/B slots in a data directory of its own). */
+export async function createAgent(
   server: TestServer,
   org: { id: string; adminKey: string },
   device: TestDevice,
@@ -41,7 +41,7 @@ export async function startAgent(
 ): Promise<Agent> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'edgeflow-agent-'));
   dataDirs.push(dataDir);
-  const agent = new Agent({
+  return new Agent({
     server: server.url,
     deviceId: device.deviceId,
     apiKey: device.apiKey,
@@ -58,8 +58,21 @@ export async function startAgent(
     resultRetryBaseMs: 50,
     ...options,
   });
+}
+
+/** Starts such an agent and waits until the server shows the device online. */
+export async function startAgent(
+  server: TestServer,
+  org: { id: string; adminKey: string },
+  device: TestDevice,
+  options: Partial<AgentOptions> = {},
+): Promise<Agent> {
+  const agent = await createAgent(server, org, device, options);
   await agent.start();
-  await agent.waitUntilConnected(10_000);
+  if (!(await agent.waitUntilConnected(10_000))) {
+    await agent.stop();
+    throw new Error(`agent ${device.deviceId} did not connect`);
+  }
   await eventually(
     async () =>
       (await server.api<{ online: boolean }>('GET', `/api/v1/devices/${device.deviceId}`, org.adminKey)).body.online,

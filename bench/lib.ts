@@ -1,0 +1,40 @@
+/** What every benchmark shares: where results go, and how a figure is printed. */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const RESULTS_DIR = path.join(REPO_ROOT, '.bench');
+
+export interface Figure {
+  name: string;
+  value: number;
+  unit: string;
+  /** The same-run baseline this figure is compared with, and the ratio value/baseline. */
+  baseline?: { name: string; value: number; unit: string };
+  ratio?: number;
+  target?: string;
+  met?: boolean;
+}
+
+export function report(benchmark: string, figures: Figure[], details: Record<string, unknown> = {}): void {
+  for (const figure of figures) {
+    const base = figure.baseline
+      ? `  baseline ${figure.baseline.name}: ${figure.baseline.value.toFixed(2)} ${figure.baseline.unit}  ratio ${figure.ratio?.toFixed(2)}`
+      : '';
+    const target = figure.target ? `  target ${figure.target}: ${figure.met ? 'MET' : 'NOT MET'}` : '';
+    console.log(`${benchmark}  ${figure.name}: ${figure.value.toFixed(2)} ${figure.unit}${base}${target}`);
+  }
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  writeFileSync(
+    path.join(RESULTS_DIR, `${benchmark}.json`),
+    `${JSON.stringify({ benchmark, at: new Date().toISOString(), figures, details }, null, 2)}\n`,
+  );
+}
+
+/** Resident set size of a process, in bytes (Linux /proc). */
+export function rssBytes(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kib = Number(/^VmRSS:\s+(\d+)\s+kB/m.exec(status)?.[1] ?? Number.NaN);
+  return kib * 1024;
+}

@@ -1,0 +1,149 @@
+/**
+ * The real agent against the real tunnel endpoint: authentication, refusal, replacement and
+ * a server restart that the agents ride out with backoff, on every backend under test.
+ */
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Agent } from '../../src/agent/agent.ts';
+import { CloseCode } from '../../src/protocol/tunnel.ts';
+import { createAgent, registerDevice, removeAgentDirs, startAgent } from '../helpers/agents.ts';
+import { eventually } from '../helpers/raw-device.ts';
+import {
+  backendsUnderTest,
+  persistentState,
+  startTestServer,
+  stopSharedServices,
+  type TestServer,
+} from '../helpers/server.ts';
+
+const backends = await backendsUnderTest();
+after(async () => {
+  await removeAgentDirs();
+  await stopSharedServices();
+});
+
+type Device = { online: boolean; agent_version: string | null; last_seen_at: string | null };
+
+const isOnline = async (server: TestServer, key: string, deviceId: string) =>
+  (await server.api<Device>('GET', `/api/v1/devices/${deviceId}`, key)).body.online;
+
+for (const backend of backends) {
+  describe(`real agent over the tunnel on ${backend.name}`, () => {
+    it('connects, shows online with its agent version, and goes offline when it stops', async () => {
+      const server = await startTestServer(backend);
+      try {
+        const org = await server.createOrg();
+        const device = await registerDevice(server, org.adminKey);
+        const agent = await startAgent(server, org, device);
+        const record = (await server.api<Device>('GET', `/api/v1/devices/${device.deviceId}`, org.adminKey)).body;
+        assert.equal(record.online, true);
+        assert.match(record.agent_version ?? '', /^\d+\.\d+\.\d+/);
+        assert.ok(record.last_seen_at);
+        await agent.stop();
+        await eventually(async () => !(await isOnline(server, org.adminKey, device.deviceId)), 5000, 'offline');
+      } finally {
+        await server.close();
+      }
+    });
+
+    it("is refused with a wrong key or another organization's device id, and keeps retrying with backoff", async () => {
+      const server = await startTestServer(backend);
+      const agents: Agent[] = [];
+      try {
+        const org = await server.createOrg('a');
+        const other = await server.createOrg('b');
+        const device = await registerDevice(server, org.adminKey);
+        const foreign = await registerDevice(server, other.adminKey);
+        for (const credentials of [
+          { deviceId: device.deviceId, apiKey: `${device.apiKey}x` },
+          { deviceId: foreign.deviceId, apiKey: device.apiKey },
+        ]) {
+          // Refusals are visible in the agent's log, as a device owner would see them.
+          let refusals = 0;
+          let twice!: () => void;
+          const refusedTwice = new Promise<void>((resolve) => {
+            twice = resolve;
+          });
+          const quiet = () => {};
+          const agent = await createAgent(server, org, credentials, {
+            reconnectBaseMs: 20,
+            logger: {
+              debug: quiet,
+              info: quiet,
+              warn: quiet,
+              error: (message: string) => {
+                if (/authentication failed/.test(message) && ++refusals === 2) twice();
+              },
+            },
+          });
+          agents.push(agent);
+          await agent.start();
+          await refusedTwice;
+          assert.equal(agent.connected, false);
+        }
+        assert.equal(await isOnline(server, org.adminKey, device.deviceId), false);
+        assert.equal(await isOnline(server, other.adminKey, foreign.deviceId), false);
+      } finally {
+        await Promise.all(agents.map((agent) => agent.stop()));
+        await server.close();
+      }
+    });
+
+    it('lets a newer connection of the same device replace the older one', async () => {
+      const server = await startTestServer(backend);
+      const agents: Agent[] = [];
+      try {
+        const org = await server.createOrg();
+        const device = await registerDevice(server, org.adminKey);
+        const first = await startAgent(server, org, device, { reconnectBaseMs: 60_000 });
+        agents.push(first);
+        const replaced = new Promise<number>((resolve) => first.once('disconnected', (code: number) => resolve(code)));
+        const second = await startAgent(server, org, device);
+        agents.push(second);
+        assert.equal(await replaced, CloseCode.replaced);
+        assert.equal(second.connected, true);
+        assert.equal(await isOnline(server, org.adminKey, device.deviceId), true);
+      } finally {
+        await Promise.all(agents.map((agent) => agent.stop()));
+        await server.close();
+      }
+    });
+
+    it('rides out a server restart: agents reconnect with backoff and the online state is right afterwards', async () => {
+      const state = persistentState();
+      let server = await startTestServer(backend, { state });
+      const agents: Agent[] = [];
+      try {
+        const org = await server.createOrg();
+        const devices = await Promise.all(Array.from({ length: 5 }, () => registerDevice(server, org.adminKey)));
+        for (const device of devices) agents.push(await startAgent(server, org, device, { reconnectBaseMs: 100 }));
+        const stayedAway = await registerDevice(server, org.adminKey);
+        const away = await startAgent(server, org, stayedAway);
+        const disconnects = agents.map(
+          (agent) => new Promise<number>((resolve) => agent.once('disconnected', (code: number) => resolve(code))),
+        );
+        await server.close();
+        assert.deepEqual(await Promise.all(disconnects), Array(5).fill(CloseCode.goingAway));
+        await away.stop();
+        await sleep(300);
+        server = await startTestServer(backend, { state });
+        for (const agent of agents) assert.equal(await agent.waitUntilConnected(15_000), true);
+        for (const device of devices) {
+          await eventually(
+            async () => isOnline(server, org.adminKey, device.deviceId),
+            5000,
+            `${device.deviceId} online`,
+          );
+        }
+        assert.equal(await isOnline(server, org.adminKey, stayedAway.deviceId), false, 'a device that did not return');
+        const online = await server.api<{ devices: unknown[] }>('GET', '/api/v1/devices?online=true', org.adminKey);
+        assert.equal(online.body.devices.length, 5);
+      } finally {
+        await Promise.all(agents.map((agent) => agent.stop()));
+        await server.close();
+        await state.dispose();
+      }
+    });
+  });
+}
