@@ -1,0 +1,71 @@
+/** Health, readiness, metrics, the OpenAPI document and request ids, on every backend. */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { backendsUnderTest, startTestServer, stopSharedServices, type TestServer } from '../helpers/server.ts';
+
+const backends = await backendsUnderTest();
+after(stopSharedServices);
+
+for (const backend of backends) {
+  describe(`operations on ${backend.name}`, () => {
+    let server: TestServer;
+    before(async () => {
+      server = await startTestServer(backend);
+    });
+    after(() => server.close());
+
+    it('answers /healthz, and /readyz with the database and the store reachable', async () => {
+      assert.deepEqual((await server.api('GET', '/healthz', undefined)).body, { status: 'ok' });
+      const ready = await server.api('GET', '/readyz', undefined);
+      assert.equal(ready.status, 200);
+      assert.deepEqual(ready.body, { status: 'ready', database: 'ok', store: 'ok' });
+    });
+
+    it('exposes Prometheus metrics, including HTTP latency and connected devices', async () => {
+      await server.api('GET', '/healthz', undefined);
+      const response = await fetch(`${server.url}/metrics`);
+      assert.equal(response.status, 200);
+      const text = await response.text();
+      assert.match(text, /^edgeflow_connected_devices 0$/m);
+      assert.match(text, /edgeflow_http_request_duration_seconds_bucket\{.*route="\/healthz"/);
+      assert.match(text, /^process_resident_memory_bytes \d+/m);
+    });
+
+    it('serves an OpenAPI document generated from the route schemas', async () => {
+      const response = await fetch(`${server.url}/docs/json`);
+      assert.equal(response.status, 200);
+      const spec = (await response.json()) as { openapi: string; paths: Record<string, Record<string, unknown>> };
+      assert.match(spec.openapi, /^3\./);
+      for (const path of [
+        '/api/v1/devices',
+        '/api/v1/devices/{id}',
+        '/api/v1/devices/{id}/ota',
+        '/api/v1/devices/{id}/ota/update',
+        '/api/v1/devices/{id}/ota/rollback',
+        '/api/v1/firmware',
+        '/api/v1/firmware/{version}/download-url',
+        '/api/v1/orgs',
+        '/api/v1/api-keys',
+        '/api/v1/events',
+      ]) {
+        assert.ok(spec.paths[path], `OpenAPI documents ${path}`);
+      }
+      const create = spec.paths['/api/v1/devices']?.post as { requestBody: { content: Record<string, unknown> } };
+      assert.ok(create.requestBody.content['application/json'], 'request bodies come from the validation schemas');
+      assert.equal((await fetch(`${server.url}/docs`)).status, 200);
+    });
+
+    it('tags every answer with a request id, echoing one the client sent', async () => {
+      const generated = await fetch(`${server.url}/healthz`);
+      assert.match(generated.headers.get('x-request-id') ?? '', /^[0-9a-f-]{36}$/);
+      const echoed = await fetch(`${server.url}/healthz`, { headers: { 'x-request-id': 'trace-123' } });
+      assert.equal(echoed.headers.get('x-request-id'), 'trace-123');
+    });
+
+    it('answers unknown routes with 404 route_not_found in the error format', async () => {
+      const response = await server.api<{ error: { code: string } }>('GET', '/api/v1/nothing-here', undefined);
+      assert.equal(response.status, 404);
+      assert.equal(response.body.error.code, 'route_not_found');
+    });
+  });
+}
