@@ -67,6 +67,8 @@ export interface AgentOptions {
   logger?: Logger;
   /** Fault injection: called at named steps of the update; a hook that never settles is a power cut. */
   stepHook?: StepHook;
+  /** Fault injection (the simulator): where downloaded bytes go instead of the default sink, e.g. one that corrupts them. */
+  createDownloadSink?: (updateId: string) => DownloadSink;
 }
 
 /**
@@ -133,7 +135,8 @@ export class Agent extends EventEmitter {
       installer: this.installer,
       store,
       createSink: (updateId): DownloadSink =>
-        downloadDir ? new FileDownloadSink(join(downloadDir, downloadFileName(updateId))) : new MemoryDownloadSink(),
+        options.createDownloadSink?.(updateId) ??
+        (downloadDir ? new FileDownloadSink(join(downloadDir, downloadFileName(updateId))) : new MemoryDownloadSink()),
       tunnel: this.tunnel,
       reboot: () => this.reboot(),
       checkHealth: (version) => this.checkHealth(version),
