@@ -47,7 +47,7 @@ export async function createAgent(
     apiKey: device.apiKey,
     dataDir,
     allowInsecure: true,
-    publicKeyPem: await signingKey(server, org.adminKey),
+    publicKeyPem: options.publicKeyPem ?? (await signingKey(server, org.adminKey)),
     organizationId: org.id,
     initialVersion: '1.0.0',
     logger: silentLogger,
