@@ -106,6 +106,11 @@ for (const backend of backends) {
       const phases = new Set(seen.map((e) => e.phase));
       for (const phase of ['downloading', 'installing', 'rebooting']) assert.ok(phases.has(phase), `phase ${phase}`);
 
+      // 1.0.0 is now the device's last known good version: the store must keep it.
+      const keep = await server.api<ErrorBody>('DELETE', '/api/v1/firmware/1.0.0', org.adminKey);
+      assert.equal(keep.status, 409);
+      assert.equal(keep.body.error.code, 'firmware_in_use');
+
       const rollback = await server.api<{ update_id: string }>(
         'POST',
         `/api/v1/devices/${device.deviceId}/ota/rollback`,
