@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { registerAgentCommand } from '../agent/cli.ts';
+import { registerOperatorCommands } from './operator.ts';
 import { registerServeCommand } from './serve.ts';
 
 const program = new Command('edgeflow-ota')
@@ -8,5 +9,6 @@ const program = new Command('edgeflow-ota')
 
 registerServeCommand(program);
 registerAgentCommand(program);
+registerOperatorCommands(program);
 
 await program.parseAsync(process.argv);

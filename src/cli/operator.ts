@@ -1,0 +1,328 @@
+/**
+ * The operator's commands: organizations and keys, devices, firmware, updates, live watch.
+ * Every command takes --server/--key (or EDGEFLOW_URL/EDGEFLOW_KEY) and --json for scripts.
+ */
+import { type Command, Option } from 'commander';
+import { ApiClient, ApiError, progressBar } from './client.ts';
+
+interface GlobalFlags {
+  server: string;
+  key: string;
+  json?: boolean;
+}
+
+type Row = Record<string, unknown>;
+
+function withConnection(command: Command): Command {
+  return command
+    .addOption(new Option('--server <url>', 'server URL').env('EDGEFLOW_URL').default('http://localhost:8080'))
+    .addOption(new Option('--key <key>', 'API key').env('EDGEFLOW_KEY').makeOptionMandatory())
+    .option('--json', 'print JSON, for scripts');
+}
+
+function print(flags: GlobalFlags, value: unknown, human: () => string): void {
+  process.stdout.write(`${flags.json ? JSON.stringify(value, null, 2) : human()}\n`);
+}
+
+function table(rows: Row[], columns: string[]): string {
+  if (rows.length === 0) return '(none)';
+  const cell = (value: unknown) =>
+    value === null || value === undefined ? '-' : Array.isArray(value) ? value.join(',') : String(value);
+  const widths = columns.map((column) => Math.max(column.length, ...rows.map((row) => cell(row[column]).length)));
+  const line = (values: string[]) =>
+    values
+      .map((value, i) => value.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd();
+  return [line(columns), ...rows.map((row) => line(columns.map((column) => cell(row[column]))))].join('\n');
+}
+
+const list = (value: string) =>
+  value
+    .split(',')
+    .map((item) => item.trim())
+    .filter(Boolean);
+
+/** Runs an action; API errors become one clear line and exit code 1. */
+function action<A extends unknown[]>(work: (...args: A) => Promise<void>) {
+  return async (...args: A) => {
+    try {
+      await work(...args);
+    } catch (error) {
+      if (error instanceof ApiError) {
+        process.stderr.write(`error: ${error.code}: ${error.message} (HTTP ${error.status})\n`);
+        process.exit(1);
+      }
+      throw error;
+    }
+  };
+}
+
+const client = (flags: GlobalFlags) => new ApiClient({ server: flags.server, key: flags.key });
+
+/** Follows one device's OTA record with a progress bar until it settles; exit 1 when it failed. */
+async function waitForOta(flags: GlobalFlags, deviceId: string): Promise<void> {
+  const api = client(flags);
+  const started = Date.now();
+  for (;;) {
+    const record = await api.call<Row>('GET', `/api/v1/devices/${encodeURIComponent(deviceId)}/ota`);
+    const status = String(record.ota_status);
+    if (!flags.json && process.stdout.isTTY) {
+      const label = `${deviceId} ${String(record.phase ?? status)}`.padEnd(28);
+      process.stdout.write(
+        `\r${progressBar(label, Number(record.progress), 100, started).replace(/ {2}\S+ MiB\/s$/, '')}`,
+      );
+    }
+    if (status === 'completed' || status === 'failed') {
+      if (!flags.json && process.stdout.isTTY) process.stdout.write('\n');
+      print(flags, record, () => {
+        const error = record.error as { code: string; message: string } | null;
+        return `${deviceId}: ${status} on ${String(record.current_version)}${error ? ` (${error.code}: ${error.message})` : ''}`;
+      });
+      if (status === 'failed') process.exit(1);
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
+export function registerOperatorCommands(program: Command): void {
+  const orgs = program.command('orgs').description('organizations (system administrator key)');
+  withConnection(
+    orgs.command('create <name>').description('create an organization; prints its first admin key'),
+  ).action(
+    action(async (name: string, flags: GlobalFlags) => {
+      const org = await client(flags).call<Row>('POST', '/api/v1/orgs', { name });
+      print(flags, org, () => `organization ${String(org.id)}\nadmin key (shown once): ${String(org.admin_key)}`);
+    }),
+  );
+
+  const keys = program.command('keys').description('API keys of your organization (admin)');
+  withConnection(keys.command('create').description('create a key; it is shown once'))
+    .addOption(
+      new Option('--role <role>', 'admin, operator or viewer')
+        .choices(['admin', 'operator', 'viewer'])
+        .makeOptionMandatory(),
+    )
+    .option('--name <name>', 'what the key is for')
+    .action(
+      action(async (flags: GlobalFlags & { role: string; name?: string }) => {
+        const key = await client(flags).call<Row>('POST', '/api/v1/api-keys', { role: flags.role, name: flags.name });
+        print(flags, key, () => `${String(key.role)} key ${String(key.id)} (shown once): ${String(key.key)}`);
+      }),
+    );
+  withConnection(keys.command('list').description('list keys (never their secrets)')).action(
+    action(async (flags: GlobalFlags) => {
+      const { api_keys } = await client(flags).call<{ api_keys: Row[] }>('GET', '/api/v1/api-keys');
+      print(flags, api_keys, () => table(api_keys, ['id', 'role', 'name', 'created_at']));
+    }),
+  );
+  withConnection(
+    keys.command('signing-key').description("the organization's public signing key (PEM), for devices"),
+  ).action(
+    action(async (flags: GlobalFlags) => {
+      const key = await client(flags).call<Row>('GET', '/api/v1/signing-key');
+      print(flags, key, () => String(key.public_key_pem).trimEnd());
+    }),
+  );
+
+  const devices = program.command('devices').description('the device registry');
+  withConnection(devices.command('create').description('register a device; prints its tunnel key once'))
+    .requiredOption('--current-version <semver>', 'the version it runs')
+    .option('--id <device-id>', 'its id (generated when omitted)')
+    .option('--name <name>')
+    .option('--model <model>')
+    .option('--tags <a,b>', 'comma-separated tags', list)
+    .action(
+      action(
+        async (
+          flags: GlobalFlags & { currentVersion: string; id?: string; name?: string; model?: string; tags?: string[] },
+        ) => {
+          const device = await client(flags).call<Row>('POST', '/api/v1/devices', {
+            current_version: flags.currentVersion,
+            ...(flags.id ? { device_id: flags.id } : {}),
+            ...(flags.name ? { name: flags.name } : {}),
+            ...(flags.model ? { model: flags.model } : {}),
+            ...(flags.tags ? { tags: flags.tags } : {}),
+          });
+          print(
+            flags,
+            device,
+            () => `device ${String(device.device_id)}\ndevice key (shown once): ${String(device.api_key)}`,
+          );
+        },
+      ),
+    );
+  withConnection(devices.command('list').description('list devices'))
+    .option('--tag <tag>', 'only devices with this tag (repeatable)', (value: string, all: string[] = []) => [
+      ...all,
+      value,
+    ])
+    .option('--online', 'only online devices')
+    .option('--limit <n>', 'at most this many', '100')
+    .action(
+      action(async (flags: GlobalFlags & { tag?: string[]; online?: boolean; limit: string }) => {
+        const query = new URLSearchParams({ limit: flags.limit });
+        for (const tag of flags.tag ?? []) query.append('tag', tag);
+        if (flags.online) query.set('online', 'true');
+        const { devices: rows } = await client(flags).call<{ devices: Row[] }>('GET', `/api/v1/devices?${query}`);
+        print(flags, rows, () =>
+          table(rows, ['device_id', 'model', 'current_version', 'online', 'tags', 'last_seen_at']),
+        );
+      }),
+    );
+
+  const firmware = program.command('firmware').description('the firmware registry');
+  withConnection(
+    firmware.command('upload <file>').description('upload a .bin image (SHA256 computed here, checked there)'),
+  )
+    .requiredOption('--version <semver>', 'its version')
+    .option('--release-notes <text>')
+    .option('--compatible-models <a,b>', 'models it is for', list)
+    .action(
+      action(
+        async (
+          file: string,
+          flags: GlobalFlags & { version: string; releaseNotes?: string; compatibleModels?: string[] },
+        ) => {
+          const started = Date.now();
+          const bar = process.stderr.isTTY && !flags.json;
+          const created = await client(flags).uploadFirmware(
+            file,
+            { version: flags.version, release_notes: flags.releaseNotes, compatible_models: flags.compatibleModels },
+            (phase, done, total) => {
+              if (bar) process.stderr.write(`\r${progressBar(phase.padEnd(9), done, total, started)}`);
+            },
+          );
+          if (bar) process.stderr.write('\n');
+          print(
+            flags,
+            created,
+            () =>
+              `uploaded ${String(created.version)}  ${String(created.size)} bytes  sha256 ${String(created.sha256)}`,
+          );
+        },
+      ),
+    );
+  withConnection(firmware.command('list').description('list firmware, newest first')).action(
+    action(async (flags: GlobalFlags) => {
+      const { firmware: rows } = await client(flags).call<{ firmware: Row[] }>('GET', '/api/v1/firmware');
+      print(flags, rows, () => table(rows, ['version', 'size', 'sha256', 'compatible_models', 'created_at']));
+    }),
+  );
+  withConnection(firmware.command('delete <version>').description('delete firmware no device needs')).action(
+    action(async (version: string, flags: GlobalFlags) => {
+      await client(flags).call('DELETE', `/api/v1/firmware/${encodeURIComponent(version)}`);
+      print(flags, { deleted: version }, () => `deleted ${version}`);
+    }),
+  );
+  withConnection(firmware.command('link <version>').description('a time-limited download link')).action(
+    action(async (version: string, flags: GlobalFlags) => {
+      const link = await client(flags).call<Row>(
+        'POST',
+        `/api/v1/firmware/${encodeURIComponent(version)}/download-url`,
+        {},
+      );
+      print(flags, link, () => `${String(link.url)}\n(expires ${String(link.expires_at)})`);
+    }),
+  );
+
+  withConnection(program.command('update <device-id> <version>').description('update one device'))
+    .option('--force', 're-apply even if the device already runs the version')
+    .option('--wait', 'follow it with a progress bar until it completes or fails')
+    .action(
+      action(async (deviceId: string, version: string, flags: GlobalFlags & { force?: boolean; wait?: boolean }) => {
+        const result = await client(flags).call<Row>(
+          'POST',
+          `/api/v1/devices/${encodeURIComponent(deviceId)}/ota/update`,
+          {
+            version,
+            ...(flags.force ? { force: true } : {}),
+          },
+        );
+        if (result.status === 'skipped' || !flags.wait) {
+          print(
+            flags,
+            result,
+            () => `${deviceId}: ${String(result.status)}${result.reason ? ` (${String(result.reason)})` : ''}`,
+          );
+          return;
+        }
+        await waitForOta(flags, deviceId);
+      }),
+    );
+  withConnection(
+    program.command('rollback <device-id>').description('roll a device back to its last known good version'),
+  )
+    .option('--wait', 'follow it until it completes or fails')
+    .action(
+      action(async (deviceId: string, flags: GlobalFlags & { wait?: boolean }) => {
+        const result = await client(flags).call<Row>(
+          'POST',
+          `/api/v1/devices/${encodeURIComponent(deviceId)}/ota/rollback`,
+        );
+        if (!flags.wait) {
+          print(
+            flags,
+            result,
+            () => `${deviceId}: rollback to ${String(result.target_version)} ${String(result.status)}`,
+          );
+          return;
+        }
+        await waitForOta(flags, deviceId);
+      }),
+    );
+  withConnection(program.command('ota <device-id>').description("a device's OTA record"))
+    .option('--history', 'its past updates instead')
+    .action(
+      action(async (deviceId: string, flags: GlobalFlags & { history?: boolean }) => {
+        const api = client(flags);
+        const id = encodeURIComponent(deviceId);
+        if (flags.history) {
+          const { updates } = await api.call<{ updates: Row[] }>('GET', `/api/v1/devices/${id}/ota/history`);
+          print(flags, updates, () =>
+            table(updates, ['id', 'kind', 'target_version', 'status', 'error_code', 'created_at']),
+          );
+          return;
+        }
+        const record = await api.call<Row>('GET', `/api/v1/devices/${id}/ota`);
+        print(flags, record, () =>
+          Object.entries(record)
+            .map(
+              ([name, value]) =>
+                `${name.padEnd(16)} ${typeof value === 'object' && value !== null ? JSON.stringify(value) : String(value)}`,
+            )
+            .join('\n'),
+        );
+      }),
+    );
+  withConnection(program.command('watch').description('follow OTA changes and device presence live (Ctrl-C to stop)'))
+    .option('--device <id>', 'only this device')
+    .action(
+      action(async (flags: GlobalFlags & { device?: string }) => {
+        const controller = new AbortController();
+        process.once('SIGINT', () => controller.abort());
+        try {
+          for await (const { event, data } of client(flags).events(controller.signal)) {
+            if (flags.device && data.device_id !== flags.device) continue;
+            if (flags.json) {
+              process.stdout.write(`${JSON.stringify({ event, ...data })}\n`);
+            } else if (event === 'ota') {
+              const error = data.error as { code: string } | null;
+              process.stdout.write(
+                `${String(data.at).slice(11, 19)}  ${String(data.device_id).padEnd(20)} ${String(data.target_version).padEnd(10)} ` +
+                  `${String(data.status).padEnd(11)} ${String(data.phase ?? '').padEnd(15)} ${String(data.progress).padStart(3)}%` +
+                  `${error ? `  ${error.code}` : ''}\n`,
+              );
+            } else {
+              process.stdout.write(
+                `${String(data.at).slice(11, 19)}  ${String(data.device_id).padEnd(20)} ${data.online ? 'online' : 'offline'}\n`,
+              );
+            }
+          }
+        } catch (error) {
+          if ((error as Error).name !== 'AbortError') throw error;
+        }
+      }),
+    );
+}

@@ -1,0 +1,76 @@
+/**
+ * The operator CLI as a user runs it (a child process of bin/edgeflow-ota.js) against a real
+ * server and a real agent: organization, device, firmware upload, update --wait, errors.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import type { Agent } from '../../src/agent/agent.ts';
+import { removeAgentDirs, startAgent } from '../helpers/agents.ts';
+import { makeFirmwareFile } from '../helpers/firmware.ts';
+import { startTestServer, stopSharedServices, type TestServer } from '../helpers/server.ts';
+
+const run = promisify(execFile);
+
+describe('edgeflow-ota CLI', () => {
+  let server: TestServer;
+  let agent: Agent | undefined;
+  const cli = (args: string[], key: string) =>
+    run(process.execPath, ['bin/edgeflow-ota.js', ...args], {
+      env: { ...process.env, EDGEFLOW_URL: server.url, EDGEFLOW_KEY: key },
+    });
+
+  before(async () => {
+    server = await startTestServer({ db: 'pglite', store: 'local', name: 'pglite+local' });
+  });
+  after(async () => {
+    await agent?.stop();
+    await server.close();
+    await removeAgentDirs();
+    await stopSharedServices();
+  });
+
+  it('creates an organization and a device, uploads firmware and updates the device with --wait', async () => {
+    const org = JSON.parse((await cli(['orgs', 'create', 'cli-org', '--json'], server.adminKey)).stdout) as {
+      id: string;
+      admin_key: string;
+    };
+    const key = org.admin_key;
+    const device = JSON.parse(
+      (await cli(['devices', 'create', '--id', 'cli-gw', '--current-version', '1.0.0', '--json'], key)).stdout,
+    ) as { device_id: string; api_key: string };
+    const file = await makeFirmwareFile(1024 * 1024);
+    const uploaded = JSON.parse(
+      (await cli(['firmware', 'upload', file.path, '--version', '1.1.0', '--json'], key)).stdout,
+    ) as { sha256: string; size: number };
+    assert.equal(uploaded.sha256, file.sha256, 'the CLI computed and sent the right checksum');
+    assert.equal(uploaded.size, file.size);
+    const listed = (await cli(['firmware', 'list'], key)).stdout;
+    assert.match(listed, /^version\s+size/m);
+    assert.match(listed, /^1\.1\.0\s+1048576/m);
+
+    agent = await startAgent(
+      server,
+      { id: org.id, adminKey: key },
+      { deviceId: device.device_id, apiKey: device.api_key },
+    );
+    const updated = await cli(['update', 'cli-gw', '1.1.0', '--wait'], key);
+    assert.match(updated.stdout, /cli-gw: completed on 1\.1\.0/);
+    const history = JSON.parse((await cli(['ota', 'cli-gw', '--history', '--json'], key)).stdout) as {
+      status: string;
+    }[];
+    assert.deepEqual(
+      history.map((u) => u.status),
+      ['completed'],
+    );
+  });
+
+  it('prints an API error as one line with its code and exits 1', async () => {
+    const failure = await cli(['firmware', 'delete', '9.9.9'], server.adminKey).catch((error: unknown) => error);
+    assert.ok(failure && typeof failure === 'object' && 'code' in failure);
+    const { code, stderr } = failure as { code: number; stderr: string };
+    assert.equal(code, 1);
+    assert.match(stderr, /^error: organization_key_required: .*\(HTTP 403\)$/m);
+  });
+});
