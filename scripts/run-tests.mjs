@@ -21,7 +21,7 @@ let failed = false;
 for (const files of groups.filter((group) => group.length)) {
   const result = spawnSync(
     process.execPath,
-    ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=180000', ...files],
+    ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=300000', ...files],
     { stdio: 'inherit' },
   );
   if (result.status !== 0) failed = true;
