@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { registerAgentCommand } from '../agent/cli.ts';
+import { registerSimulateCommand } from '../simulator/cli.ts';
 import { registerOperatorCommands } from './operator.ts';
 import { registerServeCommand } from './serve.ts';
 
@@ -10,5 +11,6 @@ const program = new Command('edgeflow-ota')
 registerServeCommand(program);
 registerAgentCommand(program);
 registerOperatorCommands(program);
+registerSimulateCommand(program);
 
 await program.parseAsync(process.argv);

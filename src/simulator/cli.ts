@@ -1,0 +1,176 @@
+/** `edgeflow-ota simulate`: registers (or reuses) virtual devices, brings them online, shows how they fare. */
+import type { Command } from 'commander';
+import { tunnelUrl } from '../agent/index.ts';
+import { FAULTS, type Fault, type FaultPercentages, validateFaultPercentages } from './faults.ts';
+import { DEFAULT_DEVICES_PER_PROCESS, runSimulation } from './processes.ts';
+import { fetchSigningKey, registerDevices } from './register.ts';
+import type { DeviceCredentials, FleetCounters } from './simulator.ts';
+
+interface SimulateFlags {
+  server: string;
+  key: string;
+  devices: number;
+  prefix: string;
+  model?: string;
+  tags?: string[];
+  initialVersion: string;
+  credentials?: string;
+  allowInsecure?: boolean;
+  allowUnsigned?: boolean;
+  seed: number;
+  perProcess: number;
+  duration?: number;
+  downloadDrop?: number;
+  corrupt?: number;
+  installFailure?: number;
+  bootFailure?: number;
+  offline?: number;
+  slowLink?: number;
+}
+
+function wholeNumber(min: number) {
+  return (value: string): number => {
+    const parsed = Number(value);
+    if (!Number.isSafeInteger(parsed) || parsed < min)
+      throw new Error(`expected a whole number ≥ ${min}, got ${value}`);
+    return parsed;
+  };
+}
+
+function percentage(value: string): number {
+  const parsed = Number(value);
+  if (!Number.isFinite(parsed) || parsed < 0 || parsed > 100) throw new Error(`expected 0–100, got ${value}`);
+  return parsed;
+}
+
+const faultFlags: Record<Fault, string> = {
+  downloadDrop: 'download-drop',
+  corrupt: 'corrupt',
+  installFailure: 'install-failure',
+  bootFailure: 'boot-failure',
+  offline: 'offline',
+  slowLink: 'slow-link',
+};
+
+const faultHelp: Record<Fault, string> = {
+  downloadDrop: 'the download connection drops once mid-way (resumes with Range)',
+  corrupt: 'downloaded bytes arrive corrupted (checksum_mismatch)',
+  installFailure: 'the installer fails (install_failed)',
+  bootFailure: 'the new version fails to boot and is reverted (boot_failed)',
+  offline: 'never connects',
+  slowLink: 'throttled downloads',
+};
+
+export function registerSimulateCommand(program: Command): Command {
+  const command: Command = program
+    .command('simulate')
+    .description('run thousands of virtual devices (the real agent, in memory) against a server, with fault injection')
+    .requiredOption('--server <url>', 'server base URL (https://…, or http://… with --allow-insecure)')
+    .requiredOption('--key <api key>', 'an operator or admin API key of the organization')
+    .requiredOption('--devices <n>', 'how many devices', wholeNumber(1))
+    .option('--prefix <prefix>', 'device ids are <prefix>1 … <prefix>N', 'sim-')
+    .option('--model <model>', 'device model of registered devices')
+    .option('--tags <a,b>', 'tags of registered devices', (value: string) =>
+      value
+        .split(',')
+        .map((tag) => tag.trim())
+        .filter(Boolean),
+    )
+    .option('--initial-version <semver>', 'the version every device runs at start', '1.0.0')
+    .option('--credentials <file>', 'device keys: read when present (reuse), written after registration')
+    .option('--allow-insecure', 'allow http:// and ws:// (development only)')
+    .option('--allow-unsigned', 'pin no signing key and install unsigned firmware (development only)')
+    .option('--seed <n>', 'which devices get which fault', wholeNumber(0), 1)
+    .option('--per-process <n>', 'devices per process; more are spread over child processes', wholeNumber(1))
+    .option('--duration <seconds>', 'stop after this long (default: until Ctrl-C)', wholeNumber(1));
+  for (const fault of FAULTS) {
+    command.option(`--${faultFlags[fault]} <pct>`, `% of devices: ${faultHelp[fault]}`, percentage);
+  }
+  return command.action(async (flags: SimulateFlags) => {
+    const faults: FaultPercentages = {};
+    for (const fault of FAULTS) if (flags[fault] !== undefined) faults[fault] = flags[fault];
+    try {
+      validateFaultPercentages(faults);
+      tunnelUrl(flags.server, flags.allowInsecure);
+    } catch (error) {
+      const hint = /unencrypted/.test((error as Error).message) ? ' (or pass --allow-insecure)' : '';
+      command.error(`error: ${(error as Error).message}${hint}`, { exitCode: 2 });
+    }
+
+    let devices: DeviceCredentials[];
+    let publicKeyPem: string | undefined;
+    try {
+      devices = await registerDevices({
+        server: flags.server,
+        key: flags.key,
+        count: flags.devices,
+        prefix: flags.prefix,
+        model: flags.model,
+        tags: flags.tags,
+        initialVersion: flags.initialVersion,
+        credentialsFile: flags.credentials,
+        onProgress: throttled((done, total) => status(`registering devices ${done}/${total}`)),
+      });
+      status(`${devices.length} devices ready`, true);
+      publicKeyPem = flags.allowUnsigned ? undefined : await fetchSigningKey(flags.server, flags.key);
+    } catch (error) {
+      const cause = (error as Error).cause as Error | undefined;
+      command.error(`error: ${(error as Error).message}${cause ? ` (${cause.message})` : ''}`, { exitCode: 1 });
+    }
+
+    const startedAt = Date.now();
+    const simulation = runSimulation({
+      server: flags.server,
+      devices,
+      allowInsecure: flags.allowInsecure,
+      allowUnsigned: flags.allowUnsigned,
+      publicKeyPem,
+      initialVersion: flags.initialVersion,
+      faults,
+      seed: flags.seed,
+      perProcess: flags.perProcess ?? DEFAULT_DEVICES_PER_PROCESS,
+    });
+    const seconds = () => Math.round((Date.now() - startedAt) / 1000);
+    const ticker = setInterval(() => status(`[${seconds()}s] ${describe(simulation.counters())}`), 1000);
+
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', resolve);
+      process.once('SIGTERM', resolve);
+      if (flags.duration) setTimeout(resolve, flags.duration * 1000).unref();
+    });
+    clearInterval(ticker);
+    status(`[${seconds()}s] stopping: ${describe(simulation.counters())}`, true);
+    await simulation.stop();
+  });
+}
+
+function describe(counters: FleetCounters): string {
+  const online = counters.devices - counters.heldOffline;
+  const held = counters.heldOffline ? ` (${counters.heldOffline} held offline)` : '';
+  const { idle, updating, completed, failed } = counters.ota;
+  const codes = Object.entries(counters.failures)
+    .sort(([, a], [, b]) => b - a)
+    .map(([code, count]) => `${code} ${count}`)
+    .join(', ');
+  return (
+    `online ${counters.connected}/${online}${held}  ` +
+    `ota: idle ${idle}, updating ${updating}, completed ${completed}, failed ${failed}` +
+    (codes ? ` (${codes})` : '')
+  );
+}
+
+/** On a terminal the status line is rewritten in place; in a log, one line each time. */
+function status(line: string, final = false): void {
+  if (process.stdout.isTTY) process.stdout.write(`\r\x1b[K${line}${final ? '\n' : ''}`);
+  else process.stdout.write(`${line}\n`);
+}
+
+function throttled(report: (done: number, total: number) => void): (done: number, total: number) => void {
+  let lastAt = 0;
+  return (done, total) => {
+    const now = Date.now();
+    if (done < total && now - lastAt < 1000) return;
+    lastAt = now;
+    report(done, total);
+  };
+}
