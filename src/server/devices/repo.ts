@@ -125,20 +125,10 @@ export async function deleteDevice(db: Queryable, organizationId: string, device
   return rows.length > 0;
 }
 
-/** The device a tunnel key belongs to, with its organization. */
-export async function findDeviceByKeyHash(db: Queryable, keyHash: string) {
-  const [row] = await db.query<DeviceRow & { organization_id: string }>(
-    `SELECT organization_id, ${COLUMNS} FROM devices WHERE key_hash = $1`,
-    [keyHash],
+/** The devices these tunnel keys belong to, with their organization (unknown keys are absent). */
+export function findDevicesByKeyHashes(db: Queryable, keyHashes: string[]) {
+  return db.query<{ organization_id: string; device_id: string; key_hash: string }>(
+    'SELECT organization_id, device_id, key_hash FROM devices WHERE key_hash = ANY($1::text[])',
+    [keyHashes],
   );
-  return row;
-}
-
-/** Devices of the organization that run `version` (firmware they may need to recover). */
-export async function countDevicesOnVersion(db: Queryable, organizationId: string, version: string) {
-  const [row] = await db.query<{ n: number }>(
-    'SELECT count(*)::int AS n FROM devices WHERE organization_id = $1 AND current_version = $2',
-    [organizationId, version],
-  );
-  return row?.n ?? 0;
 }

@@ -23,7 +23,8 @@ import {
   parseFrame,
   validate,
 } from '../../protocol/tunnel.ts';
-import { findDeviceByKeyHash } from '../devices/repo.ts';
+import { findDevicesByKeyHashes } from '../devices/repo.ts';
+import { Batcher } from '../infra/batcher.ts';
 import type { Config } from '../infra/config.ts';
 import type { Db } from '../infra/db.ts';
 import { AppError, ConflictError } from '../infra/errors.ts';
@@ -74,6 +75,9 @@ const FRAME_RATE_PER_SECOND = 100;
 /** Frames refused (malformed, over the rate) between two sweeps before the link is closed. */
 const MAX_REFUSED_PER_SWEEP = 100;
 const FLUSH_INTERVAL_MS = 10_000;
+/** Connects and reports within this window share one statement. */
+const BATCH_WINDOW_MS = 5;
+const BATCH_MAX = 1000;
 
 class DeviceLink {
   organizationId = '';
@@ -124,6 +128,12 @@ export class TunnelHub {
   readonly #handlers = new Map<string, DeviceRequestHandler>();
   readonly #wss: WebSocketServer;
   readonly #timers: NodeJS.Timeout[] = [];
+  readonly #deviceByKeyHash: Batcher<string, { organization_id: string; device_id: string } | undefined>;
+  readonly #markOnline: Batcher<{ organizationId: string; deviceId: string; agentVersion: string | null }, void>;
+  readonly #reportVersion: Batcher<
+    { organizationId: string; deviceId: string; currentVersion: string; agentVersion: string | null },
+    void
+  >;
   #closing = false;
 
   constructor(deps: TunnelHubDeps) {
@@ -135,6 +145,19 @@ export class TunnelHub {
       clientTracking: false,
     });
     this.onDeviceRequest(DeviceAction.deviceInfo, (device, payload) => this.#onDeviceInfo(device, payload));
+    const batch = { maxSize: BATCH_MAX, maxDelayMs: BATCH_WINDOW_MS };
+    this.#deviceByKeyHash = new Batcher(async (hashes) => {
+      const found = new Map((await findDevicesByKeyHashes(deps.db, hashes)).map((row) => [row.key_hash, row]));
+      return hashes.map((hash) => found.get(hash));
+    }, batch);
+    this.#markOnline = new Batcher(async (devices) => {
+      await repo.markOnline(deps.db, this.nodeId, devices);
+      return devices.map(() => undefined);
+    }, batch);
+    this.#reportVersion = new Batcher(async (reports) => {
+      await repo.reportCurrentVersions(deps.db, reports);
+      return reports.map(() => undefined);
+    }, batch);
   }
 
   /** Device → cloud actions; a later registration for the same action replaces the earlier. */
@@ -332,7 +355,7 @@ export class TunnelHub {
       link.socket.close(CloseCode.authFailed, 'authentication failed');
     };
     if (!message.device_id || !message.api_key) return refuse('connect needs device_id and api_key');
-    const device = await findDeviceByKeyHash(this.#deps.db, hashSecret(message.api_key));
+    const device = await this.#deviceByKeyHash.add(hashSecret(message.api_key));
     // Same answer for an unknown key and another device's id: nothing to probe.
     if (!device || device.device_id !== message.device_id) return refuse('authentication failed');
     if (link.socket.readyState !== WebSocket.OPEN) return;
@@ -346,7 +369,18 @@ export class TunnelHub {
     this.#links.set(link.key, link);
     if (previous) previous.socket.close(CloseCode.replaced, 'replaced by a newer connection');
     else this.#deps.metrics.connectedDevices.inc();
-    await repo.markOnline(this.#deps.db, link.organizationId, link.deviceId, this.nodeId, message.version ?? null);
+    await this.#markOnline.add({
+      organizationId: link.organizationId,
+      deviceId: link.deviceId,
+      agentVersion: message.version ?? null,
+    });
+    if (this.#links.get(link.key) !== link || link.socket.readyState !== WebSocket.OPEN) {
+      // It went away while the online mark waited for its batch: undo the mark.
+      if (!this.#links.has(link.key)) {
+        await repo.markOffline(this.#deps.db, link.organizationId, link.deviceId, this.nodeId);
+      }
+      return;
+    }
     this.#send(link, { type: 'connected', device_id: link.deviceId });
     for (const listener of this.onlineListeners) {
       listener({ organizationId: link.organizationId, deviceId: link.deviceId, agentVersion: message.version });
@@ -389,13 +423,12 @@ export class TunnelHub {
     if (!validate.deviceInfo.Check(payload)) {
       throw new AppError(400, 'invalid_payload', 'device_info needs current_version');
     }
-    await repo.reportCurrentVersion(
-      this.#deps.db,
-      device.organizationId,
-      device.deviceId,
-      payload.current_version,
-      payload.agent_version,
-    );
+    await this.#reportVersion.add({
+      organizationId: device.organizationId,
+      deviceId: device.deviceId,
+      currentVersion: payload.current_version,
+      agentVersion: payload.agent_version ?? null,
+    });
     for (const listener of this.infoListeners) listener(device, payload);
     return { ok: true };
   }

@@ -35,18 +35,18 @@ export async function releaseDeadNodes(db: Queryable, staleAfterSeconds: number)
   return rows.length;
 }
 
+/** Marks the devices online on this replica, in one statement. */
 export async function markOnline(
   db: Queryable,
-  organizationId: string,
-  deviceId: string,
   nodeId: string,
-  agentVersion: string | null,
+  devices: { organizationId: string; deviceId: string; agentVersion: string | null }[],
 ): Promise<void> {
   await db.query(
-    `UPDATE devices SET online = true, connected_node = $3, last_seen_at = now(),
-       agent_version = COALESCE($4, agent_version)
-     WHERE organization_id = $1 AND device_id = $2`,
-    [organizationId, deviceId, nodeId, agentVersion],
+    `UPDATE devices AS d SET online = true, connected_node = $1, last_seen_at = now(),
+       agent_version = COALESCE(s.agent_version, d.agent_version)
+     FROM unnest($2::text[], $3::text[], $4::text[]) AS s(organization_id, device_id, agent_version)
+     WHERE d.organization_id = s.organization_id AND d.device_id = s.device_id`,
+    [nodeId, devices.map((d) => d.organizationId), devices.map((d) => d.deviceId), devices.map((d) => d.agentVersion)],
   );
 }
 
@@ -73,16 +73,22 @@ export async function touchLastSeen(
   );
 }
 
-export async function reportCurrentVersion(
+/** What the devices say they run, in one statement. */
+export async function reportCurrentVersions(
   db: Queryable,
-  organizationId: string,
-  deviceId: string,
-  currentVersion: string,
-  agentVersion: string | undefined,
+  reports: { organizationId: string; deviceId: string; currentVersion: string; agentVersion: string | null }[],
 ): Promise<void> {
   await db.query(
-    `UPDATE devices SET current_version = $3, agent_version = COALESCE($4, agent_version), updated_at = now()
-     WHERE organization_id = $1 AND device_id = $2`,
-    [organizationId, deviceId, currentVersion, agentVersion ?? null],
+    `UPDATE devices AS d SET current_version = s.current_version,
+       agent_version = COALESCE(s.agent_version, d.agent_version), updated_at = now()
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+       AS s(organization_id, device_id, current_version, agent_version)
+     WHERE d.organization_id = s.organization_id AND d.device_id = s.device_id`,
+    [
+      reports.map((r) => r.organizationId),
+      reports.map((r) => r.deviceId),
+      reports.map((r) => r.currentVersion),
+      reports.map((r) => r.agentVersion),
+    ],
   );
 }
