@@ -65,7 +65,14 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
   app.addHook('preValidation', async (request) => {
     if (request.body === undefined && request.method === 'POST' && !request.isMultipart()) request.body = {};
   });
+  // Answered before its body was read (a refused upload): the rest of the body is not wanted,
+  // and a half-read request must not hold the connection (or a shutdown) open.
+  app.addHook('onSend', async (request, reply, payload) => {
+    if (!request.raw.complete) reply.header('connection', 'close');
+    return payload;
+  });
   app.addHook('onResponse', async (request, reply) => {
+    if (!request.raw.complete) request.raw.socket?.destroy();
     metrics.httpRequestDuration
       .labels(request.method, request.routeOptions.url ?? 'unmatched', String(reply.statusCode))
       .observe(reply.elapsedTime / 1000);
@@ -120,6 +127,8 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
     services.events.emit('shutdown');
     await services.engine.stop();
     await services.tunnel.close();
+    // In-flight requests get this long to finish; then their connections are dropped.
+    setTimeout(() => app.server.closeAllConnections(), services.config.shutdownTimeoutMs).unref();
   });
   services.events.on('device_deleted', (device: { organizationId: string; deviceId: string }) =>
     services.tunnel.disconnect(device, CloseCode.authFailed, 'device deleted'),

@@ -48,11 +48,16 @@ async function isPostgresReachable(): Promise<boolean> {
 }
 
 /**
- * The backends every integration suite runs on. PostgreSQL is required in CI: there a
- * missing database fails loudly instead of silently skipping half the suite.
+ * The backends every integration suite runs on: each database and each store at least once,
+ * or (`everyCombination`, for suites where rows and objects must agree) all four pairs.
+ * PostgreSQL is required in CI: there a missing database fails loudly instead of silently
+ * skipping half the suite.
  */
-export async function backendsUnderTest(): Promise<Backend[]> {
-  const wanted = (process.env.EDGEFLOW_TEST_BACKENDS ?? 'pglite+local,postgres+s3')
+export async function backendsUnderTest(options: { everyCombination?: boolean } = {}): Promise<Backend[]> {
+  const fallback = options.everyCombination
+    ? 'pglite+local,pglite+s3,postgres+local,postgres+s3'
+    : 'pglite+local,postgres+s3';
+  const wanted = (process.env.EDGEFLOW_TEST_BACKENDS ?? fallback)
     .split(',')
     .map((entry) => entry.trim())
     .filter(Boolean)

@@ -32,7 +32,7 @@ export class Batcher<In, Out> {
     if (batch.length === 0) return;
     this.#flush(batch.map((entry) => entry.item)).then(
       (outputs) => {
-        batch.forEach((entry, index) => entry.resolve(outputs[index] as Out));
+        for (const [index, entry] of batch.entries()) entry.resolve(outputs[index] as Out);
       },
       (error: unknown) => {
         for (const entry of batch) entry.reject(error);

@@ -88,3 +88,8 @@ export async function ensureSetting(db: Queryable, name: string, value: string):
   await db.query('INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING', [name, value]);
   return (await getSetting(db, name))!;
 }
+
+/** Held until the transaction ends: one replica bootstraps at a time. */
+export async function lockBootstrap(tx: Queryable): Promise<void> {
+  await tx.query('SELECT pg_advisory_xact_lock(7340002)');
+}

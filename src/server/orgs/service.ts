@@ -20,7 +20,7 @@ export interface Bootstrap {
 export async function bootstrap(db: Db, configuredAdminKey: string | undefined): Promise<Bootstrap> {
   return db.transaction(async (tx) => {
     // Replicas starting together: one creates the key, the others see it.
-    await tx.query('SELECT pg_advisory_xact_lock(7340002)');
+    await repo.lockBootstrap(tx);
     let generatedAdminKey: string | undefined;
     if (!(await repo.systemAdminKeyExists(tx))) {
       const key = configuredAdminKey ?? newSecret('efo');

@@ -263,11 +263,7 @@ export class TunnelHub {
         }),
     );
     await Promise.all(closed);
-    const { db } = this.#deps;
-    await db
-      .query('UPDATE devices SET online = false, connected_node = NULL WHERE connected_node = $1', [this.nodeId])
-      .catch(() => {});
-    await repo.removeNode(db, this.nodeId).catch(() => {});
+    await repo.removeNode(this.#deps.db, this.nodeId).catch(() => {});
     this.#wss.close();
   }
 

@@ -12,7 +12,9 @@ export async function beatNode(db: Queryable, nodeId: string): Promise<void> {
   await db.query('UPDATE server_nodes SET heartbeat_at = now() WHERE id = $1', [nodeId]);
 }
 
+/** A replica leaving: the devices it held are offline, and it is forgotten. */
 export async function removeNode(db: Queryable, nodeId: string): Promise<void> {
+  await db.query('UPDATE devices SET online = false, connected_node = NULL WHERE connected_node = $1', [nodeId]);
   await db.query('DELETE FROM server_nodes WHERE id = $1', [nodeId]);
 }
 

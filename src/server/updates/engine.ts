@@ -249,15 +249,16 @@ export class UpdateEngine {
             errorMessage:
               payload.error?.message ?? `the device reports ${payload.current_version}, not ${row.target_version}`,
           });
-      // What the device runs is its own truth, even when the report comes late.
-      const previous = succeeded && row.kind === 'update' ? row.from_version : null;
-      await repo.recordDeviceVersion(tx, device.organizationId, device.deviceId, payload.current_version, previous);
-      if (succeeded && row.kind === 'rollback' && changed) {
-        await tx.query('UPDATE devices SET previous_version = NULL WHERE organization_id = $1 AND device_id = $2', [
-          device.organizationId,
-          device.deviceId,
-        ]);
-      }
+      // What the device runs is its own truth, even when the report comes late. After an
+      // update the version it left is its rollback target; after a rollback there is none.
+      const rollbackTarget = succeeded ? (row.kind === 'update' ? row.from_version : null) : ('unchanged' as const);
+      await repo.recordDeviceVersion(
+        tx,
+        device.organizationId,
+        device.deviceId,
+        payload.current_version,
+        rollbackTarget,
+      );
       return changed;
     });
     if (transitioned) {

@@ -202,19 +202,28 @@ export function expireOverdueUpdates(db: Queryable): Promise<Transitioned[]> {
   );
 }
 
-/** On success the device's version moves, and the one it left becomes its rollback target. */
+/**
+ * Records the version a device reports, and its rollback target: a version, none (null), or
+ * 'unchanged' (a failed or late report does not move it).
+ */
 export async function recordDeviceVersion(
   db: Queryable,
   organizationId: string,
   deviceId: string,
   currentVersion: string,
-  previousVersion: string | null,
+  rollbackTarget: string | null | 'unchanged',
 ): Promise<void> {
   await db.query(
     `UPDATE devices SET current_version = $3,
-       previous_version = CASE WHEN $4::text IS NULL OR $4 = $3 THEN previous_version ELSE $4 END,
+       previous_version = CASE WHEN $4::boolean THEN previous_version ELSE $5 END,
        updated_at = now()
      WHERE organization_id = $1 AND device_id = $2`,
-    [organizationId, deviceId, currentVersion, previousVersion],
+    [
+      organizationId,
+      deviceId,
+      currentVersion,
+      rollbackTarget === 'unchanged',
+      rollbackTarget === 'unchanged' ? null : rollbackTarget,
+    ],
   );
 }
