@@ -52,6 +52,11 @@ for (const backend of backends) {
       }
       const create = spec.paths['/api/v1/devices']?.post as { requestBody: { content: Record<string, unknown> } };
       assert.ok(create.requestBody.content['application/json'], 'request bodies come from the validation schemas');
+      const upload = spec.paths['/api/v1/firmware']?.post as {
+        requestBody: { content: Record<string, { schema: { properties: Record<string, unknown> } }> };
+      };
+      const form = upload.requestBody.content['multipart/form-data']?.schema.properties ?? {};
+      assert.deepEqual(Object.keys(form).sort(), ['compatible_models', 'file', 'release_notes', 'sha256', 'version']);
       assert.equal((await fetch(`${server.url}/docs`)).status, 200);
     });
 

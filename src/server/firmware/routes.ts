@@ -16,6 +16,14 @@ const Firmware = Type.Object({
   compatible_models: Type.Array(Type.String()),
   created_at: Timestamp,
 });
+/** The multipart form, for the OpenAPI document only: multipart bodies are streamed, not validated whole. */
+const UploadForm = Type.Object({
+  version: Type.String({ description: 'strict semantic version, e.g. 1.4.2' }),
+  sha256: Type.String({ description: 'SHA256 of the file, 64 hex characters; checked while stored' }),
+  release_notes: Type.Optional(Type.String()),
+  compatible_models: Type.Optional(Type.String({ description: 'repeat the field or separate with commas' })),
+  file: Type.String({ format: 'binary', description: 'the .bin image; the last part' }),
+});
 const VersionParams = Type.Object({ version: Type.String({ minLength: 1, maxLength: 300 }) });
 const DownloadLink = Type.Object({ url: Type.String(), expires_at: Timestamp });
 
@@ -37,6 +45,8 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> =
   app.post(
     '/api/v1/firmware',
     {
+      // The form is documented, not validated: the body is streamed part by part.
+      config: { swaggerTransform: ({ schema, url }) => ({ schema: { ...schema, body: UploadForm }, url }) },
       schema: {
         tags: ['firmware'],
         summary:
