@@ -50,14 +50,16 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = as
       services.tunnel.onlineListeners.push(onOnline);
       services.tunnel.offlineListeners.push(onOffline);
       const keepalive = setInterval(() => raw.write(': keepalive\n\n'), KEEPALIVE_MS);
+      const onShutdown = () => raw.end();
       const stop = () => {
         clearInterval(keepalive);
         services.events.off('ota', onOta);
+        services.events.off('shutdown', onShutdown);
         services.tunnel.onlineListeners.splice(services.tunnel.onlineListeners.indexOf(onOnline), 1);
         services.tunnel.offlineListeners.splice(services.tunnel.offlineListeners.indexOf(onOffline), 1);
       };
       request.raw.on('close', stop);
-      services.events.once('shutdown', () => raw.end());
+      services.events.once('shutdown', onShutdown);
     },
   );
 };
