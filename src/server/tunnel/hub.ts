@@ -78,6 +78,8 @@ const FLUSH_INTERVAL_MS = 10_000;
 /** Connects and reports within this window share one statement. */
 const BATCH_WINDOW_MS = 5;
 const BATCH_MAX = 1000;
+/** Shared by every idle link, so an idle device costs no promise of its own. */
+const SETTLED: Promise<void> = Promise.resolve();
 
 class DeviceLink {
   organizationId = '';
@@ -92,6 +94,8 @@ class DeviceLink {
   tokensAtMs = Date.now();
   refused = 0;
   pending: Map<string, PendingCommand> | undefined;
+  /** The tail of this device's requests being handled, in arrival order. */
+  requests: Promise<void> = SETTLED;
 
   constructor(readonly socket: WebSocket) {}
 
@@ -398,7 +402,14 @@ export class TunnelHub {
     const handler = message.action ? this.#handlers.get(message.action) : undefined;
     if (!handler) return answer({ status: 'error', error: `unknown action ${JSON.stringify(message.action)}` });
     const device = { organizationId: link.organizationId, deviceId: link.deviceId, connectedAtMs: link.connectedAtMs };
-    handler(device, message.payload).then(
+    // One device's requests run in the order it sent them (a version report must not overtake
+    // the result that follows it); different devices run concurrently.
+    const run = link.requests.then(() => handler(device, message.payload));
+    link.requests = run.then(
+      () => {},
+      () => {},
+    );
+    run.then(
       (data) => answer({ status: 'success', ...(data === undefined ? {} : { data }) }),
       (error: Error) => {
         if (!(error instanceof AppError)) {
