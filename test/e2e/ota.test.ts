@@ -76,6 +76,19 @@ for (const backend of backends) {
         key,
         body,
       );
+    /** A server of its own (other settings), with an organization, firmware 1.1.0 and a device. */
+    async function isolatedServer(env: Record<string, string>) {
+      const own = await startTestServer(backend, { env });
+      try {
+        const ownOrg = await own.createOrg('isolated');
+        const upload = await postFirmware(own.url, ownOrg.adminKey, { version: '1.1.0', sha256: v110.sha256 }, v110);
+        assert.equal(upload.status, 201);
+        return { server: own, org: ownOrg, device: await registerDevice(own, ownOrg.adminKey) };
+      } catch (error) {
+        await own.close();
+        throw error;
+      }
+    }
     const history = async (deviceId: string) =>
       (await server.api<History>('GET', `/api/v1/devices/${deviceId}/ota/history`, org.adminKey)).body.updates;
 
@@ -250,19 +263,15 @@ for (const backend of backends) {
     });
 
     it('asks for a fresh link when its link expires mid-download, and completes', async () => {
-      const shortLinks = await startTestServer(backend, {
-        env: { EDGEFLOW_LINK_TTL_SECONDS: '2', EDGEFLOW_DISPATCH_INTERVAL_MS: '200' },
+      const {
+        server: shortLinks,
+        org: shortOrg,
+        device,
+      } = await isolatedServer({
+        EDGEFLOW_LINK_TTL_SECONDS: '2',
+        EDGEFLOW_DISPATCH_INTERVAL_MS: '200',
       });
       try {
-        const shortOrg = await shortLinks.createOrg('short');
-        const upload = await postFirmware(
-          shortLinks.url,
-          shortOrg.adminKey,
-          { version: '1.1.0', sha256: v110.sha256 },
-          v110,
-        );
-        assert.equal(upload.status, 201);
-        const device = await registerDevice(shortLinks, shortOrg.adminKey);
         const messages: string[] = [];
         let chunks = 0;
         const agent = await startAgent(shortLinks, shortOrg, device, {
@@ -303,19 +312,15 @@ for (const backend of backends) {
     });
 
     it('fails an update whose device stops reporting (timed_out), and ignores late and duplicate reports', async () => {
-      const strict = await startTestServer(backend, {
-        env: { EDGEFLOW_UPDATE_TIMEOUT_SECONDS: '1', EDGEFLOW_DISPATCH_INTERVAL_MS: '100' },
+      const {
+        server: strict,
+        org: strictOrg,
+        device,
+      } = await isolatedServer({
+        EDGEFLOW_UPDATE_TIMEOUT_SECONDS: '1',
+        EDGEFLOW_DISPATCH_INTERVAL_MS: '100',
       });
       try {
-        const strictOrg = await strict.createOrg('strict');
-        const upload = await postFirmware(
-          strict.url,
-          strictOrg.adminKey,
-          { version: '1.1.0', sha256: v110.sha256 },
-          v110,
-        );
-        assert.equal(upload.status, 201);
-        const device = await registerDevice(strict, strictOrg.adminKey);
         // An EdgeFlow device speaking only the wire format: it answers health_check, acks the command, then goes quiet.
         const raw = await connectRaw(strict.url, device);
         const answering = (async () => {
