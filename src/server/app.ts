@@ -127,8 +127,9 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
     services.events.emit('shutdown');
     await services.engine.stop();
     await services.tunnel.close();
-    // In-flight requests get this long to finish; then their connections are dropped.
-    setTimeout(() => app.server.closeAllConnections(), services.config.shutdownTimeoutMs).unref();
+    // In-flight requests get half the shutdown budget to finish; then their connections are
+    // dropped, well before the signal handler gives up on the whole shutdown.
+    setTimeout(() => app.server.closeAllConnections(), services.config.shutdownTimeoutMs / 2).unref();
   });
   services.events.on('device_deleted', (device: { organizationId: string; deviceId: string }) =>
     services.tunnel.disconnect(device, CloseCode.authFailed, 'device deleted'),

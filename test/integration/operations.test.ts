@@ -1,7 +1,14 @@
 /** Health, readiness, metrics, the OpenAPI document and request ids, on every backend. */
 import assert from 'node:assert/strict';
+import { rename } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
-import { backendsUnderTest, startTestServer, stopSharedServices, type TestServer } from '../helpers/server.ts';
+import {
+  backendsUnderTest,
+  persistentState,
+  startTestServer,
+  stopSharedServices,
+  type TestServer,
+} from '../helpers/server.ts';
 
 const backends = await backendsUnderTest();
 after(stopSharedServices);
@@ -20,6 +27,26 @@ for (const backend of backends) {
       assert.equal(ready.status, 200);
       assert.deepEqual(ready.body, { status: 'ready', database: 'ok', store: 'ok' });
     });
+
+    if (backend.store === 'local') {
+      it('reports not ready (503) when the firmware store is gone, and ready again when it is back', async () => {
+        const state = persistentState();
+        const own = await startTestServer(backend, { state });
+        const storeDir = state.storeDir!;
+        try {
+          await rename(storeDir, `${storeDir}.moved`);
+          const down = await own.api<{ status: string; database: string; store: string }>('GET', '/readyz', undefined);
+          assert.equal(down.status, 503);
+          assert.equal(down.body.database, 'ok');
+          assert.match(down.body.store, /^unreachable/);
+          await rename(`${storeDir}.moved`, storeDir);
+          assert.equal((await own.api('GET', '/readyz', undefined)).status, 200);
+        } finally {
+          await own.close();
+          await state.dispose();
+        }
+      });
+    }
 
     it('exposes Prometheus metrics, including HTTP latency and connected devices', async () => {
       await server.api('GET', '/healthz', undefined);

@@ -1,5 +1,5 @@
 import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
-import { constants, type Dirent } from 'node:fs';
+import { constants, type Dirent, mkdirSync } from 'node:fs';
 import { access, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -47,6 +47,8 @@ export class LocalBlobStore implements BlobStore {
   constructor(options: LocalOptions) {
     if (options.signingSecret.length === 0) throw new Error('LocalBlobStore needs a non-empty signingSecret');
     this.#rootDir = path.resolve(options.rootDir);
+    // Created once, at start, so a fresh install is ready before its first upload.
+    mkdirSync(this.#rootDir, { recursive: true });
     this.#publicUrl = withoutTrailingSlashes(options.publicUrl);
     this.#signingSecret = options.signingSecret;
   }
@@ -209,9 +211,8 @@ export class LocalBlobStore implements BlobStore {
     return removed;
   }
 
+  /** Only checks: a root that vanished (an unmounted volume) must read as not ready, not be recreated. */
   async ping(): Promise<void> {
-    // Creating the root here lets a fresh install report ready before its first upload.
-    await mkdir(this.#rootDir, { recursive: true });
     await access(this.#rootDir, constants.R_OK | constants.W_OK);
   }
 
