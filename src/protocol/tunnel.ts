@@ -11,17 +11,6 @@
 import { type Static, Type } from 'typebox';
 import { Compile } from 'typebox/compile';
 
-export const MessageType = Type.Union([
-  Type.Literal('connect'),
-  Type.Literal('connected'),
-  Type.Literal('ping'),
-  Type.Literal('pong'),
-  Type.Literal('command'),
-  Type.Literal('response'),
-  Type.Literal('error'),
-]);
-export type MessageType = Static<typeof MessageType>;
-
 /** One tunnel frame. Every field but `type` is optional, as on the wire. */
 export const Envelope = Type.Object(
   {

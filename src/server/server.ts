@@ -25,9 +25,10 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export async function createStore(config: Config, linkSigningSecret: string): Promise<BlobStore> {
+/** The configured firmware store. */
+function createStore(config: Config, linkSigningSecret: string): BlobStore {
   if (config.store === 's3') {
-    const store = new S3BlobStore({
+    return new S3BlobStore({
       endpoint: config.s3.endpoint,
       publicEndpoint: config.s3.publicEndpoint,
       region: config.s3.region,
@@ -36,7 +37,6 @@ export async function createStore(config: Config, linkSigningSecret: string): Pr
       secretAccessKey: config.s3.secretAccessKey,
       forcePathStyle: config.s3.forcePathStyle,
     });
-    return store;
   }
   return new LocalBlobStore({
     rootDir: path.join(config.dataDir, 'firmware'),
@@ -102,7 +102,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const db = await openConfiguredDb(config);
   try {
     const { generatedAdminKey, linkSigningSecret } = await bootstrap(db, config.adminKey);
-    const store = await createStore(config, linkSigningSecret);
+    const store = createStore(config, linkSigningSecret);
     if (store instanceof S3BlobStore) await store.ensureBucket();
     return await startOn({ config, db, store, generatedAdminKey });
   } catch (error) {

@@ -1,5 +1,5 @@
 import { Type } from 'typebox';
-import { SemverString, Timestamp } from '../infra/schemas.ts';
+import { Nullable, SemverString, Timestamp } from '../infra/schemas.ts';
 
 export const DeviceIdString = Type.String({
   minLength: 1,
@@ -9,7 +9,6 @@ export const DeviceIdString = Type.String({
 });
 export const Tag = Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9][A-Za-z0-9._:=/-]*$' });
 export const Tags = Type.Array(Tag, { maxItems: 32, uniqueItems: true });
-const Nullable = <T extends ReturnType<typeof Type.String>>(schema: T) => Type.Union([schema, Type.Null()]);
 
 export const Device = Type.Object({
   device_id: Type.String(),

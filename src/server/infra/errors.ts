@@ -57,12 +57,6 @@ export class UnprocessableError extends AppError {
   }
 }
 
-export class ServiceUnavailableError extends AppError {
-  constructor(code: string, message: string) {
-    super(503, code, message);
-  }
-}
-
 /** A stream outgrew the configured firmware size limit. */
 export class FileTooLargeError extends PayloadTooLargeError {
   constructor(limitBytes: number) {

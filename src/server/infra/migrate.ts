@@ -4,6 +4,7 @@
  * Refuses to run against a schema newer than this code.
  */
 import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Db } from './db.ts';
 import { SchemaTooNewError } from './errors.ts';
@@ -25,7 +26,7 @@ export function loadMigrations(dir = MIGRATIONS_DIR): Migration[] {
     .map((file) => ({
       version: Number(file.slice(0, 3)),
       name: file.slice(4, -4),
-      sql: readFileSync(new URL(file, `file://${dir}`), 'utf8'),
+      sql: readFileSync(path.join(dir, file), 'utf8'),
     }));
 }
 

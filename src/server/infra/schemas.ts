@@ -1,5 +1,5 @@
 /** Schemas shared across domains; each domain keeps its own next to its routes. */
-import { Type } from 'typebox';
+import { type TSchema, Type } from 'typebox';
 
 export const ErrorResponse = Type.Object(
   {
@@ -16,6 +16,9 @@ export const ErrorResponse = Type.Object(
 export const SemverString = Type.String({ minLength: 5, maxLength: 64, pattern: '^[0-9A-Za-z.+-]+$' });
 
 /** RFC 3339 on the wire; rows carry Dates, which the serializer writes as such. */
+/** `schema` or null. */
+export const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
+
 export const Timestamp = Type.Unsafe<Date | string>({ type: 'string', format: 'date-time' });
 
 /** The error answers every authenticated route may give. */

@@ -2,12 +2,11 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { DeviceParams } from '../devices/schemas.ts';
 import { orgPrincipal } from '../infra/auth.ts';
-import { authErrors, ErrorResponse, SemverString, Timestamp } from '../infra/schemas.ts';
+import { authErrors, ErrorResponse, Nullable, SemverString, Timestamp } from '../infra/schemas.ts';
 import type { Services } from '../services.ts';
 import * as service from './service.ts';
 import { UPDATE_STATUSES } from './status.ts';
 
-const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(schema: T) => Type.Union([schema, Type.Null()]);
 const UpdateError = Nullable(Type.Object({ code: Type.String(), message: Type.String() }));
 
 export const Update = Type.Object({

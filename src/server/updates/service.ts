@@ -1,8 +1,9 @@
 /** Single-device updates and rollbacks, and the device's OTA record. */
 import { compareVersions } from '../../protocol/version.ts';
-import * as devicesRepo from '../devices/repo.ts';
+import { getDevice } from '../devices/service.ts';
 import * as firmwareRepo from '../firmware/repo.ts';
-import { ConflictError, NotFoundError, UnprocessableError } from '../infra/errors.ts';
+import { getFirmware } from '../firmware/service.ts';
+import { ConflictError, UnprocessableError } from '../infra/errors.ts';
 import { newId } from '../infra/secrets.ts';
 import type { Services } from '../services.ts';
 import { DeviceCommandError, DeviceOfflineError } from '../tunnel/hub.ts';
@@ -13,12 +14,6 @@ import { otaStatusOf } from './status.ts';
 export type UpdateRequestResult =
   | { status: 'skipped'; reason: 'already_on_version'; device_id: string; current_version: string }
   | { status: 'queued'; update: repo.UpdateRow };
-
-async function deviceOrThrow(services: Services, organizationId: string, deviceId: string) {
-  const device = await devicesRepo.findDevice(services.db, organizationId, deviceId);
-  if (!device) throw new NotFoundError('device_not_found', `no device ${deviceId}`);
-  return device;
-}
 
 /** Online here means: a tunnel is open and the device answers a health check through it. */
 async function assertReachable(services: Services, organizationId: string, deviceId: string): Promise<void> {
@@ -49,9 +44,8 @@ export async function requestUpdate(
   deviceId: string,
   request: { version: string; force?: boolean | undefined },
 ): Promise<UpdateRequestResult> {
-  const device = await deviceOrThrow(services, organizationId, deviceId);
-  const firmware = await firmwareRepo.findFirmware(services.db, organizationId, request.version);
-  if (!firmware) throw new NotFoundError('firmware_not_found', `no firmware ${request.version}`);
+  const device = await getDevice(services.db, organizationId, deviceId);
+  const firmware = await getFirmware(services, organizationId, request.version);
   if (firmware.compatible_models.length > 0 && !firmware.compatible_models.includes(device.model ?? '')) {
     throw new UnprocessableError(
       'incompatible_firmware',
@@ -86,7 +80,7 @@ export async function requestUpdate(
 
 /** An explicit, signed update back to the device's last known good firmware. */
 export async function requestRollback(services: Services, organizationId: string, deviceId: string) {
-  const device = await deviceOrThrow(services, organizationId, deviceId);
+  const device = await getDevice(services.db, organizationId, deviceId);
   const target = device.previous_version;
   if (!target) {
     throw new ConflictError('no_rollback_target', `device ${deviceId} has no earlier known good version`);
@@ -112,7 +106,7 @@ export async function requestRollback(services: Services, organizationId: string
 
 /** The seed's OTA device record, with more detail beside its fields. */
 export async function otaRecord(services: Services, organizationId: string, deviceId: string) {
-  const device = await deviceOrThrow(services, organizationId, deviceId);
+  const device = await getDevice(services.db, organizationId, deviceId);
   const latest = await repo.latestUpdate(services.db, organizationId, deviceId);
   return {
     device_id: device.device_id,
@@ -132,6 +126,6 @@ export async function otaRecord(services: Services, organizationId: string, devi
 }
 
 export async function otaHistory(services: Services, organizationId: string, deviceId: string, limit: number) {
-  await deviceOrThrow(services, organizationId, deviceId);
+  await getDevice(services.db, organizationId, deviceId);
   return repo.listDeviceUpdates(services.db, organizationId, deviceId, limit);
 }

@@ -18,14 +18,6 @@ export type UpdateStatus = (typeof UPDATE_STATUSES)[number];
 
 /** Waiting for, or being worked on by, a device. At most one per device. */
 export const ACTIVE_STATUSES = ['queued', 'dispatched', 'in_progress'] as const satisfies readonly UpdateStatus[];
-export const TERMINAL_STATUSES = [
-  'completed',
-  'failed',
-  'timed_out',
-  'cancelled',
-  'skipped',
-] as const satisfies readonly UpdateStatus[];
-
 const TRANSITIONS: Record<UpdateStatus, readonly UpdateStatus[]> = {
   queued: ['dispatched', 'cancelled', 'failed', 'skipped'],
   // Back to queued when the device dropped before it took the command.
@@ -40,10 +32,6 @@ const TRANSITIONS: Record<UpdateStatus, readonly UpdateStatus[]> = {
 
 export function isActive(status: UpdateStatus): boolean {
   return (ACTIVE_STATUSES as readonly UpdateStatus[]).includes(status);
-}
-
-export function isTerminal(status: UpdateStatus): boolean {
-  return TRANSITIONS[status].length === 0;
 }
 
 export function canTransition(from: UpdateStatus, to: UpdateStatus): boolean {
