@@ -87,12 +87,15 @@ export const DeviceAction = {
   otaRefreshUrl: 'ota_refresh_url',
 } as const;
 
-/** What an EdgeFlow device answers to `health_check`. */
+/**
+ * What a device answers to `health_check`. Only `status` decides; the other fields are read
+ * leniently because EdgeFlow devices differ (stock ones send `"uptime": "TODO"`).
+ */
 export const HealthCheckData = Type.Object(
   {
-    status: Type.String(),
-    version: Type.Optional(Type.String()),
-    uptime: Type.Optional(Type.Number()),
+    status: Type.String({ minLength: 1, maxLength: 256 }),
+    version: Type.Optional(Type.Unknown()),
+    uptime: Type.Optional(Type.Unknown()),
   },
   { additionalProperties: true },
 );

@@ -38,6 +38,20 @@ export class DeviceOfflineError extends ConflictError {
   }
 }
 
+/** Its tunnel is open but it did not answer a command in time: it may not have seen it. */
+export class DeviceUnresponsiveError extends ConflictError {
+  constructor(deviceId: string, action: string, waitedMs: number) {
+    super('device_unresponsive', `device ${deviceId} is online but did not answer ${action} within ${waitedMs} ms`);
+  }
+}
+
+/** Online and answering, but not healthy, or its health answer cannot be used. */
+export class DeviceUnhealthyError extends ConflictError {
+  constructor(deviceId: string, why: string) {
+    super('device_unhealthy', `device ${deviceId} is online but not ready for an update: ${why}`);
+  }
+}
+
 /** The device answered a command with status `error`. */
 export class DeviceCommandError extends Error {
   constructor(
@@ -111,6 +125,11 @@ class DeviceLink {
     this.tokens -= 1;
     return true;
   }
+}
+
+/** What devices say when all is well: EdgeFlow devices answer `healthy`; `ok` is common elsewhere. */
+function isHealthyStatus(status: string): boolean {
+  return ['healthy', 'ok'].includes(status.trim().toLowerCase());
 }
 
 function linkKey(organizationId: string, deviceId: string): string {
@@ -226,7 +245,7 @@ export class TunnelHub {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         link.pending?.delete(id);
-        reject(new DeviceOfflineError(device.deviceId, `no answer to ${action} within ${wait} ms`));
+        reject(new DeviceUnresponsiveError(device.deviceId, action, wait));
       }, wait);
       link.pending ??= new Map();
       link.pending.set(id, { action, resolve, reject, timer });
@@ -234,11 +253,30 @@ export class TunnelHub {
     });
   }
 
-  /** Asks the device whether it is healthy; rejects with DeviceOfflineError when it cannot answer. */
+  /**
+   * Asks the device whether it is healthy. Offline or silent devices reject with
+   * DeviceOfflineError / DeviceUnresponsiveError; a device that answers but is not healthy, or
+   * whose answer cannot be read, with DeviceUnhealthyError. Only `status` is read: EdgeFlow
+   * devices differ in the rest (their `uptime` is a string).
+   */
   async healthCheck(device: DeviceRef, timeoutMs = 5000): Promise<HealthCheckData> {
-    const data = await this.command(device, CloudAction.healthCheck, {}, timeoutMs);
+    let data: unknown;
+    try {
+      data = await this.command(device, CloudAction.healthCheck, {}, timeoutMs);
+    } catch (error) {
+      if (error instanceof DeviceCommandError) {
+        throw new DeviceUnhealthyError(device.deviceId, `it answered health_check with an error: ${error.deviceError}`);
+      }
+      throw error;
+    }
     if (!validate.healthCheckData.Check(data)) {
-      throw new DeviceOfflineError(device.deviceId, 'its health_check answer was not understood');
+      throw new DeviceUnhealthyError(
+        device.deviceId,
+        `its health_check answer has no status: ${JSON.stringify(data)?.slice(0, 200) ?? 'nothing'}`,
+      );
+    }
+    if (!isHealthyStatus(data.status)) {
+      throw new DeviceUnhealthyError(device.deviceId, `it reports status ${JSON.stringify(data.status.slice(0, 100))}`);
     }
     return data;
   }

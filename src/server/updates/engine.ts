@@ -17,7 +17,13 @@ import * as firmwareRepo from '../firmware/repo.ts';
 import { BadRequestError } from '../infra/errors.ts';
 import { findSigningKeys } from '../orgs/repo.ts';
 import type { Services } from '../services.ts';
-import { type ConnectedDevice, DeviceCommandError, DeviceOfflineError, type DeviceRef } from '../tunnel/hub.ts';
+import {
+  type ConnectedDevice,
+  DeviceCommandError,
+  DeviceOfflineError,
+  type DeviceRef,
+  DeviceUnresponsiveError,
+} from '../tunnel/hub.ts';
 import * as repo from './repo.ts';
 import { isActive } from './status.ts';
 
@@ -52,6 +58,24 @@ export function otaEventOf(row: repo.UpdateRow, previous: repo.UpdateRow['status
     error: row.error_code ? { code: row.error_code, message: row.error_message ?? '' } : null,
     at: new Date().toISOString(),
   };
+}
+
+/**
+ * Why a device refused `ota_update`, as a failure code and message. Our agent answers
+ * `code: message`; a stock EdgeFlow agent has no OTA handler and answers
+ * `unknown command action: ota_update`, which gets a code and an explanation of its own.
+ */
+export function commandRefusal(deviceError: string): { code: string; message: string } {
+  if (/unknown (command )?action/i.test(deviceError)) {
+    return {
+      code: 'ota_not_supported',
+      message:
+        `the device's agent has no OTA handler (it answered "${deviceError}"): a stock EdgeFlow agent ` +
+        'cannot take updates; install the EdgeFlow OTA agent (edgeflow-ota agent) on the device',
+    };
+  }
+  const coded = /^(\w+):\s*(.*)$/s.exec(deviceError);
+  return coded ? { code: coded[1]!, message: deviceError } : { code: 'refused', message: deviceError };
 }
 
 export class UpdateEngine {
@@ -149,12 +173,12 @@ export class UpdateEngine {
       await tunnel.command(device, CloudAction.otaUpdate, payload);
     } catch (error) {
       if (error instanceof DeviceCommandError) {
-        // The device refused it outright (busy with another update, invalid command).
-        const code = /^(\w+):/.exec(error.deviceError)?.[1] ?? 'refused';
-        await this.#fail(row, code, error.deviceError);
+        // The device refused it outright (busy with another update, invalid command, no OTA handler).
+        const refusal = commandRefusal(error.deviceError);
+        await this.#fail(row, refusal.code, refusal.message);
         return;
       }
-      if (error instanceof DeviceOfflineError) {
+      if (error instanceof DeviceOfflineError || error instanceof DeviceUnresponsiveError) {
         // It may not have seen the command: back to the queue, sent again (same id) when it returns.
         const requeued = await repo.transitionUpdate(
           this.#services.db,

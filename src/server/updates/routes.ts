@@ -67,7 +67,8 @@ export const updateRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = a
         summary: 'Update one device to a firmware version',
         description:
           '202 queued (the engine sends ota_update through the tunnel); 200 skipped when the device already runs ' +
-          'the version (unless force); 409 device_offline when it is not reachable; 404 unknown version; ' +
+          'the version (unless force); 409 device_offline (no tunnel), device_unresponsive (no answer to ' +
+          'health_check in time) or device_unhealthy (it answered, but not healthy); 404 unknown version; ' +
           '422 incompatible_firmware.',
         params: DeviceParams,
         body: Type.Object(

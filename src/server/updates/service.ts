@@ -6,7 +6,7 @@ import { getFirmware } from '../firmware/service.ts';
 import { ConflictError, UnprocessableError } from '../infra/errors.ts';
 import { newId } from '../infra/secrets.ts';
 import type { Services } from '../services.ts';
-import { DeviceCommandError, DeviceOfflineError } from '../tunnel/hub.ts';
+import { DeviceOfflineError } from '../tunnel/hub.ts';
 import { otaEventOf } from './engine.ts';
 import * as repo from './repo.ts';
 import { otaStatusOf } from './status.ts';
@@ -15,17 +15,14 @@ export type UpdateRequestResult =
   | { status: 'skipped'; reason: 'already_on_version'; device_id: string; current_version: string }
   | { status: 'queued'; update: repo.UpdateRow };
 
-/** Online here means: a tunnel is open and the device answers a health check through it. */
+/**
+ * Online and reachable means: a tunnel is open (else device_offline) and the device answers a
+ * health check through it in time (else device_unresponsive) saying it is healthy (else
+ * device_unhealthy).
+ */
 async function assertReachable(services: Services, organizationId: string, deviceId: string): Promise<void> {
-  const device = { organizationId, deviceId };
   if (!services.tunnel.isConnected(organizationId, deviceId)) throw new DeviceOfflineError(deviceId);
-  try {
-    const health = await services.tunnel.healthCheck(device, services.config.healthCheckTimeoutMs);
-    if (health.status !== 'healthy') throw new DeviceOfflineError(deviceId, `it reports ${health.status}`);
-  } catch (error) {
-    if (error instanceof DeviceCommandError) throw new DeviceOfflineError(deviceId, 'it did not pass health_check');
-    throw error;
-  }
+  await services.tunnel.healthCheck({ organizationId, deviceId }, services.config.healthCheckTimeoutMs);
 }
 
 async function queue(services: Services, update: repo.NewUpdate): Promise<repo.UpdateRow> {
