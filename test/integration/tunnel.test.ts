@@ -214,7 +214,7 @@ for (const backend of backends) {
           }
         }
         bystander.send({ type: 'ping' });
-        await bystander.next('pong', 5000);
+        await bystander.next('pong', 15_000);
       }
       assert.ok(sent >= 3000, `sent ${sent} hostile frames`);
       assert.ok(reconnects > 0, 'abusive links were closed by the server');
