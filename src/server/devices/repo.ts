@@ -28,13 +28,22 @@ export interface NewDevice {
   keyHash: string;
 }
 
-/** Returns undefined when the organization already has a device with that id. */
+/**
+ * Returns undefined when the organization already has a device with that id. Its registration
+ * (factory) version is the first version it is known to have run (device_versions, a rollback target).
+ */
 export async function insertDevice(db: Queryable, device: NewDevice): Promise<DeviceRow | undefined> {
   const [row] = await db.query<DeviceRow>(
-    `INSERT INTO devices (organization_id, device_id, name, model, tags, current_version, key_hash)
-     VALUES ($1, $2, $3, $4, $5, $6, $7)
-     ON CONFLICT (organization_id, device_id) DO NOTHING
-     RETURNING ${COLUMNS}`,
+    `WITH inserted AS (
+       INSERT INTO devices (organization_id, device_id, name, model, tags, current_version, key_hash)
+       VALUES ($1, $2, $3, $4, $5, $6, $7)
+       ON CONFLICT (organization_id, device_id) DO NOTHING
+       RETURNING *
+     ), registered AS (
+       INSERT INTO device_versions (organization_id, device_id, version)
+       SELECT organization_id, device_id, current_version FROM inserted
+     )
+     SELECT ${COLUMNS} FROM inserted`,
     [
       device.organizationId,
       device.deviceId,

@@ -25,6 +25,7 @@ import {
   DeviceUnresponsiveError,
 } from '../tunnel/hub.ts';
 import * as repo from './repo.ts';
+import { committedVersionsAfter, rollbackTargetAfter } from './rollback.ts';
 import { isActive } from './status.ts';
 
 /** Rows claimed per statement; the tunnel writes are cheap, the round trips are not. */
@@ -274,14 +275,20 @@ export class UpdateEngine {
               payload.error?.message ?? `the device reports ${payload.current_version}, not ${row.target_version}`,
           });
       // What the device runs is its own truth, even when the report comes late. After an
-      // update the version it left is its rollback target; after a rollback there is none.
-      const rollbackTarget = succeeded ? (row.kind === 'update' ? row.from_version : null) : ('unchanged' as const);
+      // update the version it left is its rollback target (a re-install leaves it as it was);
+      // after a rollback there is none. Both ends of a success are versions it committed.
       await repo.recordDeviceVersion(
         tx,
         device.organizationId,
         device.deviceId,
         payload.current_version,
-        rollbackTarget,
+        rollbackTargetAfter(row, succeeded, payload.current_version),
+      );
+      await repo.recordRunVersions(
+        tx,
+        device.organizationId,
+        device.deviceId,
+        committedVersionsAfter(row, succeeded, payload.current_version),
       );
       return changed;
     });

@@ -227,3 +227,30 @@ export async function recordDeviceVersion(
     ],
   );
 }
+
+/** Notes that the device has run and committed these versions, now (see migration 004). */
+export async function recordRunVersions(
+  db: Queryable,
+  organizationId: string,
+  deviceId: string,
+  versions: readonly string[],
+): Promise<void> {
+  if (versions.length === 0) return;
+  await db.query(
+    `INSERT INTO device_versions (organization_id, device_id, version)
+     SELECT d.organization_id, d.device_id, v.version
+     FROM devices d, unnest($3::text[]) AS v(version)
+     WHERE d.organization_id = $1 AND d.device_id = $2
+     ON CONFLICT (organization_id, device_id, version) DO UPDATE SET last_run_at = now()`,
+    [organizationId, deviceId, [...new Set(versions)]],
+  );
+}
+
+/** Every version the device has run and committed, with when it last ran it. */
+export function listRunVersions(db: Queryable, organizationId: string, deviceId: string) {
+  return db.query<{ version: string; last_run_at: Date }>(
+    `SELECT version, last_run_at FROM device_versions WHERE organization_id = $1 AND device_id = $2
+     ORDER BY last_run_at DESC`,
+    [organizationId, deviceId],
+  );
+}

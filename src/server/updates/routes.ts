@@ -43,7 +43,12 @@ const OtaRecord = Type.Object({
   last_update_at: Nullable(Timestamp),
   phase: Nullable(Type.String()),
   error: UpdateError,
-  previous_version: Nullable(Type.String()),
+  previous_version: Nullable(Type.String({ description: 'last known good version: where a plain rollback goes' })),
+  rollback_versions: Type.Array(Type.String(), {
+    description:
+      'every version the device has run and committed (its registration version included) except the one it runs, ' +
+      'most recently run first: what POST …/ota/rollback {"version"} accepts',
+  }),
   update_id: Nullable(Type.String()),
   update_status: Nullable(Type.String()),
   deployment_id: Nullable(Type.String()),
@@ -112,14 +117,26 @@ export const updateRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = a
     {
       schema: {
         tags: ['updates'],
-        summary: 'Roll a device back to its last known good firmware (an explicit, signed rollback)',
+        summary: 'Roll a device back to a version it has run and committed before (an explicit, signed rollback)',
+        description:
+          'Without a body (or without `version`), to its last known good version (`previous_version` of the OTA ' +
+          'record); with `{"version": …}`, to any of its `rollback_versions` (its registration version included). ' +
+          '409 no_rollback_target (no last known good version), version_not_committed (the device never ran and ' +
+          'committed that version), already_on_version (use update with force to re-install), ' +
+          'rollback_firmware_missing (the firmware is no longer in the store), update_in_progress, device_offline.',
         params: DeviceParams,
-        response: { 202: Accepted, 404: ErrorResponse, 409: ErrorResponse, ...authErrors },
+        body: Type.Optional(Type.Object({ version: Type.Optional(SemverString) }, { additionalProperties: false })),
+        response: { 202: Accepted, 400: ErrorResponse, 404: ErrorResponse, 409: ErrorResponse, ...authErrors },
       },
     },
     async (request, reply) => {
       const principal = orgPrincipal(request, 'operator');
-      const update = await service.requestRollback(services, principal.organizationId, request.params.id);
+      const update = await service.requestRollback(
+        services,
+        principal.organizationId,
+        request.params.id,
+        request.body ?? {},
+      );
       return reply.code(202).send({
         status: 'queued',
         update_id: update.id,

@@ -1,6 +1,6 @@
 /** Single-device updates and rollbacks, and the device's OTA record. */
 import { compareVersions } from '../../protocol/version.ts';
-import { getDevice } from '../devices/service.ts';
+import { assertSemver, getDevice } from '../devices/service.ts';
 import * as firmwareRepo from '../firmware/repo.ts';
 import { getFirmware } from '../firmware/service.ts';
 import { ConflictError, UnprocessableError } from '../infra/errors.ts';
@@ -9,6 +9,7 @@ import type { Services } from '../services.ts';
 import { DeviceOfflineError } from '../tunnel/hub.ts';
 import { otaEventOf } from './engine.ts';
 import * as repo from './repo.ts';
+import { chooseRollbackTarget, rollbackVersions } from './rollback.ts';
 import { otaStatusOf } from './status.ts';
 
 export type UpdateRequestResult =
@@ -75,13 +76,20 @@ export async function requestUpdate(
   return { status: 'queued', update };
 }
 
-/** An explicit, signed update back to the device's last known good firmware. */
-export async function requestRollback(services: Services, organizationId: string, deviceId: string) {
+/**
+ * An explicit, signed update back to a version the device has run and committed before: the
+ * one asked for, or else its last known good version.
+ */
+export async function requestRollback(
+  services: Services,
+  organizationId: string,
+  deviceId: string,
+  request: { version?: string | undefined } = {},
+) {
+  if (request.version !== undefined) assertSemver(request.version);
   const device = await getDevice(services.db, organizationId, deviceId);
-  const target = device.previous_version;
-  if (!target) {
-    throw new ConflictError('no_rollback_target', `device ${deviceId} has no earlier known good version`);
-  }
+  const run = await repo.listRunVersions(services.db, organizationId, deviceId);
+  const target = chooseRollbackTarget(device, run, request.version);
   if (!(await firmwareRepo.findFirmware(services.db, organizationId, target))) {
     throw new ConflictError('rollback_firmware_missing', `firmware ${target} is no longer in the store`);
   }
@@ -115,6 +123,10 @@ export async function otaRecord(services: Services, organizationId: string, devi
     phase: latest?.phase ?? null,
     error: latest?.error_code ? { code: latest.error_code, message: latest.error_message ?? '' } : null,
     previous_version: device.previous_version,
+    rollback_versions: rollbackVersions(
+      await repo.listRunVersions(services.db, organizationId, deviceId),
+      device.current_version,
+    ),
     update_id: latest?.id ?? null,
     update_status: latest?.status ?? null,
     deployment_id: latest?.deployment_id ?? null,
