@@ -19,7 +19,9 @@ after(async () => {
 
 type ErrorBody = { error: { code: string; message: string } };
 type Record = OtaRecord & { rollback_versions: string[] };
-type History = { updates: { kind: string; status: string; target_version: string; force: boolean }[] };
+type History = {
+  updates: { kind: string; status: string; target_version: string; from_version: string; force: boolean }[];
+};
 
 const VERSIONS = ['1.0.0', '1.1.0', '1.2.0'] as const;
 
@@ -77,7 +79,7 @@ for (const backend of backends) {
 
       let record = await device.run('update', { version: '1.1.0' });
       assert.equal(record.current_version, '1.1.0');
-      assert.equal(record.previous_version, '1.0.0');
+      assert.equal(record.previous_version, '1.0.0', JSON.stringify([record, await device.history()]));
 
       record = await device.run('update', { version: '1.1.0', force: true });
       assert.equal(record.current_version, '1.1.0');

@@ -111,8 +111,11 @@ export async function requestRollback(
 
 /** The seed's OTA device record, with more detail beside its fields. */
 export async function otaRecord(services: Services, organizationId: string, deviceId: string) {
-  const device = await getDevice(services.db, organizationId, deviceId);
+  // The update first: a result commits the update and the device row together, so a record
+  // that shows an update completed also shows the versions it left behind (read the other
+  // way round, a result committing in between showed completed beside stale versions).
   const latest = await repo.latestUpdate(services.db, organizationId, deviceId);
+  const device = await getDevice(services.db, organizationId, deviceId);
   return {
     device_id: device.device_id,
     current_version: device.current_version,
