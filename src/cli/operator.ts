@@ -252,14 +252,19 @@ export function registerOperatorCommands(program: Command): void {
       }),
     );
   withConnection(
-    program.command('rollback <device-id>').description('roll a device back to its last known good version'),
+    program
+      .command('rollback <device-id> [version]')
+      .description(
+        'roll a device back to its last known good version, or to a version it has committed before (see `ota`)',
+      ),
   )
     .option('--wait', 'follow it until it completes or fails')
     .action(
-      action(async (deviceId: string, flags: GlobalFlags & { wait?: boolean }) => {
+      action(async (deviceId: string, version: string | undefined, flags: GlobalFlags & { wait?: boolean }) => {
         const result = await client(flags).call<Row>(
           'POST',
           `/api/v1/devices/${encodeURIComponent(deviceId)}/ota/rollback`,
+          version === undefined ? undefined : { version },
         );
         if (!flags.wait) {
           print(

@@ -64,6 +64,19 @@ describe('edgeflow-ota CLI', () => {
       history.map((u) => u.status),
       ['completed'],
     );
+
+    // rollback sends the version named (else the last known good one, 1.0.0, never uploaded here).
+    for (const [args, code] of [
+      [['rollback', 'cli-gw', '2.0.0'], 'version_not_committed'],
+      [['rollback', 'cli-gw'], 'rollback_firmware_missing'],
+    ] as const) {
+      const refused = (await cli([...args], key).then(
+        () => ({}),
+        (error: unknown) => error,
+      )) as { code?: number; stderr?: string };
+      assert.equal(refused.code, 1, args.join(' '));
+      assert.match(refused.stderr ?? '', new RegExp(`error: ${code}: .*\\(HTTP 409\\)`));
+    }
   });
 
   it('prints an API error as one line with its code and exits 1', async () => {
