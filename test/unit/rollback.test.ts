@@ -78,27 +78,32 @@ describe('migration 004 on a database with history', () => {
     const db = wrapPglite(new PGlite());
     try {
       const all = loadMigrations();
-      const v4 = all.findIndex((m) => m.version === 4);
+      const v4 = all.findIndex((m) => m.name === 'device_versions');
       await migrate(db, all.slice(0, v4));
       await db.exec(`
         INSERT INTO organizations (id, name, signing_public_key, signing_private_key) VALUES ('o', 'o', 'pub', 'priv');
         INSERT INTO devices (organization_id, device_id, current_version, previous_version, key_hash) VALUES
           ('o', 'reinstalled', '1.1.0', '1.1.0', 'k1'),
-          ('o', 'rolled-back-then-reinstalled', '1.0.0', '1.0.0', 'k2'),
+          ('o', 'rolled-back-then-reinstalled', '1.1.0', '1.1.0', 'k2'),
           ('o', 'fresh', '2.0.0', NULL, 'k3');
         INSERT INTO ota_updates (id, organization_id, device_id, kind, target_version, from_version, status, created_at,
             finished_at) VALUES
           ('u1', 'o', 'reinstalled', 'update', '1.1.0', '1.0.0', 'completed', now() - interval '3 h', now() - interval '3 h'),
           ('u2', 'o', 'reinstalled', 'update', '1.2.0', '1.1.0', 'failed', now() - interval '2 h', now() - interval '2 h'),
           ('u3', 'o', 'reinstalled', 'update', '1.1.0', '1.1.0', 'completed', now() - interval '1 h', now() - interval '1 h'),
-          ('r1', 'o', 'rolled-back-then-reinstalled', 'update', '1.1.0', '1.0.0', 'completed', now() - interval '3 h',
+          ('r1', 'o', 'rolled-back-then-reinstalled', 'update', '1.1.0', '1.0.0', 'completed', now() - interval '4 h',
+            now() - interval '4 h'),
+          ('r2', 'o', 'rolled-back-then-reinstalled', 'update', '1.2.0', '1.1.0', 'completed', now() - interval '3 h',
             now() - interval '3 h'),
-          ('r2', 'o', 'rolled-back-then-reinstalled', 'rollback', '1.0.0', '1.1.0', 'completed', now() - interval '2 h',
+          ('r3', 'o', 'rolled-back-then-reinstalled', 'rollback', '1.1.0', '1.2.0', 'completed', now() - interval '2 h',
             now() - interval '2 h'),
-          ('r3', 'o', 'rolled-back-then-reinstalled', 'update', '1.0.0', '1.0.0', 'completed', now() - interval '1 h',
+          ('r4', 'o', 'rolled-back-then-reinstalled', 'update', '1.1.0', '1.1.0', 'completed', now() - interval '1 h',
             now() - interval '1 h');
       `);
-      assert.deepEqual(await migrate(db), [4, ...all.slice(v4 + 1).map((m) => m.version)]);
+      assert.deepEqual(
+        await migrate(db),
+        all.slice(v4).map((m) => m.version),
+      );
 
       const versions = await db.query<{ device_id: string; version: string }>(
         'SELECT device_id, version FROM device_versions ORDER BY device_id, version',
@@ -111,6 +116,7 @@ describe('migration 004 on a database with history', () => {
           'reinstalled 1.1.0',
           'rolled-back-then-reinstalled 1.0.0',
           'rolled-back-then-reinstalled 1.1.0',
+          'rolled-back-then-reinstalled 1.2.0',
         ],
         'a failed update (1.2.0) was never committed',
       );
