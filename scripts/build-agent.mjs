@@ -2,7 +2,7 @@
 // `npm run build:agent`: the device agent as one file an operator copies to a device.
 //   dist/agent/edgeflow-agent.mjs   bundled JavaScript, run by `node` (>= 20)
 //   dist/agent/edgeflow-agent.cjs   the same as CommonJS, the input of a Node single executable
-//   dist/agent/edgeflow-agent       Node single executable (with --sea, when postject is available)
+//   dist/agent/edgeflow-agent       Node single executable (with --sea; fetches postject through npx)
 //   dist/agent/edgeflow-agent_<version>_all.deb   (with --deb: the .mjs, a systemd unit, /etc/edgeflow/agent.json)
 import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -28,8 +28,10 @@ const common = {
   target: 'node20',
   minify: true,
   legalComments: 'linked',
-  // ws loads these native speed-ups only if present; the agent does without.
+  // ws loads these native speed-ups only if present; the agent does without, and says so to ws
+  // (a single executable warns on any require() of a module that is not built in).
   external: ['bufferutil', 'utf-8-validate'],
+  define: { 'process.env.WS_NO_BUFFER_UTIL': '"1"', 'process.env.WS_NO_UTF_8_VALIDATE': '"1"' },
   logLevel: 'warning',
 };
 const mjs = path.join(out, 'edgeflow-agent.mjs');
@@ -61,8 +63,8 @@ function buildSingleExecutable() {
   execFileSync(
     'npx',
     [
-      '--no-install',
-      'postject',
+      '--yes',
+      'postject@1.0.0-alpha.6',
       executable,
       'NODE_SEA_BLOB',
       blob,
