@@ -17,7 +17,7 @@ import { promisify } from 'node:util';
 import { loadAgentConfigFile } from '../../src/agent/config-file.ts';
 import { registerDevice, settledOta, signingKey } from '../helpers/agents.ts';
 import { type BootMedia, createBootMedia } from '../helpers/boot-media.ts';
-import { type FirmwareFile, makeFirmwareFile, postFirmware } from '../helpers/firmware.ts';
+import { makeFirmwareFile, postFirmware } from '../helpers/firmware.ts';
 import { eventually } from '../helpers/raw-device.ts';
 import { backendsUnderTest, startTestServer, stopSharedServices, type TestServer } from '../helpers/server.ts';
 
