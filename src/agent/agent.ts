@@ -13,13 +13,14 @@ import { createJsonLogger, errorMessage, type Logger } from './logger.ts';
 import { MemoryInstaller } from './memory-installer.ts';
 import { type HealthVerdict, OtaHandler, type OtaSnapshot } from './ota-handler.ts';
 import { FileOtaStateStore, MemoryOtaStateStore, type OtaStateStore } from './ota-state-store.ts';
+import { RaucInstaller } from './rauc-installer.ts';
 import { ScriptInstaller } from './script-installer.ts';
 import { runShell } from './shell.ts';
 import { TunnelClient } from './tunnel-client.ts';
 
 export const AGENT_VERSION = '0.1.0';
 
-export const installerKinds = ['ab', 'script', 'uboot', 'grub'] as const;
+export const installerKinds = ['ab', 'script', 'uboot', 'grub', 'rauc'] as const;
 export type InstallerKind = (typeof installerKinds)[number];
 
 export interface AgentOptions {
@@ -44,7 +45,7 @@ export interface AgentOptions {
   /**
    * Default: `ab` (slots as directories under dataDir) on disk, an in-memory installer with
    * `storage: 'memory'`. `uboot` and `grub` write real partitions and flip the boot loader's
-   * environment (docs/devices.md).
+   * environment, `rauc` hands a RAUC bundle to the RAUC service (docs/devices.md).
    */
   installer?: InstallerKind | Installer;
   /** For `installer: 'script'`. */
@@ -253,6 +254,9 @@ export class Agent extends EventEmitter {
         dataDir: options.dataDir,
         maxTries: options.maxBootTries,
       });
+    }
+    if (choice === 'rauc') {
+      return new RaucInstaller({ dataDir: options.dataDir, initialVersion, stepHook: options.stepHook });
     }
     if (choice === 'uboot' || choice === 'grub') {
       if (!options.slotDevices) throw new Error(`the ${choice} installer needs slotDevices (one partition per slot)`);

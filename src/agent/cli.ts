@@ -53,7 +53,7 @@ export function registerAgentCommand(program: Command): Command {
     .option('--allow-unsigned', 'install unsigned firmware when no key is pinned (development only)')
     .option(
       '--installer <kind>',
-      'ab (slot directories), uboot, grub (partitions + boot loader) or script (default ab)',
+      'ab (slot directories), uboot, grub (partitions + boot loader), rauc or script (default ab)',
     )
     .option('--install-script <path>', 'for --installer script: called with install|commit|revert|current-version')
     .option('--slot-a <device>', 'for uboot/grub: partition of slot A, e.g. /dev/mmcblk0p2')
@@ -61,7 +61,10 @@ export function registerAgentCommand(program: Command): Command {
     .option('--fw-env-config <file>', 'for uboot: libubootenv config (default /etc/fw_env.config)')
     .option('--grub-env-file <file>', 'for grub: environment block (default /boot/grub/grubenv)')
     .option('--boot-limit <n>', 'boots of a new image before the boot loader falls back (default 3)', positiveNumber)
-    .option('--reboot-command <cmd>', 'how to reboot into the new image (default for uboot/grub: "systemctl reboot")')
+    .option(
+      '--reboot-command <cmd>',
+      'how to reboot into the new image (default for uboot/grub/rauc: "systemctl reboot")',
+    )
     .option('--health-command <cmd>', 'must exit 0 on a trial boot of a new version (EDGEFLOW_VERSION is set)')
     .option(
       '--health-timeout-seconds <n>',
@@ -128,7 +131,10 @@ async function resolveAgentOptions(flags: AgentCommandFlags): Promise<AgentOptio
     grubEnvFile: flags.grubEnvFile ?? file.grub_env_file,
     maxBootTries: flags.bootLimit ?? file.boot_limit,
     // A real boot loader only changes slots at a real reboot.
-    rebootCommand: flags.rebootCommand ?? file.reboot_command ?? (onPartitions ? 'systemctl reboot' : undefined),
+    rebootCommand:
+      flags.rebootCommand ??
+      file.reboot_command ??
+      (onPartitions || installer === 'rauc' ? 'systemctl reboot' : undefined),
     healthCommand: flags.healthCommand ?? file.health_command,
     healthTimeoutMs: healthTimeoutSeconds === undefined ? undefined : healthTimeoutSeconds * 1000,
     initialVersion: flags.initialVersion ?? file.initial_version,

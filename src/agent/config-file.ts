@@ -18,7 +18,13 @@ export const AgentConfigFile = Type.Object(
     ca_file: Type.Optional(Type.String({ minLength: 1 })),
     allow_insecure: Type.Optional(Type.Boolean()),
     installer: Type.Optional(
-      Type.Union([Type.Literal('ab'), Type.Literal('script'), Type.Literal('uboot'), Type.Literal('grub')]),
+      Type.Union([
+        Type.Literal('ab'),
+        Type.Literal('script'),
+        Type.Literal('uboot'),
+        Type.Literal('grub'),
+        Type.Literal('rauc'),
+      ]),
     ),
     install_script: Type.Optional(Type.String({ minLength: 1 })),
     slot_a: Type.Optional(Type.String({ minLength: 1 })),

@@ -13,5 +13,6 @@ export type { BootState, Installer, InstallImage, RevertOutcome, StepHook } from
 export { createJsonLogger, type Logger, silentLogger } from './logger.ts';
 export { MemoryInstaller, type MemoryInstallerOptions } from './memory-installer.ts';
 export type { OtaSnapshot } from './ota-handler.ts';
+export { RaucInstaller, type RaucInstallerOptions } from './rauc-installer.ts';
 export { ScriptInstaller, type ScriptInstallerOptions } from './script-installer.ts';
 export { TunnelClient, type TunnelClientOptions, tunnelUrl } from './tunnel-client.ts';
