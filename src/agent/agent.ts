@@ -16,11 +16,12 @@ import { FileOtaStateStore, MemoryOtaStateStore, type OtaStateStore } from './ot
 import { RaucInstaller } from './rauc-installer.ts';
 import { ScriptInstaller } from './script-installer.ts';
 import { runShell } from './shell.ts';
+import { swupdateSlotWriter } from './swupdate.ts';
 import { TunnelClient } from './tunnel-client.ts';
 
 export const AGENT_VERSION = '0.1.0';
 
-export const installerKinds = ['ab', 'script', 'uboot', 'grub', 'rauc'] as const;
+export const installerKinds = ['ab', 'script', 'uboot', 'grub', 'rauc', 'swupdate'] as const;
 export type InstallerKind = (typeof installerKinds)[number];
 
 export interface AgentOptions {
@@ -45,7 +46,9 @@ export interface AgentOptions {
   /**
    * Default: `ab` (slots as directories under dataDir) on disk, an in-memory installer with
    * `storage: 'memory'`. `uboot` and `grub` write real partitions and flip the boot loader's
-   * environment, `rauc` hands a RAUC bundle to the RAUC service (docs/devices.md).
+   * environment, `rauc` hands a RAUC bundle to the RAUC service, `swupdate` has SWUpdate write
+   * the inactive slot then flips the environment like `uboot` (or `grub` with grubEnvFile).
+   * See docs/devices.md.
    */
   installer?: InstallerKind | Installer;
   /** For `installer: 'script'`. */
@@ -56,6 +59,8 @@ export interface AgentOptions {
   fwEnvConfig?: string;
   /** For `installer: 'grub'`: the environment block, default `/boot/grub/grubenv`. */
   grubEnvFile?: string;
+  /** For `installer: 'swupdate'`: arguments before `-i`, e.g. `['-k', '/etc/swupdate/public.pem']`. */
+  swupdateArgs?: string[];
   /** The factory image's version, until an update is installed. Default `0.0.0`. */
   initialVersion?: string;
   /** Boot attempts of a new image before the bootloader falls back (`bootlimit`). Default 3. */
@@ -258,15 +263,18 @@ export class Agent extends EventEmitter {
     if (choice === 'rauc') {
       return new RaucInstaller({ dataDir: options.dataDir, initialVersion, stepHook: options.stepHook });
     }
-    if (choice === 'uboot' || choice === 'grub') {
-      if (!options.slotDevices) throw new Error(`the ${choice} installer needs slotDevices (one partition per slot)`);
-      const environment: BootEnvironmentStore =
-        choice === 'uboot'
-          ? new UBootEnvironment(options.fwEnvConfig ?? '/etc/fw_env.config')
-          : new GrubEnvironment(options.grubEnvFile ?? '/boot/grub/grubenv');
+    if (choice === 'uboot' || choice === 'grub' || choice === 'swupdate') {
+      if (choice !== 'swupdate' && !options.slotDevices) {
+        throw new Error(`the ${choice} installer needs slotDevices (one partition per slot)`);
+      }
+      const useGrub = choice === 'grub' || (choice === 'swupdate' && options.grubEnvFile !== undefined);
+      const environment: BootEnvironmentStore = useGrub
+        ? new GrubEnvironment(options.grubEnvFile ?? '/boot/grub/grubenv')
+        : new UBootEnvironment(options.fwEnvConfig ?? '/etc/fw_env.config');
       return new BootloaderInstaller({
         environment,
         slots: options.slotDevices,
+        writeSlot: choice === 'swupdate' ? swupdateSlotWriter({ args: options.swupdateArgs }) : undefined,
         initialVersion,
         bootLimit: options.maxBootTries,
         stepHook: options.stepHook,

@@ -22,10 +22,15 @@ export const BootVariables = {
   version: (slot: BootSlot) => `edgeflow_version_${slot}`,
 } as const;
 
+/** Puts an image into a slot: raw onto its partition (default), or through an updater. */
+export type SlotWriter = (imagePath: string, slot: BootSlot, image: InstallImage) => Promise<void>;
+
 export interface BootloaderInstallerOptions {
   environment: BootEnvironmentStore;
   /** The partitions (block devices, or files in tests) holding each slot's root file system. */
-  slots: Record<BootSlot, string>;
+  slots?: Record<BootSlot, string>;
+  /** Instead of the raw write and read-back, e.g. `swupdate -i` with the slot's selection. */
+  writeSlot?: SlotWriter;
   /** The factory image's version, for a slot the agent never wrote. */
   initialVersion: string;
   /** Boots of a new image the boot loader tries before it falls back. Default 3. */
@@ -89,19 +94,24 @@ export class BootloaderInstaller implements Installer {
     if (!image.filePath) throw new Error('the boot-loader installer needs the image on disk');
     if (this.onTrial) throw new Error('a trial boot must be committed or reverted before the next install');
     const target = otherSlot(this.running);
-    const partition = this.options.slots[target];
     // The target slot's version is forgotten first: from here on it holds no known image.
     if (this.variables.get(BootVariables.version(target)) !== undefined) {
       await this.write({ [BootVariables.version(target)]: '' });
     }
-    const size = await writeImage(image.filePath, partition);
-    await this.options.stepHook?.('install:image-written');
-
-    const written = await hashPrefix(partition, size);
-    if (written !== image.sha256) {
-      throw new Error(`${partition} reads back sha256 ${written}, expected ${image.sha256}: the write did not stick`);
+    if (this.options.writeSlot) {
+      await this.options.writeSlot(image.filePath, target, image);
+      await this.options.stepHook?.('install:image-written');
+    } else {
+      const partition = this.options.slots?.[target];
+      if (!partition) throw new Error(`no partition configured for slot ${target}`);
+      const size = await writeImage(image.filePath, partition);
+      await this.options.stepHook?.('install:image-written');
+      const written = await hashPrefix(partition, size);
+      if (written !== image.sha256) {
+        throw new Error(`${partition} reads back sha256 ${written}, expected ${image.sha256}: the write did not stick`);
+      }
+      await this.options.stepHook?.('install:read-back');
     }
-    await this.options.stepHook?.('install:read-back');
 
     await this.write({
       [BootVariables.version(target)]: image.version,

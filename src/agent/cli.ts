@@ -21,6 +21,7 @@ interface AgentCommandFlags {
   slotB?: string;
   fwEnvConfig?: string;
   grubEnvFile?: string;
+  swupdateArgs?: string;
   bootLimit?: number;
   rebootCommand?: string;
   healthCommand?: string;
@@ -53,17 +54,21 @@ export function registerAgentCommand(program: Command): Command {
     .option('--allow-unsigned', 'install unsigned firmware when no key is pinned (development only)')
     .option(
       '--installer <kind>',
-      'ab (slot directories), uboot, grub (partitions + boot loader), rauc or script (default ab)',
+      'ab (slot directories), uboot, grub (partitions + boot loader), rauc, swupdate or script (default ab)',
     )
     .option('--install-script <path>', 'for --installer script: called with install|commit|revert|current-version')
     .option('--slot-a <device>', 'for uboot/grub: partition of slot A, e.g. /dev/mmcblk0p2')
     .option('--slot-b <device>', 'for uboot/grub: partition of slot B, e.g. /dev/mmcblk0p3')
     .option('--fw-env-config <file>', 'for uboot: libubootenv config (default /etc/fw_env.config)')
     .option('--grub-env-file <file>', 'for grub: environment block (default /boot/grub/grubenv)')
+    .option(
+      '--swupdate-args <args>',
+      'for swupdate: arguments before -i, space-separated, e.g. "-k /etc/swupdate/public.pem"',
+    )
     .option('--boot-limit <n>', 'boots of a new image before the boot loader falls back (default 3)', positiveNumber)
     .option(
       '--reboot-command <cmd>',
-      'how to reboot into the new image (default for uboot/grub/rauc: "systemctl reboot")',
+      'how to reboot into the new image (default for uboot/grub/rauc/swupdate: "systemctl reboot")',
     )
     .option('--health-command <cmd>', 'must exit 0 on a trial boot of a new version (EDGEFLOW_VERSION is set)')
     .option(
@@ -129,12 +134,13 @@ async function resolveAgentOptions(flags: AgentCommandFlags): Promise<AgentOptio
     slotDevices: slotA && slotB ? { a: slotA, b: slotB } : undefined,
     fwEnvConfig: flags.fwEnvConfig ?? file.fw_env_config,
     grubEnvFile: flags.grubEnvFile ?? file.grub_env_file,
+    swupdateArgs: flags.swupdateArgs?.split(' ').filter(Boolean) ?? file.swupdate_args,
     maxBootTries: flags.bootLimit ?? file.boot_limit,
     // A real boot loader only changes slots at a real reboot.
     rebootCommand:
       flags.rebootCommand ??
       file.reboot_command ??
-      (onPartitions || installer === 'rauc' ? 'systemctl reboot' : undefined),
+      (onPartitions || installer === 'rauc' || installer === 'swupdate' ? 'systemctl reboot' : undefined),
     healthCommand: flags.healthCommand ?? file.health_command,
     healthTimeoutMs: healthTimeoutSeconds === undefined ? undefined : healthTimeoutSeconds * 1000,
     initialVersion: flags.initialVersion ?? file.initial_version,

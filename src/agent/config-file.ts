@@ -31,6 +31,8 @@ export const AgentConfigFile = Type.Object(
     slot_b: Type.Optional(Type.String({ minLength: 1 })),
     fw_env_config: Type.Optional(Type.String({ minLength: 1 })),
     grub_env_file: Type.Optional(Type.String({ minLength: 1 })),
+    /** For `swupdate`: arguments before `-i`, e.g. ["-k", "/etc/swupdate/public.pem"]. */
+    swupdate_args: Type.Optional(Type.Array(Type.String())),
     boot_limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 9 })),
     reboot_command: Type.Optional(Type.String({ minLength: 1 })),
     health_command: Type.Optional(Type.String({ minLength: 1 })),

@@ -7,6 +7,7 @@ export {
   type BootloaderInstallerOptions,
   type BootSlot,
   BootVariables,
+  type SlotWriter,
 } from './bootloader-installer.ts';
 export { type DownloadSink, FileDownloadSink, MemoryDownloadSink } from './download-sink.ts';
 export type { BootState, Installer, InstallImage, RevertOutcome, StepHook } from './installer.ts';
@@ -15,4 +16,5 @@ export { MemoryInstaller, type MemoryInstallerOptions } from './memory-installer
 export type { OtaSnapshot } from './ota-handler.ts';
 export { RaucInstaller, type RaucInstallerOptions } from './rauc-installer.ts';
 export { ScriptInstaller, type ScriptInstallerOptions } from './script-installer.ts';
+export { type SwupdateOptions, swupdateSlotWriter } from './swupdate.ts';
 export { TunnelClient, type TunnelClientOptions, tunnelUrl } from './tunnel-client.ts';
