@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { loadAgentConfigFile } from '../../src/agent/config-file.ts';
@@ -131,7 +131,7 @@ describe('the packaged agent (.deb)', () => {
     assert.equal(variables.get('edgeflow_slot'), 'b');
     assert.equal(variables.get('upgrade_available'), '0');
     assert.equal(await media.slotHash('b', v110.size), v110.sha256);
-    await rm(v100.path, { force: true });
-    await rm(v110.path, { force: true });
+    await rm(dirname(v100.path), { recursive: true, force: true });
+    await rm(dirname(v110.path), { recursive: true, force: true });
   });
 });

@@ -8,7 +8,8 @@
  * On every backend under test; test/e2e/ota-uboot.test.ts and ota-grub.test.ts run it.
  */
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import type { Agent, AgentOptions } from '../../src/agent/agent.ts';
 import { BootVariables } from '../../src/agent/bootloader-installer.ts';
@@ -62,7 +63,10 @@ export async function bootloaderOtaSuite(kind: BootLoaderKind): Promise<void> {
         await Promise.all(agents.splice(0).map((agent) => agent.powerCut()));
         await Promise.all(media.splice(0).map((m) => m.remove()));
       });
-      after(() => server.close());
+      after(async () => {
+        await server.close();
+        await Promise.all([v100, v110].map((file) => rm(dirname(file.path), { recursive: true, force: true })));
+      });
 
       const update = (deviceId: string) =>
         server.api<{ status: string }>('POST', `/api/v1/devices/${deviceId}/ota/update`, org.adminKey, {

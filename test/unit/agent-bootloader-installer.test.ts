@@ -19,6 +19,7 @@ const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex')
 for (const kind of ['uboot', 'grub'] as BootLoaderKind[]) {
   describe(`boot-loader installer with ${kind}`, () => {
     let media: BootMedia;
+    const created: BootMedia[] = [];
     let image: { path: string; bytes: Buffer; sha256: string };
 
     before(async () => {
@@ -26,13 +27,14 @@ for (const kind of ['uboot', 'grub'] as BootLoaderKind[]) {
     });
     const freshMedia = async () => {
       media = await createBootMedia(kind, partitionBytes, factory);
+      created.push(media);
       image.path = join(media.dir, 'update.bin');
       image.sha256 = sha256(image.bytes);
       await writeFile(image.path, image.bytes);
       return media;
     };
     after(async () => {
-      await media?.remove();
+      await Promise.all(created.splice(0).map((m) => m.remove()));
     });
 
     it('writes the image to the inactive partition, then lets the boot loader try it once and commits', async () => {
