@@ -1,7 +1,7 @@
 import { copyFile, mkdir, open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fsyncDirectory, readJsonIfExists, writeJsonAtomic } from './atomic-file.ts';
-import type { BootState, Installer, InstallImage, StepHook } from './installer.ts';
+import type { BootState, Installer, InstallImage, RevertOutcome, StepHook } from './installer.ts';
 
 export type Slot = 'a' | 'b';
 
@@ -123,10 +123,11 @@ export class AbInstaller implements Installer {
     this.onTrial = false;
   }
 
-  async revert(): Promise<void> {
+  async revert(): Promise<RevertOutcome> {
     this.onTrial = false;
-    if (this.environment.pending === null) return;
+    if (this.environment.pending === null) return 'done';
     await this.saveEnvironment({ ...this.environment, pending: null, tries: 0 });
+    return 'done';
   }
 
   private async saveEnvironment(environment: BootEnvironment): Promise<void> {

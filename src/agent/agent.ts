@@ -5,17 +5,24 @@ import type { Agent as HttpAgent } from 'node:http';
 import { join } from 'node:path';
 import { CloudAction, TunnelDefaults } from '../protocol/tunnel.ts';
 import { AbInstaller } from './ab-installer.ts';
+import { type BootEnvironmentStore, GrubEnvironment, UBootEnvironment } from './boot-environment.ts';
+import { BootloaderInstaller, type BootSlot } from './bootloader-installer.ts';
 import { type DownloadSink, FileDownloadSink, MemoryDownloadSink } from './download-sink.ts';
 import type { BootState, Installer, StepHook } from './installer.ts';
 import { createJsonLogger, errorMessage, type Logger } from './logger.ts';
 import { MemoryInstaller } from './memory-installer.ts';
 import { type HealthVerdict, OtaHandler, type OtaSnapshot } from './ota-handler.ts';
 import { FileOtaStateStore, MemoryOtaStateStore, type OtaStateStore } from './ota-state-store.ts';
+import { RaucInstaller } from './rauc-installer.ts';
 import { ScriptInstaller } from './script-installer.ts';
 import { runShell } from './shell.ts';
+import { swupdateSlotWriter } from './swupdate.ts';
 import { TunnelClient } from './tunnel-client.ts';
 
 export const AGENT_VERSION = '0.1.0';
+
+export const installerKinds = ['ab', 'script', 'uboot', 'grub', 'rauc', 'swupdate'] as const;
+export type InstallerKind = (typeof installerKinds)[number];
 
 export interface AgentOptions {
   /** `wss://host:port` or `https://host:port`. */
@@ -36,13 +43,27 @@ export interface AgentOptions {
   organizationId?: string;
   /** Development only: install unsigned updates when no key is pinned. */
   allowUnsigned?: boolean;
-  /** Default: `ab` on disk, an in-memory installer with `storage: 'memory'`. */
-  installer?: 'ab' | 'script' | Installer;
+  /**
+   * Default: `ab` (slots as directories under dataDir) on disk, an in-memory installer with
+   * `storage: 'memory'`. `uboot` and `grub` write real partitions and flip the boot loader's
+   * environment, `rauc` hands a RAUC bundle to the RAUC service, `swupdate` has SWUpdate write
+   * the inactive slot then flips the environment like `uboot` (or `grub` with grubEnvFile).
+   * See docs/devices.md.
+   */
+  installer?: InstallerKind | Installer;
   /** For `installer: 'script'`. */
   installScript?: string;
+  /** For `installer: 'uboot' | 'grub'`: the partition (block device or file) of each slot. */
+  slotDevices?: Record<BootSlot, string>;
+  /** For `installer: 'uboot'`: libubootenv's config, default `/etc/fw_env.config`. */
+  fwEnvConfig?: string;
+  /** For `installer: 'grub'`: the environment block, default `/boot/grub/grubenv`. */
+  grubEnvFile?: string;
+  /** For `installer: 'swupdate'`: arguments before `-i`, e.g. `['-k', '/etc/swupdate/public.pem']`. */
+  swupdateArgs?: string[];
   /** The factory image's version, until an update is installed. Default `0.0.0`. */
   initialVersion?: string;
-  /** Boot attempts of a new image before the bootloader falls back. Default 3. */
+  /** Boot attempts of a new image before the bootloader falls back (`bootlimit`). Default 3. */
   maxBootTries?: number;
   /** E.g. `systemctl reboot`. Without one, a "reboot" is an in-process soft restart. */
   rebootCommand?: string;
@@ -139,7 +160,7 @@ export class Agent extends EventEmitter {
         (downloadDir ? new FileDownloadSink(join(downloadDir, downloadFileName(updateId))) : new MemoryDownloadSink()),
       tunnel: this.tunnel,
       reboot: () => this.reboot(),
-      checkHealth: (version) => this.checkHealth(version),
+      checkHealth: (version) => this.runHealthCheck(version),
       confirmTimeoutMs: options.confirmTimeoutMs ?? 120_000,
       download: {
         maxRetries: options.downloadRetries ?? 5,
@@ -239,6 +260,26 @@ export class Agent extends EventEmitter {
         maxTries: options.maxBootTries,
       });
     }
+    if (choice === 'rauc') {
+      return new RaucInstaller({ dataDir: options.dataDir, initialVersion, stepHook: options.stepHook });
+    }
+    if (choice === 'uboot' || choice === 'grub' || choice === 'swupdate') {
+      if (choice !== 'swupdate' && !options.slotDevices) {
+        throw new Error(`the ${choice} installer needs slotDevices (one partition per slot)`);
+      }
+      const useGrub = choice === 'grub' || (choice === 'swupdate' && options.grubEnvFile !== undefined);
+      const environment: BootEnvironmentStore = useGrub
+        ? new GrubEnvironment(options.grubEnvFile ?? '/boot/grub/grubenv')
+        : new UBootEnvironment(options.fwEnvConfig ?? '/etc/fw_env.config');
+      return new BootloaderInstaller({
+        environment,
+        slots: options.slotDevices,
+        writeSlot: choice === 'swupdate' ? swupdateSlotWriter({ args: options.swupdateArgs }) : undefined,
+        initialVersion,
+        bootLimit: options.maxBootTries,
+        stepHook: options.stepHook,
+      });
+    }
     return new AbInstaller({
       dataDir: options.dataDir,
       initialVersion,
@@ -279,7 +320,11 @@ export class Agent extends EventEmitter {
     }
   }
 
-  private async checkHealth(version: string): Promise<HealthVerdict> {
+  /**
+   * The operator's health command (`EDGEFLOW_VERSION` set), bounded by `healthTimeoutMs`: run on
+   * every trial boot, and callable whenever else the device's health matters (a bake period).
+   */
+  async runHealthCheck(version = this.currentVersion): Promise<HealthVerdict> {
     const command = this.options.healthCommand;
     if (!command) return { healthy: true, message: 'no health command configured' };
     const result = await runShell(command, {

@@ -1,21 +1,31 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { Agent, type AgentOptions } from './agent.ts';
+import { Agent, type AgentOptions, type InstallerKind, installerKinds } from './agent.ts';
+import { type AgentConfigFile, loadAgentConfigFile } from './config-file.ts';
 import { createJsonLogger } from './logger.ts';
 
 interface AgentCommandFlags {
-  server: string;
-  deviceId: string;
-  key: string;
-  dataDir: string;
+  config?: string;
+  server?: string;
+  deviceId?: string;
+  key?: string;
+  keyFile?: string;
+  dataDir?: string;
   allowInsecure?: boolean;
   publicKey?: string;
   organizationId?: string;
   allowUnsigned?: boolean;
-  installer: 'ab' | 'script';
+  installer?: string;
   installScript?: string;
+  slotA?: string;
+  slotB?: string;
+  fwEnvConfig?: string;
+  grubEnvFile?: string;
+  swupdateArgs?: string;
+  bootLimit?: number;
   rebootCommand?: string;
   healthCommand?: string;
+  healthTimeoutSeconds?: number;
   initialVersion?: string;
   heartbeatSeconds?: number;
   ca?: string;
@@ -32,43 +42,45 @@ export function registerAgentCommand(program: Command): Command {
   return program
     .command('agent')
     .description('run the device agent: tunnel to the server, receive and apply OTA updates')
-    .requiredOption('--server <url>', 'server base URL, wss:// or https://')
-    .requiredOption('--device-id <id>', 'this device id')
-    .requiredOption('--key <key>', 'this device API key')
-    .requiredOption('--data-dir <dir>', 'where the agent keeps its state, downloads and slots')
+    .option('--config <file>', 'JSON config, e.g. /etc/edgeflow/agent.json; flags override it (docs/devices.md)')
+    .option('--server <url>', 'server base URL, wss:// or https:// (required, here or in --config)')
+    .option('--device-id <id>', 'this device id (required)')
+    .option('--key <key>', 'this device API key (required, or --key-file)')
+    .option('--key-file <file>', 'a file holding this device API key')
+    .option('--data-dir <dir>', 'where the agent keeps its state, downloads and slots (required)')
     .option('--allow-insecure', 'allow ws:// and http:// (development only)')
     .option('--public-key <pem-file>', 'pinned Ed25519 public key (PEM) that firmware manifests must be signed with')
     .option('--organization-id <id>', 'refuse manifests of any other organization')
     .option('--allow-unsigned', 'install unsigned firmware when no key is pinned (development only)')
-    .option('--installer <kind>', 'ab (A/B slots) or script (your own updater)', 'ab')
+    .option(
+      '--installer <kind>',
+      'ab (slot directories), uboot, grub (partitions + boot loader), rauc, swupdate or script (default ab)',
+    )
     .option('--install-script <path>', 'for --installer script: called with install|commit|revert|current-version')
-    .option('--reboot-command <cmd>', 'how to reboot into the new image, e.g. "systemctl reboot"')
+    .option('--slot-a <device>', 'for uboot/grub: partition of slot A, e.g. /dev/mmcblk0p2')
+    .option('--slot-b <device>', 'for uboot/grub: partition of slot B, e.g. /dev/mmcblk0p3')
+    .option('--fw-env-config <file>', 'for uboot: libubootenv config (default /etc/fw_env.config)')
+    .option('--grub-env-file <file>', 'for grub: environment block (default /boot/grub/grubenv)')
+    .option(
+      '--swupdate-args <args>',
+      'for swupdate: arguments before -i, space-separated, e.g. "-k /etc/swupdate/public.pem"',
+    )
+    .option('--boot-limit <n>', 'boots of a new image before the boot loader falls back (default 3)', positiveNumber)
+    .option(
+      '--reboot-command <cmd>',
+      'how to reboot into the new image (default for uboot/grub/rauc/swupdate: "systemctl reboot")',
+    )
     .option('--health-command <cmd>', 'must exit 0 on a trial boot of a new version (EDGEFLOW_VERSION is set)')
-    .option('--initial-version <semver>', 'the factory image version, before any update', '0.0.0')
+    .option(
+      '--health-timeout-seconds <n>',
+      'the health command is killed and failed after this (default 60)',
+      positiveNumber,
+    )
+    .option('--initial-version <semver>', 'the factory image version, before any update (default 0.0.0)')
     .option('--heartbeat-seconds <n>', 'tunnel heartbeat interval', positiveNumber)
     .option('--ca <pem-file>', 'extra CA certificate to trust (self-signed server)')
     .action(async (flags: AgentCommandFlags) => {
-      if (flags.installer !== 'ab' && flags.installer !== 'script') {
-        throw new Error(`--installer must be ab or script, not ${flags.installer}`);
-      }
-      const options: AgentOptions = {
-        server: flags.server,
-        deviceId: flags.deviceId,
-        apiKey: flags.key,
-        dataDir: flags.dataDir,
-        allowInsecure: flags.allowInsecure ?? false,
-        publicKeyPem: flags.publicKey ? await readFile(flags.publicKey, 'utf8') : undefined,
-        organizationId: flags.organizationId,
-        allowUnsigned: flags.allowUnsigned ?? false,
-        installer: flags.installer,
-        installScript: flags.installScript,
-        rebootCommand: flags.rebootCommand,
-        healthCommand: flags.healthCommand,
-        initialVersion: flags.initialVersion,
-        heartbeatIntervalMs: flags.heartbeatSeconds === undefined ? undefined : flags.heartbeatSeconds * 1000,
-        ca: flags.ca ? await readFile(flags.ca) : undefined,
-        logger: createJsonLogger({ device_id: flags.deviceId }),
-      };
+      const options = await resolveAgentOptions(flags);
       const agent = new Agent(options);
       let stopping = false;
       const shutdown = (signal: string) => {
@@ -84,4 +96,56 @@ export function registerAgentCommand(program: Command): Command {
       process.once('SIGTERM', () => shutdown('SIGTERM'));
       await agent.start();
     });
+}
+
+/** The command line over the config file; fails naming the first setting missing from both. */
+async function resolveAgentOptions(flags: AgentCommandFlags): Promise<AgentOptions> {
+  const file: AgentConfigFile = flags.config ? await loadAgentConfigFile(flags.config) : {};
+  const required = (value: string | undefined, flag: string, field: string): string => {
+    if (value === undefined) throw new Error(`${flag} is required (or "${field}" in --config)`);
+    return value;
+  };
+  const installer = flags.installer ?? file.installer ?? 'ab';
+  if (!(installerKinds as readonly string[]).includes(installer)) {
+    throw new Error(`--installer must be one of ${installerKinds.join(', ')}, not ${installer}`);
+  }
+  const keyFile = flags.keyFile ?? file.key_file;
+  const apiKey = flags.key ?? (keyFile ? (await readFile(keyFile, 'utf8')).trim() : undefined);
+  const deviceId = required(flags.deviceId ?? file.device_id, '--device-id', 'device_id');
+  const publicKey = flags.publicKey ?? file.public_key_file;
+  const ca = flags.ca ?? file.ca_file;
+  const slotA = flags.slotA ?? file.slot_a;
+  const slotB = flags.slotB ?? file.slot_b;
+  const onPartitions = installer === 'uboot' || installer === 'grub';
+  if (onPartitions && (!slotA || !slotB)) throw new Error(`--installer ${installer} needs --slot-a and --slot-b`);
+  const heartbeatSeconds = flags.heartbeatSeconds ?? file.heartbeat_seconds;
+  const healthTimeoutSeconds = flags.healthTimeoutSeconds ?? file.health_timeout_seconds;
+  return {
+    server: required(flags.server ?? file.server, '--server', 'server'),
+    deviceId,
+    apiKey: required(apiKey, '--key', 'key_file'),
+    dataDir: required(flags.dataDir ?? file.data_dir, '--data-dir', 'data_dir'),
+    allowInsecure: flags.allowInsecure ?? file.allow_insecure ?? false,
+    publicKeyPem: publicKey ? await readFile(publicKey, 'utf8') : undefined,
+    organizationId: flags.organizationId ?? file.organization_id,
+    allowUnsigned: flags.allowUnsigned ?? false,
+    installer: installer as InstallerKind,
+    installScript: flags.installScript ?? file.install_script,
+    slotDevices: slotA && slotB ? { a: slotA, b: slotB } : undefined,
+    fwEnvConfig: flags.fwEnvConfig ?? file.fw_env_config,
+    grubEnvFile: flags.grubEnvFile ?? file.grub_env_file,
+    swupdateArgs: flags.swupdateArgs?.split(' ').filter(Boolean) ?? file.swupdate_args,
+    maxBootTries: flags.bootLimit ?? file.boot_limit,
+    // A real boot loader only changes slots at a real reboot.
+    rebootCommand:
+      flags.rebootCommand ??
+      file.reboot_command ??
+      (onPartitions || installer === 'rauc' || installer === 'swupdate' ? 'systemctl reboot' : undefined),
+    healthCommand: flags.healthCommand ?? file.health_command,
+    healthTimeoutMs: healthTimeoutSeconds === undefined ? undefined : healthTimeoutSeconds * 1000,
+    initialVersion: flags.initialVersion ?? file.initial_version,
+    heartbeatIntervalMs: heartbeatSeconds === undefined ? undefined : heartbeatSeconds * 1000,
+    ca: ca ? await readFile(ca) : undefined,
+    logger: createJsonLogger({ device_id: deviceId }),
+  };
 }

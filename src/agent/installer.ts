@@ -19,6 +19,8 @@ export interface InstallImage {
   filePath: string | undefined;
 }
 
+export type RevertOutcome = 'done' | 'reboot';
+
 /** Called at named points of the install path; tests cut the power there. */
 export type StepHook = (step: string) => void | Promise<void>;
 
@@ -31,6 +33,9 @@ export interface Installer {
   install(image: InstallImage): Promise<void>;
   /** Makes the trial image the one every later boot runs. */
   commit(): Promise<void>;
-  /** Abandons a pending or trial image; the previous version runs (again). */
-  revert(): Promise<void>;
+  /**
+   * Abandons a pending or trial image; the previous version runs (again) — at once, or, when the
+   * abandoned image is the one running (`'reboot'`), after a reboot.
+   */
+  revert(): Promise<RevertOutcome>;
 }

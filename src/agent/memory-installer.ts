@@ -1,4 +1,4 @@
-import type { BootState, Installer, InstallImage } from './installer.ts';
+import type { BootState, Installer, InstallImage, RevertOutcome } from './installer.ts';
 
 export interface MemoryInstallerOptions {
   initialVersion: string;
@@ -51,8 +51,9 @@ export class MemoryInstaller implements Installer {
     this.onTrial = false;
   }
 
-  async revert(): Promise<void> {
+  async revert(): Promise<RevertOutcome> {
     this.pending = undefined;
     this.onTrial = false;
+    return 'done';
   }
 }

@@ -420,8 +420,17 @@ export class OtaHandler {
   private async revert(job: OtaJob, failure: { code: OtaFailureCode; message: string }): Promise<StepOutcome> {
     job.failure = failure;
     await this.enterPhase(job, 'reverting');
-    await this.options.installer.revert();
+    const outcome = await this.options.installer.revert();
     await this.options.stepHook?.('reverted');
+    if (outcome === 'reboot') {
+      // The result goes out after the reboot, from the version that then runs.
+      try {
+        await this.options.reboot();
+        return 'pause';
+      } catch (error) {
+        this.options.logger.error('could not reboot into the previous version', { error: errorMessage(error) });
+      }
+    }
     this.boot = 'normal';
     return 'continue';
   }

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { readJsonIfExists, writeJsonAtomic } from './atomic-file.ts';
-import type { BootState, Installer, InstallImage } from './installer.ts';
+import type { BootState, Installer, InstallImage, RevertOutcome } from './installer.ts';
 import { runProgram } from './shell.ts';
 
 export interface ScriptInstallerOptions {
@@ -63,10 +63,12 @@ export class ScriptInstaller implements Installer {
     this.version = await this.queryVersion();
   }
 
-  async revert(): Promise<void> {
-    await this.run(['revert']);
+  async revert(): Promise<RevertOutcome> {
+    const output = await this.run(['revert']);
     await this.savePending(undefined);
     this.version = await this.queryVersion();
+    // A script whose updater only switches slots at the next boot says so on its last line.
+    return output.trim().split('\n').at(-1)?.trim() === 'reboot' ? 'reboot' : 'done';
   }
 
   private async queryVersion(): Promise<string> {

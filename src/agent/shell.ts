@@ -28,6 +28,9 @@ export function runProgram(file: string, args: string[], options: RunOptions): P
     const child = spawn(file, args, {
       env: { ...process.env, ...options.env },
       stdio: ['ignore', 'pipe', 'pipe'],
+      // A group of its own, so that a timeout kills what the command started too (`sh -c 'sleep 99'`):
+      // a surviving grandchild would hold the pipes open and the wait would last as long as it.
+      detached: true,
     });
     let stdout = '';
     let stderr = '';
@@ -40,7 +43,11 @@ export function runProgram(file: string, args: string[], options: RunOptions): P
     });
     const timer = setTimeout(() => {
       timedOut = true;
-      child.kill('SIGKILL');
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        child.kill('SIGKILL');
+      }
     }, options.timeoutMs);
     child.on('error', (error) => {
       clearTimeout(timer);

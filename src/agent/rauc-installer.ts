@@ -1,0 +1,143 @@
+import { join } from 'node:path';
+import { readJsonIfExists, writeJsonAtomic } from './atomic-file.ts';
+import type { BootState, Installer, InstallImage, RevertOutcome, StepHook } from './installer.ts';
+import { runProgram } from './shell.ts';
+
+export interface RaucInstallerOptions {
+  /** Where the agent remembers an install across the reboot. */
+  dataDir: string;
+  /** The version of a slot RAUC never installed a bundle to (the factory image). */
+  initialVersion: string;
+  /** Extra arguments before every rauc command, e.g. `['--conf=/etc/rauc/system.conf']`. */
+  raucArgs?: string[];
+  /** Added to the environment of every rauc command (e.g. a D-Bus address). */
+  env?: Record<string, string>;
+  timeoutMs?: number;
+  stepHook?: StepHook;
+}
+
+interface RaucSlot {
+  name: string;
+  bootname: string | undefined;
+  state: string;
+  version: string | undefined;
+}
+
+interface PendingBundle {
+  /** `installing` until `rauc install` returned. */
+  stage: 'installing' | 'installed';
+  version: string;
+  previousVersion: string;
+  /** The slot booted when the bundle was installed: booting another one means the trial. */
+  fromSlot: string;
+}
+
+/**
+ * Hands the firmware (a RAUC bundle, `.raucb`) to the RAUC service: `rauc install` writes the
+ * other slot group and makes it primary; the boot loader integration RAUC is configured with
+ * counts the attempts and falls back. Commit is `rauc status mark-good booted`, reverting a trial
+ * `mark-bad booted` and a reboot. Slot versions are the bundles' as RAUC records them.
+ */
+export class RaucInstaller implements Installer {
+  private readonly markerFile: string;
+  private booted: RaucSlot | undefined;
+  private onTrial = false;
+
+  constructor(private readonly options: RaucInstallerOptions) {
+    this.markerFile = join(options.dataDir, 'rauc-installer.json');
+  }
+
+  async boot(): Promise<BootState> {
+    this.onTrial = false;
+    this.booted = await this.bootedSlot();
+    const version = this.currentVersion();
+    const pending = (await readJsonIfExists(this.markerFile)) as PendingBundle | null | undefined;
+    if (!pending) return { kind: 'normal', version };
+    if (this.booted.name !== pending.fromSlot && version === pending.version) {
+      this.onTrial = true;
+      return { kind: 'trial', version, previousVersion: pending.previousVersion };
+    }
+    // Not booted into the new bundle: the boot loader fell back, or the power went before the
+    // reboot. Either way the running slot stays the one to boot.
+    await this.rauc(['status', 'mark-active', 'booted']);
+    await this.savePending(undefined);
+    if (pending.stage === 'installing') return { kind: 'normal', version };
+    return { kind: 'reverted', version, abandonedVersion: pending.version };
+  }
+
+  currentVersion(): string {
+    return this.booted?.version ?? this.options.initialVersion;
+  }
+
+  async install(image: InstallImage): Promise<void> {
+    if (!image.filePath) throw new Error('the RAUC installer needs the bundle on disk');
+    if (this.onTrial) throw new Error('a trial boot must be committed or reverted before the next install');
+    const booted = this.booted ?? (await this.bootedSlot());
+    const pending: PendingBundle = {
+      stage: 'installing',
+      version: image.version,
+      previousVersion: this.currentVersion(),
+      fromSlot: booted.name,
+    };
+    await this.savePending(pending);
+    await this.rauc(['install', image.filePath]);
+    await this.options.stepHook?.('install:rauc-installed');
+    await this.savePending({ ...pending, stage: 'installed' });
+  }
+
+  async commit(): Promise<void> {
+    await this.rauc(['status', 'mark-good', 'booted']);
+    await this.savePending(undefined);
+    this.onTrial = false;
+  }
+
+  async revert(): Promise<RevertOutcome> {
+    const wasOnTrial = this.onTrial;
+    this.onTrial = false;
+    // On trial the running slot is the bad one; otherwise the running slot is the one to keep.
+    await this.rauc(['status', wasOnTrial ? 'mark-bad' : 'mark-active', 'booted']);
+    await this.savePending(undefined);
+    return wasOnTrial ? 'reboot' : 'done';
+  }
+
+  private async bootedSlot(): Promise<RaucSlot> {
+    const status = JSON.parse(await this.rauc(['status', '--detailed', '--output-format=json'])) as {
+      booted?: string;
+      slots?: Record<string, RaucSlotJson>[];
+    };
+    const slots: RaucSlot[] = (status.slots ?? []).flatMap((entry) =>
+      Object.entries(entry).map(([name, slot]) => ({
+        name,
+        bootname: slot.bootname ?? undefined,
+        state: slot.state ?? '',
+        version: slot.slot_status?.bundle?.version ?? undefined,
+      })),
+    );
+    const booted = slots.find((slot) => slot.state === 'booted') ?? slots.find((s) => s.bootname === status.booted);
+    if (!booted) throw new Error(`rauc status names no booted slot (booted: ${status.booted ?? 'none'})`);
+    return booted;
+  }
+
+  private async rauc(args: string[]): Promise<string> {
+    const all = [...(this.options.raucArgs ?? []), ...args];
+    const result = await runProgram('rauc', all, {
+      env: this.options.env,
+      timeoutMs: this.options.timeoutMs ?? 600_000,
+    });
+    if (result.exitCode !== 0) {
+      const why = result.timedOut ? 'timed out' : `exited with ${result.exitCode}`;
+      throw new Error(`rauc ${args.join(' ')} ${why}: ${result.stderr.trim().slice(-500)}`);
+    }
+    return result.stdout;
+  }
+
+  private async savePending(pending: PendingBundle | undefined): Promise<void> {
+    await writeJsonAtomic(this.markerFile, pending ?? null);
+  }
+}
+
+interface RaucSlotJson {
+  bootname?: string | null;
+  state?: string;
+  slot_status?: { bundle?: { version?: string | null } };
+}
