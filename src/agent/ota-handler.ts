@@ -22,6 +22,7 @@ import {
   planNextStep,
 } from './ota-state-machine.ts';
 import type { OtaJob, OtaState, OtaStateStore, RecordedResult } from './ota-state-store.ts';
+import { CommandRefusedError } from './tunnel-client.ts';
 
 /** What the OTA handler needs from the tunnel. */
 export interface OtaTunnel {
@@ -170,7 +171,8 @@ export class OtaHandler {
   async acceptUpdate(payload: unknown): Promise<Record<string, unknown>> {
     if (!validate.otaUpdate.Check(payload)) {
       const first = [...validate.otaUpdate.Errors(payload)][0];
-      throw new Error(`invalid_command: ${first?.instancePath || '/'} ${first?.message ?? 'invalid payload'}`.trim());
+      const why = `${first?.instancePath || '/'} ${first?.message ?? 'invalid payload'}`.trim();
+      throw new CommandRefusedError('invalid_command', why);
     }
     const update = payload as OtaUpdatePayload;
     const job = this.state.job;
@@ -187,8 +189,8 @@ export class OtaHandler {
       setImmediate(() => void this.flushResults());
       return { accepted: true, update_id: update.update_id, duplicate: true };
     }
-    if (job) throw new Error(`busy: update ${job.payload.update_id} is ${job.phase}`);
-    if (this.stopped) throw new Error('busy: the agent is stopping');
+    if (job) throw new CommandRefusedError('busy', `update ${job.payload.update_id} is ${job.phase}`);
+    if (this.stopped) throw new CommandRefusedError('busy', 'the agent is stopping');
 
     this.state.job = {
       payload: update,
@@ -207,11 +209,15 @@ export class OtaHandler {
   }
 
   async cancelUpdate(payload: unknown): Promise<Record<string, unknown>> {
-    if (!validate.otaCancel.Check(payload)) throw new Error('invalid_command: ota_cancel needs an update_id');
+    if (!validate.otaCancel.Check(payload)) {
+      throw new CommandRefusedError('invalid_command', 'ota_cancel needs an update_id');
+    }
     const updateId = payload.update_id;
     const job = this.state.job;
     if (job?.payload.update_id === updateId) {
-      if (!isCancellable(job.phase)) throw new Error(`too_late: update ${updateId} is already ${job.phase}`);
+      if (!isCancellable(job.phase)) {
+        throw new CommandRefusedError('too_late', `update ${updateId} is already ${job.phase}`);
+      }
       job.cancel_requested = true;
       await this.persist();
       this.downloadAbort?.abort(new Error('cancelled'));
@@ -220,8 +226,8 @@ export class OtaHandler {
     }
     const finished = this.state.results.find((r) => r.payload.update_id === updateId)?.payload;
     if (finished?.error?.code === 'cancelled') return { cancelled: true, update_id: updateId, duplicate: true };
-    if (finished) throw new Error(`too_late: update ${updateId} already ${finished.status}`);
-    throw new Error(`not_found: no update ${updateId} on this device`);
+    if (finished) throw new CommandRefusedError('too_late', `update ${updateId} already ${finished.status}`);
+    throw new CommandRefusedError('not_found', `no update ${updateId} on this device`);
   }
 
   private kick(): void {
