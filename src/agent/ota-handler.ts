@@ -14,8 +14,8 @@ import type { BootState, Installer, StepHook } from './installer.ts';
 import { errorMessage, type Logger } from './logger.ts';
 import { authorizeUpdate, type UpdatePolicy } from './ota-policy.ts';
 import {
+  assertTransition,
   type BootObservation,
-  canTransition,
   isCancellable,
   type OtaStep,
   overallProgress,
@@ -150,6 +150,18 @@ export class OtaHandler {
 
   onConnected(): void {
     const job = this.state.job;
+    this.sendDeviceInfo();
+    const progress = this.unsentProgress;
+    this.unsentProgress = undefined;
+    if (progress && progress.update_id === job?.payload.update_id) {
+      this.options.tunnel.notify(DeviceAction.otaProgress, progress);
+    }
+    this.resultAttempt = 0;
+    void this.flushResults();
+  }
+
+  private sendDeviceInfo(): void {
+    const job = this.state.job;
     const info = {
       current_version: this.options.installer.currentVersion(),
       agent_version: this.options.agentVersion,
@@ -158,13 +170,6 @@ export class OtaHandler {
     this.options.tunnel
       .request(DeviceAction.deviceInfo, info, { timeoutMs: this.options.requestTimeoutMs })
       .catch((error) => this.options.logger.warn('device_info was not acknowledged', { error: errorMessage(error) }));
-    const progress = this.unsentProgress;
-    this.unsentProgress = undefined;
-    if (progress && progress.update_id === job?.payload.update_id) {
-      this.options.tunnel.notify(DeviceAction.otaProgress, progress);
-    }
-    this.resultAttempt = 0;
-    void this.flushResults();
   }
 
   /** The `ota_update` command: validate, deduplicate, persist, acknowledge; the work runs afterwards. */
@@ -252,7 +257,11 @@ export class OtaHandler {
   private async drive(): Promise<void> {
     for (;;) {
       const job = this.state.job;
-      if (this.stopped || !job) return;
+      if (this.stopped) return;
+      if (!job) {
+        if (this.boot === 'trial') await this.revertUnclaimedTrial();
+        return;
+      }
       const step = planNextStep({
         phase: job.phase,
         cancelRequested: job.cancel_requested,
@@ -280,6 +289,8 @@ export class OtaHandler {
         return this.rebootIntoNewImage(job);
       case 'confirm':
         return this.confirm(job);
+      case 'commit':
+        return this.commit(job);
       case 'revert':
         return this.revert(job, { code: step.code, message: step.message });
       case 'finish':
@@ -396,6 +407,14 @@ export class OtaHandler {
   /** The new image runs on trial: it must prove healthy and reach the cloud, else the previous one comes back. */
   private async confirm(job: OtaJob): Promise<StepOutcome> {
     await this.enterPhase(job, 'health_checking');
+    return this.commit(job);
+  }
+
+  /**
+   * Commits the trial boot once it proved itself on this boot: also how a commit cut short by
+   * a power cut is resumed (in `committing`, the check runs again and the commit is re-run).
+   */
+  private async commit(job: OtaJob): Promise<StepOutcome> {
     const version = this.options.installer.currentVersion();
     const [reachedCloud, health] = await Promise.all([
       this.options.tunnel.waitUntilConnected(this.options.confirmTimeoutMs),
@@ -423,6 +442,18 @@ export class OtaHandler {
     return 'continue';
   }
 
+  /** A trial boot no persisted update accounts for (its state was lost or discarded): nobody may confirm it. */
+  private async revertUnclaimedTrial(): Promise<void> {
+    const version = this.options.installer.currentVersion();
+    this.options.logger.warn('trial boot without an update to confirm it: reverting to the previous version', {
+      version,
+    });
+    await this.options.installer.revert();
+    this.boot = 'normal';
+    // A `connected` that came first reported the trial version.
+    if (this.options.tunnel.connected) this.sendDeviceInfo();
+  }
+
   private async revert(job: OtaJob, failure: { code: OtaFailureCode; message: string }): Promise<StepOutcome> {
     job.failure = failure;
     await this.enterPhase(job, 'reverting');
@@ -432,10 +463,9 @@ export class OtaHandler {
     return 'continue';
   }
 
+  /** Refuses (IllegalPhaseChangeError) any change the phase table forbids, before it is persisted. */
   private async enterPhase(job: OtaJob, phase: OtaPhase): Promise<void> {
-    if (!canTransition(job.phase, phase)) {
-      this.options.logger.warn('unexpected OTA transition', { from: job.phase, to: phase });
-    }
+    assertTransition(job.phase, phase);
     job.phase = phase;
     await this.persist();
     await this.options.stepHook?.(`phase:${phase}`);
@@ -444,6 +474,7 @@ export class OtaHandler {
 
   /** Ends the job: the result and the job's removal land in one atomic write, then the result goes out. */
   private async finish(job: OtaJob, failure: { code: OtaFailureCode; message: string } | undefined): Promise<void> {
+    assertTransition(job.phase, failure ? 'failed' : 'completed');
     const result: OtaResultPayload = {
       update_id: job.payload.update_id,
       status: failure ? 'failed' : 'completed',
