@@ -143,7 +143,9 @@ export class Agent extends EventEmitter {
     });
 
     const store: OtaStateStore =
-      inMemory || !dataDir ? new MemoryOtaStateStore() : new FileOtaStateStore(join(dataDir, 'ota-state.json'));
+      inMemory || !dataDir
+        ? new MemoryOtaStateStore()
+        : new FileOtaStateStore(join(dataDir, 'ota-state.json'), this.logger);
     const downloadDir = this.downloadDir;
     this.ota = new OtaHandler({
       policy: {

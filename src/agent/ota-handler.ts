@@ -14,14 +14,15 @@ import type { BootState, Installer, StepHook } from './installer.ts';
 import { errorMessage, type Logger } from './logger.ts';
 import { authorizeUpdate, type UpdatePolicy } from './ota-policy.ts';
 import {
+  assertTransition,
   type BootObservation,
-  canTransition,
   isCancellable,
   type OtaStep,
   overallProgress,
   planNextStep,
 } from './ota-state-machine.ts';
 import type { OtaJob, OtaState, OtaStateStore, RecordedResult } from './ota-state-store.ts';
+import { CommandRefusedError } from './tunnel-client.ts';
 
 /** What the OTA handler needs from the tunnel. */
 export interface OtaTunnel {
@@ -149,14 +150,7 @@ export class OtaHandler {
 
   onConnected(): void {
     const job = this.state.job;
-    const info = {
-      current_version: this.options.installer.currentVersion(),
-      agent_version: this.options.agentVersion,
-      ...(job ? { update_id: job.payload.update_id } : {}),
-    };
-    this.options.tunnel
-      .request(DeviceAction.deviceInfo, info, { timeoutMs: this.options.requestTimeoutMs })
-      .catch((error) => this.options.logger.warn('device_info was not acknowledged', { error: errorMessage(error) }));
+    this.sendDeviceInfo();
     const progress = this.unsentProgress;
     this.unsentProgress = undefined;
     if (progress && progress.update_id === job?.payload.update_id) {
@@ -166,11 +160,24 @@ export class OtaHandler {
     void this.flushResults();
   }
 
+  private sendDeviceInfo(): void {
+    const job = this.state.job;
+    const info = {
+      current_version: this.options.installer.currentVersion(),
+      agent_version: this.options.agentVersion,
+      ...(job ? { update_id: job.payload.update_id } : {}),
+    };
+    this.options.tunnel
+      .request(DeviceAction.deviceInfo, info, { timeoutMs: this.options.requestTimeoutMs })
+      .catch((error) => this.options.logger.warn('device_info was not acknowledged', { error: errorMessage(error) }));
+  }
+
   /** The `ota_update` command: validate, deduplicate, persist, acknowledge; the work runs afterwards. */
   async acceptUpdate(payload: unknown): Promise<Record<string, unknown>> {
     if (!validate.otaUpdate.Check(payload)) {
       const first = [...validate.otaUpdate.Errors(payload)][0];
-      throw new Error(`invalid_command: ${first?.instancePath || '/'} ${first?.message ?? 'invalid payload'}`.trim());
+      const why = `${first?.instancePath || '/'} ${first?.message ?? 'invalid payload'}`.trim();
+      throw new CommandRefusedError('invalid_command', why);
     }
     const update = payload as OtaUpdatePayload;
     const job = this.state.job;
@@ -187,8 +194,8 @@ export class OtaHandler {
       setImmediate(() => void this.flushResults());
       return { accepted: true, update_id: update.update_id, duplicate: true };
     }
-    if (job) throw new Error(`busy: update ${job.payload.update_id} is ${job.phase}`);
-    if (this.stopped) throw new Error('busy: the agent is stopping');
+    if (job) throw new CommandRefusedError('busy', `update ${job.payload.update_id} is ${job.phase}`);
+    if (this.stopped) throw new CommandRefusedError('busy', 'the agent is stopping');
 
     this.state.job = {
       payload: update,
@@ -207,11 +214,15 @@ export class OtaHandler {
   }
 
   async cancelUpdate(payload: unknown): Promise<Record<string, unknown>> {
-    if (!validate.otaCancel.Check(payload)) throw new Error('invalid_command: ota_cancel needs an update_id');
+    if (!validate.otaCancel.Check(payload)) {
+      throw new CommandRefusedError('invalid_command', 'ota_cancel needs an update_id');
+    }
     const updateId = payload.update_id;
     const job = this.state.job;
     if (job?.payload.update_id === updateId) {
-      if (!isCancellable(job.phase)) throw new Error(`too_late: update ${updateId} is already ${job.phase}`);
+      if (!isCancellable(job.phase)) {
+        throw new CommandRefusedError('too_late', `update ${updateId} is already ${job.phase}`);
+      }
       job.cancel_requested = true;
       await this.persist();
       this.downloadAbort?.abort(new Error('cancelled'));
@@ -220,8 +231,8 @@ export class OtaHandler {
     }
     const finished = this.state.results.find((r) => r.payload.update_id === updateId)?.payload;
     if (finished?.error?.code === 'cancelled') return { cancelled: true, update_id: updateId, duplicate: true };
-    if (finished) throw new Error(`too_late: update ${updateId} already ${finished.status}`);
-    throw new Error(`not_found: no update ${updateId} on this device`);
+    if (finished) throw new CommandRefusedError('too_late', `update ${updateId} already ${finished.status}`);
+    throw new CommandRefusedError('not_found', `no update ${updateId} on this device`);
   }
 
   private kick(): void {
@@ -246,7 +257,11 @@ export class OtaHandler {
   private async drive(): Promise<void> {
     for (;;) {
       const job = this.state.job;
-      if (this.stopped || !job) return;
+      if (this.stopped) return;
+      if (!job) {
+        if (this.boot === 'trial') await this.revertUnclaimedTrial();
+        return;
+      }
       const step = planNextStep({
         phase: job.phase,
         cancelRequested: job.cancel_requested,
@@ -274,6 +289,8 @@ export class OtaHandler {
         return this.rebootIntoNewImage(job);
       case 'confirm':
         return this.confirm(job);
+      case 'commit':
+        return this.commit(job);
       case 'revert':
         return this.revert(job, { code: step.code, message: step.message });
       case 'finish':
@@ -390,6 +407,14 @@ export class OtaHandler {
   /** The new image runs on trial: it must prove healthy and reach the cloud, else the previous one comes back. */
   private async confirm(job: OtaJob): Promise<StepOutcome> {
     await this.enterPhase(job, 'health_checking');
+    return this.commit(job);
+  }
+
+  /**
+   * Commits the trial boot once it proved itself on this boot: also how a commit cut short by
+   * a power cut is resumed (in `committing`, the check runs again and the commit is re-run).
+   */
+  private async commit(job: OtaJob): Promise<StepOutcome> {
     const version = this.options.installer.currentVersion();
     const [reachedCloud, health] = await Promise.all([
       this.options.tunnel.waitUntilConnected(this.options.confirmTimeoutMs),
@@ -417,6 +442,18 @@ export class OtaHandler {
     return 'continue';
   }
 
+  /** A trial boot no persisted update accounts for (its state was lost or discarded): nobody may confirm it. */
+  private async revertUnclaimedTrial(): Promise<void> {
+    const version = this.options.installer.currentVersion();
+    this.options.logger.warn('trial boot without an update to confirm it: reverting to the previous version', {
+      version,
+    });
+    await this.options.installer.revert();
+    this.boot = 'normal';
+    // A `connected` that came first reported the trial version.
+    if (this.options.tunnel.connected) this.sendDeviceInfo();
+  }
+
   private async revert(job: OtaJob, failure: { code: OtaFailureCode; message: string }): Promise<StepOutcome> {
     job.failure = failure;
     await this.enterPhase(job, 'reverting');
@@ -435,10 +472,9 @@ export class OtaHandler {
     return 'continue';
   }
 
+  /** Refuses (IllegalPhaseChangeError) any change the phase table forbids, before it is persisted. */
   private async enterPhase(job: OtaJob, phase: OtaPhase): Promise<void> {
-    if (!canTransition(job.phase, phase)) {
-      this.options.logger.warn('unexpected OTA transition', { from: job.phase, to: phase });
-    }
+    assertTransition(job.phase, phase);
     job.phase = phase;
     await this.persist();
     await this.options.stepHook?.(`phase:${phase}`);
@@ -447,6 +483,7 @@ export class OtaHandler {
 
   /** Ends the job: the result and the job's removal land in one atomic write, then the result goes out. */
   private async finish(job: OtaJob, failure: { code: OtaFailureCode; message: string } | undefined): Promise<void> {
+    assertTransition(job.phase, failure ? 'failed' : 'completed');
     const result: OtaResultPayload = {
       update_id: job.payload.update_id,
       status: failure ? 'failed' : 'completed',

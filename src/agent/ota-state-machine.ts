@@ -23,6 +23,22 @@ export function canTransition(from: OtaPhase, to: OtaPhase): boolean {
   return from === to || transitions[from].includes(to);
 }
 
+/** A phase change the table forbids: a bug, refused before it is persisted or reported. */
+export class IllegalPhaseChangeError extends Error {
+  constructor(
+    readonly from: OtaPhase,
+    readonly to: OtaPhase,
+  ) {
+    super(`the OTA phase table forbids ${from} → ${to}`);
+    this.name = 'IllegalPhaseChangeError';
+  }
+}
+
+/** Throws IllegalPhaseChangeError unless the table allows `from` → `to` (staying put is allowed). */
+export function assertTransition(from: OtaPhase, to: OtaPhase): void {
+  if (!canTransition(from, to)) throw new IllegalPhaseChangeError(from, to);
+}
+
 export function isTerminal(phase: OtaPhase): boolean {
   return phase === 'completed' || phase === 'failed';
 }
@@ -79,6 +95,7 @@ export type OtaStep =
   | { kind: 'install' }
   | { kind: 'reboot' }
   | { kind: 'confirm' }
+  | { kind: 'commit' }
   | { kind: 'revert'; code: OtaFailureCode; message: string }
   | { kind: 'finish'; status: 'completed' }
   | { kind: 'finish'; status: 'failed'; code: OtaFailureCode; message: string };
@@ -104,6 +121,10 @@ export function planNextStep(input: PlanInput): OtaStep {
     case 'rebooting':
     case 'health_checking':
     case 'committing':
+      // A cut while committing: the decision to commit was taken, but the commit did not land,
+      // so the slot is on trial again. Back to health_checking would go against the table: the
+      // commit runs again (it is idempotent), once this new boot has proved itself too.
+      if (phase === 'committing' && (boot === 'trial' || boot === 'not_rebooted')) return { kind: 'commit' };
       if (boot === 'trial') return { kind: 'confirm' };
       if (boot === 'not_rebooted') return phase === 'rebooting' ? { kind: 'reboot' } : { kind: 'confirm' };
       if (boot === 'reverted') return bootFailed('the new version did not come up within its boot attempts');

@@ -10,10 +10,43 @@ import {
   parseFrame,
   TunnelDefaults,
 } from '../protocol/tunnel.ts';
+import {
+  errorFields,
+  formatWireError,
+  readWireError,
+  TunnelErrorCode,
+  type WireError,
+} from '../protocol/wire-error.ts';
 import { errorMessage, type Logger } from './logger.ts';
 
-/** Answers one cloud → device command; what it returns is the response's `data`, what it throws its `error`. */
+/**
+ * Answers one cloud → device command; what it returns is the response's `data`. To refuse, it
+ * throws a CommandRefusedError (its code goes on the wire); anything else it throws is answered
+ * as `internal_error` with the error's message.
+ */
 export type CommandHandler = (payload: unknown, message: Envelope) => unknown | Promise<unknown>;
+
+/** A command handler's refusal, with the stable code the cloud branches on (`busy`, `too_late` …). */
+export class CommandRefusedError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'CommandRefusedError';
+  }
+}
+
+/** The cloud answered a device → cloud request with status `error`. */
+export class RequestRefusedError extends Error {
+  constructor(
+    readonly action: string,
+    readonly refusal: WireError,
+  ) {
+    super(`${action} refused: ${formatWireError(refusal)}`);
+    this.name = 'RequestRefusedError';
+  }
+}
 
 export interface TunnelClientOptions {
   /** `wss://host:port` or `https://host:port` (a path prefix is kept); `/tunnel` is appended. */
@@ -43,6 +76,7 @@ export interface TunnelClientOptions {
 export class InsecureServerUrlError extends Error {}
 
 interface PendingRequest {
+  action: string;
   resolve: (data: unknown) => void;
   reject: (error: Error) => void;
   timer: NodeJS.Timeout;
@@ -154,7 +188,7 @@ export class TunnelClient {
         reject(new Error(`${action} got no response within ${timeoutMs} ms`));
       }, timeoutMs);
       this.pending ??= new Map();
-      this.pending.set(id, { resolve, reject, timer });
+      this.pending.set(id, { action, resolve, reject, timer });
       this.send(socket, { type: 'command', id, action, payload });
     });
   }
@@ -209,7 +243,7 @@ export class TunnelClient {
     if (!this.isConnected) {
       if (message.type === 'connected') this.onAuthenticated(socket);
       else if (message.error !== undefined) {
-        this.options.logger.error('tunnel: the server refused the connection', { error: message.error });
+        this.options.logger.error('tunnel: the server refused the connection', { ...readWireError(message) });
         socket.terminate();
       }
       return;
@@ -224,7 +258,7 @@ export class TunnelClient {
         this.settle(message);
         return;
       case 'error':
-        this.options.logger.warn('tunnel: the server reported an error', { error: message.error });
+        this.options.logger.warn('tunnel: the server reported an error', { ...readWireError(message) });
         return;
       default:
         this.options.logger.debug('tunnel: ignoring a frame', { type: message.type });
@@ -252,12 +286,14 @@ export class TunnelClient {
   private async dispatch(socket: WebSocket, message: Envelope): Promise<void> {
     const { id, action } = message;
     if (id === undefined) {
-      this.send(socket, { type: 'response', status: 'error', error: 'a command needs an id' });
+      const refusal = { code: TunnelErrorCode.invalidFrame, message: 'a command needs an id' };
+      this.send(socket, { type: 'response', status: 'error', ...errorFields(refusal) });
       return;
     }
     const handler = action === undefined ? undefined : this.handlers.get(action);
     if (!handler) {
-      this.send(socket, { type: 'response', id, status: 'error', error: `unknown action: ${action ?? '(none)'}` });
+      const refusal = { code: TunnelErrorCode.unknownAction, message: `unknown action ${JSON.stringify(action)}` };
+      this.send(socket, { type: 'response', id, status: 'error', ...errorFields(refusal) });
       return;
     }
     let reply: Envelope;
@@ -265,7 +301,11 @@ export class TunnelClient {
       const data = await handler(message.payload, message);
       reply = { type: 'response', id, status: 'success', ...(data === undefined ? {} : { data }) };
     } catch (error) {
-      reply = { type: 'response', id, status: 'error', error: errorMessage(error).slice(0, 4000) };
+      const refusal =
+        error instanceof CommandRefusedError
+          ? { code: error.code, message: error.message }
+          : { code: TunnelErrorCode.internalError, message: errorMessage(error) };
+      reply = { type: 'response', id, status: 'error', ...errorFields(refusal) };
     }
     // The answer belongs to the link the command came on; a newer link never sees it.
     if (socket === this.socket && socket.readyState === WebSocket.OPEN) this.send(socket, reply);
@@ -277,7 +317,7 @@ export class TunnelClient {
     this.pending?.delete(message.id);
     if (this.pending?.size === 0) this.pending = undefined;
     clearTimeout(entry.timer);
-    if (message.status === 'error') entry.reject(new Error(message.error ?? 'the server answered with an error'));
+    if (message.status === 'error') entry.reject(new RequestRefusedError(entry.action, readWireError(message)));
     else entry.resolve(message.data);
   }
 

@@ -23,7 +23,10 @@ export const Envelope = Type.Object(
     payload: Type.Optional(Type.Unknown()),
     status: Type.Optional(Type.Union([Type.Literal('success'), Type.Literal('error')])),
     data: Type.Optional(Type.Unknown()),
+    /** "code: message" (see wire-error.ts); EdgeFlow devices read it as a plain string. */
     error: Type.Optional(Type.String({ maxLength: 4096 })),
+    /** The code of `error` alone; read leniently (readWireError), absent from older peers. */
+    error_code: Type.Optional(Type.String({ maxLength: 64 })),
     timestamp: Type.Optional(Type.String({ maxLength: 64 })),
   },
   { additionalProperties: true },

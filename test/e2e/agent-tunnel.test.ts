@@ -6,7 +6,10 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Agent } from '../../src/agent/agent.ts';
+import { silentLogger } from '../../src/agent/logger.ts';
+import { RequestRefusedError, TunnelClient } from '../../src/agent/tunnel-client.ts';
 import { CloseCode } from '../../src/protocol/tunnel.ts';
+import { DeviceCommandError } from '../../src/server/tunnel/hub.ts';
 import { createAgent, registerDevice, removeAgentDirs, startAgent } from '../helpers/agents.ts';
 import { eventually } from '../helpers/raw-device.ts';
 import {
@@ -106,6 +109,63 @@ for (const backend of backends) {
         assert.equal(await isOnline(server, org.adminKey, device.deviceId), true);
       } finally {
         await Promise.all(agents.map((agent) => agent.stop()));
+        await server.close();
+      }
+    });
+
+    it("carries errors with their code both ways: the server reads the agent's refusals, the agent the server's", async () => {
+      const server = await startTestServer(backend);
+      let tunnel: TunnelClient | undefined;
+      try {
+        const org = await server.createOrg();
+        const device = await registerDevice(server, org.adminKey);
+        const agent = await startAgent(server, org, device);
+        const ref = { organizationId: org.id, deviceId: device.deviceId };
+        const refusalOf = (action: string, payload: unknown) =>
+          server.services.tunnel.command(ref, action, payload).then(
+            () => assert.fail(`${action} was accepted`),
+            (error: unknown) => {
+              assert.ok(error instanceof DeviceCommandError, String(error));
+              return error.deviceError;
+            },
+          );
+        assert.deepEqual(await refusalOf('ota_cancel', { update_id: 'u-nope' }), {
+          code: 'not_found',
+          message: 'no update u-nope on this device',
+        });
+        const invalid = await refusalOf('ota_update', { update_id: 'u-bad' });
+        assert.equal(invalid.code, 'invalid_command');
+        assert.doesNotMatch(invalid.message, /^invalid_command/, 'the code is not repeated in the message');
+        assert.equal((await refusalOf('format_disk', {})).code, 'unknown_action');
+        await agent.stop();
+
+        // The agent's end of the tunnel, on its own so that it can send what the agent never would.
+        tunnel = new TunnelClient({
+          server: server.url,
+          deviceId: device.deviceId,
+          apiKey: device.apiKey,
+          agentVersion: '1.0.0',
+          firmwareVersion: () => '1.0.0',
+          logger: silentLogger,
+          allowInsecure: true,
+        });
+        tunnel.start();
+        assert.equal(await tunnel.waitUntilConnected(10_000), true);
+        const refusedRequest = (action: string, payload: unknown) =>
+          tunnel!.request(action, payload, { timeoutMs: 10_000 }).then(
+            () => assert.fail(`${action} was accepted`),
+            (error: unknown) => {
+              assert.ok(error instanceof RequestRefusedError, String(error));
+              return error.refusal;
+            },
+          );
+        assert.equal((await refusedRequest('make_coffee', {})).code, 'unknown_action');
+        assert.deepEqual(await refusedRequest('device_info', {}), {
+          code: 'invalid_payload',
+          message: 'device_info needs current_version',
+        });
+      } finally {
+        await tunnel?.stop();
         await server.close();
       }
     });

@@ -62,6 +62,8 @@ export class StockEdgeFlowDevice {
   #stopped = false;
   /** Every frame received, in order. */
   readonly received: Record<string, unknown>[] = [];
+  /** Frames their decoder would have refused (an `error` that is not a string): none, ever. */
+  readonly undecodable: Record<string, unknown>[] = [];
   /** Every frame sent, in order. */
   readonly sent: Record<string, unknown>[] = [];
   connects = 0;
@@ -98,10 +100,10 @@ export class StockEdgeFlowDevice {
   }
 
   /** Sends a frame as their agent does: JSON with a nanosecond timestamp. */
-  send(message: Record<string, unknown>): void {
+  send(message: Record<string, unknown>, socket = this.#socket): void {
     const frame = { ...message, timestamp: goNanoTimestamp() };
     this.sent.push(frame);
-    this.#socket?.send(JSON.stringify(frame));
+    socket?.send(JSON.stringify(frame));
   }
 
   #connect(): Promise<void> {
@@ -109,19 +111,23 @@ export class StockEdgeFlowDevice {
       const socket = new WebSocket(this.#url);
       this.#socket = socket;
       let settled = false;
+      let established = false;
       socket.on('open', () => {
-        this.send({
-          type: 'connect',
-          device_id: this.#options.deviceId,
-          api_key: this.#options.apiKey,
-          version: this.#options.agentVersion,
-        });
+        const connect = { device_id: this.#options.deviceId, api_key: this.#options.apiKey };
+        this.send({ type: 'connect', ...connect, version: this.#options.agentVersion }, socket);
       });
       socket.on('message', (data) => {
         const message = JSON.parse(data.toString()) as Record<string, unknown>;
+        // Their Message struct declares `Error string`: any other JSON type there fails
+        // json.Unmarshal, and their read loop logs the frame and skips it.
+        if ('error' in message && typeof message.error !== 'string') {
+          this.undecodable.push(message);
+          return;
+        }
         this.received.push(message);
         if (message.type === 'connected' && !settled) {
           settled = true;
+          established = true;
           this.connects++;
           this.#startHeartbeat();
           resolve();
@@ -145,7 +151,8 @@ export class StockEdgeFlowDevice {
           settled = true;
           reject(new Error('closed before connected'));
         }
-        if (!this.#stopped && this.connects > 0) void this.#reconnect();
+        // Only a dropped connection starts their retry loop; a failed dial is that loop's next attempt.
+        if (!this.#stopped && established) void this.#reconnect();
       });
     });
   }

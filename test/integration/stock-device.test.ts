@@ -134,6 +134,20 @@ for (const backend of backends) {
       }
     });
 
+    it('reads every error the server sends it as the plain string its decoder expects', async () => {
+      const registered = await registerDevice(server, org.adminKey);
+      const wrongKey = new StockEdgeFlowDevice(server.url, { ...registered, apiKey: `${registered.apiKey}x` });
+      devices.push(wrongKey);
+      await assert.rejects(wrongKey.start(), /^Error: refused: auth_failed: authentication failed$/);
+
+      const { device } = await stockDevice();
+      device.send({ type: 'command', action: 'list_flows' });
+      await eventually(async () => device.received.some((m) => m.type === 'error'), 5000, 'the refusal');
+      const refusal = device.received.find((m) => m.type === 'error')!;
+      assert.equal(refusal.error, 'invalid_frame: a command needs an id');
+      assert.deepEqual([...wrongKey.undecodable, ...device.undecodable], []);
+    });
+
     it('answers device_offline only when the device has no tunnel', async () => {
       const { deviceId, device } = await stockDevice();
       await device.stop();

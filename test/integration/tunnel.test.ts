@@ -82,7 +82,8 @@ for (const backend of backends) {
       const unknown = await raw.next('response');
       assert.equal(unknown.id, 'c1');
       assert.equal(unknown.status, 'error');
-      assert.match(String(unknown.error), /unknown action/);
+      assert.equal(unknown.error, 'unknown_action: unknown action "make_coffee"');
+      assert.equal(unknown.error_code, 'unknown_action');
 
       raw.send({ type: 'command', id: 'c2', action: 'device_info', payload: { current_version: '1.0.1' } });
       const info = await raw.next('response');
@@ -95,7 +96,10 @@ for (const backend of backends) {
       const device = await newDevice();
       const wrongKey = await openRaw(server.url);
       wrongKey.send({ type: 'connect', device_id: device.deviceId, api_key: 'efd_wrong', version: '1.0.0' });
-      assert.ok((await wrongKey.next('error')).error);
+      const refusal = await wrongKey.next('error');
+      // Stock EdgeFlow devices decode `error` as a string; the code rides beside it.
+      assert.equal(refusal.error, 'auth_failed: authentication failed');
+      assert.equal(refusal.error_code, 'auth_failed');
       assert.equal((await wrongKey.closed).code, CloseCode.authFailed);
 
       const silent = await openRaw(server.url);

@@ -1,14 +1,30 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
+  assertTransition,
   type BootObservation,
   canTransition,
+  IllegalPhaseChangeError,
   isCancellable,
+  type OtaStep,
   overallProgress,
   type PlanInput,
   planNextStep,
 } from '../../src/agent/ota-state-machine.ts';
 import type { OtaPhase } from '../../src/protocol/tunnel.ts';
+
+const allPhases: OtaPhase[] = [
+  'queued',
+  'downloading',
+  'verifying',
+  'installing',
+  'rebooting',
+  'health_checking',
+  'committing',
+  'completed',
+  'reverting',
+  'failed',
+];
 
 describe('OTA phase transitions', () => {
   const cases: Array<[OtaPhase, OtaPhase, boolean]> = [
@@ -31,6 +47,35 @@ describe('OTA phase transitions', () => {
     it(`${from} → ${to} is ${allowed ? 'allowed' : 'refused'}`, () => {
       assert.equal(canTransition(from, to), allowed);
     });
+  }
+
+  // The table as the spec writes it, apart from the code: every other change must be refused.
+  const allowed: Record<OtaPhase, OtaPhase[]> = {
+    queued: ['downloading', 'completed', 'failed'],
+    downloading: ['verifying', 'failed'],
+    verifying: ['installing', 'failed'],
+    installing: ['rebooting', 'health_checking', 'failed'],
+    rebooting: ['health_checking', 'reverting', 'completed', 'failed'],
+    health_checking: ['committing', 'reverting', 'completed', 'failed'],
+    committing: ['completed', 'reverting', 'failed'],
+    reverting: ['failed'],
+    completed: [],
+    failed: [],
+  };
+  for (const from of allPhases) {
+    for (const to of allPhases) {
+      const legal = from === to || allowed[from].includes(to);
+      it(`${legal ? 'lets' : 'refuses'} ${from} → ${to}`, () => {
+        if (legal) {
+          assertTransition(from, to);
+          return;
+        }
+        assert.throws(
+          () => assertTransition(from, to),
+          (error: unknown) => error instanceof IllegalPhaseChangeError && error.from === from && error.to === to,
+        );
+      });
+    }
   }
 
   it('only lets an update be cancelled before anything on the device is touched', () => {
@@ -90,6 +135,12 @@ describe('planNextStep: what the reconcile loop does next (also after a power cu
       { phase: 'health_checking', boot: 'trial', runningVersion: '2.0.0' },
       'confirm',
     ],
+    [
+      'cut while committing, the commit not landed: the trial boot proves itself again and the commit is re-run',
+      { phase: 'committing', boot: 'trial', runningVersion: '2.0.0' },
+      'commit',
+    ],
+    ['stopped while committing in this run: commit again', { phase: 'committing', boot: 'not_rebooted' }, 'commit'],
     [
       'cut after the commit but before the result: completed',
       { phase: 'committing', boot: 'normal', runningVersion: '2.0.0' },
@@ -153,7 +204,51 @@ describe('planNextStep: what the reconcile loop does next (also after a power cu
     for (const phase of afterInstall) {
       for (const boot of boots) {
         const step = planNextStep({ ...base, phase, boot });
-        assert.ok(['confirm', 'revert', 'finish'].includes(step.kind), `${phase}/${boot} planned ${step.kind}`);
+        assert.ok(
+          ['confirm', 'commit', 'revert', 'finish'].includes(step.kind),
+          `${phase}/${boot} planned ${step.kind}`,
+        );
+      }
+    }
+  });
+
+  /** The phase the job is in while the handler runs a step (OtaHandler enters it first). */
+  const phaseOfStep = (step: OtaStep, phase: OtaPhase): OtaPhase => {
+    switch (step.kind) {
+      case 'authorize':
+        return 'queued';
+      case 'download':
+        return 'downloading';
+      case 'verify':
+        return 'verifying';
+      case 'install':
+        return 'installing';
+      case 'reboot':
+        return phase;
+      case 'confirm':
+        return 'health_checking';
+      case 'commit':
+        return 'committing';
+      case 'revert':
+        return 'reverting';
+      case 'finish':
+        return step.status;
+    }
+  };
+
+  it('never plans a step whose phase change the table forbids, whatever was persisted and however it booted', () => {
+    const boots: BootObservation[] = ['not_rebooted', 'normal', 'trial', 'reverted'];
+    const failure = { code: 'health_check_failed' as const, message: 'unhealthy' };
+    for (const phase of allPhases) {
+      for (const boot of boots) {
+        for (const runningVersion of ['1.0.0', '2.0.0']) {
+          for (const extra of [{}, { failure }, { cancelRequested: true }]) {
+            const input: PlanInput = { ...base, phase, boot, runningVersion, ...extra };
+            const step = planNextStep(input);
+            const to = phaseOfStep(step, phase);
+            assert.ok(canTransition(phase, to), `${JSON.stringify(input)} planned ${step.kind}: ${phase} → ${to}`);
+          }
+        }
       }
     }
   });

@@ -7,11 +7,15 @@
  * consistent, and the server must have been told exactly that.
  */
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { BootEnvironment } from '../../src/agent/ab-installer.ts';
 import type { Agent, AgentOptions } from '../../src/agent/agent.ts';
+import type { Logger } from '../../src/agent/logger.ts';
+import { canTransition } from '../../src/agent/ota-state-machine.ts';
+import type { OtaStateFile } from '../../src/agent/ota-state-store.ts';
+import type { OtaPhase } from '../../src/protocol/tunnel.ts';
 import { fastAgent, resultsFor, updatePayload, withTempDir } from '../helpers/agent-fixtures.ts';
 import { makeFirmware, StandInServer } from '../helpers/agent-stand-in-server.ts';
 
@@ -92,7 +96,18 @@ async function survivePowerCut(
     await first.powerCut();
     await settle();
 
-    const second = fastAgent(server, { deviceId, dataDir, ...options });
+    const persisted = JSON.parse(
+      await readFile(join(dataDir, 'ota-state.json'), 'utf8').catch(() => '{"job":null}'),
+    ) as OtaStateFile;
+    const phases: OtaPhase[] = persisted.job ? [persisted.job.phase] : [];
+    const second = fastAgent(server, {
+      deviceId,
+      dataDir,
+      ...options,
+      stepHook: (step) => {
+        if (step.startsWith('phase:')) phases.push(step.slice('phase:'.length) as OtaPhase);
+      },
+    });
     await second.start();
     try {
       await waitUntil(
@@ -120,6 +135,12 @@ async function survivePowerCut(
       for (const result of results) {
         assert.deepEqual(result, final, 'every copy of the result says the same');
       }
+      // The recovery takes only changes the phase table allows, from the phase the cut left on disk.
+      if (persisted.job) phases.push(final.status);
+      for (const [index, to] of phases.entries()) {
+        const from = phases[index - 1];
+        if (from !== undefined) assert.ok(canTransition(from, to), `recovery went ${phases.join(' → ')}`);
+      }
     } finally {
       await second.stop();
     }
@@ -130,6 +151,7 @@ describe('power cut at every step of an update', () => {
   it('a healthy update always ends completed on the new version, whichever step lost power', async (t) => {
     const steps = await recordSteps({});
     assert.ok(steps.includes('install:pending-marked') && steps.includes('boot:tries-persisted'), steps.join(' '));
+    assert.ok(steps.includes('phase:committing'), 'a cut while committing is among them');
     for (const cut of cutsFor(steps)) {
       await t.test(`power lost at ${cut.step} #${cut.occurrence}`, () => survivePowerCut({}, cut, 'completed'));
     }
@@ -142,5 +164,117 @@ describe('power cut at every step of an update', () => {
     for (const cut of cutsFor(steps)) {
       await t.test(`power lost at ${cut.step} #${cut.occurrence}`, () => survivePowerCut(options, cut, 'failed'));
     }
+  });
+});
+
+/** Every log line, to read what the agent said. */
+function recordingLogger(): Logger & { lines: { level: string; message: string; fields?: Record<string, unknown> }[] } {
+  const lines: { level: string; message: string; fields?: Record<string, unknown> }[] = [];
+  const at = (level: string) => (message: string, fields?: Record<string, unknown>) =>
+    void lines.push({ level, message, fields });
+  return { lines, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
+}
+
+describe('the OTA state file read back after a power cut', () => {
+  /** Runs an update until the new image boots on trial and its health check begins, then cuts the power. */
+  async function cutDuringTrial(dataDir: string, deviceId: string): Promise<void> {
+    let cut = false;
+    const first = fastAgent(server, {
+      deviceId,
+      dataDir,
+      stepHook: (step) => {
+        if (step !== 'phase:health_checking') return;
+        cut = true;
+        return new Promise<void>(() => {});
+      },
+    });
+    await first.start();
+    await sendUpdate(first, deviceId);
+    await waitUntil('the cut during the trial boot', () => cut);
+    await first.powerCut();
+    await settle();
+  }
+
+  const bootEnvironment = async (dataDir: string) =>
+    JSON.parse(await readFile(join(dataDir, 'boot.json'), 'utf8')) as BootEnvironment;
+
+  it('a corrupt file is logged and set aside, and the trial boot nobody can confirm is reverted', async () => {
+    await withTempDir(async (dataDir) => {
+      const deviceId = `dev-state-corrupt-${++deviceCounter}`;
+      await cutDuringTrial(dataDir, deviceId);
+      assert.notEqual((await bootEnvironment(dataDir)).pending, null, 'the new slot is on trial');
+      const statePath = join(dataDir, 'ota-state.json');
+      await writeFile(statePath, '{"format_version":1,"job":{"phase":"health_che');
+
+      const logger = recordingLogger();
+      const reportedVersions = () =>
+        server
+          .commandsFrom(deviceId, 'device_info')
+          .map((m) => (m.payload as { current_version: string }).current_version);
+      const reportedBefore = reportedVersions().length;
+      const second = fastAgent(server, { deviceId, dataDir, logger });
+      await second.start();
+      try {
+        await waitUntil('the trial reverted and reported', () => {
+          const reported = reportedVersions().slice(reportedBefore);
+          return reported.length > 0 && reported.at(-1) === '1.0.0';
+        });
+        const unusable = logger.lines.filter((line) => /OTA state file unusable/.test(line.message));
+        assert.equal(unusable.length, 1, JSON.stringify(logger.lines));
+        assert.equal(unusable[0]!.level, 'error');
+        assert.match(String(unusable[0]!.fields?.reason), /^not JSON: /);
+        assert.equal(
+          await readFile(`${statePath}.discarded`, 'utf8'),
+          '{"format_version":1,"job":{"phase":"health_che',
+        );
+        assert.equal((await bootEnvironment(dataDir)).pending, null, 'no slot left pending');
+        assert.equal(second.currentVersion, '1.0.0');
+        assert.equal(second.otaState, null);
+      } finally {
+        await second.stop();
+      }
+
+      // The next start finds nothing to complain about: no crash loop on the same file.
+      const third = fastAgent(server, { deviceId, dataDir, logger });
+      await third.start();
+      try {
+        assert.equal(await third.waitUntilConnected(5_000), true);
+        assert.equal(logger.lines.filter((line) => line.level === 'error').length, 1);
+        assert.equal(third.currentVersion, '1.0.0');
+      } finally {
+        await third.stop();
+      }
+    });
+  });
+
+  it('a file of the format before format_version is read, and the update it holds completes', async () => {
+    await withTempDir(async (dataDir) => {
+      const deviceId = `dev-state-format0-${++deviceCounter}`;
+      await cutDuringTrial(dataDir, deviceId);
+      const statePath = join(dataDir, 'ota-state.json');
+      const { format_version, ...formatZero } = JSON.parse(await readFile(statePath, 'utf8')) as OtaStateFile;
+      assert.equal(format_version, 1);
+      assert.equal(formatZero.job?.phase, 'health_checking');
+      await writeFile(statePath, JSON.stringify(formatZero));
+
+      const logger = recordingLogger();
+      const second = fastAgent(server, { deviceId, dataDir, logger });
+      await second.start();
+      try {
+        await waitUntil(
+          'the update completed',
+          () => second.unacknowledgedResults === 0 && resultsFor(server, deviceId, 'u-cut').length > 0,
+        );
+        assert.equal(resultsFor(server, deviceId, 'u-cut').at(-1)?.status, 'completed');
+        assert.equal(second.currentVersion, '2.0.0');
+        assert.ok(logger.lines.some((line) => line.message === 'OTA state file migrated' && line.fields?.from === 0));
+        assert.equal(logger.lines.filter((line) => line.level === 'error').length, 0, JSON.stringify(logger.lines));
+        const rewritten = JSON.parse(await readFile(statePath, 'utf8')) as OtaStateFile;
+        assert.equal(rewritten.format_version, 1);
+        await assert.rejects(stat(`${statePath}.discarded`), { code: 'ENOENT' });
+      } finally {
+        await second.stop();
+      }
+    });
   });
 });

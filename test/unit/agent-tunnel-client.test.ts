@@ -9,7 +9,9 @@ import { AGENT_VERSION } from '../../src/agent/agent.ts';
 import { silentLogger } from '../../src/agent/logger.ts';
 import { MemoryInstaller } from '../../src/agent/memory-installer.ts';
 import {
+  CommandRefusedError,
   InsecureServerUrlError,
+  RequestRefusedError,
   TunnelClient,
   type TunnelClientOptions,
   tunnelUrl,
@@ -122,19 +124,44 @@ describe('tunnel client (against a stand-in ws server)', () => {
       await tunnel.waitUntilConnected(2_000);
       const response = await server.command('dev-unknown', 'format_disk', {});
       assert.equal(response.status, 'error');
-      assert.match(response.error ?? '', /unknown action: format_disk/);
+      assert.equal(response.error, 'unknown_action: unknown action "format_disk"');
+      assert.equal(response.error_code, 'unknown_action');
     });
   });
 
-  it('answers a handler that throws with status error and its message', async () => {
+  it("answers a handler's refusal with status error, its code and message", async () => {
     const tunnel = client('dev-throws');
+    tunnel.handle('refuse', () => {
+      throw new CommandRefusedError('busy', 'try later');
+    });
     tunnel.handle('explode', () => {
-      throw new Error('busy: try later');
+      throw new Error('disk on fire');
     });
     await withClient(tunnel, async () => {
       await tunnel.waitUntilConnected(2_000);
-      const response = await server.command('dev-throws', 'explode', {});
-      assert.deepEqual([response.status, response.error], ['error', 'busy: try later']);
+      const refused = await server.command('dev-throws', 'refuse', {});
+      assert.deepEqual([refused.status, refused.error, refused.error_code], ['error', 'busy: try later', 'busy']);
+      const exploded = await server.command('dev-throws', 'explode', {});
+      assert.deepEqual(
+        [exploded.status, exploded.error, exploded.error_code],
+        ['error', 'internal_error: disk on fire', 'internal_error'],
+      );
+    });
+  });
+
+  it("rejects a request the server refused with its code, read from an older server's plain string too", async () => {
+    const tunnel = client('dev-refused');
+    await withClient(tunnel, async () => {
+      await tunnel.waitUntilConnected(2_000);
+      // The stand-in answers an unknown update's refresh with a bare "unknown update", as servers before error_code.
+      const refusal = await tunnel.request('ota_refresh_url', { update_id: 'u-unknown' }).then(
+        () => assert.fail('accepted'),
+        (error: unknown) => {
+          assert.ok(error instanceof RequestRefusedError, String(error));
+          return error.refusal;
+        },
+      );
+      assert.deepEqual(refusal, { code: 'unspecified', message: 'unknown update' });
     });
   });
 

@@ -23,6 +23,13 @@ import {
   parseFrame,
   validate,
 } from '../../protocol/tunnel.ts';
+import {
+  errorFields,
+  formatWireError,
+  readWireError,
+  TunnelErrorCode,
+  type WireError,
+} from '../../protocol/wire-error.ts';
 import { findDevicesByKeyHashes } from '../devices/repo.ts';
 import { Batcher } from '../infra/batcher.ts';
 import type { Config } from '../infra/config.ts';
@@ -56,9 +63,9 @@ export class DeviceUnhealthyError extends ConflictError {
 export class DeviceCommandError extends Error {
   constructor(
     readonly action: string,
-    readonly deviceError: string,
+    readonly deviceError: WireError,
   ) {
-    super(`device refused ${action}: ${deviceError}`);
+    super(`device refused ${action}: ${formatWireError(deviceError)}`);
     this.name = 'DeviceCommandError';
   }
 }
@@ -265,7 +272,10 @@ export class TunnelHub {
       data = await this.command(device, CloudAction.healthCheck, {}, timeoutMs);
     } catch (error) {
       if (error instanceof DeviceCommandError) {
-        throw new DeviceUnhealthyError(device.deviceId, `it answered health_check with an error: ${error.deviceError}`);
+        throw new DeviceUnhealthyError(
+          device.deviceId,
+          `it answered health_check with an error: ${formatWireError(error.deviceError)}`,
+        );
       }
       throw error;
     }
@@ -312,7 +322,7 @@ export class TunnelHub {
   #accept(socket: WebSocket): void {
     const link = new DeviceLink(socket);
     link.authTimer = setTimeout(() => {
-      this.#sendError(link, 'no connect message within the time allowed');
+      this.#sendError(link, TunnelErrorCode.authTimeout, 'no connect message within the time allowed');
       socket.close(CloseCode.authTimeout, 'connect timeout');
     }, this.#deps.config.tunnelConnectTimeoutMs);
     socket.on('message', (data, isBinary) => this.#onFrame(link, data, isBinary));
@@ -335,23 +345,24 @@ export class TunnelHub {
     const { metrics } = this.#deps;
     if (!link.takeToken(now)) {
       metrics.tunnelMessages.labels('any', 'rate_limited').inc();
-      if (link.refused++ === 0) this.#sendError(link, 'rate limit exceeded; slow down');
+      if (link.refused++ === 0) this.#sendError(link, TunnelErrorCode.rateLimited, 'rate limit exceeded; slow down');
       this.#closeIfAbusive(link);
       return;
     }
-    if (isBinary) return this.#refuse(link, 'binary frames are not supported; send JSON text frames');
+    const { invalidFrame, unexpectedFrame } = TunnelErrorCode;
+    if (isBinary) return this.#refuse(link, invalidFrame, 'binary frames are not supported; send JSON text frames');
     const parsed = parseFrame(data.toString());
-    if (!parsed.ok) return this.#refuse(link, parsed.reason);
+    if (!parsed.ok) return this.#refuse(link, invalidFrame, parsed.reason);
     const message = parsed.message;
     metrics.tunnelMessages.labels(message.type, 'ok').inc();
 
     if (!link.authenticated) {
-      if (message.type !== 'connect') return this.#refuse(link, 'the first message must be connect');
-      if (link.authenticating) return this.#refuse(link, 'connect is already being processed');
+      if (message.type !== 'connect') return this.#refuse(link, unexpectedFrame, 'the first message must be connect');
+      if (link.authenticating) return this.#refuse(link, unexpectedFrame, 'connect is already being processed');
       link.authenticating = true;
       this.#authenticate(link, message).catch((error: Error) => {
         this.#deps.log.error({ err: error }, 'tunnel authentication failed unexpectedly');
-        this.#sendError(link, 'internal error');
+        this.#sendError(link, TunnelErrorCode.internalError, 'internal error');
         link.socket.close(CloseCode.policyViolation, 'internal error');
       });
       return;
@@ -368,16 +379,16 @@ export class TunnelHub {
         this.#onDeviceCommand(link, message);
         return;
       case 'connect':
-        return this.#refuse(link, 'already connected');
+        return this.#refuse(link, unexpectedFrame, 'already connected');
       default:
-        return this.#refuse(link, `unknown message type ${JSON.stringify(message.type)}`);
+        return this.#refuse(link, invalidFrame, `unknown message type ${JSON.stringify(message.type)}`);
     }
   }
 
-  #refuse(link: DeviceLink, reason: string): void {
+  #refuse(link: DeviceLink, code: string, reason: string): void {
     this.#deps.metrics.tunnelMessages.labels('invalid', 'refused').inc();
     link.refused++;
-    this.#sendError(link, reason);
+    this.#sendError(link, code, reason);
     this.#closeIfAbusive(link);
   }
 
@@ -389,7 +400,7 @@ export class TunnelHub {
 
   async #authenticate(link: DeviceLink, message: Envelope): Promise<void> {
     const refuse = (why: string) => {
-      this.#sendError(link, why);
+      this.#sendError(link, TunnelErrorCode.authFailed, why);
       link.socket.close(CloseCode.authFailed, 'authentication failed');
     };
     if (!message.device_id || !message.api_key) return refuse('connect needs device_id and api_key');
@@ -430,15 +441,21 @@ export class TunnelHub {
     if (!pending) return; // late answer to a command that timed out: nothing waits for it
     link.pending!.delete(message.id!);
     clearTimeout(pending.timer);
-    if (message.status === 'error') pending.reject(new DeviceCommandError(pending.action, message.error ?? 'error'));
+    if (message.status === 'error') pending.reject(new DeviceCommandError(pending.action, readWireError(message)));
     else pending.resolve(message.data);
   }
 
   #onDeviceCommand(link: DeviceLink, message: Envelope): void {
     const answer = (reply: Partial<Envelope>) => this.#send(link, { type: 'response', id: message.id, ...reply });
-    if (!message.id) return this.#refuse(link, 'a command needs an id');
+    if (!message.id) return this.#refuse(link, TunnelErrorCode.invalidFrame, 'a command needs an id');
     const handler = message.action ? this.#handlers.get(message.action) : undefined;
-    if (!handler) return answer({ status: 'error', error: `unknown action ${JSON.stringify(message.action)}` });
+    if (!handler) {
+      const unknown = {
+        code: TunnelErrorCode.unknownAction,
+        message: `unknown action ${JSON.stringify(message.action)}`,
+      };
+      return answer({ status: 'error', ...errorFields(unknown) });
+    }
     const device = { organizationId: link.organizationId, deviceId: link.deviceId, connectedAtMs: link.connectedAtMs };
     // One device's requests run in the order it sent them (a version report must not overtake
     // the result that follows it); different devices run concurrently.
@@ -456,10 +473,11 @@ export class TunnelHub {
             'device request failed',
           );
         }
-        answer({
-          status: 'error',
-          error: error instanceof AppError ? `${error.code}: ${error.message}` : 'internal error',
-        });
+        const refusal =
+          error instanceof AppError
+            ? { code: error.code, message: error.message }
+            : { code: TunnelErrorCode.internalError, message: 'internal error' };
+        answer({ status: 'error', ...errorFields(refusal) });
       },
     );
   }
@@ -532,7 +550,8 @@ export class TunnelHub {
     if (link.socket.readyState === WebSocket.OPEN) link.socket.send(encodeFrame(message));
   }
 
-  #sendError(link: DeviceLink, error: string): void {
-    this.#send(link, { type: 'error', error });
+  /** EdgeFlow devices read `error` as a string: errorFields keeps it one (see protocol/wire-error.ts). */
+  #sendError(link: DeviceLink, code: string, message: string): void {
+    this.#send(link, { type: 'error', ...errorFields({ code, message }) });
   }
 }

@@ -13,6 +13,7 @@ import {
   type OtaUpdatePayload,
   validate,
 } from '../../protocol/tunnel.ts';
+import { formatWireError, TunnelErrorCode, type WireError } from '../../protocol/wire-error.ts';
 import * as firmwareRepo from '../firmware/repo.ts';
 import { BadRequestError } from '../infra/errors.ts';
 import { findSigningKeys } from '../orgs/repo.ts';
@@ -62,21 +63,21 @@ export function otaEventOf(row: repo.UpdateRow, previous: repo.UpdateRow['status
 }
 
 /**
- * Why a device refused `ota_update`, as a failure code and message. Our agent answers
- * `code: message`; a stock EdgeFlow agent has no OTA handler and answers
+ * Why a device refused `ota_update`, as the update's failure code and message (the device's
+ * own "code: message" text). A stock EdgeFlow agent has no OTA handler and answers free text,
  * `unknown command action: ota_update`, which gets a code and an explanation of its own.
  */
-export function commandRefusal(deviceError: string): { code: string; message: string } {
-  if (/unknown (command )?action/i.test(deviceError)) {
+export function commandRefusal(refusal: WireError): { code: string; message: string } {
+  const text = formatWireError(refusal);
+  if (refusal.code === TunnelErrorCode.unknownAction || /unknown (command )?action/i.test(text)) {
     return {
       code: 'ota_not_supported',
       message:
-        `the device's agent has no OTA handler (it answered "${deviceError}"): a stock EdgeFlow agent ` +
+        `the device's agent has no OTA handler (it answered "${text}"): a stock EdgeFlow agent ` +
         'cannot take updates; install the EdgeFlow OTA agent (edgeflow-ota agent) on the device',
     };
   }
-  const coded = /^(\w+):\s*(.*)$/s.exec(deviceError);
-  return coded ? { code: coded[1]!, message: deviceError } : { code: 'refused', message: deviceError };
+  return { code: refusal.code === TunnelErrorCode.unspecified ? 'refused' : refusal.code, message: text };
 }
 
 export class UpdateEngine {
