@@ -9,7 +9,10 @@
  * within 1 MiB: what an operator sees in `ps`, garbage not yet collected included. For the
  * breakdown the server also gets a preload that runs a full GC on SIGUSR2 and writes its memory
  * figures (the JS heap, and `external`, which includes PGlite's WebAssembly memory).
- * P6_DATABASE_URL points the baseline at another PostgreSQL server.
+ * P6_DATABASE_URL points the baseline at another PostgreSQL server. To measure what an option
+ * would change: P6_SERVER_NODE_ARGS passes node flags to the server (e.g. "--max-semi-space-size=2"),
+ * P6_SERVER_ENTRY runs another entry point instead of bin/edgeflow-ota.js (e.g. an esbuild bundle
+ * of src/cli/main.ts, to see the server without tsx's loader; docs/benchmarks.md has the command).
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -25,6 +28,8 @@ const ADMIN_URL = process.env.P6_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:
 const TARGET_MIB = 200;
 const SETTLE_MS = 5_000;
 const ADMIN_KEY = 'p6-bench-admin-key';
+const NODE_ARGS = (process.env.P6_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+const ENTRY = path.resolve(REPO_ROOT, process.env.P6_SERVER_ENTRY || 'bin/edgeflow-ota.js');
 
 const mib = (bytes: number) => bytes / 1024 / 1024;
 const log = (line: string) => console.log(`p6  ${line}`);
@@ -57,10 +62,11 @@ async function measureStart(label: string, env: Record<string, string>, dataDir:
   const server = spawn(
     process.execPath,
     [
+      ...NODE_ARGS,
       '--expose-gc',
       '--import',
       path.join(REPO_ROOT, 'bench/support/p4-gc-on-signal.mjs'),
-      path.join(REPO_ROOT, 'bin/edgeflow-ota.js'),
+      ENTRY,
       'serve',
     ],
     {
@@ -147,6 +153,7 @@ async function measurePostgres(): Promise<Start> {
   }
 }
 
+log(`server: node ${[...NODE_ARGS, path.relative(REPO_ROOT, ENTRY)].join(' ')} serve`);
 const embedded = await measureEmbedded();
 const postgres = await measurePostgres();
 
@@ -186,6 +193,7 @@ report(
     pglite_first_start: breakdown(embedded.first),
     pglite_restart: breakdown(embedded.restart),
     postgres: breakdown(postgres),
+    server: { node_args: NODE_ARGS, entry: path.relative(REPO_ROOT, ENTRY) },
     note: 'idle = settled RSS without a forced GC; external includes the WebAssembly memory of PGlite',
   },
 );

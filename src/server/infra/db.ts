@@ -179,7 +179,8 @@ async function createPgliteDataDir(dataDir: string): Promise<void> {
   if (existsSync(path.join(dataDir, 'PG_VERSION'))) return;
   if (existsSync(dataDir) && readdirSync(dataDir).length > 0) return; // not ours to replace; PGlite decides
   mkdirSync(path.dirname(dataDir), { recursive: true });
-  const building = `${dataDir}.initdb-${process.pid}`;
+  // One name, so what a crash leaves behind is removed by the next start.
+  const building = `${dataDir}.creating`;
   await rm(building, { recursive: true, force: true });
   try {
     await promisify(execFile)(
