@@ -171,8 +171,8 @@ const SMALL_INSTANCE = ['shared_buffers=16MB', 'max_connections=5'].flatMap((set
 
 /**
  * Creates the PGlite data directory when there is none, in a child process: initdb runs inside
- * PGlite's WebAssembly memory (two instances, ~750 MB) and a process never hands that back to the
- * system; a child does when it exits. It builds the database beside the target and renames it in
+ * PGlite's WebAssembly memory (two instances, ~750 MB), which a process keeps until a full GC,
+ * and an idle server may never run one; a child returns all of it when it exits. It builds the database beside the target and renames it in
  * place, so a crash part-way leaves no half-initialised directory.
  */
 async function createPgliteDataDir(dataDir: string): Promise<void> {
