@@ -31,7 +31,7 @@ describe('embedded database', () => {
     // database inside the process peaked at ~800 MiB; opening an existing one stays near 250 MiB.
     const script = `
       import { readFileSync } from 'node:fs';
-      const { openDb } = await import(${JSON.stringify(path.resolve('src/server/infra/db.ts'))});
+      const { openDb } = await import(${JSON.stringify(new URL('../../src/server/infra/db.ts', import.meta.url).href)});
       const db = await openDb({ dataDir: process.argv[1] });
       await db.query('CREATE TABLE probe (id int)');
       await db.close();
