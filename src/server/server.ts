@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { type App, buildApp } from './app.ts';
-import { LocalBlobStore, S3BlobStore } from './infra/blobstore/index.ts';
+import { LocalBlobStore } from './infra/blobstore/local.ts';
 import type { BlobStore } from './infra/blobstore/types.ts';
 import type { Config } from './infra/config.ts';
 import { type Db, openDb } from './infra/db.ts';
@@ -25,10 +25,11 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-/** The configured firmware store. */
-function createStore(config: Config, linkSigningSecret: string): BlobStore {
+/** The configured firmware store. The AWS SDK is loaded only for S3 (~10 MB resident otherwise). */
+async function createStore(config: Config, linkSigningSecret: string): Promise<BlobStore> {
   if (config.store === 's3') {
-    return new S3BlobStore({
+    const { S3BlobStore } = await import('./infra/blobstore/s3.ts');
+    const store = new S3BlobStore({
       endpoint: config.s3.endpoint,
       publicEndpoint: config.s3.publicEndpoint,
       region: config.s3.region,
@@ -37,6 +38,8 @@ function createStore(config: Config, linkSigningSecret: string): BlobStore {
       secretAccessKey: config.s3.secretAccessKey,
       forcePathStyle: config.s3.forcePathStyle,
     });
+    await store.ensureBucket();
+    return store;
   }
   return new LocalBlobStore({
     rootDir: path.join(config.dataDir, 'firmware'),
@@ -102,8 +105,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const db = await openConfiguredDb(config);
   try {
     const { generatedAdminKey, linkSigningSecret } = await bootstrap(db, config.adminKey);
-    const store = createStore(config, linkSigningSecret);
-    if (store instanceof S3BlobStore) await store.ensureBucket();
+    const store = await createStore(config, linkSigningSecret);
     return await startOn({ config, db, store, generatedAdminKey });
   } catch (error) {
     await db.close();

@@ -2,7 +2,11 @@
  * One small query interface over both databases: embedded PGlite (Postgres compiled to WASM)
  * and PostgreSQL through `pg`. Both speak the same SQL; repositories use only this.
  */
-import { mkdirSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, rmdirSync } from 'node:fs';
+import { rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
 import { PGlite, type PGliteInterface } from '@electric-sql/pglite';
 import pg from 'pg';
 
@@ -150,10 +154,51 @@ export async function openDb(options: OpenDbOptions): Promise<Db> {
     await db.query('SELECT 1');
     return db;
   }
-  if (options.dataDir) mkdirSync(options.dataDir, { recursive: true });
-  const pglite = new PGlite(options.dataDir);
+  if (options.dataDir) await createPgliteDataDir(options.dataDir);
+  const pglite = new PGlite(options.dataDir, { startParams: [...PGlite.defaultStartParams, ...SMALL_INSTANCE] });
   await pglite.waitReady;
   return new PgliteDb(pglite);
+}
+
+/**
+ * PostgreSQL settings for one embedded process serving one fleet. PGlite allocates and zeroes
+ * its shared memory at start, so shared_buffers is resident from the first second: the
+ * default 128 MB alone was most of an idle server's memory. The database files stay in the
+ * operating system's page cache; 16 MB of buffers (wal_buffers follow at 1/32) hold the hot
+ * rows of a large fleet. One backend, so few connection slots.
+ */
+const SMALL_INSTANCE = ['shared_buffers=16MB', 'max_connections=5'].flatMap((setting) => ['-c', setting]);
+
+/**
+ * Creates the PGlite data directory when there is none, in a child process: initdb runs inside
+ * PGlite's WebAssembly memory (two instances, ~750 MB), which a process keeps until a full GC,
+ * and an idle server may never run one; a child returns all of it when it exits. It builds the database beside the target and renames it in
+ * place, so a crash part-way leaves no half-initialised directory.
+ */
+async function createPgliteDataDir(dataDir: string): Promise<void> {
+  if (existsSync(path.join(dataDir, 'PG_VERSION'))) return;
+  if (existsSync(dataDir) && readdirSync(dataDir).length > 0) return; // not ours to replace; PGlite decides
+  mkdirSync(path.dirname(dataDir), { recursive: true });
+  // One name, so what a crash leaves behind is removed by the next start.
+  const building = `${dataDir}.creating`;
+  await rm(building, { recursive: true, force: true });
+  try {
+    await promisify(execFile)(
+      process.execPath,
+      [
+        '--input-type=module',
+        '--eval',
+        'const { PGlite } = await import(process.argv[1]); await (await PGlite.create(process.argv[2])).close();',
+        import.meta.resolve('@electric-sql/pglite'),
+        building,
+      ],
+      { maxBuffer: 16 * 1024 * 1024 },
+    );
+    if (existsSync(dataDir)) rmdirSync(dataDir);
+    await rename(building, dataDir);
+  } finally {
+    await rm(building, { recursive: true, force: true });
+  }
 }
 
 /** Wraps an already open PGlite (tests clone a migrated template). */
