@@ -293,6 +293,74 @@ for (const backend of backends) {
       assert.equal((await server.api('GET', '/healthz', undefined)).status, 200);
     });
 
+    it('lets a client still sending read the answer to its refused upload (60 uploads, 4 KiB to 1 MiB)', async () => {
+      // A server whose limit is tiny, so that some uploads are refused on their Content-Length
+      // and others by the store's counter mid-file; the others are refused on a bad version or
+      // a wrong key, all before most of the body is read.
+      const tiny = await startTestServer(backend, { env: { EDGEFLOW_FIRMWARE_MAX_BYTES: '1024' } });
+      try {
+        const tinyOrg = await tiny.createOrg('tiny');
+        const refusals = [
+          { key: tinyOrg.adminKey, version: 'not-semver', status: 400 },
+          { key: 'efo_wrong_key', version: '1.0.0', status: 401 },
+          { key: tinyOrg.adminKey, version: '1.0.0', status: 413 },
+        ];
+        const failures: string[] = [];
+        // Several at a time, as clients of a busy server do (one by one, the race shows less).
+        await Promise.all(Array.from({ length: 6 }, (_, lane) => uploadLane(lane)));
+        async function uploadLane(lane: number) {
+          for (let i = lane; i < 60; i += 6) {
+            const size = 4096 * 2 ** (i % 9); // 4 KiB … 1 MiB
+            const refusal = refusals[i % refusals.length]!;
+            const content = Buffer.alloc(size, i);
+            const form = new FormData();
+            form.append('version', refusal.version);
+            form.append('sha256', sha256Of(content));
+            form.append('file', new Blob([new Uint8Array(content)]), 'f.bin');
+            try {
+              const encoded = new Response(form);
+              const contentType = encoded.headers.get('content-type')!;
+              const whole = new Uint8Array(await encoded.arrayBuffer());
+              let offset = 0;
+              // A client on a slow link: still sending when the answer comes.
+              const throttled = new ReadableStream<Uint8Array>({
+                async pull(controller) {
+                  if (offset >= whole.length) return controller.close();
+                  await sleep(2);
+                  controller.enqueue(whole.subarray(offset, offset + 32 * 1024));
+                  offset += 32 * 1024;
+                },
+              });
+              const response = await fetch(`${tiny.url}/api/v1/firmware`, {
+                method: 'POST',
+                headers: { authorization: `Bearer ${refusal.key}`, 'content-type': contentType },
+                body: throttled,
+                duplex: 'half',
+              } as RequestInit);
+              const body = (await response.json()) as { error?: { code?: string } };
+              if (response.status !== refusal.status || typeof body.error?.code !== 'string') {
+                failures.push(`#${i} (${size} B): ${response.status} ${JSON.stringify(body)}`);
+              }
+            } catch (error) {
+              const cause = (error as { cause?: { code?: string } }).cause;
+              failures.push(
+                `#${i} (${size} B, expected ${refusal.status}): ${cause?.code ?? (error as Error).message}`,
+              );
+            }
+          }
+        }
+        assert.deepEqual(failures, []);
+        const [rows] = await tiny.db.query<{ n: number }>('SELECT count(*)::int AS n FROM firmware');
+        assert.equal(rows!.n, 0);
+        assert.deepEqual(
+          (await tiny.store.listKeys('')).filter((key) => key.includes('staging') || key.startsWith('firmware/')),
+          [],
+        );
+      } finally {
+        await tiny.close();
+      }
+    });
+
     it('refuses a link whose version is unknown with 404', async () => {
       const missing = await server.api<{ error: { code: string } }>(
         'POST',
