@@ -19,6 +19,9 @@ import { DataDirLockedError } from './errors.ts';
 
 export const LOCK_FILE = 'edgeflow.lock';
 
+/** Tokens of the locks this process holds: its own pid in a lock file is not always a past life. */
+const heldHere = new Set<string>();
+
 interface LockOwner {
   pid: number;
   host: string;
@@ -52,6 +55,7 @@ export async function lockDataDir(dataDir: string, options: LockOptions = {}): P
   for (let attempt = 0; ; attempt++) {
     try {
       await writeFile(file, `${JSON.stringify(owner)}\n`, { flag: 'wx' });
+      heldHere.add(owner.token);
       break;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
@@ -76,6 +80,7 @@ export async function lockDataDir(dataDir: string, options: LockOptions = {}): P
       if (lost) return;
       lost = true;
       clearInterval(heartbeat);
+      heldHere.delete(owner.token);
       options.onLost?.(`the lock ${file} was removed or taken over by another process`);
     })();
   }, heartbeatMs);
@@ -85,6 +90,7 @@ export async function lockDataDir(dataDir: string, options: LockOptions = {}): P
     file,
     async release() {
       clearInterval(heartbeat);
+      heldHere.delete(owner.token);
       const holder = await readHolder(file).catch(() => undefined);
       if (holder !== undefined && holder !== 'gone' && holder.owner?.token === owner.token) {
         await unlink(file).catch(() => {});
@@ -120,7 +126,7 @@ function parseOwner(text: string): LockOwner | undefined {
 function isStale(holder: Holder, staleAfterMs: number): boolean {
   if (Date.now() - holder.modifiedMs > staleAfterMs) return true;
   const { owner } = holder;
-  if (!owner || owner.host !== os.hostname()) return false;
+  if (!owner || owner.host !== os.hostname() || heldHere.has(owner.token)) return false;
   // Our own pid in the file: a previous life of this process id (a container restarted).
   return owner.pid === process.pid || !isAlive(owner.pid);
 }
