@@ -415,7 +415,9 @@ for (const backend of backends) {
         const [rows] = await tiny.db.query<{ n: number }>('SELECT count(*)::int AS n FROM firmware');
         assert.equal(rows!.n, 0);
         assert.deepEqual(
-          (await tiny.store.listKeys('')).filter((key) => key.includes('staging') || key.startsWith('firmware/')),
+          (await tiny.store.listKeys('')).filter(
+            (key) => key.includes('staging') || key.startsWith(`firmware/${tinyOrg.id}/`),
+          ),
           [],
         );
       } finally {
