@@ -26,7 +26,17 @@ export function registerServeCommand(program: Command): void {
       }
       // Loaded here, not at the top: a device runs `agent` without the server's dependencies.
       const { closeOnSignals, startServer } = await import('../server/server.ts');
-      const server = await startServer(config);
+      const { DataDirLockedError } = await import('../server/infra/errors.ts');
+      let server: Awaited<ReturnType<typeof startServer>>;
+      try {
+        server = await startServer(config);
+      } catch (error) {
+        if (error instanceof DataDirLockedError) {
+          console.error(`edgeflow-ota: ${error.message}`);
+          process.exit(1);
+        }
+        throw error;
+      }
       closeOnSignals(server, config.shutdownTimeoutMs);
       const store = config.store === 's3' ? `s3://${config.s3.bucket}` : `${config.dataDir}/firmware`;
       const database = config.databaseUrl ? 'PostgreSQL' : `PGlite in ${config.dataDir}/db`;

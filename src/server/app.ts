@@ -15,6 +15,7 @@ import { downloadRoute } from './firmware/download-route.ts';
 import { firmwareRoutes } from './firmware/routes.ts';
 import { authenticate } from './infra/auth.ts';
 import { AppError } from './infra/errors.ts';
+import { LingeringClose } from './infra/linger.ts';
 import { ErrorResponse } from './infra/schemas.ts';
 import { opsRoutes } from './ops/routes.ts';
 import { orgRoutes } from './orgs/routes.ts';
@@ -65,14 +66,21 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
   app.addHook('preValidation', async (request) => {
     if (request.body === undefined && request.method === 'POST' && !request.isMultipart()) request.body = {};
   });
-  // Answered before its body was read (a refused upload): the rest of the body is not wanted,
-  // and a half-read request must not hold the connection (or a shutdown) open.
+  // Answered before its body was read (a refused upload): the rest of the body is not wanted.
+  // The connection closes after a bounded lingering read, so that the client, still sending,
+  // reads the answer rather than a reset; a shutdown drops lingering connections at once.
+  const lingering = new LingeringClose({
+    timeoutMs: services.config.uploadLingerMs,
+    maxBytes: services.config.uploadLingerMaxBytes,
+  });
   app.addHook('onSend', async (request, reply, payload) => {
-    if (!request.raw.complete) reply.header('connection', 'close');
+    if (!request.raw.complete) {
+      reply.header('connection', 'close');
+      lingering.begin(request.raw);
+    }
     return payload;
   });
   app.addHook('onResponse', async (request, reply) => {
-    if (!request.raw.complete) request.raw.socket?.destroy();
     metrics.httpRequestDuration
       .labels(request.method, request.routeOptions.url ?? 'unmatched', String(reply.statusCode))
       .observe(reply.elapsedTime / 1000);
@@ -125,6 +133,7 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
   services.tunnel.attach(app.server);
   app.addHook('preClose', async () => {
     services.events.emit('shutdown');
+    lingering.closeAll();
     await services.engine.stop();
     await services.tunnel.close();
     // In-flight requests get half the shutdown budget to finish; then their connections are

@@ -8,13 +8,19 @@ import { type App, buildApp } from './app.ts';
 import { LocalBlobStore } from './infra/blobstore/local.ts';
 import type { BlobStore } from './infra/blobstore/types.ts';
 import type { Config } from './infra/config.ts';
+import { type DataDirLock, lockDataDir } from './infra/data-dir-lock.ts';
 import { type Db, openDb } from './infra/db.ts';
 import { migrate } from './infra/migrate.ts';
 import { bootstrap } from './orgs/service.ts';
 import { createServices, type Services } from './services.ts';
 
-/** Staged uploads older than this were left by a crash; swept at start. */
+/**
+ * In a shared store (S3, several replicas), staged uploads older than this were left by a
+ * crash; swept at start and then every STAGING_SWEEP_INTERVAL_MS. The local store has a single
+ * owner (the data-directory lock), so at start all its staged files are stale and go.
+ */
 const STALE_STAGING_MS = 60 * 60 * 1000;
+const STAGING_SWEEP_INTERVAL_MS = 10 * 60 * 1000;
 
 export interface RunningServer {
   app: App;
@@ -73,9 +79,17 @@ export async function startOn(parts: {
     ? { key: readFileSync(config.tls.keyFile), cert: readFileSync(config.tls.certFile) }
     : undefined;
   const app = await buildApp(services, https ? { https } : {});
-  await parts.store.sweepStaged(STALE_STAGING_MS).catch((error: Error) => {
-    app.log.warn({ err: error }, 'could not sweep staged uploads');
-  });
+  const sweepStaged = async (olderThanMs: number) => {
+    try {
+      const removed = await parts.store.sweepStaged(olderThanMs);
+      if (removed > 0) app.log.info({ removed }, 'removed staged uploads left by an interrupted upload');
+    } catch (error) {
+      app.log.warn({ err: error }, 'could not sweep staged uploads');
+    }
+  };
+  await sweepStaged(parts.store.kind === 'local' ? 0 : STALE_STAGING_MS);
+  const sweeper = setInterval(() => void sweepStaged(STALE_STAGING_MS), STAGING_SWEEP_INTERVAL_MS);
+  sweeper.unref();
   await services.tunnel.start();
   await app.listen({ host: config.host, port: config.port });
   services.engine.start();
@@ -92,6 +106,7 @@ export async function startOn(parts: {
     generatedAdminKey: parts.generatedAdminKey,
     close: () => {
       closing ??= (async () => {
+        clearInterval(sweeper);
         await app.close();
         await parts.store.close();
         await parts.db.close();
@@ -101,14 +116,43 @@ export async function startOn(parts: {
   };
 }
 
+/**
+ * The data directory holds the embedded database (no DATABASE_URL) or the local store; only
+ * one server may use it. Rejects with DataDirLockedError when another one does.
+ */
 export async function startServer(config: Config): Promise<RunningServer> {
-  const db = await openConfiguredDb(config);
+  const usesDataDir = config.databaseUrl === undefined || config.store === 'local';
+  let server: RunningServer | undefined;
+  const lock: DataDirLock | undefined = usesDataDir
+    ? await lockDataDir(config.dataDir, {
+        onLost: (reason) => {
+          // Another process serves this directory now: stop at once rather than split it.
+          console.error(`edgeflow-ota: ${reason}; shutting down`);
+          process.exitCode = 1;
+          void server?.close();
+        },
+      })
+    : undefined;
   try {
-    const { generatedAdminKey, linkSigningSecret } = await bootstrap(db, config.adminKey);
-    const store = await createStore(config, linkSigningSecret);
-    return await startOn({ config, db, store, generatedAdminKey });
+    const db = await openConfiguredDb(config);
+    try {
+      const { generatedAdminKey, linkSigningSecret } = await bootstrap(db, config.adminKey);
+      const store = await createStore(config, linkSigningSecret);
+      const running = await startOn({ config, db, store, generatedAdminKey });
+      server = {
+        ...running,
+        close: async () => {
+          await running.close();
+          await lock?.release();
+        },
+      };
+      return server;
+    } catch (error) {
+      await db.close();
+      throw error;
+    }
   } catch (error) {
-    await db.close();
+    await lock?.release();
     throw error;
   }
 }

@@ -15,7 +15,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { BlobNotFoundError, LocalBlobStore, S3BlobStore } from '../../src/server/infra/blobstore/index.ts';
 import type { BlobStore } from '../../src/server/infra/blobstore/types.ts';
-import { FileTooLargeError } from '../../src/server/infra/errors.ts';
+import { FileTooLargeError, StorageUnavailableError } from '../../src/server/infra/errors.ts';
 import { type RunningS3rver, startS3rver } from '../helpers/s3rver.ts';
 
 const MiB = 1024 * 1024;
@@ -298,6 +298,26 @@ describe('S3BlobStore on s3rver', () => {
     assert.equal(response.status, 206);
     assert.equal(response.headers.get('content-range'), `bytes 1000000-1999999/${bytes.length}`);
     assert.deepEqual(await collect(responseBody(response)), bytes.subarray(1_000_000, 2_000_000));
+  });
+
+  it('names an unreachable store: delete, stage and ping reject with StorageUnavailableError, not a raw error', async () => {
+    const stopped = await startS3rver();
+    const gone = new S3BlobStore({
+      endpoint: stopped.endpoint,
+      region: 'us-east-1',
+      bucket: stopped.bucket,
+      accessKeyId: stopped.accessKeyId,
+      secretAccessKey: stopped.secretAccessKey,
+      forcePathStyle: true,
+    });
+    await stopped.stop();
+    try {
+      await assert.rejects(gone.delete('firmware/org/1.0.0/x.bin'), StorageUnavailableError);
+      await assert.rejects(gone.stage(Readable.from([Buffer.alloc(1024)]), { maxBytes: MiB }), StorageUnavailableError);
+      await assert.rejects(gone.ping());
+    } finally {
+      await gone.close();
+    }
   });
 
   it('ensureBucket creates a missing bucket and is idempotent', async () => {

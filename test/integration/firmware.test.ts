@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { downloadSha256, type FirmwareFile, makeFirmwareFile, postFirmware, sha256Of } from '../helpers/firmware.ts';
@@ -211,6 +212,67 @@ for (const backend of backends) {
       });
     }
 
+    /** A hand-made multipart body: parts in exactly the given order. */
+    async function postParts(parts: { name: string; value: string | Buffer; filename?: string }[]) {
+      const boundary = 'edgeflowparts';
+      const chunks: Buffer[] = [];
+      for (const part of parts) {
+        const disposition = `form-data; name="${part.name}"${part.filename ? `; filename="${part.filename}"` : ''}`;
+        chunks.push(Buffer.from(`--${boundary}\r\nContent-Disposition: ${disposition}\r\n\r\n`));
+        chunks.push(Buffer.from(part.value));
+        chunks.push(Buffer.from('\r\n'));
+      }
+      chunks.push(Buffer.from(`--${boundary}--\r\n`));
+      const response = await fetch(`${server.url}/api/v1/firmware`, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${org.adminKey}`,
+          'content-type': `multipart/form-data; boundary=${boundary}`,
+        },
+        body: Buffer.concat(chunks),
+      });
+      return {
+        status: response.status,
+        body: (await response.json()) as { error?: { code: string; message: string } },
+      };
+    }
+
+    it('refuses a second file part with 400 and commits nothing, not even the first file', async () => {
+      const content = Buffer.alloc(32 * 1024, 5);
+      const result = await postParts([
+        { name: 'version', value: '3.3.0' },
+        { name: 'sha256', value: sha256Of(content) },
+        { name: 'file', value: content, filename: 'a.bin' },
+        { name: 'file', value: content, filename: 'b.bin' },
+      ]);
+      assert.equal(result.status, 400, JSON.stringify(result.body));
+      assert.equal(result.body.error?.code, 'unexpected_part');
+      assert.equal(await firmwareRows('3.3.0'), 0);
+      assert.deepEqual(await leftovers(), []);
+    });
+
+    it('refuses a field after the file with 400 field_after_file, naming it, and commits nothing', async () => {
+      const content = Buffer.alloc(32 * 1024, 6);
+      const result = await postParts([
+        { name: 'version', value: '3.4.0' },
+        { name: 'sha256', value: sha256Of(content) },
+        { name: 'file', value: content, filename: 'a.bin' },
+        { name: 'release_notes', value: 'too late' },
+      ]);
+      assert.equal(result.status, 400, JSON.stringify(result.body));
+      assert.equal(result.body.error?.code, 'field_after_file');
+      assert.match(result.body.error?.message ?? '', /release_notes/);
+      assert.equal(await firmwareRows('3.4.0'), 0);
+      assert.deepEqual(await leftovers(), []);
+      const ordered = await postParts([
+        { name: 'version', value: '3.4.0' },
+        { name: 'sha256', value: sha256Of(content) },
+        { name: 'release_notes', value: 'in time' },
+        { name: 'file', value: content, filename: 'a.bin' },
+      ]);
+      assert.equal(ordered.status, 201, 'the same upload with its fields first is accepted');
+    });
+
     it('refuses a chunked upload (no Content-Length) once it passes the limit, keeping nothing', async () => {
       const boundary = 'edgeflowboundary';
       const head = Buffer.from(
@@ -291,6 +353,155 @@ for (const backend of backends) {
       assert.deepEqual(left, []);
       assert.equal(await firmwareRows('3.2.0'), 0);
       assert.equal((await server.api('GET', '/healthz', undefined)).status, 200);
+    });
+
+    it('lets a client still sending read the answer to its refused upload (60 uploads, 4 KiB to 1 MiB)', async () => {
+      // A server whose limit is tiny, so that some uploads are refused on their Content-Length
+      // and others by the store's counter mid-file; the others are refused on a bad version or
+      // a wrong key, all before most of the body is read.
+      const tiny = await startTestServer(backend, { env: { EDGEFLOW_FIRMWARE_MAX_BYTES: '1024' } });
+      try {
+        const tinyOrg = await tiny.createOrg('tiny');
+        const refusals = [
+          { key: tinyOrg.adminKey, version: 'not-semver', status: 400 },
+          { key: 'efo_wrong_key', version: '1.0.0', status: 401 },
+          { key: tinyOrg.adminKey, version: '1.0.0', status: 413 },
+        ];
+        const failures: string[] = [];
+        // Several at a time, as clients of a busy server do (one by one, the race shows less).
+        await Promise.all(Array.from({ length: 6 }, (_, lane) => uploadLane(lane)));
+        async function uploadLane(lane: number) {
+          for (let i = lane; i < 60; i += 6) {
+            const size = 4096 * 2 ** (i % 9); // 4 KiB … 1 MiB
+            const refusal = refusals[i % refusals.length]!;
+            const content = Buffer.alloc(size, i);
+            const form = new FormData();
+            form.append('version', refusal.version);
+            form.append('sha256', sha256Of(content));
+            form.append('file', new Blob([new Uint8Array(content)]), 'f.bin');
+            try {
+              const encoded = new Response(form);
+              const contentType = encoded.headers.get('content-type')!;
+              const whole = new Uint8Array(await encoded.arrayBuffer());
+              let offset = 0;
+              // A client on a slow link: still sending when the answer comes.
+              const throttled = new ReadableStream<Uint8Array>({
+                async pull(controller) {
+                  if (offset >= whole.length) return controller.close();
+                  await sleep(2);
+                  controller.enqueue(whole.subarray(offset, offset + 32 * 1024));
+                  offset += 32 * 1024;
+                },
+              });
+              const response = await fetch(`${tiny.url}/api/v1/firmware`, {
+                method: 'POST',
+                headers: { authorization: `Bearer ${refusal.key}`, 'content-type': contentType },
+                body: throttled,
+                duplex: 'half',
+              } as RequestInit);
+              const body = (await response.json()) as { error?: { code?: string } };
+              if (response.status !== refusal.status || typeof body.error?.code !== 'string') {
+                failures.push(`#${i} (${size} B): ${response.status} ${JSON.stringify(body)}`);
+              }
+            } catch (error) {
+              const cause = (error as { cause?: { code?: string } }).cause;
+              failures.push(
+                `#${i} (${size} B, expected ${refusal.status}): ${cause?.code ?? (error as Error).message}`,
+              );
+            }
+          }
+        }
+        assert.deepEqual(failures, []);
+        const [rows] = await tiny.db.query<{ n: number }>('SELECT count(*)::int AS n FROM firmware');
+        assert.equal(rows!.n, 0);
+        assert.deepEqual(
+          (await tiny.store.listKeys('')).filter(
+            (key) => key.includes('staging') || key.startsWith(`firmware/${tinyOrg.id}/`),
+          ),
+          [],
+        );
+      } finally {
+        await tiny.close();
+      }
+    });
+
+    /**
+     * An upload with a wrong key (refused before its body is read) over a raw socket that stays
+     * open whatever the server answers: sends `initialBytes` of the body and then, if
+     * `keepSending`, more for as long as the server reads.
+     */
+    function refusedUpload(baseUrl: string, options: { initialBytes: number; keepSending: boolean }) {
+      const { hostname, port } = new URL(baseUrl);
+      const socket = net.connect({ host: hostname, port: Number(port), allowHalfOpen: true });
+      socket.on('error', () => {});
+      let received = '';
+      const status = new Promise<number>((resolve) =>
+        socket.on('data', (chunk: Buffer) => {
+          received += chunk.toString('latin1');
+          const match = /^HTTP\/1\.1 (\d{3})/.exec(received);
+          if (match) resolve(Number(match[1]));
+        }),
+      );
+      socket.write(
+        'POST /api/v1/firmware HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer efo_wrong_key\r\n' +
+          `Content-Type: multipart/form-data; boundary=x\r\nContent-Length: ${1024 ** 3}\r\n\r\n`,
+      );
+      socket.write(Buffer.alloc(options.initialBytes, 1));
+      if (options.keepSending) {
+        const chunk = Buffer.alloc(64 * 1024, 2);
+        const pump = () => {
+          while (!socket.destroyed && socket.write(chunk)) {}
+          if (!socket.destroyed) socket.once('drain', pump);
+        };
+        pump();
+      }
+      return { status, socket };
+    }
+
+    /** Waits until the server holds no connection any more (each test server here has its own). */
+    async function noConnectionsLeft(target: TestServer): Promise<void> {
+      for (let waited = 0; ; waited += 100) {
+        const open = await new Promise<number>((resolve, reject) =>
+          target.app.server.getConnections((error, count) => (error ? reject(error) : resolve(count))),
+        );
+        if (open === 0) return;
+        assert.ok(waited < 60_000, `${open} connection(s) still open`);
+        await sleep(100);
+      }
+    }
+
+    it('closes a refused upload after the lingering bounds (bytes or time), and a shutdown does not wait for it', async () => {
+      const bounded = await startTestServer(backend, {
+        env: { EDGEFLOW_UPLOAD_LINGER_MS: '1000', EDGEFLOW_UPLOAD_LINGER_MAX_BYTES: String(256 * 1024) },
+      });
+      try {
+        const endless = refusedUpload(bounded.url, { initialBytes: 1024, keepSending: true });
+        assert.equal(await endless.status, 401);
+        await noConnectionsLeft(bounded); // by the byte bound: the client would send 1 GiB
+        endless.socket.destroy();
+        const idle = refusedUpload(bounded.url, { initialBytes: 1024, keepSending: false });
+        assert.equal(await idle.status, 401);
+        await noConnectionsLeft(bounded); // by the time bound: the client sends nothing more
+        idle.socket.destroy();
+      } finally {
+        await bounded.close();
+      }
+
+      const patient = await startTestServer(backend, { env: { EDGEFLOW_UPLOAD_LINGER_MS: '600000' } });
+      const idle = refusedUpload(patient.url, { initialBytes: 1024, keepSending: false });
+      try {
+        assert.equal(await idle.status, 401);
+        const open = await new Promise<number>((resolve) =>
+          patient.app.server.getConnections((_error, count) => resolve(count)),
+        );
+        assert.equal(open, 1, 'answered, and still reading the rest of the body');
+        // The linger would last 10 minutes: close() must drop it
+        // instead of waiting (the test runner's timeout would fail this test otherwise).
+        await patient.close();
+        await noConnectionsLeft(patient);
+      } finally {
+        idle.socket.destroy();
+      }
     });
 
     it('refuses a link whose version is unknown with 404', async () => {

@@ -38,7 +38,7 @@ for (const backend of backends) {
           const down = await own.api<{ status: string; database: string; store: string }>('GET', '/readyz', undefined);
           assert.equal(down.status, 503);
           assert.equal(down.body.database, 'ok');
-          assert.match(down.body.store, /^unreachable/);
+          assert.match(down.body.store, /^unavailable/);
           await rename(`${storeDir}.moved`, storeDir);
           assert.equal((await own.api('GET', '/readyz', undefined)).status, 200);
         } finally {

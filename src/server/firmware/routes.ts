@@ -22,7 +22,7 @@ const UploadForm = Type.Object({
   sha256: Type.String({ description: 'SHA256 of the file, 64 hex characters; checked while stored' }),
   release_notes: Type.Optional(Type.String()),
   compatible_models: Type.Optional(Type.String({ description: 'repeat the field or separate with commas' })),
-  file: Type.String({ format: 'binary', description: 'the .bin image; the last part' }),
+  file: Type.String({ format: 'binary', description: 'the .bin image; the last part (no field may follow it)' }),
 });
 const VersionParams = Type.Object({ version: Type.String({ minLength: 1, maxLength: 300 }) });
 const DownloadLink = Type.Object({ url: Type.String(), expires_at: Timestamp });
@@ -53,7 +53,10 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> =
           'Upload firmware (multipart/form-data: version, sha256, release_notes?, compatible_models?, then file)',
         description:
           'Streamed: the server hashes while it stores and never buffers the file. 201 when created, 200 when the ' +
-          'same version with identical content already exists. compatible_models may repeat or be comma-separated.',
+          'same version with identical content already exists. compatible_models may repeat or be comma-separated. ' +
+          'Every field comes before the single file part: a field after the file is refused (400 field_after_file), ' +
+          'a second file too (400 unexpected_part), and nothing of a refused upload is kept. 507 storage_full / ' +
+          '503 storage_unavailable when the store has no room or refuses writes.',
         consumes: ['multipart/form-data'],
         response: {
           200: Firmware,
@@ -63,6 +66,8 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> =
           413: ErrorResponse,
           415: ErrorResponse,
           422: ErrorResponse,
+          503: ErrorResponse,
+          507: ErrorResponse,
           ...authErrors,
         },
       },
@@ -77,37 +82,55 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> =
         throw new FileTooLargeError(config.firmwareMaxBytes);
       }
       const fields: Record<string, string[]> = {};
-      let result: Awaited<ReturnType<typeof service.uploadFirmware>> | undefined;
-      const parts = request.parts({
-        // One byte over the limit so the store's own counter is what reports it.
-        limits: { fileSize: config.firmwareMaxBytes + 1, files: 1, fields: 20, fieldSize: 64 * 1024 },
-      });
-      for await (const part of parts) {
-        if (part.type === 'field') {
-          fields[part.fieldname] = [...(fields[part.fieldname] ?? []), String(part.value)];
-          continue;
+      // Nothing is committed (no promoted object, no row) before the whole request has been
+      // read and accepted: a bad part after the file leaves nothing behind.
+      let staged: service.StagedUpload | undefined;
+      try {
+        const parts = request.parts({
+          // One byte over the limit so the store's own counter is what reports it; two files so
+          // that a second one is refused with our own error, not the parser's.
+          limits: { fileSize: config.firmwareMaxBytes + 1, files: 2, fields: 20, fieldSize: 64 * 1024 },
+        });
+        for await (const part of parts) {
+          if (staged) {
+            throw new BadRequestError(
+              part.type === 'field' ? 'field_after_file' : 'unexpected_part',
+              part.type === 'field'
+                ? `the field "${part.fieldname}" comes after the file; send every field before the file part`
+                : 'send exactly one file part, named "file", after the fields',
+            );
+          }
+          if (part.type === 'field') {
+            fields[part.fieldname] = [...(fields[part.fieldname] ?? []), String(part.value)];
+            continue;
+          }
+          if (part.fieldname !== 'file') {
+            throw new BadRequestError('unexpected_part', 'send exactly one file part, named "file", after the fields');
+          }
+          const upload = service.validateUploadFields(
+            {
+              version: fields.version?.[0],
+              sha256: fields.sha256?.[0],
+              release_notes: fields.release_notes?.[0],
+              compatible_models: splitModels(fields.compatible_models ?? []),
+            },
+            part.filename,
+          );
+          staged = await service.stageUpload(services, principal.organizationId, upload, part.file);
         }
-        if (result || part.fieldname !== 'file') {
-          throw new BadRequestError('unexpected_part', 'send exactly one file part, named "file", after the fields');
-        }
-        const upload = service.validateUploadFields(
-          {
-            version: fields.version?.[0],
-            sha256: fields.sha256?.[0],
-            release_notes: fields.release_notes?.[0],
-            compatible_models: splitModels(fields.compatible_models ?? []),
-          },
-          part.filename,
-        );
-        result = await service.uploadFirmware(services, principal.organizationId, upload, part.file);
+      } catch (error) {
+        if (staged) await service.discardUpload(services, staged);
+        throw error;
       }
-      if (!result) {
+      if (!staged) {
         service.validateUploadFields(
           { version: fields.version?.[0], sha256: fields.sha256?.[0] },
           undefined, // reports the first missing field, else the missing file
         );
+        throw new BadRequestError('missing_file', 'a file part named "file" is required');
       }
-      return reply.code(result!.created ? 201 : 200).send(result!.firmware);
+      const result = await service.commitUpload(services, principal.organizationId, staged);
+      return reply.code(result.created ? 201 : 200).send(result.firmware);
     },
   );
 
@@ -148,8 +171,10 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> =
       schema: {
         tags: ['firmware'],
         summary: 'Delete firmware no device may need (409 firmware_in_use otherwise)',
+        description:
+          'All or nothing: when the store refuses to delete the file (503 storage_unavailable) the firmware stays.',
         params: VersionParams,
-        response: { 204: Type.Null(), 404: ErrorResponse, 409: ErrorResponse, ...authErrors },
+        response: { 204: Type.Null(), 404: ErrorResponse, 409: ErrorResponse, 503: ErrorResponse, ...authErrors },
       },
     },
     async (request, reply) => {

@@ -60,17 +60,27 @@ export function validateUploadFields(fields: UploadFields, filename: string | un
   return { version: fields.version, sha256, release_notes: releaseNotes, compatible_models: models };
 }
 
+/** A verified upload waiting in the store's staging area for the request to end. */
+export interface StagedUpload {
+  upload: ValidUpload;
+  tempKey: string;
+  size: number;
+  /** The same version with identical content exists already: nothing to commit. */
+  existing: repo.FirmwareRow | undefined;
+}
+
 /**
- * Streams the file into the store while hashing it, then keeps it only if the computed
- * SHA256 equals the declared one. Whatever fails, nothing of the upload remains.
- * Returns `created: false` when the same version with identical content already existed.
+ * Streams the file into the store's staging area while hashing it, and keeps it only if the
+ * computed SHA256 equals the declared one. Commits nothing: `commitUpload` does, once the whole
+ * request has been read and accepted; `discardUpload` undoes it. Whatever fails here, nothing
+ * of the upload remains.
  */
-export async function uploadFirmware(
+export async function stageUpload(
   services: Services,
   organizationId: string,
   upload: ValidUpload,
   file: Readable,
-): Promise<{ firmware: repo.FirmwareRow; created: boolean }> {
+): Promise<StagedUpload> {
   const { db, store, config } = services;
   const existing = await repo.findFirmware(db, organizationId, upload.version);
   if (existing && existing.sha256 !== upload.sha256) {
@@ -86,31 +96,66 @@ export async function uploadFirmware(
       });
     }
   } catch (error) {
-    await store.discard(staged.tempKey);
+    await store.discard(staged.tempKey).catch(() => {});
     throw error;
   }
-  if (existing) {
-    await store.discard(staged.tempKey);
-    return { firmware: existing, created: false };
+  return { upload, tempKey: staged.tempKey, size: staged.size, existing };
+}
+
+export async function discardUpload(services: Services, staged: StagedUpload): Promise<void> {
+  // A staged file that cannot be removed now is stale at the next start or sweep.
+  await services.store.discard(staged.tempKey).catch(() => {});
+}
+
+/**
+ * Promotes the staged file to its final key and inserts the row; on any failure neither
+ * remains. Returns `created: false` when the same version with identical content existed.
+ */
+export async function commitUpload(
+  services: Services,
+  organizationId: string,
+  staged: StagedUpload,
+): Promise<{ firmware: repo.FirmwareRow; created: boolean }> {
+  const { db, store } = services;
+  const { upload } = staged;
+  if (staged.existing) {
+    await discardUpload(services, staged);
+    return { firmware: staged.existing, created: false };
   }
   const key = firmwareKey(organizationId, upload.version, upload.sha256);
-  await store.promote(staged.tempKey, key);
+  try {
+    await store.promote(staged.tempKey, key);
+  } catch (error) {
+    await discardUpload(services, staged);
+    throw error;
+  }
   let inserted: repo.FirmwareRow | undefined;
   try {
     inserted = await repo.insertFirmware(db, organizationId, { ...upload, size: staged.size, storage_key: key });
   } catch (error) {
-    await store.delete(key);
+    await store.delete(key).catch(() => {});
     throw error;
   }
   if (inserted) {
     services.metrics.firmwareUploadedBytes.inc(staged.size);
     return { firmware: inserted, created: true };
   }
-  // A concurrent upload of the same version won the insert.
+  // A concurrent upload of the same version won the insert; the key is content-addressed, so
+  // an identical winner owns the very object just promoted.
   const winner = await repo.findFirmware(db, organizationId, upload.version);
   if (winner?.sha256 === upload.sha256) return { firmware: winner, created: false };
-  await store.delete(key);
+  await store.delete(key).catch(() => {});
   throw new ConflictError('version_exists', `version ${upload.version} exists with other content`);
+}
+
+/** Stages and commits in one go, for a file that arrives on its own (not inside a form). */
+export async function uploadFirmware(
+  services: Services,
+  organizationId: string,
+  upload: ValidUpload,
+  file: Readable,
+): Promise<{ firmware: repo.FirmwareRow; created: boolean }> {
+  return commitUpload(services, organizationId, await stageUpload(services, organizationId, upload, file));
 }
 
 export async function getFirmware(services: Services, organizationId: string, version: string) {
@@ -119,15 +164,20 @@ export async function getFirmware(services: Services, organizationId: string, ve
   return firmware;
 }
 
+/**
+ * All or nothing: the blob is deleted while the deleted row is still locked and uncommitted,
+ * so a store that refuses (read-only, unreachable) rolls the row back and the firmware stays
+ * whole (503 storage_unavailable); neither an orphaned blob nor a row without its file.
+ */
 export async function deleteFirmware(services: Services, organizationId: string, version: string) {
-  const removed = await services.db.transaction(async (tx) => {
+  await services.db.transaction(async (tx) => {
     const firmware = await repo.findFirmware(tx, organizationId, version);
     if (!firmware) throw new NotFoundError('firmware_not_found', `no firmware ${version}`);
     const reason = await repo.firmwareInUseReason(tx, organizationId, version);
     if (reason) throw new ConflictError('firmware_in_use', `firmware ${version} cannot be deleted: ${reason}`);
-    return repo.deleteFirmware(tx, organizationId, version);
+    const removed = await repo.deleteFirmware(tx, organizationId, version);
+    if (removed) await services.store.delete(removed.storage_key);
   });
-  if (removed) await services.store.delete(removed.storage_key);
 }
 
 export async function firmwareDownloadLink(

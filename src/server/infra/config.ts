@@ -28,6 +28,15 @@ export interface Config {
     forcePathStyle: boolean;
   };
   firmwareMaxBytes: number;
+  /** /readyz fails when the local store has less free space than this (0: no floor). */
+  storeMinFreeBytes: number;
+  /**
+   * After answering a request whose body was not read (a refused upload), how long and how
+   * many bytes of the rest are read and discarded before the connection closes, so that the
+   * client, still sending, gets to read the answer instead of a reset.
+   */
+  uploadLingerMs: number;
+  uploadLingerMaxBytes: number;
   downloadLinkTtlSeconds: number;
   tls: { certFile: string; keyFile: string } | undefined;
   heartbeatIntervalMs: number;
@@ -109,6 +118,9 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
       forcePathStyle: boolean(env, 'S3_FORCE_PATH_STYLE', Boolean(optional(env, 'S3_ENDPOINT'))),
     },
     firmwareMaxBytes: integer(env, 'EDGEFLOW_FIRMWARE_MAX_BYTES', 2 * 1024 ** 3, 1),
+    storeMinFreeBytes: integer(env, 'EDGEFLOW_STORE_MIN_FREE_BYTES', 100 * 1024 ** 2),
+    uploadLingerMs: integer(env, 'EDGEFLOW_UPLOAD_LINGER_MS', 5000),
+    uploadLingerMaxBytes: integer(env, 'EDGEFLOW_UPLOAD_LINGER_MAX_BYTES', 64 * 1024 ** 2),
     downloadLinkTtlSeconds: integer(env, 'EDGEFLOW_LINK_TTL_SECONDS', 3600, 1),
     tls,
     heartbeatIntervalMs: integer(env, 'EDGEFLOW_HEARTBEAT_MS', 30_000, 50),

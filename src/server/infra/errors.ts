@@ -64,6 +64,28 @@ export class FileTooLargeError extends PayloadTooLargeError {
   }
 }
 
+/** The firmware store has no room left (ENOSPC, a quota): an operator must free space. */
+export class StorageFullError extends AppError {
+  constructor(message = 'the firmware store is full; nothing was stored') {
+    super(507, 'storage_full', message);
+  }
+}
+
+/** The firmware store refuses writes or cannot be reached (read-only, permissions, S3 down). */
+export class StorageUnavailableError extends AppError {
+  constructor(message = 'the firmware store is unavailable; nothing was changed') {
+    super(503, 'storage_unavailable', message);
+  }
+}
+
+/** Another server holds the embedded data directory: two would split the database in two. */
+export class DataDirLockedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DataDirLockedError';
+  }
+}
+
 /** The schema in the database is newer than this code: refuse to run rather than corrupt it. */
 export class SchemaTooNewError extends Error {
   constructor(databaseVersion: number, codeVersion: number) {

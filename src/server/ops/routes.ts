@@ -21,7 +21,7 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = asyn
     {
       schema: {
         tags: ['operations'],
-        summary: 'Ready: database and firmware store reachable',
+        summary: 'Ready: database reachable, firmware store writable and not below its free-space floor',
         security: [],
         response: {
           200: Type.Object({ status: Type.String(), database: Type.String(), store: Type.String() }),
@@ -30,12 +30,11 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = asyn
       },
     },
     async (_request, reply) => {
-      const check = (work: Promise<unknown>) =>
-        work.then(
-          () => 'ok',
-          (error: Error) => `unreachable: ${error.message}`,
-        );
-      const [database, store] = await Promise.all([check(services.db.query('SELECT 1')), check(services.store.ping())]);
+      const database = await services.db.query('SELECT 1').then(
+        () => 'ok',
+        (error: Error) => `unreachable: ${error.message}`,
+      );
+      const store = await storeReadiness(services);
       const ready = database === 'ok' && store === 'ok';
       return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not_ready', database, store });
     },
@@ -50,3 +49,17 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = asyn
     },
   );
 };
+
+/** 'ok', or why the store cannot take an upload now: it refuses a probe write, or it is nearly full. */
+async function storeReadiness({ store, config }: Services): Promise<string> {
+  try {
+    await store.ping();
+  } catch (error) {
+    return `unavailable: ${(error as Error).message}`;
+  }
+  const free = await store.freeBytes().catch(() => undefined);
+  if (free !== undefined && free < config.storeMinFreeBytes) {
+    return `full: ${free} bytes free, below the floor of ${config.storeMinFreeBytes} (EDGEFLOW_STORE_MIN_FREE_BYTES)`;
+  }
+  return 'ok';
+}

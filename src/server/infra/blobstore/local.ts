@@ -1,10 +1,11 @@
 import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
 import { constants, type Dirent, mkdirSync } from 'node:fs';
-import { access, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { access, mkdir, open, readdir, rename, rm, stat, statfs } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { NotFoundError } from '../errors.ts';
+import { fileSystemFault } from './faults.ts';
 import { assertSafeKey, isSafeKey } from './keys.ts';
 import { HashingMeter } from './meter.ts';
 import type { BlobStore, DownloadLink, StagedObject } from './types.ts';
@@ -66,16 +67,21 @@ export class LocalBlobStore implements BlobStore {
     body.on('error', ignore);
     const meter = new HashingMeter(options.maxBytes);
     try {
-      await mkdir(path.dirname(file), { recursive: true });
-      const handle = await open(file, 'wx');
+      let handle: Awaited<ReturnType<typeof open>>;
+      try {
+        await mkdir(path.dirname(file), { recursive: true });
+        handle = await open(file, 'wx');
+      } catch (error) {
+        throw fileSystemFault(error);
+      }
       try {
         // flush: fsync before the stream closes the handle, so that a promoted object survives
         // a power cut; otherwise the database could point at a file that is not on disk.
         await pipeline(body, meter, handle.createWriteStream({ flush: true, highWaterMark: WRITE_BUFFER_BYTES }));
       } catch (error) {
         await handle.close().catch(ignore);
-        await rm(file, { force: true });
-        throw error;
+        await rm(file, { force: true }).catch(ignore);
+        throw fileSystemFault(error);
       }
     } finally {
       body.off('error', ignore);
@@ -85,10 +91,14 @@ export class LocalBlobStore implements BlobStore {
 
   async promote(tempKey: string, key: string): Promise<void> {
     const target = this.#pathOf(key);
-    await mkdir(path.dirname(target), { recursive: true });
-    // rename is atomic on one filesystem (staging lives under the same root), so readers see
-    // either no file or the whole file.
-    await rename(this.#pathOf(tempKey), target);
+    try {
+      await mkdir(path.dirname(target), { recursive: true });
+      // rename is atomic on one filesystem (staging lives under the same root), so readers see
+      // either no file or the whole file.
+      await rename(this.#pathOf(tempKey), target);
+    } catch (error) {
+      throw fileSystemFault(error);
+    }
     await syncDirectory(path.dirname(target));
   }
 
@@ -97,7 +107,12 @@ export class LocalBlobStore implements BlobStore {
   }
 
   async delete(key: string): Promise<void> {
-    await rm(this.#pathOf(key), { force: true });
+    const file = this.#pathOf(key);
+    try {
+      await rm(file, { force: true });
+    } catch (error) {
+      throw fileSystemFault(error);
+    }
   }
 
   async exists(key: string): Promise<boolean> {
@@ -187,7 +202,8 @@ export class LocalBlobStore implements BlobStore {
   }
 
   async sweepStaged(olderThanMs: number): Promise<number> {
-    const cutoffMs = Date.now() - olderThanMs;
+    // A cutoff of 0 sweeps everything, also files stamped a little in the future (clock skew).
+    const cutoffMs = olderThanMs === 0 ? Number.POSITIVE_INFINITY : Date.now() - olderThanMs;
     const stagingDir = path.join(this.#rootDir, STAGING_DIR);
     let names: string[];
     try {
@@ -211,9 +227,30 @@ export class LocalBlobStore implements BlobStore {
     return removed;
   }
 
-  /** Only checks: a root that vanished (an unmounted volume) must read as not ready, not be recreated. */
+  /**
+   * Writes, syncs and removes a small probe file. Creates nothing else: a root that vanished (an
+   * unmounted volume) must read as not ready, not be recreated.
+   */
   async ping(): Promise<void> {
     await access(this.#rootDir, constants.R_OK | constants.W_OK);
+    const stagingDir = path.join(this.#rootDir, STAGING_DIR);
+    await mkdir(stagingDir).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EEXIST') throw error;
+    });
+    const probe = path.join(stagingDir, `probe-${randomUUID()}`);
+    const handle = await open(probe, 'wx');
+    try {
+      await handle.writeFile('ready?');
+      await handle.sync();
+    } finally {
+      await handle.close();
+      await rm(probe, { force: true });
+    }
+  }
+
+  async freeBytes(): Promise<number> {
+    const info = await statfs(this.#rootDir);
+    return info.bavail * info.bsize;
   }
 
   async close(): Promise<void> {}

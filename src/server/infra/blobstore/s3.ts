@@ -11,12 +11,14 @@ import {
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
+  PutObjectCommand,
   paginateListObjectsV2,
   S3Client,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { s3Fault } from './faults.ts';
 import { assertSafeKey } from './keys.ts';
 import { HashingMeter } from './meter.ts';
 import type { BlobStore, DownloadLink, StagedObject } from './types.ts';
@@ -86,7 +88,7 @@ export class S3BlobStore implements BlobStore {
     } catch (error) {
       // The meter holds the real cause (FileTooLargeError, the body's own error); done() only
       // reports "Upload aborted" for those.
-      const cause = meter.errored ?? error;
+      const cause = meter.errored ?? s3Fault(error);
       meter.destroy();
       await piping.catch(() => {});
       await upload.abort();
@@ -103,14 +105,19 @@ export class S3BlobStore implements BlobStore {
     assertSafeKey(key);
     // CopyObject is limited to 5 GiB; bigger objects would need a multipart copy
     // (UploadPartCopy). The firmware size limit in the config keeps us far below that.
-    await this.#client.send(
-      new CopyObjectCommand({
-        Bucket: this.#bucket,
-        Key: key,
-        CopySource: `${this.#bucket}/${tempKey.split('/').map(encodeURIComponent).join('/')}`,
-      }),
-    );
-    await this.delete(tempKey);
+    try {
+      await this.#client.send(
+        new CopyObjectCommand({
+          Bucket: this.#bucket,
+          Key: key,
+          CopySource: `${this.#bucket}/${tempKey.split('/').map(encodeURIComponent).join('/')}`,
+        }),
+      );
+    } catch (error) {
+      throw s3Fault(error);
+    }
+    // A staged copy left behind is collected by sweepStaged.
+    await this.delete(tempKey).catch(() => {});
   }
 
   async discard(tempKey: string): Promise<void> {
@@ -122,7 +129,7 @@ export class S3BlobStore implements BlobStore {
     try {
       await this.#client.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: key }));
     } catch (error) {
-      if (!isNotFound(error)) throw error;
+      if (!isNotFound(error)) throw s3Fault(error);
     }
   }
 
@@ -164,8 +171,17 @@ export class S3BlobStore implements BlobStore {
     return abandoned.length;
   }
 
+  /** A tiny object written and removed under staging/ (sweepStaged collects it if the delete fails). */
   async ping(): Promise<void> {
     await this.#client.send(new HeadBucketCommand({ Bucket: this.#bucket }));
+    const probe = `${STAGING_PREFIX}probe-${randomUUID()}`;
+    await this.#client.send(new PutObjectCommand({ Bucket: this.#bucket, Key: probe, Body: 'ready?' }));
+    await this.#client.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: probe }));
+  }
+
+  /** S3 has no notion of free space. */
+  async freeBytes(): Promise<undefined> {
+    return undefined;
   }
 
   /** Creates the bucket if it is missing; for development setups and tests, not production. */

@@ -34,16 +34,24 @@ export interface BlobStore {
   promote(tempKey: string, key: string): Promise<void>;
   /** Removes a staged object; no error if it is gone. */
   discard(tempKey: string): Promise<void>;
-  /** Removes an object; no error if it is gone. */
+  /**
+   * Removes an object; no error if it is gone. A store that refuses (read-only, unreachable)
+   * rejects with StorageUnavailableError, so the caller can keep its record of the object.
+   */
   delete(key: string): Promise<void>;
   exists(key: string): Promise<boolean>;
   /** A GET link valid for `ttlSeconds`. */
   downloadLink(key: string, ttlSeconds: number): Promise<DownloadLink>;
   /** Every key under `prefix` (staged objects included when the prefix covers them); for tests and sweeps. */
   listKeys(prefix: string): Promise<string[]>;
-  /** Removes staged objects older than `olderThanMs` (left by a crash); returns how many. */
+  /**
+   * Removes staged objects older than `olderThanMs` (left by a crash); 0 removes them all, which
+   * only the store's single owner may do (the local store, behind the data-directory lock).
+   */
   sweepStaged(olderThanMs: number): Promise<number>;
-  /** Throws if the store cannot be reached (readiness). */
+  /** Throws if the store cannot take a write (readiness): probes with a small write. */
   ping(): Promise<void>;
+  /** Space left for new objects, or undefined where the store cannot tell (S3). */
+  freeBytes(): Promise<number | undefined>;
   close(): Promise<void>;
 }
