@@ -248,7 +248,10 @@ export class TunnelHub {
     this.#links.get(linkKey(device.organizationId, device.deviceId))?.socket.close(code, reason);
   }
 
-  /** Going-away to every device so they reconnect (elsewhere), then presence written. */
+  /**
+   * Service-restart (1012) to every device so they come back soon, with jitter, to this server
+   * or another replica; then presence written.
+   */
   async close(): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;
@@ -259,7 +262,7 @@ export class TunnelHub {
         new Promise<void>((resolve) => {
           if (link.socket.readyState === WebSocket.CLOSED) return resolve();
           link.socket.once('close', () => resolve());
-          link.socket.close(CloseCode.goingAway, 'server shutting down');
+          link.socket.close(CloseCode.serviceRestart, 'server restarting');
           setTimeout(() => {
             link.socket.terminate();
             resolve();
