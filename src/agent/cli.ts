@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises';
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { Agent, type AgentOptions } from './agent.ts';
 import { createJsonLogger } from './logger.ts';
+import { InsecureServerUrlError } from './tunnel-client.ts';
 
 interface AgentCommandFlags {
   server: string;
@@ -32,10 +33,24 @@ export function registerAgentCommand(program: Command): Command {
   return program
     .command('agent')
     .description('run the device agent: tunnel to the server, receive and apply OTA updates')
-    .requiredOption('--server <url>', 'server base URL, wss:// or https://')
-    .requiredOption('--device-id <id>', 'this device id')
-    .requiredOption('--key <key>', 'this device API key')
-    .requiredOption('--data-dir <dir>', 'where the agent keeps its state, downloads and slots')
+    .addOption(
+      new Option('--server <url>', '(required) server base URL, wss:// or https://')
+        .env('EDGEFLOW_URL')
+        .makeOptionMandatory(),
+    )
+    .addOption(
+      new Option('--device-id <id>', '(required) this device id').env('EDGEFLOW_DEVICE_ID').makeOptionMandatory(),
+    )
+    .addOption(
+      new Option('--key <key>', '(required) this device API key (the environment keeps it out of `ps`)')
+        .env('EDGEFLOW_DEVICE_KEY')
+        .makeOptionMandatory(),
+    )
+    .addOption(
+      new Option('--data-dir <dir>', '(required) where the agent keeps its state, downloads and slots')
+        .env('EDGEFLOW_AGENT_DATA_DIR')
+        .makeOptionMandatory(),
+    )
     .option('--allow-insecure', 'allow ws:// and http:// (development only)')
     .option('--public-key <pem-file>', 'pinned Ed25519 public key (PEM) that firmware manifests must be signed with')
     .option('--organization-id <id>', 'refuse manifests of any other organization')
@@ -47,9 +62,27 @@ export function registerAgentCommand(program: Command): Command {
     .option('--initial-version <semver>', 'the factory image version, before any update', '0.0.0')
     .option('--heartbeat-seconds <n>', 'tunnel heartbeat interval', positiveNumber)
     .option('--ca <pem-file>', 'extra CA certificate to trust (self-signed server)')
+    .addHelpText(
+      'after',
+      '\nEnvironment: EDGEFLOW_URL, EDGEFLOW_DEVICE_ID, EDGEFLOW_DEVICE_KEY, EDGEFLOW_AGENT_DATA_DIR stand in for\n' +
+        'the required options above. Logs are JSON lines on stderr.',
+    )
     .action(async (flags: AgentCommandFlags) => {
+      // One line, no usage dump: the flags were understood, their values are wrong.
+      const fail = (message: string): never => {
+        process.stderr.write(`error: ${message}\n`);
+        process.exit(2);
+      };
       if (flags.installer !== 'ab' && flags.installer !== 'script') {
-        throw new Error(`--installer must be ab or script, not ${flags.installer}`);
+        fail(`--installer must be ab or script, not ${flags.installer}`);
+      }
+      const logger = createJsonLogger({ device_id: flags.deviceId });
+      if (!flags.publicKey) {
+        logger.warn(
+          flags.allowUnsigned
+            ? 'no public key pinned (--public-key): unsigned firmware will be installed (development only)'
+            : 'no public key pinned (--public-key): every update will be refused; pin the organization signing key',
+        );
       }
       const options: AgentOptions = {
         server: flags.server,
@@ -67,9 +100,18 @@ export function registerAgentCommand(program: Command): Command {
         initialVersion: flags.initialVersion,
         heartbeatIntervalMs: flags.heartbeatSeconds === undefined ? undefined : flags.heartbeatSeconds * 1000,
         ca: flags.ca ? await readFile(flags.ca) : undefined,
-        logger: createJsonLogger({ device_id: flags.deviceId }),
+        logger,
       };
-      const agent = new Agent(options);
+      let agent: Agent;
+      try {
+        agent = new Agent(options);
+      } catch (error) {
+        if (error instanceof InsecureServerUrlError) {
+          const hint = /unencrypted/.test(error.message) ? ' (or pass --allow-insecure, development only)' : '';
+          return fail(`${error.message}${hint}`);
+        }
+        throw error;
+      }
       let stopping = false;
       const shutdown = (signal: string) => {
         if (stopping) return;

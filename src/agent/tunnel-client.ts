@@ -52,10 +52,19 @@ interface PendingRequest {
 
 /** Derives the tunnel's WebSocket URL from the server's base URL, refusing plain text unless allowed. */
 export function tunnelUrl(server: string, allowInsecure = false): string {
-  const url = new URL(server);
+  let url: URL;
+  try {
+    url = new URL(server);
+  } catch {
+    throw new InsecureServerUrlError(`the server URL ${JSON.stringify(server)} is not a URL: use https://host:port`);
+  }
   const secure = url.protocol === 'https:' || url.protocol === 'wss:';
   const plain = url.protocol === 'http:' || url.protocol === 'ws:';
-  if (!secure && !plain) throw new InsecureServerUrlError(`unsupported server URL scheme ${url.protocol}`);
+  if (!secure && !plain) {
+    throw new InsecureServerUrlError(
+      `the server URL ${JSON.stringify(server)} has no https://, wss:// (or http://, ws://) scheme: e.g. https://${url.protocol.replace(/:$/, '')}:${url.pathname}`,
+    );
+  }
   if (plain && !allowInsecure) {
     throw new InsecureServerUrlError(`refusing the unencrypted server URL ${server}: use wss:// or https://`);
   }

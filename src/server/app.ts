@@ -16,6 +16,7 @@ import { firmwareRoutes } from './firmware/routes.ts';
 import { authenticate } from './infra/auth.ts';
 import { AppError } from './infra/errors.ts';
 import { ErrorResponse } from './infra/schemas.ts';
+import { enforceBodyRate, httpServerTimeouts } from './infra/slow-clients.ts';
 import { opsRoutes } from './ops/routes.ts';
 import { orgRoutes } from './orgs/routes.ts';
 import type { Services } from './services.ts';
@@ -44,9 +45,11 @@ export interface BuildAppOptions {
 
 export async function buildApp(services: Services, options: BuildAppOptions = {}) {
   const { metrics } = services;
+  const { serverOptions, ...timeouts } = httpServerTimeouts(services.config.http);
   const app = Fastify({
     loggerInstance: services.log,
-    ...(options.https ? { https: options.https } : {}),
+    ...(options.https ? { https: { ...options.https, ...serverOptions } } : { http: serverOptions }),
+    ...timeouts,
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
     // Reject unknown fields instead of silently dropping them.
@@ -61,6 +64,7 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });
+  app.addHook('onRequest', enforceBodyRate(services.config.http));
   // `curl -X POST` without a body: treat as {} so optional-only bodies validate.
   app.addHook('preValidation', async (request) => {
     if (request.body === undefined && request.method === 'POST' && !request.isMultipart()) request.body = {};
@@ -72,7 +76,13 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
     return payload;
   });
   app.addHook('onResponse', async (request, reply) => {
-    if (!request.raw.complete) request.raw.socket?.destroy();
+    if (!request.raw.complete) {
+      // Destroy the request itself too: once its response is finished Node no longer aborts it
+      // when the socket goes, so a body consumer (a multipart upload being staged) would wait
+      // forever and its staging file would stay.
+      request.raw.destroy();
+      request.raw.socket?.destroy();
+    }
     metrics.httpRequestDuration
       .labels(request.method, request.routeOptions.url ?? 'unmatched', String(reply.statusCode))
       .observe(reply.elapsedTime / 1000);
