@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { registerAgentCommand } from '../agent/cli.ts';
 import { registerSimulateCommand } from '../simulator/cli.ts';
+import { registerAdminCommands } from './admin.ts';
 import { CliError, describeCliError } from './errors.ts';
 import { registerOperatorCommands } from './operator.ts';
 import { registerServeCommand } from './serve.ts';
@@ -13,6 +14,8 @@ const { version } = JSON.parse(readFileSync(new URL('../../package.json', import
 const program = new Command('edgeflow-ota')
   .description('EdgeFlow OTA: over-the-air firmware updates for fleets of edge devices')
   .version(version, '-V, --version', 'print the version')
+  // `firmware upload --version 1.2.0` is the firmware's version, not a request for ours.
+  .enablePositionalOptions()
   .showHelpAfterError()
   // No default command: bare `edgeflow-ota` prints help instead of starting a server by surprise.
   .action(() => program.help());
@@ -21,6 +24,7 @@ registerServeCommand(program);
 registerAgentCommand(program);
 registerOperatorCommands(program);
 registerSimulateCommand(program);
+registerAdminCommands(program);
 
 try {
   await program.parseAsync(process.argv);

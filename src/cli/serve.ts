@@ -51,6 +51,15 @@ export function registerServeCommand(program: Command): void {
       const database = config.databaseUrl ? 'PostgreSQL' : `PGlite in ${config.dataDir}/db`;
       process.stdout.write(`EdgeFlow OTA listening on ${server.url}  (database: ${database}; firmware: ${store})\n`);
       process.stdout.write(`API docs: ${server.url}/docs\n`);
+      if (server.configuredAdminKeyIgnored) {
+        const where = config.databaseUrl ? 'DATABASE_URL=… ' : `--data-dir ${config.dataDir} `;
+        process.stderr.write(
+          '\n*** WARNING: EDGEFLOW_ADMIN_KEY is set but differs from the system administrator key stored in ' +
+            `${config.databaseUrl ? 'the database' : config.dataDir}.\n` +
+            '*** It is IGNORED: it only seeds the key on the first start, and every call made with it answers 401.\n' +
+            `*** To make it the key, stop the server and run: edgeflow-ota admin reset-key ${where}--from-env\n\n`,
+        );
+      }
       if (server.generatedAdminKey) {
         process.stdout.write(
           `\nSystem administrator key (shown once, keep it safe):\n  ${server.generatedAdminKey}\n` +

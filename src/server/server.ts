@@ -22,6 +22,8 @@ export interface RunningServer {
   url: string;
   /** Set only on the first start when the key was generated (printed once). */
   generatedAdminKey: string | undefined;
+  /** EDGEFLOW_ADMIN_KEY was set but differs from the stored key, so it was ignored. */
+  configuredAdminKeyIgnored: boolean;
   close(): Promise<void>;
 }
 
@@ -63,6 +65,7 @@ export async function startOn(parts: {
   db: Db;
   store: BlobStore;
   generatedAdminKey?: string | undefined;
+  configuredAdminKeyIgnored?: boolean;
 }): Promise<RunningServer> {
   const { config } = parts;
   const services = createServices(parts);
@@ -87,6 +90,7 @@ export async function startOn(parts: {
     services,
     url,
     generatedAdminKey: parts.generatedAdminKey,
+    configuredAdminKeyIgnored: parts.configuredAdminKeyIgnored ?? false,
     close: () => {
       closing ??= (async () => {
         await app.close();
@@ -101,10 +105,17 @@ export async function startOn(parts: {
 export async function startServer(config: Config): Promise<RunningServer> {
   const db = await openConfiguredDb(config);
   try {
-    const { generatedAdminKey, linkSigningSecret } = await bootstrap(db, config.adminKey);
+    const { generatedAdminKey, linkSigningSecret, configuredAdminKeyIgnored } = await bootstrap(db, config.adminKey);
     const store = createStore(config, linkSigningSecret);
     if (store instanceof S3BlobStore) await store.ensureBucket();
-    return await startOn({ config, db, store, generatedAdminKey });
+    const server = await startOn({ config, db, store, generatedAdminKey, configuredAdminKeyIgnored });
+    if (configuredAdminKeyIgnored) {
+      server.app.log.warn(
+        'EDGEFLOW_ADMIN_KEY is set but is not the stored system administrator key: it is IGNORED ' +
+          '(it only seeds the first start); reset the key with `edgeflow-ota admin reset-key`',
+      );
+    }
+    return server;
   } catch (error) {
     await db.close();
     throw error;
