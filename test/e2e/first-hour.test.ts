@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
@@ -17,6 +17,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+
+import { startTestServer, stopSharedServices } from '../helpers/server.ts';
 
 const BIN = path.resolve('bin/edgeflow-ota.js');
 
@@ -27,12 +29,12 @@ interface Outcome {
 }
 
 /** Runs the CLI to its end; never throws on a non-zero exit. */
-function cli(args: string[], env: Record<string, string> = {}): Promise<Outcome> {
+function cli(args: string[], env: Record<string, string> = {}, cwd?: string): Promise<Outcome> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
       [BIN, ...args],
-      { env: { ...process.env, LOG_LEVEL: 'warn', ...env }, timeout: 120_000 },
+      { env: { ...process.env, LOG_LEVEL: 'warn', ...env }, timeout: 280_000, ...(cwd ? { cwd } : {}) },
       (error, stdout, stderr) => {
         const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
         resolve({ code, stdout, stderr });
@@ -197,6 +199,31 @@ describe('mistakes answered by one line', () => {
     assert.match(insecure.stderr, /no public key pinned \(--public-key\): every update will be refused/);
     const schemeless = await cli([...base, '--server', 'localhost:8080']);
     assertOneLine({ ...schemeless, stderr: schemeless.stderr.replace(/^\{.*\}\n/gm, '') }, /no https:\/\//, 2);
+  });
+});
+
+describe('simulate, twice', () => {
+  it('reuses its fleet on a second run with the same command, and says what to do next', async () => {
+    const server = await startTestServer({ db: 'pglite', store: 'local', name: 'pglite+local' });
+    const cwd = path.join(tmp, 'simulate');
+    await mkdir(cwd);
+    try {
+      const org = await server.createOrg();
+      const args = ['simulate', '--server', server.url, '--key', org.adminKey, '--devices', '5'];
+      const run = () => cli([...args, '--allow-insecure', '--allow-unsigned', '--duration', '2'], {}, cwd);
+      const first = await run();
+      assert.equal(first.code, 0, first.stderr);
+      const second = await run();
+      assert.equal(second.code, 0, `the second run failed: ${second.stderr}`);
+      assert.match(second.stdout, /5 devices ready/);
+      assert.match(second.stdout, /run the same command again to reuse these devices/);
+      assert.match(second.stdout, /edgeflow-ota update sim-1 1\.1\.0 --wait/);
+      const { body } = await server.api<{ devices: unknown[] }>('GET', '/api/v1/devices', org.adminKey);
+      assert.equal(body.devices.length, 5);
+    } finally {
+      await server.close();
+      await stopSharedServices();
+    }
   });
 });
 
