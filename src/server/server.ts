@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import type { Logger } from 'pino';
 import { type App, buildApp } from './app.ts';
 import { LocalBlobStore, S3BlobStore } from './infra/blobstore/index.ts';
 import type { BlobStore } from './infra/blobstore/types.ts';
@@ -66,6 +67,8 @@ export async function startOn(parts: {
   store: BlobStore;
   generatedAdminKey?: string | undefined;
   configuredAdminKeyIgnored?: boolean;
+  /** Tests read the log through their own logger. */
+  log?: Logger;
 }): Promise<RunningServer> {
   const { config } = parts;
   const services = createServices(parts);

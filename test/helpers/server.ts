@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
+import type { Logger } from 'pino';
 import { LocalBlobStore, S3BlobStore } from '../../src/server/infra/blobstore/index.ts';
 import type { BlobStore } from '../../src/server/infra/blobstore/types.ts';
 import { type Config, loadConfig } from '../../src/server/infra/config.ts';
@@ -196,6 +197,8 @@ export interface TestServer extends RunningServer {
 
 export interface TestServerOptions {
   env?: Record<string, string>;
+  /** The server logs here instead of nowhere. */
+  log?: Logger;
   /** Keep the database, store and port for a restart (see persistentState). */
   state?: PersistentState;
 }
@@ -216,7 +219,12 @@ export async function startTestServer(backend: Backend, options: TestServerOptio
   const { store, dispose: disposeStore } = await openTestStore(backend.store, linkSigningSecret, options.state);
   let running: RunningServer;
   try {
-    running = await startOn({ config: { ...config, store: backend.store }, db, store });
+    running = await startOn({
+      config: { ...config, store: backend.store },
+      db,
+      store,
+      ...(options.log ? { log: options.log } : {}),
+    });
   } catch (error) {
     await db.close();
     await disposeDb();

@@ -107,6 +107,10 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> =
           undefined, // reports the first missing field, else the missing file
         );
       }
+      if (result!.created) {
+        const { version, size, sha256 } = result!.firmware;
+        request.log.info({ organization_id: principal.organizationId, version, size, sha256 }, 'firmware uploaded');
+      }
       return reply.code(result!.created ? 201 : 200).send(result!.firmware);
     },
   );

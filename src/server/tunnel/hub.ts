@@ -325,7 +325,7 @@ export class TunnelHub {
       this.#deps.log.debug({ err: error, device_id: link.deviceId }, 'tunnel socket error');
       this.#deps.metrics.tunnelMessages.labels('frame', 'socket_error').inc();
     });
-    socket.on('close', () => this.#onClose(link));
+    socket.on('close', (code) => this.#onClose(link, code));
   }
 
   #onFrame(link: DeviceLink, data: RawData, isBinary: boolean): void {
@@ -426,6 +426,10 @@ export class TunnelHub {
       return;
     }
     this.#send(link, { type: 'connected', device_id: link.deviceId });
+    this.#deps.log.info(
+      { organization_id: link.organizationId, device_id: link.deviceId, agent_version: message.version },
+      'device online',
+    );
     for (const listener of this.onlineListeners) {
       listener({ organizationId: link.organizationId, deviceId: link.deviceId, agentVersion: message.version });
     }
@@ -484,7 +488,7 @@ export class TunnelHub {
     return { ok: true };
   }
 
-  #onClose(link: DeviceLink): void {
+  #onClose(link: DeviceLink, code: number): void {
     clearTimeout(link.authTimer);
     for (const pending of link.pending?.values() ?? []) {
       clearTimeout(pending.timer);
@@ -495,6 +499,7 @@ export class TunnelHub {
     this.#links.delete(link.key);
     this.#deps.metrics.connectedDevices.dec();
     const device = { organizationId: link.organizationId, deviceId: link.deviceId };
+    this.#deps.log.info({ organization_id: link.organizationId, device_id: link.deviceId, code }, 'device offline');
     repo
       .markOffline(this.#deps.db, link.organizationId, link.deviceId, this.nodeId)
       .catch((error: Error) => this.#deps.log.warn({ err: error }, 'could not mark a device offline'));
