@@ -5,9 +5,8 @@
  * so tests never see each other's rows.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import os from 'node:os';
-import path from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 import type { Logger } from 'pino';
@@ -19,6 +18,7 @@ import { migrate } from '../../src/server/infra/migrate.ts';
 import { bootstrap } from '../../src/server/orgs/service.ts';
 import { type RunningServer, startOn } from '../../src/server/server.ts';
 import { type RunningS3rver, startS3rver } from './s3rver.ts';
+import { tempDir } from './temp.ts';
 
 export type DbKind = 'pglite' | 'postgres';
 export type StoreKind = 'local' | 's3';
@@ -120,7 +120,7 @@ async function dropSchema(schema: string): Promise<void> {
 export async function openTestDb(kind: DbKind, state?: PersistentState): Promise<{ db: Db; dispose(): Promise<void> }> {
   if (kind === 'pglite') {
     if (state) {
-      state.pgliteDir ??= await mkdtemp(path.join(os.tmpdir(), 'edgeflow-pglite-'));
+      state.pgliteDir ??= await tempDir('edgeflow-pglite-');
       const db = await openDb({ dataDir: state.pgliteDir });
       await migrate(db);
       return { db, dispose: () => db.close() };
@@ -161,7 +161,7 @@ export async function openTestStore(
   state?: PersistentState,
 ): Promise<{ store: BlobStore; dispose(): Promise<void> }> {
   if (kind === 'local') {
-    const rootDir = state?.storeDir ?? (await mkdtemp(path.join(os.tmpdir(), 'edgeflow-store-')));
+    const rootDir = state?.storeDir ?? (await tempDir('edgeflow-store-'));
     if (state) state.storeDir = rootDir;
     // The server's port is known only after listen: startOn points the links at it then.
     const store = new LocalBlobStore({ rootDir, publicUrl: 'http://127.0.0.1', signingSecret });
