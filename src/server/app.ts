@@ -7,7 +7,7 @@ import multipart from '@fastify/multipart';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import Fastify, { type FastifyError } from 'fastify';
+import Fastify, { type FastifyError, LogController } from 'fastify';
 import { CloseCode } from '../protocol/tunnel.ts';
 import { deviceRoutes } from './devices/routes.ts';
 import { eventRoutes } from './events/routes.ts';
@@ -59,7 +59,7 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array' } },
     bodyLimit: 1024 * 1024,
     // One line per request, written below (Fastify's own are two, at info, probes included).
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     forceCloseConnections: 'idle',
     return503OnClosing: true,
   }).withTypeProvider<TypeBoxTypeProvider>();
