@@ -30,8 +30,10 @@ export interface TunnelClientOptions {
   connectTimeoutMs?: number;
   reconnectBaseMs?: number;
   reconnectCapMs?: number;
-  /** After a 1012/1001 close: reconnect within a random 0 … this many ms, until connected again. */
+  /** After a 1012/1001 close: reconnect within a random 0 … this many ms, until connected again … */
   restartJitterMs?: number;
+  /** … or until this long after the close; then the ordinary backoff resumes. */
+  restartWindowMs?: number;
   /** Off by default: a deflate context costs each connection ~300 KiB for frames of a few hundred bytes. */
   perMessageDeflate?: boolean;
   /** Shared between many clients (the simulator), so each does not keep its own connection pool. */
@@ -108,8 +110,12 @@ export class TunnelClient {
   private isConnected = false;
   private stopped = true;
   private attempt = 0;
-  /** Set by a 1012/1001 close: retries keep the short restart cap until the next connect. */
-  private serverRestarting = false;
+  /**
+   * Set by a 1012/1001 close: retries keep the short restart delay until the next connect, or
+   * until the restart window is over (a server that stays down must not be polled every few
+   * seconds forever by the whole fleet).
+   */
+  private restartRetriesUntil = 0;
   private timer: NodeJS.Timeout | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private lastFrameAt = 0;
@@ -273,7 +279,7 @@ export class TunnelClient {
   private onAuthenticated(socket: WebSocket): void {
     this.isConnected = true;
     this.attempt = 0;
-    this.serverRestarting = false;
+    this.restartRetriesUntil = 0;
     const intervalMs = this.options.heartbeatIntervalMs ?? TunnelDefaults.heartbeatIntervalMs;
     this.clearTimer();
     this.timer = setInterval(() => {
@@ -339,7 +345,7 @@ export class TunnelClient {
     if (code === CloseCode.serviceRestart || code === CloseCode.goingAway) {
       // The server restarts (or this replica leaves): it will answer again in seconds, so a
       // backoff grown over earlier outages must not keep this device away for a minute.
-      this.serverRestarting = true;
+      this.restartRetriesUntil = Date.now() + (this.options.restartWindowMs ?? TunnelDefaults.restartWindowMs);
       this.attempt = 0;
     }
     if (code === CloseCode.replaced) {
@@ -352,13 +358,14 @@ export class TunnelClient {
       this.options.logger.warn('tunnel: the server asks to try again later', { reason });
       this.attempt = Math.max(this.attempt, 5);
     }
-    const delayMs = this.serverRestarting
-      ? Math.floor(Math.random() * (this.options.restartJitterMs ?? TunnelDefaults.restartJitterMs))
-      : backoffDelayMs(
-          this.attempt,
-          this.options.reconnectBaseMs ?? TunnelDefaults.reconnectBaseMs,
-          this.options.reconnectCapMs ?? TunnelDefaults.reconnectCapMs,
-        );
+    const delayMs =
+      Date.now() < this.restartRetriesUntil
+        ? Math.floor(Math.random() * (this.options.restartJitterMs ?? TunnelDefaults.restartJitterMs))
+        : backoffDelayMs(
+            this.attempt,
+            this.options.reconnectBaseMs ?? TunnelDefaults.reconnectBaseMs,
+            this.options.reconnectCapMs ?? TunnelDefaults.reconnectCapMs,
+          );
     this.attempt += 1;
     const retryAt = new Date(Date.now() + delayMs).toISOString();
     if (wasConnected) {

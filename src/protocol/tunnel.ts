@@ -226,6 +226,8 @@ export const TunnelDefaults = {
    * 0 … this long (no herd), and keep that short cap until connected again.
    */
   restartJitterMs: 5_000,
+  /** How long after a 1012/1001 the short restart delay applies (restarts take seconds). */
+  restartWindowMs: 120_000,
 } as const;
 
 /** Exponential backoff with full jitter (AWS architecture blog), capped; retries forever. */
