@@ -1,8 +1,9 @@
 import { readFile } from 'node:fs/promises';
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { Agent, type AgentOptions, type InstallerKind, installerKinds } from './agent.ts';
 import { type AgentConfigFile, loadAgentConfigFile } from './config-file.ts';
 import { createJsonLogger } from './logger.ts';
+import { InsecureServerUrlError } from './tunnel-client.ts';
 
 interface AgentCommandFlags {
   config?: string;
@@ -43,11 +44,24 @@ export function registerAgentCommand(program: Command): Command {
     .command('agent')
     .description('run the device agent: tunnel to the server, receive and apply OTA updates')
     .option('--config <file>', 'JSON config, e.g. /etc/edgeflow/agent.json; flags override it (docs/devices.md)')
-    .option('--server <url>', 'server base URL, wss:// or https:// (required, here or in --config)')
-    .option('--device-id <id>', 'this device id (required)')
-    .option('--key <key>', 'this device API key (required, or --key-file)')
+    .addOption(
+      new Option('--server <url>', '(required) server base URL, wss:// or https:// (or "server" in --config)').env(
+        'EDGEFLOW_URL',
+      ),
+    )
+    .addOption(new Option('--device-id <id>', '(required) this device id').env('EDGEFLOW_DEVICE_ID'))
+    .addOption(
+      new Option(
+        '--key <key>',
+        '(required, or --key-file) this device API key (the environment keeps it out of `ps`)',
+      ).env('EDGEFLOW_DEVICE_KEY'),
+    )
     .option('--key-file <file>', 'a file holding this device API key')
-    .option('--data-dir <dir>', 'where the agent keeps its state, downloads and slots (required)')
+    .addOption(
+      new Option('--data-dir <dir>', '(required) where the agent keeps its state, downloads and slots').env(
+        'EDGEFLOW_AGENT_DATA_DIR',
+      ),
+    )
     .option('--allow-insecure', 'allow ws:// and http:// (development only)')
     .option('--public-key <pem-file>', 'pinned Ed25519 public key (PEM) that firmware manifests must be signed with')
     .option('--organization-id <id>', 'refuse manifests of any other organization')
@@ -79,9 +93,40 @@ export function registerAgentCommand(program: Command): Command {
     .option('--initial-version <semver>', 'the factory image version, before any update (default 0.0.0)')
     .option('--heartbeat-seconds <n>', 'tunnel heartbeat interval', positiveNumber)
     .option('--ca <pem-file>', 'extra CA certificate to trust (self-signed server)')
+    .addHelpText(
+      'after',
+      '\nEnvironment: EDGEFLOW_URL, EDGEFLOW_DEVICE_ID, EDGEFLOW_DEVICE_KEY, EDGEFLOW_AGENT_DATA_DIR stand in for\n' +
+        'the required options above. Logs are JSON lines on stderr.',
+    )
     .action(async (flags: AgentCommandFlags) => {
-      const options = await resolveAgentOptions(flags);
-      const agent = new Agent(options);
+      // One line, no usage dump: the flags were understood, their values are wrong.
+      const fail = (message: string): never => {
+        process.stderr.write(`error: ${message}\n`);
+        process.exit(2);
+      };
+      let options: AgentOptions;
+      try {
+        options = await resolveAgentOptions(flags);
+      } catch (error) {
+        return fail((error as Error).message);
+      }
+      if (!options.publicKeyPem) {
+        options.logger?.warn(
+          options.allowUnsigned
+            ? 'no public key pinned (--public-key): unsigned firmware will be installed (development only)'
+            : 'no public key pinned (--public-key): every update will be refused; pin the organization signing key',
+        );
+      }
+      let agent: Agent;
+      try {
+        agent = new Agent(options);
+      } catch (error) {
+        if (error instanceof InsecureServerUrlError) {
+          const hint = /unencrypted/.test(error.message) ? ' (or pass --allow-insecure, development only)' : '';
+          return fail(`${error.message}${hint}`);
+        }
+        throw error;
+      }
       let stopping = false;
       const shutdown = (signal: string) => {
         if (stopping) return;

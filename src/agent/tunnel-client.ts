@@ -63,6 +63,10 @@ export interface TunnelClientOptions {
   connectTimeoutMs?: number;
   reconnectBaseMs?: number;
   reconnectCapMs?: number;
+  /** After a 1012/1001 close: reconnect within a random 0 … this many ms, until connected again … */
+  restartJitterMs?: number;
+  /** … or until this long after the close; then the ordinary backoff resumes. */
+  restartWindowMs?: number;
   /** Off by default: a deflate context costs each connection ~300 KiB for frames of a few hundred bytes. */
   perMessageDeflate?: boolean;
   /** Shared between many clients (the simulator), so each does not keep its own connection pool. */
@@ -84,10 +88,19 @@ interface PendingRequest {
 
 /** Derives the tunnel's WebSocket URL from the server's base URL, refusing plain text unless allowed. */
 export function tunnelUrl(server: string, allowInsecure = false): string {
-  const url = new URL(server);
+  let url: URL;
+  try {
+    url = new URL(server);
+  } catch {
+    throw new InsecureServerUrlError(`the server URL ${JSON.stringify(server)} is not a URL: use https://host:port`);
+  }
   const secure = url.protocol === 'https:' || url.protocol === 'wss:';
   const plain = url.protocol === 'http:' || url.protocol === 'ws:';
-  if (!secure && !plain) throw new InsecureServerUrlError(`unsupported server URL scheme ${url.protocol}`);
+  if (!secure && !plain) {
+    throw new InsecureServerUrlError(
+      `the server URL ${JSON.stringify(server)} has no https://, wss:// (or http://, ws://) scheme: e.g. https://${url.protocol.replace(/:$/, '')}:${url.pathname}`,
+    );
+  }
   if (plain && !allowInsecure) {
     throw new InsecureServerUrlError(`refusing the unencrypted server URL ${server}: use wss:// or https://`);
   }
@@ -97,6 +110,25 @@ export function tunnelUrl(server: string, allowInsecure = false): string {
   url.search = '';
   url.hash = '';
   return url.toString();
+}
+
+/** What a close code means, for a log line when the peer gave no reason. */
+function closeCodeMeaning(code: number): string {
+  switch (code) {
+    case 1006:
+      return 'connection lost without a close frame (network down, server gone, or refused)';
+    case CloseCode.goingAway:
+      return 'server going away';
+    case CloseCode.serviceRestart:
+      return 'server restarting';
+    default:
+      return `close code ${code}`;
+  }
+}
+
+/** One line for a connect failure: the system error's cause (ECONNREFUSED, a TLS verdict …) and the message. */
+function describeSocketError(error: Error & { code?: string }): string {
+  return error.code && !error.message.includes(error.code) ? `${error.code}: ${error.message}` : error.message;
 }
 
 /**
@@ -112,9 +144,17 @@ export class TunnelClient {
   private isConnected = false;
   private stopped = true;
   private attempt = 0;
+  /**
+   * Set by a 1012/1001 close: retries keep the short restart delay until the next connect, or
+   * until the restart window is over (a server that stays down must not be polled every few
+   * seconds forever by the whole fleet).
+   */
+  private restartRetriesUntil = 0;
   private timer: NodeJS.Timeout | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private lastFrameAt = 0;
+  /** Why the last attempt failed (refused, TLS, DNS …), logged with the retry. */
+  private lastError: string | undefined;
   private pending: Map<string, PendingRequest> | undefined;
   private connectedWaiters: Array<(connected: boolean) => void> | undefined;
   private readonly startedAt = Date.now();
@@ -229,7 +269,11 @@ export class TunnelClient {
       if (isBinary) return;
       this.receive(socket, data.toString());
     });
-    socket.on('error', (error) => options.logger.debug('tunnel socket error', { error: error.message }));
+    socket.on('error', (error) => {
+      // Kept for the close that follows: "code 1006" alone does not say what went wrong.
+      this.lastError = describeSocketError(error);
+      options.logger.debug('tunnel socket error', { error: error.message });
+    });
     socket.on('close', (code, reasonBuffer) => this.onClose(socket, code, reasonBuffer.toString()));
   }
 
@@ -243,7 +287,9 @@ export class TunnelClient {
     if (!this.isConnected) {
       if (message.type === 'connected') this.onAuthenticated(socket);
       else if (message.error !== undefined) {
-        this.options.logger.error('tunnel: the server refused the connection', { ...readWireError(message) });
+        const refusal = readWireError(message);
+        this.options.logger.error('tunnel: the server refused the connection', { ...refusal });
+        this.lastError = `the server refused the connection: ${refusal.message}`;
         socket.terminate();
       }
       return;
@@ -268,6 +314,7 @@ export class TunnelClient {
   private onAuthenticated(socket: WebSocket): void {
     this.isConnected = true;
     this.attempt = 0;
+    this.restartRetriesUntil = 0;
     const intervalMs = this.options.heartbeatIntervalMs ?? TunnelDefaults.heartbeatIntervalMs;
     this.clearTimer();
     this.timer = setInterval(() => {
@@ -336,21 +383,50 @@ export class TunnelClient {
     if (wasConnected) this.options.onDisconnected?.(code, reason);
     if (this.stopped) return;
 
+    if (code === CloseCode.serviceRestart || code === CloseCode.goingAway) {
+      // The server restarts (or this replica leaves): it will answer again in seconds, so a
+      // backoff grown over earlier outages must not keep this device away for a minute.
+      this.restartRetriesUntil = Date.now() + (this.options.restartWindowMs ?? TunnelDefaults.restartWindowMs);
+      this.attempt = 0;
+    }
     if (code === CloseCode.replaced) {
       // Another connection with our identity took over: a clone or a stale twin. Don't fight it hard.
       this.options.logger.warn('tunnel: replaced by another connection of this device', { reason });
       this.attempt += 3;
     } else if (code === CloseCode.authFailed) {
       this.options.logger.error('tunnel: authentication failed', { reason });
-    } else {
-      this.options.logger.info('tunnel: disconnected', { code, reason });
+    } else if (code === CloseCode.tryAgainLater) {
+      this.options.logger.warn('tunnel: the server asks to try again later', { reason });
+      this.attempt = Math.max(this.attempt, 5);
     }
-    const delayMs = backoffDelayMs(
-      this.attempt,
-      this.options.reconnectBaseMs ?? TunnelDefaults.reconnectBaseMs,
-      this.options.reconnectCapMs ?? TunnelDefaults.reconnectCapMs,
-    );
+    const delayMs =
+      Date.now() < this.restartRetriesUntil
+        ? Math.floor(Math.random() * (this.options.restartJitterMs ?? TunnelDefaults.restartJitterMs))
+        : backoffDelayMs(
+            this.attempt,
+            this.options.reconnectBaseMs ?? TunnelDefaults.reconnectBaseMs,
+            this.options.reconnectCapMs ?? TunnelDefaults.reconnectCapMs,
+          );
     this.attempt += 1;
+    const retryAt = new Date(Date.now() + delayMs).toISOString();
+    if (wasConnected) {
+      this.options.logger.info('tunnel: disconnected', {
+        url: this.url,
+        code,
+        reason: reason || closeCodeMeaning(code),
+        retry_in_ms: delayMs,
+        retry_at: retryAt,
+      });
+    } else {
+      this.options.logger.warn('tunnel: could not connect', {
+        url: this.url,
+        cause: this.lastError ?? (reason || closeCodeMeaning(code)),
+        retry_in_ms: delayMs,
+        retry_at: retryAt,
+        attempt: this.attempt,
+      });
+    }
+    this.lastError = undefined;
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
       if (!this.stopped) this.open();

@@ -8,6 +8,7 @@ import { stat } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
+import { CliError, checkServerUrl, describeCliError } from './errors.ts';
 
 export class ApiError extends Error {
   constructor(
@@ -30,21 +31,43 @@ export class ApiClient {
   readonly #key: string;
 
   constructor(options: ClientOptions) {
+    checkServerUrl(options.server);
     this.#server = options.server.replace(/\/+$/, '');
     this.#key = options.key;
   }
 
+  /** A failure to reach the server, as one line naming it, the cause and a hint. */
+  #unreachable(error: unknown): CliError {
+    return new CliError(describeCliError(error, { server: this.#server }));
+  }
+
+  #parse(text: string, status: number): Record<string, unknown> {
+    try {
+      return text ? (JSON.parse(text) as Record<string, unknown>) : {};
+    } catch {
+      throw new CliError(
+        `${this.#server} answered HTTP ${status} with something other than JSON (is it an EdgeFlow OTA server?)`,
+      );
+    }
+  }
+
   async call<T = Record<string, unknown>>(method: string, urlPath: string, body?: unknown): Promise<T> {
-    const response = await fetch(`${this.#server}${urlPath}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${this.#key}`,
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-      },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    const text = await response.text();
-    const parsed = text ? (JSON.parse(text) as Record<string, unknown>) : {};
+    let response: Response;
+    let text: string;
+    try {
+      response = await fetch(`${this.#server}${urlPath}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${this.#key}`,
+          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+      text = await response.text();
+    } catch (error) {
+      throw this.#unreachable(error);
+    }
+    const parsed = this.#parse(text, response.status);
     if (!response.ok) {
       const error = (parsed.error ?? {}) as { code?: string; message?: string };
       throw new ApiError(response.status, error.code ?? 'http_error', error.message ?? `HTTP ${response.status}`);
@@ -61,7 +84,9 @@ export class ApiClient {
     fields: { version: string; release_notes?: string; compatible_models?: string[] },
     onProgress: (phase: 'hashing' | 'uploading', done: number, total: number) => void,
   ): Promise<Record<string, unknown>> {
-    const { size } = await stat(file);
+    const { size } = await stat(file).catch((error: unknown) => {
+      throw new CliError(describeCliError(error));
+    });
     const hash = createHash('sha256');
     let hashed = 0;
     for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
@@ -91,7 +116,7 @@ export class ApiClient {
           'content-length': String(head.length + size + tail.length),
         },
       });
-      request.on('error', reject);
+      request.on('error', (error) => reject(this.#unreachable(error)));
       request.on('response', (response) => {
         let text = '';
         response.setEncoding('utf8');
@@ -99,7 +124,13 @@ export class ApiClient {
           text += chunk;
         });
         response.on('end', () => {
-          const parsed = text ? (JSON.parse(text) as Record<string, unknown>) : {};
+          let parsed: Record<string, unknown>;
+          try {
+            parsed = this.#parse(text, response.statusCode ?? 500);
+          } catch (error) {
+            reject(error);
+            return;
+          }
           if ((response.statusCode ?? 500) >= 400) {
             const error = (parsed.error ?? {}) as { code?: string; message?: string };
             reject(new ApiError(response.statusCode ?? 500, error.code ?? 'http_error', error.message ?? text));
@@ -130,6 +161,8 @@ export class ApiClient {
     const response = await fetch(`${this.#server}/api/v1/events`, {
       headers: { authorization: `Bearer ${this.#key}` },
       signal,
+    }).catch((error: unknown) => {
+      throw signal.aborted ? error : this.#unreachable(error);
     });
     if (!response.ok || !response.body)
       throw new ApiError(response.status, 'http_error', 'cannot open the event stream');

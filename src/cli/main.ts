@@ -1,16 +1,35 @@
+import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { registerAgentCommand } from '../agent/cli.ts';
 import { registerSimulateCommand } from '../simulator/cli.ts';
+import { registerAdminCommands } from './admin.ts';
+import { CliError, describeCliError } from './errors.ts';
 import { registerOperatorCommands } from './operator.ts';
 import { registerServeCommand } from './serve.ts';
 
+const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+  version: string;
+};
+
 const program = new Command('edgeflow-ota')
   .description('EdgeFlow OTA: over-the-air firmware updates for fleets of edge devices')
-  .showHelpAfterError();
+  .version(version, '-V, --version', 'print the version')
+  // `firmware upload --version 1.2.0` is the firmware's version, not a request for ours.
+  .enablePositionalOptions()
+  .showHelpAfterError()
+  // No default command: bare `edgeflow-ota` prints help instead of starting a server by surprise.
+  .action(() => program.help());
 
 registerServeCommand(program);
 registerAgentCommand(program);
 registerOperatorCommands(program);
 registerSimulateCommand(program);
+registerAdminCommands(program);
 
-await program.parseAsync(process.argv);
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  // Whatever a command could not handle itself: one line with the cause and a hint, no stack.
+  process.stderr.write(`error: ${describeCliError(error)}\n`);
+  process.exit(error instanceof CliError ? error.exitCode : 1);
+}

@@ -67,6 +67,10 @@ export const CloseCode = {
   unsupportedData: 1003,
   policyViolation: 1008,
   tooBig: 1009,
+  /** The server is restarting: come back soon (with jitter), not after a grown backoff. */
+  serviceRestart: 1012,
+  /** Too many failed authentications from this address: wait before trying again. */
+  tryAgainLater: 1013,
   authTimeout: 4001,
   authFailed: 4003,
   replaced: 4009,
@@ -223,6 +227,13 @@ export const TunnelDefaults = {
   maxFrameBytes: 64 * 1024,
   reconnectBaseMs: 1_000,
   reconnectCapMs: 60_000,
+  /**
+   * After the server said it restarts (1012) or goes away (1001), reconnects wait a random
+   * 0 … this long (no herd), and keep that short cap until connected again.
+   */
+  restartJitterMs: 5_000,
+  /** How long after a 1012/1001 the short restart delay applies (restarts take seconds). */
+  restartWindowMs: 120_000,
 } as const;
 
 /** Exponential backoff with full jitter (AWS architecture blog), capped; retries forever. */

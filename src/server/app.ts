@@ -7,7 +7,7 @@ import multipart from '@fastify/multipart';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import Fastify, { type FastifyError } from 'fastify';
+import Fastify, { type FastifyError, LogController } from 'fastify';
 import { CloseCode } from '../protocol/tunnel.ts';
 import { deviceRoutes } from './devices/routes.ts';
 import { eventRoutes } from './events/routes.ts';
@@ -17,12 +17,16 @@ import { authenticate } from './infra/auth.ts';
 import { AppError } from './infra/errors.ts';
 import { LingeringClose } from './infra/linger.ts';
 import { ErrorResponse } from './infra/schemas.ts';
+import { enforceBodyRate, httpServerTimeouts } from './infra/slow-clients.ts';
 import { opsRoutes } from './ops/routes.ts';
 import { orgRoutes } from './orgs/routes.ts';
 import type { Services } from './services.ts';
 import { updateRoutes } from './updates/routes.ts';
 
 export const API_VERSION = '1.0.0';
+
+/** Probes and scrapes: their request lines only at debug, so the info log shows what happened. */
+const QUIET_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
 
 /** Framework and multipart errors a client can cause, with the code we answer them with. */
 const CLIENT_ERROR_CODES: Record<string, [number, string]> = {
@@ -45,14 +49,18 @@ export interface BuildAppOptions {
 
 export async function buildApp(services: Services, options: BuildAppOptions = {}) {
   const { metrics } = services;
+  const { serverOptions, ...timeouts } = httpServerTimeouts(services.config.http);
   const app = Fastify({
     loggerInstance: services.log,
-    ...(options.https ? { https: options.https } : {}),
+    ...(options.https ? { https: { ...options.https, ...serverOptions } } : { http: serverOptions }),
+    ...timeouts,
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
     // Reject unknown fields instead of silently dropping them.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array' } },
     bodyLimit: 1024 * 1024,
+    // One line per request, written below (Fastify's own are two, at info, probes included).
+    logController: new LogController({ disableRequestLogging: true }),
     forceCloseConnections: 'idle',
     return503OnClosing: true,
   }).withTypeProvider<TypeBoxTypeProvider>();
@@ -62,6 +70,7 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });
+  app.addHook('onRequest', enforceBodyRate(services.config.http));
   // `curl -X POST` without a body: treat as {} so optional-only bodies validate.
   app.addHook('preValidation', async (request) => {
     if (request.body === undefined && request.method === 'POST' && !request.isMultipart()) request.body = {};
@@ -76,11 +85,29 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
   app.addHook('onSend', async (request, reply, payload) => {
     if (!request.raw.complete) {
       reply.header('connection', 'close');
-      lingering.begin(request.raw);
+      // A body too slow (408) is being dropped on purpose: no lingering for it.
+      if (reply.statusCode !== 408) lingering.begin(request.raw);
     }
     return payload;
   });
   app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url;
+    request.log[route && QUIET_ROUTES.has(route) ? 'debug' : 'info'](
+      {
+        method: request.method,
+        url: request.url.split('?')[0],
+        status: reply.statusCode,
+        ms: Math.round(reply.elapsedTime),
+      },
+      'request',
+    );
+    if (!request.raw.complete && !lingering.isLingering(request.raw)) {
+      // Dropped, not lingering (a body too slow, lingering off): destroy the request itself too.
+      // Once its response is finished Node no longer aborts it when the socket goes, so a body
+      // consumer (a multipart upload being staged) would wait forever and its staging file stay.
+      request.raw.destroy();
+      request.raw.socket?.destroy();
+    }
     metrics.httpRequestDuration
       .labels(request.method, request.routeOptions.url ?? 'unmatched', String(reply.statusCode))
       .observe(reply.elapsedTime / 1000);

@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import type { Logger } from 'pino';
 import { type App, buildApp } from './app.ts';
 import { LocalBlobStore } from './infra/blobstore/local.ts';
 import type { BlobStore } from './infra/blobstore/types.ts';
@@ -28,6 +29,8 @@ export interface RunningServer {
   url: string;
   /** Set only on the first start when the key was generated (printed once). */
   generatedAdminKey: string | undefined;
+  /** EDGEFLOW_ADMIN_KEY was set but differs from the stored key, so it was ignored. */
+  configuredAdminKeyIgnored: boolean;
   close(): Promise<void>;
 }
 
@@ -72,6 +75,9 @@ export async function startOn(parts: {
   db: Db;
   store: BlobStore;
   generatedAdminKey?: string | undefined;
+  configuredAdminKeyIgnored?: boolean;
+  /** Tests read the log through their own logger. */
+  log?: Logger;
 }): Promise<RunningServer> {
   const { config } = parts;
   const services = createServices(parts);
@@ -104,6 +110,7 @@ export async function startOn(parts: {
     services,
     url,
     generatedAdminKey: parts.generatedAdminKey,
+    configuredAdminKeyIgnored: parts.configuredAdminKeyIgnored ?? false,
     close: () => {
       closing ??= (async () => {
         clearInterval(sweeper);
@@ -136,9 +143,18 @@ export async function startServer(config: Config): Promise<RunningServer> {
   try {
     const db = await openConfiguredDb(config);
     try {
-      const { generatedAdminKey, linkSigningSecret } = await bootstrap(db, config.adminKey);
+      const { generatedAdminKey, linkSigningSecret, configuredAdminKeyIgnored } = await bootstrap(
+        db,
+        config.adminKey,
+      );
       const store = await createStore(config, linkSigningSecret);
-      const running = await startOn({ config, db, store, generatedAdminKey });
+      const running = await startOn({ config, db, store, generatedAdminKey, configuredAdminKeyIgnored });
+      if (configuredAdminKeyIgnored) {
+        running.app.log.warn(
+          'EDGEFLOW_ADMIN_KEY is set but is not the stored system administrator key: it is IGNORED ' +
+            '(it only seeds the first start); reset the key with `edgeflow-ota admin reset-key`',
+        );
+      }
       server = {
         ...running,
         close: async () => {

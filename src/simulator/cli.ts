@@ -1,6 +1,9 @@
 /** `edgeflow-ota simulate`: registers (or reuses) virtual devices, brings them online, shows how they fare. */
+import { createHash } from 'node:crypto';
+import path from 'node:path';
 import type { Command } from 'commander';
 import { tunnelUrl } from '../agent/index.ts';
+import { CliError, describeCliError } from '../cli/errors.ts';
 import { FAULTS, type Fault, type FaultPercentages, validateFaultPercentages } from './faults.ts';
 import { DEFAULT_DEVICES_PER_PROCESS, runSimulation } from './processes.ts';
 import { fetchSigningKey, registerDevices } from './register.ts';
@@ -77,7 +80,11 @@ export function registerSimulateCommand(program: Command): Command {
         .filter(Boolean),
     )
     .option('--initial-version <semver>', 'the version every device runs at start', '1.0.0')
-    .option('--credentials <file>', 'device keys: read when present (reuse), written after registration')
+    .option(
+      '--credentials <file>',
+      'device keys: read when present (reuse), written after registration ' +
+        '(default: .edgeflow-simulate/<server>-<prefix>-<key id>.json, so a second run reuses the fleet)',
+    )
     .option('--allow-insecure', 'allow http:// and ws:// (development only)')
     .option('--allow-unsigned', 'pin no signing key and install unsigned firmware (development only)')
     .option('--seed <n>', 'which devices get which fault', wholeNumber(0), 1)
@@ -94,8 +101,9 @@ export function registerSimulateCommand(program: Command): Command {
       tunnelUrl(flags.server, flags.allowInsecure);
     } catch (error) {
       const hint = /unencrypted/.test((error as Error).message) ? ' (or pass --allow-insecure)' : '';
-      command.error(`error: ${(error as Error).message}${hint}`, { exitCode: 2 });
+      throw new CliError(`${(error as Error).message}${hint}`, 2);
     }
+    const credentials = flags.credentials ?? defaultCredentialsFile(flags.server, flags.prefix, flags.key);
 
     let devices: DeviceCredentials[];
     let publicKeyPem: string | undefined;
@@ -108,15 +116,15 @@ export function registerSimulateCommand(program: Command): Command {
         model: flags.model,
         tags: flags.tags,
         initialVersion: flags.initialVersion,
-        credentialsFile: flags.credentials,
+        credentialsFile: credentials,
         onProgress: throttled((done, total) => status(`registering devices ${done}/${total}`)),
       });
       status(`${devices.length} devices ready`, true);
       publicKeyPem = flags.allowUnsigned ? undefined : await fetchSigningKey(flags.server, flags.key);
     } catch (error) {
-      const cause = (error as Error).cause as Error | undefined;
-      command.error(`error: ${(error as Error).message}${cause ? ` (${cause.message})` : ''}`, { exitCode: 1 });
+      throw new CliError(describeCliError(error, { server: flags.server }));
     }
+    process.stdout.write(nextSteps(flags, credentials));
 
     const startedAt = Date.now();
     const simulation = runSimulation({
@@ -142,6 +150,33 @@ export function registerSimulateCommand(program: Command): Command {
     status(`[${seconds()}s] stopping: ${describe(simulation.counters())}`, true);
     await simulation.stop();
   });
+}
+
+/**
+ * Where a run keeps its device keys unless told: per server, prefix and calling key, so running
+ * the same command again reuses the same devices instead of failing on them.
+ */
+function defaultCredentialsFile(server: string, prefix: string, key: string): string {
+  const host = new URL(server).host.replace(/[^\w.-]+/g, '_');
+  const keyId = createHash('sha256').update(key).digest('hex').slice(0, 8);
+  return path.join('.edgeflow-simulate', `${host}-${prefix.replace(/[^\w.-]+/g, '_')}-${keyId}.json`);
+}
+
+/** What to do with the fleet now that it runs. */
+function nextSteps(flags: SimulateFlags, credentials: string): string {
+  const connection = `--server ${flags.server} --key <key>`;
+  return (
+    `\nDevice keys are kept in ${credentials}; run the same command again to reuse these devices.\n` +
+    'While they run, in another terminal:\n' +
+    `  edgeflow-ota firmware upload fw.bin --version 1.1.0 ${connection}\n` +
+    `  edgeflow-ota update ${flags.prefix}1 1.1.0 --wait ${connection}\n` +
+    `  edgeflow-ota watch ${connection}\n` +
+    `  edgeflow-ota devices list ${connection}\n` +
+    (flags.allowUnsigned
+      ? ''
+      : 'Devices pin the organization signing key: updates must be signed by the server (they are).\n') +
+    'Ctrl-C stops the devices (they go offline); --duration <s> stops after a while.\n\n'
+  );
 }
 
 function describe(counters: FleetCounters): string {

@@ -2,7 +2,8 @@
  * Provisioning for simulated devices, through the same REST API an operator uses. A device's key
  * is shown once, at creation, so the keys go to a credentials file that a later run reads back.
  */
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import type { DeviceCredentials } from './simulator.ts';
 
 export interface RegisterOptions {
@@ -145,6 +146,7 @@ async function writeCredentials(file: string, server: string, known: Map<string,
     devices: [...known].map(([device_id, api_key]) => ({ device_id, api_key })),
   };
   // Through a temporary file: a crash mid-write must not lose the keys of an earlier run.
+  await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
   const temporary = `${file}.${process.pid}.tmp`;
   await writeFile(temporary, `${JSON.stringify(content, null, 2)}\n`, { mode: 0o600 });
   await rename(temporary, file);

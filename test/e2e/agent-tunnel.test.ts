@@ -170,7 +170,7 @@ for (const backend of backends) {
       }
     });
 
-    it('rides out a server restart: agents reconnect with backoff and the online state is right afterwards', async () => {
+    it('rides out a server restart: the server closes with 1012, agents reconnect and the online state is right afterwards', async () => {
       const state = persistentState();
       let server = await startTestServer(backend, { state });
       const agents: Agent[] = [];
@@ -184,7 +184,7 @@ for (const backend of backends) {
           (agent) => new Promise<number>((resolve) => agent.once('disconnected', (code: number) => resolve(code))),
         );
         await server.close();
-        assert.deepEqual(await Promise.all(disconnects), Array(5).fill(CloseCode.goingAway));
+        assert.deepEqual(await Promise.all(disconnects), Array(5).fill(CloseCode.serviceRestart));
         await away.stop();
         await sleep(300);
         server = await startTestServer(backend, { state });

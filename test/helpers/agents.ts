@@ -1,11 +1,10 @@
 /** Real agents (the device code) against a test server, each with a data directory of its own. */
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
+import { rm } from 'node:fs/promises';
 import { Agent, type AgentOptions } from '../../src/agent/agent.ts';
 import { silentLogger } from '../../src/agent/logger.ts';
 import { eventually } from './raw-device.ts';
 import type { TestServer } from './server.ts';
+import { tempDir } from './temp.ts';
 
 export interface TestDevice {
   deviceId: string;
@@ -39,7 +38,7 @@ export async function createAgent(
   device: TestDevice,
   options: Partial<AgentOptions> = {},
 ): Promise<Agent> {
-  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'edgeflow-agent-'));
+  const dataDir = await tempDir('edgeflow-agent-');
   dataDirs.push(dataDir);
   return new Agent({
     server: server.url,

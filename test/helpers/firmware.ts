@@ -1,10 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream, openAsBlob } from 'node:fs';
-import { mkdtemp } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { tempDir } from './temp.ts';
 
 export interface FirmwareFile {
   path: string;
@@ -14,7 +13,7 @@ export interface FirmwareFile {
 
 /** Writes `size` random bytes to a temporary .bin file without holding them all in memory. */
 export async function makeFirmwareFile(size: number, name = 'firmware.bin'): Promise<FirmwareFile> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'edgeflow-fw-'));
+  const dir = await tempDir('edgeflow-fw-');
   const file = path.join(dir, name);
   const hash = createHash('sha256');
   let left = size;

@@ -17,8 +17,9 @@ export function tunnelUrl(httpUrl: string): string {
   return `${httpUrl.replace(/^http/, 'ws')}/tunnel`;
 }
 
-export async function openRaw(httpUrl: string): Promise<RawDevice> {
-  const ws = new WebSocket(tunnelUrl(httpUrl));
+/** `localAddress` (e.g. 127.0.0.2) makes the connection come from another loopback address. */
+export async function openRaw(httpUrl: string, options: { localAddress?: string } = {}): Promise<RawDevice> {
+  const ws = new WebSocket(tunnelUrl(httpUrl), options.localAddress ? { localAddress: options.localAddress } : {});
   const inbox: Record<string, unknown>[] = [];
   const waiters: { type: string; resolve(m: Record<string, unknown>): void }[] = [];
   ws.on('message', (data) => {
@@ -64,8 +65,9 @@ export async function openRaw(httpUrl: string): Promise<RawDevice> {
 export async function connectRaw(
   httpUrl: string,
   device: { deviceId: string; apiKey: string; version?: string },
+  options: { localAddress?: string } = {},
 ): Promise<RawDevice> {
-  const raw = await openRaw(httpUrl);
+  const raw = await openRaw(httpUrl, options);
   raw.send({
     type: 'connect',
     device_id: device.deviceId,

@@ -5,11 +5,11 @@
  * so tests never see each other's rows.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import os from 'node:os';
-import path from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
+import type { Logger } from 'pino';
 import { LocalBlobStore, S3BlobStore } from '../../src/server/infra/blobstore/index.ts';
 import type { BlobStore } from '../../src/server/infra/blobstore/types.ts';
 import { type Config, loadConfig } from '../../src/server/infra/config.ts';
@@ -18,6 +18,7 @@ import { migrate } from '../../src/server/infra/migrate.ts';
 import { bootstrap } from '../../src/server/orgs/service.ts';
 import { type RunningServer, startOn } from '../../src/server/server.ts';
 import { type RunningS3rver, startS3rver } from './s3rver.ts';
+import { tempDir } from './temp.ts';
 
 export type DbKind = 'pglite' | 'postgres';
 export type StoreKind = 'local' | 's3';
@@ -119,7 +120,7 @@ async function dropSchema(schema: string): Promise<void> {
 export async function openTestDb(kind: DbKind, state?: PersistentState): Promise<{ db: Db; dispose(): Promise<void> }> {
   if (kind === 'pglite') {
     if (state) {
-      state.pgliteDir ??= await mkdtemp(path.join(os.tmpdir(), 'edgeflow-pglite-'));
+      state.pgliteDir ??= await tempDir('edgeflow-pglite-');
       const db = await openDb({ dataDir: state.pgliteDir });
       await migrate(db);
       return { db, dispose: () => db.close() };
@@ -160,7 +161,7 @@ export async function openTestStore(
   state?: PersistentState,
 ): Promise<{ store: BlobStore; dispose(): Promise<void> }> {
   if (kind === 'local') {
-    const rootDir = state?.storeDir ?? (await mkdtemp(path.join(os.tmpdir(), 'edgeflow-store-')));
+    const rootDir = state?.storeDir ?? (await tempDir('edgeflow-store-'));
     if (state) state.storeDir = rootDir;
     // The server's port is known only after listen: startOn points the links at it then.
     const store = new LocalBlobStore({ rootDir, publicUrl: 'http://127.0.0.1', signingSecret });
@@ -196,6 +197,8 @@ export interface TestServer extends RunningServer {
 
 export interface TestServerOptions {
   env?: Record<string, string>;
+  /** The server logs here instead of nowhere. */
+  log?: Logger;
   /** Keep the database, store and port for a restart (see persistentState). */
   state?: PersistentState;
 }
@@ -216,7 +219,12 @@ export async function startTestServer(backend: Backend, options: TestServerOptio
   const { store, dispose: disposeStore } = await openTestStore(backend.store, linkSigningSecret, options.state);
   let running: RunningServer;
   try {
-    running = await startOn({ config: { ...config, store: backend.store }, db, store });
+    running = await startOn({
+      config: { ...config, store: backend.store },
+      db,
+      store,
+      ...(options.log ? { log: options.log } : {}),
+    });
   } catch (error) {
     await db.close();
     await disposeDb();

@@ -244,7 +244,7 @@ for (const backend of backends) {
 }
 
 describe('graceful shutdown', () => {
-  it('closes every tunnel with going-away', async () => {
+  it('closes every tunnel with service-restart (1012), so agents come back soon', async () => {
     const [backend] = backends;
     const server = await startTestServer(backend!);
     const org = await server.createOrg();
@@ -253,7 +253,7 @@ describe('graceful shutdown', () => {
     });
     const raw = await connectRaw(server.url, { deviceId: created.body.device_id, apiKey: created.body.api_key });
     const closing = server.close();
-    assert.equal((await raw.closed).code, CloseCode.goingAway);
+    assert.equal((await raw.closed).code, CloseCode.serviceRestart);
     await closing;
   });
 });

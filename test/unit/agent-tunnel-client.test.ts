@@ -197,6 +197,24 @@ describe('tunnel client (against a stand-in ws server)', () => {
     });
   });
 
+  it('comes back within the restart jitter after 1012/1001, however long its backoff has grown', async () => {
+    // A backoff of up to ten minutes: without the restart rule this device would stay away.
+    const tunnel = client('dev-restart', { reconnectBaseMs: 600_000, reconnectCapMs: 600_000, restartJitterMs: 300 });
+    await withClient(tunnel, async () => {
+      assert.equal(await tunnel.waitUntilConnected(2_000), true);
+      for (const [round, code] of [
+        [2, 1012],
+        [3, 1001],
+      ] as const) {
+        server.disconnect('dev-restart', code, 'server restarting');
+        await server.waitFor(
+          `reconnect after ${code}`,
+          () => connects('dev-restart') === round && server.isConnected('dev-restart'),
+        );
+      }
+    });
+  });
+
   it('keeps retrying after the server refuses its credentials, and gets in once they are accepted', async () => {
     server.deviceKeys.set('dev-auth', 'the-right-key');
     const tunnel = client('dev-auth', { apiKey: 'rotated-key' });

@@ -130,6 +130,10 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> =
         throw new BadRequestError('missing_file', 'a file part named "file" is required');
       }
       const result = await service.commitUpload(services, principal.organizationId, staged);
+      if (result.created) {
+        const { version, size, sha256 } = result.firmware;
+        request.log.info({ organization_id: principal.organizationId, version, size, sha256 }, 'firmware uploaded');
+      }
       return reply.code(result.created ? 201 : 200).send(result.firmware);
     },
   );

@@ -52,6 +52,26 @@ export interface Config {
   /** How long the online check of a single-device update waits for the health_check answer. */
   healthCheckTimeoutMs: number;
   shutdownTimeoutMs: number;
+  /** Slow and idle HTTP clients (tunnels are exempt once upgraded). */
+  http: {
+    /** All request headers must arrive within this long of their first byte. */
+    headersTimeoutMs: number;
+    /** A kept-alive connection with no new request is closed after this long. */
+    keepAliveTimeoutMs: number;
+    /** A connection on which nothing moves (no byte in or out) is closed after this long. */
+    idleTimeoutMs: number;
+    /** A request body must bring at least this many bytes per second … */
+    bodyMinBytesPerSecond: number;
+    /** … measured over windows this long (a slow link passes; a client dripping bytes does not). */
+    bodyRateWindowMs: number;
+  };
+  /** Behind a reverse proxy: take the client's address from the last X-Forwarded-For entry. */
+  trustProxy: boolean;
+  /** Failed tunnel authentications from one address within the window before it is refused. */
+  tunnelAuthFailuresMax: number;
+  tunnelAuthFailureWindowMs: number;
+  /** How long an address that failed too often is refused. */
+  tunnelAuthBlockMs: number;
 }
 
 export class ConfigError extends Error {
@@ -131,5 +151,16 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     dispatchIntervalMs: integer(env, 'EDGEFLOW_DISPATCH_INTERVAL_MS', 1000, 10),
     healthCheckTimeoutMs: integer(env, 'EDGEFLOW_HEALTH_CHECK_TIMEOUT_MS', 5000, 50),
     shutdownTimeoutMs: integer(env, 'EDGEFLOW_SHUTDOWN_TIMEOUT_MS', 10_000, 0),
+    http: {
+      headersTimeoutMs: integer(env, 'EDGEFLOW_HTTP_HEADERS_TIMEOUT_MS', 30_000, 50),
+      keepAliveTimeoutMs: integer(env, 'EDGEFLOW_HTTP_KEEP_ALIVE_TIMEOUT_MS', 72_000, 50),
+      idleTimeoutMs: integer(env, 'EDGEFLOW_HTTP_IDLE_TIMEOUT_MS', 60_000, 50),
+      bodyMinBytesPerSecond: integer(env, 'EDGEFLOW_HTTP_BODY_MIN_BYTES_PER_S', 1024, 0),
+      bodyRateWindowMs: integer(env, 'EDGEFLOW_HTTP_BODY_RATE_WINDOW_MS', 60_000, 50),
+    },
+    trustProxy: boolean(env, 'EDGEFLOW_TRUST_PROXY', false),
+    tunnelAuthFailuresMax: integer(env, 'EDGEFLOW_TUNNEL_AUTH_FAILURES_MAX', 20, 1),
+    tunnelAuthFailureWindowMs: integer(env, 'EDGEFLOW_TUNNEL_AUTH_FAILURE_WINDOW_MS', 60_000, 50),
+    tunnelAuthBlockMs: integer(env, 'EDGEFLOW_TUNNEL_AUTH_BLOCK_MS', 60_000, 50),
   };
 }

@@ -61,6 +61,10 @@ export class LingeringClose {
     this.#sockets.set(socket, dropNow);
   }
 
+  isLingering(request: IncomingMessage): boolean {
+    return this.#sockets.has(request.socket);
+  }
+
   /** Drops every lingering connection: they have had their answer, and must not hold a shutdown. */
   closeAll(): void {
     this.#closing = true;

@@ -73,9 +73,16 @@ export async function deleteApiKey(db: Queryable, organizationId: string, id: st
   return rows.length > 0;
 }
 
-export async function systemAdminKeyExists(db: Queryable): Promise<boolean> {
-  const rows = await db.query("SELECT 1 FROM api_keys WHERE role = 'system_admin' LIMIT 1");
-  return rows.length > 0;
+/** The stored system administrator key hashes (normally one). */
+export async function systemAdminKeyHashes(db: Queryable): Promise<string[]> {
+  const rows = await db.query<{ key_hash: string }>("SELECT key_hash FROM api_keys WHERE role = 'system_admin'");
+  return rows.map((row) => row.key_hash);
+}
+
+/** Removes every system administrator key (a reset inserts the new one in the same transaction). */
+export async function deleteSystemAdminKeys(db: Queryable): Promise<number> {
+  const rows = await db.query("DELETE FROM api_keys WHERE role = 'system_admin' RETURNING id");
+  return rows.length;
 }
 
 export async function getSetting(db: Queryable, name: string): Promise<string | undefined> {

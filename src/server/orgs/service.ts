@@ -11,6 +11,11 @@ export interface Bootstrap {
   generatedAdminKey: string | undefined;
   /** HMAC secret for the local store's download links, shared by every replica. */
   linkSigningSecret: string;
+  /**
+   * EDGEFLOW_ADMIN_KEY is set but is not the stored system administrator key: it is ignored
+   * (it only seeds the first start), which the operator must be told loudly.
+   */
+  configuredAdminKeyIgnored: boolean;
 }
 
 /**
@@ -22,7 +27,13 @@ export async function bootstrap(db: Db, configuredAdminKey: string | undefined):
     // Replicas starting together: one creates the key, the others see it.
     await repo.lockBootstrap(tx);
     let generatedAdminKey: string | undefined;
-    if (!(await repo.systemAdminKeyExists(tx))) {
+    let configuredAdminKeyIgnored = false;
+    const storedHashes = await repo.systemAdminKeyHashes(tx);
+    if (storedHashes.length > 0) {
+      // Stored hashed: compare hashes, never keys.
+      configuredAdminKeyIgnored =
+        configuredAdminKey !== undefined && !storedHashes.includes(hashSecret(configuredAdminKey));
+    } else {
       const key = configuredAdminKey ?? newSecret('efo');
       await repo.insertApiKey(tx, {
         id: newId('key'),
@@ -34,8 +45,27 @@ export async function bootstrap(db: Db, configuredAdminKey: string | undefined):
       if (!configuredAdminKey) generatedAdminKey = key;
     }
     const linkSigningSecret = await repo.ensureSetting(tx, 'link_signing_secret', randomBytes(32).toString('hex'));
-    return { generatedAdminKey, linkSigningSecret };
+    return { generatedAdminKey, linkSigningSecret, configuredAdminKeyIgnored };
   });
+}
+
+/**
+ * Replaces the system administrator key (`edgeflow-ota admin reset-key`): every earlier one
+ * stops working. Returns the new key, to be shown once.
+ */
+export async function resetSystemAdminKey(db: Db, newKey: string = newSecret('efo')): Promise<string> {
+  await db.transaction(async (tx) => {
+    await repo.lockBootstrap(tx);
+    await repo.deleteSystemAdminKeys(tx);
+    await repo.insertApiKey(tx, {
+      id: newId('key'),
+      organizationId: null,
+      role: 'system_admin',
+      keyHash: hashSecret(newKey),
+      name: 'system administrator',
+    });
+  });
+  return newKey;
 }
 
 export async function createOrganization(db: Db, name: string) {

@@ -37,6 +37,7 @@ import type { Db } from '../infra/db.ts';
 import { AppError, ConflictError } from '../infra/errors.ts';
 import type { Metrics } from '../infra/metrics.ts';
 import { hashSecret, newId } from '../infra/secrets.ts';
+import { AuthFailureLimiter } from './auth-limiter.ts';
 import * as repo from './repo.ts';
 
 export class DeviceOfflineError extends ConflictError {
@@ -118,7 +119,11 @@ class DeviceLink {
   /** The tail of this device's requests being handled, in arrival order. */
   requests: Promise<void> = SETTLED;
 
-  constructor(readonly socket: WebSocket) {}
+  constructor(
+    readonly socket: WebSocket,
+    /** The source address, for the failed-authentication limit. */
+    readonly address: string,
+  ) {}
 
   get key(): string {
     return linkKey(this.organizationId, this.deviceId);
@@ -164,10 +169,16 @@ export class TunnelHub {
     { organizationId: string; deviceId: string; currentVersion: string; agentVersion: string | null },
     void
   >;
+  readonly #authFailures: AuthFailureLimiter;
   #closing = false;
 
   constructor(deps: TunnelHubDeps) {
     this.#deps = deps;
+    this.#authFailures = new AuthFailureLimiter({
+      maxFailures: deps.config.tunnelAuthFailuresMax,
+      windowMs: deps.config.tunnelAuthFailureWindowMs,
+      blockMs: deps.config.tunnelAuthBlockMs,
+    });
     this.#wss = new WebSocketServer({
       noServer: true,
       maxPayload: deps.config.tunnelMaxFrameBytes,
@@ -216,7 +227,21 @@ export class TunnelHub {
         socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
         return;
       }
-      this.#wss.handleUpgrade(request, socket, head, (ws) => this.#accept(ws));
+      // A tunnel is long-lived and quiet between heartbeats: no HTTP idle timeout applies to it.
+      (socket as Duplex & { setTimeout?: (ms: number) => void }).setTimeout?.(0);
+      const address = this.#sourceAddress(request);
+      const blockedMs = this.#authFailures.blockedForMs(address);
+      this.#wss.handleUpgrade(request, socket, head, (ws) => {
+        if (blockedMs > 0) {
+          this.#deps.metrics.tunnelMessages.labels('connect', 'address_blocked').inc();
+          ws.close(
+            CloseCode.tryAgainLater,
+            `too many failed authentications from this address; retry in ${Math.ceil(blockedMs / 1000)} s`,
+          );
+          return;
+        }
+        this.#accept(ws, address);
+      });
     });
   }
 
@@ -296,7 +321,10 @@ export class TunnelHub {
     this.#links.get(linkKey(device.organizationId, device.deviceId))?.socket.close(code, reason);
   }
 
-  /** Going-away to every device so they reconnect (elsewhere), then presence written. */
+  /**
+   * Service-restart (1012) to every device so they come back soon, with jitter, to this server
+   * or another replica; then presence written.
+   */
   async close(): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;
@@ -307,7 +335,7 @@ export class TunnelHub {
         new Promise<void>((resolve) => {
           if (link.socket.readyState === WebSocket.CLOSED) return resolve();
           link.socket.once('close', () => resolve());
-          link.socket.close(CloseCode.goingAway, 'server shutting down');
+          link.socket.close(CloseCode.serviceRestart, 'server restarting');
           setTimeout(() => {
             link.socket.terminate();
             resolve();
@@ -319,8 +347,18 @@ export class TunnelHub {
     this.#wss.close();
   }
 
-  #accept(socket: WebSocket): void {
-    const link = new DeviceLink(socket);
+  /** The client's address; behind a trusted proxy, the one the proxy saw (last X-Forwarded-For entry). */
+  #sourceAddress(request: IncomingMessage): string {
+    if (this.#deps.config.trustProxy) {
+      const forwarded = request.headers['x-forwarded-for'];
+      const last = (Array.isArray(forwarded) ? forwarded.join(',') : forwarded)?.split(',').pop()?.trim();
+      if (last) return last;
+    }
+    return request.socket.remoteAddress ?? 'unknown';
+  }
+
+  #accept(socket: WebSocket, address: string): void {
+    const link = new DeviceLink(socket, address);
     link.authTimer = setTimeout(() => {
       this.#sendError(link, TunnelErrorCode.authTimeout, 'no connect message within the time allowed');
       socket.close(CloseCode.authTimeout, 'connect timeout');
@@ -335,7 +373,7 @@ export class TunnelHub {
       this.#deps.log.debug({ err: error, device_id: link.deviceId }, 'tunnel socket error');
       this.#deps.metrics.tunnelMessages.labels('frame', 'socket_error').inc();
     });
-    socket.on('close', () => this.#onClose(link));
+    socket.on('close', (code) => this.#onClose(link, code));
   }
 
   #onFrame(link: DeviceLink, data: RawData, isBinary: boolean): void {
@@ -402,6 +440,12 @@ export class TunnelHub {
     const refuse = (why: string) => {
       this.#sendError(link, TunnelErrorCode.authFailed, why);
       link.socket.close(CloseCode.authFailed, 'authentication failed');
+      if (this.#authFailures.recordFailure(link.address)) {
+        this.#deps.log.warn(
+          { address: link.address, block_ms: this.#deps.config.tunnelAuthBlockMs },
+          'too many failed tunnel authentications from one address; refusing it for a while',
+        );
+      }
     };
     if (!message.device_id || !message.api_key) return refuse('connect needs device_id and api_key');
     const device = await this.#deviceByKeyHash.add(hashSecret(message.api_key));
@@ -431,6 +475,10 @@ export class TunnelHub {
       return;
     }
     this.#send(link, { type: 'connected', device_id: link.deviceId });
+    this.#deps.log.info(
+      { organization_id: link.organizationId, device_id: link.deviceId, agent_version: message.version },
+      'device online',
+    );
     for (const listener of this.onlineListeners) {
       listener({ organizationId: link.organizationId, deviceId: link.deviceId, agentVersion: message.version });
     }
@@ -496,7 +544,7 @@ export class TunnelHub {
     return { ok: true };
   }
 
-  #onClose(link: DeviceLink): void {
+  #onClose(link: DeviceLink, code: number): void {
     clearTimeout(link.authTimer);
     for (const pending of link.pending?.values() ?? []) {
       clearTimeout(pending.timer);
@@ -507,6 +555,7 @@ export class TunnelHub {
     this.#links.delete(link.key);
     this.#deps.metrics.connectedDevices.dec();
     const device = { organizationId: link.organizationId, deviceId: link.deviceId };
+    this.#deps.log.info({ organization_id: link.organizationId, device_id: link.deviceId, code }, 'device offline');
     repo
       .markOffline(this.#deps.db, link.organizationId, link.deviceId, this.nodeId)
       .catch((error: Error) => this.#deps.log.warn({ err: error }, 'could not mark a device offline'));
@@ -516,6 +565,7 @@ export class TunnelHub {
   /** Drops silent links, pings the rest at the WebSocket level, resets abuse counters. */
   #sweep(): void {
     const now = Date.now();
+    this.#authFailures.prune(now);
     const silentAfterMs = 2 * this.#deps.config.heartbeatIntervalMs;
     for (const link of this.#links.values()) {
       link.refused = 0;

@@ -1,0 +1,121 @@
+/**
+ * What the server's log says at info: one line per request except probes and scrapes
+ * (/healthz, /readyz, /metrics are at debug), and one line per domain event — a device online,
+ * offline, a firmware uploaded, an update changing state (not every progress report).
+ */
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
+import type { OtaEvent } from '../../src/server/updates/engine.ts';
+import { postFirmware, sha256Of } from '../helpers/firmware.ts';
+import { connectRaw, eventually } from '../helpers/raw-device.ts';
+import { backendsUnderTest, startTestServer, stopSharedServices, type TestServer } from '../helpers/server.ts';
+
+const backends = await backendsUnderTest();
+after(stopSharedServices);
+
+type Line = { level: number; msg: string } & Record<string, unknown>;
+const DEBUG = 20;
+const INFO = 30;
+
+for (const backend of backends) {
+  describe(`server log on ${backend.name}`, () => {
+    let server: TestServer;
+    const lines: Line[] = [];
+
+    before(async () => {
+      const sink = new Writable({
+        write(chunk: Buffer, _encoding, done) {
+          for (const text of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(text) as Line);
+          done();
+        },
+      });
+      server = await startTestServer(backend, { log: pino({ level: 'debug' }, sink) });
+    });
+    after(() => server.close());
+
+    const requestLines = (url: string) => lines.filter((line) => line.msg === 'request' && line.url === url);
+
+    it('logs probes and scrapes at debug, API requests at info, one line each', async () => {
+      for (const url of ['/healthz', '/readyz', '/metrics']) {
+        await fetch(`${server.url}${url}`).then((r) => r.text());
+        await eventually(async () => requestLines(url).length === 1, 5000, `${url} logged`);
+        assert.deepEqual(
+          requestLines(url).map((line) => line.level),
+          [DEBUG],
+        );
+      }
+      await server.createOrg('logged');
+      await eventually(async () => requestLines('/api/v1/orgs').length === 1, 5000, 'the API call logged');
+      assert.equal(requestLines('/api/v1/orgs')[0]!.level, INFO);
+      assert.equal(requestLines('/api/v1/orgs')[0]!.status, 201);
+      assert.equal(
+        lines.filter((line) => line.msg === 'incoming request' || line.msg === 'request completed').length,
+        0,
+        "Fastify's own two lines per request are off",
+      );
+    });
+
+    it('logs a device going online and offline, and a firmware upload, one info line each', async () => {
+      const org = await server.createOrg();
+      const { body } = await server.api<{ device_id: string; api_key: string }>(
+        'POST',
+        '/api/v1/devices',
+        org.adminKey,
+        {
+          current_version: '1.0.0',
+        },
+      );
+      const raw = await connectRaw(server.url, { deviceId: body.device_id, apiKey: body.api_key });
+      await raw.close();
+      const about = (msg: string) => lines.filter((line) => line.msg === msg && line.device_id === body.device_id);
+      await eventually(async () => about('device offline').length === 1, 5000, 'offline logged');
+      assert.deepEqual(
+        about('device online').map((line) => line.level),
+        [INFO],
+      );
+      assert.equal(about('device offline')[0]!.level, INFO);
+
+      const content = Buffer.from('logged firmware');
+      const uploaded = await postFirmware(
+        server.url,
+        org.adminKey,
+        { version: '1.2.3', sha256: sha256Of(content) },
+        { content },
+      );
+      assert.equal(uploaded.status, 201);
+      const firmwareLines = lines.filter((line) => line.msg === 'firmware uploaded' && line.version === '1.2.3');
+      assert.equal(firmwareLines.length, 1);
+      assert.equal(firmwareLines[0]!.level, INFO);
+    });
+
+    it('logs an update state change once, not its progress reports', async () => {
+      const event = (status: OtaEvent['status'], previous: OtaEvent['status'] | null, progress: number): OtaEvent => ({
+        organization_id: 'org_x',
+        device_id: 'dev-logged',
+        update_id: 'upd_logged',
+        deployment_id: null,
+        status,
+        previous_status: previous,
+        phase: 'downloading',
+        progress,
+        target_version: '1.2.3',
+        error: null,
+        at: new Date().toISOString(),
+      });
+      server.services.events.emit('ota', event('in_progress', 'dispatched', 10));
+      server.services.events.emit('ota', event('in_progress', 'in_progress', 50));
+      server.services.events.emit('ota', event('in_progress', 'in_progress', 90));
+      server.services.events.emit('ota', event('completed', 'in_progress', 100));
+      const updateLines = lines.filter((line) => line.update_id === 'upd_logged');
+      assert.deepEqual(
+        updateLines.map((line) => [line.level, line.msg, line.from]),
+        [
+          [INFO, 'update in_progress', 'dispatched'],
+          [INFO, 'update completed', 'in_progress'],
+        ],
+      );
+    });
+  });
+}
