@@ -6,20 +6,30 @@
  * (OTA reports, link refresh) ride on the generic `command`/`response` envelopes, so an
  * unmodified EdgeFlow device still connects, pings and answers `health_check`.
  *
- * This module imports nothing but TypeBox so that the agent can ship without the server.
+ * This module imports nothing but TypeBox and the version rules so that the agent can ship
+ * without the server.
  */
 import { type Static, Type } from 'typebox';
 import { Compile } from 'typebox/compile';
+import { MAX_VERSION_LENGTH, SEMVER_FORMAT } from './version.ts';
+
+/** No control characters: identifiers, versions and names, which end up in SQL and logs. */
+export const PRINTABLE_PATTERN = '^[^\\u0000-\\u001f\\u007f]*$';
+const Printable = (options: { minLength?: number; maxLength: number }) =>
+  Type.String({ ...options, pattern: PRINTABLE_PATTERN });
+/** A strict semantic version as a device reports it. */
+const Version = Type.String({ minLength: 5, maxLength: MAX_VERSION_LENGTH, format: SEMVER_FORMAT });
 
 /** One tunnel frame. Every field but `type` is optional, as on the wire. */
 export const Envelope = Type.Object(
   {
     type: Type.String({ minLength: 1, maxLength: 32 }),
-    id: Type.Optional(Type.String({ maxLength: 128 })),
-    device_id: Type.Optional(Type.String({ maxLength: 128 })),
-    api_key: Type.Optional(Type.String({ maxLength: 256 })),
-    version: Type.Optional(Type.String({ maxLength: 64 })),
-    action: Type.Optional(Type.String({ maxLength: 64 })),
+    id: Type.Optional(Printable({ maxLength: 128 })),
+    device_id: Type.Optional(Printable({ maxLength: 128 })),
+    api_key: Type.Optional(Printable({ maxLength: 256 })),
+    /** The agent's own version (free-form: not every EdgeFlow agent uses semver). */
+    version: Type.Optional(Printable({ maxLength: 64 })),
+    action: Type.Optional(Printable({ maxLength: 64 })),
     payload: Type.Optional(Type.Unknown()),
     status: Type.Optional(Type.Union([Type.Literal('success'), Type.Literal('error')])),
     data: Type.Optional(Type.Unknown()),
@@ -32,8 +42,30 @@ export type Envelope = Static<typeof Envelope>;
 
 const envelopeValidator = Compile(Envelope);
 
-/** Result of parsing one text frame: the envelope, or the reason it is not one. */
-export type ParsedFrame = { ok: true; message: Envelope } | { ok: false; reason: string };
+/**
+ * Result of parsing one text frame: the envelope, or the reason it is not one (with the
+ * frame's `type` and `id` when it had them, so a refused command can still be answered).
+ */
+export type ParsedFrame =
+  | { ok: true; message: Envelope }
+  | { ok: false; reason: string; type?: string | undefined; id?: string | undefined };
+
+/**
+ * Where the first NUL character is in a parsed JSON value (in a string or a key), or
+ * undefined. PostgreSQL refuses NUL in text, so a frame carrying one anywhere, even in a
+ * field nobody reads today, is refused before any of it reaches a statement.
+ */
+export function findNul(value: unknown, path = ''): string | undefined {
+  if (typeof value === 'string') return value.includes('\u0000') ? path || '/' : undefined;
+  if (typeof value !== 'object' || value === null) return undefined;
+  for (const [key, child] of Object.entries(value)) {
+    const childPath = `${path}/${key.replaceAll('\u0000', '\\u0000')}`;
+    if (key.includes('\u0000')) return childPath;
+    const found = findNul(child, childPath);
+    if (found !== undefined) return found;
+  }
+  return undefined;
+}
 
 export function parseFrame(text: string): ParsedFrame {
   let value: unknown;
@@ -45,9 +77,17 @@ export function parseFrame(text: string): ParsedFrame {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     return { ok: false, reason: 'a frame must be a JSON object' };
   }
+  const fields = value as Record<string, unknown>;
+  const context = {
+    type: typeof fields.type === 'string' ? fields.type : undefined,
+    id: typeof fields.id === 'string' && !fields.id.includes('\u0000') ? fields.id : undefined,
+  };
+  const nul = findNul(value);
+  if (nul !== undefined) return { ok: false, reason: `a NUL character is not allowed (at ${nul})`, ...context };
   if (!envelopeValidator.Check(value)) {
     const first = [...envelopeValidator.Errors(value)][0];
-    return { ok: false, reason: `invalid envelope: ${first?.instancePath || '/'} ${first?.message ?? ''}`.trim() };
+    const reason = `invalid envelope: ${first?.instancePath || '/'} ${first?.message ?? ''}`.trim();
+    return { ok: false, reason, ...context };
   }
   return { ok: true, message: value as Envelope };
 }
@@ -100,10 +140,10 @@ export type HealthCheckData = Static<typeof HealthCheckData>;
 
 export const DeviceInfoPayload = Type.Object(
   {
-    current_version: Type.String({ minLength: 1, maxLength: 64 }),
-    agent_version: Type.Optional(Type.String({ maxLength: 64 })),
+    current_version: Version,
+    agent_version: Type.Optional(Printable({ maxLength: 64 })),
     /** The update the device is in the middle of, if any, so the server can resume it. */
-    update_id: Type.Optional(Type.String({ maxLength: 128 })),
+    update_id: Type.Optional(Printable({ maxLength: 128 })),
   },
   { additionalProperties: true },
 );
@@ -186,8 +226,8 @@ export const OtaResultPayload = Type.Object({
   update_id: Type.String({ minLength: 1, maxLength: 128 }),
   status: Type.Union([Type.Literal('completed'), Type.Literal('failed')]),
   /** The version the device runs now: the new one on success, the previous one on failure. */
-  current_version: Type.String({ minLength: 1, maxLength: 64 }),
-  previous_version: Type.Optional(Type.String({ maxLength: 64 })),
+  current_version: Version,
+  previous_version: Type.Optional(Version),
   error: Type.Optional(Type.Object({ code: OtaFailureCode, message: Type.String({ maxLength: 2048 }) })),
 });
 export type OtaResultPayload = Static<typeof OtaResultPayload>;
@@ -208,6 +248,15 @@ export const validate = {
   otaRefreshUrlData: Compile(OtaRefreshUrlData),
   manifest: Compile(FirmwareManifest),
 };
+
+/** Why `value` fails `validator`, naming the field (`/current_version must match format "semver"`). */
+export function payloadProblem(
+  validator: { Errors(value: unknown): Iterable<{ instancePath: string; message: string }> },
+  value: unknown,
+): string {
+  const [first] = validator.Errors(value);
+  return first ? `${first.instancePath || '/'} ${first.message}` : 'invalid';
+}
 
 /** Default timings, in the units their names say. */
 export const TunnelDefaults = {
