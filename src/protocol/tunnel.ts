@@ -6,15 +6,15 @@
  * (OTA reports, link refresh) ride on the generic `command`/`response` envelopes, so an
  * unmodified EdgeFlow device still connects, pings and answers `health_check`.
  *
- * This module imports nothing but TypeBox and the version rules so that the agent can ship
- * without the server.
+ * This module imports nothing but TypeBox and the text and version rules, so that the agent
+ * can ship without the server.
  */
 import { type Static, Type } from 'typebox';
 import { Compile } from 'typebox/compile';
+import { findNul, PRINTABLE_PATTERN } from './text.ts';
 import { MAX_VERSION_LENGTH, SEMVER_FORMAT } from './version.ts';
 
-/** No control characters: identifiers, versions and names, which end up in SQL and logs. */
-export const PRINTABLE_PATTERN = '^[^\\u0000-\\u001f\\u007f]*$';
+/** No control characters: identifiers and names end up in SQL and logs. */
 const Printable = (options: { minLength?: number; maxLength: number }) =>
   Type.String({ ...options, pattern: PRINTABLE_PATTERN });
 /** A strict semantic version as a device reports it. */
@@ -49,23 +49,6 @@ const envelopeValidator = Compile(Envelope);
 export type ParsedFrame =
   | { ok: true; message: Envelope }
   | { ok: false; reason: string; type?: string | undefined; id?: string | undefined };
-
-/**
- * Where the first NUL character is in a parsed JSON value (in a string or a key), or
- * undefined. PostgreSQL refuses NUL in text, so a frame carrying one anywhere, even in a
- * field nobody reads today, is refused before any of it reaches a statement.
- */
-export function findNul(value: unknown, path = ''): string | undefined {
-  if (typeof value === 'string') return value.includes('\u0000') ? path || '/' : undefined;
-  if (typeof value !== 'object' || value === null) return undefined;
-  for (const [key, child] of Object.entries(value)) {
-    const childPath = `${path}/${key.replaceAll('\u0000', '\\u0000')}`;
-    if (key.includes('\u0000')) return childPath;
-    const found = findNul(child, childPath);
-    if (found !== undefined) return found;
-  }
-  return undefined;
-}
 
 export function parseFrame(text: string): ParsedFrame {
   let value: unknown;

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { orgPrincipal } from '../infra/auth.ts';
 import { BadRequestError, FileTooLargeError } from '../infra/errors.ts';
-import { authErrors, ErrorResponse, Timestamp } from '../infra/schemas.ts';
+import { authErrors, ErrorResponse, SemverString, Timestamp } from '../infra/schemas.ts';
 import type { Services } from '../services.ts';
 import * as repo from './repo.ts';
 import * as service from './service.ts';
@@ -24,7 +24,7 @@ const UploadForm = Type.Object({
   compatible_models: Type.Optional(Type.String({ description: 'repeat the field or separate with commas' })),
   file: Type.String({ format: 'binary', description: 'the .bin image; the last part' }),
 });
-const VersionParams = Type.Object({ version: Type.String({ minLength: 1, maxLength: 300 }) });
+const VersionParams = Type.Object({ version: SemverString });
 const DownloadLink = Type.Object({ url: Type.String(), expires_at: Timestamp });
 
 /** Multipart framing around the file: generous, but bounded, so Content-Length can be checked up front. */
