@@ -18,8 +18,8 @@ import {
   clientErrorHandler,
   frameworkErrors,
   MAX_PATH_PARAM_LENGTH,
-  refuseControlCharactersInUrl,
   refuseMalformedBody,
+  refuseMalformedUrl,
   validatorCompiler,
 } from './infra/boundary.ts';
 import { AppError } from './infra/errors.ts';
@@ -73,7 +73,7 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });
-  app.addHook('onRequest', refuseControlCharactersInUrl);
+  app.addHook('onRequest', refuseMalformedUrl);
   // `curl -X POST` without a body: treat as {} so optional-only bodies validate.
   app.addHook('preValidation', async (request) => {
     if (request.body === undefined && request.method === 'POST' && !request.isMultipart()) request.body = {};

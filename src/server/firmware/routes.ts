@@ -18,9 +18,13 @@ const Firmware = Type.Object({
 });
 /** The multipart form, for the OpenAPI document only: multipart bodies are streamed, not validated whole. */
 const UploadForm = Type.Object({
-  version: Type.String({ description: 'strict semantic version, e.g. 1.4.2' }),
-  sha256: Type.String({ description: 'SHA256 of the file, 64 hex characters; checked while stored' }),
-  release_notes: Type.Optional(Type.String()),
+  version: SemverString,
+  sha256: Type.String({
+    minLength: 64,
+    maxLength: 64,
+    description: 'SHA256 of the file, 64 hex characters; checked while stored',
+  }),
+  release_notes: Type.Optional(Type.String({ maxLength: 10_000 })),
   compatible_models: Type.Optional(Type.String({ description: 'repeat the field or separate with commas' })),
   file: Type.String({ format: 'binary', description: 'the .bin image; the last part' }),
 });

@@ -3,10 +3,12 @@
  * handler, so that no route can forget it and nothing malformed reaches SQL or the store.
  *
  * - Request schemas are validated with TypeBox (the same engine as the tunnel): JSON bodies
- *   exactly as sent (`{"name": 1}` is not the string "1"), path and query strings converted
- *   to the numbers and booleans their schemas declare, since a URL has no other types.
+ *   exactly as sent (`{"name": 1}` is not the string "1"); path and query strings that spell
+ *   a number or boolean exactly are converted where the schema declares one, since a URL has
+ *   no other types.
  * - A control character in the URL (`%00`…`%1F`, `%7F`) or a NUL anywhere in a JSON body is
- *   `400 invalid_characters`, whatever the route.
+ *   `400 invalid_characters`, whatever the route; a URL that is not validly percent-encoded
+ *   is `400 invalid_url`.
  * - Errors raised by the framework itself (malformed URL encoding, an over-long path parameter,
  *   a request Node's HTTP parser refuses) get the same `{"error":{"code","message"}}` shape.
  */
@@ -42,13 +44,24 @@ const PART_NAMES: Record<Part, string> = {
 
 interface SchemaError {
   keyword: string;
+  schemaPath: string;
   instancePath: string;
   params: Record<string, unknown>;
   message: string;
 }
 
+/** The subschema a `#/properties/version`-style schema path points at. */
+function schemaAt(root: unknown, schemaPath: string): Record<string, unknown> | undefined {
+  let node = root;
+  for (const segment of schemaPath.replace(/^#\/?/, '').split('/').filter(Boolean)) {
+    if (typeof node !== 'object' || node === null) return undefined;
+    node = (node as Record<string, unknown>)[segment.replaceAll('~1', '/').replaceAll('~0', '~')];
+  }
+  return typeof node === 'object' && node !== null ? (node as Record<string, unknown>) : undefined;
+}
+
 /** The one error a client sees for a request part that does not match its schema. */
-function schemaError(part: Part, errors: Iterable<SchemaError>): AppError {
+function schemaError(part: Part, schema: TSchema, errors: Iterable<SchemaError>): AppError {
   const all = [...errors];
   const unknown = all.find((error) => error.keyword === 'additionalProperties');
   const first = unknown ?? all[0];
@@ -63,7 +76,8 @@ function schemaError(part: Part, errors: Iterable<SchemaError>): AppError {
       `unknown ${PART_NAMES[part] === 'body' ? 'field' : PART_NAMES[part]}${location}: ${names.map((name) => JSON.stringify(name)).join(', ')}`,
     );
   }
-  if (first.keyword === 'format' && first.params.format === SEMVER_FORMAT) {
+  // Too short, too long or not semver: a string that should be a version is not one.
+  if (first.keyword !== 'type' && schemaAt(schema, first.schemaPath)?.format === SEMVER_FORMAT) {
     return new BadRequestError('invalid_version', `${where} must be a strict semantic version such as 1.4.2`);
   }
   if (first.keyword === 'pattern' && first.params.pattern === PRINTABLE_PATTERN) {
@@ -81,17 +95,45 @@ export const validatorCompiler: FastifySchemaCompiler<TSchema> = ({ schema, http
   const validator = Compile(schema);
   const fromUrl = part !== 'body';
   return (data: unknown) => {
-    let value = fromUrl ? Value.Convert(schema, data) : data;
-    value = Value.Default(schema, value);
+    const value = Value.Default(schema, fromUrl ? fromUrlStrings(schema, data) : data);
     if (validator.Check(value)) return { value };
-    return { error: schemaError(part, validator.Errors(value) as Iterable<SchemaError>) };
+    return { error: schemaError(part, schema, validator.Errors(value) as Iterable<SchemaError>) };
   };
 };
 
-/** onRequest: nothing with a control character in its URL goes further. */
-export async function refuseControlCharactersInUrl(request: FastifyRequest): Promise<void> {
+const DECIMAL = /^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?$/;
+
+/**
+ * Path and query values are strings; a field whose schema is a number or a boolean gets the
+ * value the string spells exactly (`5`, `-1.5`, `true`, `false`), and anything else is left
+ * as the string for the schema to refuse (`1.5` is not rounded, `yes` is not true).
+ */
+function fromUrlStrings(schema: TSchema, data: unknown): unknown {
+  const properties = (schema as { properties?: Record<string, { type?: unknown }> }).properties;
+  if (!properties || typeof data !== 'object' || data === null) return data;
+  const converted: Record<string, unknown> = { ...data };
+  for (const [name, value] of Object.entries(converted)) {
+    const type = properties[name]?.type;
+    if (typeof value !== 'string') continue;
+    if ((type === 'integer' || type === 'number') && DECIMAL.test(value)) converted[name] = Number(value);
+    else if (type === 'boolean' && (value === 'true' || value === 'false')) converted[name] = value === 'true';
+  }
+  return converted;
+}
+
+/**
+ * onRequest: nothing with a control character in its URL goes further, and nothing whose query
+ * is not validly percent-encoded (the query parser would otherwise take `%E0%A4` literally; the
+ * router already refuses such a path).
+ */
+export async function refuseMalformedUrl(request: FastifyRequest): Promise<void> {
   if (ENCODED_CONTROL.test(request.url)) {
     throw new BadRequestError('invalid_characters', 'the URL must not contain control characters such as %00');
+  }
+  try {
+    decodeURIComponent(request.url);
+  } catch {
+    throw new BadRequestError('invalid_url', 'the URL is not validly percent-encoded');
   }
 }
 
