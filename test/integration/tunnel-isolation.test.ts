@@ -145,6 +145,28 @@ for (const backend of backends) {
       }
     });
 
+    it('answers an ota_result whose versions are not semver with an error, and changes nothing', async () => {
+      const device = await newDevice(honestOrg.adminKey);
+      const raw = await openRaw(server.url);
+      raw.send({ type: 'connect', device_id: device.deviceId, api_key: device.apiKey });
+      assert.equal(await connectOutcome(raw), 'connected');
+      const reports = [
+        { update_id: 'upd_unknown', status: 'completed', current_version: 'garbage' },
+        { update_id: 'upd_unknown', status: 'failed', current_version: '1.0.0', previous_version: '../1.0.0' },
+        { update_id: 'upd_unknown', status: 'completed', current_version: ['1.0.0'] },
+      ];
+      for (const [index, payload] of reports.entries()) {
+        raw.send({ type: 'command', id: `r${index}`, action: 'ota_result', payload });
+        const answer = await raw.next('response', 15_000);
+        assert.equal(answer.id, `r${index}`);
+        assert.equal(answer.status, 'error', JSON.stringify(payload));
+        assert.match(String(answer.error), /invalid_payload/);
+      }
+      const state = await deviceState(device.deviceId, honestOrg.adminKey);
+      assert.equal(state.current_version, '1.0.0');
+      await raw.close();
+    });
+
     it('a batched statement that the database refuses for one input fails that input alone', async () => {
       const honest = await Promise.all(Array.from({ length: 6 }, () => newDevice(honestOrg.adminKey)));
       const hostile = await newDevice(hostileOrg.adminKey);
