@@ -21,19 +21,36 @@ export function hasControlCharacter(text: string, options: { allowLineBreaks?: b
   return false;
 }
 
+/** With the `u` flag a surrogate pair is one code point, so only an unpaired half matches. */
+const UNPAIRED_SURROGATE = /\p{Surrogate}/u;
+
+/** NUL, which PostgreSQL refuses in text, or an unpaired surrogate, which it would silently replace. */
+function isForbiddenText(text: string): boolean {
+  return text.includes('\u0000') || UNPAIRED_SURROGATE.test(text);
+}
+
 /**
- * Where the first NUL character is in a parsed JSON value (in a string or a key), as a JSON
- * pointer, or undefined. A value carrying one anywhere, even in a field nobody reads today, is
- * refused before any of it reaches a statement.
+ * Where the first forbidden character (NUL, unpaired surrogate) is in a parsed JSON value, in a
+ * string or a key, as a JSON pointer; undefined when there is none. A value carrying one
+ * anywhere, even in a field nobody reads today, is refused before any of it reaches a
+ * statement. Iterative: a frame or body nested thousands deep must not overflow the stack.
  */
-export function findNul(value: unknown, path = ''): string | undefined {
-  if (typeof value === 'string') return value.includes('\u0000') ? path || '/' : undefined;
-  if (typeof value !== 'object' || value === null) return undefined;
-  for (const [key, child] of Object.entries(value)) {
-    const childPath = `${path}/${key.replaceAll('\u0000', '\\u0000')}`;
-    if (key.includes('\u0000')) return childPath;
-    const found = findNul(child, childPath);
-    if (found !== undefined) return found;
+export function findForbiddenCharacter(value: unknown): string | undefined {
+  const pending: [unknown, string][] = [[value, '']];
+  while (pending.length > 0) {
+    const [node, path] = pending.pop()!;
+    if (typeof node === 'string') {
+      if (isForbiddenText(node)) return path || '/';
+      continue;
+    }
+    if (typeof node !== 'object' || node === null) continue;
+    const entries = Object.entries(node);
+    for (let index = entries.length - 1; index >= 0; index--) {
+      const [key, child] = entries[index]!;
+      const childPath = `${path}/${JSON.stringify(key).slice(1, -1)}`;
+      if (isForbiddenText(key)) return childPath;
+      pending.push([child, childPath]);
+    }
   }
   return undefined;
 }

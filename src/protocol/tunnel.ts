@@ -11,7 +11,7 @@
  */
 import { type Static, Type } from 'typebox';
 import { Compile } from 'typebox/compile';
-import { findNul, PRINTABLE_PATTERN } from './text.ts';
+import { findForbiddenCharacter, PRINTABLE_PATTERN } from './text.ts';
 import { MAX_VERSION_LENGTH, SEMVER_FORMAT } from './version.ts';
 
 /** No control characters: identifiers and names end up in SQL and logs. */
@@ -65,8 +65,14 @@ export function parseFrame(text: string): ParsedFrame {
     type: typeof fields.type === 'string' ? fields.type : undefined,
     id: typeof fields.id === 'string' && !fields.id.includes('\u0000') ? fields.id : undefined,
   };
-  const nul = findNul(value);
-  if (nul !== undefined) return { ok: false, reason: `a NUL character is not allowed (at ${nul})`, ...context };
+  const forbidden = findForbiddenCharacter(value);
+  if (forbidden !== undefined) {
+    return {
+      ok: false,
+      reason: `NUL characters and unpaired surrogates are not allowed (at ${forbidden})`,
+      ...context,
+    };
+  }
   if (!envelopeValidator.Check(value)) {
     const first = [...envelopeValidator.Errors(value)][0];
     const reason = `invalid envelope: ${first?.instancePath || '/'} ${first?.message ?? ''}`.trim();

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Type } from 'typebox';
-import { findNul, hasControlCharacter } from '../../src/protocol/text.ts';
+import { findForbiddenCharacter, hasControlCharacter } from '../../src/protocol/text.ts';
 import { parseFrame, validate } from '../../src/protocol/tunnel.ts';
 import { validatorCompiler } from '../../src/server/infra/boundary.ts';
 import type { AppError } from '../../src/server/infra/errors.ts';
@@ -10,10 +10,17 @@ import { PlainText, SemverString } from '../../src/server/infra/schemas.ts';
 
 describe('text rules', () => {
   it('finds a NUL in nested strings and keys, and names where', () => {
-    assert.equal(findNul({ a: ['x', { b: 'y\u0000' }] }), '/a/1/b');
-    assert.equal(findNul({ ['k\u0000']: 1 }), '/k\\u0000');
-    assert.equal(findNul('\u0000'), '/');
-    assert.equal(findNul({ a: 'clean', n: 1, z: null, t: true }), undefined);
+    assert.equal(findForbiddenCharacter({ a: ['x', { b: 'y\u0000' }] }), '/a/1/b');
+    assert.equal(findForbiddenCharacter({ ['k\u0000']: 1 }), '/k\\u0000');
+    assert.equal(findForbiddenCharacter('\u0000'), '/');
+    assert.equal(findForbiddenCharacter({ a: 'clean', n: 1, z: null, t: true }), undefined);
+  });
+
+  it('finds an unpaired surrogate, accepts a paired one, and survives deep nesting', () => {
+    assert.equal(findForbiddenCharacter({ name: 'a\ud800' }), '/name');
+    assert.equal(findForbiddenCharacter({ name: 'emoji \u{1f680}' }), undefined);
+    const deep = JSON.parse(`${'['.repeat(100_000)}"\\u0000"${']'.repeat(100_000)}`);
+    assert.equal(findForbiddenCharacter(deep), `${'/0'.repeat(100_000)}`);
   });
 
   it('treats tab and line breaks as text only when asked', () => {
@@ -33,7 +40,7 @@ describe('tunnel frames', () => {
     );
     assert.deepEqual(parsed, {
       ok: false,
-      reason: 'a NUL character is not allowed (at /payload/extra/deep)',
+      reason: 'NUL characters and unpaired surrogates are not allowed (at /payload/extra/deep)',
       type: 'command',
       id: 'c1',
     });

@@ -6,7 +6,8 @@
  *   exactly as sent (`{"name": 1}` is not the string "1"); path and query strings that spell
  *   a number or boolean exactly are converted where the schema declares one, since a URL has
  *   no other types.
- * - A control character in the URL (`%00`…`%1F`, `%7F`) or a NUL anywhere in a JSON body is
+ * - A control character in the URL (`%00`…`%1F`, `%7F`) or a NUL (or an unpaired surrogate,
+ *   which the database would silently replace) anywhere in a JSON body is
  *   `400 invalid_characters`, whatever the route; a URL that is not validly percent-encoded
  *   is `400 invalid_url`.
  * - Errors raised by the framework itself (malformed URL encoding, an over-long path parameter,
@@ -17,7 +18,7 @@ import type { FastifyReply, FastifyRequest, FastifySchemaCompiler } from 'fastif
 import type { TSchema } from 'typebox';
 import { Compile } from 'typebox/compile';
 import { Value } from 'typebox/value';
-import { findNul, PRINTABLE_PATTERN } from '../../protocol/text.ts';
+import { findForbiddenCharacter, PRINTABLE_PATTERN } from '../../protocol/text.ts';
 import { SEMVER_FORMAT } from '../../protocol/version.ts';
 import { type AppError, BadRequestError } from './errors.ts';
 
@@ -137,7 +138,7 @@ export async function refuseMalformedUrl(request: FastifyRequest): Promise<void>
   }
 }
 
-/** preValidation: a NUL anywhere in a JSON body, and multipart without a usable boundary. */
+/** preValidation: a NUL (or unpaired surrogate) anywhere in a JSON body, and multipart without a usable boundary. */
 export async function refuseMalformedBody(request: FastifyRequest): Promise<void> {
   const contentType = request.headers['content-type'];
   if (typeof contentType === 'string' && /^\s*multipart\//i.test(contentType)) {
@@ -149,9 +150,12 @@ export async function refuseMalformedBody(request: FastifyRequest): Promise<void
     }
     return;
   }
-  const nul = typeof request.body === 'object' ? findNul(request.body) : undefined;
-  if (nul !== undefined) {
-    throw new BadRequestError('invalid_characters', `the body must not contain NUL characters (at ${nul})`);
+  const forbidden = findForbiddenCharacter(request.body);
+  if (forbidden !== undefined) {
+    throw new BadRequestError(
+      'invalid_characters',
+      `the body must not contain NUL characters or unpaired surrogates (at ${forbidden})`,
+    );
   }
 }
 
