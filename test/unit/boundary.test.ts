@@ -103,6 +103,17 @@ describe('request validator', () => {
     assert.equal(query({ online: 'yes' }).error?.code, 'invalid_request');
   });
 
+  it('refuses a body nested thousands deep instead of overflowing the stack', () => {
+    const tags = validatorCompiler({
+      schema: Type.Object({ tags: Type.Array(Type.String(), { uniqueItems: true }) }),
+      httpPart: 'body',
+      method: 'POST',
+      url: '/',
+    }) as typeof body;
+    const deep = JSON.parse(`{"tags":[${'['.repeat(20_000)}${']'.repeat(20_000)}, 1]}`);
+    assert.equal(tags(deep).error?.code, 'invalid_request');
+  });
+
   it('gives stable codes: invalid_version, invalid_characters, and names an unknown field', () => {
     for (const version of ['garbage', '1.0', 'x'.repeat(65)]) {
       assert.equal(body({ version }).error?.code, 'invalid_version', version);

@@ -96,9 +96,17 @@ export const validatorCompiler: FastifySchemaCompiler<TSchema> = ({ schema, http
   const validator = Compile(schema);
   const fromUrl = part !== 'body';
   return (data: unknown) => {
-    const value = Value.Default(schema, fromUrl ? fromUrlStrings(schema, data) : data);
-    if (validator.Check(value)) return { value };
-    return { error: schemaError(part, schema, validator.Errors(value) as Iterable<SchemaError>) };
+    try {
+      const value = Value.Default(schema, fromUrl ? fromUrlStrings(schema, data) : data);
+      if (validator.Check(value)) return { value };
+      return { error: schemaError(part, schema, validator.Errors(value) as Iterable<SchemaError>) };
+    } catch (error) {
+      // Checks such as uniqueItems recurse into the value: thousands of nested arrays overflow.
+      if (error instanceof RangeError) {
+        return { error: new BadRequestError('invalid_request', `the ${PART_NAMES[part]} is nested too deeply`) };
+      }
+      throw error;
+    }
   };
 };
 
