@@ -84,6 +84,17 @@ function validSample(schema: Schema, name = ''): unknown {
   }
 }
 
+/** JSON text sent as is: nesting that JSON.stringify itself could not write. */
+class RawJson {
+  constructor(readonly text: string) {}
+}
+const RAW_PLACEHOLDER = '__raw_json__';
+/** The body with `name` set to `value`, as JSON text. */
+function bodyWith(base: Record<string, unknown>, name: string, value: unknown): string {
+  if (!(value instanceof RawJson)) return JSON.stringify({ ...base, [name]: value });
+  return JSON.stringify({ ...base, [name]: RAW_PLACEHOLDER }).replace(`"${RAW_PLACEHOLDER}"`, value.text);
+}
+
 /** Values for a JSON body field that its schema must refuse. */
 function hostileJsonValues(name: string, schema: Schema): [string, unknown, string?][] {
   const values: [string, unknown, string?][] = [];
@@ -110,6 +121,7 @@ function hostileJsonValues(name: string, schema: Schema): [string, unknown, stri
   } else if (schema.type === 'array') {
     const item = schema.items ?? {};
     values.push(['a string', 'a'], ['a NUL item', [NUL], 'invalid_characters'], ['a number item', [1]]);
+    values.push(['nested 5000 deep', new RawJson(`${'['.repeat(5000)}${']'.repeat(5000)}`)]);
     if (item.maxLength !== undefined) values.push(['an over-long item', ['a'.repeat(item.maxLength + 1)]]);
     if (isIdentifier(item)) values.push(['a traversal item', ['../../etc']]);
     if (schema.maxItems !== undefined) {
@@ -198,7 +210,7 @@ function casesFor(method: string, template: string, operation: Operation, ids: R
           label: `body ${name}: ${label}`,
           method: upper,
           path: fillPath(),
-          body: JSON.stringify({ ...base, [name]: value }),
+          body: bodyWith(base, name, value),
           status: 400,
           ...(code ? { code } : {}),
         });

@@ -308,6 +308,8 @@ export class TunnelHub {
       // A command the device waits for gets its answer; anything else an error frame.
       if (link.authenticated && parsed.type === 'command' && parsed.id !== undefined) {
         this.#deps.metrics.tunnelMessages.labels('invalid', 'refused').inc();
+        link.refused++;
+        this.#closeIfAbusive(link);
         this.#send(link, {
           type: 'response',
           id: parsed.id,
