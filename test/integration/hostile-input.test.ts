@@ -318,7 +318,7 @@ for (const backend of backends) {
       assert.ok(operations.some((op) => op.requestBody?.content['multipart/form-data']));
     });
 
-    it('refuses every hostile parameter and body field of every route with a 4xx in the error shape, changing nothing', async () => {
+    it('refuses every hostile parameter and body field of every route with a 4xx in the error shape, changing nothing', async (t) => {
       const before = await snapshot();
       let sent = 0;
       for (const [template, methods] of Object.entries(doc.paths)) {
@@ -334,6 +334,7 @@ for (const backend of backends) {
           }
         }
       }
+      t.diagnostic(`${sent} hostile requests on ${Object.keys(doc.paths).length} paths`);
       assert.ok(sent > 200, `${sent} hostile requests`);
       assert.equal(await snapshot(), before, 'a hostile request changed something');
       assert.equal((await server.api('GET', '/healthz', undefined)).status, 200);
