@@ -6,20 +6,30 @@
  * (OTA reports, link refresh) ride on the generic `command`/`response` envelopes, so an
  * unmodified EdgeFlow device still connects, pings and answers `health_check`.
  *
- * This module imports nothing but TypeBox so that the agent can ship without the server.
+ * This module imports nothing but TypeBox and the text and version rules, so that the agent
+ * can ship without the server.
  */
 import { type Static, Type } from 'typebox';
 import { Compile } from 'typebox/compile';
+import { findForbiddenCharacter, PRINTABLE_PATTERN } from './text.ts';
+import { MAX_VERSION_LENGTH, SEMVER_FORMAT } from './version.ts';
+
+/** No control characters: identifiers and names end up in SQL and logs. */
+const Printable = (options: { minLength?: number; maxLength: number }) =>
+  Type.String({ ...options, pattern: PRINTABLE_PATTERN });
+/** A strict semantic version as a device reports it. */
+const Version = Type.String({ minLength: 5, maxLength: MAX_VERSION_LENGTH, format: SEMVER_FORMAT });
 
 /** One tunnel frame. Every field but `type` is optional, as on the wire. */
 export const Envelope = Type.Object(
   {
     type: Type.String({ minLength: 1, maxLength: 32 }),
-    id: Type.Optional(Type.String({ maxLength: 128 })),
-    device_id: Type.Optional(Type.String({ maxLength: 128 })),
-    api_key: Type.Optional(Type.String({ maxLength: 256 })),
-    version: Type.Optional(Type.String({ maxLength: 64 })),
-    action: Type.Optional(Type.String({ maxLength: 64 })),
+    id: Type.Optional(Printable({ maxLength: 128 })),
+    device_id: Type.Optional(Printable({ maxLength: 128 })),
+    api_key: Type.Optional(Printable({ maxLength: 256 })),
+    /** The agent's own version (free-form: not every EdgeFlow agent uses semver). */
+    version: Type.Optional(Printable({ maxLength: 64 })),
+    action: Type.Optional(Printable({ maxLength: 64 })),
     payload: Type.Optional(Type.Unknown()),
     status: Type.Optional(Type.Union([Type.Literal('success'), Type.Literal('error')])),
     data: Type.Optional(Type.Unknown()),
@@ -35,8 +45,13 @@ export type Envelope = Static<typeof Envelope>;
 
 const envelopeValidator = Compile(Envelope);
 
-/** Result of parsing one text frame: the envelope, or the reason it is not one. */
-export type ParsedFrame = { ok: true; message: Envelope } | { ok: false; reason: string };
+/**
+ * Result of parsing one text frame: the envelope, or the reason it is not one (with the
+ * frame's `type` and `id` when it had them, so a refused command can still be answered).
+ */
+export type ParsedFrame =
+  | { ok: true; message: Envelope }
+  | { ok: false; reason: string; type?: string | undefined; id?: string | undefined };
 
 export function parseFrame(text: string): ParsedFrame {
   let value: unknown;
@@ -48,9 +63,23 @@ export function parseFrame(text: string): ParsedFrame {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     return { ok: false, reason: 'a frame must be a JSON object' };
   }
+  const fields = value as Record<string, unknown>;
+  const context = {
+    type: typeof fields.type === 'string' ? fields.type : undefined,
+    id: typeof fields.id === 'string' && !fields.id.includes('\u0000') ? fields.id : undefined,
+  };
+  const forbidden = findForbiddenCharacter(value);
+  if (forbidden !== undefined) {
+    return {
+      ok: false,
+      reason: `NUL characters and unpaired surrogates are not allowed (at ${forbidden})`,
+      ...context,
+    };
+  }
   if (!envelopeValidator.Check(value)) {
     const first = [...envelopeValidator.Errors(value)][0];
-    return { ok: false, reason: `invalid envelope: ${first?.instancePath || '/'} ${first?.message ?? ''}`.trim() };
+    const reason = `invalid envelope: ${first?.instancePath || '/'} ${first?.message ?? ''}`.trim();
+    return { ok: false, reason, ...context };
   }
   return { ok: true, message: value as Envelope };
 }
@@ -110,10 +139,10 @@ export type HealthCheckData = Static<typeof HealthCheckData>;
 
 export const DeviceInfoPayload = Type.Object(
   {
-    current_version: Type.String({ minLength: 1, maxLength: 64 }),
-    agent_version: Type.Optional(Type.String({ maxLength: 64 })),
+    current_version: Version,
+    agent_version: Type.Optional(Printable({ maxLength: 64 })),
     /** The update the device is in the middle of, if any, so the server can resume it. */
-    update_id: Type.Optional(Type.String({ maxLength: 128 })),
+    update_id: Type.Optional(Printable({ maxLength: 128 })),
   },
   { additionalProperties: true },
 );
@@ -196,8 +225,8 @@ export const OtaResultPayload = Type.Object({
   update_id: Type.String({ minLength: 1, maxLength: 128 }),
   status: Type.Union([Type.Literal('completed'), Type.Literal('failed')]),
   /** The version the device runs now: the new one on success, the previous one on failure. */
-  current_version: Type.String({ minLength: 1, maxLength: 64 }),
-  previous_version: Type.Optional(Type.String({ maxLength: 64 })),
+  current_version: Version,
+  previous_version: Type.Optional(Version),
   error: Type.Optional(Type.Object({ code: OtaFailureCode, message: Type.String({ maxLength: 2048 }) })),
 });
 export type OtaResultPayload = Static<typeof OtaResultPayload>;
@@ -218,6 +247,15 @@ export const validate = {
   otaRefreshUrlData: Compile(OtaRefreshUrlData),
   manifest: Compile(FirmwareManifest),
 };
+
+/** Why `value` fails `validator`, naming the field (`/current_version must match format "semver"`). */
+export function payloadProblem(
+  validator: { Errors(value: unknown): Iterable<{ instancePath: string; message: string }> },
+  value: unknown,
+): string {
+  const [first] = validator.Errors(value);
+  return first ? `${first.instancePath || '/'} ${first.message}` : 'invalid';
+}
 
 /** Default timings, in the units their names say. */
 export const TunnelDefaults = {

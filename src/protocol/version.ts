@@ -1,5 +1,6 @@
 /** Firmware versions are strict semantic versions, short enough to be part of a storage key. */
 import semver from 'semver';
+import { Format } from 'typebox/format';
 
 export const MAX_VERSION_LENGTH = 64;
 
@@ -15,3 +16,11 @@ export function isStrictSemver(value: string): boolean {
 export function compareVersions(a: string, b: string): number {
   return semver.compare(a, b);
 }
+
+/**
+ * `format: 'semver'` in a TypeBox schema means a strict semver (see isStrictSemver). Registered
+ * here so that every schema importing this module checks versions the same way, on the server
+ * (HTTP and tunnel) and in the agent.
+ */
+export const SEMVER_FORMAT = 'semver';
+Format.Set(SEMVER_FORMAT, isStrictSemver);

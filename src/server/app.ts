@@ -14,6 +14,14 @@ import { eventRoutes } from './events/routes.ts';
 import { downloadRoute } from './firmware/download-route.ts';
 import { firmwareRoutes } from './firmware/routes.ts';
 import { authenticate } from './infra/auth.ts';
+import {
+  clientErrorHandler,
+  frameworkErrors,
+  MAX_PATH_PARAM_LENGTH,
+  refuseMalformedBody,
+  refuseMalformedUrl,
+  validatorCompiler,
+} from './infra/boundary.ts';
 import { AppError } from './infra/errors.ts';
 import { LingeringClose } from './infra/linger.ts';
 import { ErrorResponse } from './infra/schemas.ts';
@@ -56,25 +64,31 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
     ...timeouts,
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
-    // Reject unknown fields instead of silently dropping them.
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array' } },
     bodyLimit: 1024 * 1024,
     // One line per request, written below (Fastify's own are two, at info, probes included).
     logController: new LogController({ disableRequestLogging: true }),
+    // The router's limit agrees with the schemas (see infra/boundary.ts); so do its errors.
+    routerOptions: { maxParamLength: MAX_PATH_PARAM_LENGTH },
+    frameworkErrors,
+    clientErrorHandler,
     forceCloseConnections: 'idle',
     return503OnClosing: true,
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   app.addSchema(ErrorResponse);
+  // Request schemas are checked by TypeBox, without coercing JSON types (infra/boundary.ts).
+  app.setValidatorCompiler(validatorCompiler);
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });
   app.addHook('onRequest', enforceBodyRate(services.config.http));
+  app.addHook('onRequest', refuseMalformedUrl);
   // `curl -X POST` without a body: treat as {} so optional-only bodies validate.
   app.addHook('preValidation', async (request) => {
     if (request.body === undefined && request.method === 'POST' && !request.isMultipart()) request.body = {};
   });
+  app.addHook('preValidation', refuseMalformedBody);
   // Answered before its body was read (a refused upload): the rest of the body is not wanted.
   // The connection closes after a bounded lingering read, so that the client, still sending,
   // reads the answer rather than a reset; a shutdown drops lingering connections at once.
@@ -124,6 +138,10 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
     }
     const known = error.code ? CLIENT_ERROR_CODES[error.code] : undefined;
     if (known) return reply.code(known[0]).send({ error: { code: known[1], message: error.message } });
+    // Multipart framing the parser (busboy) refuses, whatever route reads it.
+    if (/^Multipart: |^The needle cannot/.test(error.message)) {
+      return reply.code(400).send({ error: { code: 'invalid_multipart', message: error.message } });
+    }
     if (/Unexpected end of (form|multipart data)/i.test(error.message) || error.code === 'ECONNRESET') {
       return reply.code(400).send({ error: { code: 'incomplete_upload', message: 'the upload was cut off' } });
     }

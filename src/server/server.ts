@@ -143,10 +143,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
   try {
     const db = await openConfiguredDb(config);
     try {
-      const { generatedAdminKey, linkSigningSecret, configuredAdminKeyIgnored } = await bootstrap(
-        db,
-        config.adminKey,
-      );
+      const { generatedAdminKey, linkSigningSecret, configuredAdminKeyIgnored } = await bootstrap(db, config.adminKey);
       const store = await createStore(config, linkSigningSecret);
       const running = await startOn({ config, db, store, generatedAdminKey, configuredAdminKeyIgnored });
       if (configuredAdminKeyIgnored) {

@@ -1,5 +1,5 @@
 import { Type } from 'typebox';
-import { Nullable, SemverString, Timestamp } from '../infra/schemas.ts';
+import { Nullable, PlainText, SemverString, Timestamp } from '../infra/schemas.ts';
 
 export const DeviceIdString = Type.String({
   minLength: 1,
@@ -27,8 +27,8 @@ export const Device = Type.Object({
 export const CreateDeviceBody = Type.Object(
   {
     device_id: Type.Optional(DeviceIdString),
-    name: Type.Optional(Type.String({ maxLength: 200 })),
-    model: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
+    name: Type.Optional(PlainText({ maxLength: 200 })),
+    model: Type.Optional(PlainText({ minLength: 1, maxLength: 100 })),
     tags: Type.Optional(Tags),
     current_version: SemverString,
   },
@@ -37,8 +37,8 @@ export const CreateDeviceBody = Type.Object(
 
 export const PatchDeviceBody = Type.Object(
   {
-    name: Type.Optional(Nullable(Type.String({ maxLength: 200 }))),
-    model: Type.Optional(Nullable(Type.String({ minLength: 1, maxLength: 100 }))),
+    name: Type.Optional(Nullable(PlainText({ maxLength: 200 }))),
+    model: Type.Optional(Nullable(PlainText({ minLength: 1, maxLength: 100 }))),
     tags: Type.Optional(Tags),
   },
   { additionalProperties: false, minProperties: 1 },
@@ -47,10 +47,10 @@ export const PatchDeviceBody = Type.Object(
 export const ListDevicesQuery = Type.Object(
   {
     tag: Type.Optional(Type.Union([Tag, Type.Array(Tag, { maxItems: 32 })])),
-    model: Type.Optional(Type.String({ maxLength: 100 })),
-    version: Type.Optional(Type.String({ maxLength: 64 })),
+    model: Type.Optional(PlainText({ maxLength: 100 })),
+    version: Type.Optional(SemverString),
     online: Type.Optional(Type.Boolean()),
-    after: Type.Optional(Type.String({ maxLength: 128 })),
+    after: Type.Optional(DeviceIdString),
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
   },
   { additionalProperties: false },

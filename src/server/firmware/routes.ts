@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { orgPrincipal } from '../infra/auth.ts';
 import { BadRequestError, FileTooLargeError } from '../infra/errors.ts';
-import { authErrors, ErrorResponse, Timestamp } from '../infra/schemas.ts';
+import { authErrors, ErrorResponse, SemverString, Timestamp } from '../infra/schemas.ts';
 import type { Services } from '../services.ts';
 import * as repo from './repo.ts';
 import * as service from './service.ts';
@@ -18,13 +18,17 @@ const Firmware = Type.Object({
 });
 /** The multipart form, for the OpenAPI document only: multipart bodies are streamed, not validated whole. */
 const UploadForm = Type.Object({
-  version: Type.String({ description: 'strict semantic version, e.g. 1.4.2' }),
-  sha256: Type.String({ description: 'SHA256 of the file, 64 hex characters; checked while stored' }),
-  release_notes: Type.Optional(Type.String()),
+  version: SemverString,
+  sha256: Type.String({
+    minLength: 64,
+    maxLength: 64,
+    description: 'SHA256 of the file, 64 hex characters; checked while stored',
+  }),
+  release_notes: Type.Optional(Type.String({ maxLength: 10_000 })),
   compatible_models: Type.Optional(Type.String({ description: 'repeat the field or separate with commas' })),
   file: Type.String({ format: 'binary', description: 'the .bin image; the last part (no field may follow it)' }),
 });
-const VersionParams = Type.Object({ version: Type.String({ minLength: 1, maxLength: 300 }) });
+const VersionParams = Type.Object({ version: SemverString });
 const DownloadLink = Type.Object({ url: Type.String(), expires_at: Timestamp });
 
 /** Multipart framing around the file: generous, but bounded, so Content-Length can be checked up front. */

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { hasControlCharacter } from '../../protocol/text.ts';
 import { isStrictSemver } from '../../protocol/version.ts';
 import type { DownloadLink } from '../infra/blobstore/types.ts';
 import { BadRequestError, ConflictError, NotFoundError, UnprocessableError } from '../infra/errors.ts';
@@ -28,6 +29,12 @@ const MODEL = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$/;
 
 /** Checks the fields that precede the file part, before a single byte is stored. */
 export function validateUploadFields(fields: UploadFields, filename: string | undefined): ValidUpload {
+  for (const [name, value] of Object.entries(fields)) {
+    const values: unknown[] = Array.isArray(value) ? value : [value];
+    if (values.some((text) => typeof text === 'string' && hasControlCharacter(text, { allowLineBreaks: true }))) {
+      throw new BadRequestError('invalid_characters', `${name} must not contain control characters`);
+    }
+  }
   if (fields.version === undefined) {
     throw new BadRequestError('missing_field', 'the version field must come before the file');
   }

@@ -1,12 +1,19 @@
 /**
  * Coalesces calls made within a few milliseconds into one call with all their inputs, so a
  * burst of 10,000 devices connecting costs tens of statements, not tens of thousands.
+ *
+ * The inputs of a batch come from unrelated callers (devices of different organizations), so
+ * one bad input must not fail the others: when a flush fails, the batch is retried in halves,
+ * down to single inputs, and only the inputs that still fail alone see the error. One bad
+ * input among n costs about 2·log2(n) extra statements, not n.
  */
+type Entry<In, Out> = { item: In; resolve(out: Out): void; reject(error: unknown): void };
+
 export class Batcher<In, Out> {
   readonly #flush: (items: In[]) => Promise<Out[]>;
   readonly #maxSize: number;
   readonly #maxDelayMs: number;
-  #queue: { item: In; resolve(out: Out): void; reject(error: unknown): void }[] = [];
+  #queue: Entry<In, Out>[] = [];
   #timer: NodeJS.Timeout | undefined;
 
   /** `flush` answers one output per input, in the same order. */
@@ -29,14 +36,23 @@ export class Batcher<In, Out> {
     this.#timer = undefined;
     const batch = this.#queue;
     this.#queue = [];
-    if (batch.length === 0) return;
-    this.#flush(batch.map((entry) => entry.item)).then(
-      (outputs) => {
-        for (const [index, entry] of batch.entries()) entry.resolve(outputs[index] as Out);
-      },
-      (error: unknown) => {
-        for (const entry of batch) entry.reject(error);
-      },
-    );
+    if (batch.length > 0) void this.#settle(batch);
+  }
+
+  /** Never rejects: every entry is resolved or rejected on its own. */
+  async #settle(batch: Entry<In, Out>[]): Promise<void> {
+    let outputs: Out[];
+    try {
+      outputs = await this.#flush(batch.map((entry) => entry.item));
+    } catch (error) {
+      if (batch.length === 1) {
+        batch[0]!.reject(error);
+        return;
+      }
+      const middle = Math.ceil(batch.length / 2);
+      await Promise.all([this.#settle(batch.slice(0, middle)), this.#settle(batch.slice(middle))]);
+      return;
+    }
+    for (const [index, entry] of batch.entries()) entry.resolve(outputs[index] as Out);
   }
 }

@@ -1,5 +1,7 @@
 /** Schemas shared across domains; each domain keeps its own next to its routes. */
 import { type TSchema, Type } from 'typebox';
+import { PRINTABLE_PATTERN } from '../../protocol/text.ts';
+import { MAX_VERSION_LENGTH, SEMVER_FORMAT } from '../../protocol/version.ts';
 
 export const ErrorResponse = Type.Object(
   {
@@ -12,8 +14,17 @@ export const ErrorResponse = Type.Object(
   { $id: 'ErrorResponse' },
 );
 
-/** Strict semantic version, short enough for a storage key; the semver check itself is in code. */
-export const SemverString = Type.String({ minLength: 5, maxLength: 64, pattern: '^[0-9A-Za-z.+-]+$' });
+/** Strict semantic version, short enough for a storage key: anything else is `400 invalid_version`. */
+export const SemverString = Type.String({
+  minLength: 5,
+  maxLength: MAX_VERSION_LENGTH,
+  format: SEMVER_FORMAT,
+  description: 'strict semantic version, e.g. 1.4.2',
+});
+
+/** A name or label from a client: no control characters (`400 invalid_characters`). */
+export const PlainText = (options: { minLength?: number; maxLength: number; description?: string }) =>
+  Type.String({ ...options, pattern: PRINTABLE_PATTERN });
 
 /** RFC 3339 on the wire; rows carry Dates, which the serializer writes as such. */
 /** `schema` or null. */

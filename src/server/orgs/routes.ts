@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { orgPrincipal, requireSystemAdmin } from '../infra/auth.ts';
-import { authErrors, ErrorResponse, Timestamp } from '../infra/schemas.ts';
+import { authErrors, ErrorResponse, PlainText, Timestamp } from '../infra/schemas.ts';
 import type { Services } from '../services.ts';
 import * as repo from './repo.ts';
 import * as service from './service.ts';
@@ -24,7 +24,7 @@ export const orgRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = asyn
       schema: {
         tags: ['organizations'],
         summary: 'Create an organization (system administrator); returns its first admin key, shown once',
-        body: Type.Object({ name: Type.String({ minLength: 1, maxLength: 200 }) }, { additionalProperties: false }),
+        body: Type.Object({ name: PlainText({ minLength: 1, maxLength: 200 }) }, { additionalProperties: false }),
         response: {
           201: Type.Object({ ...Organization.properties, admin_key: Type.String() }),
           400: ErrorResponse,
@@ -61,7 +61,7 @@ export const orgRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = asyn
         tags: ['organizations'],
         summary: 'Create an API key of this organization (admin); the key is shown once',
         body: Type.Object(
-          { role: OrgRole, name: Type.Optional(Type.String({ maxLength: 200 })) },
+          { role: OrgRole, name: Type.Optional(PlainText({ maxLength: 200 })) },
           { additionalProperties: false },
         ),
         response: { 201: Type.Object({ ...ApiKey.properties, key: Type.String() }), 400: ErrorResponse, ...authErrors },
@@ -95,7 +95,7 @@ export const orgRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = asyn
       schema: {
         tags: ['organizations'],
         summary: 'Revoke an API key (admin)',
-        params: Type.Object({ id: Type.String({ maxLength: 64 }) }),
+        params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' }) }),
         response: { 204: Type.Null(), 400: ErrorResponse, 404: ErrorResponse, ...authErrors },
       },
     },

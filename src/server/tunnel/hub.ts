@@ -21,6 +21,7 @@ import {
   encodeFrame,
   type HealthCheckData,
   parseFrame,
+  payloadProblem,
   validate,
 } from '../../protocol/tunnel.ts';
 import {
@@ -390,7 +391,22 @@ export class TunnelHub {
     const { invalidFrame, unexpectedFrame } = TunnelErrorCode;
     if (isBinary) return this.#refuse(link, invalidFrame, 'binary frames are not supported; send JSON text frames');
     const parsed = parseFrame(data.toString());
-    if (!parsed.ok) return this.#refuse(link, invalidFrame, parsed.reason);
+    if (!parsed.ok) {
+      // A command the device waits for gets its answer; anything else an error frame.
+      if (link.authenticated && parsed.type === 'command' && parsed.id !== undefined) {
+        this.#deps.metrics.tunnelMessages.labels('invalid', 'refused').inc();
+        link.refused++;
+        this.#closeIfAbusive(link);
+        this.#send(link, {
+          type: 'response',
+          id: parsed.id,
+          status: 'error',
+          ...errorFields({ code: 'invalid_payload', message: parsed.reason }),
+        });
+        return;
+      }
+      return this.#refuse(link, invalidFrame, parsed.reason);
+    }
     const message = parsed.message;
     metrics.tunnelMessages.labels(message.type, 'ok').inc();
 
@@ -532,7 +548,7 @@ export class TunnelHub {
 
   async #onDeviceInfo(device: ConnectedDevice, payload: unknown): Promise<unknown> {
     if (!validate.deviceInfo.Check(payload)) {
-      throw new AppError(400, 'invalid_payload', 'device_info needs current_version');
+      throw new AppError(400, 'invalid_payload', `device_info: ${payloadProblem(validate.deviceInfo, payload)}`);
     }
     await this.#reportVersion.add({
       organizationId: device.organizationId,

@@ -11,6 +11,7 @@ import {
   type DeviceInfoPayload,
   type FirmwareManifest,
   type OtaUpdatePayload,
+  payloadProblem,
   validate,
 } from '../../protocol/tunnel.ts';
 import { formatWireError, TunnelErrorCode, type WireError } from '../../protocol/wire-error.ts';
@@ -258,7 +259,9 @@ export class UpdateEngine {
   }
 
   async #onResult(device: DeviceRef, payload: unknown): Promise<unknown> {
-    if (!validate.otaResult.Check(payload)) throw new BadRequestError('invalid_payload', 'ota_result payload');
+    if (!validate.otaResult.Check(payload)) {
+      throw new BadRequestError('invalid_payload', `ota_result: ${payloadProblem(validate.otaResult, payload)}`);
+    }
     const { db, metrics } = this.#services;
     metrics.reportsIngested.inc();
     const row = await repo.findUpdate(db, device.organizationId, payload.update_id);
