@@ -53,7 +53,7 @@ export function registerAgentCommand(program: Command): Command {
     .addOption(
       new Option(
         '--key <key>',
-        '(required, or --key-file) this device API key (the environment keeps it out of `ps`)',
+        '(required) this device API key, or --key-file (the environment keeps it out of `ps`)',
       ).env('EDGEFLOW_DEVICE_KEY'),
     )
     .option('--key-file <file>', 'a file holding this device API key')

@@ -160,10 +160,9 @@ for (const backend of backends) {
             },
           );
         assert.equal((await refusedRequest('make_coffee', {})).code, 'unknown_action');
-        assert.deepEqual(await refusedRequest('device_info', {}), {
-          code: 'invalid_payload',
-          message: 'device_info needs current_version',
-        });
+        const missingVersion = await refusedRequest('device_info', {});
+        assert.equal(missingVersion.code, 'invalid_payload');
+        assert.match(missingVersion.message, /^device_info: .*current_version/);
       } finally {
         await tunnel?.stop();
         await server.close();
