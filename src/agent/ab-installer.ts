@@ -124,9 +124,10 @@ export class AbInstaller implements Installer {
   }
 
   async revert(): Promise<RevertOutcome> {
+    // The trial version stays the one reported until the boot environment no longer names it:
+    // a report of the previous version must never precede the write that makes it true.
+    if (this.environment.pending !== null) await this.saveEnvironment({ ...this.environment, pending: null, tries: 0 });
     this.onTrial = false;
-    if (this.environment.pending === null) return 'done';
-    await this.saveEnvironment({ ...this.environment, pending: null, tries: 0 });
     return 'done';
   }
 
