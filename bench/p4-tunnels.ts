@@ -12,13 +12,12 @@
 import { type ChildProcess, fork, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runSimulation } from '../src/simulator/processes.ts';
 import { registerDevices } from '../src/simulator/register.ts';
-import { type Figure, REPO_ROOT, report, rssBytes } from './lib.ts';
+import { type Figure, freePort, REPO_ROOT, report, rssBytes } from './lib.ts';
 
 const DEVICES = Number(process.env.P4_DEVICES ?? 15_000);
 /**
@@ -35,15 +34,6 @@ const ADMIN_KEY = 'p4-bench-admin-key';
 const kib = (bytes: number) => bytes / 1024;
 const mib = (bytes: number) => bytes / 1024 / 1024;
 const log = (line: string) => console.log(`p4  ${line}`);
-
-async function freePort(): Promise<number> {
-  const probe = net.createServer();
-  probe.listen(0, '127.0.0.1');
-  await once(probe, 'listening');
-  const { port } = probe.address() as net.AddressInfo;
-  probe.close();
-  return port;
-}
 
 async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;

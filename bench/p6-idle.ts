@@ -17,12 +17,11 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { type Figure, peakRssBytes, REPO_ROOT, report, rssBytes } from './lib.ts';
+import { type Figure, freePort, peakRssBytes, REPO_ROOT, report, rssBytes } from './lib.ts';
 
 const ADMIN_URL = process.env.P6_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const TARGET_MIB = 200;
@@ -33,15 +32,6 @@ const ENTRY = path.resolve(REPO_ROOT, process.env.P6_SERVER_ENTRY || 'bin/edgefl
 
 const mib = (bytes: number) => bytes / 1024 / 1024;
 const log = (line: string) => console.log(`p6  ${line}`);
-
-async function freePort(): Promise<number> {
-  const probe = net.createServer();
-  probe.listen(0, '127.0.0.1');
-  await once(probe, 'listening');
-  const { port } = probe.address() as net.AddressInfo;
-  probe.close();
-  return port;
-}
 
 interface Start {
   /** From spawn until /readyz answered 200. */

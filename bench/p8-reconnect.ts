@@ -14,13 +14,12 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runSimulation } from '../src/simulator/processes.ts';
 import { registerDevices } from '../src/simulator/register.ts';
-import { type Figure, REPO_ROOT, report } from './lib.ts';
+import { type Figure, freePort, REPO_ROOT, report } from './lib.ts';
 
 const DEVICES = Number(process.env.P8_DEVICES ?? 1_000);
 const PER_PROCESS = Math.ceil(DEVICES / 2);
@@ -28,15 +27,6 @@ const TARGET_SECONDS = 20;
 const ADMIN_KEY = 'p8-bench-admin-key';
 const SAMPLE_MS = 100;
 const log = (line: string) => console.log(`p8  ${line}`);
-
-async function freePort(): Promise<number> {
-  const probe = net.createServer();
-  probe.listen(0, '127.0.0.1');
-  await once(probe, 'listening');
-  const { port } = probe.address() as net.AddressInfo;
-  probe.close();
-  return port;
-}
 
 function startServer(dataDir: string, port: number): ChildProcess {
   return spawn(process.execPath, [path.join(REPO_ROOT, 'bin/edgeflow-ota.js'), 'serve'], {
