@@ -137,14 +137,18 @@ export class BootloaderInstaller implements Installer {
   async revert(): Promise<RevertOutcome> {
     const trial = this.slotVariable(BootVariables.trialSlot);
     const wasRunningTrial = this.onTrial;
-    this.onTrial = false;
-    if (trial === undefined) return 'done';
+    if (trial === undefined) {
+      this.onTrial = false;
+      return 'done';
+    }
     await this.write({
       [BootVariables.slot]: otherSlot(trial),
       [BootVariables.upgradeAvailable]: '0',
       [BootVariables.bootCount]: '0',
       [BootVariables.trialSlot]: '',
     });
+    // Only once the environment says so: a power cut before this boots the trial again.
+    this.onTrial = false;
     // The abandoned image is still the one in memory: only a reboot brings the previous one back.
     return wasRunningTrial ? 'reboot' : 'done';
   }

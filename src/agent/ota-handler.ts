@@ -448,7 +448,16 @@ export class OtaHandler {
     this.options.logger.warn('trial boot without an update to confirm it: reverting to the previous version', {
       version,
     });
-    await this.options.installer.revert();
+    const outcome = await this.options.installer.revert();
+    if (outcome === 'reboot') {
+      // The abandoned image is the one running: only a reboot brings the previous one back.
+      try {
+        await this.options.reboot();
+        return;
+      } catch (error) {
+        this.options.logger.error('could not reboot into the previous version', { error: errorMessage(error) });
+      }
+    }
     this.boot = 'normal';
     // A `connected` that came first reported the trial version.
     if (this.options.tunnel.connected) this.sendDeviceInfo();

@@ -93,10 +93,11 @@ export class RaucInstaller implements Installer {
 
   async revert(): Promise<RevertOutcome> {
     const wasOnTrial = this.onTrial;
-    this.onTrial = false;
     // On trial the running slot is the bad one; otherwise the running slot is the one to keep.
     await this.rauc(['status', wasOnTrial ? 'mark-bad' : 'mark-active', 'booted']);
     await this.savePending(undefined);
+    // Only once RAUC and the saved state say so (as the A/B installers do).
+    this.onTrial = false;
     return wasOnTrial ? 'reboot' : 'done';
   }
 
