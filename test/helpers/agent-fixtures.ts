@@ -6,6 +6,7 @@ import { silentLogger } from '../../src/agent/logger.ts';
 import { signManifest } from '../../src/protocol/manifest.ts';
 import type { FirmwareManifest, OtaResultPayload, OtaUpdatePayload } from '../../src/protocol/tunnel.ts';
 import type { Firmware, StandInServer } from './agent-stand-in-server.ts';
+import { sha256Of } from './firmware.ts';
 
 export async function withTempDir<T>(run: (dir: string) => Promise<T>): Promise<T> {
   const dir = await mkdtemp(join(tmpdir(), 'edgeflow-agent-'));
@@ -71,11 +72,7 @@ export function signedPayload(
 
 /** The last `ota_result` the server received for an update. */
 export function lastResult(server: StandInServer, deviceId: string, updateId: string): OtaResultPayload | undefined {
-  return server
-    .commandsFrom(deviceId, 'ota_result')
-    .map((m) => m.payload as OtaResultPayload)
-    .filter((r) => r.update_id === updateId)
-    .at(-1);
+  return resultsFor(server, deviceId, updateId).at(-1);
 }
 
 export function resultsFor(server: StandInServer, deviceId: string, updateId: string): OtaResultPayload[] {
@@ -83,4 +80,27 @@ export function resultsFor(server: StandInServer, deviceId: string, updateId: st
     .commandsFrom(deviceId, 'ota_result')
     .map((m) => m.payload as OtaResultPayload)
     .filter((r) => r.update_id === updateId);
+}
+
+/** Sends `ota_update` for `bytes` as version 2.0.0 and waits until the agent finished it; its result. */
+export async function updateToSecondVersion(
+  server: StandInServer,
+  agent: Agent,
+  deviceId: string,
+  fileName: string,
+  bytes: Buffer,
+): Promise<OtaResultPayload> {
+  const updateId = `u-${deviceId}`;
+  const firmware = { bytes, sha256: sha256Of(bytes) };
+  server.sendCommand(
+    deviceId,
+    'ota_update',
+    updatePayload(server, fileName, firmware, { update_id: updateId, version: '2.0.0' }),
+  );
+  await server.waitFor(
+    'the update settled',
+    () => agent.otaState === null && resultsFor(server, deviceId, updateId).length > 0,
+    60_000,
+  );
+  return lastResult(server, deviceId, updateId)!;
 }

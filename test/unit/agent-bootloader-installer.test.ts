@@ -5,16 +5,16 @@
  * the same environment and applies the documented boot script.
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { BootVariables } from '../../src/agent/bootloader-installer.ts';
 import { type BootLoaderKind, type BootMedia, bootloaderInstaller, createBootMedia } from '../helpers/boot-media.ts';
+import { sha256Of as sha256 } from '../helpers/firmware.ts';
 
 const partitionBytes = 1024 * 1024;
 const factory = randomBytes(300_000);
-const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
 for (const kind of ['uboot', 'grub'] as BootLoaderKind[]) {
   describe(`boot-loader installer with ${kind}`, () => {

@@ -5,20 +5,20 @@
  * stand-in server: committed when healthy, marked bad and rebooted back when not.
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import type { Agent, AgentOptions } from '../../src/agent/agent.ts';
 import type { Installer } from '../../src/agent/installer.ts';
 import { RaucInstaller } from '../../src/agent/rauc-installer.ts';
-import { fastAgent, resultsFor, updatePayload, withTempDir } from '../helpers/agent-fixtures.ts';
+import { fastAgent, updateToSecondVersion, withTempDir } from '../helpers/agent-fixtures.ts';
 import { StandInServer } from '../helpers/agent-stand-in-server.ts';
+import { sha256Of as sha256 } from '../helpers/firmware.ts';
 import { createRaucSystem, type RaucSystem, raucUnavailable } from '../helpers/rauc-system.ts';
 
 const missing = await raucUnavailable();
 const factory = randomBytes(100_000);
 const update = randomBytes(300_000);
-const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
 async function slotBytes(path: string, length: number): Promise<string> {
   return sha256((await readFile(path)).subarray(0, length));
@@ -89,27 +89,8 @@ describe('the agent with the RAUC installer', { skip: missing }, () => {
         await agent.start();
         try {
           assert.equal(await agent.waitUntilConnected(10_000), true);
-          const payload = updatePayload(
-            server,
-            `${deviceId}.raucb`,
-            { bytes, sha256: sha256(bytes) },
-            {
-              update_id: `u-${deviceId}`,
-              version: '2.0.0',
-            },
-          );
-          server.sendCommand(deviceId, 'ota_update', payload);
-          await server.waitFor(
-            'the update settled',
-            () => agent.otaState === null && resultsFor(server, deviceId, `u-${deviceId}`).length > 0,
-            60_000,
-          );
-          return {
-            result: resultsFor(server, deviceId, `u-${deviceId}`).at(-1)!,
-            version: agent.currentVersion,
-            booted: system.booted,
-            state: await system.bootState(),
-          };
+          const result = await updateToSecondVersion(server, agent, deviceId, `${deviceId}.raucb`, bytes);
+          return { result, version: agent.currentVersion, booted: system.booted, state: await system.bootState() };
         } finally {
           await agent.stop();
         }

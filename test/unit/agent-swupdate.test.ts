@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -15,12 +15,12 @@ import { promisify } from 'node:util';
 import type { AgentOptions } from '../../src/agent/agent.ts';
 import { BootloaderInstaller } from '../../src/agent/bootloader-installer.ts';
 import { swupdateSlotWriter } from '../../src/agent/swupdate.ts';
-import { fastAgent, resultsFor, updatePayload } from '../helpers/agent-fixtures.ts';
+import { fastAgent, updateToSecondVersion } from '../helpers/agent-fixtures.ts';
 import { StandInServer } from '../helpers/agent-stand-in-server.ts';
 import { type BootMedia, bootedByLoader, createBootMedia } from '../helpers/boot-media.ts';
+import { sha256Of as sha256 } from '../helpers/firmware.ts';
 
 const run = promisify(execFile);
-const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
 async function unavailable(): Promise<string | undefined> {
   for (const command of ['swupdate', 'openssl', 'cpio', 'fw_setenv']) {
@@ -90,23 +90,9 @@ describe('the agent with SWUpdate writing the slots', { skip: missing }, () => {
       await agent.start();
       try {
         assert.equal(await agent.waitUntilConnected(10_000), true);
-        const payload = updatePayload(
-          server,
-          `${deviceId}.swu`,
-          { bytes: swu, sha256: sha256(swu) },
-          {
-            update_id: `u-${deviceId}`,
-            version: '2.0.0',
-          },
-        );
-        server.sendCommand(deviceId, 'ota_update', payload);
-        await server.waitFor(
-          'the update settled',
-          () => agent.otaState === null && resultsFor(server, deviceId, `u-${deviceId}`).length > 0,
-          60_000,
-        );
+        const result = await updateToSecondVersion(server, agent, deviceId, `${deviceId}.swu`, swu);
         return {
-          result: resultsFor(server, deviceId, `u-${deviceId}`).at(-1)!,
+          result,
           version: agent.currentVersion,
           variables: await media.variables(),
           slotB: await media.slotHash('b', update.length),
