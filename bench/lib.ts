@@ -1,4 +1,5 @@
 /** What every benchmark shares: where results go, and how a figure is printed. */
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -55,4 +56,48 @@ export async function freePort(): Promise<number> {
   const { port } = probe.address() as net.AddressInfo;
   probe.close();
   return port;
+}
+
+/**
+ * Starts `edgeflow-ota serve` on the embedded defaults in `dataDir` on a free port; resolves once it
+ * listens. `nodeArgs` (e.g. "--cpu-prof") profile the server.
+ */
+export function startServer(
+  dataDir: string,
+  adminKey: string,
+  nodeArgs: string[] = [],
+): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, [...nodeArgs, path.join(REPO_ROOT, 'bin/edgeflow-ota.js'), 'serve'], {
+    cwd: REPO_ROOT,
+    env: {
+      ...process.env,
+      EDGEFLOW_DATA_DIR: dataDir,
+      HOST: '127.0.0.1',
+      PORT: '0',
+      LOG_LEVEL: 'warn',
+      EDGEFLOW_ADMIN_KEY: adminKey,
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`server did not start in 60 s:\n${out}`));
+    }, 60_000);
+    child.stdout!.setEncoding('utf8').on('data', (text: string) => {
+      out += text;
+      const url = /listening on (http:\/\/\S+)/.exec(out)?.[1];
+      if (url) {
+        clearTimeout(timer);
+        child.stdout!.removeAllListeners('data');
+        child.stdout!.resume();
+        resolve({ child, url });
+      }
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code} before listening:\n${out}`));
+    });
+  });
 }

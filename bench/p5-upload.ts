@@ -15,7 +15,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { REPO_ROOT, report, rssBytes } from './lib.ts';
+import { report, rssBytes, startServer } from './lib.ts';
 
 const MiB = 1024 * 1024;
 const FILE_BYTES = Number(process.env.P5_FILE_MIB ?? 1024) * MiB;
@@ -65,44 +65,6 @@ function opensslSha256(file: string): Promise<{ sha256: string; seconds: number 
 }
 
 /** Starts `node bin/edgeflow-ota.js serve` on a free port; resolves with its URL once it listens. */
-function startServer(dataDir: string): Promise<{ child: ChildProcess; url: string }> {
-  // P5_SERVER_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the server.
-  const nodeArgs = (process.env.P5_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const child = spawn(process.execPath, [...nodeArgs, path.join(REPO_ROOT, 'bin/edgeflow-ota.js'), 'serve'], {
-    cwd: REPO_ROOT,
-    env: {
-      ...process.env,
-      EDGEFLOW_DATA_DIR: dataDir,
-      HOST: '127.0.0.1',
-      PORT: '0',
-      LOG_LEVEL: 'warn',
-      EDGEFLOW_ADMIN_KEY: ADMIN_KEY,
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`server did not start in 60 s:\n${out}`));
-    }, 60_000);
-    child.stdout!.setEncoding('utf8').on('data', (text: string) => {
-      out += text;
-      const url = /listening on (http:\/\/\S+)/.exec(out)?.[1];
-      if (url) {
-        clearTimeout(timer);
-        child.stdout!.removeAllListeners('data');
-        child.stdout!.resume();
-        resolve({ child, url });
-      }
-    });
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`server exited with ${code} before listening:\n${out}`));
-    });
-  });
-}
-
 async function stopServer(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((resolve) => child.once('exit', resolve));
@@ -256,7 +218,11 @@ async function main(): Promise<void> {
     const opensslMiBs = FILE_BYTES / MiB / baseline.seconds;
     console.log(`p5-upload: openssl dgst -sha256 ${baseline.seconds.toFixed(2)} s, ${opensslMiBs.toFixed(0)} MiB/s`);
 
-    const started = await startServer(path.join(dir, 'data'));
+    const started = await startServer(
+      path.join(dir, 'data'),
+      ADMIN_KEY,
+      (process.env.P5_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean),
+    );
     server = started.child;
     const pid = server.pid!;
     await waitForHealth(started.url);

@@ -11,7 +11,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { REPO_ROOT, report, rssBytes } from './lib.ts';
+import { REPO_ROOT, report, rssBytes, startServer } from './lib.ts';
 
 const MiB = 1024 * 1024;
 const RUNS = 5;
@@ -26,34 +26,6 @@ async function api(url: string, method: string, key: string, body?: unknown): Pr
   });
   if (!response.ok) throw new Error(`${method} ${url}: ${response.status} ${await response.text()}`);
   return (await response.json()) as Record<string, unknown>;
-}
-
-function startServer(dataDir: string): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [path.join(REPO_ROOT, 'bin/edgeflow-ota.js'), 'serve'], {
-    cwd: REPO_ROOT,
-    env: {
-      ...process.env,
-      EDGEFLOW_DATA_DIR: dataDir,
-      HOST: '127.0.0.1',
-      PORT: '0',
-      LOG_LEVEL: 'warn',
-      EDGEFLOW_ADMIN_KEY: ADMIN_KEY,
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout!.setEncoding('utf8').on('data', (text: string) => {
-      out += text;
-      const url = /listening on (http:\/\/\S+)/.exec(out)?.[1];
-      if (url) {
-        child.stdout!.removeAllListeners('data');
-        child.stdout!.resume();
-        resolve({ child, url });
-      }
-    });
-    child.on('exit', (code) => reject(new Error(`server exited with ${code}:\n${out}`)));
-  });
 }
 
 /** Spawns, resolves with the ms until a stderr/stdout line matches, then the idle RSS. */
@@ -87,7 +59,7 @@ async function main(): Promise<void> {
   try {
     execFileSync(process.execPath, [path.join(REPO_ROOT, 'scripts/build-agent.mjs'), `--out=${work}/dist`]);
     const bundle = path.join(work, 'dist', 'edgeflow-agent.mjs');
-    const started = await startServer(path.join(work, 'server'));
+    const started = await startServer(path.join(work, 'server'), ADMIN_KEY);
     server = started.child;
     const org = await api(`${started.url}/api/v1/orgs`, 'POST', ADMIN_KEY, { name: 'p6-bench' });
     const orgKey = String(org.admin_key);
