@@ -8,7 +8,6 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyError, LogController } from 'fastify';
-import { CloseCode } from '../protocol/tunnel.ts';
 import { deviceRoutes } from './devices/routes.ts';
 import { eventRoutes } from './events/routes.ts';
 import { downloadRoute } from './firmware/download-route.ts';
@@ -177,17 +176,14 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
   // the server still finishes in-flight requests.
   services.tunnel.attach(app.server);
   app.addHook('preClose', async () => {
-    services.events.emit('shutdown');
     lingering.closeAll();
     await services.engine.stop();
     await services.tunnel.close();
+    await services.feed.stop();
     // In-flight requests get half the shutdown budget to finish; then their connections are
     // dropped, well before the signal handler gives up on the whole shutdown.
     setTimeout(() => app.server.closeAllConnections(), services.config.shutdownTimeoutMs / 2).unref();
   });
-  services.events.on('device_deleted', (device: { organizationId: string; deviceId: string }) =>
-    services.tunnel.disconnect(device, CloseCode.authFailed, 'device deleted'),
-  );
 
   await app.register(opsRoutes, { services });
   await app.register(downloadRoute, { services });

@@ -96,6 +96,8 @@ export async function startOn(parts: {
   await sweepStaged(parts.store.kind === 'local' ? 0 : STALE_STAGING_MS);
   const sweeper = setInterval(() => void sweepStaged(STALE_STAGING_MS), STAGING_SWEEP_INTERVAL_MS);
   sweeper.unref();
+  // Listening before anything can change: every change of this process is seen here too.
+  await services.feed.start();
   await services.tunnel.start();
   await app.listen({ host: config.host, port: config.port });
   services.engine.start();

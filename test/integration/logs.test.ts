@@ -7,7 +7,6 @@ import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
-import type { OtaEvent } from '../../src/server/updates/engine.ts';
 import { postFirmware, sha256Of } from '../helpers/firmware.ts';
 import { connectRaw, eventually } from '../helpers/raw-device.ts';
 import { backendsUnderTest, startTestServer, stopSharedServices, type TestServer } from '../helpers/server.ts';
@@ -91,27 +90,36 @@ for (const backend of backends) {
     });
 
     it('logs an update state change once, not its progress reports', async () => {
-      const event = (status: OtaEvent['status'], previous: OtaEvent['status'] | null, progress: number): OtaEvent => ({
-        organization_id: 'org_x',
-        device_id: 'dev-logged',
-        update_id: 'upd_logged',
-        deployment_id: null,
-        status,
-        previous_status: previous,
-        phase: 'downloading',
-        progress,
-        target_version: '1.2.3',
-        error: null,
-        at: new Date().toISOString(),
+      const org = await server.createOrg();
+      const { body: device } = await server.api<{ device_id: string }>('POST', '/api/v1/devices', org.adminKey, {
+        current_version: '1.0.0',
       });
-      server.services.events.emit('ota', event('in_progress', 'dispatched', 10));
-      server.services.events.emit('ota', event('in_progress', 'in_progress', 50));
-      server.services.events.emit('ota', event('in_progress', 'in_progress', 90));
-      server.services.events.emit('ota', event('completed', 'in_progress', 100));
+      // Straight through the one writer of update status, as the engine drives it.
+      const { transitions } = server.services;
+      const where = { organizationId: org.id, id: 'upd_logged' };
+      await transitions.create([
+        {
+          id: where.id,
+          organizationId: org.id,
+          deviceId: device.device_id,
+          deploymentId: null,
+          kind: 'update',
+          targetVersion: '1.2.3',
+          fromVersion: '1.0.0',
+          force: false,
+        },
+      ]);
+      await transitions.move(where, 'in_progress', { progress: 5 }); // not from queued: nothing changes
+      await transitions.move(where, 'dispatched');
+      for (const progress of [10, 50, 90]) await transitions.move(where, 'in_progress', { progress });
+      await transitions.move(where, 'completed');
+      await transitions.move(where, 'completed'); // a duplicate result changes nothing
       const updateLines = lines.filter((line) => line.update_id === 'upd_logged');
       assert.deepEqual(
         updateLines.map((line) => [line.level, line.msg, line.from]),
         [
+          [INFO, 'update queued', null],
+          [INFO, 'update dispatched', 'queued'],
           [INFO, 'update in_progress', 'dispatched'],
           [INFO, 'update completed', 'in_progress'],
         ],

@@ -97,8 +97,9 @@ for (const backend of backends) {
     it('streams events to a viewer and forgets the subscriber when it disconnects', async () => {
       const org = await server.createOrg();
       const viewer = await server.api<{ key: string }>('POST', '/api/v1/api-keys', org.adminKey, { role: 'viewer' });
-      const events = server.services.events;
-      const before = events.listenerCount('ota') + events.listenerCount('shutdown');
+      const { feed } = server.services;
+      const subscribers = () => feed.subscriberCount('ota') + feed.subscriberCount('device');
+      const before = subscribers();
       const controller = new AbortController();
       const response = await fetch(`${server.url}/api/v1/events`, {
         headers: { authorization: `Bearer ${viewer.body.key}` },
@@ -106,12 +107,12 @@ for (const backend of backends) {
       });
       assert.equal(response.status, 200);
       assert.match(response.headers.get('content-type') ?? '', /^text\/event-stream/);
-      assert.equal(events.listenerCount('ota') + events.listenerCount('shutdown'), before + 2);
+      assert.equal(subscribers(), before + 2);
       controller.abort();
-      for (let i = 0; i < 50 && events.listenerCount('ota') + events.listenerCount('shutdown') > before; i++) {
+      for (let i = 0; i < 50 && subscribers() > before; i++) {
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
-      assert.equal(events.listenerCount('ota') + events.listenerCount('shutdown'), before);
+      assert.equal(subscribers(), before);
     });
 
     it('answers unknown routes with 404 route_not_found in the error format', async () => {

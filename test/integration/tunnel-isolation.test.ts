@@ -6,8 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import * as devicesRepo from '../../src/server/devices/repo.ts';
 import { Batcher } from '../../src/server/infra/batcher.ts';
-import * as tunnelRepo from '../../src/server/tunnel/repo.ts';
 import { openRaw, type RawDevice } from '../helpers/raw-device.ts';
 import { backendsUnderTest, startTestServer, stopSharedServices, type TestServer } from '../helpers/server.ts';
 
@@ -173,8 +173,8 @@ for (const backend of backends) {
       // What the hub batches, against the real database, with an input that slipped past
       // validation: the statement fails as a whole, the Batcher must still isolate it.
       const batcher = new Batcher(
-        async (reports: Parameters<typeof tunnelRepo.reportCurrentVersions>[1]) => {
-          await tunnelRepo.reportCurrentVersions(server.db, reports);
+        async (reports: Parameters<typeof devicesRepo.reportCurrentVersions>[1]) => {
+          await devicesRepo.reportCurrentVersions(server.db, reports);
           return reports.map(() => 'ok');
         },
         { maxSize: 1000, maxDelayMs: 20 },

@@ -1,3 +1,4 @@
+import { EVENT_AT_SQL, notifySql } from '../events/feed.ts';
 import type { Queryable } from '../infra/db.ts';
 
 export interface DeviceRow {
@@ -126,11 +127,16 @@ export async function patchDevice(db: Queryable, organizationId: string, deviceI
   return row;
 }
 
+/** Deletes the device and announces it (`device_deleted`: the process holding its tunnel closes it). */
 export async function deleteDevice(db: Queryable, organizationId: string, deviceId: string): Promise<boolean> {
-  const rows = await db.query('DELETE FROM devices WHERE organization_id = $1 AND device_id = $2 RETURNING 1', [
-    organizationId,
-    deviceId,
-  ]);
+  const rows = await db.query(
+    `WITH c AS (DELETE FROM devices WHERE organization_id = $1 AND device_id = $2 RETURNING organization_id, device_id)
+     SELECT 1 FROM c, LATERAL (SELECT ${notifySql(
+       'device_deleted',
+       `json_build_object('organization_id', c.organization_id, 'device_id', c.device_id, 'at', ${EVENT_AT_SQL})`,
+     )}) AS announced`,
+    [organizationId, deviceId],
+  );
   return rows.length > 0;
 }
 
@@ -139,5 +145,148 @@ export function findDevicesByKeyHashes(db: Queryable, keyHashes: string[]) {
   return db.query<{ organization_id: string; device_id: string; key_hash: string }>(
     'SELECT organization_id, device_id, key_hash FROM devices WHERE key_hash = ANY($1::text[])',
     [keyHashes],
+  );
+}
+
+/** Announces the presence of each changed row `c` (see events/feed.ts). */
+const announcePresence = (online: boolean) =>
+  `SELECT 1 FROM c, LATERAL (SELECT ${notifySql(
+    'device',
+    `json_build_object('organization_id', c.organization_id, 'device_id', c.device_id, 'online', ${online},
+       'at', ${EVENT_AT_SQL})`,
+  )}) AS announced`;
+
+/** Marks the devices online, their tunnel held by `nodeId`, in one statement. */
+export async function markOnline(
+  db: Queryable,
+  nodeId: string,
+  devices: readonly { organizationId: string; deviceId: string; agentVersion: string | null }[],
+): Promise<void> {
+  await db.query(
+    `WITH c AS (
+       UPDATE devices AS d SET online = true, connected_node = $1, last_seen_at = now(),
+         agent_version = COALESCE(s.agent_version, d.agent_version)
+       FROM unnest($2::text[], $3::text[], $4::text[]) AS s(organization_id, device_id, agent_version)
+       WHERE d.organization_id = s.organization_id AND d.device_id = s.device_id
+       RETURNING d.organization_id, d.device_id
+     ) ${announcePresence(true)}`,
+    [nodeId, devices.map((d) => d.organizationId), devices.map((d) => d.deviceId), devices.map((d) => d.agentVersion)],
+  );
+}
+
+/** Only if `nodeId` still holds it: the device may already be connected elsewhere. */
+export async function markOffline(db: Queryable, organizationId: string, deviceId: string, nodeId: string) {
+  await db.query(
+    `WITH c AS (
+       UPDATE devices SET online = false, connected_node = NULL, last_seen_at = now()
+       WHERE organization_id = $1 AND device_id = $2 AND connected_node = $3
+       RETURNING organization_id, device_id
+     ) ${announcePresence(false)}`,
+    [organizationId, deviceId, nodeId],
+  );
+}
+
+/**
+ * Devices whose tunnel a node held that is no longer registered (it stopped, crashed or was
+ * declared dead) are offline, or those of `nodeId` alone. Returns how many went offline.
+ */
+export async function markOfflineOfMissingNodes(db: Queryable, nodeId?: string): Promise<number> {
+  const rows = await db.query(
+    `WITH c AS (
+       UPDATE devices SET online = false, connected_node = NULL
+       WHERE connected_node IS NOT NULL
+         AND CASE WHEN $1::text IS NULL THEN connected_node NOT IN (SELECT id FROM server_nodes)
+                  ELSE connected_node = $1 END
+       RETURNING organization_id, device_id
+     ) ${announcePresence(false)}`,
+    [nodeId ?? null],
+  );
+  return rows.length;
+}
+
+/** One statement for every device seen since the last flush. */
+export async function touchLastSeen(
+  db: Queryable,
+  seen: readonly { organizationId: string; deviceId: string; at: Date }[],
+): Promise<void> {
+  if (seen.length === 0) return;
+  await db.query(
+    `UPDATE devices AS d SET last_seen_at = s.at
+     FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS s(organization_id, device_id, at)
+     WHERE d.organization_id = s.organization_id AND d.device_id = s.device_id`,
+    [seen.map((s) => s.organizationId), seen.map((s) => s.deviceId), seen.map((s) => s.at)],
+  );
+}
+
+/** What the devices say they run, in one statement. */
+export async function reportCurrentVersions(
+  db: Queryable,
+  reports: readonly { organizationId: string; deviceId: string; currentVersion: string; agentVersion: string | null }[],
+): Promise<void> {
+  await db.query(
+    `UPDATE devices AS d SET current_version = s.current_version,
+       agent_version = COALESCE(s.agent_version, d.agent_version), updated_at = now()
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+       AS s(organization_id, device_id, current_version, agent_version)
+     WHERE d.organization_id = s.organization_id AND d.device_id = s.device_id`,
+    [
+      reports.map((r) => r.organizationId),
+      reports.map((r) => r.deviceId),
+      reports.map((r) => r.currentVersion),
+      reports.map((r) => r.agentVersion),
+    ],
+  );
+}
+
+/**
+ * Records the version a device reports, and its rollback target: a version, none (null), or
+ * 'unchanged' (a failed or late report does not move it).
+ */
+export async function recordDeviceVersion(
+  db: Queryable,
+  organizationId: string,
+  deviceId: string,
+  currentVersion: string,
+  rollbackTarget: string | null | 'unchanged',
+): Promise<void> {
+  await db.query(
+    `UPDATE devices SET current_version = $3,
+       previous_version = CASE WHEN $4::boolean THEN previous_version ELSE $5 END,
+       updated_at = now()
+     WHERE organization_id = $1 AND device_id = $2`,
+    [
+      organizationId,
+      deviceId,
+      currentVersion,
+      rollbackTarget === 'unchanged',
+      rollbackTarget === 'unchanged' ? null : rollbackTarget,
+    ],
+  );
+}
+
+/** Notes that the device has run and committed these versions, now (see migration 004). */
+export async function recordRunVersions(
+  db: Queryable,
+  organizationId: string,
+  deviceId: string,
+  versions: readonly string[],
+): Promise<void> {
+  if (versions.length === 0) return;
+  await db.query(
+    `INSERT INTO device_versions (organization_id, device_id, version)
+     SELECT d.organization_id, d.device_id, v.version
+     FROM devices d, unnest($3::text[]) AS v(version)
+     WHERE d.organization_id = $1 AND d.device_id = $2
+     ON CONFLICT (organization_id, device_id, version) DO UPDATE SET last_run_at = now()`,
+    [organizationId, deviceId, [...new Set(versions)]],
+  );
+}
+
+/** Every version the device has run and committed, with when it last ran it. */
+export function listRunVersions(db: Queryable, organizationId: string, deviceId: string) {
+  return db.query<{ version: string; last_run_at: Date }>(
+    `SELECT version, last_run_at FROM device_versions WHERE organization_id = $1 AND device_id = $2
+     ORDER BY last_run_at DESC`,
+    [organizationId, deviceId],
   );
 }

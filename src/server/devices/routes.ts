@@ -104,7 +104,6 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = a
     async (request, reply) => {
       const principal = orgPrincipal(request, 'operator');
       await service.removeDevice(db, principal.organizationId, request.params.id);
-      services.events.emit('device_deleted', { organizationId: principal.organizationId, deviceId: request.params.id });
       return reply.code(204).send(null);
     },
   );

@@ -1,13 +1,15 @@
 /**
- * Live events as Server-Sent Events: OTA changes and device presence of the caller's
- * organization. The dashboard and `edgeflow-ota watch` read this stream.
+ * Live events as Server-Sent Events: the caller's organization's events from the feed
+ * (events/feed.ts), whichever process made the change. The dashboard and
+ * `edgeflow-ota watch` read this stream.
  */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { orgPrincipal } from '../infra/auth.ts';
 import type { Services } from '../services.ts';
-import type { OtaEvent } from '../updates/engine.ts';
+import { EVENT_SCHEMAS, type EventName, EventStreamMessage } from './schemas.ts';
 
 const KEEPALIVE_MS = 15_000;
+const STREAMED = Object.keys(EVENT_SCHEMAS) as EventName[];
 
 export const eventRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = async (app, { services }) => {
   app.get(
@@ -15,8 +17,19 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = as
     {
       schema: {
         tags: ['events'],
-        summary: 'Server-Sent Events: `ota` (update status, phase, progress) and `device` (online/offline)',
+        summary: 'Server-Sent Events of the organization: `ota`, `device`, `device_deleted`',
+        description:
+          'A `text/event-stream`: each message has `event:` (the name) and `data:` (one JSON object, as in ' +
+          'the schema). `ota`: an update was created or its status, phase or progress changed; `device`: a ' +
+          'tunnel opened or closed; `device_deleted`. After the server lost its event feed for a moment it ' +
+          'sends `event: resync` (events may have been missed: read the state again).',
         produces: ['text/event-stream'],
+        response: {
+          200: {
+            description: 'the event stream',
+            content: { 'text/event-stream': { schema: EventStreamMessage } },
+          },
+        },
       },
     },
     async (request, reply) => {
@@ -36,30 +49,21 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = as
       const send = (event: string, data: unknown) => {
         raw.write(`id: ${++sequence}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
       };
-      const onOta = (event: OtaEvent) => {
-        if (event.organization_id === organizationId) send('ota', event);
-      };
-      const onPresence = (online: boolean) => (device: { organizationId: string; deviceId: string }) => {
-        if (device.organizationId === organizationId) {
-          send('device', { device_id: device.deviceId, online, at: new Date().toISOString() });
-        }
-      };
-      const onOnline = onPresence(true);
-      const onOffline = onPresence(false);
-      services.events.on('ota', onOta);
-      services.tunnel.onlineListeners.push(onOnline);
-      services.tunnel.offlineListeners.push(onOffline);
+      const { feed } = services;
+      const unsubscribe = [
+        ...STREAMED.map((name) =>
+          feed.on(name, (event) => {
+            if (event.organization_id === organizationId) send(name, event);
+          }),
+        ),
+        feed.onResync(() => send('resync', { reason: 'the server lost its event feed for a moment' })),
+        feed.onStop(() => raw.end()),
+      ];
       const keepalive = setInterval(() => raw.write(': keepalive\n\n'), KEEPALIVE_MS);
-      const onShutdown = () => raw.end();
-      const stop = () => {
+      request.raw.on('close', () => {
         clearInterval(keepalive);
-        services.events.off('ota', onOta);
-        services.events.off('shutdown', onShutdown);
-        services.tunnel.onlineListeners.splice(services.tunnel.onlineListeners.indexOf(onOnline), 1);
-        services.tunnel.offlineListeners.splice(services.tunnel.offlineListeners.indexOf(onOffline), 1);
-      };
-      request.raw.on('close', stop);
-      services.events.once('shutdown', onShutdown);
+        for (const stop of unsubscribe) stop();
+      });
     },
   );
 };

@@ -1,4 +1,5 @@
 import type { Queryable } from '../infra/db.ts';
+import { ACTIVE_STATUSES } from '../updates/status.ts';
 
 export interface FirmwareRow {
   version: string;
@@ -71,8 +72,8 @@ export async function firmwareInUseReason(db: Queryable, organizationId: string,
          WHERE organization_id = $1 AND (current_version = $2 OR previous_version = $2)) AS devices,
        (SELECT count(*)::int FROM ota_updates
          WHERE organization_id = $1 AND target_version = $2
-           AND status IN ('queued', 'dispatched', 'in_progress')) AS updates`,
-    [organizationId, version],
+           AND status = ANY($3::text[])) AS updates`,
+    [organizationId, version, [...ACTIVE_STATUSES]],
   );
   if (row && row.updates > 0) return `${row.updates} active update(s) install it`;
   if (row && row.devices > 0) return `${row.devices} device(s) run it or may need it to roll back`;

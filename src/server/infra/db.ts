@@ -22,10 +22,21 @@ export interface Db extends Queryable {
   readonly kind: 'pglite' | 'postgres';
   /** Runs `work` in one transaction: committed when it resolves, rolled back when it throws. */
   transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T>;
-  /** Subscribes to NOTIFY on `channel`; returns the unsubscribe function. */
-  listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
+  /**
+   * Subscribes to NOTIFY on `channel`; returns the unsubscribe function. A lost listening
+   * connection is re-established by itself, and `onReconnect` runs once it listens again
+   * (what was notified in between is lost).
+   */
+  listen(
+    channel: string,
+    onPayload: (payload: string) => void,
+    options?: { onReconnect?: () => void },
+  ): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
+
+/** The listening connection's name in pg_stat_activity: which process it serves. */
+export const LISTENER_APPLICATION_NAME = `edgeflow-listen:${process.pid}`;
 
 // Sizes and counters fit a JS number; read int8 as one on both databases.
 pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number(value));
@@ -54,6 +65,7 @@ class PgliteDb implements Db {
     );
   }
 
+  /** In-process: PGlite's notifications never travel over a connection that could drop. */
   async listen(channel: string, onPayload: (payload: string) => void) {
     const unsubscribe = await this.pglite.listen(channel, onPayload);
     return async () => unsubscribe();
@@ -67,7 +79,10 @@ class PgliteDb implements Db {
 class PostgresDb implements Db {
   readonly kind = 'postgres' as const;
   private listener: pg.Client | undefined;
+  private listening: Promise<pg.Client> | undefined;
+  private closed = false;
   private readonly handlers = new Map<string, Set<(payload: string) => void>>();
+  private readonly reconnectHandlers = new Set<() => void>();
 
   constructor(
     private readonly pool: pg.Pool,
@@ -104,29 +119,72 @@ class PostgresDb implements Db {
   }
 
   /** One dedicated connection carries every LISTEN of this process. */
-  async listen(channel: string, onPayload: (payload: string) => void) {
-    if (!this.listener) {
-      this.listener = new pg.Client(this.clientConfig);
-      this.listener.on('notification', (message) => {
-        for (const handler of this.handlers.get(message.channel) ?? []) handler(message.payload ?? '');
-      });
-      await this.listener.connect();
-    }
+  async listen(channel: string, onPayload: (payload: string) => void, options: { onReconnect?: () => void } = {}) {
+    const reconnected = options.onReconnect;
+    if (reconnected) this.reconnectHandlers.add(reconnected);
     let set = this.handlers.get(channel);
+    const first = !set;
     if (!set) {
       set = new Set();
       this.handlers.set(channel, set);
-      await this.listener.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
     }
     set.add(onPayload);
+    const listener = await this.connectListener();
+    if (first) await listener.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
     return async () => {
       set.delete(onPayload);
+      if (reconnected) this.reconnectHandlers.delete(reconnected);
     };
   }
 
+  private connectListener(): Promise<pg.Client> {
+    this.listening ??= (async () => {
+      const client = new pg.Client({ ...this.clientConfig, application_name: LISTENER_APPLICATION_NAME });
+      client.on('notification', (message) => {
+        for (const handler of this.handlers.get(message.channel) ?? []) handler(message.payload ?? '');
+      });
+      // 'end' follows an error; the reconnect starts there.
+      client.on('error', () => {});
+      client.on('end', () => {
+        if (this.listener !== client || this.closed) return;
+        this.listener = undefined;
+        this.listening = undefined;
+        void this.relisten();
+      });
+      try {
+        await client.connect();
+        for (const channel of this.handlers.keys()) await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+      } catch (error) {
+        this.listening = undefined;
+        await client.end().catch(() => {});
+        throw error;
+      }
+      this.listener = client;
+      return client;
+    })();
+    return this.listening;
+  }
+
+  /** Back to listening after the connection was lost, retrying with a capped backoff. */
+  private async relisten(): Promise<void> {
+    for (let delayMs = 100; !this.closed; delayMs = Math.min(delayMs * 2, 5000)) {
+      await new Promise((resolve) => setTimeout(resolve, delayMs).unref());
+      if (this.closed) return;
+      try {
+        await this.connectListener();
+      } catch {
+        continue;
+      }
+      for (const handler of this.reconnectHandlers) handler();
+      return;
+    }
+  }
+
   async close() {
-    await this.listener?.end().catch(() => {});
+    this.closed = true;
+    const listener = this.listener;
     this.listener = undefined;
+    await listener?.end().catch(() => {});
     if (!this.pool.ended && !this.pool.ending) await this.pool.end();
   }
 }

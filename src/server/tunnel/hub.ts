@@ -1,8 +1,9 @@
 /**
  * The device tunnel: one WebSocket per device at `/tunnel`, in the wire format EdgeFlow
- * devices already speak (see src/protocol/tunnel.ts). The hub authenticates devices, keeps
- * their presence in the database, answers heartbeats, carries cloud → device commands and
- * hands device → cloud requests to the handlers other domains register.
+ * devices already speak (see src/protocol/tunnel.ts). The hub is the transport: it
+ * authenticates devices, answers heartbeats, carries cloud → device commands and hands
+ * device → cloud requests to the handlers other domains register. What the database knows of
+ * devices and replicas (online, last seen, which replica holds a tunnel) is presence.ts's.
  *
  * Per-connection state is kept small on purpose (one object, no per-connection timers once
  * connected): one process holds 15,000+ tunnels.
@@ -32,14 +33,15 @@ import {
   type WireError,
 } from '../../protocol/wire-error.ts';
 import { findDevicesByKeyHashes } from '../devices/repo.ts';
+import type { EventFeed } from '../events/feed.ts';
 import { Batcher } from '../infra/batcher.ts';
 import type { Config } from '../infra/config.ts';
 import type { Db } from '../infra/db.ts';
 import { AppError, ConflictError } from '../infra/errors.ts';
 import type { Metrics } from '../infra/metrics.ts';
-import { hashSecret, newId } from '../infra/secrets.ts';
+import { hashSecret } from '../infra/secrets.ts';
 import { AuthFailureLimiter } from './auth-limiter.ts';
-import * as repo from './repo.ts';
+import type { Presence, SeenDevice } from './presence.ts';
 
 export class DeviceOfflineError extends ConflictError {
   constructor(deviceId: string, why = 'it has no open tunnel') {
@@ -85,6 +87,9 @@ export interface ConnectedDevice extends DeviceRef {
 /** Handles one device → cloud action; its result is the response's `data`. */
 export type DeviceRequestHandler = (device: ConnectedDevice, payload: unknown) => Promise<unknown>;
 
+/** After a device connected here said what it runs (and which update it is in the middle of). */
+export type DeviceInfoListener = (device: ConnectedDevice, info: DeviceInfoPayload) => void;
+
 interface PendingCommand {
   action: string;
   resolve(data: unknown): void;
@@ -97,10 +102,8 @@ const FRAME_BURST = 200;
 const FRAME_RATE_PER_SECOND = 100;
 /** Frames refused (malformed, over the rate) between two sweeps before the link is closed. */
 const MAX_REFUSED_PER_SWEEP = 100;
-const FLUSH_INTERVAL_MS = 10_000;
-/** Connects and reports within this window share one statement. */
-const BATCH_WINDOW_MS = 5;
-const BATCH_MAX = 1000;
+/** Key lookups of devices connecting at once share one statement. */
+const KEY_LOOKUP_BATCH = { maxSize: 1000, maxDelayMs: 5 };
 /** Shared by every idle link, so an idle device costs no promise of its own. */
 const SETTLED: Promise<void> = Promise.resolve();
 
@@ -154,22 +157,18 @@ export interface TunnelHubDeps {
   db: Db;
   metrics: Metrics;
   log: Logger;
+  presence: Presence;
+  feed: EventFeed;
 }
 
 export class TunnelHub {
-  /** This process among the replicas: devices it holds carry it in `connected_node`. */
-  readonly nodeId = newId('node');
   readonly #deps: TunnelHubDeps;
   readonly #links = new Map<string, DeviceLink>();
   readonly #handlers = new Map<string, DeviceRequestHandler>();
   readonly #wss: WebSocketServer;
   readonly #timers: NodeJS.Timeout[] = [];
   readonly #deviceByKeyHash: Batcher<string, { organization_id: string; device_id: string } | undefined>;
-  readonly #markOnline: Batcher<{ organizationId: string; deviceId: string; agentVersion: string | null }, void>;
-  readonly #reportVersion: Batcher<
-    { organizationId: string; deviceId: string; currentVersion: string; agentVersion: string | null },
-    void
-  >;
+  readonly #infoListeners: DeviceInfoListener[] = [];
   readonly #authFailures: AuthFailureLimiter;
   #closing = false;
 
@@ -187,19 +186,18 @@ export class TunnelHub {
       clientTracking: false,
     });
     this.onDeviceRequest(DeviceAction.deviceInfo, (device, payload) => this.#onDeviceInfo(device, payload));
-    const batch = { maxSize: BATCH_MAX, maxDelayMs: BATCH_WINDOW_MS };
     this.#deviceByKeyHash = new Batcher(async (hashes) => {
       const found = new Map((await findDevicesByKeyHashes(deps.db, hashes)).map((row) => [row.key_hash, row]));
       return hashes.map((hash) => found.get(hash));
-    }, batch);
-    this.#markOnline = new Batcher(async (devices) => {
-      await repo.markOnline(deps.db, this.nodeId, devices);
-      return devices.map(() => undefined);
-    }, batch);
-    this.#reportVersion = new Batcher(async (reports) => {
-      await repo.reportCurrentVersions(deps.db, reports);
-      return reports.map(() => undefined);
-    }, batch);
+    }, KEY_LOOKUP_BATCH);
+    // Wherever a device was deleted, the process holding its tunnel closes it.
+    deps.feed.on('device_deleted', (device) =>
+      this.disconnect(
+        { organizationId: device.organization_id, deviceId: device.device_id },
+        CloseCode.authFailed,
+        'device deleted',
+      ),
+    );
   }
 
   /** Device → cloud actions; a later registration for the same action replaces the earlier. */
@@ -207,11 +205,10 @@ export class TunnelHub {
     this.#handlers.set(action, handler);
   }
 
-  /** Listeners for presence changes (the update engine dispatches to devices coming online). */
-  onlineListeners: ((device: DeviceRef & { agentVersion: string | undefined }) => void)[] = [];
-  offlineListeners: ((device: DeviceRef) => void)[] = [];
-  /** After a device said what it runs (and which update it is in the middle of). */
-  infoListeners: ((device: ConnectedDevice, info: DeviceInfoPayload) => void)[] = [];
+  /** The update engine reconciles a reconnected device with what it says it is doing. */
+  onDeviceInfo(listener: DeviceInfoListener): void {
+    this.#infoListeners.push(listener);
+  }
 
   get connectedCount(): number {
     return this.#links.size;
@@ -247,23 +244,9 @@ export class TunnelHub {
   }
 
   async start(): Promise<void> {
-    const { db, config } = this.#deps;
-    await repo.registerNode(db, this.nodeId);
-    const staleSeconds = Math.max(3, (3 * config.heartbeatIntervalMs) / 1000);
-    const released = await repo.releaseDeadNodes(db, staleSeconds);
-    if (released > 0) this.#deps.log.info({ released }, 'devices of stopped replicas marked offline');
-    const sweepMs = Math.max(100, Math.floor(config.heartbeatIntervalMs / 2));
+    await this.#deps.presence.start(() => this.#collectSeen());
+    const sweepMs = Math.max(100, Math.floor(this.#deps.config.heartbeatIntervalMs / 2));
     this.#timers.push(setInterval(() => this.#sweep(), sweepMs));
-    this.#timers.push(
-      setInterval(
-        () => {
-          this.#flush(staleSeconds).catch((error: Error) =>
-            this.#deps.log.warn({ err: error }, 'presence flush failed'),
-          );
-        },
-        Math.min(FLUSH_INTERVAL_MS, config.heartbeatIntervalMs),
-      ),
-    );
     for (const timer of this.#timers) timer.unref();
   }
 
@@ -344,7 +327,7 @@ export class TunnelHub {
         }),
     );
     await Promise.all(closed);
-    await repo.removeNode(this.#deps.db, this.nodeId).catch(() => {});
+    await this.#deps.presence.stop();
     this.#wss.close();
   }
 
@@ -478,16 +461,14 @@ export class TunnelHub {
     this.#links.set(link.key, link);
     if (previous) previous.socket.close(CloseCode.replaced, 'replaced by a newer connection');
     else this.#deps.metrics.connectedDevices.inc();
-    await this.#markOnline.add({
+    await this.#deps.presence.online({
       organizationId: link.organizationId,
       deviceId: link.deviceId,
       agentVersion: message.version ?? null,
     });
     if (this.#links.get(link.key) !== link || link.socket.readyState !== WebSocket.OPEN) {
       // It went away while the online mark waited for its batch: undo the mark.
-      if (!this.#links.has(link.key)) {
-        await repo.markOffline(this.#deps.db, link.organizationId, link.deviceId, this.nodeId);
-      }
+      if (!this.#links.has(link.key)) await this.#deps.presence.offline(link.organizationId, link.deviceId);
       return;
     }
     this.#send(link, { type: 'connected', device_id: link.deviceId });
@@ -495,9 +476,6 @@ export class TunnelHub {
       { organization_id: link.organizationId, device_id: link.deviceId, agent_version: message.version },
       'device online',
     );
-    for (const listener of this.onlineListeners) {
-      listener({ organizationId: link.organizationId, deviceId: link.deviceId, agentVersion: message.version });
-    }
   }
 
   #onResponse(link: DeviceLink, message: Envelope): void {
@@ -550,13 +528,13 @@ export class TunnelHub {
     if (!validate.deviceInfo.Check(payload)) {
       throw new AppError(400, 'invalid_payload', `device_info: ${payloadProblem(validate.deviceInfo, payload)}`);
     }
-    await this.#reportVersion.add({
+    await this.#deps.presence.reportVersion({
       organizationId: device.organizationId,
       deviceId: device.deviceId,
       currentVersion: payload.current_version,
       agentVersion: payload.agent_version ?? null,
     });
-    for (const listener of this.infoListeners) listener(device, payload);
+    for (const listener of this.#infoListeners) listener(device, payload);
     return { ok: true };
   }
 
@@ -570,12 +548,10 @@ export class TunnelHub {
     if (!link.authenticated || this.#links.get(link.key) !== link) return;
     this.#links.delete(link.key);
     this.#deps.metrics.connectedDevices.dec();
-    const device = { organizationId: link.organizationId, deviceId: link.deviceId };
     this.#deps.log.info({ organization_id: link.organizationId, device_id: link.deviceId, code }, 'device offline');
-    repo
-      .markOffline(this.#deps.db, link.organizationId, link.deviceId, this.nodeId)
+    this.#deps.presence
+      .offline(link.organizationId, link.deviceId)
       .catch((error: Error) => this.#deps.log.warn({ err: error }, 'could not mark a device offline'));
-    for (const listener of this.offlineListeners) listener(device);
   }
 
   /** Drops silent links, pings the rest at the WebSocket level, resets abuse counters. */
@@ -599,17 +575,15 @@ export class TunnelHub {
     }
   }
 
-  async #flush(staleSeconds: number): Promise<void> {
-    const { db } = this.#deps;
-    const seen: { organizationId: string; deviceId: string; at: Date }[] = [];
+  /** The devices heard from since the last call, for presence's last-seen write. */
+  #collectSeen(): SeenDevice[] {
+    const seen: SeenDevice[] = [];
     for (const link of this.#links.values()) {
       if (!link.seenSinceFlush) continue;
       link.seenSinceFlush = false;
       seen.push({ organizationId: link.organizationId, deviceId: link.deviceId, at: new Date(link.lastSeenMs) });
     }
-    await repo.touchLastSeen(db, seen);
-    await repo.beatNode(db, this.nodeId);
-    await repo.releaseDeadNodes(db, staleSeconds);
+    return seen;
   }
 
   #send(link: DeviceLink, message: Envelope): void {

@@ -4,6 +4,8 @@
  * work items, claimed with FOR UPDATE SKIP LOCKED, so a restart resumes from the database
  * and no row is dispatched by two replicas.
  */
+
+import type { Logger } from 'pino';
 import { signManifest } from '../../protocol/manifest.ts';
 import {
   CloudAction,
@@ -15,53 +17,30 @@ import {
   validate,
 } from '../../protocol/tunnel.ts';
 import { formatWireError, TunnelErrorCode, type WireError } from '../../protocol/wire-error.ts';
+import * as devicesRepo from '../devices/repo.ts';
+import type { EventFeed } from '../events/feed.ts';
 import * as firmwareRepo from '../firmware/repo.ts';
+import type { BlobStore } from '../infra/blobstore/types.ts';
+import type { Config } from '../infra/config.ts';
+import type { Db } from '../infra/db.ts';
 import { BadRequestError } from '../infra/errors.ts';
+import type { Metrics } from '../infra/metrics.ts';
 import { findSigningKeys } from '../orgs/repo.ts';
-import type { Services } from '../services.ts';
 import {
   type ConnectedDevice,
   DeviceCommandError,
   DeviceOfflineError,
   type DeviceRef,
   DeviceUnresponsiveError,
+  type TunnelHub,
 } from '../tunnel/hub.ts';
 import * as repo from './repo.ts';
 import { committedVersionsAfter, rollbackTargetAfter } from './rollback.ts';
 import { isActive } from './status.ts';
+import type { UpdateTransitions } from './transitions.ts';
 
 /** Rows claimed per statement; the tunnel writes are cheap, the round trips are not. */
 const CLAIM_BATCH = 1000;
-
-export interface OtaEvent {
-  organization_id: string;
-  device_id: string;
-  update_id: string;
-  deployment_id: string | null;
-  status: repo.UpdateRow['status'];
-  previous_status: repo.UpdateRow['status'] | null;
-  phase: string | null;
-  progress: number;
-  target_version: string;
-  error: { code: string; message: string } | null;
-  at: string;
-}
-
-export function otaEventOf(row: repo.UpdateRow, previous: repo.UpdateRow['status'] | null): OtaEvent {
-  return {
-    organization_id: row.organization_id,
-    device_id: row.device_id,
-    update_id: row.id,
-    deployment_id: row.deployment_id,
-    status: row.status,
-    previous_status: previous,
-    phase: row.phase,
-    progress: row.progress,
-    target_version: row.target_version,
-    error: row.error_code ? { code: row.error_code, message: row.error_message ?? '' } : null,
-    at: new Date().toISOString(),
-  };
-}
 
 /**
  * Why a device refused `ota_update`, as the update's failure code and message (the device's
@@ -81,36 +60,54 @@ export function commandRefusal(refusal: WireError): { code: string; message: str
   return { code: refusal.code === TunnelErrorCode.unspecified ? 'refused' : refusal.code, message: text };
 }
 
+export interface UpdateEngineDeps {
+  config: Config;
+  db: Db;
+  store: BlobStore;
+  metrics: Metrics;
+  log: Logger;
+  tunnel: TunnelHub;
+  feed: EventFeed;
+  transitions: UpdateTransitions;
+  /** This process among the replicas: it dispatches to the devices whose tunnel it holds. */
+  nodeId: string;
+}
+
 export class UpdateEngine {
-  readonly #services: Services;
+  readonly #deps: UpdateEngineDeps;
   readonly #timers: NodeJS.Timeout[] = [];
   readonly #signingKeys = new Map<string, string>();
   #dispatching: Promise<void> | undefined;
   #again = false;
   #stopped = false;
 
-  constructor(services: Services) {
-    this.#services = services;
-    const { tunnel } = services;
+  constructor(deps: UpdateEngineDeps) {
+    this.#deps = deps;
+    const { tunnel, feed, log } = deps;
     tunnel.onDeviceRequest(DeviceAction.otaProgress, (device, payload) => this.#onProgress(device, payload));
     tunnel.onDeviceRequest(DeviceAction.otaResult, (device, payload) => this.#onResult(device, payload));
     tunnel.onDeviceRequest(DeviceAction.otaRefreshUrl, (device, payload) => this.#onRefreshUrl(device, payload));
-    tunnel.onlineListeners.push(() => this.kick());
-    tunnel.infoListeners.push((device, info) => {
+    tunnel.onDeviceInfo((device, info) => {
       this.#reconcile(device, info).catch((error: Error) =>
-        services.log.warn({ err: error, device_id: device.deviceId }, 'reconciling a reconnected device failed'),
+        log.warn({ err: error, device_id: device.deviceId }, 'reconciling a reconnected device failed'),
       );
     });
+    // Wake-ups from any process: an update queued (new or back to the queue), a device online.
+    feed.on('ota', (event) => {
+      if (event.status === 'queued') this.kick();
+    });
+    feed.on('device', (event) => {
+      if (event.online) this.kick();
+    });
+    feed.onResync(() => this.kick());
   }
 
   start(): void {
-    const { config } = this.#services;
+    const { config } = this.#deps;
     this.#timers.push(setInterval(() => this.kick(), config.dispatchIntervalMs));
     this.#timers.push(
       setInterval(() => {
-        this.expireOverdue().catch((error: Error) =>
-          this.#services.log.warn({ err: error }, 'expiring updates failed'),
-        );
+        this.expireOverdue().catch((error: Error) => this.#deps.log.warn({ err: error }, 'expiring updates failed'));
       }, config.dispatchIntervalMs),
     );
     for (const timer of this.#timers) timer.unref();
@@ -136,7 +133,7 @@ export class UpdateEngine {
           await this.dispatchDueUpdates();
         } while (this.#again && !this.#stopped);
       } catch (error) {
-        this.#services.log.error({ err: error }, 'dispatch pass failed');
+        this.#deps.log.error({ err: error }, 'dispatch pass failed');
       } finally {
         this.#dispatching = undefined;
       }
@@ -145,24 +142,23 @@ export class UpdateEngine {
 
   /** Claims queued updates of devices connected here and sends their commands. */
   async dispatchDueUpdates(): Promise<number> {
-    const { db, tunnel, config } = this.#services;
+    const { transitions, nodeId, config } = this.#deps;
     let total = 0;
     for (;;) {
-      const claimed = await repo.claimQueuedUpdates(db, tunnel.nodeId, CLAIM_BATCH, config.updateTimeoutSeconds);
+      const claimed = await transitions.claim(nodeId, CLAIM_BATCH, config.updateTimeoutSeconds);
       if (claimed.length === 0) return total;
       total += claimed.length;
-      for (const row of claimed) this.#emit(row, 'queued');
       await Promise.all(claimed.map((row) => this.#sendCommand(row)));
       if (claimed.length < CLAIM_BATCH) return total;
     }
   }
 
   async expireOverdue(): Promise<void> {
-    for (const row of await repo.expireOverdueUpdates(this.#services.db)) this.#emit(row, row.previous_status);
+    await this.#deps.transitions.expireOverdue();
   }
 
   async #sendCommand(row: repo.UpdateRow): Promise<void> {
-    const { tunnel, log, metrics } = this.#services;
+    const { tunnel, log, metrics } = this.#deps;
     const device = { organizationId: row.organization_id, deviceId: row.device_id };
     let payload: OtaUpdatePayload;
     try {
@@ -183,12 +179,7 @@ export class UpdateEngine {
       }
       if (error instanceof DeviceOfflineError || error instanceof DeviceUnresponsiveError) {
         // It may not have seen the command: back to the queue, sent again (same id) when it returns.
-        const requeued = await repo.transitionUpdate(
-          this.#services.db,
-          { organizationId: row.organization_id, id: row.id },
-          'queued',
-        );
-        if (requeued) this.#emit(requeued, requeued.previous_status);
+        await this.#deps.transitions.move({ organizationId: row.organization_id, id: row.id }, 'queued');
         return;
       }
       log.error({ err: error, update_id: row.id }, 'sending ota_update failed');
@@ -196,7 +187,7 @@ export class UpdateEngine {
   }
 
   async #commandPayload(row: repo.UpdateRow): Promise<OtaUpdatePayload> {
-    const { db, store, config } = this.#services;
+    const { db, store, config } = this.#deps;
     const firmware = await firmwareRepo.findFirmware(db, row.organization_id, row.target_version);
     if (!firmware) throw new Error(`firmware ${row.target_version} is no longer in the store`);
     const link = await store.downloadLink(firmware.storage_key, config.downloadLinkTtlSeconds);
@@ -226,7 +217,7 @@ export class UpdateEngine {
   async #signingKey(organizationId: string): Promise<string> {
     let key = this.#signingKeys.get(organizationId);
     if (!key) {
-      const keys = await findSigningKeys(this.#services.db, organizationId);
+      const keys = await findSigningKeys(this.#deps.db, organizationId);
       if (!keys) throw new Error(`organization ${organizationId} has no signing key`);
       key = keys.privateKeyPem;
       this.#signingKeys.set(organizationId, key);
@@ -235,26 +226,21 @@ export class UpdateEngine {
   }
 
   async #fail(row: repo.UpdateRow, code: string, message: string): Promise<void> {
-    const failed = await repo.transitionUpdate(
-      this.#services.db,
-      { organizationId: row.organization_id, id: row.id },
-      'failed',
-      { errorCode: code, errorMessage: message },
-    );
-    if (failed) this.#emit(failed, failed.previous_status);
+    await this.#deps.transitions.move({ organizationId: row.organization_id, id: row.id }, 'failed', {
+      errorCode: code,
+      errorMessage: message,
+    });
   }
 
   async #onProgress(device: DeviceRef, payload: unknown): Promise<unknown> {
     if (!validate.otaProgress.Check(payload)) throw new BadRequestError('invalid_payload', 'ota_progress payload');
-    const { db, config, metrics } = this.#services;
-    const row = await repo.transitionUpdate(
-      db,
+    const { transitions, config, metrics } = this.#deps;
+    await transitions.move(
       { organizationId: device.organizationId, id: payload.update_id, deviceId: device.deviceId },
       'in_progress',
       { phase: payload.phase, progress: payload.progress, deadlineInSeconds: config.updateTimeoutSeconds },
     );
     metrics.reportsIngested.inc();
-    if (row) this.#emit(row, row.previous_status);
     return { ok: true };
   }
 
@@ -262,50 +248,51 @@ export class UpdateEngine {
     if (!validate.otaResult.Check(payload)) {
       throw new BadRequestError('invalid_payload', `ota_result: ${payloadProblem(validate.otaResult, payload)}`);
     }
-    const { db, metrics } = this.#services;
+    const { db, metrics, transitions } = this.#deps;
     metrics.reportsIngested.inc();
     const row = await repo.findUpdate(db, device.organizationId, payload.update_id);
     // Unknown or not this device's: acknowledge, so the device stops resending it.
     if (!row || row.device_id !== device.deviceId) return { ok: true, ignored: true };
     const succeeded = payload.status === 'completed' && payload.current_version === row.target_version;
-    const transitioned = await db.transaction(async (tx) => {
+    await db.transaction(async (tx) => {
       const where = { organizationId: device.organizationId, id: row.id, deviceId: device.deviceId };
-      const changed = succeeded
-        ? await repo.transitionUpdate(tx, where, 'completed', { phase: 'completed', errorCode: null })
-        : await repo.transitionUpdate(tx, where, 'failed', {
+      if (succeeded) await transitions.move(where, 'completed', { phase: 'completed', errorCode: null }, tx);
+      else {
+        await transitions.move(
+          where,
+          'failed',
+          {
             phase: 'failed',
             errorCode: payload.error?.code ?? (payload.status === 'completed' ? 'version_mismatch' : 'failed'),
             errorMessage:
               payload.error?.message ?? `the device reports ${payload.current_version}, not ${row.target_version}`,
-          });
+          },
+          tx,
+        );
+      }
       // What the device runs is its own truth, even when the report comes late. After an
       // update the version it left is its rollback target (a re-install leaves it as it was);
       // after a rollback there is none. Both ends of a success are versions it committed.
-      await repo.recordDeviceVersion(
+      await devicesRepo.recordDeviceVersion(
         tx,
         device.organizationId,
         device.deviceId,
         payload.current_version,
         rollbackTargetAfter(row, succeeded, payload.current_version),
       );
-      await repo.recordRunVersions(
+      await devicesRepo.recordRunVersions(
         tx,
         device.organizationId,
         device.deviceId,
         committedVersionsAfter(row, succeeded, payload.current_version),
       );
-      return changed;
     });
-    if (transitioned) {
-      metrics.updatesByStatus.labels(transitioned.status).inc();
-      this.#emit(transitioned, transitioned.previous_status);
-    }
     return { ok: true };
   }
 
   async #onRefreshUrl(device: DeviceRef, payload: unknown): Promise<unknown> {
     if (!validate.otaRefreshUrl.Check(payload)) throw new BadRequestError('invalid_payload', 'ota_refresh_url payload');
-    const { db, store, config } = this.#services;
+    const { db, store, config } = this.#deps;
     const row = await repo.findUpdate(db, device.organizationId, payload.update_id);
     if (!row || row.device_id !== device.deviceId || !isActive(row.status)) {
       throw new BadRequestError('update_not_active', 'that update is not active for this device');
@@ -321,23 +308,14 @@ export class UpdateEngine {
    * does not know never reached it: queue it again (same id, so a duplicate is harmless).
    */
   async #reconcile(device: ConnectedDevice, info: DeviceInfoPayload): Promise<void> {
-    const { db } = this.#services;
+    const { db, transitions } = this.#deps;
     const active = await repo.findActiveUpdate(db, device.organizationId, device.deviceId);
     // Only a command sent over an earlier tunnel can have been lost; one sent over this
     // tunnel may simply not have arrived before the device spoke.
     const sentBeforeThisTunnel = (active?.dispatched_at?.getTime() ?? Number.POSITIVE_INFINITY) < device.connectedAtMs;
     if (active?.status === 'dispatched' && info.update_id !== active.id && sentBeforeThisTunnel) {
-      const requeued = await repo.transitionUpdate(
-        db,
-        { organizationId: device.organizationId, id: active.id },
-        'queued',
-      );
-      if (requeued) this.#emit(requeued, requeued.previous_status);
+      await transitions.move({ organizationId: device.organizationId, id: active.id }, 'queued');
     }
     if (active) this.kick();
-  }
-
-  #emit(row: repo.UpdateRow, previous: repo.UpdateRow['status'] | null): void {
-    this.#services.events.emit('ota', otaEventOf(row, previous));
   }
 }

@@ -1,5 +1,6 @@
+import { EVENT_AT_SQL, MAX_EVENT_TEXT, notifySql } from '../events/feed.ts';
 import type { Queryable } from '../infra/db.ts';
-import { ACTIVE_STATUSES, statusesLeadingTo, type UpdateStatus } from './status.ts';
+import { ACTIVE_STATUSES, REPORTED_STATUSES, TERMINAL_STATUSES, type UpdateStatus } from './status.ts';
 
 export interface UpdateRow {
   id: string;
@@ -40,28 +41,6 @@ export interface NewUpdate {
   force: boolean;
 }
 
-/** Undefined when the device already has an active update (the partial unique index). */
-export async function insertUpdate(db: Queryable, update: NewUpdate): Promise<UpdateRow | undefined> {
-  const [row] = await db.query<UpdateRow>(
-    `INSERT INTO ota_updates (id, organization_id, device_id, deployment_id, kind, target_version, from_version, force,
-       status)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued')
-     ON CONFLICT (organization_id, device_id) WHERE status IN ('queued', 'dispatched', 'in_progress') DO NOTHING
-     RETURNING ${COLUMNS}`,
-    [
-      update.id,
-      update.organizationId,
-      update.deviceId,
-      update.deploymentId,
-      update.kind,
-      update.targetVersion,
-      update.fromVersion,
-      update.force,
-    ],
-  );
-  return row;
-}
-
 export async function findUpdate(db: Queryable, organizationId: string, id: string) {
   const [row] = await db.query<UpdateRow>(`SELECT ${COLUMNS} FROM ota_updates WHERE organization_id = $1 AND id = $2`, [
     organizationId,
@@ -96,6 +75,55 @@ export function listDeviceUpdates(db: Queryable, organizationId: string, deviceI
   );
 }
 
+/**
+ * The partial unique index of migration 001 (one active update per device). Its predicate is
+ * literal SQL, which `ON CONFLICT` must repeat to infer the index; a test checks that it lists
+ * ACTIVE_STATUSES and that the database's index says the same.
+ */
+export const ONE_ACTIVE_PER_DEVICE = `(organization_id, device_id) WHERE status IN (${ACTIVE.map((status) => `'${status}'`).join(', ')})`;
+
+/** The `ota` event of a changed row `c` (with `c.previous_status`), built in SQL: see events/feed.ts. */
+const OTA_EVENT = notifySql(
+  'ota',
+  `json_build_object(
+     'organization_id', c.organization_id, 'device_id', c.device_id, 'update_id', c.id,
+     'deployment_id', c.deployment_id, 'status', c.status, 'previous_status', c.previous_status, 'phase', c.phase,
+     'progress', c.progress, 'target_version', c.target_version,
+     'error', CASE WHEN c.error_code IS NULL THEN NULL
+       ELSE json_build_object('code', c.error_code, 'message', left(coalesce(c.error_message, ''), ${MAX_EVENT_TEXT})) END,
+     'at', ${EVENT_AT_SQL})`,
+);
+
+/**
+ * Inserts updates as `queued`, skipping devices that already have an active one, and announces
+ * each (previous status null) in the same statement. Only updates/transitions.ts calls this.
+ */
+export function insertQueued(db: Queryable, updates: readonly NewUpdate[]): Promise<Transitioned[]> {
+  return db.query<Transitioned>(
+    `WITH c AS (
+       INSERT INTO ota_updates (id, organization_id, device_id, deployment_id, kind, target_version, from_version,
+         force, status)
+       SELECT n.id, n.organization_id, n.device_id, n.deployment_id, n.kind, n.target_version, n.from_version, n.force,
+         'queued'
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::boolean[])
+         AS n(id, organization_id, device_id, deployment_id, kind, target_version, from_version, force)
+       ON CONFLICT ${ONE_ACTIVE_PER_DEVICE} DO NOTHING
+       RETURNING ${COLUMNS}, NULL::text AS previous_status
+     )
+     SELECT c.* FROM c, LATERAL (SELECT ${OTA_EVENT}) AS announced`,
+    [
+      updates.map((u) => u.id),
+      updates.map((u) => u.organizationId),
+      updates.map((u) => u.deviceId),
+      updates.map((u) => u.deploymentId),
+      updates.map((u) => u.kind),
+      updates.map((u) => u.targetVersion),
+      updates.map((u) => u.fromVersion),
+      updates.map((u) => u.force),
+    ],
+  );
+}
+
 export interface TransitionFields {
   phase?: string | null;
   progress?: number;
@@ -105,152 +133,91 @@ export interface TransitionFields {
   deadlineInSeconds?: number;
 }
 
-export type Transitioned = UpdateRow & { previous_status: UpdateStatus };
+export type Transitioned = UpdateRow & { previous_status: UpdateStatus | null };
+
+/** Which rows a transition applies to (each only if its status may lead to the target). */
+export type Selection =
+  | { kind: 'one'; organizationId: string; id: string; deviceId?: string | undefined }
+  /** Queued updates of devices whose tunnel `nodeId` holds, oldest first; SKIP LOCKED. */
+  | { kind: 'claim'; nodeId: string; limit: number }
+  /** Active updates whose report deadline has passed. */
+  | { kind: 'overdue' };
 
 /**
- * The one way an update's status changes: a conditional UPDATE that only matches when the
- * row is in a status from which `to` is allowed, returning the row and the status it left.
- * A duplicate, late or out-of-order report matches nothing and changes nothing.
- * Progress only moves forward within a status.
+ * Every status change of existing rows: one statement that locks the selected rows still in a
+ * status from which `to` is allowed (`from`, from status.ts), changes them, returns each with
+ * the status it really left, and announces each change on the event feed. A duplicate, late or
+ * out-of-order report matches nothing and changes nothing. Progress only moves forward within a
+ * status. Only updates/transitions.ts calls this.
  */
-export async function transitionUpdate(
+export function applyTransition(
   db: Queryable,
-  where: { organizationId: string; id: string; deviceId?: string },
+  selection: Selection,
+  from: readonly UpdateStatus[],
   to: UpdateStatus,
   fields: TransitionFields = {},
-): Promise<Transitioned | undefined> {
-  const from = statusesLeadingTo(to);
-  const [row] = await db.query<Transitioned>(
-    `UPDATE ota_updates AS u SET
-       status = $4,
-       phase = CASE WHEN $5::boolean THEN $6 ELSE u.phase END,
+): Promise<Transitioned[]> {
+  const params: unknown[] = [];
+  const $ = (value: unknown) => `$${params.push(value)}`;
+  const status = $(to);
+  const hasPhase = $(fields.phase !== undefined);
+  const phase = $(fields.phase ?? null);
+  const progress = $(fields.progress ?? null);
+  const hasError = $(fields.errorCode !== undefined);
+  const errorCode = $(fields.errorCode ?? null);
+  const errorMessage = $(fields.errorMessage ?? null);
+  const deadline = $(fields.deadlineInSeconds ?? null);
+  const set = `
+       status = ${status},
+       phase = CASE WHEN ${hasPhase}::boolean THEN ${phase} ELSE u.phase END,
        progress = CASE
-         WHEN $4 = 'completed' THEN 100
-         WHEN $7::int IS NULL THEN u.progress
-         WHEN u.status = $4 THEN GREATEST(u.progress, $7::int)
-         ELSE $7::int END,
-       error_code = CASE WHEN $8::boolean THEN $9 ELSE u.error_code END,
-       error_message = CASE WHEN $8::boolean THEN $10 ELSE u.error_message END,
-       deadline_at = CASE WHEN $11::int IS NULL THEN u.deadline_at ELSE now() + make_interval(secs => $11::int) END,
-       dispatched_at = CASE WHEN $4 = 'dispatched' THEN now() ELSE u.dispatched_at END,
-       attempts = CASE WHEN $4 = 'dispatched' THEN u.attempts + 1 ELSE u.attempts END,
-       last_report_at = CASE WHEN $4 IN ('in_progress', 'completed', 'failed') THEN now() ELSE u.last_report_at END,
-       finished_at = CASE WHEN $4 IN ('completed', 'failed', 'timed_out', 'cancelled', 'skipped') THEN now() ELSE NULL END,
-       updated_at = now()
-     FROM (SELECT id, status FROM ota_updates WHERE id = $2 FOR UPDATE) AS old
-     WHERE u.id = old.id AND u.organization_id = $1 AND ($3::text IS NULL OR u.device_id = $3)
-       AND u.status = ANY($12::text[])
-     RETURNING ${COLUMNS.split(',')
-       .map((column) => `u.${column.trim()}`)
-       .join(', ')}, old.status AS previous_status`,
-    [
-      where.organizationId,
-      where.id,
-      where.deviceId ?? null,
-      to,
-      fields.phase !== undefined,
-      fields.phase ?? null,
-      fields.progress ?? null,
-      fields.errorCode !== undefined,
-      fields.errorCode ?? null,
-      fields.errorMessage ?? null,
-      fields.deadlineInSeconds ?? null,
-      from,
-    ],
-  );
-  return row;
-}
-
-/**
- * Claims up to `limit` queued updates of devices whose tunnel this replica holds, moving
- * them to dispatched in the same statement. SKIP LOCKED: replicas never claim the same row.
- */
-export function claimQueuedUpdates(
-  db: Queryable,
-  nodeId: string,
-  limit: number,
-  deadlineInSeconds: number,
-  device?: { organizationId: string; deviceId: string },
-): Promise<UpdateRow[]> {
-  return db.query<UpdateRow>(
-    `UPDATE ota_updates AS u SET status = 'dispatched', dispatched_at = now(), attempts = u.attempts + 1,
-       deadline_at = now() + make_interval(secs => $3::int), updated_at = now()
-     FROM (
-       SELECT q.id FROM ota_updates q
-       JOIN devices d ON d.organization_id = q.organization_id AND d.device_id = q.device_id
-       WHERE q.status = 'queued' AND d.connected_node = $1
-         AND ($4::text IS NULL OR (q.organization_id = $4 AND q.device_id = $5))
-       ORDER BY q.created_at
-       LIMIT $2
-       FOR UPDATE OF q SKIP LOCKED
-     ) AS claimed
-     WHERE u.id = claimed.id
-     RETURNING ${COLUMNS.split(',')
-       .map((column) => `u.${column.trim()}`)
-       .join(', ')}`,
-    [nodeId, limit, deadlineInSeconds, device?.organizationId ?? null, device?.deviceId ?? null],
-  );
-}
-
-/** Updates whose device has not reported in time. */
-export function expireOverdueUpdates(db: Queryable): Promise<Transitioned[]> {
+         WHEN ${status} = 'completed' THEN 100
+         WHEN ${progress}::int IS NULL THEN u.progress
+         WHEN u.status = ${status} THEN GREATEST(u.progress, ${progress}::int)
+         ELSE ${progress}::int END,
+       error_code = CASE WHEN ${hasError}::boolean THEN ${errorCode} ELSE u.error_code END,
+       error_message = CASE WHEN ${hasError}::boolean THEN ${errorMessage} ELSE u.error_message END,
+       deadline_at = CASE WHEN ${deadline}::int IS NULL THEN u.deadline_at ELSE now() + make_interval(secs => ${deadline}::int) END,
+       dispatched_at = CASE WHEN ${status} = 'dispatched' THEN now() ELSE u.dispatched_at END,
+       attempts = CASE WHEN ${status} = 'dispatched' THEN u.attempts + 1 ELSE u.attempts END,
+       last_report_at = CASE WHEN ${status} = ANY(${$([...REPORTED_STATUSES])}::text[]) THEN now() ELSE u.last_report_at END,
+       finished_at = CASE WHEN ${status} = ANY(${$([...TERMINAL_STATUSES])}::text[]) THEN now() ELSE NULL END,
+       updated_at = now()`;
+  const allowed = `q.status = ANY(${$([...from])}::text[])`;
+  let select: string;
+  switch (selection.kind) {
+    case 'one':
+      {
+        const deviceId = $(selection.deviceId ?? null);
+        select = `SELECT q.id, q.status FROM ota_updates q
+          WHERE q.id = ${$(selection.id)} AND q.organization_id = ${$(selection.organizationId)}
+            AND (${deviceId}::text IS NULL OR q.device_id = ${deviceId}) AND ${allowed}
+          FOR UPDATE OF q`;
+      }
+      break;
+    case 'claim':
+      select = `SELECT q.id, q.status FROM ota_updates q
+        JOIN devices d ON d.organization_id = q.organization_id AND d.device_id = q.device_id
+        WHERE ${allowed} AND d.connected_node = ${$(selection.nodeId)}
+        ORDER BY q.created_at
+        LIMIT ${$(selection.limit)}
+        FOR UPDATE OF q SKIP LOCKED`;
+      break;
+    case 'overdue':
+      select = `SELECT q.id, q.status FROM ota_updates q WHERE ${allowed} AND q.deadline_at < now()
+        FOR UPDATE OF q SKIP LOCKED`;
+      break;
+  }
   return db.query<Transitioned>(
-    `UPDATE ota_updates SET status = 'timed_out', error_code = 'timed_out',
-       error_message = 'the device did not report within the update timeout', finished_at = now(), updated_at = now()
-     WHERE status IN ('dispatched', 'in_progress') AND deadline_at < now()
-     RETURNING ${COLUMNS}, 'in_progress' AS previous_status`,
-  );
-}
-
-/**
- * Records the version a device reports, and its rollback target: a version, none (null), or
- * 'unchanged' (a failed or late report does not move it).
- */
-export async function recordDeviceVersion(
-  db: Queryable,
-  organizationId: string,
-  deviceId: string,
-  currentVersion: string,
-  rollbackTarget: string | null | 'unchanged',
-): Promise<void> {
-  await db.query(
-    `UPDATE devices SET current_version = $3,
-       previous_version = CASE WHEN $4::boolean THEN previous_version ELSE $5 END,
-       updated_at = now()
-     WHERE organization_id = $1 AND device_id = $2`,
-    [
-      organizationId,
-      deviceId,
-      currentVersion,
-      rollbackTarget === 'unchanged',
-      rollbackTarget === 'unchanged' ? null : rollbackTarget,
-    ],
-  );
-}
-
-/** Notes that the device has run and committed these versions, now (see migration 004). */
-export async function recordRunVersions(
-  db: Queryable,
-  organizationId: string,
-  deviceId: string,
-  versions: readonly string[],
-): Promise<void> {
-  if (versions.length === 0) return;
-  await db.query(
-    `INSERT INTO device_versions (organization_id, device_id, version)
-     SELECT d.organization_id, d.device_id, v.version
-     FROM devices d, unnest($3::text[]) AS v(version)
-     WHERE d.organization_id = $1 AND d.device_id = $2
-     ON CONFLICT (organization_id, device_id, version) DO UPDATE SET last_run_at = now()`,
-    [organizationId, deviceId, [...new Set(versions)]],
-  );
-}
-
-/** Every version the device has run and committed, with when it last ran it. */
-export function listRunVersions(db: Queryable, organizationId: string, deviceId: string) {
-  return db.query<{ version: string; last_run_at: Date }>(
-    `SELECT version, last_run_at FROM device_versions WHERE organization_id = $1 AND device_id = $2
-     ORDER BY last_run_at DESC`,
-    [organizationId, deviceId],
+    `WITH old AS (${select}),
+     c AS (
+       UPDATE ota_updates AS u SET ${set}
+       FROM old WHERE u.id = old.id
+       RETURNING ${COLUMNS.split(',')
+         .map((column) => `u.${column.trim()}`)
+         .join(', ')}, old.status AS previous_status
+     )
+     SELECT c.* FROM c, LATERAL (SELECT ${OTA_EVENT}) AS announced`,
+    params,
   );
 }

@@ -1,5 +1,6 @@
 /** Single-device updates and rollbacks, and the device's OTA record. */
 import { compareVersions } from '../../protocol/version.ts';
+import * as devicesRepo from '../devices/repo.ts';
 import { assertSemver, getDevice } from '../devices/service.ts';
 import * as firmwareRepo from '../firmware/repo.ts';
 import { getFirmware } from '../firmware/service.ts';
@@ -7,10 +8,10 @@ import { ConflictError, UnprocessableError } from '../infra/errors.ts';
 import { newId } from '../infra/secrets.ts';
 import type { Services } from '../services.ts';
 import { DeviceOfflineError } from '../tunnel/hub.ts';
-import { otaEventOf } from './engine.ts';
 import * as repo from './repo.ts';
 import { chooseRollbackTarget, rollbackVersions } from './rollback.ts';
 import { otaStatusOf } from './status.ts';
+import type { NewUpdate } from './transitions.ts';
 
 export type UpdateRequestResult =
   | { status: 'skipped'; reason: 'already_on_version'; device_id: string; current_version: string }
@@ -26,13 +27,12 @@ async function assertReachable(services: Services, organizationId: string, devic
   await services.tunnel.healthCheck({ organizationId, deviceId }, services.config.healthCheckTimeoutMs);
 }
 
-async function queue(services: Services, update: repo.NewUpdate): Promise<repo.UpdateRow> {
-  const row = await repo.insertUpdate(services.db, update);
+/** The engine of whichever process holds the device's tunnel hears of it through the event feed. */
+async function queue(services: Services, update: NewUpdate): Promise<repo.UpdateRow> {
+  const [row] = await services.transitions.create([update]);
   if (!row) {
     throw new ConflictError('update_in_progress', `device ${update.deviceId} is already being updated`);
   }
-  services.events.emit('ota', otaEventOf(row, null));
-  services.engine.kick();
   return row;
 }
 
@@ -88,7 +88,7 @@ export async function requestRollback(
 ) {
   if (request.version !== undefined) assertSemver(request.version);
   const device = await getDevice(services.db, organizationId, deviceId);
-  const run = await repo.listRunVersions(services.db, organizationId, deviceId);
+  const run = await devicesRepo.listRunVersions(services.db, organizationId, deviceId);
   const target = chooseRollbackTarget(device, run, request.version);
   if (!(await firmwareRepo.findFirmware(services.db, organizationId, target))) {
     throw new ConflictError('rollback_firmware_missing', `firmware ${target} is no longer in the store`);
@@ -127,7 +127,7 @@ export async function otaRecord(services: Services, organizationId: string, devi
     error: latest?.error_code ? { code: latest.error_code, message: latest.error_message ?? '' } : null,
     previous_version: device.previous_version,
     rollback_versions: rollbackVersions(
-      await repo.listRunVersions(services.db, organizationId, deviceId),
+      await devicesRepo.listRunVersions(services.db, organizationId, deviceId),
       device.current_version,
     ),
     update_id: latest?.id ?? null,

@@ -1,7 +1,8 @@
 /**
  * The per-device update state machine as plain data and pure functions (no I/O), after
  * Mender's device-deployment model. Every status change in the database goes through
- * `transitionUpdate` (repo.ts), which enforces `canTransition` with a conditional UPDATE.
+ * `UpdateTransitions` (transitions.ts), whose statements only match rows in a status listed here
+ * as leading to the target.
  */
 
 export const UPDATE_STATUSES = [
@@ -18,6 +19,9 @@ export type UpdateStatus = (typeof UPDATE_STATUSES)[number];
 
 /** Waiting for, or being worked on by, a device. At most one per device. */
 export const ACTIVE_STATUSES = ['queued', 'dispatched', 'in_progress'] as const satisfies readonly UpdateStatus[];
+/** What the dispatcher claims: waiting for a device connected to the claiming process. */
+export const CLAIMABLE_STATUSES = ['queued'] as const satisfies readonly UpdateStatus[];
+
 const TRANSITIONS: Record<UpdateStatus, readonly UpdateStatus[]> = {
   queued: ['dispatched', 'cancelled', 'failed', 'skipped'],
   // Back to queued when the device dropped before it took the command.
@@ -29,6 +33,12 @@ const TRANSITIONS: Record<UpdateStatus, readonly UpdateStatus[]> = {
   cancelled: [],
   skipped: [],
 };
+
+/** Finished: the row never changes again. */
+export const TERMINAL_STATUSES = UPDATE_STATUSES.filter((status) => TRANSITIONS[status].length === 0);
+
+/** Reached by a device's own report: they stamp `last_report_at`. */
+export const REPORTED_STATUSES = ['in_progress', 'completed', 'failed'] as const satisfies readonly UpdateStatus[];
 
 export function isActive(status: UpdateStatus): boolean {
   return (ACTIVE_STATUSES as readonly UpdateStatus[]).includes(status);

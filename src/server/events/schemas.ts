@@ -1,0 +1,69 @@
+/**
+ * The domain events every server process sees (events/feed.ts carries them through the
+ * database). Their payloads are these TypeBox schemas: the types, the check a received
+ * notification passes, and the `/api/v1/events` entry of the OpenAPI document.
+ */
+import { type Static, Type } from 'typebox';
+import { Compile } from 'typebox/compile';
+import { UPDATE_STATUSES } from '../updates/status.ts';
+
+const UpdateStatus = Type.Union(UPDATE_STATUSES.map((status) => Type.Literal(status)));
+const At = Type.String({ format: 'date-time', description: 'when the change was written' });
+
+/** An update's status, phase or progress changed (or it was created: `previous_status` null). */
+export const OtaEvent = Type.Object({
+  organization_id: Type.String(),
+  device_id: Type.String(),
+  update_id: Type.String(),
+  deployment_id: Type.Union([Type.String(), Type.Null()]),
+  status: UpdateStatus,
+  previous_status: Type.Union([UpdateStatus, Type.Null()]),
+  phase: Type.Union([Type.String(), Type.Null()]),
+  progress: Type.Integer({ minimum: 0, maximum: 100 }),
+  target_version: Type.String(),
+  error: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }), Type.Null()]),
+  at: At,
+});
+export type OtaEvent = Static<typeof OtaEvent>;
+
+/** A device's tunnel opened or closed (on any replica; a dead replica's devices go offline). */
+export const DeviceEvent = Type.Object({
+  organization_id: Type.String(),
+  device_id: Type.String(),
+  online: Type.Boolean(),
+  at: At,
+});
+export type DeviceEvent = Static<typeof DeviceEvent>;
+
+/** A device was deleted: whichever process holds its tunnel closes it. */
+export const DeviceDeletedEvent = Type.Object({
+  organization_id: Type.String(),
+  device_id: Type.String(),
+  at: At,
+});
+export type DeviceDeletedEvent = Static<typeof DeviceDeletedEvent>;
+
+/** Event name → payload. The names are the SSE `event:` field. */
+export const EVENT_SCHEMAS = {
+  ota: OtaEvent,
+  device: DeviceEvent,
+  device_deleted: DeviceDeletedEvent,
+} as const;
+export type EventName = keyof typeof EVENT_SCHEMAS;
+export type EventOf<Name extends EventName> = Static<(typeof EVENT_SCHEMAS)[Name]>;
+
+/** One notification on the feed's channel: `{ "type": name, "data": payload }`. */
+export const FeedMessage = Type.Union(
+  Object.entries(EVENT_SCHEMAS).map(([name, schema]) => Type.Object({ type: Type.Literal(name), data: schema })),
+);
+export const feedMessage = Compile(FeedMessage);
+
+/** The stream as the OpenAPI document shows it: one of these per SSE message. */
+export const EventStreamMessage = Type.Union(
+  Object.entries(EVENT_SCHEMAS).map(([name, schema]) =>
+    Type.Object(
+      { event: Type.Literal(name), data: schema },
+      { description: `\`event: ${name}\` with \`data:\` this JSON object` },
+    ),
+  ),
+);

@@ -1,0 +1,120 @@
+/**
+ * Replica presence: this process's entry among the replicas (`server_nodes`, beating), which
+ * devices it holds (`devices.online` / `connected_node`, written in batches), when they were
+ * last seen, and the clean-up of replicas that died holding devices. Every presence change is
+ * announced on the event feed by the statement that writes it (devices/repo.ts).
+ *
+ * The tunnel hub (hub.ts) tells it what happens on the sockets; it never sees a socket.
+ */
+import type { Logger } from 'pino';
+import * as devicesRepo from '../devices/repo.ts';
+import { Batcher } from '../infra/batcher.ts';
+import type { Config } from '../infra/config.ts';
+import type { Db } from '../infra/db.ts';
+import { newId } from '../infra/secrets.ts';
+import * as repo from './repo.ts';
+
+const FLUSH_INTERVAL_MS = 10_000;
+/** Connects and reports within this window share one statement. */
+const BATCH = { maxSize: 1000, maxDelayMs: 5 };
+
+export interface SeenDevice {
+  organizationId: string;
+  deviceId: string;
+  at: Date;
+}
+
+export interface PresenceDeps {
+  config: Config;
+  db: Db;
+  log: Logger;
+}
+
+export class Presence {
+  /** This process among the replicas: devices it holds carry it in `connected_node`. */
+  readonly nodeId = newId('node');
+  readonly #deps: PresenceDeps;
+  readonly #markOnline: Batcher<{ organizationId: string; deviceId: string; agentVersion: string | null }, void>;
+  readonly #reportVersion: Batcher<
+    { organizationId: string; deviceId: string; currentVersion: string; agentVersion: string | null },
+    void
+  >;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(deps: PresenceDeps) {
+    this.#deps = deps;
+    this.#markOnline = new Batcher(async (devices) => {
+      await devicesRepo.markOnline(deps.db, this.nodeId, devices);
+      return devices.map(() => undefined);
+    }, BATCH);
+    this.#reportVersion = new Batcher(async (reports) => {
+      await devicesRepo.reportCurrentVersions(deps.db, reports);
+      return reports.map(() => undefined);
+    }, BATCH);
+  }
+
+  /** A replica is dead after three missed beats. */
+  get #staleSeconds(): number {
+    return Math.max(3, (3 * this.#deps.config.heartbeatIntervalMs) / 1000);
+  }
+
+  /**
+   * Registers this replica, releases the devices of dead ones, and from then on beats and writes
+   * `collectSeen()` (the devices heard from since the last call) every flush interval.
+   */
+  async start(collectSeen: () => SeenDevice[]): Promise<void> {
+    const { db, config, log } = this.#deps;
+    await repo.registerNode(db, this.nodeId);
+    const released = await this.#releaseDeadNodes();
+    if (released > 0) log.info({ released }, 'devices of stopped replicas marked offline');
+    this.#timer = setInterval(
+      () => {
+        this.#flush(collectSeen()).catch((error: Error) => log.warn({ err: error }, 'presence flush failed'));
+      },
+      Math.min(FLUSH_INTERVAL_MS, config.heartbeatIntervalMs),
+    );
+    this.#timer.unref();
+  }
+
+  /** Leaves the replicas: the devices it held are offline, and it is forgotten. */
+  async stop(): Promise<void> {
+    clearInterval(this.#timer);
+    const { db } = this.#deps;
+    await devicesRepo.markOfflineOfMissingNodes(db, this.nodeId).catch(() => {});
+    await repo.deleteNode(db, this.nodeId).catch(() => {});
+  }
+
+  /** The device's tunnel is now held here (batched with others arriving at once). */
+  online(device: { organizationId: string; deviceId: string; agentVersion: string | null }): Promise<void> {
+    return this.#markOnline.add(device);
+  }
+
+  /** Its tunnel here closed; nothing changes if it is already held by another replica. */
+  offline(organizationId: string, deviceId: string): Promise<void> {
+    return devicesRepo.markOffline(this.#deps.db, organizationId, deviceId, this.nodeId);
+  }
+
+  /** What the device says it runs (batched). */
+  reportVersion(report: {
+    organizationId: string;
+    deviceId: string;
+    currentVersion: string;
+    agentVersion: string | null;
+  }): Promise<void> {
+    return this.#reportVersion.add(report);
+  }
+
+  async #flush(seen: SeenDevice[]): Promise<void> {
+    const { db } = this.#deps;
+    await devicesRepo.touchLastSeen(db, seen);
+    await repo.beatNode(db, this.nodeId);
+    await this.#releaseDeadNodes();
+  }
+
+  #releaseDeadNodes(): Promise<number> {
+    return this.#deps.db.transaction(async (tx) => {
+      await repo.deleteDeadNodes(tx, this.#staleSeconds);
+      return devicesRepo.markOfflineOfMissingNodes(tx);
+    });
+  }
+}

@@ -1,0 +1,92 @@
+/**
+ * Where an OTA status changes: the only code that writes `ota_updates.status` (a test checks
+ * it). Creation, claims, device reports, requeues and timeouts all come through here, batched
+ * where they are batched. The allowed statuses come from status.ts; the statement that changes
+ * a row also announces it on the event feed (repo.ts), so every process sees the change once
+ * it commits; the metric and the log line follow here, in the process that made it.
+ */
+import type { Logger } from 'pino';
+import type { Queryable } from '../infra/db.ts';
+import type { Metrics } from '../infra/metrics.ts';
+import * as repo from './repo.ts';
+import { CLAIMABLE_STATUSES, statusesLeadingTo, type UpdateStatus } from './status.ts';
+
+export type { NewUpdate, Transitioned, TransitionFields } from './repo.ts';
+
+export interface UpdateTransitionsDeps {
+  db: Queryable;
+  metrics: Metrics;
+  log: Logger;
+}
+
+export class UpdateTransitions {
+  readonly #deps: UpdateTransitionsDeps;
+
+  constructor(deps: UpdateTransitionsDeps) {
+    this.#deps = deps;
+  }
+
+  /** New `queued` updates; a device that already has an active update gets none (not returned). */
+  async create(updates: readonly repo.NewUpdate[], tx: Queryable = this.#deps.db): Promise<repo.Transitioned[]> {
+    if (updates.length === 0) return [];
+    return this.#followed(await repo.insertQueued(tx, updates));
+  }
+
+  /**
+   * One update to `to`, if its status allows it (else undefined: a late or duplicate report).
+   * `tx` runs it inside a caller's transaction (a result and the device's versions commit together).
+   */
+  async move(
+    where: { organizationId: string; id: string; deviceId?: string | undefined },
+    to: UpdateStatus,
+    fields: repo.TransitionFields = {},
+    tx: Queryable = this.#deps.db,
+  ): Promise<repo.Transitioned | undefined> {
+    const [row] = await repo.applyTransition(tx, { kind: 'one', ...where }, statusesLeadingTo(to), to, fields);
+    return row && this.#followed([row])[0];
+  }
+
+  /**
+   * Claims up to `limit` queued updates of devices whose tunnel `nodeId` holds, moving them to
+   * dispatched with a report deadline. SKIP LOCKED: replicas never claim the same row.
+   */
+  async claim(nodeId: string, limit: number, deadlineInSeconds: number): Promise<repo.Transitioned[]> {
+    return this.#followed(
+      await repo.applyTransition(this.#deps.db, { kind: 'claim', nodeId, limit }, CLAIMABLE_STATUSES, 'dispatched', {
+        deadlineInSeconds,
+      }),
+    );
+  }
+
+  /** Active updates whose device has not reported in time, each with the status it really left. */
+  async expireOverdue(): Promise<repo.Transitioned[]> {
+    return this.#followed(
+      await repo.applyTransition(this.#deps.db, { kind: 'overdue' }, statusesLeadingTo('timed_out'), 'timed_out', {
+        errorCode: 'timed_out',
+        errorMessage: 'the device did not report within the update timeout',
+      }),
+    );
+  }
+
+  /** The metric and one info line per status change (progress within a status is not one). */
+  #followed(rows: repo.Transitioned[]): repo.Transitioned[] {
+    const { metrics, log } = this.#deps;
+    for (const row of rows) {
+      if (row.status === row.previous_status) continue;
+      metrics.updatesByStatus.labels(row.status).inc();
+      log.info(
+        {
+          organization_id: row.organization_id,
+          device_id: row.device_id,
+          update_id: row.id,
+          ...(row.deployment_id ? { deployment_id: row.deployment_id } : {}),
+          target_version: row.target_version,
+          from: row.previous_status,
+          ...(row.error_code ? { error: { code: row.error_code, message: row.error_message ?? '' } } : {}),
+        },
+        `update ${row.status}`,
+      );
+    }
+    return rows;
+  }
+}
