@@ -1,0 +1,189 @@
+/**
+ * The deployment planner, pure: which devices a deployment takes, and in which batches. The
+ * service runs it on rows it read; a dry run answers exactly what the real run would do,
+ * because both go through these functions with the devices in the same order.
+ */
+import { compareVersions } from '../../protocol/version.ts';
+import type { BatchKind, BatchSize, DeploymentPlan, DeploymentSettings, DeviceSample } from './schemas.ts';
+import { PLAN_SAMPLE_IDS } from './schemas.ts';
+
+/** The settings that shape the batches. */
+export type BatchSettings = Pick<
+  DeploymentSettings,
+  'strategy' | 'batch_size' | 'canary_percent' | 'canary_count' | 'rest_strategy'
+>;
+
+export interface PlannedBatch {
+  index: number;
+  kind: BatchKind;
+  deviceIds: string[];
+}
+
+/**
+ * `percent` of `total`, rounded up. The epsilon keeps float noise (33.3% of 1000 computes as
+ * 333.00000000000006) from adding a device.
+ */
+export function percentOf(total: number, percent: number): number {
+  return Math.ceil((total * percent) / 100 - 1e-9);
+}
+
+/** A batch_size as a device count: a percentage is of the whole target list, rounded up, at least one. */
+export function batchSizeOf(batchSize: BatchSize, total: number): number {
+  if (typeof batchSize === 'number') return batchSize;
+  return Math.max(1, percentOf(total, Number.parseInt(batchSize, 10)));
+}
+
+/**
+ * How many devices the canary takes: the percentage rounded up (at least one), or the count.
+ * Never the whole fleet when there are two devices or more, else nothing would be left for the
+ * canary to protect.
+ */
+export function canarySizeOf(settings: BatchSettings, total: number): number {
+  if (total === 0) return 0;
+  const wanted =
+    settings.canary_count ??
+    (settings.canary_percent === null ? 1 : Math.max(1, percentOf(total, settings.canary_percent)));
+  return total === 1 ? 1 : Math.min(wanted, total - 1);
+}
+
+/** `count` devices in chunks of `size`, the last one smaller. */
+function chunks(count: number, size: number): number[] {
+  const sizes: number[] = [];
+  for (let left = count; left > 0; left -= size) sizes.push(Math.min(size, left));
+  return sizes;
+}
+
+/** The batch sizes, in order, for `total` devices. No devices: no batches. */
+export function batchSizes(total: number, settings: BatchSettings): { kind: BatchKind; size: number }[] {
+  if (total === 0) return [];
+  const batches = (sizes: number[]) => sizes.map((size) => ({ kind: 'batch' as const, size }));
+  switch (settings.strategy) {
+    case 'all_at_once':
+      return batches([total]);
+    case 'rolling':
+      return batches(chunks(total, batchSizeOf(requireBatchSize(settings), total)));
+    case 'canary': {
+      const canary = canarySizeOf(settings, total);
+      const rest = total - canary;
+      const restSizes =
+        settings.rest_strategy === 'rolling'
+          ? chunks(rest, batchSizeOf(requireBatchSize(settings), total))
+          : chunks(rest, rest);
+      return [{ kind: 'canary', size: canary }, ...batches(restSizes)];
+    }
+  }
+}
+
+/** checkDeploymentRequest guarantees it; a row read back without one is a bug, not a request to guess. */
+function requireBatchSize(settings: BatchSettings): BatchSize {
+  if (settings.batch_size === null) throw new Error(`a ${settings.strategy} deployment has no batch_size`);
+  return settings.batch_size;
+}
+
+/**
+ * The devices cut into batches, in the order given: the caller passes them in a stable order
+ * (explicit `device_ids` as listed, so an operator can name the canary first; otherwise by
+ * device id), so that a dry run and the real run plan the same batches. Duplicates count once.
+ */
+export function planBatches(deviceIds: readonly string[], settings: BatchSettings): PlannedBatch[] {
+  const unique = [...new Set(deviceIds)];
+  let start = 0;
+  return batchSizes(unique.length, settings).map(({ kind, size }, index) => {
+    const batch = { index, kind, deviceIds: unique.slice(start, start + size) };
+    start += size;
+    return batch;
+  });
+}
+
+/** A device the target selected, as the planner needs to see it. */
+export interface TargetCandidate {
+  device_id: string;
+  model: string | null;
+  current_version: string;
+  online: boolean;
+  /** In an active single update, or in another active deployment. */
+  busy: boolean;
+}
+
+export interface TargetRules {
+  version: string;
+  /** The firmware's compatible models; empty means every model. */
+  compatibleModels: readonly string[];
+  /** Re-install on devices that already run the version. */
+  force: boolean;
+}
+
+/**
+ * Why a device is (not) part of a deployment. Checked in this order, the first that applies:
+ * - `incompatible`: its model is not in the firmware's non-empty compatible_models (a device
+ *   without a model too), as the single-device update refuses it;
+ * - `skipped`: it already runs the version (unless force), or a newer one: devices refuse
+ *   silent downgrades, and a deployment never rolls a device back;
+ * - `busy`: it is in an active update or another active deployment; it is not touched;
+ * - `eligible`: it will be updated. An offline device is eligible: it is dispatched when it
+ *   comes online while the deployment is active, so it stays in its batch (the batch waits
+ *   for it, up to the device timeout once dispatched); a plan lists it as offline as well.
+ */
+export type TargetClass = 'eligible' | 'skipped' | 'incompatible' | 'busy';
+
+export function classifyTarget(device: TargetCandidate, rules: TargetRules): TargetClass {
+  if (rules.compatibleModels.length > 0 && !rules.compatibleModels.includes(device.model ?? '')) return 'incompatible';
+  const comparison = compareVersions(device.current_version, rules.version);
+  if (comparison > 0 || (comparison === 0 && !rules.force)) return 'skipped';
+  if (device.busy) return 'busy';
+  return 'eligible';
+}
+
+export interface TargetClassification {
+  eligible: string[];
+  skipped: string[];
+  incompatible: string[];
+  busy: string[];
+  /** The eligible devices that are offline now (also in `eligible`). */
+  offline: string[];
+}
+
+/** classifyTarget over the candidates, keeping their order in every list. */
+export function classifyTargets(candidates: readonly TargetCandidate[], rules: TargetRules): TargetClassification {
+  const result: TargetClassification = { eligible: [], skipped: [], incompatible: [], busy: [], offline: [] };
+  for (const device of candidates) {
+    const kind = classifyTarget(device, rules);
+    result[kind].push(device.device_id);
+    if (kind === 'eligible' && !device.online) result.offline.push(device.device_id);
+  }
+  return result;
+}
+
+function sampleOf(deviceIds: readonly string[]): DeviceSample {
+  return { count: deviceIds.length, device_ids: deviceIds.slice(0, PLAN_SAMPLE_IDS) };
+}
+
+/**
+ * The dry-run answer for candidates in their stable order: the eligible devices planned into
+ * batches, the rest counted by why they are left out.
+ */
+export function describePlan(
+  candidates: readonly TargetCandidate[],
+  rules: TargetRules,
+  settings: DeploymentSettings,
+  startAt: Date | null,
+): DeploymentPlan {
+  const classes = classifyTargets(candidates, rules);
+  return {
+    dry_run: true,
+    version: rules.version,
+    settings,
+    start_at: startAt,
+    total: classes.eligible.length,
+    batches: planBatches(classes.eligible, settings).map((batch) => ({
+      index: batch.index,
+      kind: batch.kind,
+      size: batch.deviceIds.length,
+      device_ids: batch.deviceIds.slice(0, PLAN_SAMPLE_IDS),
+    })),
+    skipped: sampleOf(classes.skipped),
+    incompatible: sampleOf(classes.incompatible),
+    busy: sampleOf(classes.busy),
+    offline: sampleOf(classes.offline),
+  };
+}
