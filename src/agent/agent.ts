@@ -69,6 +69,12 @@ export interface AgentOptions {
   rebootCommand?: string;
   /** Run with `/bin/sh -c` on a trial boot, `EDGEFLOW_VERSION` set; must exit 0. */
   healthCommand?: string;
+  /**
+   * The device's own health verdict instead of `healthCommand` (the simulator injects failures
+   * with it): asked on a trial boot with the trial version, and for every `health_check` from the
+   * cloud with the running one. Without it, `health_check` answers `healthy` while the agent runs.
+   */
+  health?: (version: string) => HealthVerdict | Promise<HealthVerdict>;
   healthTimeoutMs?: number;
   /** A trial boot must reach `connected` (and pass the health check) within this. Default 120 s. */
   confirmTimeoutMs?: number;
@@ -127,6 +133,7 @@ export class Agent extends EventEmitter {
       apiKey: options.apiKey,
       agentVersion: AGENT_VERSION,
       firmwareVersion: () => this.installer.currentVersion(),
+      health: options.health ? () => options.health!(this.installer.currentVersion()) : undefined,
       logger: this.logger,
       allowInsecure: options.allowInsecure,
       heartbeatIntervalMs: options.heartbeatIntervalMs,
@@ -327,6 +334,7 @@ export class Agent extends EventEmitter {
    * every trial boot, and callable whenever else the device's health matters (a bake period).
    */
   async runHealthCheck(version = this.currentVersion): Promise<HealthVerdict> {
+    if (this.options.health) return this.options.health(version);
     const command = this.options.healthCommand;
     if (!command) return { healthy: true, message: 'no health command configured' };
     const result = await runShell(command, {

@@ -13,7 +13,7 @@ export { type DownloadSink, FileDownloadSink, MemoryDownloadSink } from './downl
 export type { BootState, Installer, InstallImage, RevertOutcome, StepHook } from './installer.ts';
 export { createJsonLogger, type Logger, silentLogger } from './logger.ts';
 export { MemoryInstaller, type MemoryInstallerOptions } from './memory-installer.ts';
-export type { OtaSnapshot } from './ota-handler.ts';
+export type { HealthVerdict, OtaSnapshot } from './ota-handler.ts';
 export { RaucInstaller, type RaucInstallerOptions } from './rauc-installer.ts';
 export { ScriptInstaller, type ScriptInstallerOptions } from './script-installer.ts';
 export { type SwupdateOptions, swupdateSlotWriter } from './swupdate.ts';

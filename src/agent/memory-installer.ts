@@ -15,6 +15,8 @@ export class MemoryInstaller implements Installer {
   failBoot: boolean;
   private active: string;
   private pending: string | undefined;
+  /** The version committed before `active`: where a bootloader with the old slot intact falls back. */
+  private fallback: string | undefined;
   private onTrial = false;
 
   constructor(options: MemoryInstallerOptions) {
@@ -46,9 +48,24 @@ export class MemoryInstaller implements Installer {
   }
 
   async commit(): Promise<void> {
-    if (this.pending !== undefined) this.active = this.pending;
+    if (this.pending !== undefined) {
+      this.fallback = this.active;
+      this.active = this.pending;
+    }
     this.pending = undefined;
     this.onTrial = false;
+  }
+
+  /**
+   * Fault injection: the committed version dies for good after its commit (a crash loop), and at
+   * the next boot the bootloader falls back to the version committed before it. `false` when
+   * there is none, or an install is pending.
+   */
+  fallBackToPrevious(): boolean {
+    if (this.fallback === undefined || this.pending !== undefined) return false;
+    this.active = this.fallback;
+    this.fallback = undefined;
+    return true;
   }
 
   async revert(): Promise<RevertOutcome> {

@@ -18,6 +18,7 @@ import {
   type WireError,
 } from '../protocol/wire-error.ts';
 import { errorMessage, type Logger } from './logger.ts';
+import type { HealthVerdict } from './ota-handler.ts';
 
 /**
  * Answers one cloud → device command; what it returns is the response's `data`. To refuse, it
@@ -56,6 +57,11 @@ export interface TunnelClientOptions {
   agentVersion: string;
   /** Answers `health_check`: the firmware version running now. */
   firmwareVersion: () => string;
+  /**
+   * The verdict `health_check` answers with. Without it the answer is `healthy` whenever the
+   * agent runs: an operator's health command may take far longer than the cloud waits.
+   */
+  health?: () => HealthVerdict | Promise<HealthVerdict>;
   logger: Logger;
   /** Development only: allow `ws://` and `http://`. */
   allowInsecure?: boolean;
@@ -161,11 +167,15 @@ export class TunnelClient {
 
   constructor(private readonly options: TunnelClientOptions) {
     this.url = tunnelUrl(options.server, options.allowInsecure);
-    this.handle(CloudAction.healthCheck, () => ({
-      status: 'healthy',
-      version: options.firmwareVersion(),
-      uptime: Math.floor((Date.now() - this.startedAt) / 1000),
-    }));
+    this.handle(CloudAction.healthCheck, async () => {
+      const verdict = options.health ? await options.health() : undefined;
+      return {
+        status: verdict === undefined || verdict.healthy ? 'healthy' : 'unhealthy',
+        version: options.firmwareVersion(),
+        uptime: Math.floor((Date.now() - this.startedAt) / 1000),
+        ...(verdict ? { message: verdict.message } : {}),
+      };
+    });
   }
 
   get connected(): boolean {

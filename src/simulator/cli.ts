@@ -4,7 +4,8 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { tunnelUrl } from '../agent/index.ts';
 import { CliError, describeCliError } from '../cli/errors.ts';
-import { FAULTS, type Fault, type FaultPercentages, validateFaultPercentages } from './faults.ts';
+import { isStrictSemver } from '../protocol/version.ts';
+import { defaultFaultTuning, FAULTS, type Fault, type FaultPercentages, validateFaultPercentages } from './faults.ts';
 import { DEFAULT_DEVICES_PER_PROCESS, runSimulation } from './processes.ts';
 import { fetchSigningKey, registerDevices } from './register.ts';
 import type { DeviceCredentials, FleetCounters } from './simulator.ts';
@@ -29,6 +30,12 @@ interface SimulateFlags {
   bootFailure?: number;
   offline?: number;
   slowLink?: number;
+  downloadError?: number;
+  healthCheckFailure?: number;
+  bakeOffline?: number;
+  bakeRevert?: number;
+  faultVersion?: string;
+  bakeCrashAfter?: number;
 }
 
 function wholeNumber(min: number) {
@@ -38,6 +45,17 @@ function wholeNumber(min: number) {
       throw new Error(`expected a whole number ≥ ${min}, got ${value}`);
     return parsed;
   };
+}
+
+function seconds(value: string): number {
+  const parsed = Number(value);
+  if (!Number.isFinite(parsed) || parsed < 0) throw new Error(`expected seconds ≥ 0, got ${value}`);
+  return parsed;
+}
+
+function semver(value: string): string {
+  if (!isStrictSemver(value)) throw new Error(`expected a version like 2.0.0, got ${value}`);
+  return value;
 }
 
 function percentage(value: string): number {
@@ -53,6 +71,10 @@ const faultFlags: Record<Fault, string> = {
   bootFailure: 'boot-failure',
   offline: 'offline',
   slowLink: 'slow-link',
+  downloadError: 'download-error',
+  healthCheckFailure: 'health-check-failure',
+  bakeOffline: 'bake-offline',
+  bakeRevert: 'bake-revert',
 };
 
 const faultHelp: Record<Fault, string> = {
@@ -62,6 +84,10 @@ const faultHelp: Record<Fault, string> = {
   bootFailure: 'the new version fails to boot and is reverted (boot_failed)',
   offline: 'never connects',
   slowLink: 'throttled downloads',
+  downloadError: 'every download attempt fails; the agent gives up (download_failed)',
+  healthCheckFailure: 'the new version fails its trial health check and is reverted (health_check_failed)',
+  bakeOffline: 'completes the update, then dies within the bake and stays offline',
+  bakeRevert: 'completes the update, then crashes within the bake and falls back to the old version (unhealthy)',
 };
 
 export function registerSimulateCommand(program: Command): Command {
@@ -93,6 +119,17 @@ export function registerSimulateCommand(program: Command): Command {
   for (const fault of FAULTS) {
     command.option(`--${faultFlags[fault]} <pct>`, `% of devices: ${faultHelp[fault]}`, percentage);
   }
+  command
+    .option(
+      '--fault-version <semver>',
+      'faults strike only updates to this version, so a rollback (or a fixed version) succeeds (default: every update)',
+      semver,
+    )
+    .option(
+      '--bake-crash-after <seconds>',
+      `how long after a completed update the bake faults strike (default ${defaultFaultTuning.bakeCrashAfterMs / 1000})`,
+      seconds,
+    );
   return command.action(async (flags: SimulateFlags) => {
     const faults: FaultPercentages = {};
     for (const fault of FAULTS) if (flags[fault] !== undefined) faults[fault] = flags[fault];
@@ -136,6 +173,8 @@ export function registerSimulateCommand(program: Command): Command {
       initialVersion: flags.initialVersion,
       faults,
       seed: flags.seed,
+      faultVersion: flags.faultVersion,
+      ...(flags.bakeCrashAfter === undefined ? {} : { faultTuning: { bakeCrashAfterMs: flags.bakeCrashAfter * 1000 } }),
       perProcess: flags.perProcess ?? DEFAULT_DEVICES_PER_PROCESS,
     });
     const seconds = () => Math.round((Date.now() - startedAt) / 1000);
@@ -182,6 +221,7 @@ function nextSteps(flags: SimulateFlags, credentials: string): string {
 function describe(counters: FleetCounters): string {
   const online = counters.devices - counters.heldOffline;
   const held = counters.heldOffline ? ` (${counters.heldOffline} held offline)` : '';
+  const crashed = counters.crashed ? `, crashed in bake ${counters.crashed}` : '';
   const { idle, updating, completed, failed } = counters.ota;
   const codes = Object.entries(counters.failures)
     .sort(([, a], [, b]) => b - a)
@@ -189,7 +229,7 @@ function describe(counters: FleetCounters): string {
     .join(', ');
   return (
     `online ${counters.connected}/${online}${held}  ` +
-    `ota: idle ${idle}, updating ${updating}, completed ${completed}, failed ${failed}` +
+    `ota: idle ${idle}, updating ${updating}, completed ${completed}, failed ${failed}${crashed}` +
     (codes ? ` (${codes})` : '')
   );
 }

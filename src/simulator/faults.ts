@@ -4,9 +4,28 @@
  * agent misbehave the way a real device would.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { MemoryDownloadSink, type StepHook } from '../agent/index.ts';
+import {
+  type HealthVerdict,
+  type InstallImage,
+  MemoryDownloadSink,
+  MemoryInstaller,
+  type StepHook,
+} from '../agent/index.ts';
 
-export const FAULTS = ['offline', 'corrupt', 'installFailure', 'bootFailure', 'downloadDrop', 'slowLink'] as const;
+// New faults go at the end: the plan walks this list in order, so appending one leaves the
+// devices of the others (for the same seed and shares) where they were.
+export const FAULTS = [
+  'offline',
+  'corrupt',
+  'installFailure',
+  'bootFailure',
+  'downloadDrop',
+  'slowLink',
+  'downloadError',
+  'healthCheckFailure',
+  'bakeOffline',
+  'bakeRevert',
+] as const;
 
 /**
  * - `offline`: never connects.
@@ -15,8 +34,32 @@ export const FAULTS = ['offline', 'corrupt', 'installFailure', 'bootFailure', 'd
  * - `bootFailure`: the new version never comes up, the bootloader falls back → `boot_failed`.
  * - `downloadDrop`: the download connection drops once mid-way; the agent resumes it with Range.
  * - `slowLink`: every downloaded chunk waits a while (a throttled link).
+ * - `downloadError`: every download attempt breaks before its first byte; the agent retries,
+ *   then gives up → `download_failed`.
+ * - `healthCheckFailure`: the new version boots, but its trial health check fails; the agent
+ *   reverts → `health_check_failed`.
+ * - `bakeOffline`: the update completes (committed, `completed` reported), then, within the
+ *   bake, the device dies and stays offline for good.
+ * - `bakeRevert`: the update completes, then, within the bake, the new version crashes and the
+ *   bootloader falls back to the previous one: the device reconnects reporting its old version
+ *   (`device_info`) and answers `health_check` with `unhealthy` from then on.
+ *
+ * Every fault but `offline` hits only updates to the fault version when one is set (see
+ * `faultApplies`), so a rollback, or the next fixed version, gets through.
  */
 export type Fault = (typeof FAULTS)[number];
+
+/** Faults that strike after the update completed, while the server bakes it. */
+export const BAKE_FAULTS: readonly Fault[] = ['bakeOffline', 'bakeRevert'];
+
+/**
+ * Whether a device's fault strikes an update to `targetVersion`: any update when no fault
+ * version is set, else only updates to that version. Without an update under way, nothing strikes.
+ */
+export function faultApplies(faultVersion: string | undefined, targetVersion: string | undefined): boolean {
+  if (targetVersion === undefined) return false;
+  return faultVersion === undefined || faultVersion === targetVersion;
+}
 
 /** Percentage (0–100) of the fleet per fault; the shares are disjoint, so they add up to at most 100. */
 export type FaultPercentages = Partial<Record<Fault, number>>;
@@ -71,15 +114,24 @@ export interface FaultTuning {
   slowLinkChunkDelayMs: number;
   /** The chunk after which the download connection drops. */
   dropAfterChunks: number;
+  /** How long after the update completed a bake fault strikes (later if the server has not acknowledged it yet). */
+  bakeCrashAfterMs: number;
 }
 
-export const defaultFaultTuning: FaultTuning = { slowLinkChunkDelayMs: 50, dropAfterChunks: 2 };
+export const defaultFaultTuning: FaultTuning = {
+  slowLinkChunkDelayMs: 50,
+  dropAfterChunks: 2,
+  bakeCrashAfterMs: 5_000,
+};
 
-/** The agent's step hook for a device with this fault; `undefined` when the fault needs none. */
-export function faultStepHook(fault: Fault | null, tuning: FaultTuning): StepHook | undefined {
+/**
+ * The agent's step hook for a device with this fault; `undefined` when the fault needs none.
+ * `strikes` tells whether the fault hits the update under way (see `faultApplies`).
+ */
+export function faultStepHook(fault: Fault | null, tuning: FaultTuning, strikes: () => boolean): StepHook | undefined {
   if (fault === 'slowLink') {
     return async (step) => {
-      if (step === 'download:chunk') await sleep(tuning.slowLinkChunkDelayMs);
+      if (step === 'download:chunk' && strikes()) await sleep(tuning.slowLinkChunkDelayMs);
     };
   }
   if (fault === 'downloadDrop') {
@@ -87,7 +139,7 @@ export function faultStepHook(fault: Fault | null, tuning: FaultTuning): StepHoo
     let dropped = false;
     return (step) => {
       // The downloader treats a throw after a chunk exactly like a connection reset.
-      if (step === 'download:chunk' && !dropped && ++chunks >= tuning.dropAfterChunks) {
+      if (step === 'download:chunk' && !dropped && strikes() && ++chunks >= tuning.dropAfterChunks) {
         dropped = true;
         throw new Error('simulated connection drop');
       }
@@ -97,20 +149,62 @@ export function faultStepHook(fault: Fault | null, tuning: FaultTuning): StepHoo
 }
 
 /**
+ * The in-memory installer with the install and boot faults decided per image: an image the
+ * fault does not strike (a rollback, another version) installs and boots normally.
+ */
+export class SimulatedInstaller extends MemoryInstaller {
+  constructor(
+    initialVersion: string,
+    private readonly fault: Fault | null,
+    private readonly strikes: (version: string) => boolean,
+  ) {
+    super({ initialVersion });
+  }
+
+  override async install(image: InstallImage): Promise<void> {
+    const struck = this.strikes(image.version);
+    this.failInstall = struck && this.fault === 'installFailure';
+    this.failBoot = struck && this.fault === 'bootFailure';
+    return super.install(image);
+  }
+}
+
+/**
+ * A simulated device's health: `crashedFrom` is the version a bake fault crashed out of (the
+ * device stays unhealthy after it); `trialFails` whether the version under test is a trial the
+ * fault makes fail.
+ */
+export function simulatedHealth(state: { crashedFrom: string | undefined; trialFails: boolean }): HealthVerdict {
+  if (state.crashedFrom !== undefined) {
+    return { healthy: false, message: `simulated crash: ${state.crashedFrom} crashed during its bake` };
+  }
+  if (state.trialFails) return { healthy: false, message: 'simulated health check failure' };
+  return { healthy: true, message: 'ok' };
+}
+
+/** How a simulated sink spoils a download. */
+export type SinkFault = 'corrupt' | 'unreachable' | null;
+
+/**
  * A memory sink that counts every byte it was handed, so a run can tell a download resumed with
- * Range (received == size) from one that started over (received > size), and that flips a byte of
- * the first chunk when the device is meant to receive corrupted firmware.
+ * Range (received == size) from one that started over (received > size); it flips a byte of the
+ * first chunk when the device is meant to receive corrupted firmware (`corrupt`), and refuses
+ * every byte when the link is meant to break before any arrives (`unreachable`): the downloader
+ * sees no progress, retries, and gives up as it would on a dead link.
  */
 export class SimulatedSink extends MemoryDownloadSink {
   received = 0;
   private corruptNext: boolean;
+  private readonly unreachable: boolean;
 
-  constructor(corrupt: boolean) {
+  constructor(fault: SinkFault) {
     super();
-    this.corruptNext = corrupt;
+    this.corruptNext = fault === 'corrupt';
+    this.unreachable = fault === 'unreachable';
   }
 
   override async append(chunk: Uint8Array): Promise<void> {
+    if (this.unreachable) throw new Error('simulated download error: the connection broke before any byte arrived');
     this.received += chunk.byteLength;
     if (this.corruptNext && chunk.byteLength > 0) {
       this.corruptNext = false;

@@ -7,16 +7,20 @@
 import { EventEmitter } from 'node:events';
 import http from 'node:http';
 import https from 'node:https';
-import { Agent, type AgentOptions, MemoryInstaller, type OtaSnapshot, silentLogger } from '../agent/index.ts';
+import { Agent, type AgentOptions, type OtaSnapshot, silentLogger } from '../agent/index.ts';
 import type { OtaResultPayload } from '../protocol/tunnel.ts';
 import {
+  BAKE_FAULTS,
   defaultFaultTuning,
   type Fault,
   type FaultPercentages,
   type FaultTuning,
+  faultApplies,
   faultStepHook,
   planFaults,
+  SimulatedInstaller,
   SimulatedSink,
+  simulatedHealth,
 } from './faults.ts';
 
 export interface DeviceCredentials {
@@ -45,6 +49,11 @@ export interface FleetOptions {
   /** Share of the fleet per fault, assigned deterministically from `seed`. */
   faults?: FaultPercentages;
   seed?: number;
+  /**
+   * Faults strike only updates to this version (a rollback, or a later fixed version, gets
+   * through); every update when unset. `offline` devices stay offline regardless.
+   */
+  faultVersion?: string;
   faultTuning?: Partial<FaultTuning>;
   /** Devices brought up together; the next wave starts once these are connected (or `waveTimeoutMs` passed). */
   waveSize?: number;
@@ -64,6 +73,8 @@ export interface SimulatedDevice {
   connected: boolean;
   ota: OtaOutcome;
   lastResult: OtaResultPayload | undefined;
+  /** The version a bake fault crashed the device out of: it went offline, or fell back to the one before. */
+  crashedFrom: string | undefined;
   /** Bytes the latest download handed to the device: more than the image's size means it started over. */
   readonly bytesReceived: number;
 }
@@ -72,6 +83,8 @@ export interface FleetCounters {
   devices: number;
   /** Held offline by fault injection. */
   heldOffline: number;
+  /** Bake faults that struck after a completed update (offline for good, or fallen back); per crash, not per device. */
+  crashed: number;
   started: number;
   connected: number;
   /** Per device, its latest OTA state. */
@@ -89,7 +102,8 @@ export interface Simulation {
 
 /**
  * Events: `connected` / `disconnected` (device), `ota` (device, OtaSnapshot), `result` (device,
- * OtaResultPayload), `launched` once every wave has been started.
+ * OtaResultPayload), `crashed` (device, version) when a bake fault strikes, `launched` once every
+ * wave has been started.
  */
 export interface Fleet extends Simulation {
   readonly devices: readonly SimulatedDevice[];
@@ -105,6 +119,7 @@ export function emptyCounters(): FleetCounters {
   return {
     devices: 0,
     heldOffline: 0,
+    crashed: 0,
     started: 0,
     connected: 0,
     ota: { idle: 0, updating: 0, completed: 0, failed: 0 },
@@ -115,6 +130,7 @@ export function emptyCounters(): FleetCounters {
 export function addCounters(total: FleetCounters, part: FleetCounters): FleetCounters {
   total.devices += part.devices;
   total.heldOffline += part.heldOffline;
+  total.crashed += part.crashed;
   total.started += part.started;
   total.connected += part.connected;
   for (const outcome of Object.keys(total.ota) as OtaOutcome[]) total.ota[outcome] += part.ota[outcome];
@@ -168,6 +184,7 @@ export function runFleet(options: FleetOptions): Fleet {
       connected: false,
       ota: 'idle',
       lastResult: undefined,
+      crashedFrom: undefined,
       get bytesReceived() {
         return sink?.received ?? 0;
       },
@@ -177,16 +194,16 @@ export function runFleet(options: FleetOptions): Fleet {
       counters.heldOffline += 1;
       return device;
     }
-    const agent = new Agent({
+    const strikes = (version: string | undefined) => faultApplies(options.faultVersion, version);
+    // The update under way, read when a fault has to decide; the agent exists by then.
+    const target = () => agent.otaState?.target_version;
+    const installer = new SimulatedInstaller(options.initialVersion ?? '1.0.0', fault, strikes);
+    const agent: Agent = new Agent({
       server: options.server,
       deviceId: spec.deviceId,
       apiKey: spec.apiKey,
       storage: 'memory',
-      installer: new MemoryInstaller({
-        initialVersion: options.initialVersion ?? '1.0.0',
-        failInstall: fault === 'installFailure',
-        failBoot: fault === 'bootFailure',
-      }),
+      installer,
       allowInsecure: options.allowInsecure,
       publicKeyPem: options.publicKeyPem,
       organizationId: options.organizationId,
@@ -196,11 +213,20 @@ export function runFleet(options: FleetOptions): Fleet {
       perMessageDeflate: false,
       httpAgent,
       logger: silentLogger,
-      stepHook: faultStepHook(fault, tuning),
+      stepHook: faultStepHook(fault, tuning, () => strikes(target())),
       createDownloadSink: () => {
-        sink = new SimulatedSink(fault === 'corrupt');
+        const struck = strikes(target());
+        sink = new SimulatedSink(
+          struck && fault === 'corrupt' ? 'corrupt' : struck && fault === 'downloadError' ? 'unreachable' : null,
+        );
         return sink;
       },
+      // Asked on the trial boot with the trial version, and for the cloud's health_check with the running one.
+      health: (version) =>
+        simulatedHealth({
+          crashedFrom: device.crashedFrom,
+          trialFails: fault === 'healthCheckFailure' && target() === version && strikes(version),
+        }),
       ...options.agentOptions,
     });
     agent.on('connected', () => {
@@ -223,6 +249,9 @@ export function runFleet(options: FleetOptions): Fleet {
       device.lastResult = result;
       setOutcome(device, result.status, result.error?.code);
       events.emit('result', device, result);
+      if (result.status === 'completed' && fault && BAKE_FAULTS.includes(fault) && strikes(result.current_version)) {
+        scheduleBakeCrash(device, installer, result.current_version);
+      }
     });
     (device as { agent: Agent }).agent = agent;
     return device;
@@ -231,6 +260,38 @@ export function runFleet(options: FleetOptions): Fleet {
   const byId = new Map(devices.map((device) => [device.deviceId, device]));
   const startable = devices.filter((device) => device.agent !== undefined);
   let stopping = false;
+  const crashTimers = new Set<NodeJS.Timeout>();
+
+  /**
+   * A bake fault strikes a while after the server knows the update `completed` (its result
+   * acknowledged), so the server sees a success that then goes bad within the bake.
+   */
+  function scheduleBakeCrash(device: SimulatedDevice, installer: SimulatedInstaller, version: string): void {
+    const agent = device.agent!;
+    const attempt = (delayMs: number) => {
+      const timer = setTimeout(() => {
+        crashTimers.delete(timer);
+        if (stopping) return;
+        if (agent.unacknowledgedResults > 0) attempt(100);
+        else void crash(device, installer, version);
+      }, delayMs);
+      crashTimers.add(timer);
+    };
+    attempt(tuning.bakeCrashAfterMs);
+  }
+
+  async function crash(device: SimulatedDevice, installer: SimulatedInstaller, version: string): Promise<void> {
+    const agent = device.agent!;
+    device.crashedFrom = version;
+    counters.crashed += 1;
+    events.emit('crashed', device, version);
+    // Pulled plug: the tunnel drops, and the server marks the device offline.
+    await agent.powerCut();
+    if (device.fault !== 'bakeRevert' || stopping) return;
+    // The bootloader gives up on the crashing version and boots the one before it.
+    installer.fallBackToPrevious();
+    await agent.start();
+  }
 
   const launch = async () => {
     const waveSize = Math.max(1, options.waveSize ?? DEFAULT_WAVE_SIZE);
@@ -270,6 +331,8 @@ export function runFleet(options: FleetOptions): Fleet {
     },
     async stop() {
       stopping = true;
+      for (const timer of crashTimers) clearTimeout(timer);
+      crashTimers.clear();
       await Promise.all(startable.map((device) => device.agent!.stop()));
       await launched;
       httpAgent.destroy();

@@ -118,6 +118,23 @@ describe('tunnel client (against a stand-in ws server)', () => {
     });
   });
 
+  it('answers health_check from the given health verdict: unhealthy with its message when it says so', async () => {
+    let verdict = { healthy: true, message: 'ok' };
+    const tunnel = client('dev-health-verdict', { health: () => verdict });
+    await withClient(tunnel, async () => {
+      await tunnel.waitUntilConnected(2_000);
+      const healthy = (await server.command('dev-health-verdict', 'health_check', {})).data as HealthCheckData;
+      assert.equal(healthy.status, 'healthy');
+      verdict = { healthy: false, message: 'crashed' };
+      const unhealthy = (await server.command('dev-health-verdict', 'health_check', {})).data as HealthCheckData & {
+        message: string;
+      };
+      assert.equal(unhealthy.status, 'unhealthy');
+      assert.equal(unhealthy.message, 'crashed');
+      assert.equal(unhealthy.version, '1.2.3');
+    });
+  });
+
   it('answers an unknown action with status error instead of ignoring it', async () => {
     const tunnel = client('dev-unknown');
     await withClient(tunnel, async () => {
