@@ -26,6 +26,7 @@ import { LingeringClose } from './infra/linger.ts';
 import { ErrorResponse } from './infra/schemas.ts';
 import { enforceBodyRate, httpServerTimeouts } from './infra/slow-clients.ts';
 import { opsRoutes } from './ops/routes.ts';
+import { findPrincipalByKeyHash } from './orgs/repo.ts';
 import { orgRoutes } from './orgs/routes.ts';
 import type { Services } from './services.ts';
 import { updateRoutes } from './updates/routes.ts';
@@ -190,7 +191,10 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
 
   // Everything under /api/v1 needs a key; authenticate before any body is read.
   await app.register(async (api) => {
-    api.addHook('onRequest', authenticate(services.db));
+    api.addHook(
+      'onRequest',
+      authenticate((keyHash) => findPrincipalByKeyHash(services.db, keyHash)),
+    );
     await api.register(orgRoutes, { services });
     await api.register(deviceRoutes, { services });
     await api.register(firmwareRoutes, { services });

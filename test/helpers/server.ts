@@ -110,7 +110,7 @@ export function persistentState(): PersistentState {
   return state;
 }
 
-async function dropSchema(schema: string): Promise<void> {
+export async function dropSchema(schema: string): Promise<void> {
   const cleanup = new pg.Client({ connectionString: TEST_DATABASE_URL });
   await cleanup.connect();
   await cleanup.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);

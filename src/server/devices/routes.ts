@@ -3,7 +3,6 @@ import { Type } from 'typebox';
 import { orgPrincipal } from '../infra/auth.ts';
 import { authErrors, ErrorResponse } from '../infra/schemas.ts';
 import type { Services } from '../services.ts';
-import * as repo from './repo.ts';
 import { CreateDeviceBody, Device, DeviceParams, ListDevicesQuery, PatchDeviceBody } from './schemas.ts';
 import * as service from './service.ts';
 
@@ -49,7 +48,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = a
     async (request) => {
       const principal = orgPrincipal(request, 'viewer');
       const { tag, limit = 100, ...rest } = request.query;
-      const devices = await repo.listDevices(db, principal.organizationId, {
+      const devices = await service.listDevices(db, principal.organizationId, {
         ...rest,
         tags: tag === undefined ? undefined : Array.isArray(tag) ? tag : [tag],
         limit,

@@ -47,3 +47,7 @@ export async function removeDevice(db: Db, organizationId: string, deviceId: str
     throw new NotFoundError('device_not_found', `no device ${deviceId}`);
   }
 }
+
+export function listDevices(db: Db, organizationId: string, filter: repo.DeviceFilter) {
+  return repo.listDevices(db, organizationId, filter);
+}

@@ -4,7 +4,6 @@ import { orgPrincipal } from '../infra/auth.ts';
 import { BadRequestError, FileTooLargeError } from '../infra/errors.ts';
 import { authErrors, ErrorResponse, SemverString, Timestamp } from '../infra/schemas.ts';
 import type { Services } from '../services.ts';
-import * as repo from './repo.ts';
 import * as service from './service.ts';
 
 const Firmware = Type.Object({
@@ -153,7 +152,7 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> =
     },
     async (request) => {
       const principal = orgPrincipal(request, 'viewer');
-      return { firmware: await repo.listFirmware(db, principal.organizationId) };
+      return { firmware: await service.listFirmware(db, principal.organizationId) };
     },
   );
 

@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import { hasControlCharacter } from '../../protocol/text.ts';
 import { isStrictSemver } from '../../protocol/version.ts';
 import type { DownloadLink } from '../infra/blobstore/types.ts';
+import type { Queryable } from '../infra/db.ts';
 import { BadRequestError, ConflictError, NotFoundError, UnprocessableError } from '../infra/errors.ts';
 import type { Services } from '../services.ts';
 import * as repo from './repo.ts';
@@ -195,4 +196,8 @@ export async function firmwareDownloadLink(
 ): Promise<DownloadLink> {
   const firmware = await getFirmware(services, organizationId, version);
   return services.store.downloadLink(firmware.storage_key, ttlSeconds);
+}
+
+export function listFirmware(db: Queryable, organizationId: string) {
+  return repo.listFirmware(db, organizationId);
 }

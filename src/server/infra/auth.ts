@@ -3,7 +3,6 @@
  * organization scopes every query it makes.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { Queryable } from './db.ts';
 import { ForbiddenError, UnauthorizedError } from './errors.ts';
 import { hashSecret } from './secrets.ts';
 
@@ -35,20 +34,15 @@ export function bearerToken(request: FastifyRequest): string | undefined {
   return match?.[1];
 }
 
-export async function findPrincipal(db: Queryable, secret: string): Promise<Principal | undefined> {
-  const [row] = await db.query<{ id: string; role: Role; organization_id: string | null }>(
-    'SELECT id, role, organization_id FROM api_keys WHERE key_hash = $1',
-    [hashSecret(secret)],
-  );
-  return row ? { keyId: row.id, role: row.role, organizationId: row.organization_id } : undefined;
-}
+/** The holder of an API key, looked up by its hash (the key itself is never stored). */
+export type FindKey = (keyHash: string) => Promise<Principal | undefined>;
 
-/** Fastify preHandler factory: authenticates, then checks the role. */
-export function authenticate(db: Queryable) {
+/** Fastify onRequest hook factory: authenticates; routes check the role (orgPrincipal). */
+export function authenticate(findKey: FindKey) {
   return async function requirePrincipal(request: FastifyRequest, _reply: FastifyReply) {
     const secret = bearerToken(request);
     if (!secret) throw new UnauthorizedError();
-    const principal = await findPrincipal(db, secret);
+    const principal = await findKey(hashSecret(secret));
     if (!principal) throw new UnauthorizedError('the API key is not valid');
     request.principal = principal;
   };

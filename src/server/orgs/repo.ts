@@ -1,4 +1,4 @@
-import type { Role } from '../infra/auth.ts';
+import type { Principal, Role } from '../infra/auth.ts';
 import type { Queryable } from '../infra/db.ts';
 
 export interface OrganizationRow {
@@ -55,6 +55,15 @@ export async function insertApiKey(
     [key.id, key.organizationId, key.role, key.keyHash, key.name],
   );
   return row!;
+}
+
+/** Who holds the key with this hash (authentication of every API request). */
+export async function findPrincipalByKeyHash(db: Queryable, keyHash: string): Promise<Principal | undefined> {
+  const [row] = await db.query<{ id: string; role: Role; organization_id: string | null }>(
+    'SELECT id, role, organization_id FROM api_keys WHERE key_hash = $1',
+    [keyHash],
+  );
+  return row ? { keyId: row.id, role: row.role, organizationId: row.organization_id } : undefined;
 }
 
 export function listApiKeys(db: Queryable, organizationId: string): Promise<ApiKeyRow[]> {

@@ -3,7 +3,6 @@ import { Type } from 'typebox';
 import { orgPrincipal, requireSystemAdmin } from '../infra/auth.ts';
 import { authErrors, ErrorResponse, PlainText, Timestamp } from '../infra/schemas.ts';
 import type { Services } from '../services.ts';
-import * as repo from './repo.ts';
 import * as service from './service.ts';
 
 const Organization = Type.Object({ id: Type.String(), name: Type.String(), created_at: Timestamp });
@@ -50,7 +49,7 @@ export const orgRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = asyn
     },
     async (request) => {
       requireSystemAdmin(request);
-      return { organizations: await repo.listOrganizations(db) };
+      return { organizations: await service.listOrganizations(db) };
     },
   );
 
@@ -85,7 +84,7 @@ export const orgRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = asyn
     },
     async (request) => {
       const principal = orgPrincipal(request, 'admin');
-      return { api_keys: await repo.listApiKeys(db, principal.organizationId) };
+      return { api_keys: await service.listApiKeys(db, principal.organizationId) };
     },
   );
 

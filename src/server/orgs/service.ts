@@ -108,3 +108,11 @@ export async function signingPublicKey(db: Db, organizationId: string): Promise<
   if (!keys) throw new NotFoundError('organization_not_found', 'no such organization');
   return keys.publicKeyPem;
 }
+
+export function listOrganizations(db: Db) {
+  return repo.listOrganizations(db);
+}
+
+export function listApiKeys(db: Db, organizationId: string) {
+  return repo.listApiKeys(db, organizationId);
+}
