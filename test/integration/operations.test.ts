@@ -84,6 +84,17 @@ for (const backend of backends) {
       };
       const form = upload.requestBody.content['multipart/form-data']?.schema.properties ?? {};
       assert.deepEqual(Object.keys(form).sort(), ['compatible_models', 'file', 'release_notes', 'sha256', 'version']);
+      // The event stream's payloads are the feed's TypeBox schemas, one per event name.
+      const stream = spec.paths['/api/v1/events']?.get as {
+        responses: Record<string, { content: Record<string, { schema: Record<string, unknown[]> }> }>;
+      };
+      const messages = Object.values(stream.responses['200']!.content['text/event-stream']!.schema)[0] as {
+        properties: { event: { const?: string; enum?: string[] } };
+      }[];
+      assert.deepEqual(
+        messages.map((message) => message.properties.event.const ?? message.properties.event.enum?.[0]).sort(),
+        ['device', 'device_deleted', 'ota'],
+      );
       assert.equal((await fetch(`${server.url}/docs`)).status, 200);
     });
 
