@@ -203,6 +203,28 @@ export interface TestServerOptions {
   state?: PersistentState;
 }
 
+/** JSON API calls against a server at `url`: status, parsed body (or the text), headers. */
+export function jsonApi(url: string): TestServer['api'] {
+  return async (method, urlPath, key, body) => {
+    const response = await fetch(`${url}${urlPath}`, {
+      method,
+      headers: {
+        ...(key ? { authorization: `Bearer ${key}` } : {}),
+        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+      },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+    const text = await response.text();
+    let parsed: unknown = text;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      // not JSON: keep the text
+    }
+    return { status: response.status, body: parsed as never, headers: response.headers };
+  };
+}
+
 /** Stops when every test file stops: call `close()` in `after`. */
 export async function startTestServer(backend: Backend, options: TestServerOptions = {}): Promise<TestServer> {
   const adminKey = options.state?.adminKey ?? `efo_test_${randomBytes(12).toString('hex')}`;
@@ -234,24 +256,7 @@ export async function startTestServer(backend: Backend, options: TestServerOptio
   const url = running.url;
   if (options.state) options.state.port = Number(new URL(url).port);
 
-  const api: TestServer['api'] = async (method, urlPath, key, body) => {
-    const response = await fetch(`${url}${urlPath}`, {
-      method,
-      headers: {
-        ...(key ? { authorization: `Bearer ${key}` } : {}),
-        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-      },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    });
-    const text = await response.text();
-    let parsed: unknown = text;
-    try {
-      parsed = text ? JSON.parse(text) : undefined;
-    } catch {
-      // not JSON: keep the text
-    }
-    return { status: response.status, body: parsed as never, headers: response.headers };
-  };
+  const api = jsonApi(url);
 
   return {
     ...running,

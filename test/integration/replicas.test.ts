@@ -20,7 +20,7 @@ import { createAgent, registerDevice } from '../helpers/agents.ts';
 import { postFirmware, sha256Of } from '../helpers/firmware.ts';
 import { connectRaw, eventually } from '../helpers/raw-device.ts';
 import { type RunningS3rver, startS3rver } from '../helpers/s3rver.ts';
-import { backendsUnderTest, dropSchema, TEST_DATABASE_URL, type TestServer } from '../helpers/server.ts';
+import { backendsUnderTest, dropSchema, jsonApi, TEST_DATABASE_URL, type TestServer } from '../helpers/server.ts';
 import { tempDir } from '../helpers/temp.ts';
 
 const onPostgres = (await backendsUnderTest()).some((backend) => backend.db === 'postgres');
@@ -92,18 +92,7 @@ describe('two server processes on one PostgreSQL', { skip: !onPostgres && 'Postg
   function asServer(replica: Replica): TestServer {
     return {
       url: replica.url,
-      api: async (method: string, urlPath: string, key: string | undefined, body?: unknown) => {
-        const response = await fetch(`${replica.url}${urlPath}`, {
-          method,
-          headers: {
-            ...(key ? { authorization: `Bearer ${key}` } : {}),
-            ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-          },
-          ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-        });
-        const text = await response.text();
-        return { status: response.status, body: text ? JSON.parse(text) : undefined, headers: response.headers };
-      },
+      api: jsonApi(replica.url),
     } as unknown as TestServer;
   }
 
