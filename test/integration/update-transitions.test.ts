@@ -141,6 +141,52 @@ for (const backend of backends) {
       );
     });
 
+    it('writes a burst of progress reports in one statement, forward only, and announces only changes', async () => {
+      const { transitions } = server.services;
+      const first = await newUpdate();
+      const second = await newUpdate();
+      const finished = await newUpdate();
+      await transitions.create([first, second, finished]);
+      for (const update of [first, second, finished]) {
+        await transitions.move({ organizationId: org.id, id: update.id }, 'dispatched');
+      }
+      await transitions.move({ organizationId: org.id, id: finished.id }, 'failed', { errorCode: 'x' });
+      const report = (update: NewUpdate, phase: string, progress: number) => ({
+        organizationId: org.id,
+        id: update.id,
+        deviceId: update.deviceId,
+        phase,
+        progress,
+      });
+      const written = await transitions.reportProgress(
+        [
+          report(first, 'downloading', 10),
+          report(first, 'downloading', 30), // the later report of the burst wins
+          report(second, 'installing', 50),
+          report(finished, 'downloading', 99), // terminal: untouched
+          { ...report(second, 'installing', 80), deviceId: 'not-its-device' },
+        ],
+        60,
+      );
+      assert.deepEqual(
+        written.map((row) => [row.id, row.status, row.phase, row.progress, row.previous_status]).sort(),
+        [
+          [first.id, 'in_progress', 'downloading', 30, 'dispatched'],
+          [second.id, 'in_progress', 'installing', 50, 'dispatched'],
+        ].sort(),
+      );
+      const again = await transitions.reportProgress([report(first, 'downloading', 20)], 60);
+      assert.equal(again[0]?.progress, 30, 'progress never moves backwards');
+      await eventually(async () => eventsOf(second.id).length === 3, 5000, 'the progress event');
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.deepEqual(
+        eventsOf(first.id).map((event) => event.progress),
+        [0, 0, 30],
+        'created, dispatched, one progress event; the report that changed nothing is not announced',
+      );
+      assert.equal(eventsOf(finished.id).length, 3);
+    });
+
     it('counts each status change in the metrics, not progress within a status', async () => {
       const { transitions, metrics } = server.services;
       const count = async (status: string) =>

@@ -20,6 +20,7 @@ import { formatWireError, TunnelErrorCode, type WireError } from '../../protocol
 import * as devicesRepo from '../devices/repo.ts';
 import type { EventFeed } from '../events/feed.ts';
 import * as firmwareRepo from '../firmware/repo.ts';
+import { Batcher } from '../infra/batcher.ts';
 import type { BlobStore } from '../infra/blobstore/types.ts';
 import type { Config } from '../infra/config.ts';
 import type { Db } from '../infra/db.ts';
@@ -37,10 +38,12 @@ import {
 import * as repo from './repo.ts';
 import { committedVersionsAfter, rollbackTargetAfter } from './rollback.ts';
 import { isActive } from './status.ts';
-import type { UpdateTransitions } from './transitions.ts';
+import type { ProgressReport, UpdateTransitions } from './transitions.ts';
 
 /** Rows claimed per statement; the tunnel writes are cheap, the round trips are not. */
 const CLAIM_BATCH = 1000;
+/** Progress reports within this window (up to this many) are written by one statement. */
+export const PROGRESS_BATCH = { maxDelayMs: 5, maxSize: 2000 };
 
 /**
  * Why a device refused `ota_update`, as the update's failure code and message (the device's
@@ -77,6 +80,8 @@ export class UpdateEngine {
   readonly #deps: UpdateEngineDeps;
   readonly #timers: NodeJS.Timeout[] = [];
   readonly #signingKeys = new Map<string, string>();
+  /** Progress reports arriving together share one statement. */
+  readonly #progress: Batcher<ProgressReport, void>;
   #dispatching: Promise<void> | undefined;
   #again = false;
   #stopped = false;
@@ -84,6 +89,13 @@ export class UpdateEngine {
   constructor(deps: UpdateEngineDeps) {
     this.#deps = deps;
     const { tunnel, feed, log } = deps;
+    this.#progress = new Batcher(
+      async (reports) => {
+        await deps.transitions.reportProgress(reports, deps.config.updateTimeoutSeconds);
+        return reports.map(() => undefined);
+      },
+      PROGRESS_BATCH,
+    );
     tunnel.onDeviceRequest(DeviceAction.otaProgress, (device, payload) => this.#onProgress(device, payload));
     tunnel.onDeviceRequest(DeviceAction.otaResult, (device, payload) => this.#onResult(device, payload));
     tunnel.onDeviceRequest(DeviceAction.otaRefreshUrl, (device, payload) => this.#onRefreshUrl(device, payload));
@@ -234,13 +246,14 @@ export class UpdateEngine {
 
   async #onProgress(device: DeviceRef, payload: unknown): Promise<unknown> {
     if (!validate.otaProgress.Check(payload)) throw new BadRequestError('invalid_payload', 'ota_progress payload');
-    const { transitions, config, metrics } = this.#deps;
-    await transitions.move(
-      { organizationId: device.organizationId, id: payload.update_id, deviceId: device.deviceId },
-      'in_progress',
-      { phase: payload.phase, progress: payload.progress, deadlineInSeconds: config.updateTimeoutSeconds },
-    );
-    metrics.reportsIngested.inc();
+    await this.#progress.add({
+      organizationId: device.organizationId,
+      id: payload.update_id,
+      deviceId: device.deviceId,
+      phase: payload.phase,
+      progress: payload.progress,
+    });
+    this.#deps.metrics.reportsIngested.inc();
     return { ok: true };
   }
 

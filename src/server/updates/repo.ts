@@ -141,7 +141,17 @@ export type Selection =
   /** Queued updates of devices whose tunnel `nodeId` holds, oldest first; SKIP LOCKED. */
   | { kind: 'claim'; nodeId: string; limit: number }
   /** Active updates whose report deadline has passed. */
-  | { kind: 'overdue' };
+  | { kind: 'overdue' }
+  /** Progress reports of many devices, each with its own phase and progress (one statement per burst). */
+  | { kind: 'reports'; reports: readonly ProgressReport[] };
+
+export interface ProgressReport {
+  organizationId: string;
+  id: string;
+  deviceId: string;
+  phase: string;
+  progress: number;
+}
 
 /**
  * Every status change of existing rows: one statement that locks the selected rows still in a
@@ -161,20 +171,18 @@ export function applyTransition(
   const $ = (value: unknown) => `$${params.push(value)}`;
   const status = $(to);
   const hasPhase = $(fields.phase !== undefined);
-  const phase = $(fields.phase ?? null);
-  const progress = $(fields.progress ?? null);
   const hasError = $(fields.errorCode !== undefined);
   const errorCode = $(fields.errorCode ?? null);
   const errorMessage = $(fields.errorMessage ?? null);
   const deadline = $(fields.deadlineInSeconds ?? null);
   const set = `
        status = ${status},
-       phase = CASE WHEN ${hasPhase}::boolean THEN ${phase} ELSE u.phase END,
+       phase = CASE WHEN ${hasPhase}::boolean THEN old.phase_in ELSE u.phase END,
        progress = CASE
          WHEN ${status} = 'completed' THEN 100
-         WHEN ${progress}::int IS NULL THEN u.progress
-         WHEN u.status = ${status} THEN GREATEST(u.progress, ${progress}::int)
-         ELSE ${progress}::int END,
+         WHEN old.progress_in IS NULL THEN u.progress
+         WHEN u.status = ${status} THEN GREATEST(u.progress, old.progress_in)
+         ELSE old.progress_in END,
        error_code = CASE WHEN ${hasError}::boolean THEN ${errorCode} ELSE u.error_code END,
        error_message = CASE WHEN ${hasError}::boolean THEN ${errorMessage} ELSE u.error_message END,
        deadline_at = CASE WHEN ${deadline}::int IS NULL THEN u.deadline_at ELSE now() + make_interval(secs => ${deadline}::int) END,
@@ -184,19 +192,22 @@ export function applyTransition(
        finished_at = CASE WHEN ${status} = ANY(${$([...TERMINAL_STATUSES])}::text[]) THEN now() ELSE NULL END,
        updated_at = now()`;
   const allowed = `q.status = ANY(${$([...from])}::text[])`;
+  // What each selected row is before the change, and the phase and progress it is given.
+  const before = `q.id, q.status, q.phase AS phase_before, q.progress AS progress_before`;
+  const given = () => `${$(fields.phase ?? null)}::text AS phase_in, ${$(fields.progress ?? null)}::int AS progress_in`;
   let select: string;
   switch (selection.kind) {
     case 'one':
       {
         const deviceId = $(selection.deviceId ?? null);
-        select = `SELECT q.id, q.status FROM ota_updates q
+        select = `SELECT ${before}, ${given()} FROM ota_updates q
           WHERE q.id = ${$(selection.id)} AND q.organization_id = ${$(selection.organizationId)}
             AND (${deviceId}::text IS NULL OR q.device_id = ${deviceId}) AND ${allowed}
           FOR UPDATE OF q`;
       }
       break;
     case 'claim':
-      select = `SELECT q.id, q.status FROM ota_updates q
+      select = `SELECT ${before}, ${given()} FROM ota_updates q
         JOIN devices d ON d.organization_id = q.organization_id AND d.device_id = q.device_id
         WHERE ${allowed} AND d.connected_node = ${$(selection.nodeId)}
         ORDER BY q.created_at
@@ -204,9 +215,22 @@ export function applyTransition(
         FOR UPDATE OF q SKIP LOCKED`;
       break;
     case 'overdue':
-      select = `SELECT q.id, q.status FROM ota_updates q WHERE ${allowed} AND q.deadline_at < now()
+      select = `SELECT ${before}, ${given()} FROM ota_updates q WHERE ${allowed} AND q.deadline_at < now()
         FOR UPDATE OF q SKIP LOCKED`;
       break;
+    case 'reports': {
+      const { reports } = selection;
+      // Rows locked in id order: two bursts touching the same rows never deadlock.
+      select = `SELECT ${before}, r.phase AS phase_in, r.progress AS progress_in
+        FROM unnest(${$(reports.map((r) => r.organizationId))}::text[], ${$(reports.map((r) => r.id))}::text[],
+                    ${$(reports.map((r) => r.deviceId))}::text[], ${$(reports.map((r) => r.phase))}::text[],
+                    ${$(reports.map((r) => r.progress))}::int[]) AS r(organization_id, id, device_id, phase, progress)
+        JOIN ota_updates q ON q.id = r.id AND q.organization_id = r.organization_id AND q.device_id = r.device_id
+        WHERE ${allowed}
+        ORDER BY q.id
+        FOR UPDATE OF q`;
+      break;
+    }
   }
   return db.query<Transitioned>(
     `WITH old AS (${select}),
@@ -215,9 +239,17 @@ export function applyTransition(
        FROM old WHERE u.id = old.id
        RETURNING ${COLUMNS.split(',')
          .map((column) => `u.${column.trim()}`)
-         .join(', ')}, old.status AS previous_status
+         .join(', ')}, old.status AS previous_status, old.phase_before, old.progress_before
      )
-     SELECT c.* FROM c, LATERAL (SELECT ${OTA_EVENT}) AS announced`,
+     SELECT ${COLUMNS.split(',')
+       .map((column) => `c.${column.trim()}`)
+       .join(', ')}, c.previous_status
+     FROM c LEFT JOIN LATERAL (
+       -- A repeated report that changed nothing is not announced again.
+       SELECT ${OTA_EVENT}
+       WHERE c.status IS DISTINCT FROM c.previous_status OR c.phase IS DISTINCT FROM c.phase_before
+         OR c.progress IS DISTINCT FROM c.progress_before
+     ) AS announced ON true`,
     params,
   );
 }

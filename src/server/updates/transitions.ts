@@ -11,7 +11,7 @@ import type { Metrics } from '../infra/metrics.ts';
 import * as repo from './repo.ts';
 import { CLAIMABLE_STATUSES, statusesLeadingTo, type UpdateStatus } from './status.ts';
 
-export type { NewUpdate, Transitioned, TransitionFields } from './repo.ts';
+export type { NewUpdate, ProgressReport, Transitioned, TransitionFields } from './repo.ts';
 
 export interface UpdateTransitionsDeps {
   db: Queryable;
@@ -55,6 +55,30 @@ export class UpdateTransitions {
       await repo.applyTransition(this.#deps.db, { kind: 'claim', nodeId, limit }, CLAIMABLE_STATUSES, 'dispatched', {
         deadlineInSeconds,
       }),
+    );
+  }
+
+  /**
+   * Progress reports of many devices in one statement: each update still active goes (or stays)
+   * in_progress with its phase, its progress moving only forward, and its report deadline pushed.
+   * A later report of the same update in the burst wins.
+   */
+  async reportProgress(
+    reports: readonly repo.ProgressReport[],
+    deadlineInSeconds: number,
+  ): Promise<repo.Transitioned[]> {
+    if (reports.length === 0) return [];
+    const key = (report: repo.ProgressReport) => `${report.organizationId}\u0000${report.deviceId}\u0000${report.id}`;
+    const latest = [...new Map(reports.map((report) => [key(report), report])).values()];
+    return this.#followed(
+      await repo.applyTransition(
+        this.#deps.db,
+        { kind: 'reports', reports: latest },
+        statusesLeadingTo('in_progress'),
+        'in_progress',
+        // phase: each report's own (given per row by the selection).
+        { phase: null, deadlineInSeconds },
+      ),
     );
   }
 
