@@ -89,13 +89,10 @@ export class UpdateEngine {
   constructor(deps: UpdateEngineDeps) {
     this.#deps = deps;
     const { tunnel, feed, log } = deps;
-    this.#progress = new Batcher(
-      async (reports) => {
-        await deps.transitions.reportProgress(reports, deps.config.updateTimeoutSeconds);
-        return reports.map(() => undefined);
-      },
-      PROGRESS_BATCH,
-    );
+    this.#progress = new Batcher(async (reports) => {
+      await deps.transitions.reportProgress(reports, deps.config.updateTimeoutSeconds);
+      return reports.map(() => undefined);
+    }, PROGRESS_BATCH);
     tunnel.onDeviceRequest(DeviceAction.otaProgress, (device, payload) => this.#onProgress(device, payload));
     tunnel.onDeviceRequest(DeviceAction.otaResult, (device, payload) => this.#onResult(device, payload));
     tunnel.onDeviceRequest(DeviceAction.otaRefreshUrl, (device, payload) => this.#onRefreshUrl(device, payload));
