@@ -1,0 +1,92 @@
+/**
+ * P1: an all-at-once deployment to 10,000 connected simulated devices, from the POST until the
+ * server has written the last `ota_update` command (its `edgeflow_commands_dispatched_total`
+ * reaching 10,000, read from /metrics every 10 ms). The real server runs embedded as a child
+ * process; the devices are real agents in child processes.
+ *
+ * Baseline, same run: a bare `ws` server broadcasting one message of the same size to as many
+ * sockets (bench/support/p4-bare-ws-server.ts), until every write was handed to the kernel.
+ */
+import { type ChildProcess, fork } from 'node:child_process';
+import { once } from 'node:events';
+import path from 'node:path';
+import { type Figure, REPO_ROOT, report } from './lib.ts';
+import { startFleet, until } from './support/fleet.ts';
+
+const DEVICES = Number(process.env.P1_DEVICES ?? 10_000);
+const PER_PROCESS = 5_000;
+const TARGET_SECONDS = 1;
+const TARGET_RATIO = 5;
+/** About the size of an ota_update command (manifest, signature, link). */
+const COMMAND_BYTES = 1_300;
+const log = (line: string) => console.log(`p1  ${line}`);
+
+function forkSupport(file: string): ChildProcess {
+  return fork(path.join(REPO_ROOT, 'bench/support', file), [], {
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+}
+
+async function bareBroadcastSeconds(): Promise<number> {
+  const server = forkSupport('p4-bare-ws-server.ts');
+  const clients: ChildProcess[] = [];
+  try {
+    const [{ port }] = (await once(server, 'message')) as [{ port: number }];
+    let connected = 0;
+    for (let from = 0; from < DEVICES; from += PER_PROCESS) {
+      const client = forkSupport('p4-raw-clients.ts');
+      clients.push(client);
+      let mine = 0;
+      client.on('message', (message: { connected: number }) => {
+        connected += message.connected - mine;
+        mine = message.connected;
+      });
+      const count = Math.min(PER_PROCESS, DEVICES - from);
+      client.send({ type: 'start', url: `ws://127.0.0.1:${port}/tunnel`, count, prefix: `raw-${from}-` });
+    }
+    await until('baseline sockets connected', () => connected === DEVICES, 5 * 60_000);
+    server.send({ type: 'broadcast', text: JSON.stringify({ type: 'command', payload: 'x'.repeat(COMMAND_BYTES) }) });
+    const [{ ms }] = (await once(server, 'message')) as [{ ms: number }];
+    return ms / 1000;
+  } finally {
+    for (const client of clients) if (client.connected) client.send({ type: 'stop' });
+    server.kill();
+  }
+}
+
+const fleet = await startFleet({ devices: DEVICES, database: 'pglite', perProcess: PER_PROCESS, log });
+let seconds: number;
+try {
+  await fleet.uploadFirmware('2.0.0', Buffer.alloc(1024, 7));
+  const before = await fleet.metric('edgeflow_commands_dispatched_total');
+  const started = performance.now();
+  await fleet.api('POST', '/api/v1/deployments', {
+    version: '2.0.0',
+    target: { all: true },
+    strategy: 'all_at_once',
+  });
+  const done = await until(
+    'every command written',
+    async () => (await fleet.metric('edgeflow_commands_dispatched_total')) - before >= DEVICES,
+    5 * 60_000,
+  );
+  seconds = (done - started) / 1000;
+  log(`deployment to ${DEVICES} devices: last command written ${seconds.toFixed(2)} s after the POST`);
+} finally {
+  await fleet.close();
+}
+const baseline = await bareBroadcastSeconds();
+log(`bare ws broadcast to ${DEVICES} sockets: ${baseline.toFixed(3)} s`);
+const figures: Figure[] = [
+  {
+    name: `all-at-once deployment to ${DEVICES} devices, POST → last ota_update written`,
+    value: seconds,
+    unit: 's',
+    baseline: { name: 'bare ws broadcast of a same-size message', value: baseline, unit: 's' },
+    ratio: seconds / baseline,
+    target: `≤ ${TARGET_SECONDS} s and ≤ ${TARGET_RATIO}× the baseline`,
+    met: seconds <= TARGET_SECONDS && seconds / baseline <= TARGET_RATIO,
+  },
+];
+report('p1-deploy-commands', figures, { devices: DEVICES, command_bytes_baseline: COMMAND_BYTES });

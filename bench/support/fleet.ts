@@ -1,0 +1,142 @@
+/**
+ * What P1 and P2 share: a real server child process (embedded, or on PostgreSQL in a schema of
+ * its own), an organization, a fleet of simulated devices (the real agent, in child processes)
+ * registered through the API and connected, and firmware uploaded through the API.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
+import { runSimulation } from '../../src/simulator/processes.ts';
+import { registerDevices } from '../../src/simulator/register.ts';
+import { freePort, REPO_ROOT } from '../lib.ts';
+
+const ADMIN_KEY = 'fleet-bench-admin-key';
+export const DATABASE_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+export async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await sleep(10);
+  }
+  return performance.now();
+}
+
+export interface Fleet {
+  base: string;
+  key: string;
+  server: ChildProcess;
+  simulation: ReturnType<typeof runSimulation>;
+  /** The value of one counter of the server's /metrics. */
+  metric(name: string): Promise<number>;
+  api<T>(method: string, urlPath: string, body?: unknown): Promise<T>;
+  uploadFirmware(version: string, content: Buffer): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startFleet(options: {
+  devices: number;
+  database: 'pglite' | 'postgres';
+  perProcess: number;
+  log: (line: string) => void;
+}): Promise<Fleet> {
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'edgeflow-fleet-bench-'));
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  let schema: string | undefined;
+  if (options.database === 'postgres') {
+    schema = `bench_${Date.now()}`;
+    const admin = new pg.Client({ connectionString: DATABASE_URL });
+    await admin.connect();
+    await admin.query(`CREATE SCHEMA ${schema}`);
+    await admin.end();
+  }
+  const server = spawn(process.execPath, [path.join(REPO_ROOT, 'bin/edgeflow-ota.js'), 'serve'], {
+    env: {
+      ...process.env,
+      EDGEFLOW_DATA_DIR: dataDir,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      EDGEFLOW_PUBLIC_URL: base,
+      EDGEFLOW_ADMIN_KEY: ADMIN_KEY,
+      LOG_LEVEL: 'warn',
+      DATABASE_URL: schema ? `${DATABASE_URL}?options=${encodeURIComponent(`-c search_path=${schema}`)}` : '',
+    },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const call = async <T>(key: string, method: string, urlPath: string, body?: unknown): Promise<T> => {
+    const response = await fetch(`${base}${urlPath}`, {
+      method,
+      headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    const text = await response.text();
+    if (!response.ok) throw new Error(`${method} ${urlPath}: ${response.status} ${text}`);
+    return (text ? JSON.parse(text) : undefined) as T;
+  };
+  await until(
+    'server healthy',
+    () =>
+      fetch(`${base}/healthz`).then(
+        (r) => r.ok,
+        () => false,
+      ),
+    60_000,
+  );
+  const org = await call<{ admin_key: string }>(ADMIN_KEY, 'POST', '/api/v1/orgs', { name: 'bench' });
+  const key = org.admin_key;
+  const devices = await registerDevices({ server: base, key, count: options.devices, prefix: 'b-', concurrency: 50 });
+  options.log(`registered ${options.devices} devices`);
+  const simulation = runSimulation({
+    server: base,
+    devices,
+    allowInsecure: true,
+    allowUnsigned: true,
+    perProcess: options.perProcess,
+    waveSize: 1000,
+  });
+  await until('fleet connected', () => simulation.counters().connected === options.devices, 5 * 60_000);
+  options.log(`all ${options.devices} devices connected`);
+  return {
+    base,
+    key,
+    server,
+    simulation,
+    async metric(name) {
+      const text = await fetch(`${base}/metrics`).then((r) => r.text());
+      return Number(new RegExp(`^${name} (\\S+)`, 'm').exec(text)?.[1] ?? 0);
+    },
+    api: (method, urlPath, body) => call(key, method, urlPath, body),
+    async uploadFirmware(version, content) {
+      const form = new FormData();
+      form.append('version', version);
+      form.append('sha256', createHash('sha256').update(content).digest('hex'));
+      form.append('file', new Blob([new Uint8Array(content)]), 'firmware.bin');
+      const response = await fetch(`${base}/api/v1/firmware`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}` },
+        body: form,
+      });
+      if (response.status !== 201) throw new Error(`upload: ${response.status} ${await response.text()}`);
+    },
+    async close() {
+      await simulation.stop().catch(() => {});
+      if (server.exitCode === null && server.signalCode === null) {
+        server.kill('SIGTERM');
+        await once(server, 'exit');
+      }
+      await rm(dataDir, { recursive: true, force: true });
+      if (schema) {
+        const admin = new pg.Client({ connectionString: DATABASE_URL });
+        await admin.connect();
+        await admin.query(`DROP SCHEMA ${schema} CASCADE`);
+        await admin.end();
+      }
+    },
+  };
+}
