@@ -1,0 +1,255 @@
+/**
+ * Fleet deployments end to end: real agents (the simulator, in this process) against a real
+ * server on each database. Each scenario has an organization and a fleet of its own; bakes are
+ * seconds long (bake_minutes 0.05) and the bake faults strike one second after the commit.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { Fault } from '../../src/simulator/faults.ts';
+import { fetchSigningKey, registerDevices } from '../../src/simulator/register.ts';
+import { type Fleet, runFleet } from '../../src/simulator/simulator.ts';
+import { makeFirmwareFile, postFirmware } from '../helpers/firmware.ts';
+import { eventually } from '../helpers/raw-device.ts';
+import { backendsUnderTest, startTestServer, stopSharedServices, type TestServer } from '../helpers/server.ts';
+
+const backends = await backendsUnderTest();
+after(() => stopSharedServices());
+
+const NEW = '1.1.0';
+const quickAgents = { downloadRetries: 1, downloadRetryBaseMs: 20, progressIntervalMs: 200, resultRetryBaseMs: 100 };
+
+interface Batch {
+  index: number;
+  kind: string;
+  size: number;
+  state: string;
+  counts: Record<string, number>;
+}
+interface Deployment {
+  id: string;
+  status: string;
+  total: number;
+  counts: Record<string, number>;
+  batches: Batch[];
+  abort_reason: string | null;
+}
+interface DeploymentDevice {
+  device_id: string;
+  batch: number;
+  status: string;
+  update_id: string | null;
+  current_version: string;
+  bake_failure: string | null;
+}
+
+for (const backend of backends) {
+  describe(`fleet deployments (${backend.name})`, () => {
+    let server: TestServer;
+    const fleets: Fleet[] = [];
+
+    before(async () => {
+      server = await startTestServer(backend, {
+        env: { EDGEFLOW_DISPATCH_INTERVAL_MS: '200', EDGEFLOW_HEALTH_CHECK_TIMEOUT_MS: '2000' },
+      });
+    });
+    after(async () => {
+      await Promise.all(fleets.map((fleet) => fleet.stop()));
+      await server?.close();
+    });
+
+    /** An organization with firmware 1.0.0 and NEW, and `count` devices (`faults` by index), connected unless held back. */
+    async function setup(name: string, count: number, options: { faults?: (Fault | null)[]; connect?: boolean } = {}) {
+      const org = await server.createOrg(name);
+      const key = org.adminKey;
+      for (const version of ['1.0.0', NEW]) {
+        const firmware = await makeFirmwareFile(16 * 1024);
+        const upload = await postFirmware(server.url, key, { version, sha256: firmware.sha256 }, firmware);
+        assert.equal(upload.status, 201, JSON.stringify(upload.body));
+      }
+      const credentials = await registerDevices({ server: server.url, key, count, prefix: `${name}-` });
+      const devices = credentials.map((credential, index) => ({
+        ...credential,
+        fault: options.faults?.[index] ?? null,
+      }));
+      const start = async (subset = devices) => {
+        const fleet = runFleet({
+          server: server.url,
+          devices: subset,
+          allowInsecure: true,
+          publicKeyPem: await fetchSigningKey(server.url, key),
+          organizationId: org.id,
+          faultVersion: NEW,
+          faultTuning: { bakeCrashAfterMs: 1000 },
+          reconnectBaseMs: 50,
+          agentOptions: quickAgents,
+        });
+        fleets.push(fleet);
+        assert.ok(await fleet.waitUntilAllConnected(20_000), JSON.stringify(fleet.counters()));
+        return fleet;
+      };
+      if (options.connect !== false) await start();
+      const api = <T>(method: string, path: string, body?: unknown) => server.api<T>(method, path, key, body);
+      const deployment = async (id: string) => (await api<Deployment>('GET', `/api/v1/deployments/${id}`)).body;
+      const until = async (id: string, status: string, ms = 20_000) => {
+        let last: Deployment | undefined;
+        await eventually(
+          async () => {
+            last = await deployment(id);
+            return last.status === status;
+          },
+          ms,
+          `deployment ${status}`,
+        ).catch((error: Error) => {
+          throw new Error(`${error.message}: ${JSON.stringify(last)}`);
+        });
+        return last!;
+      };
+      const members = async (id: string) =>
+        (await api<{ devices: DeploymentDevice[] }>('GET', `/api/v1/deployments/${id}/devices?limit=1000`)).body
+          .devices;
+      return { org, key, devices, start, api, deployment, until, members };
+    }
+
+    it('plans a rolling deployment in a dry run, then runs exactly that plan batch after batch', async () => {
+      const { api, until, members } = await setup('rolling', 20);
+      const request = { version: NEW, target: { all: true }, strategy: 'rolling', batch_size: '25%', bake_minutes: 0 };
+      const plan = await api<{ total: number; batches: { size: number; device_ids: string[] }[] }>(
+        'POST',
+        '/api/v1/deployments',
+        { ...request, dry_run: true },
+      );
+      assert.equal(plan.status, 200, JSON.stringify(plan.body));
+      assert.deepEqual(
+        plan.body.batches.map((batch) => batch.size),
+        [5, 5, 5, 5],
+      );
+      const created = await api<Deployment>('POST', '/api/v1/deployments', request);
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      const done = await until(created.body.id, 'completed');
+      assert.equal(done.counts.completed, 20);
+      assert.deepEqual(
+        done.batches.map((batch) => [batch.state, batch.counts.completed]),
+        [
+          ['passed', 5],
+          ['passed', 5],
+          ['passed', 5],
+          ['passed', 5],
+        ],
+      );
+      const devices = await members(created.body.id);
+      for (const [index, batch] of plan.body.batches.entries()) {
+        assert.deepEqual(
+          devices.filter((device) => device.batch === index).map((device) => device.device_id),
+          batch.device_ids,
+          'the real run took the planned batches',
+        );
+      }
+      // Batch order: every update of a batch was created after the previous batch's last one finished.
+      const rows = await server.db.query<{ device_id: string; created_at: Date; finished_at: Date }>(
+        'SELECT device_id, created_at, finished_at FROM ota_updates WHERE deployment_id = $1',
+        [created.body.id],
+      );
+      const batchOf = new Map(devices.map((device) => [device.device_id, device.batch]));
+      for (let index = 1; index < 4; index++) {
+        const previousEnd = Math.max(
+          ...rows.filter((row) => batchOf.get(row.device_id) === index - 1).map((row) => row.finished_at.getTime()),
+        );
+        const start = Math.min(
+          ...rows.filter((row) => batchOf.get(row.device_id) === index).map((row) => row.created_at.getTime()),
+        );
+        assert.ok(start >= previousEnd, `batch ${index} started after batch ${index - 1} ended`);
+      }
+    });
+
+    it('stops a canary whose bake fails (a device reverts) and rolls its updated devices back; the rest is untouched', async () => {
+      const faults: (Fault | null)[] = ['bakeRevert', null, null, null, ...Array<null>(8).fill(null)];
+      const { devices, api, until, members } = await setup('canary', 12, { faults });
+      const ids = devices.map((device) => device.deviceId);
+      const created = await api<Deployment>('POST', '/api/v1/deployments', {
+        version: NEW,
+        target: { device_ids: ids },
+        strategy: 'canary',
+        canary_count: 4,
+        failure_threshold_percent: 10,
+        min_sample: 4,
+        bake_minutes: 0.05,
+        on_failure: 'rollback',
+      });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      const ended = await until(created.body.id, 'rolled_back');
+      assert.equal(ended.batches[0]!.state, 'failed');
+      assert.equal(ended.batches[1]!.state, 'pending');
+      await eventually(
+        async () => {
+          const all = await members(created.body.id);
+          return all.every((device) => device.current_version === '1.0.0');
+        },
+        20_000,
+        'every canary device back on 1.0.0',
+      );
+      const all = await members(created.body.id);
+      assert.equal(all.find((device) => device.device_id === ids[0])?.bake_failure !== null, true);
+      for (const device of all.filter((member) => member.batch === 1)) {
+        assert.equal(device.status, 'pending', `${device.device_id} never touched`);
+        assert.equal(device.update_id, null);
+      }
+      const rollbacks = await server.db.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM ota_updates WHERE deployment_id = $1 AND kind = 'rollback' AND status = 'completed'`,
+        [created.body.id],
+      );
+      assert.equal(rollbacks[0]!.n, 3, 'the three healthy canary devices were rolled back');
+    });
+
+    it('pauses, resumes, promotes past a bake and cancels; a second deployment lists the devices as busy', async () => {
+      const { api, until, deployment } = await setup('controls', 9);
+      const created = await api<Deployment>('POST', '/api/v1/deployments', {
+        version: NEW,
+        target: { all: true },
+        strategy: 'rolling',
+        batch_size: 3,
+        bake_minutes: 10,
+      });
+      assert.equal(created.status, 201);
+      const id = created.body.id;
+      const busy = await api<{ busy: { count: number } }>('POST', '/api/v1/deployments', {
+        version: NEW,
+        target: { all: true },
+        strategy: 'all_at_once',
+        dry_run: true,
+      });
+      assert.equal(busy.body.busy.count, 9);
+      await eventually(async () => (await deployment(id)).batches[0]!.state === 'baking', 20_000, 'batch 0 baking');
+      const paused = await api<Deployment>('POST', `/api/v1/deployments/${id}/pause`);
+      assert.equal(paused.body.status, 'paused');
+      assert.equal((await api<Deployment>('POST', `/api/v1/deployments/${id}/resume`)).body.status, 'running');
+      const promoted = await api<Deployment>('POST', `/api/v1/deployments/${id}/promote`);
+      assert.equal(promoted.status, 200, JSON.stringify(promoted.body));
+      await eventually(async () => (await deployment(id)).batches[1]!.state === 'baking', 20_000, 'batch 1 baking');
+      const cancelled = await api<Deployment>('POST', `/api/v1/deployments/${id}/cancel`);
+      assert.equal(cancelled.body.status, 'cancelled');
+      const late = await api<{ error: { code: string } }>('POST', `/api/v1/deployments/${id}/pause`);
+      assert.equal(late.status, 409);
+      assert.equal(late.body.error.code, 'deployment_finished');
+      const final = await until(id, 'cancelled');
+      assert.deepEqual([final.counts.completed, final.counts.pending], [6, 3], 'the third batch was never touched');
+      const missing = await api<{ error: { code: string } }>('GET', '/api/v1/deployments/dep_nope');
+      assert.equal(missing.status, 404);
+      assert.equal(missing.body.error.code, 'deployment_not_found');
+    });
+
+    it('dispatches an offline device when it comes online while the deployment is active', async () => {
+      const { devices, start, api, until, deployment } = await setup('offline', 4, { connect: false });
+      await start(devices.slice(0, 3));
+      const created = await api<Deployment>('POST', '/api/v1/deployments', {
+        version: NEW,
+        target: { all: true },
+        strategy: 'all_at_once',
+      });
+      await eventually(async () => (await deployment(created.body.id)).counts.completed === 3, 20_000, '3 done');
+      assert.equal((await deployment(created.body.id)).status, 'running');
+      await start(devices.slice(3));
+      const done = await until(created.body.id, 'completed');
+      assert.equal(done.counts.completed, 4);
+    });
+  });
+}
