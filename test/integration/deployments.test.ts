@@ -49,7 +49,11 @@ for (const backend of backends) {
 
     before(async () => {
       server = await startTestServer(backend, {
-        env: { EDGEFLOW_DISPATCH_INTERVAL_MS: '200', EDGEFLOW_HEALTH_CHECK_TIMEOUT_MS: '2000' },
+        env: {
+          EDGEFLOW_DISPATCH_INTERVAL_MS: '200',
+          EDGEFLOW_HEALTH_CHECK_TIMEOUT_MS: '2000',
+          EDGEFLOW_DEPLOYMENT_RETRY_BASE_MS: '200',
+        },
       });
     });
     after(async () => {
@@ -179,25 +183,30 @@ for (const backend of backends) {
       const ended = await until(created.body.id, 'rolled_back');
       assert.equal(ended.batches[0]!.state, 'failed');
       assert.equal(ended.batches[1]!.state, 'pending');
-      await eventually(
-        async () => {
-          const all = await members(created.body.id);
-          return all.every((device) => device.current_version === '1.0.0');
-        },
-        20_000,
-        'every canary device back on 1.0.0',
-      );
+      const completedRollbacks = async () =>
+        (
+          await server.db.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM ota_updates
+             WHERE deployment_id = $1 AND kind = 'rollback' AND status = 'completed'`,
+            [created.body.id],
+          )
+        )[0]!.n;
+      // The reverted device runs 1.0.0 already; the three healthy canary devices get a rollback each.
+      await eventually(async () => (await completedRollbacks()) === 3, 20_000, 'three rollbacks completed');
       const all = await members(created.body.id);
-      assert.equal(all.find((device) => device.device_id === ids[0])?.bake_failure !== null, true);
+      assert.ok(
+        ['offline', 'reverted', 'unhealthy'].includes(all.find((d) => d.device_id === ids[0])?.bake_failure ?? ''),
+      );
       for (const device of all.filter((member) => member.batch === 1)) {
         assert.equal(device.status, 'pending', `${device.device_id} never touched`);
         assert.equal(device.update_id, null);
       }
-      const rollbacks = await server.db.query<{ n: number }>(
-        `SELECT count(*)::int AS n FROM ota_updates WHERE deployment_id = $1 AND kind = 'rollback' AND status = 'completed'`,
-        [created.body.id],
+      assert.ok(
+        all.every((device) => device.current_version === '1.0.0'),
+        JSON.stringify(all),
       );
-      assert.equal(rollbacks[0]!.n, 3, 'the three healthy canary devices were rolled back');
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      assert.equal(await completedRollbacks(), 3, 'no device was rolled back twice');
     });
 
     it('pauses, resumes, promotes past a bake and cancels; a second deployment lists the devices as busy', async () => {
@@ -235,6 +244,82 @@ for (const backend of backends) {
       const missing = await api<{ error: { code: string } }>('GET', '/api/v1/deployments/dep_nope');
       assert.equal(missing.status, 404);
       assert.equal(missing.body.error.code, 'deployment_not_found');
+    });
+
+    it('retries a failed device after a backoff, and dispatches no more than max_per_minute', async () => {
+      const { devices, api, until, members } = await setup('retries', 4, { faults: ['downloadError'] });
+      const created = await api<Deployment>('POST', '/api/v1/deployments', {
+        version: NEW,
+        target: { all: true },
+        strategy: 'all_at_once',
+        failure_threshold_percent: 100,
+        max_retries: 1,
+        max_per_minute: 3,
+      });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      const id = created.body.id;
+      const rowsOf = async () =>
+        server.db.query<{ device_id: string; status: string }>(
+          `SELECT device_id, status FROM ota_updates WHERE deployment_id = $1 ORDER BY created_at`,
+          [id],
+        );
+      await eventually(async () => (await rowsOf()).length === 3, 10_000, 'three devices dispatched');
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      assert.equal((await rowsOf()).length, 3, 'the fourth waits for the next minute');
+      // The failed device's retry waits for the rate too; cancel to end the test.
+      const failing = devices[0]!.deviceId;
+      await eventually(
+        async () => (await members(id)).find((device) => device.device_id === failing)?.status === 'failed',
+        10_000,
+        'the faulty device failed once',
+      );
+      await api('POST', `/api/v1/deployments/${id}/cancel`);
+      await until(id, 'cancelled');
+    });
+
+    it('retries a failed device once max_retries allows, then counts it failed', async () => {
+      const { devices, api, until } = await setup('retry-once', 3, { faults: ['downloadError'] });
+      const created = await api<Deployment>('POST', '/api/v1/deployments', {
+        version: NEW,
+        target: { all: true },
+        strategy: 'all_at_once',
+        failure_threshold_percent: 50,
+        max_retries: 1,
+      });
+      const done = await until(created.body.id, 'completed');
+      assert.deepEqual([done.counts.completed, done.counts.failed], [2, 1]);
+      const attempts = await server.db.query<{ status: string }>(
+        `SELECT status FROM ota_updates WHERE deployment_id = $1 AND device_id = $2 ORDER BY created_at`,
+        [created.body.id, devices[0]!.deviceId],
+      );
+      assert.deepEqual(
+        attempts.map((row) => row.status),
+        ['failed', 'failed'],
+        'one retry after the first failure',
+      );
+    });
+
+    it('waits for start_at, and a dynamic deployment takes a device that comes to match', async () => {
+      const { devices, api, until, deployment } = await setup('dynamic', 3);
+      const startAt = new Date(Date.now() + 1500).toISOString();
+      const created = await api<Deployment>('POST', '/api/v1/deployments', {
+        version: NEW,
+        target: { tags: ['late'] },
+        strategy: 'all_at_once',
+        dynamic: true,
+        start_at: startAt,
+      });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      assert.equal(created.body.status, 'scheduled');
+      assert.equal(created.body.total, 0);
+      const id = created.body.id;
+      await until(id, 'running');
+      const tagged = await api('PATCH', `/api/v1/devices/${devices[1]!.deviceId}`, { tags: ['late'] });
+      assert.equal(tagged.status, 200, JSON.stringify(tagged.body));
+      await eventually(async () => (await deployment(id)).counts.completed === 1, 15_000, 'the new match updated');
+      const state = await deployment(id);
+      assert.deepEqual([state.status, state.total], ['running', 1], 'a dynamic deployment keeps running');
+      await api('POST', `/api/v1/deployments/${id}/cancel`);
     });
 
     it('dispatches an offline device when it comes online while the deployment is active', async () => {
