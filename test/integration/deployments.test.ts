@@ -127,9 +127,17 @@ for (const backend of backends) {
         plan.body.batches.map((batch) => batch.size),
         [5, 5, 5, 5],
       );
+      const events: { deployment_id: string; status: string; batch: { index: number; state: string } | null }[] = [];
+      const unsubscribe = server.services.feed.on('deployment', (event) => events.push(event));
       const created = await api<Deployment>('POST', '/api/v1/deployments', request);
       assert.equal(created.status, 201, JSON.stringify(created.body));
       const done = await until(created.body.id, 'completed');
+      await eventually(async () => events.some((event) => event.status === 'completed'), 5000, 'completed announced');
+      unsubscribe();
+      const passed = events
+        .filter((event) => event.deployment_id === created.body.id && event.batch?.state === 'passed')
+        .map((event) => event.batch!.index);
+      assert.deepEqual(passed, [0, 1, 2, 3], 'each batch announced as passed, in order');
       assert.equal(done.counts.completed, 20);
       assert.deepEqual(
         done.batches.map((batch) => [batch.state, batch.counts.completed]),

@@ -51,7 +51,8 @@ export function eventsFor(
     changedBatches.length === 0 &&
     sameCounts(previous.counts, view.counts);
   if (same) return [];
-  if (changedBatches.length === 0) return [{ ...base, batch: null }];
+  // A new deployment is one event; afterwards each batch that changed state is one.
+  if (previous === null || changedBatches.length === 0) return [{ ...base, batch: null }];
   return changedBatches.map((batch) => ({
     ...base,
     batch: {
