@@ -249,9 +249,43 @@ for (const backend of backends) {
       assert.equal(late.body.error.code, 'deployment_finished');
       const final = await until(id, 'cancelled');
       assert.deepEqual([final.counts.completed, final.counts.pending], [6, 3], 'the third batch was never touched');
+      const listed = await api<{ deployments: { id: string }[] }>('GET', '/api/v1/deployments?status=cancelled');
+      assert.deepEqual(
+        listed.body.deployments.map((each) => each.id),
+        [id],
+      );
+      assert.deepEqual((await api<{ deployments: unknown[] }>('GET', '/api/v1/deployments?status=running')).body, {
+        deployments: [],
+      });
+      const viewer = await api<{ key: string }>('POST', '/api/v1/api-keys', { role: 'viewer' });
+      assert.equal(viewer.status, 201, JSON.stringify(viewer.body));
+      assert.equal((await server.api('GET', `/api/v1/deployments/${id}`, viewer.body.key)).status, 200);
+      assert.equal((await server.api('POST', `/api/v1/deployments/${id}/rollback`, viewer.body.key)).status, 403);
       const missing = await api<{ error: { code: string } }>('GET', '/api/v1/deployments/dep_nope');
       assert.equal(missing.status, 404);
       assert.equal(missing.body.error.code, 'deployment_not_found');
+    });
+
+    it('judges no failure rate before min_sample devices have a verdict; crossing it then aborts', async () => {
+      const faults: (Fault | null)[] = ['downloadError', null, null, null, 'downloadError', null, null, null];
+      const { devices, api, until } = await setup('sample', 8, { faults });
+      const ids = devices.map((device) => device.deviceId);
+      const body = (deviceIds: string[], minSample: number) => ({
+        version: NEW,
+        target: { device_ids: deviceIds },
+        strategy: 'all_at_once',
+        failure_threshold_percent: 50,
+        min_sample: minSample,
+        bake_minutes: 0.05,
+        on_failure: 'abort',
+      });
+      // The faulty device fails within a second, long before the others have baked: alone it is 100%.
+      const patient = await api<Deployment>('POST', '/api/v1/deployments', body(ids.slice(0, 4), 4));
+      const hasty = await api<Deployment>('POST', '/api/v1/deployments', body(ids.slice(4), 1));
+      const judgedAll = await until(patient.body.id, 'completed');
+      assert.deepEqual([judgedAll.counts.completed, judgedAll.counts.failed], [3, 1], '1 of 4 is within 50%');
+      const judgedOne = await until(hasty.body.id, 'failed');
+      assert.match(judgedOne.abort_reason ?? '', /crossed the failure threshold/);
     });
 
     it('retries a failed device after a backoff, and dispatches no more than max_per_minute', async () => {
