@@ -60,7 +60,11 @@ export class BakeWatch {
     const { db, tunnel, config, log } = this.#deps;
     try {
       const nowMs = Date.now();
-      const due = (await repo.listBakingDevices(db)).filter((device) => {
+      const baking = await repo.listBakingDevices(db);
+      // Forget devices whose bake is over.
+      const current = new Set(baking.map((device) => `${device.deployment_id}/${device.device_id}`));
+      for (const key of this.#lastProbeMs.keys()) if (!current.has(key)) this.#lastProbeMs.delete(key);
+      const due = baking.filter((device) => {
         if (!tunnel.isConnected(device.organization_id, device.device_id)) return false;
         const key = `${device.deployment_id}/${device.device_id}`;
         const everyMs = Math.max(PROBE_TICK_MS, (device.bake_minutes * 60_000) / 10);
