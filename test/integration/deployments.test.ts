@@ -62,7 +62,11 @@ for (const backend of backends) {
     });
 
     /** An organization with firmware 1.0.0 and NEW, and `count` devices (`faults` by index), connected unless held back. */
-    async function setup(name: string, count: number, options: { faults?: (Fault | null)[]; connect?: boolean } = {}) {
+    async function setup(
+      name: string,
+      count: number,
+      options: { faults?: (Fault | null)[]; connect?: boolean; slowLinkChunkDelayMs?: number } = {},
+    ) {
       const org = await server.createOrg(name);
       const key = org.adminKey;
       for (const version of ['1.0.0', NEW]) {
@@ -83,7 +87,7 @@ for (const backend of backends) {
           publicKeyPem: await fetchSigningKey(server.url, key),
           organizationId: org.id,
           faultVersion: NEW,
-          faultTuning: { bakeCrashAfterMs: 1000 },
+          faultTuning: { bakeCrashAfterMs: 1000, slowLinkChunkDelayMs: options.slowLinkChunkDelayMs ?? 50 },
           reconnectBaseMs: 50,
           agentOptions: quickAgents,
         });
@@ -362,6 +366,24 @@ for (const backend of backends) {
       const state = await deployment(id);
       assert.deepEqual([state.status, state.total], ['running', 1], 'a dynamic deployment keeps running');
       await api('POST', `/api/v1/deployments/${id}/cancel`);
+    });
+
+    it('times a silent device out after device_timeout_minutes', async () => {
+      const { devices, api, until, members } = await setup('timeout', 2, {
+        faults: ['slowLink'],
+        slowLinkChunkDelayMs: 5000,
+      });
+      const created = await api<Deployment>('POST', '/api/v1/deployments', {
+        version: NEW,
+        target: { all: true },
+        strategy: 'all_at_once',
+        device_timeout_minutes: 0.03,
+        failure_threshold_percent: 100,
+      });
+      const done = await until(created.body.id, 'completed');
+      assert.deepEqual([done.counts.completed, done.counts.timed_out], [1, 1]);
+      const slow = (await members(created.body.id)).find((device) => device.device_id === devices[0]!.deviceId);
+      assert.equal(slow?.status, 'timed_out');
     });
 
     it('dispatches an offline device when it comes online while the deployment is active', async () => {
