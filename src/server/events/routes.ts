@@ -17,11 +17,11 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = as
     {
       schema: {
         tags: ['events'],
-        summary: 'Server-Sent Events of the organization: `ota`, `device`, `device_deleted`',
+        summary: 'Server-Sent Events of the organization: `ota`, `device`, `device_deleted`, `deployment`',
         description:
           'A `text/event-stream`: each message has `event:` (the name) and `data:` (one JSON object, as in ' +
           'the schema). `ota`: an update was created or its status, phase or progress changed; `device`: a ' +
-          'tunnel opened or closed; `device_deleted`. After the server lost its event feed for a moment it ' +
+          'tunnel opened or closed; `device_deleted`; `deployment`: a deployment's status, counts or a batch changed. After the server lost its event feed for a moment it ' +
           'sends `event: resync` (events may have been missed: read the state again).',
         produces: ['text/event-stream'],
         response: {
