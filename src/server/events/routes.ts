@@ -21,7 +21,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = as
         description:
           'A `text/event-stream`: each message has `event:` (the name) and `data:` (one JSON object, as in ' +
           'the schema). `ota`: an update was created or its status, phase or progress changed; `device`: a ' +
-          'tunnel opened or closed; `device_deleted`; `deployment`: a deployment's status, counts or a batch changed. After the server lost its event feed for a moment it ' +
+          'tunnel opened or closed; `device_deleted`; `deployment`: the status of a deployment, counts or a batch changed. After the server lost its event feed for a moment it ' +
           'sends `event: resync` (events may have been missed: read the state again).',
         produces: ['text/event-stream'],
         response: {
