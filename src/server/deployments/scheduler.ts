@@ -14,6 +14,7 @@ import * as firmwareRepo from '../firmware/repo.ts';
 import type { Config } from '../infra/config.ts';
 import type { Db, Queryable } from '../infra/db.ts';
 import { newId } from '../infra/secrets.ts';
+import { isActive } from '../updates/status.ts';
 import type { NewUpdate, UpdateTransitions } from '../updates/transitions.ts';
 import { announceChanges } from './announce.ts';
 import { dispatchAllowance, nextAction } from './gate.ts';
@@ -30,6 +31,11 @@ export interface DeploymentSchedulerDeps {
 }
 
 const ACTIVE = new Set(['queued', 'dispatched', 'in_progress']);
+/**
+ * Passes start at most this often however many events arrive: a pass reads every device of each
+ * unfinished deployment, and a rollout of thousands sends thousands of events a second.
+ */
+const MIN_PASS_GAP_MS = 250;
 
 export class DeploymentScheduler {
   readonly #deps: DeploymentSchedulerDeps;
@@ -37,12 +43,17 @@ export class DeploymentScheduler {
   #running: Promise<void> | undefined;
   #again = false;
   #stopped = false;
+  #lastPassAtMs = 0;
+  #delayed: NodeJS.Timeout | undefined;
 
   constructor(deps: DeploymentSchedulerDeps) {
     this.#deps = deps;
     const { feed } = deps;
+    // Only an update ending can change a gate; its queued/dispatched/progress steps cannot.
     feed.on('ota', (event) => {
-      if (event.deployment_id !== null && event.status !== event.previous_status) this.kick();
+      if (event.deployment_id !== null && event.status !== event.previous_status && !isActive(event.status)) {
+        this.kick();
+      }
     });
     feed.on('device', (event) => {
       if (event.online) this.kick();
@@ -60,6 +71,7 @@ export class DeploymentScheduler {
   async stop(): Promise<void> {
     this.#stopped = true;
     clearInterval(this.#timer);
+    clearTimeout(this.#delayed);
     await this.#running;
   }
 
@@ -70,10 +82,22 @@ export class DeploymentScheduler {
       this.#again = true;
       return;
     }
+    const waitMs = this.#lastPassAtMs + MIN_PASS_GAP_MS - Date.now();
+    if (waitMs > 0) {
+      this.#delayed ??= setTimeout(() => {
+        this.#delayed = undefined;
+        this.kick();
+      }, waitMs);
+      return;
+    }
     this.#running = (async () => {
       try {
         do {
           this.#again = false;
+          const sinceLastMs = Date.now() - this.#lastPassAtMs;
+          if (sinceLastMs < MIN_PASS_GAP_MS)
+            await new Promise((resolve) => setTimeout(resolve, MIN_PASS_GAP_MS - sinceLastMs));
+          this.#lastPassAtMs = Date.now();
           await this.runPass();
         } while (this.#again && !this.#stopped);
       } catch (error) {

@@ -157,7 +157,18 @@ export class UpdateEngine {
       const claimed = await transitions.claim(nodeId, CLAIM_BATCH, config.updateTimeoutSeconds);
       if (claimed.length === 0) return total;
       total += claimed.length;
-      await Promise.all(claimed.map((row) => this.#sendCommand(row)));
+      // One lookup per firmware version of the claim, not one per device.
+      const firmware = new Map<string, Promise<firmwareRepo.FirmwareRow | undefined>>();
+      const findFirmware = (row: repo.UpdateRow) => {
+        const key = `${row.organization_id}\u0000${row.target_version}`;
+        let found = firmware.get(key);
+        if (!found) {
+          found = firmwareRepo.findFirmware(this.#deps.db, row.organization_id, row.target_version);
+          firmware.set(key, found);
+        }
+        return found;
+      };
+      await Promise.all(claimed.map((row) => this.#sendCommand(row, findFirmware)));
       if (claimed.length < CLAIM_BATCH) return total;
     }
   }
@@ -166,12 +177,15 @@ export class UpdateEngine {
     await this.#deps.transitions.expireOverdue();
   }
 
-  async #sendCommand(row: repo.UpdateRow): Promise<void> {
+  async #sendCommand(
+    row: repo.UpdateRow,
+    findFirmware: (row: repo.UpdateRow) => Promise<firmwareRepo.FirmwareRow | undefined>,
+  ): Promise<void> {
     const { tunnel, log, metrics } = this.#deps;
     const device = { organizationId: row.organization_id, deviceId: row.device_id };
     let payload: OtaUpdatePayload;
     try {
-      payload = await this.#commandPayload(row);
+      payload = await this.#commandPayload(row, await findFirmware(row));
     } catch (error) {
       await this.#fail(row, 'firmware_unavailable', (error as Error).message);
       return;
@@ -195,9 +209,11 @@ export class UpdateEngine {
     }
   }
 
-  async #commandPayload(row: repo.UpdateRow): Promise<OtaUpdatePayload> {
+  async #commandPayload(
+    row: repo.UpdateRow,
+    firmware: firmwareRepo.FirmwareRow | undefined,
+  ): Promise<OtaUpdatePayload> {
     const { db, store, config } = this.#deps;
-    const firmware = await firmwareRepo.findFirmware(db, row.organization_id, row.target_version);
     if (!firmware) throw new Error(`firmware ${row.target_version} is no longer in the store`);
     const link = await store.downloadLink(firmware.storage_key, config.downloadLinkTtlSeconds);
     const manifest: FirmwareManifest = {
