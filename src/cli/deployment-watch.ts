@@ -1,0 +1,137 @@
+/**
+ * Follows one deployment until it ends, for `watch <deployment-id>` and `deploy --wait`: the
+ * event stream says when something changed, GET /api/v1/deployments/{id} says what it is now
+ * (the status is derived from counters on the server; the CLI never adds events up itself).
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ApiClient } from './client.ts';
+import { changedLines, type DeploymentView, isFinished, renderDeployment } from './deployment-format.ts';
+import { CliError } from './errors.ts';
+
+/** At most five redraws a second: a 10,000-device rollout sends far more events than a person reads. */
+const REDRAW_INTERVAL_MS = 200;
+/**
+ * A read even without an event: the stream can drop (a server restart) or lose events (its
+ * `resync`), and a deployment must never be followed forever past its end.
+ */
+const FALLBACK_READ_MS = 5_000;
+/** Waiting for the stream before the first read; past it the first read happens anyway. */
+const OPEN_WAIT_MS = 3_000;
+const RECONNECT_MS = 1_000;
+
+type Output = NodeJS.WriteStream;
+
+/** Draws the status block: in place on a terminal, changed lines in a log, one JSON line per change with --json. */
+class StatusDisplay {
+  #previous: string[] = [];
+  #drawnLines = 0;
+
+  constructor(
+    private readonly out: Output,
+    private readonly json: boolean,
+  ) {}
+
+  show(deployment: DeploymentView): void {
+    if (this.json) {
+      const line = JSON.stringify(deployment);
+      if (line !== this.#previous[0]) this.out.write(`${line}\n`);
+      this.#previous = [line];
+      return;
+    }
+    const columns = this.out.isTTY ? (this.out.columns ?? 100) : 100;
+    const lines = renderDeployment(deployment, columns);
+    if (this.out.isTTY) {
+      if (lines.join('\n') === this.#previous.join('\n')) return;
+      // Cut to the width: a wrapped line would make the cursor-up count wrong.
+      const fitted = lines.map((line) => (line.length < columns ? line : `${line.slice(0, columns - 2)}…`));
+      const up = this.#drawnLines > 0 ? `\x1b[${this.#drawnLines}F` : '';
+      this.out.write(`${up}\x1b[J${fitted.join('\n')}\n`);
+      this.#drawnLines = fitted.length;
+    } else {
+      const time = new Date().toISOString().slice(11, 19);
+      for (const line of changedLines(this.#previous, lines)) this.out.write(`${time} ${line}\n`);
+    }
+    this.#previous = lines;
+  }
+}
+
+/** A wake-up that remembers being rung while nobody waited. */
+class Doorbell {
+  #rung = false;
+  #wake: (() => void) | undefined;
+
+  ring(): void {
+    this.#rung = true;
+    this.#wake?.();
+  }
+
+  /** Resolves when rung (or already rung since the last wait), or after `ms`. */
+  async wait(ms: number): Promise<void> {
+    if (!this.#rung) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, ms);
+        this.#wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.#wake = undefined;
+    }
+    this.#rung = false;
+  }
+}
+
+/** Rings the bell on each event about this deployment, reconnecting when the stream drops, until aborted. */
+async function listen(api: ApiClient, id: string, bell: Doorbell, opened: () => void, signal: AbortSignal) {
+  while (!signal.aborted) {
+    try {
+      for await (const { event, data } of api.events(signal, () => {
+        opened();
+        // Whatever changed while the stream was down.
+        bell.ring();
+      })) {
+        if (event === 'resync' || ((event === 'deployment' || event === 'ota') && data.deployment_id === id)) {
+          bell.ring();
+        }
+      }
+    } catch {
+      // A dropped or refused stream: the fallback reads go on, and so does the reconnection.
+    }
+    opened();
+    await sleep(RECONNECT_MS, undefined, { signal }).catch(() => {});
+  }
+}
+
+/**
+ * Shows the deployment live until it is completed, failed, cancelled or rolled back, and
+ * returns it; a CliError (exit 1) when it ended any other way than completed, so that
+ * `deploy --wait && next-step` only goes on after a full success.
+ */
+export async function followDeployment(api: ApiClient, id: string, options: { json?: boolean }): Promise<void> {
+  const controller = new AbortController();
+  const display = new StatusDisplay(process.stdout, options.json ?? false);
+  const bell = new Doorbell();
+  let markOpen = () => {};
+  const open = new Promise<void>((resolve) => {
+    markOpen = resolve;
+  });
+  const listening = listen(api, id, bell, () => markOpen(), controller.signal);
+  try {
+    await Promise.race([open, sleep(OPEN_WAIT_MS)]);
+    for (;;) {
+      const read = Date.now();
+      const deployment = await api.call<DeploymentView>('GET', `/api/v1/deployments/${encodeURIComponent(id)}`);
+      display.show(deployment);
+      if (isFinished(deployment.status)) {
+        if (deployment.status === 'completed') return;
+        const why = deployment.abort_reason ? `: ${deployment.abort_reason}` : '';
+        throw new CliError(`deployment ${id} ended ${deployment.status}${why}`);
+      }
+      await bell.wait(FALLBACK_READ_MS);
+      await sleep(Math.max(0, REDRAW_INTERVAL_MS - (Date.now() - read)));
+    }
+  } finally {
+    controller.abort();
+    await listening;
+  }
+}
