@@ -19,10 +19,11 @@ const FALLBACK_READ_MS = 5_000;
 const OPEN_WAIT_MS = 3_000;
 const RECONNECT_MS = 1_000;
 
-type Output = NodeJS.WriteStream;
+/** Where the block is drawn: the terminal, or a log (and a recording stream in the tests). */
+export type Output = Pick<NodeJS.WriteStream, 'write' | 'isTTY' | 'columns'>;
 
 /** Draws the status block: in place on a terminal, changed lines in a log, one JSON line per change with --json. */
-class StatusDisplay {
+export class StatusDisplay {
   #previous: string[] = [];
   #drawnLines = 0;
 
@@ -55,7 +56,11 @@ class StatusDisplay {
   }
 }
 
-/** A wake-up that remembers being rung while nobody waited. */
+/**
+ * A wake-up that remembers being rung while nobody waited. `clear()` comes right before a
+ * read: every ring until then is answered by that read, so a burst of events (or events during
+ * the pause between redraws) costs one read, and a ring after it one more.
+ */
 class Doorbell {
   #rung = false;
   #wake: (() => void) | undefined;
@@ -65,24 +70,32 @@ class Doorbell {
     this.#wake?.();
   }
 
-  /** Resolves when rung (or already rung since the last wait), or after `ms`. */
-  async wait(ms: number): Promise<void> {
-    if (!this.#rung) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, ms);
-        this.#wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.#wake = undefined;
-    }
+  clear(): void {
     this.#rung = false;
+  }
+
+  /** Resolves when rung since the last clear(), or after `ms`. */
+  async wait(ms: number): Promise<void> {
+    if (this.#rung) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.#wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    this.#wake = undefined;
   }
 }
 
 /** Rings the bell on each event about this deployment, reconnecting when the stream drops, until aborted. */
-async function listen(api: ApiClient, id: string, bell: Doorbell, opened: () => void, signal: AbortSignal) {
+async function listen(
+  api: Pick<ApiClient, 'events'>,
+  id: string,
+  bell: Doorbell,
+  opened: () => void,
+  signal: AbortSignal,
+) {
   while (!signal.aborted) {
     try {
       for await (const { event, data } of api.events(signal, () => {
@@ -103,13 +116,17 @@ async function listen(api: ApiClient, id: string, bell: Doorbell, opened: () => 
 }
 
 /**
- * Shows the deployment live until it is completed, failed, cancelled or rolled back, and
- * returns it; a CliError (exit 1) when it ended any other way than completed, so that
+ * Shows the deployment live until it is completed, failed, cancelled or rolled back; throws a
+ * CliError (exit 1) when it ended any other way than completed, so that
  * `deploy --wait && next-step` only goes on after a full success.
  */
-export async function followDeployment(api: ApiClient, id: string, options: { json?: boolean }): Promise<void> {
+export async function followDeployment(
+  api: Pick<ApiClient, 'call' | 'events'>,
+  id: string,
+  options: { json?: boolean; out?: Output },
+): Promise<void> {
   const controller = new AbortController();
-  const display = new StatusDisplay(process.stdout, options.json ?? false);
+  const display = new StatusDisplay(options.out ?? process.stdout, options.json ?? false);
   const bell = new Doorbell();
   let markOpen = () => {};
   const open = new Promise<void>((resolve) => {
@@ -117,9 +134,11 @@ export async function followDeployment(api: ApiClient, id: string, options: { js
   });
   const listening = listen(api, id, bell, () => markOpen(), controller.signal);
   try {
-    await Promise.race([open, sleep(OPEN_WAIT_MS)]);
+    // Unreferenced: a deployment that ends at once must not keep the process up for it.
+    await Promise.race([open, sleep(OPEN_WAIT_MS, undefined, { ref: false })]);
     for (;;) {
       const read = Date.now();
+      bell.clear();
       const deployment = await api.call<DeploymentView>('GET', `/api/v1/deployments/${encodeURIComponent(id)}`);
       display.show(deployment);
       if (isFinished(deployment.status)) {

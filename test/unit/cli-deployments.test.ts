@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   batchBar,
   changedLines,
@@ -16,6 +17,7 @@ import {
   sampleIds,
   summarizeCounts,
 } from '../../src/cli/deployment-format.ts';
+import { followDeployment, type Output, StatusDisplay } from '../../src/cli/deployment-watch.ts';
 import { CliError } from '../../src/cli/errors.ts';
 import {
   type DeploymentPlan,
@@ -24,6 +26,7 @@ import {
   deploymentSettingsOf,
   emptyDeviceCounts,
 } from '../../src/server/deployments/schemas.ts';
+import { eventually } from '../helpers/raw-device.ts';
 
 const counts = (some: Partial<DeviceCounts>): DeviceCounts => ({ ...emptyDeviceCounts(), ...some });
 
@@ -332,26 +335,27 @@ describe('renderPlan', () => {
   });
 });
 
-describe('renderDeployment', () => {
-  const deployment = (some: Partial<DeploymentView>): DeploymentView => ({
-    id: 'dep1',
-    version: '1.1.0',
-    status: 'running',
-    target: { tags: ['eu'] },
-    ...settings({ strategy: 'canary', canary_count: 2, rest_strategy: 'all_at_once', bake_minutes: 0.5 }),
-    start_at: null,
-    total: 12,
-    counts: counts({ completed: 2, in_progress: 5, pending: 5 }),
-    batches: [
-      { index: 0, kind: 'canary', size: 2, state: 'passed', counts: counts({ completed: 2 }) },
-      { index: 1, kind: 'batch', size: 10, state: 'running', counts: counts({ in_progress: 5, pending: 5 }) },
-    ],
-    created_at: '2030-01-01T00:00:00.000Z',
-    started_at: '2030-01-01T00:00:00.000Z',
-    finished_at: null,
-    ...some,
-  });
+/** A canary of 12 devices under way: its canary passed, its rest is updating. */
+const deployment = (some: Partial<DeploymentView>): DeploymentView => ({
+  id: 'dep1',
+  version: '1.1.0',
+  status: 'running',
+  target: { tags: ['eu'] },
+  ...settings({ strategy: 'canary', canary_count: 2, rest_strategy: 'all_at_once', bake_minutes: 0.5 }),
+  start_at: null,
+  total: 12,
+  counts: counts({ completed: 2, in_progress: 5, pending: 5 }),
+  batches: [
+    { index: 0, kind: 'canary', size: 2, state: 'passed', counts: counts({ completed: 2 }) },
+    { index: 1, kind: 'batch', size: 10, state: 'running', counts: counts({ in_progress: 5, pending: 5 }) },
+  ],
+  created_at: '2030-01-01T00:00:00.000Z',
+  started_at: '2030-01-01T00:00:00.000Z',
+  finished_at: null,
+  ...some,
+});
 
+describe('renderDeployment', () => {
   it('draws the header, the counts and one bar per batch that fits the width', () => {
     const lines = renderDeployment(deployment({}), 70);
     assert.deepEqual(lines.slice(0, 3), [
@@ -389,4 +393,136 @@ describe('changedLines', () => {
   for (const [name, previous, next, printed] of cases) {
     it(name, () => assert.deepEqual(changedLines(previous, next), printed));
   }
+});
+
+/** A stream that records what is written to it, as a terminal or as a log. */
+function recorder(isTTY: boolean): Output & { text: () => string; writes: string[] } {
+  const writes: string[] = [];
+  return {
+    isTTY,
+    columns: 100,
+    write: ((chunk: string) => {
+      writes.push(chunk);
+      return true;
+    }) as Output['write'],
+    writes,
+    text: () => writes.join(''),
+  };
+}
+
+const progressed = deployment({
+  counts: counts({ completed: 7, pending: 5 }),
+  batches: [
+    { index: 0, kind: 'canary', size: 2, state: 'passed', counts: counts({ completed: 2 }) },
+    { index: 1, kind: 'batch', size: 10, state: 'running', counts: counts({ completed: 5, pending: 5 }) },
+  ],
+});
+
+describe('StatusDisplay', () => {
+  it('on a terminal, redraws the block in place and only when it changed', () => {
+    const out = recorder(true);
+    const display = new StatusDisplay(out, false);
+    display.show(deployment({}));
+    assert.equal(out.writes.length, 1);
+    assert.ok(out.writes[0]!.startsWith('\u001b[J'), 'the first drawing moves no cursor');
+    display.show(deployment({}));
+    assert.equal(out.writes.length, 1, 'the same state is not drawn again');
+    display.show(progressed);
+    assert.equal(out.writes.length, 2);
+    assert.ok(out.writes[1]!.startsWith('\u001b[5F\u001b[J'), 'back up over the five lines drawn, then clear');
+    assert.ok(out.writes[1]!.endsWith(`${renderDeployment(progressed).join('\n')}\n`));
+  });
+
+  it('in a log, prints only the changed lines, each with the time', () => {
+    const out = recorder(false);
+    const display = new StatusDisplay(out, false);
+    display.show(deployment({}));
+    assert.equal(out.text().split('\n').filter(Boolean).length, 5);
+    out.writes.length = 0;
+    display.show(deployment({}));
+    assert.equal(out.text(), '', 'nothing changed, nothing printed');
+    display.show(progressed);
+    const printed = out.text().trimEnd().split('\n');
+    assert.equal(printed.length, 2, 'the counts line and the rest batch line');
+    assert.match(printed[0]!, /^\d\d:\d\d:\d\d {3}7 completed, 5 pending$/);
+    assert.match(printed[1]!, /^\d\d:\d\d:\d\d {3}#1 batch {2}running \[#+\.+\] {2}5\/10$/);
+    assert.ok(!out.text().includes('\u001b['));
+  });
+
+  it('with --json, prints the deployment as one JSON line per change', () => {
+    const out = recorder(true);
+    const display = new StatusDisplay(out, true);
+    display.show(deployment({}));
+    display.show(deployment({}));
+    display.show(progressed);
+    assert.deepEqual(
+      out.writes.map((line) => (JSON.parse(line) as DeploymentView).counts.completed),
+      [2, 7],
+    );
+  });
+});
+
+describe('followDeployment', () => {
+  type Event = { event: string; data: Record<string, unknown> };
+  /** An API whose reads answer `states` in turn and whose event stream the test feeds. */
+  function fakeApi(states: DeploymentView[]) {
+    const queue: Event[] = [];
+    let wake: (() => void) | undefined;
+    let reads = 0;
+    const api = {
+      call: async <T>(method: string, urlPath: string): Promise<T> => {
+        assert.equal(`${method} ${urlPath}`, 'GET /api/v1/deployments/dep1');
+        return states[Math.min(reads++, states.length - 1)] as T;
+      },
+      async *events(signal: AbortSignal, onOpen?: () => void): AsyncGenerator<Event> {
+        onOpen?.();
+        while (!signal.aborted) {
+          const next = queue.shift();
+          if (next) yield next;
+          else
+            await new Promise<void>((resolve) => {
+              wake = resolve;
+              signal.addEventListener('abort', () => resolve(), { once: true });
+            });
+        }
+      },
+    };
+    const push = (...events: Event[]) => {
+      queue.push(...events);
+      wake?.();
+    };
+    return { api: api as unknown as Parameters<typeof followDeployment>[0], push, reads: () => reads };
+  }
+  const ota = (deploymentId: string | null): Event => ({
+    event: 'ota',
+    data: { device_id: 'd1', deployment_id: deploymentId },
+  });
+
+  it('re-reads once per burst of events about its deployment, ignores the others, and ends when completed', async () => {
+    const running = deployment({});
+    const { api, push, reads } = fakeApi([running, running, deployment({ status: 'completed' })]);
+    const out = recorder(false);
+    const following = followDeployment(api, 'dep1', { out });
+    await eventually(async () => reads() === 1, 2000, 'the first read');
+    push(...Array.from({ length: 30 }, () => ota('dep1')));
+    await sleep(500);
+    assert.equal(reads(), 2, 'thirty events, one read');
+    push(ota('other'), ota(null), { event: 'device', data: { device_id: 'd1', online: false } });
+    await sleep(400);
+    assert.equal(reads(), 2, 'events of other deployments and devices read nothing');
+    push({ event: 'deployment', data: { deployment_id: 'dep1' } });
+    await following;
+    assert.equal(reads(), 3);
+    assert.match(out.text(), /— completed$/m);
+  });
+
+  it('ends with a one-line error (exit 1) when the deployment ends other than completed', async () => {
+    const { api } = fakeApi([deployment({ status: 'rolled_back', abort_reason: 'canary failed 50% > 10%' })]);
+    await assert.rejects(followDeployment(api, 'dep1', { out: recorder(false) }), (error: unknown) => {
+      assert.ok(error instanceof CliError);
+      assert.equal(error.exitCode, 1);
+      assert.equal(error.message, 'deployment dep1 ended rolled_back: canary failed 50% > 10%');
+      return true;
+    });
+  });
 });
