@@ -101,7 +101,7 @@ describe('edgeflow-ota deploy and deployments', () => {
 
   it('refuses a mistyped flag with one line and exit code 2, creating nothing', async () => {
     for (const [args, message] of [
-      [['--bake', '10x'], /^error: --bake must be a duration such as 30s, 10m, 1h or 1h30m \(got "10x"\)$/],
+      [['--bake', '10x'], /^error: --bake must be a duration such as 30s, 10m, 1h or 1h30m \(got "10x"\)$/m],
       [['--strategy', 'blue_green'], /^error: --strategy must be one of all_at_once, rolling, canary/],
     ] as const) {
       const failure = await refused(['deploy', '2.0.0', '--tags', 'cli-fleet', ...args]);

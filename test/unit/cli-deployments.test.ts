@@ -352,6 +352,7 @@ const deployment = (some: Partial<DeploymentView>): DeploymentView => ({
   created_at: '2030-01-01T00:00:00.000Z',
   started_at: '2030-01-01T00:00:00.000Z',
   finished_at: null,
+  abort_reason: null,
   ...some,
 });
 
