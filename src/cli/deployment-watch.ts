@@ -4,7 +4,7 @@
  * (the status is derived from counters on the server; the CLI never adds events up itself).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { ApiClient } from './client.ts';
+import { type ApiClient, ApiError } from './client.ts';
 import { changedLines, type DeploymentView, isFinished, renderDeployment } from './deployment-format.ts';
 import { CliError } from './errors.ts';
 
@@ -115,6 +115,22 @@ async function listen(
   }
 }
 
+/** How long a follow waits for an unreachable server: a restart takes seconds, and resumes the deployment. */
+const UNREACHABLE_GRACE_MS = 60_000;
+
+/** GET the deployment, trying again while the server cannot be reached (not when it answers an error). */
+async function readThroughRestarts(api: Pick<ApiClient, 'call'>, id: string): Promise<DeploymentView> {
+  const since = Date.now();
+  for (;;) {
+    try {
+      return await api.call<DeploymentView>('GET', `/api/v1/deployments/${encodeURIComponent(id)}`);
+    } catch (error) {
+      if (error instanceof ApiError || Date.now() - since > UNREACHABLE_GRACE_MS) throw error;
+      await sleep(RECONNECT_MS);
+    }
+  }
+}
+
 /**
  * Shows the deployment live until it is completed, failed, cancelled or rolled back; throws a
  * CliError (exit 1) when it ended any other way than completed, so that
@@ -139,7 +155,7 @@ export async function followDeployment(
     for (;;) {
       const read = Date.now();
       bell.clear();
-      const deployment = await api.call<DeploymentView>('GET', `/api/v1/deployments/${encodeURIComponent(id)}`);
+      const deployment = await readThroughRestarts(api, id);
       display.show(deployment);
       if (isFinished(deployment.status)) {
         if (deployment.status === 'completed') return;

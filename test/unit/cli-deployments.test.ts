@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ApiError } from '../../src/cli/client.ts';
 import {
   batchBar,
   changedLines,
@@ -515,6 +516,30 @@ describe('followDeployment', () => {
     await following;
     assert.equal(reads(), 3);
     assert.match(out.text(), /— completed$/m);
+  });
+
+  it('reads again while the server is unreachable (a restart), but not after an API error', async () => {
+    const answers: (DeploymentView | Error)[] = [
+      new CliError('cannot connect to http://127.0.0.1:1: connection refused'),
+      deployment({ status: 'completed' }),
+    ];
+    let reads = 0;
+    const api = {
+      call: async <T>() => {
+        const answer = answers[reads++]!;
+        if (answer instanceof Error) throw answer;
+        return answer as T;
+      },
+      events: fakeApi([]).api.events,
+    };
+    await followDeployment(api, 'dep1', { out: recorder(false) });
+    assert.equal(reads, 2);
+
+    const missing = new ApiError(404, 'deployment_not_found', 'no deployment dep1');
+    answers.splice(0, answers.length, missing, deployment({ status: 'completed' }));
+    reads = 0;
+    await assert.rejects(followDeployment(api, 'dep1', { out: recorder(false) }), missing);
+    assert.equal(reads, 1);
   });
 
   it('ends with a one-line error (exit 1) when the deployment ends other than completed', async () => {
