@@ -23,6 +23,14 @@ const CONTROLS = {
   rollback: 'stop, and roll every device this deployment updated back to the version it ran before',
 } as const;
 
+/**
+ * A mistyped flag is one line, not the help page: commander's message with its suggestion
+ * ("(Did you mean --canary-percent?)") on the same line.
+ */
+const oneLineErrors = {
+  outputError: (text: string, write: (text: string) => void) => write(`${text.trimEnd().replace(/\s*\n\s*/g, ' ')}\n`),
+};
+
 const path = (id: string, rest = '') => `/api/v1/deployments/${encodeURIComponent(id)}${rest}`;
 
 const columns = () => (process.stdout.isTTY ? (process.stdout.columns ?? 100) : 100);
@@ -41,8 +49,8 @@ export function registerDeploymentCommands(program: Command): void {
     program
       .command('deploy <version>')
       .description('deploy a firmware version to a fleet: all at once, rolling or canary, gated on device health')
-      // A mistyped flag is one line, not the whole help page.
-      .showHelpAfterError(false),
+      .showHelpAfterError(false)
+      .configureOutput(oneLineErrors),
   )
     .option('--devices <a,b>', 'these device ids')
     .option('--tags <t1,t2>', 'devices carrying all of these tags')
@@ -88,7 +96,8 @@ export function registerDeploymentCommands(program: Command): void {
   const deployments = program
     .command('deployments')
     .description('fleet deployments: list, show, their devices, and the operator controls')
-    .showHelpAfterError(false);
+    .showHelpAfterError(false)
+    .configureOutput(oneLineErrors);
   withConnection(deployments.command('list').description('deployments, newest first'))
     .option('--status <status>', 'only these: scheduled, running, paused, completed, failed, cancelled, rolled_back')
     .action(

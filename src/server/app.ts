@@ -8,6 +8,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyError, LogController } from 'fastify';
+import { deploymentRoutes } from './deployments/routes.ts';
 import { deviceRoutes } from './devices/routes.ts';
 import { eventRoutes } from './events/routes.ts';
 import { downloadRoute } from './firmware/download-route.ts';
@@ -178,6 +179,8 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
   services.tunnel.attach(app.server);
   app.addHook('preClose', async () => {
     lingering.closeAll();
+    services.bakeWatch.stop();
+    await services.scheduler.stop();
     await services.engine.stop();
     await services.tunnel.close();
     await services.feed.stop();
@@ -199,6 +202,7 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
     await api.register(deviceRoutes, { services });
     await api.register(firmwareRoutes, { services });
     await api.register(updateRoutes, { services });
+    await api.register(deploymentRoutes, { services });
     await api.register(eventRoutes, { services });
   });
 

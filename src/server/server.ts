@@ -101,6 +101,8 @@ export async function startOn(parts: {
   await services.tunnel.start();
   await app.listen({ host: config.host, port: config.port });
   services.engine.start();
+  services.scheduler.start();
+  services.bakeWatch.start();
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const url = `${config.tls ? 'https' : 'http'}://${config.host === '0.0.0.0' ? 'localhost' : config.host}:${port}`;

@@ -4,6 +4,8 @@
  * Tests build it with their own database and store.
  */
 import { type Logger, pino } from 'pino';
+import { BakeWatch } from './deployments/bake.ts';
+import { DeploymentScheduler } from './deployments/scheduler.ts';
 import { EventFeed } from './events/feed.ts';
 import type { BlobStore } from './infra/blobstore/types.ts';
 import type { Config } from './infra/config.ts';
@@ -27,6 +29,10 @@ export interface Services {
   /** The only writer of an update's status. */
   transitions: UpdateTransitions;
   engine: UpdateEngine;
+  /** Works the fleet deployments (deployments/scheduler.ts). */
+  scheduler: DeploymentScheduler;
+  /** Fails the bake of deployment devices connected here that go offline, revert or turn unhealthy. */
+  bakeWatch: BakeWatch;
 }
 
 export function createServices(parts: { config: Config; db: Db; store: BlobStore; log?: Logger }): Services {
@@ -48,5 +54,20 @@ export function createServices(parts: { config: Config; db: Db; store: BlobStore
     transitions,
     nodeId: presence.nodeId,
   });
-  return { config, db, store, metrics, log, feed, presence, tunnel, transitions, engine };
+  const scheduler = new DeploymentScheduler({
+    config,
+    db,
+    feed,
+    transitions,
+    log: log.child({ component: 'deployments' }),
+  });
+  const bakeWatch = new BakeWatch({
+    config,
+    db,
+    feed,
+    tunnel,
+    log: log.child({ component: 'bake' }),
+    onFailure: () => scheduler.kick(),
+  });
+  return { config, db, store, metrics, log, feed, presence, tunnel, transitions, engine, scheduler, bakeWatch };
 }

@@ -111,7 +111,7 @@ describe('edgeflow-ota deploy and deployments', () => {
     }
     const unknown = await refused(['deploy', '2.0.0', '--tags', 'cli-fleet', '--canary-procent', '5']);
     assert.equal(unknown.stderr.trimEnd().split('\n').length, 1, unknown.stderr);
-    assert.match(unknown.stderr, /^error: unknown option '--canary-procent'/);
+    assert.match(unknown.stderr, /^error: unknown option '--canary-procent' \(Did you mean --canary-percent\?\)$/m);
     const missing = await refused(['deployments', 'show', 'no-such-deployment']);
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /^error: \w+: .*\(HTTP 404\)$/m);

@@ -163,8 +163,10 @@ export async function openTestStore(
   if (kind === 'local') {
     const rootDir = state?.storeDir ?? (await tempDir('edgeflow-store-'));
     if (state) state.storeDir = rootDir;
-    // The server's port is known only after listen: startOn points the links at it then.
-    const store = new LocalBlobStore({ rootDir, publicUrl: 'http://127.0.0.1', signingSecret });
+    // The server's port is known only after listen: startOn points the links at it then. A
+    // restarted server listens on its known port (not 0), so startOn leaves the links alone.
+    const publicUrl = state?.port ? `http://127.0.0.1:${state.port}` : 'http://127.0.0.1';
+    const store = new LocalBlobStore({ rootDir, publicUrl, signingSecret });
     return { store, dispose: async () => (state ? undefined : rm(rootDir, { recursive: true, force: true })) };
   }
   const s3 = await sharedS3rver();

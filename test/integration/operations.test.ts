@@ -74,6 +74,10 @@ for (const backend of backends) {
         '/api/v1/orgs',
         '/api/v1/api-keys',
         '/api/v1/events',
+        '/api/v1/deployments',
+        '/api/v1/deployments/{id}',
+        '/api/v1/deployments/{id}/devices',
+        '/api/v1/deployments/{id}/rollback',
       ]) {
         assert.ok(spec.paths[path], `OpenAPI documents ${path}`);
       }

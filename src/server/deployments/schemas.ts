@@ -268,11 +268,20 @@ export const Batch = Type.Object({
 });
 export type Batch = Static<typeof Batch>;
 
+/** The target as answered: the request's, without its input-only formats (the serializer does not know them). */
+const AnsweredTarget = Type.Object({
+  device_ids: Type.Optional(Type.Array(Type.String())),
+  tags: Type.Optional(Type.Array(Type.String())),
+  models: Type.Optional(Type.Array(Type.String())),
+  current_versions: Type.Optional(Type.Array(Type.String())),
+  all: Type.Optional(Type.Literal(true)),
+});
+
 export const Deployment = Type.Object({
   id: Type.String(),
   version: Type.String(),
   status: DeploymentStatus,
-  target: DeploymentTarget,
+  target: AnsweredTarget,
   ...settingsProperties,
   start_at: Nullable(Timestamp),
   total: Type.Integer({ minimum: 0, description: 'devices in the deployment' }),
@@ -281,6 +290,7 @@ export const Deployment = Type.Object({
   created_at: Timestamp,
   started_at: Nullable(Timestamp),
   finished_at: Nullable(Timestamp),
+  abort_reason: Nullable(Type.String({ description: 'why a gate aborted or rolled it back' })),
 });
 export type Deployment = Static<typeof Deployment>;
 

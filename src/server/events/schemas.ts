@@ -5,6 +5,7 @@
  */
 import { type Static, Type } from 'typebox';
 import { Compile } from 'typebox/compile';
+import { DeploymentEvent } from '../deployments/schemas.ts';
 import { UPDATE_STATUSES } from '../updates/status.ts';
 
 const UpdateStatus = Type.Union(UPDATE_STATUSES.map((status) => Type.Literal(status)));
@@ -48,6 +49,8 @@ export const EVENT_SCHEMAS = {
   ota: OtaEvent,
   device: DeviceEvent,
   device_deleted: DeviceDeletedEvent,
+  /** A deployment's status, counts or one of its batches changed (deployments/schemas.ts). */
+  deployment: DeploymentEvent,
 } as const;
 export type EventName = keyof typeof EVENT_SCHEMAS;
 export type EventOf<Name extends EventName> = Static<(typeof EVENT_SCHEMAS)[Name]>;

@@ -47,6 +47,8 @@ export interface Config {
   tunnelMaxFrameBytes: number;
   /** A device that sends no report for this long fails its update as timed_out. */
   updateTimeoutSeconds: number;
+  /** First delay before a deployment retries a failed device (doubling, capped at 10 min). */
+  deploymentRetryBaseMs: number;
   /** Safety-net interval of the engine's dispatch and timeout passes (events wake it sooner). */
   dispatchIntervalMs: number;
   /** How long the online check of a single-device update waits for the health_check answer. */
@@ -148,6 +150,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     tunnelCommandTimeoutMs: integer(env, 'EDGEFLOW_TUNNEL_COMMAND_TIMEOUT_MS', 30_000, 50),
     tunnelMaxFrameBytes: integer(env, 'EDGEFLOW_TUNNEL_MAX_FRAME_BYTES', 64 * 1024, 1024),
     updateTimeoutSeconds: integer(env, 'EDGEFLOW_UPDATE_TIMEOUT_SECONDS', 1800, 1),
+    deploymentRetryBaseMs: integer(env, 'EDGEFLOW_DEPLOYMENT_RETRY_BASE_MS', 30_000, 10),
     dispatchIntervalMs: integer(env, 'EDGEFLOW_DISPATCH_INTERVAL_MS', 1000, 10),
     healthCheckTimeoutMs: integer(env, 'EDGEFLOW_HEALTH_CHECK_TIMEOUT_MS', 5000, 50),
     shutdownTimeoutMs: integer(env, 'EDGEFLOW_SHUTDOWN_TIMEOUT_MS', 10_000, 0),

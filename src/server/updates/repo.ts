@@ -17,6 +17,8 @@ export interface UpdateRow {
   error_code: string | null;
   error_message: string | null;
   attempts: number;
+  /** The report deadline for this row (a deployment's device_timeout_minutes); null: the server's. */
+  timeout_seconds: number | null;
   dispatched_at: Date | null;
   last_report_at: Date | null;
   deadline_at: Date | null;
@@ -26,7 +28,7 @@ export interface UpdateRow {
 }
 
 const COLUMNS = `id, organization_id, device_id, deployment_id, kind, target_version, from_version, force, status,
-  phase, progress, error_code, error_message, attempts, dispatched_at, last_report_at, deadline_at, finished_at,
+  phase, progress, error_code, error_message, attempts, timeout_seconds, dispatched_at, last_report_at, deadline_at, finished_at,
   created_at, updated_at`;
 const ACTIVE = [...ACTIVE_STATUSES];
 
@@ -39,6 +41,8 @@ export interface NewUpdate {
   targetVersion: string;
   fromVersion: string;
   force: boolean;
+  /** The report deadline of this row; absent: the server's update timeout. */
+  timeoutSeconds?: number | null;
 }
 
 export async function findUpdate(db: Queryable, organizationId: string, id: string) {
@@ -102,11 +106,12 @@ export function insertQueued(db: Queryable, updates: readonly NewUpdate[]): Prom
   return db.query<Transitioned>(
     `WITH c AS (
        INSERT INTO ota_updates (id, organization_id, device_id, deployment_id, kind, target_version, from_version,
-         force, status)
+         force, timeout_seconds, status)
        SELECT n.id, n.organization_id, n.device_id, n.deployment_id, n.kind, n.target_version, n.from_version, n.force,
-         'queued'
-       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::boolean[])
-         AS n(id, organization_id, device_id, deployment_id, kind, target_version, from_version, force)
+         n.timeout_seconds, 'queued'
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::boolean[],
+         $9::int[])
+         AS n(id, organization_id, device_id, deployment_id, kind, target_version, from_version, force, timeout_seconds)
        ON CONFLICT ${ONE_ACTIVE_PER_DEVICE} DO NOTHING
        RETURNING ${COLUMNS}, NULL::text AS previous_status
      )
@@ -120,6 +125,7 @@ export function insertQueued(db: Queryable, updates: readonly NewUpdate[]): Prom
       updates.map((u) => u.targetVersion),
       updates.map((u) => u.fromVersion),
       updates.map((u) => u.force),
+      updates.map((u) => u.timeoutSeconds ?? null),
     ],
   );
 }
@@ -129,7 +135,7 @@ export interface TransitionFields {
   progress?: number;
   errorCode?: string | null;
   errorMessage?: string | null;
-  /** Push the report deadline to now + this many seconds. */
+  /** Push the report deadline to now + this many seconds (or the row's own timeout_seconds). */
   deadlineInSeconds?: number;
 }
 
@@ -141,7 +147,9 @@ export type Selection =
   /** Queued updates of devices whose tunnel `nodeId` holds, oldest first; SKIP LOCKED. */
   | { kind: 'claim'; nodeId: string; limit: number }
   /** Active updates whose report deadline has passed. */
-  | { kind: 'overdue' };
+  | { kind: 'overdue' }
+  /** Every update of a deployment (its devices', and its rollbacks'). */
+  | { kind: 'deployment'; organizationId: string; deploymentId: string };
 
 /**
  * Every status change of existing rows: one statement that locks the selected rows still in a
@@ -177,7 +185,7 @@ export function applyTransition(
          ELSE ${progress}::int END,
        error_code = CASE WHEN ${hasError}::boolean THEN ${errorCode} ELSE u.error_code END,
        error_message = CASE WHEN ${hasError}::boolean THEN ${errorMessage} ELSE u.error_message END,
-       deadline_at = CASE WHEN ${deadline}::int IS NULL THEN u.deadline_at ELSE now() + make_interval(secs => ${deadline}::int) END,
+       deadline_at = CASE WHEN ${deadline}::int IS NULL THEN u.deadline_at ELSE now() + make_interval(secs => COALESCE(u.timeout_seconds, ${deadline}::int)) END,
        dispatched_at = CASE WHEN ${status} = 'dispatched' THEN now() ELSE u.dispatched_at END,
        attempts = CASE WHEN ${status} = 'dispatched' THEN u.attempts + 1 ELSE u.attempts END,
        last_report_at = CASE WHEN ${status} = ANY(${$([...REPORTED_STATUSES])}::text[]) THEN now() ELSE u.last_report_at END,
@@ -206,6 +214,12 @@ export function applyTransition(
     case 'overdue':
       select = `SELECT q.id, q.status FROM ota_updates q WHERE ${allowed} AND q.deadline_at < now()
         FOR UPDATE OF q SKIP LOCKED`;
+      break;
+    case 'deployment':
+      select = `SELECT q.id, q.status FROM ota_updates q
+        WHERE q.deployment_id = ${$(selection.deploymentId)} AND q.organization_id = ${$(selection.organizationId)}
+          AND ${allowed}
+        FOR UPDATE OF q`;
       break;
   }
   return db.query<Transitioned>(

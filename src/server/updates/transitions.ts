@@ -58,6 +58,22 @@ export class UpdateTransitions {
     );
   }
 
+  /**
+   * Cancels the deployment's updates still in one of `from` (a cancel or an abort: `queued`,
+   * the ones no device has taken; running ones finish). Batched; in the caller's transaction.
+   */
+  async cancelOfDeployment(
+    where: { organizationId: string; deploymentId: string },
+    from: readonly UpdateStatus[],
+    fields: repo.TransitionFields,
+    tx: Queryable = this.#deps.db,
+  ): Promise<repo.Transitioned[]> {
+    const allowed = statusesLeadingTo('cancelled').filter((status) => from.includes(status));
+    return this.#followed(
+      await repo.applyTransition(tx, { kind: 'deployment', ...where }, allowed, 'cancelled', fields),
+    );
+  }
+
   /** Active updates whose device has not reported in time, each with the status it really left. */
   async expireOverdue(): Promise<repo.Transitioned[]> {
     return this.#followed(

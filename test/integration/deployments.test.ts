@@ -1,0 +1,404 @@
+/**
+ * Fleet deployments end to end: real agents (the simulator, in this process) against a real
+ * server on each database. Each scenario has an organization and a fleet of its own; bakes are
+ * seconds long (bake_minutes 0.05) and the bake faults strike one second after the commit.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { Fault } from '../../src/simulator/faults.ts';
+import { fetchSigningKey, registerDevices } from '../../src/simulator/register.ts';
+import { type Fleet, runFleet } from '../../src/simulator/simulator.ts';
+import { makeFirmwareFile, postFirmware } from '../helpers/firmware.ts';
+import { eventually } from '../helpers/raw-device.ts';
+import { backendsUnderTest, startTestServer, stopSharedServices, type TestServer } from '../helpers/server.ts';
+
+const backends = await backendsUnderTest();
+after(() => stopSharedServices());
+
+const NEW = '1.1.0';
+const quickAgents = { downloadRetries: 1, downloadRetryBaseMs: 20, progressIntervalMs: 200, resultRetryBaseMs: 100 };
+
+interface Batch {
+  index: number;
+  kind: string;
+  size: number;
+  state: string;
+  counts: Record<string, number>;
+}
+interface Deployment {
+  id: string;
+  status: string;
+  total: number;
+  counts: Record<string, number>;
+  batches: Batch[];
+  abort_reason: string | null;
+}
+interface DeploymentDevice {
+  device_id: string;
+  batch: number;
+  status: string;
+  update_id: string | null;
+  current_version: string;
+  bake_failure: string | null;
+}
+
+for (const backend of backends) {
+  describe(`fleet deployments (${backend.name})`, () => {
+    let server: TestServer;
+    const fleets: Fleet[] = [];
+
+    before(async () => {
+      server = await startTestServer(backend, {
+        env: {
+          EDGEFLOW_DISPATCH_INTERVAL_MS: '200',
+          EDGEFLOW_HEALTH_CHECK_TIMEOUT_MS: '2000',
+          EDGEFLOW_DEPLOYMENT_RETRY_BASE_MS: '200',
+        },
+      });
+    });
+    after(async () => {
+      await Promise.all(fleets.map((fleet) => fleet.stop()));
+      await server?.close();
+    });
+
+    /** An organization with firmware 1.0.0 and NEW, and `count` devices (`faults` by index), connected unless held back. */
+    async function setup(
+      name: string,
+      count: number,
+      options: { faults?: (Fault | null)[]; connect?: boolean; slowLinkChunkDelayMs?: number } = {},
+    ) {
+      const org = await server.createOrg(name);
+      const key = org.adminKey;
+      for (const version of ['1.0.0', NEW]) {
+        const firmware = await makeFirmwareFile(16 * 1024);
+        const upload = await postFirmware(server.url, key, { version, sha256: firmware.sha256 }, firmware);
+        assert.equal(upload.status, 201, JSON.stringify(upload.body));
+      }
+      const credentials = await registerDevices({ server: server.url, key, count, prefix: `${name}-` });
+      const devices = credentials.map((credential, index) => ({
+        ...credential,
+        fault: options.faults?.[index] ?? null,
+      }));
+      const start = async (subset = devices) => {
+        const fleet = runFleet({
+          server: server.url,
+          devices: subset,
+          allowInsecure: true,
+          publicKeyPem: await fetchSigningKey(server.url, key),
+          organizationId: org.id,
+          faultVersion: NEW,
+          faultTuning: { bakeCrashAfterMs: 1000, slowLinkChunkDelayMs: options.slowLinkChunkDelayMs ?? 50 },
+          reconnectBaseMs: 50,
+          agentOptions: quickAgents,
+        });
+        fleets.push(fleet);
+        assert.ok(await fleet.waitUntilAllConnected(20_000), JSON.stringify(fleet.counters()));
+        return fleet;
+      };
+      if (options.connect !== false) await start();
+      const api = <T>(method: string, path: string, body?: unknown) => server.api<T>(method, path, key, body);
+      const deployment = async (id: string) => (await api<Deployment>('GET', `/api/v1/deployments/${id}`)).body;
+      const until = async (id: string, status: string, ms = 20_000) => {
+        let last: Deployment | undefined;
+        await eventually(
+          async () => {
+            last = await deployment(id);
+            return last.status === status;
+          },
+          ms,
+          `deployment ${status}`,
+        ).catch((error: Error) => {
+          throw new Error(`${error.message}: ${JSON.stringify(last)}`);
+        });
+        return last!;
+      };
+      const members = async (id: string) =>
+        (await api<{ devices: DeploymentDevice[] }>('GET', `/api/v1/deployments/${id}/devices?limit=1000`)).body
+          .devices;
+      return { org, key, devices, start, api, deployment, until, members };
+    }
+
+    it('plans a rolling deployment in a dry run, then runs exactly that plan batch after batch', async () => {
+      const { api, until, members } = await setup('rolling', 20);
+      const request = { version: NEW, target: { all: true }, strategy: 'rolling', batch_size: '25%', bake_minutes: 0 };
+      const plan = await api<{ total: number; batches: { size: number; device_ids: string[] }[] }>(
+        'POST',
+        '/api/v1/deployments',
+        { ...request, dry_run: true },
+      );
+      assert.equal(plan.status, 200, JSON.stringify(plan.body));
+      assert.deepEqual(
+        plan.body.batches.map((batch) => batch.size),
+        [5, 5, 5, 5],
+      );
+      const events: { deployment_id: string; status: string; batch: { index: number; state: string } | null }[] = [];
+      const unsubscribe = server.services.feed.on('deployment', (event) => events.push(event));
+      const created = await api<Deployment>('POST', '/api/v1/deployments', request);
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      const done = await until(created.body.id, 'completed');
+      await eventually(async () => events.some((event) => event.status === 'completed'), 5000, 'completed announced');
+      unsubscribe();
+      const passed = events
+        .filter((event) => event.deployment_id === created.body.id && event.batch?.state === 'passed')
+        .map((event) => event.batch!.index);
+      assert.deepEqual(passed, [0, 1, 2, 3], 'each batch announced as passed, in order');
+      assert.equal(done.counts.completed, 20);
+      assert.deepEqual(
+        done.batches.map((batch) => [batch.state, batch.counts.completed]),
+        [
+          ['passed', 5],
+          ['passed', 5],
+          ['passed', 5],
+          ['passed', 5],
+        ],
+      );
+      const devices = await members(created.body.id);
+      for (const [index, batch] of plan.body.batches.entries()) {
+        assert.deepEqual(
+          devices.filter((device) => device.batch === index).map((device) => device.device_id),
+          batch.device_ids,
+          'the real run took the planned batches',
+        );
+      }
+      // Batch order: every update of a batch was created after the previous batch's last one finished.
+      const rows = await server.db.query<{ device_id: string; created_at: Date; finished_at: Date }>(
+        'SELECT device_id, created_at, finished_at FROM ota_updates WHERE deployment_id = $1',
+        [created.body.id],
+      );
+      const batchOf = new Map(devices.map((device) => [device.device_id, device.batch]));
+      for (let index = 1; index < 4; index++) {
+        const previousEnd = Math.max(
+          ...rows.filter((row) => batchOf.get(row.device_id) === index - 1).map((row) => row.finished_at.getTime()),
+        );
+        const start = Math.min(
+          ...rows.filter((row) => batchOf.get(row.device_id) === index).map((row) => row.created_at.getTime()),
+        );
+        assert.ok(start >= previousEnd, `batch ${index} started after batch ${index - 1} ended`);
+      }
+    });
+
+    it('stops a canary whose bake fails (a device reverts) and rolls its updated devices back; the rest is untouched', async () => {
+      const faults: (Fault | null)[] = ['bakeRevert', null, null, null, ...Array<null>(8).fill(null)];
+      const { devices, api, until, members } = await setup('canary', 12, { faults });
+      const ids = devices.map((device) => device.deviceId);
+      const created = await api<Deployment>('POST', '/api/v1/deployments', {
+        version: NEW,
+        target: { device_ids: ids },
+        strategy: 'canary',
+        canary_count: 4,
+        failure_threshold_percent: 10,
+        min_sample: 4,
+        bake_minutes: 0.05,
+        on_failure: 'rollback',
+      });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      const ended = await until(created.body.id, 'rolled_back');
+      assert.equal(ended.batches[0]!.state, 'failed');
+      assert.equal(ended.batches[1]!.state, 'pending');
+      const completedRollbacks = async () =>
+        (
+          await server.db.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM ota_updates
+             WHERE deployment_id = $1 AND kind = 'rollback' AND status = 'completed'`,
+            [created.body.id],
+          )
+        )[0]!.n;
+      // The reverted device runs 1.0.0 already; the three healthy canary devices get a rollback each.
+      await eventually(async () => (await completedRollbacks()) === 3, 20_000, 'three rollbacks completed');
+      const all = await members(created.body.id);
+      assert.ok(
+        ['offline', 'reverted', 'unhealthy'].includes(all.find((d) => d.device_id === ids[0])?.bake_failure ?? ''),
+      );
+      for (const device of all.filter((member) => member.batch === 1)) {
+        assert.equal(device.status, 'pending', `${device.device_id} never touched`);
+        assert.equal(device.update_id, null);
+      }
+      assert.ok(
+        all.every((device) => device.current_version === '1.0.0'),
+        JSON.stringify(all),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      assert.equal(await completedRollbacks(), 3, 'no device was rolled back twice');
+    });
+
+    it('pauses, resumes, promotes past a bake and cancels; a second deployment lists the devices as busy', async () => {
+      const { api, until, deployment } = await setup('controls', 9);
+      const created = await api<Deployment>('POST', '/api/v1/deployments', {
+        version: NEW,
+        target: { all: true },
+        strategy: 'rolling',
+        batch_size: 3,
+        bake_minutes: 10,
+      });
+      assert.equal(created.status, 201);
+      const id = created.body.id;
+      const busy = await api<{ busy: { count: number } }>('POST', '/api/v1/deployments', {
+        version: NEW,
+        target: { all: true },
+        strategy: 'all_at_once',
+        dry_run: true,
+      });
+      assert.equal(busy.body.busy.count, 9);
+      await eventually(async () => (await deployment(id)).batches[0]!.state === 'baking', 20_000, 'batch 0 baking');
+      const paused = await api<Deployment>('POST', `/api/v1/deployments/${id}/pause`);
+      assert.equal(paused.body.status, 'paused');
+      assert.equal((await api<Deployment>('POST', `/api/v1/deployments/${id}/resume`)).body.status, 'running');
+      const promoted = await api<Deployment>('POST', `/api/v1/deployments/${id}/promote`);
+      assert.equal(promoted.status, 200, JSON.stringify(promoted.body));
+      await eventually(async () => (await deployment(id)).batches[1]!.state === 'baking', 20_000, 'batch 1 baking');
+      const cancelled = await api<Deployment>('POST', `/api/v1/deployments/${id}/cancel`);
+      assert.equal(cancelled.body.status, 'cancelled');
+      const late = await api<{ error: { code: string } }>('POST', `/api/v1/deployments/${id}/pause`);
+      assert.equal(late.status, 409);
+      assert.equal(late.body.error.code, 'deployment_finished');
+      const final = await until(id, 'cancelled');
+      assert.deepEqual([final.counts.completed, final.counts.pending], [6, 3], 'the third batch was never touched');
+      const listed = await api<{ deployments: { id: string }[] }>('GET', '/api/v1/deployments?status=cancelled');
+      assert.deepEqual(
+        listed.body.deployments.map((each) => each.id),
+        [id],
+      );
+      assert.deepEqual((await api<{ deployments: unknown[] }>('GET', '/api/v1/deployments?status=running')).body, {
+        deployments: [],
+      });
+      const viewer = await api<{ key: string }>('POST', '/api/v1/api-keys', { role: 'viewer' });
+      assert.equal(viewer.status, 201, JSON.stringify(viewer.body));
+      assert.equal((await server.api('GET', `/api/v1/deployments/${id}`, viewer.body.key)).status, 200);
+      assert.equal((await server.api('POST', `/api/v1/deployments/${id}/rollback`, viewer.body.key)).status, 403);
+      const missing = await api<{ error: { code: string } }>('GET', '/api/v1/deployments/dep_nope');
+      assert.equal(missing.status, 404);
+      assert.equal(missing.body.error.code, 'deployment_not_found');
+    });
+
+    it('judges no failure rate before min_sample devices have a verdict; crossing it then aborts', async () => {
+      const faults: (Fault | null)[] = ['downloadError', null, null, null, 'downloadError', null, null, null];
+      const { devices, api, until } = await setup('sample', 8, { faults });
+      const ids = devices.map((device) => device.deviceId);
+      const body = (deviceIds: string[], minSample: number) => ({
+        version: NEW,
+        target: { device_ids: deviceIds },
+        strategy: 'all_at_once',
+        failure_threshold_percent: 50,
+        min_sample: minSample,
+        bake_minutes: 0.05,
+        on_failure: 'abort',
+      });
+      // The faulty device fails within a second, long before the others have baked: alone it is 100%.
+      const patient = await api<Deployment>('POST', '/api/v1/deployments', body(ids.slice(0, 4), 4));
+      const hasty = await api<Deployment>('POST', '/api/v1/deployments', body(ids.slice(4), 1));
+      const judgedAll = await until(patient.body.id, 'completed');
+      assert.deepEqual([judgedAll.counts.completed, judgedAll.counts.failed], [3, 1], '1 of 4 is within 50%');
+      const judgedOne = await until(hasty.body.id, 'failed');
+      assert.match(judgedOne.abort_reason ?? '', /crossed the failure threshold/);
+    });
+
+    it('retries a failed device after a backoff, and dispatches no more than max_per_minute', async () => {
+      const { devices, api, until, members } = await setup('retries', 4, { faults: ['downloadError'] });
+      const created = await api<Deployment>('POST', '/api/v1/deployments', {
+        version: NEW,
+        target: { all: true },
+        strategy: 'all_at_once',
+        failure_threshold_percent: 100,
+        max_retries: 1,
+        max_per_minute: 3,
+      });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      const id = created.body.id;
+      const rowsOf = async () =>
+        server.db.query<{ device_id: string; status: string }>(
+          `SELECT device_id, status FROM ota_updates WHERE deployment_id = $1 ORDER BY created_at`,
+          [id],
+        );
+      await eventually(async () => (await rowsOf()).length === 3, 10_000, 'three devices dispatched');
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      assert.equal((await rowsOf()).length, 3, 'the fourth waits for the next minute');
+      // The failed device's retry waits for the rate too; cancel to end the test.
+      const failing = devices[0]!.deviceId;
+      await eventually(
+        async () => (await members(id)).find((device) => device.device_id === failing)?.status === 'failed',
+        10_000,
+        'the faulty device failed once',
+      );
+      await api('POST', `/api/v1/deployments/${id}/cancel`);
+      await until(id, 'cancelled');
+    });
+
+    it('retries a failed device once max_retries allows, then counts it failed', async () => {
+      const { devices, api, until } = await setup('retry-once', 3, { faults: ['downloadError'] });
+      const created = await api<Deployment>('POST', '/api/v1/deployments', {
+        version: NEW,
+        target: { all: true },
+        strategy: 'all_at_once',
+        failure_threshold_percent: 50,
+        max_retries: 1,
+      });
+      const done = await until(created.body.id, 'completed');
+      assert.deepEqual([done.counts.completed, done.counts.failed], [2, 1]);
+      const attempts = await server.db.query<{ status: string }>(
+        `SELECT status FROM ota_updates WHERE deployment_id = $1 AND device_id = $2 ORDER BY created_at`,
+        [created.body.id, devices[0]!.deviceId],
+      );
+      assert.deepEqual(
+        attempts.map((row) => row.status),
+        ['failed', 'failed'],
+        'one retry after the first failure',
+      );
+    });
+
+    it('waits for start_at, and a dynamic deployment takes a device that comes to match', async () => {
+      const { devices, api, until, deployment } = await setup('dynamic', 3);
+      const startAt = new Date(Date.now() + 1500).toISOString();
+      const created = await api<Deployment>('POST', '/api/v1/deployments', {
+        version: NEW,
+        target: { tags: ['late'] },
+        strategy: 'all_at_once',
+        dynamic: true,
+        start_at: startAt,
+      });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      assert.equal(created.body.status, 'scheduled');
+      assert.equal(created.body.total, 0);
+      const id = created.body.id;
+      await until(id, 'running');
+      const tagged = await api('PATCH', `/api/v1/devices/${devices[1]!.deviceId}`, { tags: ['late'] });
+      assert.equal(tagged.status, 200, JSON.stringify(tagged.body));
+      await eventually(async () => (await deployment(id)).counts.completed === 1, 15_000, 'the new match updated');
+      const state = await deployment(id);
+      assert.deepEqual([state.status, state.total], ['running', 1], 'a dynamic deployment keeps running');
+      await api('POST', `/api/v1/deployments/${id}/cancel`);
+    });
+
+    it('times a silent device out after device_timeout_minutes', async () => {
+      const { devices, api, until, members } = await setup('timeout', 2, {
+        faults: ['slowLink'],
+        slowLinkChunkDelayMs: 5000,
+      });
+      const created = await api<Deployment>('POST', '/api/v1/deployments', {
+        version: NEW,
+        target: { all: true },
+        strategy: 'all_at_once',
+        device_timeout_minutes: 0.03,
+        failure_threshold_percent: 100,
+      });
+      const done = await until(created.body.id, 'completed');
+      assert.deepEqual([done.counts.completed, done.counts.timed_out], [1, 1]);
+      const slow = (await members(created.body.id)).find((device) => device.device_id === devices[0]!.deviceId);
+      assert.equal(slow?.status, 'timed_out');
+    });
+
+    it('dispatches an offline device when it comes online while the deployment is active', async () => {
+      const { devices, start, api, until, deployment } = await setup('offline', 4, { connect: false });
+      await start(devices.slice(0, 3));
+      const created = await api<Deployment>('POST', '/api/v1/deployments', {
+        version: NEW,
+        target: { all: true },
+        strategy: 'all_at_once',
+      });
+      await eventually(async () => (await deployment(created.body.id)).counts.completed === 3, 20_000, '3 done');
+      assert.equal((await deployment(created.body.id)).status, 'running');
+      await start(devices.slice(3));
+      const done = await until(created.body.id, 'completed');
+      assert.equal(done.counts.completed, 4);
+    });
+  });
+}
