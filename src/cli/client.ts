@@ -156,8 +156,14 @@ export class ApiClient {
     });
   }
 
-  /** Yields `{event, data}` from GET /api/v1/events until the signal aborts. */
-  async *events(signal: AbortSignal): AsyncGenerator<{ event: string; data: Record<string, unknown> }> {
+  /**
+   * Yields `{event, data}` from GET /api/v1/events until the signal aborts. `onOpen` runs once
+   * the server accepted the stream: state read after it misses no later change.
+   */
+  async *events(
+    signal: AbortSignal,
+    onOpen?: () => void,
+  ): AsyncGenerator<{ event: string; data: Record<string, unknown> }> {
     const response = await fetch(`${this.#server}/api/v1/events`, {
       headers: { authorization: `Bearer ${this.#key}` },
       signal,
@@ -166,6 +172,7 @@ export class ApiClient {
     });
     if (!response.ok || !response.body)
       throw new ApiError(response.status, 'http_error', 'cannot open the event stream');
+    onOpen?.();
     let buffer = '';
     for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
       buffer += Buffer.from(chunk).toString('utf8');

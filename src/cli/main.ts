@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { registerAgentCommand } from '../agent/cli.ts';
 import { registerSimulateCommand } from '../simulator/cli.ts';
 import { registerAdminCommands } from './admin.ts';
+import { registerDeploymentCommands } from './deployments.ts';
 import { CliError, describeCliError } from './errors.ts';
 import { registerOperatorCommands } from './operator.ts';
 import { registerServeCommand } from './serve.ts';
@@ -23,6 +24,7 @@ const program = new Command('edgeflow-ota')
 registerServeCommand(program);
 registerAgentCommand(program);
 registerOperatorCommands(program);
+registerDeploymentCommands(program);
 registerSimulateCommand(program);
 registerAdminCommands(program);
 

@@ -4,27 +4,30 @@
  */
 import { type Command, Option } from 'commander';
 import { ApiClient, ApiError, progressBar } from './client.ts';
+import { followDeployment } from './deployment-watch.ts';
+import { CliError } from './errors.ts';
 
-interface GlobalFlags {
+/** The flags every operator command has (see withConnection). Shared with deployments.ts. */
+export interface GlobalFlags {
   server: string;
   key: string;
   json?: boolean;
 }
 
-type Row = Record<string, unknown>;
+export type Row = Record<string, unknown>;
 
-function withConnection(command: Command): Command {
+export function withConnection(command: Command): Command {
   return command
     .addOption(new Option('--server <url>', 'server URL').env('EDGEFLOW_URL').default('http://localhost:8080'))
     .addOption(new Option('--key <key>', 'API key').env('EDGEFLOW_KEY').makeOptionMandatory())
     .option('--json', 'print JSON, for scripts');
 }
 
-function print(flags: GlobalFlags, value: unknown, human: () => string): void {
+export function print(flags: GlobalFlags, value: unknown, human: () => string): void {
   process.stdout.write(`${flags.json ? JSON.stringify(value, null, 2) : human()}\n`);
 }
 
-function table(rows: Row[], columns: string[]): string {
+export function table(rows: Row[], columns: string[]): string {
   if (rows.length === 0) return '(none)';
   const cell = (value: unknown) =>
     value === null || value === undefined ? '-' : Array.isArray(value) ? value.join(',') : String(value);
@@ -44,7 +47,7 @@ const list = (value: string) =>
     .filter(Boolean);
 
 /** Runs an action; API errors become one clear line and exit code 1. */
-function action<A extends unknown[]>(work: (...args: A) => Promise<void>) {
+export function action<A extends unknown[]>(work: (...args: A) => Promise<void>) {
   return async (...args: A) => {
     try {
       await work(...args);
@@ -58,7 +61,7 @@ function action<A extends unknown[]>(work: (...args: A) => Promise<void>) {
   };
 }
 
-const client = (flags: GlobalFlags) => new ApiClient({ server: flags.server, key: flags.key });
+export const client = (flags: GlobalFlags) => new ApiClient({ server: flags.server, key: flags.key });
 
 /** Follows one device's OTA record with a progress bar until it settles; exit 1 when it failed. */
 async function waitForOta(flags: GlobalFlags, deviceId: string): Promise<void> {
@@ -301,10 +304,23 @@ export function registerOperatorCommands(program: Command): void {
         );
       }),
     );
-  withConnection(program.command('watch').description('follow OTA changes and device presence live (Ctrl-C to stop)'))
+  withConnection(
+    program
+      .command('watch [deployment-id]')
+      .description(
+        'follow OTA changes and device presence live (Ctrl-C to stop); with a deployment id, its counts and ' +
+          'batches until it ends (exit 0 only when completed)',
+      ),
+  )
     .option('--device <id>', 'only this device')
     .action(
-      action(async (flags: GlobalFlags & { device?: string }) => {
+      action(async (deploymentId: string | undefined, flags: GlobalFlags & { device?: string }) => {
+        if (deploymentId !== undefined) {
+          if (flags.device)
+            throw new CliError('--device filters the event stream; it does not apply with a deployment id', 2);
+          await followDeployment(client(flags), deploymentId, { json: flags.json });
+          return;
+        }
         const controller = new AbortController();
         process.once('SIGINT', () => controller.abort());
         try {

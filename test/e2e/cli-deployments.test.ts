@@ -1,0 +1,124 @@
+/**
+ * The deployment commands as a user runs them (child processes of bin/edgeflow-ota.js) against
+ * a real server and three real agents: a dry run, a deployment followed with --wait to its
+ * end, list/show as JSON, and a mistyped flag.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import type { Agent } from '../../src/agent/agent.ts';
+import { registerDevice, removeAgentDirs, startAgent } from '../helpers/agents.ts';
+import { makeFirmwareFile, postFirmware } from '../helpers/firmware.ts';
+import { startTestServer, stopSharedServices, type TestServer } from '../helpers/server.ts';
+
+const run = promisify(execFile);
+const DEVICES = ['cli-dep-1', 'cli-dep-2', 'cli-dep-3'];
+
+interface Deployment {
+  id: string;
+  version: string;
+  status: string;
+  total: number;
+  counts: Record<string, number>;
+  batches: { kind: string; size: number; state: string }[];
+}
+
+describe('edgeflow-ota deploy and deployments', () => {
+  let server: TestServer;
+  let key: string;
+  const agents: Agent[] = [];
+  const cli = (args: string[]) =>
+    run(process.execPath, ['bin/edgeflow-ota.js', ...args], {
+      env: { ...process.env, EDGEFLOW_URL: server.url, EDGEFLOW_KEY: key },
+      timeout: 60_000,
+    });
+  /** The exit code and output of a command expected to fail. */
+  const refused = async (args: string[]) =>
+    (await cli(args).then(
+      () => assert.fail(`${args.join(' ')} succeeded`),
+      (error: unknown) => error,
+    )) as { code: number; stdout: string; stderr: string };
+
+  before(async () => {
+    server = await startTestServer(
+      { db: 'pglite', store: 'local', name: 'pglite+local' },
+      { env: { EDGEFLOW_DISPATCH_INTERVAL_MS: '200' } },
+    );
+    const org = await server.createOrg('cli-deployments');
+    key = org.adminKey;
+    for (const version of ['1.0.0', '1.1.0']) {
+      const firmware = await makeFirmwareFile(64 * 1024);
+      const upload = await postFirmware(server.url, key, { version, sha256: firmware.sha256 }, firmware);
+      assert.equal(upload.status, 201, JSON.stringify(upload.body));
+    }
+    for (const deviceId of DEVICES) {
+      const device = await registerDevice(server, key, { device_id: deviceId, tags: ['cli-fleet'] });
+      agents.push(await startAgent(server, org, device));
+    }
+  });
+  after(async () => {
+    await Promise.all(agents.map((agent) => agent.stop()));
+    await server?.close();
+    await removeAgentDirs();
+    await stopSharedServices();
+  });
+
+  it('prints the plan of a dry run and creates nothing', async () => {
+    const { stdout } = await cli(['deploy', '1.1.0', '--tags', 'cli-fleet', '--dry-run']);
+    assert.match(stdout, /^dry run: 1\.1\.0 to 3 device\(s\), all at once$/m);
+    assert.match(stdout, /^ {2}#0 batch {2}3 {2}cli-dep-1, cli-dep-2, cli-dep-3$/m);
+    assert.match(stdout, /^nothing was created$/m);
+    const listed = JSON.parse((await cli(['deployments', 'list', '--json'])).stdout) as Deployment[];
+    assert.deepEqual(listed, []);
+  });
+
+  it('deploys to three devices all at once, follows it with --wait and exits 0 when completed', async () => {
+    const { stdout } = await cli(['deploy', '1.1.0', '--tags', 'cli-fleet', '--bake', '1s', '--wait']);
+    // Not a terminal: plain lines, the last state among them.
+    assert.match(stdout, /^\d\d:\d\d:\d\d deployment \S+: 1\.1\.0 to 3 device\(s\), all at once — completed$/m);
+    assert.match(stdout, /^\d\d:\d\d:\d\d {3}3 completed$/m);
+    assert.ok(!stdout.includes('\u001b['), 'no cursor movement outside a terminal');
+    for (const deviceId of DEVICES) {
+      const device = await server.api<{ current_version: string }>('GET', `/api/v1/devices/${deviceId}`, key);
+      assert.equal(device.body.current_version, '1.1.0', deviceId);
+    }
+
+    const [listed] = JSON.parse((await cli(['deployments', 'list', '--json'])).stdout) as Deployment[];
+    assert.equal(listed?.status, 'completed');
+    const shown = JSON.parse((await cli(['deployments', 'show', listed!.id, '--json'])).stdout) as Deployment;
+    assert.equal(shown.total, 3);
+    assert.equal(shown.counts.completed, 3);
+    assert.deepEqual(
+      shown.batches.map((batch) => [batch.kind, batch.size, batch.state]),
+      [['batch', 3, 'passed']],
+    );
+    const text = (await cli(['deployments', 'show', listed!.id])).stdout;
+    assert.match(text, /^ {2}#0 batch {2}passed {2}\[#+\] 3\/3$/m);
+    const watched = await cli(['watch', listed!.id]);
+    assert.match(watched.stdout, /— completed$/m, 'watch of a finished deployment prints it and ends');
+  });
+
+  it('refuses a mistyped flag with one line and exit code 2, creating nothing', async () => {
+    for (const [args, message] of [
+      [['--bake', '10x'], /^error: --bake must be a duration such as 30s, 10m, 1h or 1h30m \(got "10x"\)$/m],
+      [['--strategy', 'blue_green'], /^error: --strategy must be one of all_at_once, rolling, canary/],
+    ] as const) {
+      const failure = await refused(['deploy', '2.0.0', '--tags', 'cli-fleet', ...args]);
+      assert.equal(failure.code, 2, args.join(' '));
+      assert.equal(failure.stderr.trimEnd().split('\n').length, 1, failure.stderr);
+      assert.match(failure.stderr, message);
+    }
+    const unknown = await refused(['deploy', '2.0.0', '--tags', 'cli-fleet', '--canary-procent', '5']);
+    assert.equal(unknown.stderr.trimEnd().split('\n').length, 1, unknown.stderr);
+    assert.match(unknown.stderr, /^error: unknown option '--canary-procent' \(Did you mean --canary-percent\?\)$/m);
+    const missing = await refused(['deployments', 'show', 'no-such-deployment']);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /^error: \w+: .*\(HTTP 404\)$/m);
+    assert.equal(
+      (JSON.parse((await cli(['deployments', 'list', '--json'])).stdout) as Deployment[]).length,
+      1,
+      'only the deployment of the previous test',
+    );
+  });
+});
