@@ -213,7 +213,7 @@ export class UpdateEngine {
     row: repo.UpdateRow,
     firmware: firmwareRepo.FirmwareRow | undefined,
   ): Promise<OtaUpdatePayload> {
-    const { db, store, config } = this.#deps;
+    const { store, config } = this.#deps;
     if (!firmware) throw new Error(`firmware ${row.target_version} is no longer in the store`);
     const link = await store.downloadLink(firmware.storage_key, config.downloadLinkTtlSeconds);
     const manifest: FirmwareManifest = {
