@@ -66,9 +66,18 @@ try {
     target: { all: true },
     strategy: 'all_at_once',
   });
+  log(`POST answered after ${((performance.now() - started) / 1000).toFixed(2)} s`);
+  let lastLog = performance.now();
   const done = await until(
     'every command written',
-    async () => (await fleet.metric('edgeflow_commands_dispatched_total')) - before >= DEVICES,
+    async () => {
+      const written = (await fleet.metric('edgeflow_commands_dispatched_total')) - before;
+      if (performance.now() - lastLog > 500) {
+        lastLog = performance.now();
+        log(`${written} commands written after ${((lastLog - started) / 1000).toFixed(2)} s`);
+      }
+      return written >= DEVICES;
+    },
     5 * 60_000,
   );
   seconds = (done - started) / 1000;

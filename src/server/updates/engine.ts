@@ -149,28 +149,32 @@ export class UpdateEngine {
     })();
   }
 
-  /** Claims queued updates of devices connected here and sends their commands. */
+  /**
+   * Claims queued updates of devices connected here and sends their commands. The next claim
+   * does not wait for the devices' answers to the last one: the writes go out back to back, the
+   * answers (accepted, refused, silent) are handled as they come, before the pass ends.
+   */
   async dispatchDueUpdates(): Promise<number> {
     const { transitions, nodeId, config } = this.#deps;
-    let total = 0;
+    // One lookup per firmware version in a pass, not one per device.
+    const firmware = new Map<string, Promise<firmwareRepo.FirmwareRow | undefined>>();
+    const findFirmware = (row: repo.UpdateRow) => {
+      const key = `${row.organization_id}\u0000${row.target_version}`;
+      let found = firmware.get(key);
+      if (!found) {
+        found = firmwareRepo.findFirmware(this.#deps.db, row.organization_id, row.target_version);
+        firmware.set(key, found);
+      }
+      return found;
+    };
+    const answers: Promise<void>[] = [];
     for (;;) {
       const claimed = await transitions.claim(nodeId, CLAIM_BATCH, config.updateTimeoutSeconds);
-      if (claimed.length === 0) return total;
-      total += claimed.length;
-      // One lookup per firmware version of the claim, not one per device.
-      const firmware = new Map<string, Promise<firmwareRepo.FirmwareRow | undefined>>();
-      const findFirmware = (row: repo.UpdateRow) => {
-        const key = `${row.organization_id}\u0000${row.target_version}`;
-        let found = firmware.get(key);
-        if (!found) {
-          found = firmwareRepo.findFirmware(this.#deps.db, row.organization_id, row.target_version);
-          firmware.set(key, found);
-        }
-        return found;
-      };
-      await Promise.all(claimed.map((row) => this.#sendCommand(row, findFirmware)));
-      if (claimed.length < CLAIM_BATCH) return total;
+      for (const row of claimed) answers.push(this.#sendCommand(row, findFirmware));
+      if (claimed.length < CLAIM_BATCH) break;
     }
+    await Promise.all(answers);
+    return answers.length;
   }
 
   async expireOverdue(): Promise<void> {
