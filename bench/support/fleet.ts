@@ -69,6 +69,13 @@ export async function startFleet(options: {
     },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
+  // A benchmark stopped from outside (Ctrl-C, a timeout) must not leave its server running.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      server.kill('SIGKILL');
+      process.exit(130);
+    });
+  }
   const call = async <T>(key: string, method: string, urlPath: string, body?: unknown): Promise<T> => {
     const response = await fetch(`${base}${urlPath}`, {
       method,

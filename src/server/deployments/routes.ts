@@ -16,6 +16,7 @@ import * as service from './service.ts';
 const DeploymentParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' }) });
 const DeviceStatus = Type.Unsafe<(typeof DEPLOYMENT_DEVICE_STATUSES)[number]>({
   type: 'string',
+  maxLength: 32,
   enum: [...DEPLOYMENT_DEVICE_STATUSES],
 });
 

@@ -30,7 +30,11 @@ export const BATCH_PERCENT_PATTERN = '^(100|[1-9][0-9]?)%$';
 /** A count of devices, or a percentage of the whole target list (rounded up, at least one device). */
 export const BatchSize = Type.Union([
   Type.Integer({ minimum: 1, maximum: 1_000_000 }),
-  Type.String({ pattern: BATCH_PERCENT_PATTERN, description: 'a percentage of the target list, e.g. "10%"' }),
+  Type.String({
+    pattern: BATCH_PERCENT_PATTERN,
+    maxLength: 4,
+    description: 'a percentage of the target list, e.g. "10%"',
+  }),
 ]);
 export type BatchSize = Static<typeof BatchSize>;
 
@@ -223,7 +227,11 @@ export const DEPLOYMENT_STATUSES = [
   'rolled_back',
 ] as const;
 export type DeploymentStatus = (typeof DEPLOYMENT_STATUSES)[number];
-export const DeploymentStatus = Type.Unsafe<DeploymentStatus>({ type: 'string', enum: [...DEPLOYMENT_STATUSES] });
+export const DeploymentStatus = Type.Unsafe<DeploymentStatus>({
+  type: 'string',
+  maxLength: 32,
+  enum: [...DEPLOYMENT_STATUSES],
+});
 
 export const BATCH_STATES = ['pending', 'running', 'baking', 'passed', 'failed'] as const;
 export type BatchState = (typeof BATCH_STATES)[number];
