@@ -187,6 +187,39 @@ for (const backend of backends) {
       assert.equal(eventsOf(finished.id).length, 3);
     });
 
+    it('keeps every phase of a burst: a new phase is written after the last one, not folded into it', async () => {
+      const { transitions } = server.services;
+      const update = await newUpdate();
+      await transitions.create([update]);
+      await transitions.move({ organizationId: org.id, id: update.id }, 'dispatched');
+      const report = (phase: string, progress: number) => ({
+        organizationId: org.id,
+        id: update.id,
+        deviceId: update.deviceId,
+        phase,
+        progress,
+      });
+      const written = await transitions.reportProgress(
+        [report('downloading', 10), report('downloading', 60), report('installing', 80), report('rebooting', 90)],
+        60,
+      );
+      assert.deepEqual(
+        written.map((row) => [row.phase, row.progress]),
+        [
+          ['downloading', 60],
+          ['installing', 80],
+          ['rebooting', 90],
+        ],
+      );
+      await eventually(async () => eventsOf(update.id).length === 5, 5000, 'one event per phase');
+      assert.deepEqual(
+        eventsOf(update.id)
+          .slice(2)
+          .map((event) => event.phase),
+        ['downloading', 'installing', 'rebooting'],
+      );
+    });
+
     it('counts each status change in the metrics, not progress within a status', async () => {
       const { transitions, metrics } = server.services;
       const count = async (status: string) =>

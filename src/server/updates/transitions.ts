@@ -61,25 +61,39 @@ export class UpdateTransitions {
   /**
    * Progress reports of many devices in one statement: each update still active goes (or stays)
    * in_progress with its phase, its progress moving only forward, and its report deadline pushed.
-   * A later report of the same update in the burst wins.
+   * Within a burst, a device's later report in the same phase replaces the earlier one; a new
+   * phase is written (and announced) after it, by a statement of its own, so no phase is lost.
    */
   async reportProgress(
     reports: readonly repo.ProgressReport[],
     deadlineInSeconds: number,
   ): Promise<repo.Transitioned[]> {
-    if (reports.length === 0) return [];
-    const key = (report: repo.ProgressReport) => `${report.organizationId}\u0000${report.deviceId}\u0000${report.id}`;
-    const latest = [...new Map(reports.map((report) => [key(report), report])).values()];
-    return this.#followed(
-      await repo.applyTransition(
+    const layers: repo.ProgressReport[][] = [];
+    const last = new Map<string, { layer: number; index: number; phase: string }>();
+    for (const report of reports) {
+      const key = `${report.organizationId}\u0000${report.deviceId}\u0000${report.id}`;
+      const previous = last.get(key);
+      if (previous && previous.phase === report.phase) {
+        layers[previous.layer]![previous.index] = report;
+        continue;
+      }
+      const layer = previous ? previous.layer + 1 : 0;
+      layers[layer] ??= [];
+      last.set(key, { layer, index: layers[layer]!.push(report) - 1, phase: report.phase });
+    }
+    const written: repo.Transitioned[] = [];
+    for (const layer of layers) {
+      const rows = await repo.applyTransition(
         this.#deps.db,
-        { kind: 'reports', reports: latest },
+        { kind: 'reports', reports: layer },
         statusesLeadingTo('in_progress'),
         'in_progress',
         // phase: each report's own (given per row by the selection).
         { phase: null, deadlineInSeconds },
-      ),
-    );
+      );
+      written.push(...this.#followed(rows));
+    }
+    return written;
   }
 
   /**
