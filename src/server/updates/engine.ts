@@ -20,7 +20,6 @@ import { formatWireError, TunnelErrorCode, type WireError } from '../../protocol
 import * as devicesRepo from '../devices/repo.ts';
 import type { EventFeed } from '../events/feed.ts';
 import * as firmwareRepo from '../firmware/repo.ts';
-import { Batcher } from '../infra/batcher.ts';
 import type { BlobStore } from '../infra/blobstore/types.ts';
 import type { Config } from '../infra/config.ts';
 import type { Db } from '../infra/db.ts';
@@ -38,11 +37,14 @@ import {
 import * as repo from './repo.ts';
 import { committedVersionsAfter, rollbackTargetAfter } from './rollback.ts';
 import { isActive } from './status.ts';
-import type { ProgressReport, UpdateTransitions } from './transitions.ts';
+import type { UpdateTransitions } from './transitions.ts';
 
 /** Rows claimed per statement; the tunnel writes are cheap, the round trips are not. */
 const CLAIM_BATCH = 1000;
-/** Progress reports within this window (up to this many) are written by one statement. */
+/**
+ * The burst of the batched progress path (transitions.reportProgress) as benchmark P3 runs it;
+ * the engine itself still writes each report on its own (see #onProgress).
+ */
 export const PROGRESS_BATCH = { maxDelayMs: 5, maxSize: 2000 };
 
 /**
@@ -80,8 +82,6 @@ export class UpdateEngine {
   readonly #deps: UpdateEngineDeps;
   readonly #timers: NodeJS.Timeout[] = [];
   readonly #signingKeys = new Map<string, string>();
-  /** Progress reports arriving together share one statement. */
-  readonly #progress: Batcher<ProgressReport, void>;
   #dispatching: Promise<void> | undefined;
   #again = false;
   #stopped = false;
@@ -89,10 +89,6 @@ export class UpdateEngine {
   constructor(deps: UpdateEngineDeps) {
     this.#deps = deps;
     const { tunnel, feed, log } = deps;
-    this.#progress = new Batcher(async (reports) => {
-      await deps.transitions.reportProgress(reports, deps.config.updateTimeoutSeconds);
-      return reports.map(() => undefined);
-    }, PROGRESS_BATCH);
     tunnel.onDeviceRequest(DeviceAction.otaProgress, (device, payload) => this.#onProgress(device, payload));
     tunnel.onDeviceRequest(DeviceAction.otaResult, (device, payload) => this.#onResult(device, payload));
     tunnel.onDeviceRequest(DeviceAction.otaRefreshUrl, (device, payload) => this.#onRefreshUrl(device, payload));
@@ -263,13 +259,13 @@ export class UpdateEngine {
 
   async #onProgress(device: DeviceRef, payload: unknown): Promise<unknown> {
     if (!validate.otaProgress.Check(payload)) throw new BadRequestError('invalid_payload', 'ota_progress payload');
-    await this.#progress.add({
-      organizationId: device.organizationId,
-      id: payload.update_id,
-      deviceId: device.deviceId,
-      phase: payload.phase,
-      progress: payload.progress,
-    });
+    // One statement per report. The batched path (transitions.reportProgress, what P3 measures)
+    // lost a phase event on PostgreSQL in the OTA e2e test; it goes live once that is understood.
+    await this.#deps.transitions.move(
+      { organizationId: device.organizationId, id: payload.update_id, deviceId: device.deviceId },
+      'in_progress',
+      { phase: payload.phase, progress: payload.progress, deadlineInSeconds: this.#deps.config.updateTimeoutSeconds },
+    );
     this.#deps.metrics.reportsIngested.inc();
     return { ok: true };
   }
