@@ -4,6 +4,7 @@ import { once } from 'node:events';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -100,4 +101,22 @@ export function startServer(
       reject(new Error(`server exited with ${code} before listening:\n${out}`));
     });
   });
+}
+
+/**
+ * Polls `check` every `pollMs` until it holds; throws after `timeoutMs`. Returns the moment it
+ * held (performance.now()), for benchmarks that time it.
+ */
+export async function until(
+  what: string,
+  check: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  pollMs = 100,
+): Promise<number> {
+  const deadline = performance.now() + timeoutMs;
+  while (!(await check())) {
+    if (performance.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await sleep(pollMs);
+  }
+  return performance.now();
 }

@@ -10,8 +10,8 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import { once } from 'node:events';
 import path from 'node:path';
-import { type Figure, REPO_ROOT, report } from './lib.ts';
-import { startFleet, until } from './support/fleet.ts';
+import { type Figure, REPO_ROOT, report, until } from './lib.ts';
+import { startFleet } from './support/fleet.ts';
 
 const DEVICES = Number(process.env.P1_DEVICES ?? 10_000);
 const PER_PROCESS = 5_000;
@@ -79,6 +79,7 @@ try {
       return written >= DEVICES;
     },
     5 * 60_000,
+    10,
   );
   seconds = (done - started) / 1000;
   log(`deployment to ${DEVICES} devices: last command written ${seconds.toFixed(2)} s after the POST`);

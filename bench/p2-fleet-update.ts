@@ -7,8 +7,8 @@
  * through the same download link 10,000 times, 256 at a time.
  */
 import { randomBytes } from 'node:crypto';
-import { type Figure, report } from './lib.ts';
-import { type Fleet, startFleet, until } from './support/fleet.ts';
+import { type Figure, report, until } from './lib.ts';
+import { type Fleet, startFleet } from './support/fleet.ts';
 
 const DEVICES = Number(process.env.P2_DEVICES ?? 10_000);
 const PER_PROCESS = 5_000;
@@ -56,6 +56,7 @@ for (const database of databases) {
         return ota.completed === DEVICES;
       },
       10 * 60_000,
+      10,
     );
     const seconds = (done - started) / 1000;
     log(`${database}: all ${DEVICES} completed ${seconds.toFixed(1)} s after the POST`);

@@ -17,7 +17,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runSimulation } from '../src/simulator/processes.ts';
 import { registerDevices } from '../src/simulator/register.ts';
-import { type Figure, freePort, REPO_ROOT, report, rssBytes } from './lib.ts';
+import { type Figure, freePort, REPO_ROOT, report, rssBytes, until } from './lib.ts';
 
 const DEVICES = Number(process.env.P4_DEVICES ?? 15_000);
 /**
@@ -34,14 +34,6 @@ const ADMIN_KEY = 'p4-bench-admin-key';
 const kib = (bytes: number) => bytes / 1024;
 const mib = (bytes: number) => bytes / 1024 / 1024;
 const log = (line: string) => console.log(`p4  ${line}`);
-
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await sleep(100);
-  }
-}
 
 /** What a process holds at one moment, after a full GC. */
 interface Reading {

@@ -19,7 +19,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runSimulation } from '../src/simulator/processes.ts';
 import { registerDevices } from '../src/simulator/register.ts';
-import { type Figure, freePort, REPO_ROOT, report } from './lib.ts';
+import { type Figure, freePort, REPO_ROOT, report, until } from './lib.ts';
 
 const DEVICES = Number(process.env.P8_DEVICES ?? 1_000);
 const PER_PROCESS = Math.ceil(DEVICES / 2);
@@ -50,14 +50,6 @@ const answers = (base: string) =>
   );
 
 /** Polls until `check` holds, every SAMPLE_MS; returns when (performance.now()) it first held. */
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<number> {
-  const deadline = performance.now() + timeoutMs;
-  while (!(await check())) {
-    if (performance.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await sleep(SAMPLE_MS);
-  }
-  return performance.now();
-}
 
 /** Samples a connected count until it reaches `total`; returns the peak rate over any 1 s window. */
 class RateMeter {
@@ -115,6 +107,7 @@ try {
       return connected === DEVICES;
     },
     5 * 60_000,
+    SAMPLE_MS,
   );
   const firstSeconds = (firstDone - firstStart) / 1000;
   log(`first connect: all ${DEVICES} in ${firstSeconds.toFixed(1)} s, peak ${firstRate.peakPerSecond().toFixed(0)}/s`);
@@ -138,6 +131,7 @@ try {
       return connected === DEVICES;
     },
     5 * 60_000,
+    SAMPLE_MS,
   );
   const metrics = await fetch(`${base}/metrics`).then((r) => r.text());
   const held = Number(/^edgeflow_connected_devices (\d+)/m.exec(metrics)?.[1]);

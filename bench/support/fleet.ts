@@ -9,23 +9,13 @@ import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { runSimulation } from '../../src/simulator/processes.ts';
 import { registerDevices } from '../../src/simulator/register.ts';
-import { freePort, REPO_ROOT } from '../lib.ts';
+import { freePort, REPO_ROOT, until } from '../lib.ts';
 
 const ADMIN_KEY = 'fleet-bench-admin-key';
 export const DATABASE_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-
-export async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<number> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await sleep(10);
-  }
-  return performance.now();
-}
 
 export interface Fleet {
   base: string;

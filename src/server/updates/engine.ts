@@ -41,11 +41,6 @@ import type { UpdateTransitions } from './transitions.ts';
 
 /** Rows claimed per statement; the tunnel writes are cheap, the round trips are not. */
 const CLAIM_BATCH = 1000;
-/**
- * The burst of the batched progress path (transitions.reportProgress) as benchmark P3 runs it;
- * the engine itself still writes each report on its own (see #onProgress).
- */
-export const PROGRESS_BATCH = { maxDelayMs: 5, maxSize: 2000 };
 
 /**
  * Why a device refused `ota_update`, as the update's failure code and message (the device's
