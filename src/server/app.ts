@@ -8,6 +8,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyError, LogController } from 'fastify';
+import { dashboardRoutes } from './dashboard/routes.ts';
 import { deploymentRoutes } from './deployments/routes.ts';
 import { deviceRoutes } from './devices/routes.ts';
 import { eventRoutes } from './events/routes.ts';
@@ -190,6 +191,7 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
   });
 
   await app.register(opsRoutes, { services });
+  await app.register(dashboardRoutes);
   await app.register(downloadRoute, { services });
 
   // Everything under /api/v1 needs a key; authenticate before any body is read.
