@@ -4,6 +4,7 @@
 import { spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { buildTestCli } from './build-test-cli.mjs';
 
 function testFiles(dir) {
   let found = [];
@@ -22,6 +23,8 @@ const only = process.argv.slice(2);
 const groups = only.length
   ? [only]
   : [testFiles('test/unit'), [...testFiles('test/e2e'), ...testFiles('test/integration')]];
+// The e2e suites start the CLI as a child process; they run this bundle of it (build-test-cli.mjs).
+process.env.EDGEFLOW_TEST_CLI ??= await buildTestCli();
 let failed = false;
 for (const files of groups.filter((group) => group.length)) {
   const result = spawnSync(

@@ -9,6 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import type { Agent } from '../../src/agent/agent.ts';
 import { registerDevice, removeAgentDirs, startAgent } from '../helpers/agents.ts';
+import { CLI } from '../helpers/cli.ts';
 import { makeFirmwareFile, postFirmware } from '../helpers/firmware.ts';
 import { startTestServer, stopSharedServices, type TestServer } from '../helpers/server.ts';
 
@@ -29,7 +30,7 @@ describe('edgeflow-ota deploy and deployments', () => {
   let key: string;
   const agents: Agent[] = [];
   const cli = (args: string[]) =>
-    run(process.execPath, ['bin/edgeflow-ota.js', ...args], {
+    run(process.execPath, [CLI, ...args], {
       env: { ...process.env, EDGEFLOW_URL: server.url, EDGEFLOW_KEY: key },
       timeout: 60_000,
     });

@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import type { Agent } from '../../src/agent/agent.ts';
 import { removeAgentDirs, startAgent } from '../helpers/agents.ts';
+import { CLI } from '../helpers/cli.ts';
 import { makeFirmwareFile } from '../helpers/firmware.ts';
 import { startTestServer, stopSharedServices, type TestServer } from '../helpers/server.ts';
 
@@ -17,7 +18,7 @@ describe('edgeflow-ota CLI', () => {
   let server: TestServer;
   let agent: Agent | undefined;
   const cli = (args: string[], key: string) =>
-    run(process.execPath, ['bin/edgeflow-ota.js', ...args], {
+    run(process.execPath, [CLI, ...args], {
       env: { ...process.env, EDGEFLOW_URL: server.url, EDGEFLOW_KEY: key },
     });
 

@@ -14,6 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { CLI } from '../helpers/cli.ts';
 
 interface Serve {
   child: ChildProcess;
@@ -23,7 +24,7 @@ interface Serve {
 }
 
 function serve(dataDir: string, adminKey: string): Serve {
-  const child = spawn(process.execPath, ['bin/edgeflow-ota.js', 'serve'], {
+  const child = spawn(process.execPath, [CLI, 'serve'], {
     env: {
       ...process.env,
       PORT: '0',

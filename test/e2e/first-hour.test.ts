@@ -18,9 +18,8 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+import { BIN, CLI } from '../helpers/cli.ts';
 import { startTestServer, stopSharedServices } from '../helpers/server.ts';
-
-const BIN = path.resolve('bin/edgeflow-ota.js');
 
 interface Outcome {
   code: number;
@@ -28,12 +27,12 @@ interface Outcome {
   stderr: string;
 }
 
-/** Runs the CLI to its end; never throws on a non-zero exit. */
-function cli(args: string[], env: Record<string, string> = {}, cwd?: string): Promise<Outcome> {
+/** Runs the CLI (`bin`: the test bundle unless told) to its end; never throws on a non-zero exit. */
+function cli(args: string[], env: Record<string, string> = {}, cwd?: string, bin = CLI): Promise<Outcome> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
-      [BIN, ...args],
+      [bin, ...args],
       { env: { ...process.env, LOG_LEVEL: 'warn', ...env }, timeout: 280_000, ...(cwd ? { cwd } : {}) },
       (error, stdout, stderr) => {
         const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
@@ -74,14 +73,14 @@ before(async () => {
 });
 after(() => rm(tmp, { recursive: true, force: true }));
 
-describe('help and version', () => {
+describe('help and version (bin/edgeflow-ota.js itself)', () => {
   it('bare edgeflow-ota prints help, and --version the package version', async () => {
-    const bare = await cli([]);
+    const bare = await cli([], {}, undefined, BIN);
     assert.equal(bare.code, 0);
     assert.match(bare.stdout, /^Usage: edgeflow-ota /);
     assert.match(bare.stdout, /serve \[options\]/);
     const { version } = JSON.parse(readFileSync('package.json', 'utf8')) as { version: string };
-    const printed = await cli(['--version']);
+    const printed = await cli(['--version'], {}, undefined, BIN);
     assert.equal(printed.stdout.trim(), version);
   });
 
@@ -230,7 +229,7 @@ describe('simulate, twice', () => {
 describe('EDGEFLOW_ADMIN_KEY after the first start', () => {
   /** Starts `serve` and resolves once it answers; its stderr is collected. */
   async function serve(dataDir: string, port: number, adminKey: string) {
-    const child: ChildProcess = spawn(process.execPath, [BIN, 'serve', '--host', '127.0.0.1', '--port', String(port)], {
+    const child: ChildProcess = spawn(process.execPath, [CLI, 'serve', '--host', '127.0.0.1', '--port', String(port)], {
       env: { ...process.env, EDGEFLOW_DATA_DIR: dataDir, EDGEFLOW_ADMIN_KEY: adminKey, LOG_LEVEL: 'warn' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -17,6 +17,7 @@ import { openDb } from '../../src/server/infra/db.ts';
 import { createMetrics } from '../../src/server/infra/metrics.ts';
 import { UpdateTransitions } from '../../src/server/updates/transitions.ts';
 import { createAgent, registerDevice } from '../helpers/agents.ts';
+import { CLI } from '../helpers/cli.ts';
 import { postFirmware, sha256Of } from '../helpers/firmware.ts';
 import { connectRaw, eventually } from '../helpers/raw-device.ts';
 import { type RunningS3rver, startS3rver } from '../helpers/s3rver.ts';
@@ -55,7 +56,7 @@ describe('two server processes on one PostgreSQL', { skip: !onPostgres && 'Postg
   const watchers: { stop(): void }[] = [];
 
   async function startReplica(name: string): Promise<Replica> {
-    const child = spawn(process.execPath, ['bin/edgeflow-ota.js', 'serve'], {
+    const child = spawn(process.execPath, [CLI, 'serve'], {
       env: {
         ...process.env,
         PORT: '0',
