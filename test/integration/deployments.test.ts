@@ -1,6 +1,6 @@
 /**
- * Fleet deployments end to end: real agents (the simulator, in this process) against a real
- * server on each database. Each scenario has an organization and a fleet of its own; bakes are
+ * Fleet deployments end to end: real agents (the simulator, in this process; 200 devices in the
+ * rolling run, 120 in the canary) against a real server on each database. Each scenario has an organization and a fleet of its own; bakes are
  * seconds long (bake_minutes 0.05) and the bake faults strike one second after the commit.
  */
 import assert from 'node:assert/strict';
@@ -119,7 +119,7 @@ for (const backend of backends) {
     }
 
     it('plans a rolling deployment in a dry run, then runs exactly that plan batch after batch', async () => {
-      const { api, until, members } = await setup('rolling', 20);
+      const { api, until, members } = await setup('rolling', 200);
       const request = { version: NEW, target: { all: true }, strategy: 'rolling', batch_size: '25%', bake_minutes: 0 };
       const plan = await api<{ total: number; batches: { size: number; device_ids: string[] }[] }>(
         'POST',
@@ -129,7 +129,7 @@ for (const backend of backends) {
       assert.equal(plan.status, 200, JSON.stringify(plan.body));
       assert.deepEqual(
         plan.body.batches.map((batch) => batch.size),
-        [5, 5, 5, 5],
+        [50, 50, 50, 50],
       );
       const events: { deployment_id: string; status: string; batch: { index: number; state: string } | null }[] = [];
       const unsubscribe = server.services.feed.on('deployment', (event) => events.push(event));
@@ -142,20 +142,23 @@ for (const backend of backends) {
         .filter((event) => event.deployment_id === created.body.id && event.batch?.state === 'passed')
         .map((event) => event.batch!.index);
       assert.deepEqual(passed, [0, 1, 2, 3], 'each batch announced as passed, in order');
-      assert.equal(done.counts.completed, 20);
+      assert.equal(done.counts.completed, 200);
       assert.deepEqual(
         done.batches.map((batch) => [batch.state, batch.counts.completed]),
         [
-          ['passed', 5],
-          ['passed', 5],
-          ['passed', 5],
-          ['passed', 5],
+          ['passed', 50],
+          ['passed', 50],
+          ['passed', 50],
+          ['passed', 50],
         ],
       );
       const devices = await members(created.body.id);
       for (const [index, batch] of plan.body.batches.entries()) {
+        const taken = devices.filter((device) => device.batch === index).map((device) => device.device_id);
+        assert.equal(taken.length, batch.size);
+        // The plan names the first ids of each batch (PLAN_SAMPLE_IDS).
         assert.deepEqual(
-          devices.filter((device) => device.batch === index).map((device) => device.device_id),
+          taken.slice(0, batch.device_ids.length),
           batch.device_ids,
           'the real run took the planned batches',
         );
@@ -178,14 +181,15 @@ for (const backend of backends) {
     });
 
     it('stops a canary whose bake fails (a device reverts) and rolls its updated devices back; the rest is untouched', async () => {
-      const faults: (Fault | null)[] = ['bakeRevert', null, null, null, ...Array<null>(8).fill(null)];
-      const { devices, api, until, members } = await setup('canary', 12, { faults });
+      // 120 devices; the canary is the first 12, two of which revert during the bake (2 of 12 > 10%).
+      const faults: (Fault | null)[] = ['bakeRevert', 'bakeRevert'];
+      const { devices, api, until, members } = await setup('canary', 120, { faults });
       const ids = devices.map((device) => device.deviceId);
       const created = await api<Deployment>('POST', '/api/v1/deployments', {
         version: NEW,
         target: { device_ids: ids },
         strategy: 'canary',
-        canary_count: 4,
+        canary_count: 12,
         failure_threshold_percent: 10,
         min_sample: 4,
         bake_minutes: 0.05,
@@ -195,30 +199,45 @@ for (const backend of backends) {
       const ended = await until(created.body.id, 'rolled_back');
       assert.equal(ended.batches[0]!.state, 'failed');
       assert.equal(ended.batches[1]!.state, 'pending');
-      const completedRollbacks = async () =>
-        (
-          await server.db.query<{ n: number }>(
-            `SELECT count(*)::int AS n FROM ota_updates
-             WHERE deployment_id = $1 AND kind = 'rollback' AND status = 'completed'`,
-            [created.body.id],
-          )
-        )[0]!.n;
-      // The reverted device runs 1.0.0 already; the three healthy canary devices get a rollback each.
-      await eventually(async () => (await completedRollbacks()) === 3, 20_000, 'three rollbacks completed');
+      const rollbacks = async () =>
+        await server.db.query<{ device_id: string; status: string }>(
+          `SELECT device_id, status FROM ota_updates WHERE deployment_id = $1 AND kind = 'rollback'`,
+          [created.body.id],
+        );
+      // Every canary device that still ran the new version when the gate tripped gets one rollback;
+      // the reverted ones run 1.0.0 already.
+      await eventually(
+        async () => (await rollbacks()).every((rollback) => rollback.status === 'completed'),
+        20_000,
+        'the rollbacks completed',
+      );
       const all = await members(created.body.id);
+      const canary = all.filter((member) => member.batch === 0);
+      assert.equal(canary.length, 12);
+      for (const reverted of ids.slice(0, 2)) {
+        assert.ok(
+          ['offline', 'reverted', 'unhealthy'].includes(all.find((d) => d.device_id === reverted)?.bake_failure ?? ''),
+          `${reverted} failed its bake`,
+        );
+      }
+      const rolledBack = (await rollbacks()).map((rollback) => rollback.device_id);
+      assert.ok(rolledBack.length > 0, 'the healthy canary devices were rolled back');
       assert.ok(
-        ['offline', 'reverted', 'unhealthy'].includes(all.find((d) => d.device_id === ids[0])?.bake_failure ?? ''),
+        rolledBack.every((device) => canary.some((member) => member.device_id === device)),
+        'only canary devices were rolled back',
       );
       for (const device of all.filter((member) => member.batch === 1)) {
         assert.equal(device.status, 'pending', `${device.device_id} never touched`);
         assert.equal(device.update_id, null);
       }
+      assert.equal(all.length, 120);
       assert.ok(
         all.every((device) => device.current_version === '1.0.0'),
-        JSON.stringify(all),
+        JSON.stringify(all.filter((device) => device.current_version !== '1.0.0')),
       );
       await new Promise((resolve) => setTimeout(resolve, 500));
-      assert.equal(await completedRollbacks(), 3, 'no device was rolled back twice');
+      assert.equal(new Set(rolledBack).size, rolledBack.length, 'no device was rolled back twice');
+      assert.equal((await rollbacks()).length, rolledBack.length, 'and none after the end');
     });
 
     it('pauses, resumes, promotes past a bake and cancels; a second deployment lists the devices as busy', async () => {
