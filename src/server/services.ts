@@ -5,6 +5,7 @@
  */
 import { type Logger, pino } from 'pino';
 import { BakeWatch } from './deployments/bake.ts';
+import { DeviceCancels } from './deployments/device-cancel.ts';
 import { DeploymentScheduler } from './deployments/scheduler.ts';
 import { EventFeed } from './events/feed.ts';
 import type { BlobStore } from './infra/blobstore/types.ts';
@@ -33,6 +34,8 @@ export interface Services {
   scheduler: DeploymentScheduler;
   /** Fails the bake of deployment devices connected here that go offline, revert or turn unhealthy. */
   bakeWatch: BakeWatch;
+  /** Sends `ota_cancel` to the devices connected here running an update of a cancelled deployment. */
+  deviceCancels: DeviceCancels;
 }
 
 export function createServices(parts: { config: Config; db: Db; store: BlobStore; log?: Logger }): Services {
@@ -69,5 +72,26 @@ export function createServices(parts: { config: Config; db: Db; store: BlobStore
     log: log.child({ component: 'bake' }),
     onFailure: () => scheduler.kick(),
   });
-  return { config, db, store, metrics, log, feed, presence, tunnel, transitions, engine, scheduler, bakeWatch };
+  const deviceCancels = new DeviceCancels({
+    db,
+    feed,
+    tunnel,
+    nodeId: presence.nodeId,
+    log: log.child({ component: 'deployments' }),
+  });
+  return {
+    config,
+    db,
+    store,
+    metrics,
+    log,
+    feed,
+    presence,
+    tunnel,
+    transitions,
+    engine,
+    scheduler,
+    bakeWatch,
+    deviceCancels,
+  };
 }

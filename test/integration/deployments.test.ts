@@ -387,6 +387,53 @@ for (const backend of backends) {
       await api('POST', `/api/v1/deployments/${id}/cancel`);
     });
 
+    it('cancels the running updates on the devices where that is still safe; the next batch is never touched', async () => {
+      const { devices, api, until, members } = await setup('stop', 4, {
+        faults: ['slowLink', 'slowLink'],
+        slowLinkChunkDelayMs: 5000,
+      });
+      const created = await api<Deployment>('POST', '/api/v1/deployments', {
+        version: NEW,
+        target: { device_ids: devices.map((device) => device.deviceId) },
+        strategy: 'rolling',
+        batch_size: 2,
+        bake_minutes: 0,
+      });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      const id = created.body.id;
+      await eventually(
+        async () => (await members(id)).filter((member) => member.status === 'in_progress').length === 2,
+        20_000,
+        'both devices of the first batch downloading',
+      );
+      const cancelled = await api<Deployment>('POST', `/api/v1/deployments/${id}/cancel`);
+      assert.equal(cancelled.status, 200, JSON.stringify(cancelled.body));
+      // The devices stop their downloads on ota_cancel and report it: cancelled, not failed.
+      await eventually(
+        async () => (await members(id)).filter((member) => member.status === 'cancelled').length === 2,
+        20_000,
+        'the two running updates cancelled on the devices',
+      );
+      const rows = await server.db.query<{ status: string; error_code: string | null }>(
+        'SELECT status, error_code FROM ota_updates WHERE deployment_id = $1',
+        [id],
+      );
+      assert.deepEqual(
+        rows.map((row) => [row.status, row.error_code]),
+        [
+          ['cancelled', 'cancelled'],
+          ['cancelled', 'cancelled'],
+        ],
+      );
+      const final = await until(id, 'cancelled');
+      assert.deepEqual([final.counts.cancelled, final.counts.pending], [2, 2]);
+      const all = await members(id);
+      assert.ok(
+        all.every((member) => member.current_version === '1.0.0'),
+        JSON.stringify(all),
+      );
+    });
+
     it('times a silent device out after device_timeout_minutes', async () => {
       const { devices, api, until, members } = await setup('timeout', 2, {
         faults: ['slowLink'],

@@ -393,3 +393,18 @@ export function listBakingDevices(
            AND u.finished_at + make_interval(secs => (p.settings->>'bake_minutes')::float8 * 60) > now())`,
   );
 }
+
+/** The deployment's updates a device connected to `nodeId` is working on (in one of `statuses`). */
+export function listRunningUpdatesOnNode(
+  db: Queryable,
+  deploymentId: string,
+  nodeId: string,
+  statuses: readonly string[],
+): Promise<{ id: string; organization_id: string; device_id: string }[]> {
+  return db.query(
+    `SELECT u.id, u.organization_id, u.device_id FROM ota_updates u
+     JOIN devices d ON d.organization_id = u.organization_id AND d.device_id = u.device_id
+     WHERE u.deployment_id = $1 AND u.status = ANY($3::text[]) AND d.connected_node = $2`,
+    [deploymentId, nodeId, statuses],
+  );
+}

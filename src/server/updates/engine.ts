@@ -278,7 +278,15 @@ export class UpdateEngine {
     await db.transaction(async (tx) => {
       const where = { organizationId: device.organizationId, id: row.id, deviceId: device.deviceId };
       if (succeeded) await transitions.move(where, 'completed', { phase: 'completed', errorCode: null }, tx);
-      else {
+      else if (payload.status === 'failed' && payload.error?.code === 'cancelled') {
+        // It stopped on the server's ota_cancel (a cancelled deployment): cancelled, not failed.
+        await transitions.move(
+          where,
+          'cancelled',
+          { phase: 'cancelled', errorCode: 'cancelled', errorMessage: payload.error.message },
+          tx,
+        );
+      } else {
         await transitions.move(
           where,
           'failed',
