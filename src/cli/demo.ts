@@ -166,8 +166,10 @@ async function portIsFree(port: number): Promise<boolean> {
   probe.listen(port, '0.0.0.0');
   try {
     await once(probe, 'listening');
-  } catch {
-    return false;
+  } catch (error) {
+    // Any other refusal (a port below 1024 without privileges) is told as what it is.
+    if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') return false;
+    throw error;
   }
   probe.close();
   await once(probe, 'close');
