@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { registerAgentCommand } from '../agent/cli.ts';
 import { registerSimulateCommand } from '../simulator/cli.ts';
 import { registerAdminCommands } from './admin.ts';
+import { registerDemoCommand } from './demo.ts';
 import { registerDeploymentCommands } from './deployments.ts';
 import { CliError, describeCliError } from './errors.ts';
 import { registerOperatorCommands } from './operator.ts';
@@ -27,6 +28,7 @@ registerOperatorCommands(program);
 registerDeploymentCommands(program);
 registerSimulateCommand(program);
 registerAdminCommands(program);
+registerDemoCommand(program);
 
 try {
   await program.parseAsync(process.argv);
