@@ -14,11 +14,11 @@ import net from 'node:net';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { CLI } from '../helpers/cli.ts';
 import { eventually } from '../helpers/raw-device.ts';
 import { jsonApi } from '../helpers/server.ts';
 import { tempDir } from '../helpers/temp.ts';
 
-const BIN = path.resolve('bin/edgeflow-ota.js');
 const DEVICES = 60;
 
 interface Demo {
@@ -30,7 +30,7 @@ interface Demo {
 
 /** The demo in its own temporary directory (TMPDIR), so that whatever it leaves behind is seen. */
 function startDemo(args: string[], tmp: string): Demo {
-  const child = spawn(process.execPath, [BIN, 'demo', ...args], {
+  const child = spawn(process.execPath, [CLI, 'demo', ...args], {
     env: { ...process.env, TMPDIR: tmp },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
