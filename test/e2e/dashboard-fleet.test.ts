@@ -229,7 +229,7 @@ describe('dashboard: overview, devices, firmware', { skip }, () => {
     assertOnlyRefusals(page, 409);
   });
 
-  it('uploads firmware with its SHA256 computed in the browser, and refuses to delete a version in use', async () => {
+  it('uploads firmware with its SHA256 computed in the browser, shows a refused upload, and refuses to delete a version in use', async () => {
     page = await openDashboard(browser, server.url);
     await signIn(page, key);
     await page.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: 'Firmware' }).click();
@@ -262,6 +262,13 @@ describe('dashboard: overview, devices, firmware', { skip }, () => {
       models: ['gw-a', 'gw-b'],
     });
     await capture(page, 'firmware');
+
+    // A version that exists with other content: refused before the file is read, and the page says why.
+    await page.getByLabel('Version', { exact: true }).fill('1.1.0');
+    await page.getByLabel('File (.bin)').setInputFiles(file.path);
+    await eventually(async () => (await hash.textContent()) === file.sha256, 10_000, 'the hash shown');
+    await page.getByRole('button', { name: 'Upload', exact: true }).click();
+    await page.getByRole('alert').getByText('version_exists').waitFor();
 
     // Devices run 1.0.0: the server refuses, and says why.
     await page

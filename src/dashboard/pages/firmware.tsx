@@ -181,15 +181,7 @@ function UploadForm({ onUploaded }: { onUploaded: () => void }) {
       <form class="upload-form" onSubmit={submit}>
         <div class="field">
           <label for="firmware-version">Version</label>
-          <input
-            id="firmware-version"
-            name="version"
-            required
-            maxLength={128}
-            placeholder="1.4.2"
-            pattern="\d+\.\d+\.\d+(-[0-9A-Za-z.\-]+)?(\+[0-9A-Za-z.\-]+)?"
-            title="a semantic version such as 1.4.2"
-          />
+          <input id="firmware-version" name="version" required maxLength={128} placeholder="1.4.2" />
         </div>
         <div class="field">
           <label for="firmware-models">Compatible models</label>
