@@ -120,7 +120,11 @@ export const events = new EventStream();
 
 export function useStreamState(): StreamState {
   const [state, setState] = useState(events.state);
-  useEffect(() => events.onState(setState), []);
+  useEffect(() => {
+    // The stream may have gone live between the first render and this subscription.
+    setState(events.state);
+    return events.onState(setState);
+  }, []);
   return state;
 }
 
