@@ -5,7 +5,7 @@
  * their state again, since events may have been missed meanwhile.
  */
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { currentKey } from './session.ts';
+import { currentKey, signOut } from './session.ts';
 
 export type StreamState = 'connecting' | 'live' | 'reconnecting';
 /** `ota`, `device`, `device_deleted`, `deployment` from the server; `resync`: read everything again. */
@@ -19,16 +19,19 @@ class EventStream {
   private listeners = new Set<Listener>();
   private stateListeners = new Set<(state: StreamState) => void>();
   private abort: AbortController | undefined;
+  /** Bumped by each start and stop: a loop of an earlier start ends at its next turn. */
+  private generation = 0;
   private running = false;
 
   start(): void {
     if (this.running) return;
     this.running = true;
-    void this.run();
+    void this.run(++this.generation);
   }
 
   stop(): void {
     this.running = false;
+    this.generation += 1;
     this.abort?.abort();
     this.setState('connecting');
   }
@@ -53,10 +56,11 @@ class EventStream {
     for (const listener of this.listeners) listener(name, data);
   }
 
-  private async run(): Promise<void> {
+  private async run(generation: number): Promise<void> {
     let failures = 0;
     let connectedBefore = false;
-    while (this.running) {
+    const current = () => this.running && generation === this.generation;
+    while (current()) {
       const key = currentKey();
       if (!key) return;
       this.abort = new AbortController();
@@ -65,6 +69,11 @@ class EventStream {
           headers: { authorization: `Bearer ${key}`, accept: 'text/event-stream' },
           signal: this.abort.signal,
         });
+        // The key was revoked meanwhile: back to the sign-in page instead of retrying forever.
+        if (response.status === 401) {
+          signOut();
+          return;
+        }
         if (!response.ok || !response.body) throw new Error(`event stream answered ${response.status}`);
         this.setState('live');
         failures = 0;
@@ -74,7 +83,7 @@ class EventStream {
       } catch {
         // Lost or refused: retried below, unless stopped.
       }
-      if (!this.running) return;
+      if (!current()) return;
       this.setState('reconnecting');
       failures += 1;
       const backoff = Math.min(MAX_BACKOFF_MS, 500 * 2 ** Math.min(failures, 5));
