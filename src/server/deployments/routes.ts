@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { DeviceIdString } from '../devices/schemas.ts';
 import { orgPrincipal } from '../infra/auth.ts';
-import { authErrors, ErrorResponse, Nullable, Timestamp } from '../infra/schemas.ts';
+import { authErrors, ErrorResponse, Nullable } from '../infra/schemas.ts';
 import type { Services } from '../services.ts';
 import {
   CreateDeploymentBody,
@@ -10,6 +10,7 @@ import {
   Deployment,
   DeploymentPlan,
   DeploymentStatus,
+  Timeline,
 } from './schemas.ts';
 import * as service from './service.ts';
 
@@ -155,16 +156,7 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox<{ services: Services }>
           { additionalProperties: false },
         ),
         response: {
-          200: Type.Object({
-            bucket_seconds: Type.Integer({ minimum: 1 }),
-            points: Type.Array(
-              Type.Object({
-                at: Timestamp,
-                completed: Type.Integer({ minimum: 0 }),
-                failed: Type.Integer({ minimum: 0 }),
-              }),
-            ),
-          }),
+          200: Timeline,
           400: ErrorResponse,
           404: ErrorResponse,
           ...authErrors,

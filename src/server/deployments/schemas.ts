@@ -368,3 +368,15 @@ export const DeploymentEvent = Type.Object({
   at: Type.String({ format: 'date-time' }),
 });
 export type DeploymentEvent = Static<typeof DeploymentEvent>;
+
+/** `GET /api/v1/deployments/{id}/timeline`: completions and failures per bucket. */
+export const Timeline = Type.Object({
+  bucket_seconds: Type.Integer({ minimum: 1 }),
+  points: Type.Array(
+    Type.Object({
+      at: Timestamp,
+      completed: Type.Integer({ minimum: 0 }),
+      failed: Type.Integer({ minimum: 0 }),
+    }),
+  ),
+});

@@ -4,17 +4,9 @@ import { orgPrincipal } from '../infra/auth.ts';
 import { BadRequestError, FileTooLargeError } from '../infra/errors.ts';
 import { authErrors, ErrorResponse, SemverString, Timestamp } from '../infra/schemas.ts';
 import type { Services } from '../services.ts';
+import { Firmware } from './schemas.ts';
 import * as service from './service.ts';
 
-const Firmware = Type.Object({
-  version: Type.String(),
-  sha256: Type.String(),
-  size: Type.Integer(),
-  storage_key: Type.String(),
-  release_notes: Type.Union([Type.String(), Type.Null()]),
-  compatible_models: Type.Array(Type.String()),
-  created_at: Timestamp,
-});
 /** The multipart form, for the OpenAPI document only: multipart bodies are streamed, not validated whole. */
 const UploadForm = Type.Object({
   version: SemverString,

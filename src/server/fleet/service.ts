@@ -2,13 +2,12 @@
  * The fleet at a glance (the dashboard's overview), in one call: aggregates each domain's
  * repository computes in SQL, so the answer costs a few grouped scans, never a row per device.
  */
+
 import * as deploymentsRepo from '../deployments/repo.ts';
 import * as devicesRepo from '../devices/repo.ts';
 import type { Db } from '../infra/db.ts';
 import * as updatesRepo from '../updates/repo.ts';
-
-/** How many tags the overview lists: the most common ones. */
-export const FLEET_TOP_TAGS = 100;
+import { FLEET_TOP_TAGS } from './schemas.ts';
 
 export async function fleetOverview(db: Db, organizationId: string) {
   const versions = await devicesRepo.countDevicesByVersion(db, organizationId);

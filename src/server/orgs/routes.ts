@@ -1,21 +1,12 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { anyPrincipal, orgPrincipal, requireSystemAdmin } from '../infra/auth.ts';
-import { authErrors, ErrorResponse, Nullable, PlainText, Timestamp } from '../infra/schemas.ts';
+import { authErrors, ErrorResponse, PlainText, Timestamp } from '../infra/schemas.ts';
 import type { Services } from '../services.ts';
+import { Me } from './schemas.ts';
 import * as service from './service.ts';
 
 const Organization = Type.Object({ id: Type.String(), name: Type.String(), created_at: Timestamp });
-const Me = Type.Object({
-  role: Type.Union([
-    Type.Literal('system_admin'),
-    Type.Literal('admin'),
-    Type.Literal('operator'),
-    Type.Literal('viewer'),
-  ]),
-  organization: Nullable(Type.Object({ id: Type.String(), name: Type.String() })),
-  key: Type.Object({ id: Type.String(), name: Nullable(Type.String()) }),
-});
 const OrgRole = Type.Union([Type.Literal('admin'), Type.Literal('operator'), Type.Literal('viewer')]);
 const ApiKey = Type.Object({
   id: Type.String(),

@@ -1,0 +1,13 @@
+/** Firmware on the wire. */
+import { Type } from 'typebox';
+import { Timestamp } from '../infra/schemas.ts';
+
+export const Firmware = Type.Object({
+  version: Type.String(),
+  sha256: Type.String(),
+  size: Type.Integer(),
+  storage_key: Type.String(),
+  release_notes: Type.Union([Type.String(), Type.Null()]),
+  compatible_models: Type.Array(Type.String()),
+  created_at: Timestamp,
+});
