@@ -14,6 +14,7 @@ import { deviceRoutes } from './devices/routes.ts';
 import { eventRoutes } from './events/routes.ts';
 import { downloadRoute } from './firmware/download-route.ts';
 import { firmwareRoutes } from './firmware/routes.ts';
+import { fleetRoutes } from './fleet/routes.ts';
 import { authenticate } from './infra/auth.ts';
 import {
   clientErrorHandler,
@@ -202,6 +203,7 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
     );
     await api.register(orgRoutes, { services });
     await api.register(deviceRoutes, { services });
+    await api.register(fleetRoutes, { services });
     await api.register(firmwareRoutes, { services });
     await api.register(updateRoutes, { services });
     await api.register(deploymentRoutes, { services });

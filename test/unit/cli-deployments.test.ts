@@ -21,6 +21,7 @@ import {
 import { followDeployment, type Output, StatusDisplay } from '../../src/cli/deployment-watch.ts';
 import { CliError } from '../../src/cli/errors.ts';
 import {
+  type Batch,
   type DeploymentPlan,
   type DeploymentSettings,
   type DeviceCounts,
@@ -30,6 +31,21 @@ import {
 import { eventually } from '../helpers/raw-device.ts';
 
 const counts = (some: Partial<DeviceCounts>): DeviceCounts => ({ ...emptyDeviceCounts(), ...some });
+/** A batch as the API shows it, not baking. */
+const batch = (
+  index: number,
+  kind: Batch['kind'],
+  size: number,
+  state: Batch['state'],
+  some: Partial<DeviceCounts>,
+) => ({
+  index,
+  kind,
+  size,
+  state,
+  counts: counts(some),
+  bake_ends_at: null,
+});
 
 /** Asserts a usage error: a CliError with exit code 2 whose one line matches. */
 function assertUsage(run: () => unknown, message: RegExp): void {
@@ -347,8 +363,8 @@ const deployment = (some: Partial<DeploymentView>): DeploymentView => ({
   total: 12,
   counts: counts({ completed: 2, in_progress: 5, pending: 5 }),
   batches: [
-    { index: 0, kind: 'canary', size: 2, state: 'passed', counts: counts({ completed: 2 }) },
-    { index: 1, kind: 'batch', size: 10, state: 'running', counts: counts({ in_progress: 5, pending: 5 }) },
+    batch(0, 'canary', 2, 'passed', { completed: 2 }),
+    batch(1, 'batch', 10, 'running', { in_progress: 5, pending: 5 }),
   ],
   created_at: '2030-01-01T00:00:00.000Z',
   started_at: '2030-01-01T00:00:00.000Z',
@@ -376,7 +392,7 @@ describe('renderDeployment', () => {
       deployment({
         status: 'rolled_back',
         abort_reason: 'canary: 1 of 2 devices failed (50% > 10%)',
-        batches: [{ index: 0, kind: 'canary', size: 2, state: 'failed', counts: counts({ completed: 1, failed: 1 }) }],
+        batches: [batch(0, 'canary', 2, 'failed', { completed: 1, failed: 1 })],
       }),
       100,
     );
@@ -415,8 +431,8 @@ function recorder(isTTY: boolean): Output & { text: () => string; writes: string
 const progressed = deployment({
   counts: counts({ completed: 7, pending: 5 }),
   batches: [
-    { index: 0, kind: 'canary', size: 2, state: 'passed', counts: counts({ completed: 2 }) },
-    { index: 1, kind: 'batch', size: 10, state: 'running', counts: counts({ completed: 5, pending: 5 }) },
+    batch(0, 'canary', 2, 'passed', { completed: 2 }),
+    batch(1, 'batch', 10, 'running', { completed: 5, pending: 5 }),
   ],
 });
 

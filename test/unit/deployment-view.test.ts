@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import { eventsFor } from '../../src/server/deployments/announce.ts';
 import type { BatchRow, DeploymentRow, DeviceStateRow } from '../../src/server/deployments/repo.ts';
 import { deploymentSettingsOf } from '../../src/server/deployments/schemas.ts';
-import { retryAtMs, viewOf } from '../../src/server/deployments/view.ts';
+import { retryAtMs, timelineBucketSeconds, viewOf } from '../../src/server/deployments/view.ts';
 
 const NOW = Date.parse('2030-01-01T00:10:00Z');
 const minutesAgo = (minutes: number) => new Date(NOW - minutes * 60_000);
@@ -59,6 +59,7 @@ function device(batch: number, overrides: Partial<DeviceStateRow> = {}): DeviceS
     update_id: null,
     finished_at: null,
     error_code: null,
+    error_message: null,
     failures: 0,
     online: true,
     current_version: '1.0.0',
@@ -149,6 +150,71 @@ describe('viewOf: status, batch states and counts derived from the rows', () => 
     assert.deepEqual([view.counts.in_progress, view.counts.pending, view.counts.failed], [1, 1, 1]);
     assert.deepEqual([view.batches[1]!.counts.pending, view.batches[1]!.counts.failed], [1, 1]);
   });
+});
+
+describe("viewOf: when a baking batch's bake ends", () => {
+  const bakeEndsAt = (devices: DeviceStateRow[], settings = {}, promoted = false) =>
+    viewOf(
+      deploymentRow({}, settings),
+      batches([true, false]).map((batch) => ({ ...batch, promoted: promoted && batch.batch_index === 0 })),
+      [...devices, device(1)],
+      NOW,
+      1000,
+    ).batches.map((batch) => [batch.state, batch.bake_ends_at]);
+
+  it("baking: the last committed device's commit + bake_minutes, what the gate waits for", () => {
+    assert.deepEqual(
+      bakeEndsAt([
+        device(0, { status: 'completed', finished_at: minutesAgo(4) }),
+        device(0, { status: 'completed', finished_at: minutesAgo(2) }),
+        device(0, { status: 'completed', finished_at: minutesAgo(3) }),
+      ]),
+      [
+        ['baking', new Date(NOW + 3 * 60_000).toISOString()],
+        ['pending', null],
+      ],
+    );
+  });
+
+  it('a device that failed its bake no longer holds the bake open', () => {
+    assert.deepEqual(
+      bakeEndsAt(
+        [
+          device(0, { status: 'completed', finished_at: minutesAgo(4) }),
+          device(0, { status: 'completed', finished_at: minutesAgo(1), bake_failed_at: minutesAgo(0.5) }),
+        ],
+        { failure_threshold_percent: 100 },
+      )[0],
+      ['baking', new Date(NOW + 60_000).toISOString()],
+    );
+  });
+
+  it('null while devices are still in flight, once passed, and for a promoted batch', () => {
+    const committed = device(0, { status: 'completed', finished_at: minutesAgo(1) });
+    assert.deepEqual(bakeEndsAt([committed, device(0, { status: 'in_progress' })])[0], ['running', null]);
+    assert.deepEqual(bakeEndsAt([device(0, { status: 'completed', finished_at: minutesAgo(6) })])[0], ['passed', null]);
+    assert.deepEqual(bakeEndsAt([committed], {}, true)[0], ['passed', null]);
+  });
+});
+
+describe('timelineBucketSeconds: round buckets, at most 120 over the span', () => {
+  const cases: [string, number, number][] = [
+    ['nothing yet', 0, 5],
+    ['a few seconds', 8_000, 5],
+    ['just under ten minutes', 10 * 60_000 - 1, 5],
+    ['ten minutes (the end would open a 121st bucket)', 10 * 60_000, 10],
+    ['an hour', 3600_000, 60],
+    ['a day', 86_400_000, 900],
+    ['a week', 7 * 86_400_000, 7200],
+    ['four months', 120 * 86_400_000, 2 * 86_400],
+  ];
+  for (const [name, spanMs, expected] of cases) {
+    it(`${name}: ${expected} s`, () => {
+      const seconds = timelineBucketSeconds(spanMs);
+      assert.equal(seconds, expected);
+      assert.ok(Math.floor(spanMs / 1000 / seconds) < 120, 'the outcome at the very end is in bucket 119 at most');
+    });
+  }
 });
 
 describe('retryAtMs: when a failed device is tried again', () => {

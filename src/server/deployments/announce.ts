@@ -62,6 +62,7 @@ export function eventsFor(
       state: batch.state,
       previous_state: previous?.states[view.batches.indexOf(batch)] ?? null,
       counts: batch.counts,
+      bake_ends_at: batch.bake_ends_at,
     },
   }));
 }

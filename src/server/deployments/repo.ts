@@ -53,6 +53,7 @@ export interface DeviceStateRow {
   /** When that row finished (for a completed row: when the device committed). */
   finished_at: Date | null;
   error_code: string | null;
+  error_message: string | null;
   /** Failed or timed-out rows of this deployment. */
   failures: number;
   online: boolean;
@@ -201,6 +202,15 @@ export function listDeployments(
   );
 }
 
+/** The organization's deployments the scheduler still works on (paused ones included). */
+export async function countUnfinishedDeployments(db: Queryable, organizationId: string): Promise<number> {
+  const [row] = await db.query<{ n: number }>(
+    'SELECT count(*)::int AS n FROM deployments WHERE organization_id = $1 AND finished_at IS NULL',
+    [organizationId],
+  );
+  return row?.n ?? 0;
+}
+
 /** The deployments the scheduler still works on. */
 export async function listUnfinishedDeploymentIds(db: Queryable): Promise<string[]> {
   const rows = await db.query<{ id: string }>(
@@ -218,7 +228,7 @@ export function listBatches(db: Queryable, deploymentId: string): Promise<BatchR
 }
 
 const LATEST_UPDATE = `LEFT JOIN LATERAL (
-         SELECT u.id, u.status, u.finished_at, u.error_code FROM ota_updates u
+         SELECT u.id, u.status, u.finished_at, u.error_code, u.error_message FROM ota_updates u
          WHERE u.deployment_id = m.deployment_id AND u.device_id = m.device_id AND u.kind = 'update'
          ORDER BY u.created_at DESC, u.id DESC LIMIT 1
        ) AS latest ON true`;
@@ -227,7 +237,7 @@ const LATEST_UPDATE = `LEFT JOIN LATERAL (
 export function listDeviceStates(db: Queryable, deploymentId: string): Promise<DeviceStateRow[]> {
   return db.query<DeviceStateRow>(
     `SELECT m.device_id, m.batch_index, m.from_version, m.bake_failed_at, m.bake_failure,
-       latest.status, latest.id AS update_id, latest.finished_at, latest.error_code,
+       latest.status, latest.id AS update_id, latest.finished_at, latest.error_code, latest.error_message,
        (SELECT count(*)::int FROM ota_updates f WHERE f.deployment_id = m.deployment_id AND f.device_id = m.device_id
           AND f.kind = 'update' AND f.status IN ('failed', 'timed_out')) AS failures,
        d.online, d.current_version
@@ -248,7 +258,7 @@ export function listDevicePage(
 ): Promise<DeviceStateRow[]> {
   return db.query<DeviceStateRow>(
     `SELECT m.device_id, m.batch_index, m.from_version, m.bake_failed_at, m.bake_failure,
-       latest.status, latest.id AS update_id, latest.finished_at, latest.error_code,
+       latest.status, latest.id AS update_id, latest.finished_at, latest.error_code, latest.error_message,
        0 AS failures, d.online, d.current_version
      FROM deployment_devices m
      JOIN devices d ON d.organization_id = m.organization_id AND d.device_id = m.device_id
@@ -257,6 +267,51 @@ export function listDevicePage(
        AND ($3::text IS NULL OR coalesce(latest.status, 'pending') = $3)
      ORDER BY m.device_id LIMIT $4`,
     [deploymentId, page.after ?? null, page.status ?? null, page.limit],
+  );
+}
+
+/**
+ * What ended when in the deployment, by device: its update rows that completed (true) or
+ * failed or timed out (false) at their finished_at, and its devices that failed their bake
+ * (false) at bake_failed_at. Rollback rows are not the rollout's outcomes.
+ */
+const OUTCOMES = `SELECT finished_at AS at, status = 'completed' AS completed FROM ota_updates
+       WHERE deployment_id = $1 AND kind = 'update' AND status IN ('completed', 'failed', 'timed_out')
+       UNION ALL
+       SELECT bake_failed_at, false FROM deployment_devices WHERE deployment_id = $1 AND bake_failed_at IS NOT NULL`;
+
+/** When the deployment's timeline starts (it started, or else was created) and its last outcome, if any. */
+export async function findTimelineSpan(
+  db: Queryable,
+  deploymentId: string,
+): Promise<{ origin: Date; last_at: Date | null } | undefined> {
+  const [row] = await db.query<{ origin: Date; last_at: Date | null }>(
+    `SELECT coalesce(p.started_at, p.created_at) AS origin, (SELECT max(at) FROM (${OUTCOMES}) AS e) AS last_at
+     FROM deployments p WHERE p.id = $1`,
+    [deploymentId],
+  );
+  return row;
+}
+
+/**
+ * The deployment's outcomes counted per bucket of `bucketSeconds`, the buckets aligned to the
+ * timeline's start; only buckets with an outcome, in time order.
+ */
+export function countOutcomesByBucket(
+  db: Queryable,
+  deploymentId: string,
+  bucketSeconds: number,
+): Promise<{ at: Date; completed: number; failed: number }[]> {
+  return db.query(
+    `WITH p AS (SELECT coalesce(started_at, created_at) AS origin FROM deployments WHERE id = $1),
+     b AS (
+       SELECT floor(extract(epoch FROM e.at - p.origin) / $2)::bigint AS bucket, e.completed
+       FROM (${OUTCOMES}) AS e, p
+     )
+     SELECT p.origin + make_interval(secs => (b.bucket * $2)::float8) AS at,
+       (count(*) FILTER (WHERE b.completed))::int AS completed, (count(*) FILTER (WHERE NOT b.completed))::int AS failed
+     FROM b, p GROUP BY b.bucket, p.origin ORDER BY b.bucket`,
+    [deploymentId, bucketSeconds],
   );
 }
 

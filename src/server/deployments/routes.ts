@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { DeviceIdString } from '../devices/schemas.ts';
 import { orgPrincipal } from '../infra/auth.ts';
-import { authErrors, ErrorResponse, Nullable } from '../infra/schemas.ts';
+import { authErrors, ErrorResponse, Nullable, Timestamp } from '../infra/schemas.ts';
 import type { Services } from '../services.ts';
 import {
   CreateDeploymentBody,
@@ -29,6 +29,7 @@ const DeploymentDevice = Type.Object({
   current_version: Type.String(),
   online: Type.Boolean(),
   error_code: Nullable(Type.String()),
+  error_message: Nullable(Type.String()),
   bake_failure: Nullable(Type.String({ description: 'offline | reverted | unhealthy: how it failed its bake' })),
 });
 
@@ -134,6 +135,46 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox<{ services: Services }>
         status: request.query.status,
         after: request.query.after,
         limit: request.query.limit ?? 100,
+      });
+    },
+  );
+
+  app.get(
+    '/api/v1/deployments/:id/timeline',
+    {
+      schema: {
+        tags: ['deployments'],
+        summary: 'Completions and failures over time, per bucket (only buckets with something in them)',
+        description:
+          "Buckets of bucket_seconds aligned to the deployment's start (or creation), by when each of its updates " +
+          'ended: completed, or failed/timed_out; a device that failed its bake counts as failed at that moment. ' +
+          "Without bucket_seconds, the round width that fits the deployment's span into at most 120 buckets.",
+        params: DeploymentParams,
+        querystring: Type.Object(
+          { bucket_seconds: Type.Optional(Type.Integer({ minimum: 5, maximum: 3600 })) },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Object({
+            bucket_seconds: Type.Integer({ minimum: 1 }),
+            points: Type.Array(
+              Type.Object({
+                at: Timestamp,
+                completed: Type.Integer({ minimum: 0 }),
+                failed: Type.Integer({ minimum: 0 }),
+              }),
+            ),
+          }),
+          400: ErrorResponse,
+          404: ErrorResponse,
+          ...authErrors,
+        },
+      },
+    },
+    async (request) => {
+      const principal = orgPrincipal(request, 'viewer');
+      return service.deploymentTimeline(services, principal.organizationId, request.params.id, {
+        bucketSeconds: request.query.bucket_seconds,
       });
     },
   );

@@ -267,12 +267,21 @@ export function emptyDeviceCounts(): DeviceCounts {
   return Object.fromEntries(DEPLOYMENT_DEVICE_STATUSES.map((status) => [status, 0])) as DeviceCounts;
 }
 
+/** When a baking batch's bake ends: its last committed device's commit + bake_minutes (the gate's rule); else null. */
+const BakeEndsAt = Nullable(
+  Type.String({
+    format: 'date-time',
+    description: "while the batch is baking: when its bake ends (its last device's commit + bake_minutes); else null",
+  }),
+);
+
 export const Batch = Type.Object({
   index: Type.Integer({ minimum: 0 }),
   kind: BatchKind,
   size: Type.Integer({ minimum: 0 }),
   state: BatchState,
   counts: DeviceCounts,
+  bake_ends_at: BakeEndsAt,
 });
 export type Batch = Static<typeof Batch>;
 
@@ -351,6 +360,7 @@ export const DeploymentEvent = Type.Object({
       state: BatchState,
       previous_state: Nullable(BatchState),
       counts: DeviceCounts,
+      bake_ends_at: BakeEndsAt,
     }),
   ),
   total: Type.Integer({ minimum: 0 }),

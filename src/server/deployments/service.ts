@@ -14,7 +14,7 @@ import {
   type DeploymentStatus,
   deploymentSettingsOf,
 } from './schemas.ts';
-import { deploymentBody, deviceStatusOf, hasEnded, viewOf } from './view.ts';
+import { deploymentBody, deviceStatusOf, hasEnded, timelineBucketSeconds, viewOf } from './view.ts';
 
 export type DeploymentBody = ReturnType<typeof deploymentBody>;
 export type Control = 'pause' | 'resume' | 'cancel' | 'promote' | 'rollback';
@@ -140,10 +140,34 @@ export async function listDeploymentDevices(
       current_version: row.current_version,
       online: row.online,
       error_code: row.error_code,
+      error_message: row.error_message,
       bake_failure: row.bake_failure,
     })),
     next_after: rows.length === query.limit ? (rows.at(-1)?.device_id ?? null) : null,
   };
+}
+
+/**
+ * Completions and failures over time: per bucket (aligned to when the deployment started, or
+ * was created), its updates that completed, and those that failed or timed out plus its
+ * devices that failed their bake. Without `bucketSeconds`, the width that fits the deployment's
+ * span (to now while it runs, else to its end or its last outcome) into at most 120 buckets.
+ */
+export async function deploymentTimeline(
+  services: Services,
+  organizationId: string,
+  id: string,
+  query: { bucketSeconds?: number | undefined },
+) {
+  const row = await findOrThrow(services.db, organizationId, id);
+  let bucketSeconds = query.bucketSeconds;
+  if (bucketSeconds === undefined) {
+    const span = await repo.findTimelineSpan(services.db, id);
+    const endMs = Math.max(row.finished_at?.getTime() ?? Date.now(), span?.last_at?.getTime() ?? 0);
+    bucketSeconds = timelineBucketSeconds(endMs - (span?.origin ?? row.created_at).getTime());
+  }
+  const points = await repo.countOutcomesByBucket(services.db, id, bucketSeconds);
+  return { bucket_seconds: bucketSeconds, points };
 }
 
 /**

@@ -103,12 +103,16 @@ export function viewOf(
       ),
     };
     gated.push(gatedBatch);
+    const gate = gateDecision(gatedBatch.tally, settings);
+    const state = batchStateOf(gatedBatch, gate.verdict);
     return {
       index: batchRow.batch_index,
       kind: batchRow.kind,
       size: members.length,
-      state: batchStateOf(gatedBatch, gateDecision(gatedBatch.tally, settings).verdict),
+      state,
       counts: batchCounts,
+      // The instant the gate waits for (its wake-up), so what is shown is what is judged.
+      bake_ends_at: state === 'baking' && gate.wakeAtMs !== null ? new Date(gate.wakeAtMs).toISOString() : null,
     };
   });
   const status = deploymentStatusOf(
@@ -136,4 +140,18 @@ export function deploymentBody(row: DeploymentRow, view: DeploymentView) {
     finished_at: row.finished_at,
     abort_reason: row.abort_reason,
   };
+}
+
+/** Bucket widths a timeline picks from (seconds), then whole days: round numbers on a time axis. */
+const TIMELINE_STEPS = [5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10_800, 21_600, 43_200, 86_400];
+/** The most buckets a timeline spans when the caller does not choose their width. */
+export const TIMELINE_MAX_BUCKETS = 120;
+
+/** The narrowest round bucket width (seconds) that cuts a span of `spanMs` into at most 120 buckets. */
+export function timelineBucketSeconds(spanMs: number): number {
+  // Buckets start at the origin, so an outcome at the very end opens bucket floor(span / width).
+  const fits = (width: number) => Math.floor(Math.max(0, spanMs) / 1000 / width) < TIMELINE_MAX_BUCKETS;
+  const step = TIMELINE_STEPS.find(fits);
+  if (step !== undefined) return step;
+  return 86_400 * Math.ceil((Math.floor(spanMs / 1000) + 1) / 86_400 / TIMELINE_MAX_BUCKETS);
 }

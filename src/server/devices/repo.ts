@@ -1,5 +1,7 @@
 import { EVENT_AT_SQL, notifySql } from '../events/feed.ts';
 import type { Queryable } from '../infra/db.ts';
+import { type LatestUpdateSummary, latestUpdateJoin, latestUpdateStatusIs, neverUpdated } from '../updates/repo.ts';
+import type { UpdateStatus } from '../updates/status.ts';
 
 export interface DeviceRow {
   device_id: string;
@@ -71,31 +73,143 @@ export interface DeviceFilter {
   model?: string | undefined;
   version?: string | undefined;
   online?: boolean | undefined;
+  /** Case-insensitive substring of the device id or name, taken literally (% and _ too). */
+  q?: string | undefined;
+  /** The status of its latest update (any kind); `none`: it never had one. */
+  otaStatus?: UpdateStatus | 'none' | undefined;
+}
+
+export interface DevicePage {
   /** Keyset pagination: devices whose id sorts after this one. */
   after?: string | undefined;
   limit: number;
 }
 
-export function listDevices(db: Queryable, organizationId: string, filter: DeviceFilter): Promise<DeviceRow[]> {
-  return db.query<DeviceRow>(
-    `SELECT ${COLUMNS} FROM devices
-     WHERE organization_id = $1
-       AND ($2::text[] IS NULL OR tags @> $2::text[])
-       AND ($3::text IS NULL OR model = $3)
-       AND ($4::text IS NULL OR current_version = $4)
-       AND ($5::boolean IS NULL OR online = $5)
-       AND ($6::text IS NULL OR device_id > $6)
-     ORDER BY device_id
-     LIMIT $7`,
-    [
-      organizationId,
-      filter.tags?.length ? filter.tags : null,
-      filter.model ?? null,
-      filter.version ?? null,
-      filter.online ?? null,
-      filter.after ?? null,
-      filter.limit,
-    ],
+export type ListedDeviceRow = DeviceRow & { ota: LatestUpdateSummary | null };
+
+/** `%text%` for ILIKE … ESCAPE '\': every character of `text` matches itself, the wildcards % and _ and \ too. */
+export function containsPattern(text: string): string {
+  return `%${text.replace(/[\\%_]/g, '\\$&')}%`;
+}
+
+/**
+ * The FROM … WHERE of the organization's devices matching `filter`, as `d`, with `latest`
+ * (updates/repo.ts latestUpdateJoin) joined when asked for. `$` adds a parameter.
+ */
+function matchingDevices(
+  organizationId: string,
+  filter: DeviceFilter,
+  $: (value: unknown) => string,
+  withLatest: boolean,
+): string {
+  const conditions = [`d.organization_id = ${$(organizationId)}`];
+  if (filter.tags?.length) conditions.push(`d.tags @> ${$(filter.tags)}::text[]`);
+  if (filter.model !== undefined) conditions.push(`d.model = ${$(filter.model)}`);
+  if (filter.version !== undefined) conditions.push(`d.current_version = ${$(filter.version)}`);
+  if (filter.online !== undefined) conditions.push(`d.online = ${$(filter.online)}`);
+  if (filter.q !== undefined) {
+    const pattern = $(containsPattern(filter.q));
+    conditions.push(`(d.device_id ILIKE ${pattern} ESCAPE '\\' OR d.name ILIKE ${pattern} ESCAPE '\\')`);
+  }
+  if (filter.otaStatus === 'none') conditions.push(neverUpdated('d'));
+  else if (filter.otaStatus !== undefined) conditions.push(latestUpdateStatusIs('d', $(filter.otaStatus)));
+  return `FROM devices d ${withLatest ? latestUpdateJoin('d') : ''} WHERE ${conditions.join(' AND ')}`;
+}
+
+function parameters() {
+  const params: unknown[] = [];
+  return { params, $: (value: unknown) => `$${params.push(value)}` };
+}
+
+type OtaColumns = { [column in keyof LatestUpdateSummary as `ota_${column}`]: LatestUpdateSummary[column] | null };
+
+/** A page of the organization's devices matching `filter`, by id, each with its latest update. */
+export async function listDevices(
+  db: Queryable,
+  organizationId: string,
+  filter: DeviceFilter,
+  page: DevicePage,
+): Promise<ListedDeviceRow[]> {
+  const { params, $ } = parameters();
+  const from = matchingDevices(organizationId, filter, $, true);
+  const after = page.after === undefined ? '' : `AND d.device_id > ${$(page.after)}`;
+  const rows = await db.query<DeviceRow & OtaColumns>(
+    `SELECT ${COLUMNS.split(',')
+      .map((column) => `d.${column.trim()}`)
+      .join(', ')},
+       latest.status AS ota_status, latest.kind AS ota_kind, latest.target_version AS ota_target_version,
+       latest.progress AS ota_progress, latest.phase AS ota_phase, latest.deployment_id AS ota_deployment_id,
+       latest.error_code AS ota_error_code, latest.updated_at AS ota_updated_at
+     ${from} ${after}
+     ORDER BY d.device_id
+     LIMIT ${$(page.limit)}`,
+    params,
+  );
+  return rows.map(
+    ({
+      ota_status,
+      ota_kind,
+      ota_target_version,
+      ota_progress,
+      ota_phase,
+      ota_deployment_id,
+      ota_error_code,
+      ota_updated_at,
+      ...device
+    }) => ({
+      ...device,
+      ota:
+        ota_status === null
+          ? null
+          : {
+              status: ota_status,
+              kind: ota_kind!,
+              target_version: ota_target_version!,
+              progress: ota_progress!,
+              phase: ota_phase,
+              deployment_id: ota_deployment_id,
+              error_code: ota_error_code,
+              updated_at: ota_updated_at!,
+            },
+    }),
+  );
+}
+
+/** How many of the organization's devices match `filter` (no page: all of them). */
+export async function countDevices(db: Queryable, organizationId: string, filter: DeviceFilter): Promise<number> {
+  const { params, $ } = parameters();
+  const [row] = await db.query<{ n: number }>(
+    `SELECT count(*)::int AS n ${matchingDevices(organizationId, filter, $, false)}`,
+    params,
+  );
+  return row?.n ?? 0;
+}
+
+/** The organization's devices per version they run (with how many are online), most devices first. */
+export function countDevicesByVersion(db: Queryable, organizationId: string) {
+  return db.query<{ version: string; devices: number; online: number }>(
+    `SELECT current_version AS version, count(*)::int AS devices, (count(*) FILTER (WHERE online))::int AS online
+     FROM devices WHERE organization_id = $1
+     GROUP BY current_version ORDER BY devices DESC, version`,
+    [organizationId],
+  );
+}
+
+/** The organization's devices per model (null: none given), most devices first. */
+export function countDevicesByModel(db: Queryable, organizationId: string) {
+  return db.query<{ model: string | null; devices: number }>(
+    `SELECT model, count(*)::int AS devices FROM devices WHERE organization_id = $1
+     GROUP BY model ORDER BY devices DESC, model NULLS LAST`,
+    [organizationId],
+  );
+}
+
+/** The `limit` tags most of the organization's devices carry, most devices first. */
+export function countDevicesByTag(db: Queryable, organizationId: string, limit: number) {
+  return db.query<{ tag: string; devices: number }>(
+    `SELECT tag, count(*)::int AS devices FROM devices, unnest(tags) AS tag WHERE organization_id = $1
+     GROUP BY tag ORDER BY devices DESC, tag LIMIT $2`,
+    [organizationId, limit],
   );
 }
 

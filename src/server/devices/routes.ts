@@ -3,7 +3,7 @@ import { Type } from 'typebox';
 import { orgPrincipal } from '../infra/auth.ts';
 import { authErrors, ErrorResponse } from '../infra/schemas.ts';
 import type { Services } from '../services.ts';
-import { CreateDeviceBody, Device, DeviceParams, ListDevicesQuery, PatchDeviceBody } from './schemas.ts';
+import { CreateDeviceBody, Device, DeviceParams, ListDevicesQuery, ListedDevice, PatchDeviceBody } from './schemas.ts';
 import * as service from './service.ts';
 
 export const deviceRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = async (app, { services }) => {
@@ -36,10 +36,16 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = a
     {
       schema: {
         tags: ['devices'],
-        summary: 'List devices; filter by tag (repeatable: all must match), model, version, online',
+        summary:
+          'List devices by id, each with its latest update (ota); filter by tag (repeatable: all must match), model, ' +
+          'version, online, q (id or name contains), ota_status; count=true adds total',
         querystring: ListDevicesQuery,
         response: {
-          200: Type.Object({ devices: Type.Array(Device), next_cursor: Type.Union([Type.String(), Type.Null()]) }),
+          200: Type.Object({
+            devices: Type.Array(ListedDevice),
+            next_cursor: Type.Union([Type.String(), Type.Null()]),
+            total: Type.Optional(Type.Integer({ minimum: 0, description: 'with count=true: every matching device' })),
+          }),
           400: ErrorResponse,
           ...authErrors,
         },
@@ -47,13 +53,18 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = a
     },
     async (request) => {
       const principal = orgPrincipal(request, 'viewer');
-      const { tag, limit = 100, ...rest } = request.query;
-      const devices = await service.listDevices(db, principal.organizationId, {
+      const { tag, limit = 100, after, count, ota_status, ...rest } = request.query;
+      const filter = {
         ...rest,
+        otaStatus: ota_status,
         tags: tag === undefined ? undefined : Array.isArray(tag) ? tag : [tag],
-        limit,
-      });
-      return { devices, next_cursor: devices.length === limit ? devices.at(-1)!.device_id : null };
+      };
+      const devices = await service.listDevices(db, principal.organizationId, filter, { after, limit });
+      return {
+        devices,
+        next_cursor: devices.length === limit ? devices.at(-1)!.device_id : null,
+        ...(count ? { total: await service.countDevices(db, principal.organizationId, filter) } : {}),
+      };
     },
   );
 

@@ -1,5 +1,6 @@
 import { Type } from 'typebox';
 import { Nullable, PlainText, SemverString, Timestamp } from '../infra/schemas.ts';
+import { UPDATE_STATUSES, type UpdateStatus } from '../updates/status.ts';
 
 export const DeviceIdString = Type.String({
   minLength: 1,
@@ -22,6 +23,24 @@ export const Device = Type.Object({
   agent_version: Nullable(Type.String()),
   created_at: Timestamp,
   updated_at: Timestamp,
+});
+
+/** A device's latest update (any kind), as the device list shows it; the OTA record has the detail. */
+export const DeviceOta = Type.Object({
+  status: Type.Unsafe<UpdateStatus>({ type: 'string', enum: [...UPDATE_STATUSES] }),
+  kind: Type.Union([Type.Literal('update'), Type.Literal('rollback')]),
+  target_version: Type.String(),
+  progress: Type.Integer({ minimum: 0, maximum: 100 }),
+  phase: Nullable(Type.String()),
+  deployment_id: Nullable(Type.String()),
+  error_code: Nullable(Type.String()),
+  updated_at: Timestamp,
+});
+
+export const ListedDevice = Type.Object({
+  ...Device.properties,
+  /** Its latest update; null: it never had one. */
+  ota: Nullable(DeviceOta),
 });
 
 export const CreateDeviceBody = Type.Object(
@@ -50,6 +69,21 @@ export const ListDevicesQuery = Type.Object(
     model: Type.Optional(PlainText({ maxLength: 100 })),
     version: Type.Optional(SemverString),
     online: Type.Optional(Type.Boolean()),
+    q: Type.Optional(
+      PlainText({
+        maxLength: 128,
+        description: 'case-insensitive substring of the device id or name, taken literally',
+      }),
+    ),
+    ota_status: Type.Optional(
+      Type.Unsafe<UpdateStatus | 'none'>({
+        type: 'string',
+        maxLength: 32,
+        enum: [...UPDATE_STATUSES, 'none'],
+        description: 'the status of its latest update; none: it never had one',
+      }),
+    ),
+    count: Type.Optional(Type.Boolean({ description: 'also answer total: how many devices match, on every page' })),
     after: Type.Optional(DeviceIdString),
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
   },

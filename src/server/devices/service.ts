@@ -48,6 +48,10 @@ export async function removeDevice(db: Db, organizationId: string, deviceId: str
   }
 }
 
-export function listDevices(db: Db, organizationId: string, filter: repo.DeviceFilter) {
-  return repo.listDevices(db, organizationId, filter);
+export function listDevices(db: Db, organizationId: string, filter: repo.DeviceFilter, page: repo.DevicePage) {
+  return repo.listDevices(db, organizationId, filter, page);
+}
+
+export function countDevices(db: Db, organizationId: string, filter: repo.DeviceFilter) {
+  return repo.countDevices(db, organizationId, filter);
 }

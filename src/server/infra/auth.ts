@@ -61,6 +61,12 @@ export function orgPrincipal(request: FastifyRequest, minimum: Exclude<Role, 'sy
   return principal as OrgPrincipal;
 }
 
+/** The principal of a route any valid key may call, the system administrator's included. */
+export function anyPrincipal(request: FastifyRequest): Principal {
+  if (!request.principal) throw new UnauthorizedError();
+  return request.principal;
+}
+
 export function requireSystemAdmin(request: FastifyRequest): Principal {
   const principal = request.principal;
   if (!principal) throw new UnauthorizedError();

@@ -66,6 +66,23 @@ export async function findPrincipalByKeyHash(db: Queryable, keyHash: string): Pr
   return row ? { keyId: row.id, role: row.role, organizationId: row.organization_id } : undefined;
 }
 
+/** A key with its organization (none for the system administrator's). */
+export async function findKeyIdentity(db: Queryable, keyId: string) {
+  const [row] = await db.query<{
+    id: string;
+    name: string | null;
+    role: Role;
+    organization_id: string | null;
+    organization_name: string | null;
+  }>(
+    `SELECT k.id, k.name, k.role, o.id AS organization_id, o.name AS organization_name
+     FROM api_keys k LEFT JOIN organizations o ON o.id = k.organization_id
+     WHERE k.id = $1`,
+    [keyId],
+  );
+  return row;
+}
+
 export function listApiKeys(db: Queryable, organizationId: string): Promise<ApiKeyRow[]> {
   return db.query<ApiKeyRow>(
     `SELECT id, organization_id, role, name, created_at FROM api_keys

@@ -1,11 +1,21 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { orgPrincipal, requireSystemAdmin } from '../infra/auth.ts';
-import { authErrors, ErrorResponse, PlainText, Timestamp } from '../infra/schemas.ts';
+import { anyPrincipal, orgPrincipal, requireSystemAdmin } from '../infra/auth.ts';
+import { authErrors, ErrorResponse, Nullable, PlainText, Timestamp } from '../infra/schemas.ts';
 import type { Services } from '../services.ts';
 import * as service from './service.ts';
 
 const Organization = Type.Object({ id: Type.String(), name: Type.String(), created_at: Timestamp });
+const Me = Type.Object({
+  role: Type.Union([
+    Type.Literal('system_admin'),
+    Type.Literal('admin'),
+    Type.Literal('operator'),
+    Type.Literal('viewer'),
+  ]),
+  organization: Nullable(Type.Object({ id: Type.String(), name: Type.String() })),
+  key: Type.Object({ id: Type.String(), name: Nullable(Type.String()) }),
+});
 const OrgRole = Type.Union([Type.Literal('admin'), Type.Literal('operator'), Type.Literal('viewer')]);
 const ApiKey = Type.Object({
   id: Type.String(),
@@ -16,6 +26,18 @@ const ApiKey = Type.Object({
 
 export const orgRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = async (app, { services }) => {
   const { db } = services;
+
+  app.get(
+    '/api/v1/me',
+    {
+      schema: {
+        tags: ['organizations'],
+        summary: "Who the key is: its role, its organization (null for the system administrator's) and the key",
+        response: { 200: Me, ...authErrors },
+      },
+    },
+    async (request) => service.whoAmI(db, anyPrincipal(request)),
+  );
 
   app.post(
     '/api/v1/orgs',

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { generateSigningKeyPair } from '../../protocol/manifest.ts';
-import type { Role } from '../infra/auth.ts';
+import type { Principal, Role } from '../infra/auth.ts';
 import type { Db } from '../infra/db.ts';
-import { BadRequestError, NotFoundError } from '../infra/errors.ts';
+import { BadRequestError, NotFoundError, UnauthorizedError } from '../infra/errors.ts';
 import { hashSecret, newId, newSecret } from '../infra/secrets.ts';
 import * as repo from './repo.ts';
 
@@ -115,4 +115,16 @@ export function listOrganizations(db: Db) {
 
 export function listApiKeys(db: Db, organizationId: string) {
   return repo.listApiKeys(db, organizationId);
+}
+
+/** Who the caller is: its role, its organization (none for the system administrator) and its key. */
+export async function whoAmI(db: Db, principal: Principal) {
+  const key = await repo.findKeyIdentity(db, principal.keyId);
+  // Revoked between authentication and this read.
+  if (!key) throw new UnauthorizedError('the API key is not valid');
+  return {
+    role: key.role,
+    organization: key.organization_id === null ? null : { id: key.organization_id, name: key.organization_name ?? '' },
+    key: { id: key.id, name: key.name },
+  };
 }

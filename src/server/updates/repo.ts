@@ -31,6 +31,8 @@ const COLUMNS = `id, organization_id, device_id, deployment_id, kind, target_ver
   phase, progress, error_code, error_message, attempts, timeout_seconds, dispatched_at, last_report_at, deadline_at, finished_at,
   created_at, updated_at`;
 const ACTIVE = [...ACTIVE_STATUSES];
+/** `column` is an active status, as literal SQL: what lets the planner use the partial indexes on them. */
+const activeIn = (column: string) => `${column} IN (${ACTIVE.map((status) => `'${status}'`).join(', ')})`;
 
 export interface NewUpdate {
   id: string;
@@ -62,20 +64,111 @@ export async function findActiveUpdate(db: Queryable, organizationId: string, de
   return row;
 }
 
+/** A device's updates (as `u`) newest first, along ota_updates_device_idx: its latest update is the first. */
+const NEWEST_FIRST = 'ORDER BY u.created_at DESC, u.id DESC';
+
 export async function latestUpdate(db: Queryable, organizationId: string, deviceId: string) {
   const [row] = await db.query<UpdateRow>(
-    `SELECT ${COLUMNS} FROM ota_updates WHERE organization_id = $1 AND device_id = $2
-     ORDER BY created_at DESC, id DESC LIMIT 1`,
+    `SELECT ${COLUMNS} FROM ota_updates u WHERE u.organization_id = $1 AND u.device_id = $2 ${NEWEST_FIRST} LIMIT 1`,
     [organizationId, deviceId],
   );
   return row;
 }
 
+/** What a list of devices shows of each one's latest update (any kind). */
+export interface LatestUpdateSummary {
+  status: UpdateStatus;
+  kind: 'update' | 'rollback';
+  target_version: string;
+  progress: number;
+  phase: string | null;
+  deployment_id: string | null;
+  error_code: string | null;
+  updated_at: Date;
+}
+
+/**
+ * `LEFT JOIN LATERAL` of the latest update (any kind) of each row of `device` (an alias of
+ * `devices`), as `latest` with the LatestUpdateSummary columns (`latest.status` null: it never
+ * had one): the row the OTA record shows, one index probe per device.
+ */
+export function latestUpdateJoin(device: string): string {
+  return `LEFT JOIN LATERAL (
+       SELECT u.status, u.kind, u.target_version, u.progress, u.phase, u.deployment_id, u.error_code, u.updated_at
+       FROM ota_updates u WHERE ${sameDevice('u', device)} ${NEWEST_FIRST} LIMIT 1
+     ) AS latest ON true`;
+}
+
+/** `u` is a row of device `device` (an alias of `devices` or of `ota_updates`). */
+const sameDevice = (u: string, device: string) =>
+  `${u}.organization_id = ${device}.organization_id AND ${u}.device_id = ${device}.device_id`;
+
+/**
+ * The latest update (by NEWEST_FIRST) of each row of `device` has the status `status` (an SQL
+ * expression). Written as EXISTS of a row with no newer one, not on latestUpdateJoin, so that
+ * a count over a whole fleet is a hash join over the updates in that status instead of one
+ * probe per device (about five times faster on 100,000 devices), while a page still walks the
+ * devices by id.
+ */
+export function latestUpdateStatusIs(device: string, status: string): string {
+  return `EXISTS (
+       SELECT 1 FROM ota_updates u WHERE ${sameDevice('u', device)} AND u.status = ${status}
+         AND NOT EXISTS (
+           SELECT 1 FROM ota_updates n WHERE ${sameDevice('n', 'u')} AND (n.created_at, n.id) > (u.created_at, u.id)))`;
+}
+
+/** Each row of `device` never had an update. */
+export function neverUpdated(device: string): string {
+  return `NOT EXISTS (SELECT 1 FROM ota_updates u WHERE ${sameDevice('u', device)})`;
+}
+
 export function listDeviceUpdates(db: Queryable, organizationId: string, deviceId: string, limit: number) {
   return db.query<UpdateRow>(
-    `SELECT ${COLUMNS} FROM ota_updates WHERE organization_id = $1 AND device_id = $2
-     ORDER BY created_at DESC, id DESC LIMIT $3`,
+    `SELECT ${COLUMNS} FROM ota_updates u WHERE u.organization_id = $1 AND u.device_id = $2 ${NEWEST_FIRST} LIMIT $3`,
     [organizationId, deviceId, limit],
+  );
+}
+
+/** Failures of one kind: updates that ended failed or timed out with that error code. */
+export interface FailureGroupRow {
+  error_code: string;
+  count: number;
+  last_at: Date;
+  last_message: string | null;
+  /** The devices that failed so most recently, at most five, the most recent first. */
+  device_ids: string[];
+}
+
+/**
+ * The organization's updates that ended `failed` or `timed_out` since `since`, grouped by error
+ * code (without one: `timed_out` for a timeout, `unknown` for a failure), the largest groups first.
+ */
+export function listFailureGroups(
+  db: Queryable,
+  organizationId: string,
+  since: Date,
+  limit: number,
+): Promise<FailureGroupRow[]> {
+  return db.query<FailureGroupRow>(
+    `WITH f AS (
+       SELECT id, device_id, finished_at, error_message,
+         coalesce(error_code, CASE WHEN status = 'timed_out' THEN 'timed_out' ELSE 'unknown' END) AS code
+       FROM ota_updates
+       WHERE organization_id = $1 AND status IN ('failed', 'timed_out') AND finished_at >= $2
+     ), groups AS (
+       SELECT code, count(*)::int AS count, max(finished_at) AS last_at,
+         (array_agg(error_message ORDER BY finished_at DESC, id DESC))[1] AS last_message
+       FROM f GROUP BY code
+       ORDER BY count DESC, last_at DESC, code LIMIT $3
+     ), devices AS (
+       SELECT code, device_id, row_number() OVER (PARTITION BY code ORDER BY max(finished_at) DESC, device_id) AS rank
+       FROM f WHERE code IN (SELECT code FROM groups) GROUP BY code, device_id
+     )
+     SELECT g.code AS error_code, g.count, g.last_at, g.last_message,
+       coalesce((SELECT array_agg(d.device_id ORDER BY d.rank) FROM devices d WHERE d.code = g.code AND d.rank <= 5),
+         '{}') AS device_ids
+     FROM groups g ORDER BY g.count DESC, g.last_at DESC, g.code`,
+    [organizationId, since, limit],
   );
 }
 
@@ -84,7 +177,16 @@ export function listDeviceUpdates(db: Queryable, organizationId: string, deviceI
  * literal SQL, which `ON CONFLICT` must repeat to infer the index; a test checks that it lists
  * ACTIVE_STATUSES and that the database's index says the same.
  */
-export const ONE_ACTIVE_PER_DEVICE = `(organization_id, device_id) WHERE status IN (${ACTIVE.map((status) => `'${status}'`).join(', ')})`;
+export const ONE_ACTIVE_PER_DEVICE = `(organization_id, device_id) WHERE ${activeIn('status')}`;
+
+/** The organization's updates waiting for or being worked on by a device (along the index above). */
+export async function countActiveUpdates(db: Queryable, organizationId: string): Promise<number> {
+  const [row] = await db.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM ota_updates WHERE organization_id = $1 AND ${activeIn('status')}`,
+    [organizationId],
+  );
+  return row?.n ?? 0;
+}
 
 /** The `ota` event of a changed row `c` (with `c.previous_status`), built in SQL: see events/feed.ts. */
 const OTA_EVENT = notifySql(

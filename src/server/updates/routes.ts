@@ -185,4 +185,48 @@ export const updateRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = a
       return { updates };
     },
   );
+
+  app.get(
+    '/api/v1/updates/failures',
+    {
+      schema: {
+        tags: ['updates'],
+        summary: 'Recent failures grouped by error code, the largest groups first',
+        description:
+          'Updates that ended failed or timed_out since `since` (default: 24 hours ago); without an error code a ' +
+          'timeout counts as `timed_out`, a failure as `unknown`. Each group names up to five devices, the most ' +
+          'recent first. 400 invalid_since.',
+        querystring: Type.Object(
+          {
+            since: Type.Optional(Type.String({ format: 'date-time', maxLength: 64 })),
+            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 20, description: 'groups' })),
+          },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Object({
+            since: Type.String({ format: 'date-time' }),
+            groups: Type.Array(
+              Type.Object({
+                error_code: Type.String(),
+                count: Type.Integer({ minimum: 1 }),
+                last_at: Timestamp,
+                last_message: Nullable(Type.String()),
+                device_ids: Type.Array(Type.String(), { maxItems: 5 }),
+              }),
+            ),
+          }),
+          400: ErrorResponse,
+          ...authErrors,
+        },
+      },
+    },
+    async (request) => {
+      const principal = orgPrincipal(request, 'viewer');
+      return service.recentFailures(services, principal.organizationId, {
+        since: request.query.since,
+        limit: request.query.limit ?? 20,
+      });
+    },
+  );
 };

@@ -4,7 +4,7 @@ import * as devicesRepo from '../devices/repo.ts';
 import { assertSemver, getDevice } from '../devices/service.ts';
 import * as firmwareRepo from '../firmware/repo.ts';
 import { getFirmware } from '../firmware/service.ts';
-import { ConflictError, UnprocessableError } from '../infra/errors.ts';
+import { BadRequestError, ConflictError, UnprocessableError } from '../infra/errors.ts';
 import { newId } from '../infra/secrets.ts';
 import type { Services } from '../services.ts';
 import { DeviceOfflineError } from '../tunnel/hub.ts';
@@ -140,4 +140,24 @@ export async function otaRecord(services: Services, organizationId: string, devi
 export async function otaHistory(services: Services, organizationId: string, deviceId: string, limit: number) {
   await getDevice(services.db, organizationId, deviceId);
   return repo.listDeviceUpdates(services.db, organizationId, deviceId, limit);
+}
+
+/** How far back recent failures go when the caller does not say. */
+export const RECENT_FAILURES_MS = 24 * 60 * 60_000;
+
+/** The organization's recent failures grouped by error code, the largest groups first. */
+export async function recentFailures(
+  services: Services,
+  organizationId: string,
+  query: { since?: string | undefined; limit: number },
+) {
+  const since = query.since === undefined ? new Date(Date.now() - RECENT_FAILURES_MS) : new Date(query.since);
+  // The format check accepts what no clock shows (23:59:60).
+  if (!Number.isFinite(since.getTime())) {
+    throw new BadRequestError('invalid_since', `since ${query.since} is not a date-time such as 2030-01-31T02:00:00Z`);
+  }
+  return {
+    since: since.toISOString(),
+    groups: await repo.listFailureGroups(services.db, organizationId, since, query.limit),
+  };
 }
