@@ -137,6 +137,7 @@ const batch = (index: number, state: BatchState, size = 2): Batch => ({
   size,
   state,
   counts: emptyDeviceCounts(),
+  bake_ends_at: null,
 });
 
 describe('controlsFor', () => {
@@ -165,7 +166,7 @@ describe('applyDeploymentEvent', () => {
     status: 'running' as DeploymentStatus,
     total: 4,
     counts: counts({ pending: 2, in_progress: 2 }),
-    batches: [{ ...batch(0, 'running'), bake_ends_at: null }, batch(1, 'pending')],
+    batches: [batch(0, 'running'), batch(1, 'pending')],
   };
   const event = (some: Partial<DeploymentEvent>): DeploymentEvent => ({
     organization_id: 'o',
@@ -182,17 +183,17 @@ describe('applyDeploymentEvent', () => {
 
   it('takes the status, the counts and the changed batch at once, leaving the other batches as they were', () => {
     const batchCounts = counts({ completed: 2 });
+    const bakeEndsAt = new Date(Date.now() + 30_000).toISOString();
+    const changed = { index: 0, kind: 'canary', size: 2, state: 'baking', previous_state: 'running' } as const;
     const next = applyDeploymentEvent(
       shown,
-      event({
-        batch: { index: 0, kind: 'canary', size: 2, state: 'baking', previous_state: 'running', counts: batchCounts },
-      }),
+      event({ batch: { ...changed, counts: batchCounts, bake_ends_at: bakeEndsAt } }),
     );
     assert.equal(next.status, 'running');
     assert.deepEqual(next.counts, counts({ pending: 2, completed: 2 }));
     assert.equal(next.batches[0]!.state, 'baking');
     assert.deepEqual(next.batches[0]!.counts, batchCounts);
-    assert.equal(next.batches[0]!.bake_ends_at, null, 'what only a read knows stays');
+    assert.equal(next.batches[0]!.bake_ends_at, bakeEndsAt);
     assert.equal(next.batches[1], shown.batches[1]);
   });
 
@@ -239,21 +240,32 @@ describe('the words and numbers the page shows', () => {
     assert.equal(formatCountdown(10_000, 20_000), '0:00');
   });
 
+  const timeline = {
+    bucket_seconds: 10,
+    points: [
+      { at: '2030-01-01T00:00:10.000Z', completed: 2, failed: 0 },
+      // Buckets without any change are left out by the API.
+      { at: '2030-01-01T00:00:30.000Z', completed: 3, failed: 1 },
+    ],
+  };
+  const minutesAndSeconds = (totals: ReturnType<typeof runningTotals>) =>
+    totals.map((point) => [new Date(point.atMs).toISOString().slice(14, 19), point.completed, point.failed]);
+
   it('adds the per-bucket counts of the timeline up into running totals', () => {
-    const totals = runningTotals({
-      bucket_seconds: 10,
-      points: [
-        { at: '2030-01-01T00:00:00.000Z', completed: 2, failed: 0 },
-        { at: '2030-01-01T00:00:10.000Z', completed: 3, failed: 1 },
-      ],
-    });
-    assert.deepEqual(
-      totals.map((point) => [new Date(point.atMs).toISOString().slice(14, 19), point.completed, point.failed]),
-      [
-        ['00:00', 0, 0],
-        ['00:10', 2, 0],
-        ['00:20', 5, 1],
-      ],
-    );
+    assert.deepEqual(minutesAndSeconds(runningTotals(timeline)), [
+      ['00:10', 0, 0],
+      ['00:20', 2, 0],
+      ['00:40', 5, 1],
+    ]);
+  });
+
+  it('starts the totals at the deployment start and holds the last ones until now', () => {
+    const span = { fromMs: Date.parse('2030-01-01T00:00:02Z'), toMs: Date.parse('2030-01-01T00:01:00Z') };
+    assert.deepEqual(minutesAndSeconds(runningTotals(timeline, span)), [
+      ['00:02', 0, 0],
+      ['00:20', 2, 0],
+      ['00:40', 5, 1],
+      ['01:00', 5, 1],
+    ]);
   });
 });

@@ -47,17 +47,14 @@ export function controlsFor(deployment: Pick<Deployment, 'status' | 'batches'>):
   }
 }
 
-/** A batch as the page shows it; `bake_ends_at` comes with reads, not with events. */
-export type ShownBatch = Batch & { bake_ends_at?: string | null };
-
 /**
- * The deployment with an event's news: status, counts and the batch that changed. The event
- * is applied at once; the rest (a bake's end, the chart) comes with the next read.
+ * The deployment with an event's news: status, counts and the batch that changed, applied at
+ * once; the rest (the chart, the failing devices) comes with the next read.
  */
-export function applyDeploymentEvent<T extends Pick<Deployment, 'id' | 'status' | 'total' | 'counts'>>(
-  deployment: T & { batches: ShownBatch[] },
+export function applyDeploymentEvent<T extends Pick<Deployment, 'id' | 'status' | 'total' | 'counts' | 'batches'>>(
+  deployment: T,
   event: DeploymentEvent,
-): T & { batches: ShownBatch[] } {
+): T {
   if (event.deployment_id !== deployment.id) return deployment;
   const changed = event.batch;
   return {
@@ -68,7 +65,13 @@ export function applyDeploymentEvent<T extends Pick<Deployment, 'id' | 'status' 
     batches: changed
       ? deployment.batches.map((batch) =>
           batch.index === changed.index
-            ? { ...batch, state: changed.state, size: changed.size, counts: changed.counts }
+            ? {
+                ...batch,
+                state: changed.state,
+                size: changed.size,
+                counts: changed.counts,
+                bake_ends_at: changed.bake_ends_at,
+              }
             : batch,
         )
       : deployment.batches,
@@ -281,17 +284,23 @@ export interface Running {
   failed: number;
 }
 
-/** Running totals at the end of each bucket, starting from zero at the first bucket's start. */
-export function runningTotals(timeline: Timeline): Running[] {
+/**
+ * Running totals at the end of each bucket: zero from `fromMs` (the deployment's start) or the
+ * first bucket's start, whichever is earlier, and the last totals held until `toMs` (now, or its
+ * end), so that the line spans the rollout and a quiet spell reads as flat.
+ */
+export function runningTotals(timeline: Timeline, span: { fromMs?: number; toMs?: number } = {}): Running[] {
   const totals: Running[] = [];
   let completed = 0;
   let failed = 0;
   for (const point of timeline.points) {
     const atMs = Date.parse(point.at);
-    if (totals.length === 0) totals.push({ atMs, completed: 0, failed: 0 });
+    if (totals.length === 0) totals.push({ atMs: Math.min(atMs, span.fromMs ?? atMs), completed: 0, failed: 0 });
     completed += point.completed;
     failed += point.failed;
     totals.push({ atMs: atMs + timeline.bucket_seconds * 1000, completed, failed });
   }
+  const last = totals.at(-1);
+  if (last && span.toMs !== undefined && span.toMs > last.atMs) totals.push({ ...last, atMs: span.toMs });
   return totals;
 }

@@ -17,7 +17,6 @@ import {
   describeTarget,
   failedOf,
   isoOf,
-  type ShownBatch,
   visibleBatches,
 } from '../components/deployment-model.ts';
 import { TableHead } from '../components/table-head.tsx';
@@ -28,14 +27,12 @@ import { href } from '../router.ts';
 import type { Deployment, DeploymentEvent, DeviceCounts, Timeline } from '../types.ts';
 import { ErrorNote, Loading, PageHeader, StatusBadge, Time, useResource } from '../ui.tsx';
 
-type ShownDeployment = Deployment & { batches: ShownBatch[] };
-
 const RELOAD_INTERVAL_MS = 2000;
 
 export function DeploymentPage({ deploymentId }: { deploymentId: string }) {
   const path = `/api/v1/deployments/${encodeURIComponent(deploymentId)}`;
-  const read = useResource((signal) => api<ShownDeployment>(path, { signal }), [path]);
-  const [shown, setShown] = useState<ShownDeployment | undefined>();
+  const read = useResource((signal) => api<Deployment>(path, { signal }), [path]);
+  const [shown, setShown] = useState<Deployment | undefined>();
   useEffect(() => {
     if (read.data) setShown(read.data);
   }, [read.data]);
@@ -80,17 +77,17 @@ export function DeploymentPage({ deploymentId }: { deploymentId: string }) {
       <Summary deployment={shown} />
       <StatusCounts counts={shown.counts} total={shown.total} />
       <Batches batches={shown.batches} />
-      <Progress path={path} counts={shown.counts} />
+      <Progress path={path} deployment={shown} />
       <FailingDevices deploymentId={deploymentId} path={path} failed={failedOf(shown.counts)} />
     </>
   );
 }
 
-function Summary({ deployment }: { deployment: ShownDeployment }) {
+function Summary({ deployment }: { deployment: Deployment }) {
   const rows: [string, ComponentChildren][] = [
     ['Devices', `${deployment.total}: ${describeTarget(deployment.target)}`],
     ['Strategy', describeStrategy(deployment)],
-    ['Gate', describeSettings(deployment)],
+    ['Settings', describeSettings(deployment)],
     ...(deployment.status === 'scheduled' && deployment.start_at
       ? [['Starts', <Time at={isoOf(deployment.start_at)} />] as [string, ComponentChildren]]
       : []),
@@ -141,7 +138,7 @@ function StatusCounts({ counts, total }: { counts: DeviceCounts; total: number }
   );
 }
 
-function Batches({ batches }: { batches: ShownBatch[] }) {
+function Batches({ batches }: { batches: Deployment['batches'] }) {
   const { earlier, shown, later } = visibleBatches(batches);
   const hidden = (part: { batches: number; devices: number }, what: string) =>
     part.batches > 0 ? (
@@ -175,14 +172,21 @@ function Batches({ batches }: { batches: ShownBatch[] }) {
 }
 
 /** The chart, read again when the finished counts move (at most every two seconds). */
-function Progress({ path, counts }: { path: string; counts: DeviceCounts }) {
+function Progress({ path, deployment }: { path: string; deployment: Deployment }) {
+  const { counts } = deployment;
   const finished = useThrottledValue(counts.completed + failedOf(counts), RELOAD_INTERVAL_MS);
   const timeline = useResource((signal) => api<Timeline>(`${path}/timeline`, { signal }), [path, finished]);
   return (
     <section aria-labelledby="timeline-title">
       <h2 id="timeline-title">Completions and failures over time</h2>
       <ErrorNote error={timeline.error} />
-      {timeline.data ? <TimelineChart timeline={timeline.data} /> : null}
+      {timeline.data ? (
+        <TimelineChart
+          timeline={timeline.data}
+          from={isoOf(deployment.started_at ?? deployment.created_at)!}
+          to={isoOf(deployment.finished_at)}
+        />
+      ) : null}
     </section>
   );
 }
@@ -194,6 +198,7 @@ interface DeploymentDevice {
   current_version: string;
   online: boolean;
   error_code: string | null;
+  error_message: string | null;
   bake_failure: string | null;
 }
 
@@ -233,8 +238,9 @@ function FailingDevices({ deploymentId, path, failed }: { deploymentId: string; 
                     <td>
                       <StatusBadge status={device.status} />
                     </td>
-                    <td>
-                      <code>{device.error_code ?? device.bake_failure ?? '—'}</code>
+                    <td class="error-cell">
+                      <code>{device.error_code ?? (device.bake_failure ? `bake_${device.bake_failure}` : '—')}</code>
+                      {device.error_message ? <span class="muted"> {device.error_message}</span> : null}
                     </td>
                     <td>{device.current_version}</td>
                     <td>{device.online ? 'online' : 'offline'}</td>
