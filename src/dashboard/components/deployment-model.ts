@@ -4,17 +4,8 @@
  * fields → the `POST /api/v1/deployments` body. No DOM, no fetch: unit-tested from plain values
  * (test/unit/dashboard-deployments.test.ts).
  */
-import type {
-  Batch,
-  CreateDeploymentBody,
-  Deployment,
-  DeploymentEvent,
-  DeviceCounts,
-  OnFailure,
-  RestStrategy,
-  Strategy,
-} from '../../server/deployments/schemas.ts';
-import type { Timeline } from '../types.ts';
+import type { CreateDeploymentBody, OnFailure, RestStrategy, Strategy } from '../../server/deployments/schemas.ts';
+import type { Batch, Deployment, DeploymentEvent, DeviceCounts, Timeline } from '../types.ts';
 
 export type Control = 'pause' | 'resume' | 'promote' | 'cancel' | 'rollback';
 

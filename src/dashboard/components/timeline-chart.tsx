@@ -35,7 +35,7 @@ export function TimelineChart({ timeline, from, to }: { timeline: Timeline; from
   const { ref, width } = useWidth(640);
   const totals = runningTotals(timeline, { fromMs: Date.parse(from), toMs: to ? Date.parse(to) : Date.now() });
   return (
-    <div ref={ref} class="chart-box">
+    <div ref={ref} class="timeline-box">
       <Chart totals={totals} width={width} />
     </div>
   );
@@ -62,7 +62,7 @@ function Chart({ totals, width }: { totals: Running[]; width: number }) {
       .join(' ');
   const summary = `${last.completed} completed and ${last.failed} failed between ${clock(first.atMs)} and ${clock(last.atMs)}`;
   return (
-    <figure class="chart">
+    <figure class="timeline-chart">
       <svg viewBox={`0 0 ${width} ${HEIGHT}`} role="img" aria-label={`Completions and failures over time: ${summary}`}>
         <line class="axis" x1={PAD.left} y1={y(0)} x2={width - PAD.right} y2={y(0)} />
         <line class="axis" x1={PAD.left} y1={y(0)} x2={PAD.left} y2={PAD.top} />
@@ -81,7 +81,7 @@ function Chart({ totals, width }: { totals: Running[]; width: number }) {
         <polyline class="line-ok" points={line((point) => point.completed)} />
         <polyline class="line-bad" points={line((point) => point.failed)} />
       </svg>
-      <figcaption class="legend">
+      <figcaption class="timeline-legend">
         <span class="key key-ok">completed {last.completed}</span>
         <span class="key key-bad">failed {last.failed}</span>
       </figcaption>

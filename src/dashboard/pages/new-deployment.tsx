@@ -6,12 +6,12 @@
  */
 import type { ComponentChildren } from 'preact';
 import { useState } from 'preact/hooks';
-import type { CreateDeploymentBody, DeploymentPlan } from '../../server/deployments/schemas.ts';
+import type { CreateDeploymentBody } from '../../server/deployments/schemas.ts';
 import { ApiError, api } from '../api.ts';
 import { type DeploymentForm, emptyForm, FormError, requestOf } from '../components/deployment-model.ts';
 import { PlanView } from '../components/plan-view.tsx';
 import { href, navigate } from '../router.ts';
-import type { Deployment, Firmware, Fleet } from '../types.ts';
+import type { Deployment, DeploymentPlan, Firmware, Fleet } from '../types.ts';
 import { ErrorNote, PageHeader, useCan, useResource } from '../ui.tsx';
 
 type Setter = <K extends keyof DeploymentForm>(name: K, value: DeploymentForm[K]) => void;
