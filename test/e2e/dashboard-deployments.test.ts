@@ -14,15 +14,15 @@ import { type Fleet, runFleet } from '../../src/simulator/simulator.ts';
 import {
   assertNoPageErrors,
   chromiumMissing,
-  launchChromium,
   openDashboard,
   PHONE,
   screenshot,
   signIn,
+  startDashboardStand,
 } from '../helpers/browser.ts';
 import { makeFirmwareFile, postFirmware } from '../helpers/firmware.ts';
 import { eventually } from '../helpers/raw-device.ts';
-import { startTestServer, stopSharedServices, type TestServer } from '../helpers/server.ts';
+import type { TestServer } from '../helpers/server.ts';
 
 const skip = chromiumMissing();
 
@@ -47,6 +47,7 @@ interface Deployment {
 }
 
 describe('dashboard deployments', { skip }, () => {
+  let stand: Awaited<ReturnType<typeof startDashboardStand>> | undefined;
   let server: TestServer;
   let browser: Browser;
   let fleet: Fleet;
@@ -72,13 +73,8 @@ describe('dashboard deployments', { skip }, () => {
   const batchRegion = (index: number, kind: string) => page.getByRole('region', { name: `Batch #${index} (${kind})` });
 
   before(async () => {
-    [server, browser] = await Promise.all([
-      startTestServer(
-        { db: 'pglite', store: 'local', name: 'pglite+local' },
-        { env: { EDGEFLOW_DISPATCH_INTERVAL_MS: '200' } },
-      ),
-      launchChromium(),
-    ]);
+    stand = await startDashboardStand();
+    ({ server, browser } = stand);
     const org = await server.createOrg('dash-deployments');
     key = org.adminKey;
     const viewer = await server.api<{ key: string }>('POST', '/api/v1/api-keys', key, { role: 'viewer' });
@@ -108,12 +104,7 @@ describe('dashboard deployments', { skip }, () => {
     page = await openDashboard(browser, server.url);
     await signIn(page, key);
   });
-  after(async () => {
-    await browser?.close();
-    await fleet?.stop();
-    await server?.close();
-    await stopSharedServices();
-  });
+  after(() => stand?.stop(fleet));
 
   it('creates a canary from the form after showing its dry run, with the batch sizes the API then creates', async () => {
     await page.getByRole('link', { name: 'Deployments', exact: true }).click();

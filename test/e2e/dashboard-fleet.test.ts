@@ -14,16 +14,16 @@ import { type DeviceSpec, type Fleet, runFleet } from '../../src/simulator/simul
 import {
   assertNoPageErrors,
   chromiumMissing,
-  launchChromium,
   openDashboard,
   PHONE,
   pageErrorsOf,
   screenshot,
   signIn,
+  startDashboardStand,
 } from '../helpers/browser.ts';
 import { makeFirmwareFile, postFirmware } from '../helpers/firmware.ts';
 import { eventually } from '../helpers/raw-device.ts';
-import { startTestServer, stopSharedServices, type TestServer } from '../helpers/server.ts';
+import type { TestServer } from '../helpers/server.ts';
 
 const skip = chromiumMissing();
 
@@ -36,6 +36,7 @@ interface OtaRecord {
 }
 
 describe('dashboard: overview, devices, firmware', { skip }, () => {
+  let stand: Awaited<ReturnType<typeof startDashboardStand>> | undefined;
   let server: TestServer;
   let browser: Browser;
   let fleet: Fleet;
@@ -62,13 +63,8 @@ describe('dashboard: overview, devices, firmware', { skip }, () => {
     eventually(async () => (await rows().count()) === count, 10_000, `${count} rows`);
 
   before(async () => {
-    [server, browser] = await Promise.all([
-      startTestServer(
-        { db: 'pglite', store: 'local', name: 'pglite+local' },
-        { env: { EDGEFLOW_DISPATCH_INTERVAL_MS: '200' } },
-      ),
-      launchChromium(),
-    ]);
+    stand = await startDashboardStand();
+    ({ server, browser } = stand);
     const org = await server.createOrg('Fleet pages');
     key = org.adminKey;
     for (const [version, size] of [
@@ -118,12 +114,7 @@ describe('dashboard: overview, devices, firmware', { skip }, () => {
     });
     assert.equal(deployment.status, 201, JSON.stringify(deployment.body));
   });
-  after(async () => {
-    await browser?.close();
-    await fleet?.stop();
-    await server?.close();
-    await stopSharedServices();
-  });
+  after(() => stand?.stop(fleet));
 
   it('signs in to the overview: online and offline devices, devices per version, the deployment under way, failures by code', async () => {
     page = await openDashboard(browser, server.url);

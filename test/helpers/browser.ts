@@ -10,6 +10,7 @@ import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { type Browser, chromium, type Page } from 'playwright-core';
+import { startTestServer, stopSharedServices, type TestServer } from './server.ts';
 import { tempDir } from './temp.ts';
 
 export const CHROMIUM = process.env.EDGEFLOW_CHROMIUM ?? '/usr/bin/chromium';
@@ -79,4 +80,33 @@ export async function screenshot(page: Page, name: string): Promise<string> {
   const file = path.join(await screenshotDir, `${name}.png`);
   await page.screenshot({ path: file, fullPage: true });
   return file;
+}
+
+/**
+ * What a dashboard test file needs, started together: a server on the embedded defaults
+ * (PGlite and the local store; the API suites cover the other backends) that dispatches every
+ * 200 ms, and Chromium. `stop` closes both, and whatever else the file started first.
+ */
+export async function startDashboardStand(): Promise<{
+  server: TestServer;
+  browser: Browser;
+  stop(...first: ({ stop(): Promise<void> } | undefined)[]): Promise<void>;
+}> {
+  const [server, browser] = await Promise.all([
+    startTestServer(
+      { db: 'pglite', store: 'local', name: 'pglite+local' },
+      { env: { EDGEFLOW_DISPATCH_INTERVAL_MS: '200' } },
+    ),
+    launchChromium(),
+  ]);
+  return {
+    server,
+    browser,
+    async stop(...first) {
+      await browser.close();
+      for (const part of first) await part?.stop();
+      await server.close();
+      await stopSharedServices();
+    },
+  };
 }

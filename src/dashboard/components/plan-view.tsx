@@ -4,7 +4,7 @@
  */
 import { describeSettings, describeStrategy, sampleIds } from '../../cli/deployment-format.ts';
 import type { DeploymentPlan } from '../types.ts';
-import { TableHead } from './table-head.tsx';
+import { TableHead } from './table.tsx';
 
 const LEFT_OUT: [keyof Pick<DeploymentPlan, 'skipped' | 'incompatible' | 'busy' | 'offline'>, string][] = [
   ['skipped', 'already on this version'],

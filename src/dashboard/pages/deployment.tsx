@@ -19,7 +19,7 @@ import {
   isoOf,
   visibleBatches,
 } from '../components/deployment-model.ts';
-import { TableHead } from '../components/table-head.tsx';
+import { TableHead } from '../components/table.tsx';
 import { useThrottledValue } from '../components/throttle.ts';
 import { TimelineChart } from '../components/timeline-chart.tsx';
 import { events, useLiveRefresh } from '../events.ts';

@@ -6,7 +6,7 @@ import { describeStrategy } from '../../cli/deployment-format.ts';
 import { api, query } from '../api.ts';
 import { CountsBar } from '../components/counts-bar.tsx';
 import { isoOf } from '../components/deployment-model.ts';
-import { TableHead } from '../components/table-head.tsx';
+import { TableHead } from '../components/table.tsx';
 import { useLiveRefresh } from '../events.ts';
 import { href, navigate } from '../router.ts';
 import type { Deployment, DeploymentStatus } from '../types.ts';
