@@ -31,7 +31,7 @@ import {
   formatMinutes,
   isFinished,
   parseDuration,
-  summarizeCounts,
+  summarizeDeploymentCounts,
 } from './deployment-format.ts';
 import { CliError, describeCliError } from './errors.ts';
 
@@ -307,7 +307,7 @@ async function reportProgress(api: ApiClient, id: string, signal: AbortSignal): 
     const line = `${deployment.status}: ${batches.join(', ')}`;
     if (line !== previous) {
       const why = deployment.abort_reason ? ` — ${deployment.abort_reason}` : '';
-      say(`${new Date().toISOString().slice(11, 19)}  ${line} (${summarizeCounts(deployment.counts)})${why}`);
+      say(`${new Date().toISOString().slice(11, 19)}  ${line} (${summarizeDeploymentCounts(deployment)})${why}`);
     }
     previous = line;
     if (isFinished(deployment.status)) return;

@@ -295,6 +295,12 @@ export function summarizeCounts(counts: DeviceCounts): string {
   return parts.length > 0 ? parts.join(', ') : 'no devices';
 }
 
+/** The counts, and how many of the completed devices then failed their bake (the gate counts them failed). */
+export function summarizeDeploymentCounts(deployment: Pick<Deployment, 'counts' | 'bake_failed'>): string {
+  const bakeFailed = deployment.bake_failed > 0 ? ` (${deployment.bake_failed} of them failed the bake)` : '';
+  return `${summarizeCounts(deployment.counts)}${bakeFailed}`;
+}
+
 /**
  * A batch's bar: `#` completed, `x` failed or timed out, `-` cancelled or skipped, `>` on
  * their way (queued, dispatched, in progress), `.` not started. Each segment's cells come from
@@ -337,7 +343,7 @@ export function renderDeployment(deployment: DeploymentView, columns = 100): str
   const lines = [
     `deployment ${deployment.id}: ${deployment.version} to ${deployment.total} device(s), ${describeStrategy(deployment)} — ${deployment.status}`,
     `  ${describeSettings(deployment)}`,
-    `  ${summarizeCounts(deployment.counts)}`,
+    `  ${summarizeDeploymentCounts(deployment)}`,
   ];
   if (deployment.status === 'scheduled' && deployment.start_at) lines.push(`  starts at ${deployment.start_at}`);
   if (deployment.abort_reason) lines.push(`  stopped: ${deployment.abort_reason}`);

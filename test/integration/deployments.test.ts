@@ -32,6 +32,7 @@ interface Deployment {
   counts: Record<string, number>;
   batches: Batch[];
   abort_reason: string | null;
+  bake_failed: number;
 }
 interface DeploymentDevice {
   device_id: string;
@@ -183,7 +184,7 @@ for (const backend of backends) {
     it('stops a canary whose bake fails (a device reverts) and rolls its updated devices back; the rest is untouched', async () => {
       // 120 devices; the canary is the first 12, two of which revert during the bake (2 of 12 > 10%).
       const faults: (Fault | null)[] = ['bakeRevert', 'bakeRevert'];
-      const { devices, api, until, members } = await setup('canary', 120, { faults });
+      const { devices, api, until, members, deployment } = await setup('canary', 120, { faults });
       const ids = devices.map((device) => device.deviceId);
       const created = await api<Deployment>('POST', '/api/v1/deployments', {
         version: NEW,
@@ -220,6 +221,21 @@ for (const backend of backends) {
           `${reverted} failed its bake`,
         );
       }
+      // The reverted devices' updates completed; the deployment counts them as failed in the bake,
+      // and lists them among its failing devices.
+      const bakeFailures = all.filter((member) => member.bake_failure !== null).map((member) => member.device_id);
+      assert.equal((await deployment(created.body.id)).bake_failed, bakeFailures.length);
+      const failing = await api<{ devices: DeploymentDevice[] }>(
+        'GET',
+        `/api/v1/deployments/${created.body.id}/devices?failing=true`,
+      );
+      assert.deepEqual(
+        failing.body.devices.map((device) => device.device_id),
+        all
+          .filter((member) => member.bake_failure !== null || ['failed', 'timed_out'].includes(member.status))
+          .map((member) => member.device_id),
+      );
+      assert.ok(ids.slice(0, 2).every((id) => bakeFailures.includes(id)));
       const rolledBack = (await rollbacks()).map((rollback) => rollback.device_id);
       assert.ok(rolledBack.length > 0, 'the healthy canary devices were rolled back');
       assert.ok(

@@ -362,6 +362,7 @@ const deployment = (some: Partial<DeploymentView>): DeploymentView => ({
   start_at: null,
   total: 12,
   counts: counts({ completed: 2, in_progress: 5, pending: 5 }),
+  bake_failed: 0,
   batches: [
     batch(0, 'canary', 2, 'passed', { completed: 2 }),
     batch(1, 'batch', 10, 'running', { in_progress: 5, pending: 5 }),

@@ -75,10 +75,14 @@ export function DeploymentPage({ deploymentId }: { deploymentId: string }) {
         </p>
       ) : null}
       <Summary deployment={shown} />
-      <StatusCounts counts={shown.counts} total={shown.total} />
+      <StatusCounts counts={shown.counts} bakeFailed={shown.bake_failed ?? 0} total={shown.total} />
       <Batches batches={shown.batches} />
       <Progress path={path} deployment={shown} />
-      <FailingDevices deploymentId={deploymentId} path={path} failed={failedOf(shown.counts)} />
+      <FailingDevices
+        deploymentId={deploymentId}
+        path={path}
+        failed={failedOf(shown.counts) + (shown.bake_failed ?? 0)}
+      />
     </>
   );
 }
@@ -121,7 +125,7 @@ const STATUS_CARDS: [keyof DeviceCounts, string, string][] = [
   ['skipped', 'skipped', 'quiet'],
 ];
 
-function StatusCounts({ counts, total }: { counts: DeviceCounts; total: number }) {
+function StatusCounts({ counts, bakeFailed, total }: { counts: DeviceCounts; bakeFailed: number; total: number }) {
   return (
     <section aria-labelledby="counts-title">
       <h2 id="counts-title">Devices by status</h2>
@@ -132,6 +136,12 @@ function StatusCounts({ counts, total }: { counts: DeviceCounts; total: number }
             <dd class="figure">{counts[status]}</dd>
           </div>
         ))}
+        <div class={`card card-bad${bakeFailed === 0 ? ' card-zero' : ''}`}>
+          <dt class="muted" title="committed the version, then went offline, reverted or turned unhealthy">
+            failed the bake
+          </dt>
+          <dd class="figure">{bakeFailed}</dd>
+        </div>
       </dl>
       <CountsBar counts={counts} size={total} />
     </section>
@@ -205,16 +215,17 @@ interface DeploymentDevice {
 /** How many failing devices the page lists; the CLI (`deployments devices <id> --status failed`) has all. */
 const FAILING_SHOWN = 50;
 
-/** Failed and timed-out devices with their error, read again when their number moves. */
+/** Devices that failed, timed out or failed their bake, with their error, read again when their number moves. */
 function FailingDevices({ deploymentId, path, failed }: { deploymentId: string; path: string; failed: number }) {
   const count = useThrottledValue(failed, RELOAD_INTERVAL_MS);
   const list = useResource(
     async (signal) => {
       if (count === 0) return [];
-      const page = (status: string) =>
-        api<{ devices: DeploymentDevice[] }>(`${path}/devices${query({ status, limit: FAILING_SHOWN })}`, { signal });
-      const [failedPage, timedOutPage] = await Promise.all([page('failed'), page('timed_out')]);
-      return [...failedPage.devices, ...timedOutPage.devices].slice(0, FAILING_SHOWN);
+      const failing = await api<{ devices: DeploymentDevice[] }>(
+        `${path}/devices${query({ failing: true, limit: FAILING_SHOWN })}`,
+        { signal },
+      );
+      return failing.devices;
     },
     [path, count],
   );

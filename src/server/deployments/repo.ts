@@ -254,7 +254,7 @@ export function listDeviceStates(db: Queryable, deploymentId: string): Promise<D
 export function listDevicePage(
   db: Queryable,
   deploymentId: string,
-  page: { status?: string | undefined; after?: string | undefined; limit: number },
+  page: { status?: string | undefined; failing?: boolean | undefined; after?: string | undefined; limit: number },
 ): Promise<DeviceStateRow[]> {
   return db.query<DeviceStateRow>(
     `SELECT m.device_id, m.batch_index, m.from_version, m.bake_failed_at, m.bake_failure,
@@ -265,8 +265,9 @@ export function listDevicePage(
      ${LATEST_UPDATE}
      WHERE m.deployment_id = $1 AND ($2::text IS NULL OR m.device_id > $2)
        AND ($3::text IS NULL OR coalesce(latest.status, 'pending') = $3)
+       AND (NOT $5::boolean OR latest.status IN ('failed', 'timed_out') OR m.bake_failed_at IS NOT NULL)
      ORDER BY m.device_id LIMIT $4`,
-    [deploymentId, page.after ?? null, page.status ?? null, page.limit],
+    [deploymentId, page.after ?? null, page.status ?? null, page.limit, page.failing === true],
   );
 }
 

@@ -119,6 +119,9 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox<{ services: Services }>
         params: DeploymentParams,
         querystring: Type.Object({
           status: Type.Optional(DeviceStatus),
+          failing: Type.Optional(
+            Type.Boolean({ description: 'only devices that failed: update failed or timed out, or bake failed' }),
+          ),
           after: Type.Optional(DeviceIdString),
           limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
         }),
@@ -134,6 +137,7 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox<{ services: Services }>
       const principal = orgPrincipal(request, 'viewer');
       return service.listDeploymentDevices(services, principal.organizationId, request.params.id, {
         status: request.query.status,
+        failing: request.query.failing,
         after: request.query.after,
         limit: request.query.limit ?? 100,
       });

@@ -303,6 +303,12 @@ export const Deployment = Type.Object({
   start_at: Nullable(Timestamp),
   total: Type.Integer({ minimum: 0, description: 'devices in the deployment' }),
   counts: DeviceCounts,
+  bake_failed: Type.Integer({
+    minimum: 0,
+    description:
+      'devices that committed the version, then failed within the bake (offline, reverted, unhealthy): the gate ' +
+      'counts them failed; their update stays completed in `counts`',
+  }),
   batches: Type.Array(Batch),
   created_at: Timestamp,
   started_at: Nullable(Timestamp),

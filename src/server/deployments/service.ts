@@ -126,7 +126,7 @@ export async function listDeploymentDevices(
   services: Services,
   organizationId: string,
   id: string,
-  query: { status?: string | undefined; after?: string | undefined; limit: number },
+  query: { status?: string | undefined; failing?: boolean | undefined; after?: string | undefined; limit: number },
 ) {
   await findOrThrow(services.db, organizationId, id);
   const rows = await repo.listDevicePage(services.db, id, query);

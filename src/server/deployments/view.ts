@@ -63,6 +63,8 @@ export interface DeploymentView {
   status: DeploymentStatus;
   total: number;
   counts: DeviceCounts;
+  /** Devices that failed their bake (their update row completed). */
+  bakeFailed: number;
   batches: Batch[];
   /** The batches as the gate and nextAction read them. */
   gated: GatedBatch[];
@@ -85,6 +87,7 @@ export function viewOf(
   for (const device of devices) devicesByBatch[indexOf.get(device.batch_index) ?? 0]?.push(device);
 
   const counts = emptyDeviceCounts();
+  const bakeFailed = devices.filter((device) => device.bake_failed_at !== null).length;
   const gated: GatedBatch[] = [];
   const batches: Batch[] = batchRows.map((batchRow, position) => {
     const members = devicesByBatch[position]!;
@@ -120,7 +123,7 @@ export function viewOf(
     batches.map((batch) => batch.state),
     nowMs,
   );
-  return { status, total: devices.length, counts, batches, gated, devicesByBatch };
+  return { status, total: devices.length, counts, bakeFailed, batches, gated, devicesByBatch };
 }
 
 /** The API's deployment object. */
@@ -134,6 +137,7 @@ export function deploymentBody(row: DeploymentRow, view: DeploymentView) {
     start_at: row.start_at,
     total: view.total,
     counts: view.counts,
+    bake_failed: view.bakeFailed,
     batches: view.batches,
     created_at: row.created_at,
     started_at: row.started_at,
