@@ -297,7 +297,7 @@ export function summarizeCounts(counts: DeviceCounts): string {
 
 /** The counts, and how many of the completed devices then failed their bake (the gate counts them failed). */
 export function summarizeDeploymentCounts(deployment: Pick<Deployment, 'counts' | 'bake_failed'>): string {
-  const bakeFailed = deployment.bake_failed > 0 ? ` (${deployment.bake_failed} of them failed the bake)` : '';
+  const bakeFailed = deployment.bake_failed > 0 ? `; ${deployment.bake_failed} completed, then failed the bake` : '';
   return `${summarizeCounts(deployment.counts)}${bakeFailed}`;
 }
 
