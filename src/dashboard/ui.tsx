@@ -83,7 +83,7 @@ export function StatusBadge({ status }: { status: string }) {
 
 function badgeTone(status: string): string {
   if (['completed', 'passed', 'online', 'idle'].includes(status)) return 'ok';
-  if (['failed', 'timed_out', 'rolled_back', 'offline'].includes(status)) return 'bad';
+  if (['failed', 'timed_out', 'rolled_back', 'offline', 'bake_failed'].includes(status)) return 'bad';
   if (['paused', 'cancelled', 'skipped', 'scheduled', 'pending'].includes(status)) return 'quiet';
   return 'busy';
 }

@@ -247,7 +247,7 @@ function FailingDevices({ deploymentId, path, failed }: { deploymentId: string; 
                     </td>
                     <td>#{device.batch}</td>
                     <td>
-                      <StatusBadge status={device.status} />
+                      <StatusBadge status={device.bake_failure ? 'bake_failed' : device.status} />
                     </td>
                     <td class="error-cell">
                       <code>{device.error_code ?? (device.bake_failure ? `bake_${device.bake_failure}` : '—')}</code>
