@@ -46,7 +46,12 @@ export async function startFleet(options: {
     await admin.query(`CREATE SCHEMA ${schema}`);
     await admin.end();
   }
-  const server = spawn(process.execPath, [path.join(REPO_ROOT, 'bin/edgeflow-ota.js'), 'serve'], {
+  // BENCH_PROFILE_DIR=<dir>: the server writes a V8 CPU profile there when it stops (open it in
+  // Chrome DevTools); NODE_OPTIONS cannot carry --cpu-prof.
+  const profile = process.env.BENCH_PROFILE_DIR
+    ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`]
+    : [];
+  const server = spawn(process.execPath, [...profile, path.join(REPO_ROOT, 'bin/edgeflow-ota.js'), 'serve'], {
     env: {
       ...process.env,
       EDGEFLOW_DATA_DIR: dataDir,

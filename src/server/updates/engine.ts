@@ -5,6 +5,7 @@
  * and no row is dispatched by two replicas.
  */
 
+import { createPrivateKey, type KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
 import { signManifest } from '../../protocol/manifest.ts';
 import {
@@ -76,7 +77,7 @@ export interface UpdateEngineDeps {
 export class UpdateEngine {
   readonly #deps: UpdateEngineDeps;
   readonly #timers: NodeJS.Timeout[] = [];
-  readonly #signingKeys = new Map<string, string>();
+  readonly #signingKeys = new Map<string, KeyObject>();
   #dispatching: Promise<void> | undefined;
   #again = false;
   #stopped = false;
@@ -234,12 +235,13 @@ export class UpdateEngine {
     };
   }
 
-  async #signingKey(organizationId: string): Promise<string> {
+  /** The organization's private key, parsed once (parsing the PEM cost more than the signature). */
+  async #signingKey(organizationId: string): Promise<KeyObject> {
     let key = this.#signingKeys.get(organizationId);
     if (!key) {
       const keys = await findSigningKeys(this.#deps.db, organizationId);
       if (!keys) throw new Error(`organization ${organizationId} has no signing key`);
-      key = keys.privateKeyPem;
+      key = createPrivateKey(keys.privateKeyPem);
       this.#signingKeys.set(organizationId, key);
     }
     return key;
