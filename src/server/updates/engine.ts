@@ -77,7 +77,7 @@ export interface UpdateEngineDeps {
 export class UpdateEngine {
   readonly #deps: UpdateEngineDeps;
   readonly #timers: NodeJS.Timeout[] = [];
-  readonly #signingKeys = new Map<string, KeyObject>();
+  readonly #signingKeys = new Map<string, Promise<KeyObject>>();
   #dispatching: Promise<void> | undefined;
   #again = false;
   #stopped = false;
@@ -235,13 +235,19 @@ export class UpdateEngine {
     };
   }
 
-  /** The organization's private key, parsed once (parsing the PEM cost more than the signature). */
-  async #signingKey(organizationId: string): Promise<KeyObject> {
+  /**
+   * The organization's private key, read and parsed once (parsing the PEM costs more than the
+   * signature). The promise is what is kept, so the thousands of commands of one pass that ask
+   * at once share one read.
+   */
+  #signingKey(organizationId: string): Promise<KeyObject> {
     let key = this.#signingKeys.get(organizationId);
     if (!key) {
-      const keys = await findSigningKeys(this.#deps.db, organizationId);
-      if (!keys) throw new Error(`organization ${organizationId} has no signing key`);
-      key = createPrivateKey(keys.privateKeyPem);
+      key = findSigningKeys(this.#deps.db, organizationId).then((keys) => {
+        if (!keys) throw new Error(`organization ${organizationId} has no signing key`);
+        return createPrivateKey(keys.privateKeyPem);
+      });
+      key.catch(() => this.#signingKeys.delete(organizationId));
       this.#signingKeys.set(organizationId, key);
     }
     return key;
