@@ -60,6 +60,7 @@ export function registerServeCommand(program: Command): void {
       const store = config.store === 's3' ? `s3://${config.s3.bucket}` : `${config.dataDir}/firmware`;
       const database = config.databaseUrl ? 'PostgreSQL' : `PGlite in ${config.dataDir}/db`;
       process.stdout.write(`EdgeFlow OTA listening on ${server.url}  (database: ${database}; firmware: ${store})\n`);
+      process.stdout.write(`Dashboard: ${server.url}/  (sign in with an organization's API key)\n`);
       process.stdout.write(`API docs: ${server.url}/docs\n`);
       if (server.configuredAdminKeyIgnored) {
         const where = config.databaseUrl ? 'DATABASE_URL=… ' : `--data-dir ${config.dataDir} `;
