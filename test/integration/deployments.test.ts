@@ -1,6 +1,7 @@
 /**
  * Fleet deployments end to end: real agents (the simulator, in this process; 200 devices in the
- * rolling run, 120 in the canary) against a real server on each database. Each scenario has an organization and a fleet of its own; bakes are
+ * rolling run and in the canary that completes, 120 in the canary that rolls back) against a
+ * real server on each database. Each scenario has an organization and a fleet of its own; bakes are
  * seconds long (bake_minutes 0.05) and the bake faults strike one second after the commit.
  */
 import assert from 'node:assert/strict';
@@ -179,6 +180,43 @@ for (const backend of backends) {
         );
         assert.ok(start >= previousEnd, `batch ${index} started after batch ${index - 1} ended`);
       }
+    });
+
+    it('completes a canary of 10% and then the rest all at once over 200 devices, the rest only after the canary passed', async () => {
+      const { api, until, members } = await setup('canary-ok', 200);
+      const created = await api<Deployment>('POST', '/api/v1/deployments', {
+        version: NEW,
+        target: { all: true },
+        strategy: 'canary',
+        canary_percent: 10,
+        bake_minutes: 0.02,
+      });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      const done = await until(created.body.id, 'completed', 40_000);
+      assert.equal(done.counts.completed, 200);
+      assert.deepEqual(
+        done.batches.map((batch) => [batch.kind, batch.state, batch.size, batch.counts.completed]),
+        [
+          ['canary', 'passed', 20, 20],
+          ['batch', 'passed', 180, 180],
+        ],
+      );
+      // The rest was queued only after every canary device had committed and baked.
+      const rows = await server.db.query<{ device_id: string; created_at: Date; finished_at: Date }>(
+        `SELECT device_id, created_at, finished_at FROM ota_updates WHERE deployment_id = $1 AND kind = 'update'`,
+        [created.body.id],
+      );
+      assert.equal(rows.length, 200, 'one update per device');
+      const canary = new Set(
+        (await members(created.body.id)).filter((device) => device.batch === 0).map((device) => device.device_id),
+      );
+      const canaryEnd = Math.max(
+        ...rows.filter((row) => canary.has(row.device_id)).map((row) => row.finished_at.getTime()),
+      );
+      const restStart = Math.min(
+        ...rows.filter((row) => !canary.has(row.device_id)).map((row) => row.created_at.getTime()),
+      );
+      assert.ok(restStart >= canaryEnd + 0.02 * 60_000, 'the rest started after the canary baked');
     });
 
     it('stops a canary whose bake fails (a device reverts) and rolls its updated devices back; the rest is untouched', async () => {
