@@ -2,17 +2,10 @@
  * The API client: JSON over `/api/v1` with the session's key. Every failure becomes an `ApiError`
  * with the server's stable `code` and message, which the pages show as they are.
  */
+import { ApiError } from '../protocol/api-error.ts';
 import { currentKey, signOut } from './session.ts';
 
-export class ApiError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+export { ApiError };
 
 export interface RequestOptions {
   method?: 'GET' | 'POST' | 'PATCH' | 'DELETE';

@@ -47,6 +47,14 @@ for (const backend of backends) {
       };
     }
     const eventsOf = (id: string) => received.filter((event) => event.update_id === id);
+    /** A device's progress report of `update`, as the engine hands it to reportProgress. */
+    const progressReport = (update: NewUpdate, phase: string, progress: number) => ({
+      organizationId: org.id,
+      id: update.id,
+      deviceId: update.deviceId,
+      phase,
+      progress,
+    });
 
     it('creates one active update per device and announces it with no previous status', async () => {
       const update = await newUpdate();
@@ -151,20 +159,13 @@ for (const backend of backends) {
         await transitions.move({ organizationId: org.id, id: update.id }, 'dispatched');
       }
       await transitions.move({ organizationId: org.id, id: finished.id }, 'failed', { errorCode: 'x' });
-      const report = (update: NewUpdate, phase: string, progress: number) => ({
-        organizationId: org.id,
-        id: update.id,
-        deviceId: update.deviceId,
-        phase,
-        progress,
-      });
       const written = await transitions.reportProgress(
         [
-          report(first, 'downloading', 10),
-          report(first, 'downloading', 30), // the later report of the burst wins
-          report(second, 'installing', 50),
-          report(finished, 'downloading', 99), // terminal: untouched
-          { ...report(second, 'installing', 80), deviceId: 'not-its-device' },
+          progressReport(first, 'downloading', 10),
+          progressReport(first, 'downloading', 30), // the later report of the burst wins
+          progressReport(second, 'installing', 50),
+          progressReport(finished, 'downloading', 99), // terminal: untouched
+          { ...progressReport(second, 'installing', 80), deviceId: 'not-its-device' },
         ],
         60,
       );
@@ -175,7 +176,7 @@ for (const backend of backends) {
           [second.id, 'in_progress', 'installing', 50, 'dispatched'],
         ].sort(),
       );
-      const again = await transitions.reportProgress([report(first, 'downloading', 20)], 60);
+      const again = await transitions.reportProgress([progressReport(first, 'downloading', 20)], 60);
       assert.equal(again[0]?.progress, 30, 'progress never moves backwards');
       await eventually(async () => eventsOf(second.id).length === 3, 5000, 'the progress event');
       await new Promise((resolve) => setTimeout(resolve, 200));
@@ -192,13 +193,7 @@ for (const backend of backends) {
       const update = await newUpdate();
       await transitions.create([update]);
       await transitions.move({ organizationId: org.id, id: update.id }, 'dispatched');
-      const report = (phase: string, progress: number) => ({
-        organizationId: org.id,
-        id: update.id,
-        deviceId: update.deviceId,
-        phase,
-        progress,
-      });
+      const report = (phase: string, progress: number) => progressReport(update, phase, progress);
       const written = await transitions.reportProgress(
         [report('downloading', 10), report('downloading', 60), report('installing', 80), report('rebooting', 90)],
         60,

@@ -1,11 +1,12 @@
 /** A deployment's progress in one line: a bar of its completed devices, and the counts that matter. */
 import type { Deployment } from '../types.ts';
 import { ProgressBar } from '../ui.tsx';
+import { failedOf, inProgressOf } from './deployment-model.ts';
 
 export function DeploymentProgress({ deployment }: { deployment: Pick<Deployment, 'version' | 'total' | 'counts'> }) {
   const { counts, total } = deployment;
-  const failed = counts.failed + counts.timed_out;
-  const moving = counts.queued + counts.dispatched + counts.in_progress;
+  const failed = failedOf(counts);
+  const moving = inProgressOf(counts);
   return (
     <div class="deployment-progress">
       <ProgressBar

@@ -1,8 +1,7 @@
 /** A device's latest update in a table cell: its status, and while it moves, its progress toward the target. */
+import { isActive } from '../../server/updates/status.ts';
 import type { DeviceOta } from '../types.ts';
 import { ProgressBar, StatusBadge } from '../ui.tsx';
-
-const MOVING = new Set(['queued', 'dispatched', 'in_progress']);
 
 export function OtaStatus({ deviceId, ota }: { deviceId: string; ota: DeviceOta | null | undefined }) {
   if (!ota) return <span class="muted">never updated</span>;
@@ -12,7 +11,7 @@ export function OtaStatus({ deviceId, ota }: { deviceId: string; ota: DeviceOta 
       <span>
         <StatusBadge status={ota.status} /> <span class="muted">{label}</span>
       </span>
-      {MOVING.has(ota.status) ? (
+      {isActive(ota.status) ? (
         <span class="ota-moving">
           <ProgressBar value={ota.progress} max={100} label={`${deviceId}: ${ota.progress} %`} tone="busy" />
           <span class="muted">

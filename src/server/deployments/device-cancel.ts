@@ -12,6 +12,7 @@ import { CloudAction } from '../../protocol/tunnel.ts';
 import type { EventFeed } from '../events/feed.ts';
 import type { Db } from '../infra/db.ts';
 import { DeviceCommandError, type TunnelHub } from '../tunnel/hub.ts';
+import { TAKEN_STATUSES } from '../updates/status.ts';
 import * as repo from './repo.ts';
 
 export interface DeviceCancelsDeps {
@@ -49,7 +50,7 @@ export class DeviceCancels {
     const { db, tunnel, nodeId, log } = this.#deps;
     const outcome: CancelOutcome = { cancelled: 0, tooLate: 0, unreachable: 0 };
     try {
-      const running = await repo.listRunningUpdatesOnNode(db, deploymentId, nodeId, ['dispatched', 'in_progress']);
+      const running = await repo.listRunningUpdatesOnNode(db, deploymentId, nodeId, TAKEN_STATUSES);
       for (let start = 0; start < running.length; start += CONCURRENCY) {
         await Promise.all(
           running.slice(start, start + CONCURRENCY).map(async (update) => {

@@ -30,7 +30,6 @@ export interface DeploymentSchedulerDeps {
   log: Logger;
 }
 
-const ACTIVE = new Set(['queued', 'dispatched', 'in_progress']);
 /**
  * Passes start at most this often however many events arrive: a pass reads every device of each
  * unfinished deployment, and a rollout of thousands sends thousands of events a second. After a
@@ -263,7 +262,7 @@ export class DeploymentScheduler {
       })),
       tx,
     );
-    const inFlight = devices.some((device) => device.status !== null && ACTIVE.has(device.status));
+    const inFlight = devices.some((device) => device.status !== null && isActive(device.status));
     if (!inFlight && created.length === wanted.length) {
       await repo.markDeployment(tx, row.id, { finished: true });
       row.finished_at = new Date();

@@ -21,6 +21,10 @@ export type UpdateStatus = (typeof UPDATE_STATUSES)[number];
 export const ACTIVE_STATUSES = ['queued', 'dispatched', 'in_progress'] as const satisfies readonly UpdateStatus[];
 /** What the dispatcher claims: waiting for a device connected to the claiming process. */
 export const CLAIMABLE_STATUSES = ['queued'] as const satisfies readonly UpdateStatus[];
+/** Active and taken: a device has the command and works on it (what `ota_cancel` can still stop). */
+export const TAKEN_STATUSES = ACTIVE_STATUSES.filter(
+  (status) => !(CLAIMABLE_STATUSES as readonly UpdateStatus[]).includes(status),
+);
 
 const TRANSITIONS: Record<UpdateStatus, readonly UpdateStatus[]> = {
   queued: ['dispatched', 'cancelled', 'failed', 'skipped'],
