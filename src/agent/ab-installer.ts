@@ -1,5 +1,6 @@
 import { copyFile, mkdir, open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
+import { RAW_IMAGE_KINDS } from '../protocol/artifact.ts';
 import { fsyncDirectory, readJsonIfExists, writeJsonAtomic } from './atomic-file.ts';
 import type { BootState, Installer, InstallImage, RevertOutcome, StepHook } from './installer.ts';
 
@@ -35,6 +36,7 @@ const otherSlot = (slot: Slot): Slot => (slot === 'a' ? 'b' : 'a');
  * disk, so the slot the device runs from is never written.
  */
 export class AbInstaller implements Installer {
+  readonly artifactKinds = RAW_IMAGE_KINDS;
   private readonly slotsDir: string;
   private readonly bootFile: string;
   private environment: BootEnvironment;
@@ -78,9 +80,12 @@ export class AbInstaller implements Installer {
   }
 
   currentVersion(): string {
+    return this.versions[this.currentSlot()] ?? this.options.initialVersion;
+  }
+
+  currentSlot(): Slot {
     const { active, pending } = this.environment;
-    const slot = this.onTrial && pending !== null ? pending : active;
-    return this.versions[slot] ?? this.options.initialVersion;
+    return this.onTrial && pending !== null ? pending : active;
   }
 
   async install(image: InstallImage): Promise<void> {

@@ -1,11 +1,13 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import type { Agent as HttpAgent } from 'node:http';
 import { join } from 'node:path';
-import { CloudAction, TunnelDefaults } from '../protocol/tunnel.ts';
+import { backoffDelayMs, CloudAction, type DeviceInfoPayload, TunnelDefaults } from '../protocol/tunnel.ts';
 import { AbInstaller } from './ab-installer.ts';
+import { readJsonIfExists, writeJsonAtomic } from './atomic-file.ts';
 import { type BootEnvironmentStore, GrubEnvironment, UBootEnvironment } from './boot-environment.ts';
+import { type BootIdentityReader, type BootIdentitySources, kernelBootIdentity } from './boot-identity.ts';
 import { BootloaderInstaller, type BootSlot } from './bootloader-installer.ts';
 import { type DownloadSink, FileDownloadSink, MemoryDownloadSink } from './download-sink.ts';
 import type { BootState, Installer, StepHook } from './installer.ts';
@@ -17,12 +19,16 @@ import { RaucInstaller } from './rauc-installer.ts';
 import { ScriptInstaller } from './script-installer.ts';
 import { runShell } from './shell.ts';
 import { swupdateSlotWriter } from './swupdate.ts';
-import { TunnelClient } from './tunnel-client.ts';
+import { CommandRefusedError, TunnelClient } from './tunnel-client.ts';
 
+/** The agent's own version, on the wire (`connect`, `device_info`) and in `--version`. */
 export const AGENT_VERSION = '0.1.0';
 
 export const installerKinds = ['ab', 'script', 'uboot', 'grub', 'rauc', 'swupdate'] as const;
 export type InstallerKind = (typeof installerKinds)[number];
+/** The boot loaders whose environment the agent flips (for `uboot`, `grub`, and SWUpdate's slots). */
+export const bootloaderKinds = ['uboot', 'grub'] as const;
+export type BootloaderKind = (typeof bootloaderKinds)[number];
 
 export interface AgentOptions {
   /** `wss://host:port` or `https://host:port`. */
@@ -61,6 +67,15 @@ export interface AgentOptions {
   grubEnvFile?: string;
   /** For `installer: 'swupdate'`: arguments before `-i`, e.g. `['-k', '/etc/swupdate/public.pem']`. */
   swupdateArgs?: string[];
+  /** For `installer: 'swupdate'`: the boot loader whose A/B variables the agent flips after SWUpdate wrote the slot. */
+  bootloader?: BootloaderKind;
+  /**
+   * Where the kernel's boot id and command line are read (default /proc; tests point them at
+   * files). Without it and without a `rebootCommand`, a boot is one of the agent's own soft restarts.
+   */
+  bootIdentity?: BootIdentitySources;
+  /** After the installer failed at start, how long before it is tried again (doubling, up to 5 min). Default 5 s. */
+  startupRetryMs?: number;
   /** The factory image's version, until an update is installed. Default `0.0.0`. */
   initialVersion?: string;
   /** Boot attempts of a new image before the bootloader falls back (`bootlimit`). Default 3. */
@@ -103,7 +118,8 @@ export interface AgentOptions {
  * interrupted, keeps the tunnel up and answers the cloud.
  *
  * Events: `connected`, `disconnected` (code, reason), `booted` (BootState), `ota` (OtaSnapshot on
- * every phase change and throttled download progress), `result` (OtaResultPayload), `rebooting`.
+ * every phase change and throttled download progress), `result` (OtaResultPayload), `rebooting`,
+ * `unhealthy` (the reason its installer cannot start).
  */
 export class Agent extends EventEmitter {
   readonly deviceId: string;
@@ -115,6 +131,17 @@ export class Agent extends EventEmitter {
   private readonly downloadDir: string | undefined;
   private running = false;
   private rebootFallbackTimer: NodeJS.Timeout | undefined;
+  /** Why the installer could not start, while it cannot: reported in device_info and health_check. */
+  private startupError: string | undefined;
+  private startupAttempt = 0;
+  private startupTimer: NodeJS.Timeout | undefined;
+  private bootId: string | undefined;
+  /** Which boot this is: the kernel's, or, for an agent that reboots in process, its own restarts. */
+  private readonly bootIdentity: BootIdentityReader;
+  private softBootId = randomUUID();
+  /** What the device ran when it last worked: reported while the installer cannot say. */
+  private lastKnown: { version: string; slot?: string } | undefined;
+  private readonly lastKnownFile: string | undefined;
 
   constructor(options: AgentOptions) {
     super();
@@ -123,17 +150,25 @@ export class Agent extends EventEmitter {
     this.logger = options.logger ?? createJsonLogger({ device_id: options.deviceId });
     const inMemory = options.storage === 'memory';
     const dataDir = options.dataDir;
+    this.bootIdentity =
+      options.bootIdentity || options.rebootCommand
+        ? kernelBootIdentity(options.bootIdentity)
+        : { read: async () => ({ bootId: this.softBootId, slot: undefined }) };
     if (!inMemory && !dataDir) throw new Error('dataDir is required unless storage is memory');
     this.installer = this.createInstaller(inMemory);
     this.downloadDir = inMemory || !dataDir ? undefined : join(dataDir, 'download');
+    this.lastKnownFile = inMemory || !dataDir ? undefined : join(dataDir, 'last-known.json');
 
     this.tunnel = new TunnelClient({
       server: options.server,
       deviceId: options.deviceId,
       apiKey: options.apiKey,
       agentVersion: AGENT_VERSION,
-      firmwareVersion: () => this.installer.currentVersion(),
-      health: options.health ? () => options.health!(this.installer.currentVersion()) : undefined,
+      firmwareVersion: () => this.currentVersion,
+      health: () => {
+        if (this.startupError) return { healthy: false, message: this.startupError };
+        return options.health ? options.health(this.installer.currentVersion()) : { healthy: true, message: 'ok' };
+      },
       logger: this.logger,
       allowInsecure: options.allowInsecure,
       heartbeatIntervalMs: options.heartbeatIntervalMs,
@@ -163,6 +198,7 @@ export class Agent extends EventEmitter {
       },
       agentVersion: AGENT_VERSION,
       installer: this.installer,
+      describeDevice: () => this.describeDevice(),
       store,
       createSink: (updateId): DownloadSink =>
         options.createDownloadSink?.(updateId) ??
@@ -187,12 +223,22 @@ export class Agent extends EventEmitter {
       onSnapshot: (snapshot: OtaSnapshot) => this.emit('ota', snapshot),
       onResult: (result) => this.emit('result', result),
     });
-    this.tunnel.handle(CloudAction.otaUpdate, (payload) => this.ota.acceptUpdate(payload));
+    this.tunnel.handle(CloudAction.otaUpdate, (payload) => {
+      if (this.startupError) throw new CommandRefusedError('device_unhealthy', this.startupError);
+      return this.ota.acceptUpdate(payload);
+    });
     this.tunnel.handle(CloudAction.otaCancel, (payload) => this.ota.cancelUpdate(payload));
   }
 
+  /** The version running now; while the installer cannot start, the last one known to run. */
   get currentVersion(): string {
+    if (this.startupError) return this.lastKnown?.version ?? this.options.initialVersion ?? '0.0.0';
     return this.installer.currentVersion();
+  }
+
+  /** Why the agent cannot work (its installer failed at start), or undefined when it can. */
+  get healthError(): string | undefined {
+    return this.startupError;
   }
 
   get connected(): boolean {
@@ -225,6 +271,12 @@ export class Agent extends EventEmitter {
     if (this.options.dataDir && this.options.storage !== 'memory') {
       await mkdir(this.options.dataDir, { recursive: true });
     }
+    if (this.lastKnownFile) {
+      // Only a hint for a device that cannot start: an unreadable one is no reason not to.
+      const known = await readJsonIfExists(this.lastKnownFile).catch(() => undefined);
+      const valid = typeof (known as { version?: unknown } | undefined)?.version === 'string';
+      this.lastKnown = valid ? (known as { version: string; slot?: string }) : undefined;
+    }
     await this.ota.load();
     await this.bootSequence();
   }
@@ -233,6 +285,7 @@ export class Agent extends EventEmitter {
   async stop(): Promise<void> {
     this.running = false;
     clearTimeout(this.rebootFallbackTimer);
+    clearTimeout(this.startupTimer);
     await Promise.all([this.ota.stop(), this.tunnel.stop()]);
   }
 
@@ -240,18 +293,86 @@ export class Agent extends EventEmitter {
   async powerCut(): Promise<void> {
     this.running = false;
     clearTimeout(this.rebootFallbackTimer);
+    clearTimeout(this.startupTimer);
     this.ota.halt();
     await this.tunnel.stop();
   }
 
   private async bootSequence(): Promise<void> {
-    const boot: BootState = await this.installer.boot();
+    this.bootId = (await this.bootIdentity.read()).bootId;
+    let boot: BootState;
+    try {
+      boot = await this.installer.boot();
+    } catch (error) {
+      if (!this.running) return;
+      this.cannotStart(errorMessage(error));
+      return;
+    }
     if (!this.running) return;
+    const recovered = this.startupError !== undefined;
+    this.startupError = undefined;
+    this.startupAttempt = 0;
     this.logger.info('booted', { ...boot });
     this.emit('booted', boot);
     await this.removeStaleDownloads();
     this.tunnel.start();
     this.ota.start(boot);
+    // The server heard the health error over this tunnel: tell it the device works again.
+    if (recovered && this.tunnel.connected) this.ota.onConnected();
+  }
+
+  /**
+   * The installer failed at start (no RAUC service, both U-Boot environment copies corrupt …):
+   * nothing can be updated, but the device is not silent. One clear line in the log; the tunnel
+   * comes up so the server learns why (device_info with `health_error`, health_check unhealthy,
+   * updates refused); and the installer is tried again with capped backoff, since the cause
+   * (a service still starting, a fixed environment) may go away.
+   */
+  private cannotStart(why: string): void {
+    const first = this.startupError === undefined;
+    const kind = typeof this.options.installer === 'string' ? `${this.options.installer} ` : '';
+    this.startupError = `the ${kind}installer cannot start: ${why}`.slice(0, 2048);
+    if (first) {
+      this.logger.error('agent cannot work: its installer failed at start; retrying', { error: this.startupError });
+      this.emit('unhealthy', this.startupError);
+    }
+    this.tunnel.start();
+    const delayMs = Math.max(
+      1_000,
+      backoffDelayMs(this.startupAttempt++, this.options.startupRetryMs ?? 5_000, 300_000, () => 1),
+    );
+    this.startupTimer = setTimeout(() => {
+      this.startupTimer = undefined;
+      void this.bootSequence().catch((error) =>
+        this.logger.error('start-up retry failed', { error: errorMessage(error) }),
+      );
+    }, delayMs);
+    this.startupTimer.unref();
+  }
+
+  /** What `device_info` says of the device, after every connect. */
+  private describeDevice(): Pick<DeviceInfoPayload, 'current_version' | 'slot' | 'boot_id' | 'health_error'> {
+    const bootId = this.bootId ? { boot_id: this.bootId } : {};
+    if (this.startupError) {
+      const slot = this.lastKnown?.slot;
+      return {
+        current_version: this.currentVersion,
+        ...(slot ? { slot } : {}),
+        ...bootId,
+        health_error: this.startupError,
+      };
+    }
+    const known = { version: this.installer.currentVersion(), slot: this.installer.currentSlot?.() };
+    if (known.version !== this.lastKnown?.version || known.slot !== this.lastKnown?.slot) {
+      this.lastKnown = known;
+      if (this.lastKnownFile) {
+        const file = this.lastKnownFile;
+        void writeJsonAtomic(file, known).catch((error) =>
+          this.logger.warn('could not remember the running version', { file, error: errorMessage(error) }),
+        );
+      }
+    }
+    return { current_version: known.version, ...(known.slot ? { slot: known.slot } : {}), ...bootId };
   }
 
   private createInstaller(inMemory: boolean): Installer {
@@ -267,6 +388,7 @@ export class Agent extends EventEmitter {
         installScript: options.installScript,
         dataDir: options.dataDir,
         maxTries: options.maxBootTries,
+        bootIdentity: this.bootIdentity,
       });
     }
     if (choice === 'rauc') {
@@ -276,16 +398,20 @@ export class Agent extends EventEmitter {
       if (choice !== 'swupdate' && !options.slotDevices) {
         throw new Error(`the ${choice} installer needs slotDevices (one partition per slot)`);
       }
-      const useGrub = choice === 'grub' || (choice === 'swupdate' && options.grubEnvFile !== undefined);
-      const environment: BootEnvironmentStore = useGrub
-        ? new GrubEnvironment(options.grubEnvFile ?? '/boot/grub/grubenv')
-        : new UBootEnvironment(options.fwEnvConfig ?? '/etc/fw_env.config');
+      // SWUpdate writes the slot; which boot loader then tries it is said, never guessed.
+      const bootloader = choice === 'swupdate' ? options.bootloader : choice;
+      if (bootloader === undefined) throw new Error('the swupdate installer needs bootloader (uboot or grub)');
+      const environment: BootEnvironmentStore =
+        bootloader === 'grub'
+          ? new GrubEnvironment(options.grubEnvFile ?? '/boot/grub/grubenv')
+          : new UBootEnvironment(options.fwEnvConfig ?? '/etc/fw_env.config');
       return new BootloaderInstaller({
         environment,
         slots: options.slotDevices,
         writeSlot: choice === 'swupdate' ? swupdateSlotWriter({ args: options.swupdateArgs }) : undefined,
         initialVersion,
         bootLimit: options.maxBootTries,
+        bootIdentity: this.bootIdentity,
         stepHook: options.stepHook,
       });
     }
@@ -320,6 +446,7 @@ export class Agent extends EventEmitter {
   private async softRestart(): Promise<void> {
     if (!this.running) return;
     this.logger.info('soft restart: re-running the boot sequence');
+    this.softBootId = randomUUID();
     try {
       await this.tunnel.stop();
       if (!this.running) return;

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runProgram } from './shell.ts';
+import { describeFailure, runProgram } from './shell.ts';
 
 /**
  * The boot loader's environment as the running system sees it: a few variables the boot loader
@@ -20,10 +20,7 @@ const toolTimeoutMs = 30_000;
 
 async function run(file: string, args: string[]): Promise<string> {
   const result = await runProgram(file, args, { timeoutMs: toolTimeoutMs });
-  if (result.exitCode !== 0) {
-    const why = result.timedOut ? 'timed out' : `exited with ${result.exitCode}`;
-    throw new Error(`${file} ${args.join(' ')} ${why}: ${result.stderr.trim().slice(0, 500)}`);
-  }
+  if (result.exitCode !== 0) throw new Error(describeFailure(`${file} ${args.join(' ')}`, result));
   return result.stdout;
 }
 

@@ -1,7 +1,9 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { type ArtifactKind, RAW_IMAGE_KINDS } from '../protocol/artifact.ts';
 import type { BootEnvironmentStore } from './boot-environment.ts';
+import { type BootIdentityReader, kernelBootIdentity } from './boot-identity.ts';
 import type { BootState, Installer, InstallImage, RevertOutcome, StepHook } from './installer.ts';
 
 export type BootSlot = 'a' | 'b';
@@ -19,11 +21,15 @@ export const BootVariables = {
   bootLimit: 'bootlimit',
   /** The slot the agent last installed to, until it is committed or abandoned. */
   trialSlot: 'edgeflow_trial',
+  /** The kernel's boot id when the trial was armed: a start with the same id is no reboot. */
+  installBootId: 'edgeflow_install_boot',
   version: (slot: BootSlot) => `edgeflow_version_${slot}`,
 } as const;
 
-/** Puts an image into a slot: raw onto its partition (default), or through an updater. */
-export type SlotWriter = (imagePath: string, slot: BootSlot, image: InstallImage) => Promise<void>;
+/** Puts an image into a slot through an updater, instead of the raw write; says which artifacts it takes. */
+export type SlotWriter = ((imagePath: string, slot: BootSlot, image: InstallImage) => Promise<void>) & {
+  readonly artifactKinds: readonly ArtifactKind[];
+};
 
 export interface BootloaderInstallerOptions {
   environment: BootEnvironmentStore;
@@ -35,6 +41,8 @@ export interface BootloaderInstallerOptions {
   initialVersion: string;
   /** Boots of a new image the boot loader tries before it falls back. Default 3. */
   bootLimit?: number;
+  /** Which boot this is and which slot it started (default: /proc's boot id and command line). */
+  bootIdentity?: BootIdentityReader;
   stepHook?: StepHook;
 }
 
@@ -49,31 +57,51 @@ const copyChunkBytes = 1024 * 1024;
  * reaches user space still comes back to the old one.
  */
 export class BootloaderInstaller implements Installer {
+  readonly artifactKinds: readonly ArtifactKind[];
   private variables = new Map<string, string>();
   private onTrial = false;
   /** The slot booted at this start: the environment may already name the next one. */
   private running: BootSlot = 'a';
+  private bootId: string | undefined;
 
-  constructor(private readonly options: BootloaderInstallerOptions) {}
+  private readonly bootIdentity: BootIdentityReader;
+
+  constructor(private readonly options: BootloaderInstallerOptions) {
+    this.artifactKinds = options.writeSlot?.artifactKinds ?? RAW_IMAGE_KINDS;
+    this.bootIdentity = options.bootIdentity ?? kernelBootIdentity();
+  }
 
   async boot(): Promise<BootState> {
     const { environment } = this.options;
-    this.variables = await environment.read();
+    const [variables, identity] = await Promise.all([environment.read(), this.bootIdentity.read()]);
+    this.variables = variables;
+    this.bootId = identity.bootId;
     this.onTrial = false;
-    const running = this.slotVariable(BootVariables.slot) ?? 'a';
-    this.running = running;
+    const booted = identity.slot === 'a' || identity.slot === 'b' ? identity.slot : undefined;
+    const named = this.slotVariable(BootVariables.slot) ?? 'a';
     const trial = this.slotVariable(BootVariables.trialSlot);
-    if (trial === undefined) return { kind: 'normal', version: this.versionOf(running) };
+    this.running = booted ?? named;
+    if (trial === undefined) return { kind: 'normal', version: this.versionOf(this.running) };
 
     const upgradeAvailable = this.variables.get(BootVariables.upgradeAvailable) === '1';
-    const bootCount = Number(this.variables.get(BootVariables.bootCount) ?? '0');
-    if (upgradeAvailable && running === trial && bootCount > 0) {
+    const armedIn = this.variables.get(BootVariables.installBootId);
+    // The kernel's boot id tells a reboot from an agent restart; the counter only where no id
+    // was recorded (an environment armed by an older agent, or a kernel without one).
+    const rebooted =
+      armedIn !== undefined && identity.bootId !== undefined
+        ? armedIn !== identity.bootId
+        : Number(this.variables.get(BootVariables.bootCount) ?? '0') > 0;
+    // What the boot loader started: the command line says it; else the environment, which the
+    // boot loader leaves naming the trial slot with upgrade_available set while it still tries it.
+    const runsTrial = booted !== undefined ? booted === trial : upgradeAvailable && named === trial;
+    if (rebooted && runsTrial) {
+      this.running = trial;
       this.onTrial = true;
       return { kind: 'trial', version: this.versionOf(trial), previousVersion: this.versionOf(otherSlot(trial)) };
     }
-    // Either the boot loader fell back (it cleared upgrade_available), or the agent restarted
-    // without the machine rebooting (bootcount still 0): the new image was not booted, and is
-    // abandoned rather than left to surprise the next unrelated reboot.
+    // Either the boot loader fell back, or the agent restarted without the machine rebooting:
+    // the new image is not running, and is abandoned rather than left to surprise the next
+    // unrelated reboot.
     const abandonedVersion = this.versionOf(trial);
     const previous = otherSlot(trial);
     await this.write({
@@ -81,9 +109,15 @@ export class BootloaderInstaller implements Installer {
       [BootVariables.upgradeAvailable]: '0',
       [BootVariables.bootCount]: '0',
       [BootVariables.trialSlot]: '',
+      [BootVariables.installBootId]: '',
     });
     this.running = previous;
     return { kind: 'reverted', version: this.versionOf(previous), abandonedVersion };
+  }
+
+  /** The slot running now (`a`/`b`), for what the device reports. */
+  currentSlot(): BootSlot {
+    return this.running;
   }
 
   currentVersion(): string {
@@ -120,6 +154,7 @@ export class BootloaderInstaller implements Installer {
       [BootVariables.upgradeAvailable]: '1',
       [BootVariables.bootCount]: '0',
       [BootVariables.bootLimit]: String(this.options.bootLimit ?? 3),
+      [BootVariables.installBootId]: this.bootId ?? '',
     });
     await this.options.stepHook?.('install:pending-marked');
   }
@@ -130,6 +165,7 @@ export class BootloaderInstaller implements Installer {
       [BootVariables.upgradeAvailable]: '0',
       [BootVariables.bootCount]: '0',
       [BootVariables.trialSlot]: '',
+      [BootVariables.installBootId]: '',
     });
     this.onTrial = false;
   }
@@ -146,6 +182,7 @@ export class BootloaderInstaller implements Installer {
       [BootVariables.upgradeAvailable]: '0',
       [BootVariables.bootCount]: '0',
       [BootVariables.trialSlot]: '',
+      [BootVariables.installBootId]: '',
     });
     // Only once the environment says so: a power cut before this boots the trial again.
     this.onTrial = false;

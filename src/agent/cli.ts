@@ -1,6 +1,17 @@
-import { readFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { chown, mkdir, readdir, readFile } from 'node:fs/promises';
+import { userInfo } from 'node:os';
+import { join } from 'node:path';
 import { type Command, Option } from 'commander';
-import { Agent, type AgentOptions, type InstallerKind, installerKinds } from './agent.ts';
+import {
+  AGENT_VERSION,
+  Agent,
+  type AgentOptions,
+  type BootloaderKind,
+  bootloaderKinds,
+  type InstallerKind,
+  installerKinds,
+} from './agent.ts';
 import { type AgentConfigFile, loadAgentConfigFile } from './config-file.ts';
 import { createJsonLogger } from './logger.ts';
 import { InsecureServerUrlError } from './tunnel-client.ts';
@@ -23,6 +34,10 @@ interface AgentCommandFlags {
   fwEnvConfig?: string;
   grubEnvFile?: string;
   swupdateArgs?: string;
+  bootloader?: string;
+  bootIdFile?: string;
+  cmdlineFile?: string;
+  user?: string;
   bootLimit?: number;
   rebootCommand?: string;
   healthCommand?: string;
@@ -43,6 +58,7 @@ export function registerAgentCommand(program: Command): Command {
   return program
     .command('agent')
     .description('run the device agent: tunnel to the server, receive and apply OTA updates')
+    .version(AGENT_VERSION, '-V, --version', 'print the agent version')
     .option('--config <file>', 'JSON config, e.g. /etc/edgeflow/agent.json; flags override it (docs/devices.md)')
     .addOption(
       new Option('--server <url>', '(required) server base URL, wss:// or https:// (or "server" in --config)').env(
@@ -79,6 +95,10 @@ export function registerAgentCommand(program: Command): Command {
       '--swupdate-args <args>',
       'for swupdate: arguments before -i, space-separated, e.g. "-k /etc/swupdate/public.pem"',
     )
+    .option('--bootloader <kind>', 'for swupdate: uboot or grub, the boot loader that tries the new slot')
+    .option('--user <name>', 'started as root: drop to this user once the key is read (installers needing no root)')
+    .option('--boot-id-file <file>', 'the kernel boot id (default /proc/sys/kernel/random/boot_id)')
+    .option('--cmdline-file <file>', 'the kernel command line (default /proc/cmdline)')
     .option('--boot-limit <n>', 'boots of a new image before the boot loader falls back (default 3)', positiveNumber)
     .option(
       '--reboot-command <cmd>',
@@ -106,7 +126,9 @@ export function registerAgentCommand(program: Command): Command {
       };
       let options: AgentOptions;
       try {
-        options = await resolveAgentOptions(flags);
+        const resolved = await resolveAgentOptions(flags);
+        options = resolved.options;
+        if (resolved.user) await dropPrivileges(resolved.user, options.dataDir!);
       } catch (error) {
         return fail((error as Error).message);
       }
@@ -144,7 +166,7 @@ export function registerAgentCommand(program: Command): Command {
 }
 
 /** The command line over the config file; fails naming the first setting missing from both. */
-async function resolveAgentOptions(flags: AgentCommandFlags): Promise<AgentOptions> {
+async function resolveAgentOptions(flags: AgentCommandFlags): Promise<{ options: AgentOptions; user?: string }> {
   const file: AgentConfigFile = flags.config ? await loadAgentConfigFile(flags.config) : {};
   const required = (value: string | undefined, flag: string, field: string): string => {
     if (value === undefined) throw new Error(`${flag} is required (or "${field}" in --config)`);
@@ -155,9 +177,20 @@ async function resolveAgentOptions(flags: AgentCommandFlags): Promise<AgentOptio
     throw new Error(`--installer must be one of ${installerKinds.join(', ')}, not ${installer}`);
   }
   const keyFile = flags.keyFile ?? file.key_file;
-  const apiKey = flags.key ?? (keyFile ? (await readFile(keyFile, 'utf8')).trim() : undefined);
+  const apiKey =
+    flags.key ?? (keyFile ? (await readConfigured(keyFile, 'key_file', 'the device API key')).trim() : undefined);
   const deviceId = required(flags.deviceId ?? file.device_id, '--device-id', 'device_id');
   const publicKey = flags.publicKey ?? file.public_key_file;
+  const bootloader = flags.bootloader ?? file.bootloader;
+  if (bootloader !== undefined && !(bootloaderKinds as readonly string[]).includes(bootloader)) {
+    throw new Error(`--bootloader must be one of ${bootloaderKinds.join(', ')}, not ${bootloader}`);
+  }
+  if (installer === 'swupdate' && bootloader === undefined) {
+    throw new Error('--installer swupdate needs --bootloader uboot or grub (or "bootloader" in --config)');
+  }
+  const user = flags.user ?? file.user;
+  const bootIdFile = flags.bootIdFile ?? file.boot_id_file;
+  const cmdlineFile = flags.cmdlineFile ?? file.cmdline_file;
   const ca = flags.ca ?? file.ca_file;
   const slotA = flags.slotA ?? file.slot_a;
   const slotB = flags.slotB ?? file.slot_b;
@@ -165,13 +198,13 @@ async function resolveAgentOptions(flags: AgentCommandFlags): Promise<AgentOptio
   if (onPartitions && (!slotA || !slotB)) throw new Error(`--installer ${installer} needs --slot-a and --slot-b`);
   const heartbeatSeconds = flags.heartbeatSeconds ?? file.heartbeat_seconds;
   const healthTimeoutSeconds = flags.healthTimeoutSeconds ?? file.health_timeout_seconds;
-  return {
+  const options: AgentOptions = {
     server: required(flags.server ?? file.server, '--server', 'server'),
     deviceId,
     apiKey: required(apiKey, '--key', 'key_file'),
     dataDir: required(flags.dataDir ?? file.data_dir, '--data-dir', 'data_dir'),
     allowInsecure: flags.allowInsecure ?? file.allow_insecure ?? false,
-    publicKeyPem: publicKey ? await readFile(publicKey, 'utf8') : undefined,
+    publicKeyPem: publicKey ? await readConfigured(publicKey, 'public_key_file', 'the signing key') : undefined,
     organizationId: flags.organizationId ?? file.organization_id,
     allowUnsigned: flags.allowUnsigned ?? false,
     installer: installer as InstallerKind,
@@ -180,6 +213,11 @@ async function resolveAgentOptions(flags: AgentCommandFlags): Promise<AgentOptio
     fwEnvConfig: flags.fwEnvConfig ?? file.fw_env_config,
     grubEnvFile: flags.grubEnvFile ?? file.grub_env_file,
     swupdateArgs: flags.swupdateArgs?.split(' ').filter(Boolean) ?? file.swupdate_args,
+    bootloader: bootloader as BootloaderKind | undefined,
+    bootIdentity:
+      bootIdFile || cmdlineFile
+        ? { ...(bootIdFile ? { bootIdFile } : {}), ...(cmdlineFile ? { cmdlineFile } : {}) }
+        : undefined,
     maxBootTries: flags.bootLimit ?? file.boot_limit,
     // A real boot loader only changes slots at a real reboot.
     rebootCommand:
@@ -190,7 +228,66 @@ async function resolveAgentOptions(flags: AgentCommandFlags): Promise<AgentOptio
     healthTimeoutMs: healthTimeoutSeconds === undefined ? undefined : healthTimeoutSeconds * 1000,
     initialVersion: flags.initialVersion ?? file.initial_version,
     heartbeatIntervalMs: heartbeatSeconds === undefined ? undefined : heartbeatSeconds * 1000,
-    ca: ca ? await readFile(ca) : undefined,
+    ca: ca ? await readConfigured(ca, 'ca_file', 'the CA certificate', null) : undefined,
     logger: createJsonLogger({ device_id: deviceId }),
   };
+  return { options, ...(user ? { user } : {}) };
+}
+
+/**
+ * Root reads the key files (they stay readable by root only) and hands `dataDir` to `user`; then
+ * the process becomes that user, with its groups (e.g. `disk`, if the owner grants it), for good.
+ */
+async function dropPrivileges(user: string, dataDir: string): Promise<void> {
+  const { setgid, setgroups, setuid } = process;
+  if (!setgid || !setgroups || !setuid) throw new Error('"user" needs a system with user ids');
+  const { username } = userInfo();
+  if (username === user) return;
+  if (process.getuid?.() !== 0) {
+    throw new Error(`"user": "${user}" needs the agent started as root; it runs as ${username}`);
+  }
+  const id = (flag: string) => execFileSync('id', [flag, user], { encoding: 'utf8', stdio: 'pipe' }).trim();
+  let ids: { uid: number; gid: number; groups: number[] };
+  try {
+    ids = { uid: Number(id('-u')), gid: Number(id('-g')), groups: id('-G').split(/\s+/).map(Number) };
+  } catch {
+    throw new Error(`"user": there is no user ${user} on this system`);
+  }
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  await chownTree(dataDir, ids.uid, ids.gid);
+  setgroups(ids.groups);
+  setgid(ids.gid);
+  setuid(ids.uid);
+}
+
+async function chownTree(path: string, uid: number, gid: number): Promise<void> {
+  await chown(path, uid, gid);
+  for (const entry of await readdir(path, { withFileTypes: true })) {
+    const child = join(path, entry.name);
+    if (entry.isDirectory()) await chownTree(child, uid, gid);
+    else await chown(child, uid, gid);
+  }
+}
+
+/** A file the configuration names, or one line saying which setting names what is missing. */
+async function readConfigured(path: string, field: string, what: string): Promise<string>;
+async function readConfigured(path: string, field: string, what: string, encoding: null): Promise<Buffer>;
+async function readConfigured(
+  path: string,
+  field: string,
+  what: string,
+  encoding: 'utf8' | null = 'utf8',
+): Promise<string | Buffer> {
+  try {
+    return encoding ? await readFile(path, encoding) : await readFile(path);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOENT'
+        ? 'does not exist'
+        : code === 'EACCES'
+          ? 'is not readable by this user'
+          : (error as Error).message;
+    throw new Error(`${what} file ${path} (${field}) ${why}`);
+  }
 }

@@ -24,8 +24,11 @@ export const AgentConfigFile = Type.Object(
         Type.Literal('uboot'),
         Type.Literal('grub'),
         Type.Literal('rauc'),
+        Type.Literal('swupdate'),
       ]),
     ),
+    /** For `swupdate`: the boot loader whose A/B variables the agent flips once SWUpdate wrote the slot. */
+    bootloader: Type.Optional(Type.Union([Type.Literal('uboot'), Type.Literal('grub')])),
     install_script: Type.Optional(Type.String({ minLength: 1 })),
     slot_a: Type.Optional(Type.String({ minLength: 1 })),
     slot_b: Type.Optional(Type.String({ minLength: 1 })),
@@ -39,6 +42,15 @@ export const AgentConfigFile = Type.Object(
     health_timeout_seconds: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
     initial_version: Type.Optional(Type.String({ minLength: 1 })),
     heartbeat_seconds: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
+    /**
+     * Started as root, drop to this user (e.g. "edgeflow", which the package creates) once the
+     * key files are read and data_dir is its own. Only for installers that need no root.
+     */
+    user: Type.Optional(Type.String({ minLength: 1, pattern: '^[a-z_][a-z0-9_-]*[$]?$' })),
+    /** Where the kernel's boot id is read, default /proc/sys/kernel/random/boot_id (tests point it at a file). */
+    boot_id_file: Type.Optional(Type.String({ minLength: 1 })),
+    /** Where the kernel command line is read, default /proc/cmdline. */
+    cmdline_file: Type.Optional(Type.String({ minLength: 1 })),
   },
   { additionalProperties: false },
 );

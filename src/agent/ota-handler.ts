@@ -1,6 +1,7 @@
 import {
   backoffDelayMs,
   DeviceAction,
+  type DeviceInfoPayload,
   type OtaFailureCode,
   type OtaPhase,
   type OtaProgressPayload,
@@ -10,7 +11,7 @@ import {
 } from '../protocol/tunnel.ts';
 import type { DownloadSink } from './download-sink.ts';
 import { DownloadFailedError, type DownloadSettings, downloadToSink } from './downloader.ts';
-import type { BootState, Installer, StepHook } from './installer.ts';
+import { ArtifactMismatchError, type BootState, type Installer, type StepHook } from './installer.ts';
 import { errorMessage, type Logger } from './logger.ts';
 import { authorizeUpdate, type UpdatePolicy } from './ota-policy.ts';
 import {
@@ -50,6 +51,8 @@ export interface OtaHandlerOptions {
   policy: UpdatePolicy;
   agentVersion: string;
   installer: Installer;
+  /** What `device_info` says of the device besides the update (default: the installer's version). */
+  describeDevice?: () => Omit<DeviceInfoPayload, 'agent_version' | 'update_id'>;
   store: OtaStateStore;
   createSink: (updateId: string) => DownloadSink;
   tunnel: OtaTunnel;
@@ -85,6 +88,8 @@ export class OtaHandler {
   private state: OtaState = { job: null, results: [] };
   private boot: BootObservation = 'normal';
   private stopped = true;
+  /** A reboot was asked for in this run: nothing more happens until the next `start`. */
+  private rebootRequested = false;
   private driving: Promise<void> | undefined;
   private driveAgain = false;
   private downloadAbort: AbortController | undefined;
@@ -124,6 +129,7 @@ export class OtaHandler {
   /** After every (re)boot: remember what the bootloader did, then carry on with whatever job was persisted. */
   start(boot: BootState): void {
     this.stopped = false;
+    this.rebootRequested = false;
     this.boot = boot.kind;
     this.kick();
   }
@@ -162,8 +168,9 @@ export class OtaHandler {
 
   private sendDeviceInfo(): void {
     const job = this.state.job;
-    const info = {
-      current_version: this.options.installer.currentVersion(),
+    const device = this.options.describeDevice?.() ?? { current_version: this.options.installer.currentVersion() };
+    const info: DeviceInfoPayload = {
+      ...device,
       agent_version: this.options.agentVersion,
       ...(job ? { update_id: job.payload.update_id } : {}),
     };
@@ -236,7 +243,8 @@ export class OtaHandler {
   }
 
   private kick(): void {
-    if (this.stopped) return;
+    // A kick that came while the reboot was being asked for would otherwise ask for a second one.
+    if (this.stopped || this.rebootRequested) return;
     if (this.driving) {
       this.driveAgain = true;
       return;
@@ -300,7 +308,8 @@ export class OtaHandler {
   }
 
   private async authorize(job: OtaJob): Promise<StepOutcome> {
-    const verdict = authorizeUpdate(job.payload, this.options.installer.currentVersion(), this.options.policy);
+    const { installer, policy } = this.options;
+    const verdict = authorizeUpdate(job.payload, installer.currentVersion(), policy, installer.artifactKinds);
     if (verdict.verdict === 'refuse') await this.finish(job, { code: verdict.code, message: verdict.message });
     else if (verdict.verdict === 'already_installed') await this.finish(job, undefined);
     else await this.enterPhase(job, 'downloading');
@@ -386,7 +395,8 @@ export class OtaHandler {
     } catch (error) {
       await this.options.installer.revert().catch(() => {});
       await this.discardDownload();
-      await this.finish(job, { code: 'install_failed', message: `install failed: ${errorMessage(error)}` });
+      const code = error instanceof ArtifactMismatchError ? 'artifact_mismatch' : 'install_failed';
+      await this.finish(job, { code, message: `install failed: ${errorMessage(error)}` });
       return 'continue';
     }
     this.boot = 'not_rebooted';
@@ -397,7 +407,7 @@ export class OtaHandler {
 
   private async rebootIntoNewImage(job: OtaJob): Promise<StepOutcome> {
     try {
-      await this.options.reboot();
+      await this.requestReboot();
       return 'pause';
     } catch (error) {
       return this.revert(job, { code: 'boot_failed', message: `could not reboot: ${errorMessage(error)}` });
@@ -452,7 +462,7 @@ export class OtaHandler {
     if (outcome === 'reboot') {
       // The abandoned image is the one running: only a reboot brings the previous one back.
       try {
-        await this.options.reboot();
+        await this.requestReboot();
         return;
       } catch (error) {
         this.options.logger.error('could not reboot into the previous version', { error: errorMessage(error) });
@@ -471,7 +481,7 @@ export class OtaHandler {
     if (outcome === 'reboot') {
       // The result goes out after the reboot, from the version that then runs.
       try {
-        await this.options.reboot();
+        await this.requestReboot();
         return 'pause';
       } catch (error) {
         this.options.logger.error('could not reboot into the previous version', { error: errorMessage(error) });
@@ -479,6 +489,17 @@ export class OtaHandler {
     }
     this.boot = 'normal';
     return 'continue';
+  }
+
+  /** Asks for the reboot once: until the next `start`, the loop stays put. */
+  private async requestReboot(): Promise<void> {
+    this.rebootRequested = true;
+    try {
+      await this.options.reboot();
+    } catch (error) {
+      this.rebootRequested = false;
+      throw error;
+    }
   }
 
   /** Refuses (IllegalPhaseChangeError) any change the phase table forbids, before it is persisted. */
@@ -501,6 +522,9 @@ export class OtaHandler {
       ...(failure ? { error: { code: failure.code, message: failure.message.slice(0, 2000) } } : {}),
     };
     this.state.job = null;
+    // What the boot loader did concerned this job only: the next one starts from a plain boot. A
+    // trial still unresolved stays one, so that it is reverted rather than taken for the norm.
+    if (this.boot !== 'trial') this.boot = 'normal';
     this.state.results.push({ payload: result, acknowledged: false });
     this.trimResults();
     await this.persist();

@@ -3,6 +3,7 @@
  * and organization, and no silent downgrade. Pure: the same inputs always give the same verdict.
  */
 import semver from 'semver';
+import { type ArtifactKind, artifactKindMeaning, artifactKindOf } from '../protocol/artifact.ts';
 import { verifyManifest } from '../protocol/manifest.ts';
 import type { OtaFailureCode, OtaUpdatePayload } from '../protocol/tunnel.ts';
 
@@ -20,10 +21,16 @@ export type Authorization =
   | { verdict: 'already_installed' }
   | { verdict: 'refuse'; code: OtaFailureCode; message: string };
 
+/**
+ * `acceptedKinds`: the artifact kinds the device's installer takes (undefined: any). Checked
+ * before a byte is downloaded; an artifact whose kind cannot be told (no known extension) is
+ * left to the installer.
+ */
 export function authorizeUpdate(
   payload: OtaUpdatePayload,
   runningVersion: string,
   policy: UpdatePolicy,
+  acceptedKinds?: readonly ArtifactKind[],
 ): Authorization {
   const manifest = payload.manifest;
   if (policy.publicKeyPem) {
@@ -55,7 +62,27 @@ export function authorizeUpdate(
   }
   const sameVersion = comparable ? semver.eq(payload.version, runningVersion) : payload.version === runningVersion;
   if (sameVersion && !payload.force) return { verdict: 'already_installed' };
+  const kindProblem = artifactKindProblem(payload, acceptedKinds);
+  if (kindProblem) return refuse('artifact_mismatch', kindProblem);
   return { verdict: 'install' };
+}
+
+/** The artifact's kind: the server's word, else the extension the download URL's path ends with. */
+export function artifactKindOfUpdate(payload: OtaUpdatePayload): string | undefined {
+  if (payload.artifact_type !== undefined) return payload.artifact_type;
+  try {
+    return artifactKindOf(decodeURIComponent(new URL(payload.url).pathname));
+  } catch {
+    return undefined;
+  }
+}
+
+function artifactKindProblem(payload: OtaUpdatePayload, accepted: readonly ArtifactKind[] | undefined) {
+  const kind = artifactKindOfUpdate(payload);
+  if (accepted === undefined || kind === undefined) return undefined;
+  if ((accepted as readonly string[]).includes(kind)) return undefined;
+  const what = kind in artifactKindMeaning ? `a ${artifactKindMeaning[kind as ArtifactKind]} (.${kind})` : `.${kind}`;
+  return `firmware ${payload.version} is ${what}; this device's installer takes ${accepted.map((k) => `.${k}`).join(', ')}`;
 }
 
 /** A signed manifest only vouches for the image it names, for the device and update it names. */

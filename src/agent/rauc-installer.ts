@@ -1,7 +1,16 @@
 import { join } from 'node:path';
+import semver from 'semver';
+import type { ArtifactKind } from '../protocol/artifact.ts';
 import { readJsonIfExists, writeJsonAtomic } from './atomic-file.ts';
-import type { BootState, Installer, InstallImage, RevertOutcome, StepHook } from './installer.ts';
-import { runProgram } from './shell.ts';
+import {
+  ArtifactMismatchError,
+  type BootState,
+  type Installer,
+  type InstallImage,
+  type RevertOutcome,
+  type StepHook,
+} from './installer.ts';
+import { describeFailure, runProgram } from './shell.ts';
 
 export interface RaucInstallerOptions {
   /** Where the agent remembers an install across the reboot. */
@@ -23,6 +32,11 @@ interface RaucSlot {
   version: string | undefined;
 }
 
+interface BundleInfo {
+  compatible?: string | null;
+  version?: string | null;
+}
+
 interface PendingBundle {
   /** `installing` until `rauc install` returned. */
   stage: 'installing' | 'installed';
@@ -39,8 +53,11 @@ interface PendingBundle {
  * `mark-bad booted` and a reboot. Slot versions are the bundles' as RAUC records them.
  */
 export class RaucInstaller implements Installer {
+  readonly artifactKinds: readonly ArtifactKind[] = ['raucb'];
   private readonly markerFile: string;
   private booted: RaucSlot | undefined;
+  /** The system's `compatible` (system.conf), as `rauc status` says it. */
+  private compatible: string | undefined;
   private onTrial = false;
 
   constructor(private readonly options: RaucInstallerOptions) {
@@ -53,7 +70,9 @@ export class RaucInstaller implements Installer {
     const version = this.currentVersion();
     const pending = (await readJsonIfExists(this.markerFile)) as PendingBundle | null | undefined;
     if (!pending) return { kind: 'normal', version };
-    if (this.booted.name !== pending.fromSlot && version === pending.version) {
+    // Booted from another slot than the one the bundle was installed from: RAUC switched, and the
+    // boot loader runs the new slot on trial. Decided by the slot, never by a version string.
+    if (this.booted.name !== pending.fromSlot) {
       this.onTrial = true;
       return { kind: 'trial', version, previousVersion: pending.previousVersion };
     }
@@ -69,10 +88,15 @@ export class RaucInstaller implements Installer {
     return this.booted?.version ?? this.options.initialVersion;
   }
 
+  currentSlot(): string | undefined {
+    return this.booted?.bootname ?? this.booted?.name;
+  }
+
   async install(image: InstallImage): Promise<void> {
     if (!image.filePath) throw new Error('the RAUC installer needs the bundle on disk');
     if (this.onTrial) throw new Error('a trial boot must be committed or reverted before the next install');
     const booted = this.booted ?? (await this.bootedSlot());
+    await this.checkBundle(image.filePath, image.version);
     const pending: PendingBundle = {
       stage: 'installing',
       version: image.version,
@@ -101,11 +125,38 @@ export class RaucInstaller implements Installer {
     return wasOnTrial ? 'reboot' : 'done';
   }
 
+  /**
+   * The bundle's own manifest (`rauc info`, signature left to `rauc install`) must name the
+   * version the server offers and this system's compatible: a bundle versioned otherwise would
+   * make the trial boot unrecognisable, and one for another system is refused by RAUC anyway.
+   */
+  private async checkBundle(path: string, version: string): Promise<void> {
+    const info = JSON.parse(await this.rauc(['info', '--no-verify', '--output-format=json', path])) as BundleInfo;
+    const bundleVersion = info.version ?? undefined;
+    const sameVersion =
+      bundleVersion !== undefined &&
+      (bundleVersion === version || (semver.valid(bundleVersion) !== null && semver.eq(bundleVersion, version)));
+    if (!sameVersion) {
+      throw new ArtifactMismatchError(
+        `the RAUC bundle's manifest says version ${bundleVersion ?? '(none)'}, the server offers it as ${version}: ` +
+          'build the bundle with the version it is uploaded as',
+      );
+    }
+    const compatible = info.compatible ?? undefined;
+    if (this.compatible !== undefined && compatible !== this.compatible) {
+      throw new ArtifactMismatchError(
+        `the RAUC bundle is for compatible "${compatible ?? ''}", this system is "${this.compatible}"`,
+      );
+    }
+  }
+
   private async bootedSlot(): Promise<RaucSlot> {
     const status = JSON.parse(await this.rauc(['status', '--detailed', '--output-format=json'])) as {
+      compatible?: string;
       booted?: string;
       slots?: Record<string, RaucSlotJson>[];
     };
+    this.compatible = status.compatible || undefined;
     const slots: RaucSlot[] = (status.slots ?? []).flatMap((entry) =>
       Object.entries(entry).map(([name, slot]) => ({
         name,
@@ -125,10 +176,8 @@ export class RaucInstaller implements Installer {
       env: this.options.env,
       timeoutMs: this.options.timeoutMs ?? 600_000,
     });
-    if (result.exitCode !== 0) {
-      const why = result.timedOut ? 'timed out' : `exited with ${result.exitCode}`;
-      throw new Error(`rauc ${args.join(' ')} ${why}: ${result.stderr.trim().slice(-500)}`);
-    }
+    // RAUC gives its reason (`LastError: …`) on stdout.
+    if (result.exitCode !== 0) throw new Error(describeFailure(`rauc ${args.join(' ')}`, result));
     return result.stdout;
   }
 

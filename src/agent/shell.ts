@@ -59,3 +59,25 @@ export function runProgram(file: string, args: string[], options: RunOptions): P
     });
   });
 }
+
+/** At most this much of what a failed program said goes into an error (and so into a report). */
+export const failureTextChars = 1500;
+
+/**
+ * Why a program failed, on one line: how it ended, then what it said on stdout and on stderr,
+ * in that order, whitespace folded and cut to the last `maxChars` (tools such as RAUC give their
+ * reason last, and on stdout).
+ */
+export function describeFailure(command: string, result: ShellResult, maxChars = failureTextChars): string {
+  const how = result.timedOut
+    ? 'timed out'
+    : result.exitCode === null
+      ? 'could not be run'
+      : `exited with ${result.exitCode}`;
+  const said = [result.stdout, result.stderr]
+    .map((text) => text.trim().replace(/\s*\n\s*/g, ' | '))
+    .filter(Boolean)
+    .join(' | ');
+  if (!said) return `${command} ${how}`;
+  return `${command} ${how}: ${said.length > maxChars ? `…${said.slice(-maxChars)}` : said}`;
+}

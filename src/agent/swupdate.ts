@@ -1,5 +1,5 @@
 import type { BootSlot, SlotWriter } from './bootloader-installer.ts';
-import { runProgram } from './shell.ts';
+import { describeFailure, runProgram } from './shell.ts';
 
 export interface SwupdateOptions {
   /** Before `-i`: e.g. `['-k', '/etc/swupdate/public.pem', '-H', 'board:1.0']` or `['-f', '/etc/swupdate.cfg']`. */
@@ -16,14 +16,11 @@ export interface SwupdateOptions {
  * itself once SWUpdate succeeded, as with a raw write, so commit and fallback work the same.
  */
 export function swupdateSlotWriter(options: SwupdateOptions = {}): SlotWriter {
-  return async (imagePath, slot) => {
+  const write = async (imagePath: string, slot: BootSlot) => {
     const selection = options.selections?.[slot] ?? `stable,copy-${slot}`;
     const args = [...(options.args ?? []), '-M', '-m', '-e', selection, '-i', imagePath];
     const result = await runProgram('swupdate', args, { timeoutMs: options.timeoutMs ?? 1_800_000 });
-    if (result.exitCode !== 0) {
-      const why = result.timedOut ? 'timed out' : `exited with ${result.exitCode}`;
-      const said = `${result.stdout}\n${result.stderr}`.split('\n').filter((line) => line.includes('ERROR'));
-      throw new Error(`swupdate -e ${selection} ${why}: ${said.join(' | ').slice(-500)}`);
-    }
+    if (result.exitCode !== 0) throw new Error(describeFailure(`swupdate -e ${selection}`, result));
   };
+  return Object.assign(write, { artifactKinds: ['swu'] as const });
 }

@@ -152,3 +152,62 @@ for (const kind of ['uboot', 'grub'] as BootLoaderKind[]) {
     });
   });
 }
+
+describe('a trial boot recognised by the boot id, with the counter outside the environment', () => {
+  /** U-Boot media counting outside the environment, booted on A, with 2.0.0 installed to B. */
+  async function armedWithCounterOutside(options: { slotOnCommandLine?: boolean }) {
+    const media = await createBootMedia('uboot', partitionBytes, factory, { counter: 'outside', ...options });
+    const image = randomBytes(200_000);
+    const path = join(media.dir, 'update.bin');
+    await writeFile(path, image);
+    const installer = bootloaderInstaller(media);
+    await media.bootLoaderStart();
+    await installer.boot();
+    await installer.install({ version: '2.0.0', sha256: sha256(image), filePath: path });
+    return { media, image, path, installer };
+  }
+
+  // CONFIG_BOOTCOUNT_RAM (or a register): U-Boot counts, but `bootcount` in the environment stays 0.
+  for (const slotOnCommandLine of [true, false]) {
+    const how = slotOnCommandLine ? 'the slot on the kernel command line' : 'no slot on the command line';
+    it(`reboot into the new slot is the trial (${how}); an agent restart alone is not`, async () => {
+      const { media, image, path, installer } = await armedWithCounterOutside({ slotOnCommandLine });
+      try {
+        assert.equal(await media.bootLoaderStart(), 'b');
+        assert.equal((await media.variables()).get('bootcount'), '0', 'the environment never counts');
+        assert.deepEqual(await installer.boot(), { kind: 'trial', version: '2.0.0', previousVersion: '1.0.0' });
+        assert.equal(installer.currentSlot(), 'b');
+        // The agent restarts during the health check, same boot: still the trial, not a fallback.
+        const restarted = bootloaderInstaller(media);
+        assert.deepEqual(await restarted.boot(), { kind: 'trial', version: '2.0.0', previousVersion: '1.0.0' });
+        await restarted.commit();
+        assert.equal(await media.bootLoaderStart(), 'b');
+        const committed = bootloaderInstaller(media);
+        assert.deepEqual(await committed.boot(), { kind: 'normal', version: '2.0.0' });
+
+        // The next install, then an agent restart without reboot: abandoned, the next boot stays on B.
+        await committed.install({ version: '3.0.0', sha256: sha256(image), filePath: path });
+        assert.deepEqual(await bootloaderInstaller(media).boot(), {
+          kind: 'reverted',
+          version: '2.0.0',
+          abandonedVersion: '3.0.0',
+        });
+        assert.equal(await media.bootLoaderStart(), 'b');
+      } finally {
+        await media.remove();
+      }
+    });
+  }
+
+  it('a boot past bootlimit that the boot loader fell back from is reported as reverted', async () => {
+    const { media, installer } = await armedWithCounterOutside({});
+    try {
+      for (let attempt = 1; attempt <= 3; attempt++) assert.equal(await media.bootLoaderStart(), 'b');
+      assert.equal(await media.bootLoaderStart(), 'a');
+      assert.deepEqual(await installer.boot(), { kind: 'reverted', version: '1.0.0', abandonedVersion: '2.0.0' });
+      assert.equal(installer.currentSlot(), 'a');
+    } finally {
+      await media.remove();
+    }
+  });
+});

@@ -96,3 +96,33 @@ describe('update authorisation (signature, binding, downgrade)', () => {
     assert.equal(verdict(signed(update('2.0.0', { force: true })), '2.0.0'), 'install');
   });
 });
+
+describe('artifact kind against the installer, before downloading', () => {
+  const kinds = (
+    url: string,
+    accepted: readonly ('bin' | 'img' | 'ext4' | 'raucb' | 'swu')[] | undefined,
+    fields = {},
+  ) => {
+    const result = authorizeUpdate(signed(update('2.0.0', { url, ...fields })), '1.0.0', pinned, accepted);
+    return result.verdict === 'refuse' ? `${result.code}: ${result.message}` : result.verdict;
+  };
+
+  it('takes the kind from the extension the download URL path ends with', () => {
+    assert.equal(kinds('https://s3.example/firmware/o/2.0.0/abc.raucb?X-Amz-Signature=1', ['raucb']), 'install');
+    assert.equal(
+      kinds('http://h/dl/firmware/o/2.0.0/abc.EXT4?expires=1&signature=x', ['bin', 'img', 'ext4']),
+      'install',
+    );
+    assert.match(
+      kinds('https://s3.example/firmware/o/2.0.0/abc.bin?sig', ['raucb']),
+      /^artifact_mismatch: firmware 2\.0\.0 is a raw image \(\.bin\); this device's installer takes \.raucb$/,
+    );
+    assert.match(kinds('https://h/dl/x/abc.swu', ['bin', 'img', 'ext4']), /^artifact_mismatch: .*SWUpdate image/);
+  });
+
+  it("prefers the server's artifact_type, and leaves an unknown kind or an installer taking any to the installer", () => {
+    assert.match(kinds('https://h/dl/x/abc.bin', ['raucb'], { artifact_type: 'swu' }), /SWUpdate image \(\.swu\)/);
+    assert.equal(kinds('https://h/dl/x/no-extension', ['raucb']), 'install');
+    assert.equal(kinds('https://h/dl/x/abc.swu', undefined), 'install', 'the script installer takes any kind');
+  });
+});

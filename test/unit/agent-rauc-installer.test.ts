@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import type { Agent, AgentOptions } from '../../src/agent/agent.ts';
-import type { Installer } from '../../src/agent/installer.ts';
+import { ArtifactMismatchError, type Installer } from '../../src/agent/installer.ts';
 import { RaucInstaller } from '../../src/agent/rauc-installer.ts';
 import { fastAgent, updateToSecondVersion, withTempDir } from '../helpers/agent-fixtures.ts';
 import { StandInServer } from '../helpers/agent-stand-in-server.ts';
@@ -117,5 +117,92 @@ describe('the agent with the RAUC installer', { skip: missing }, () => {
     assert.equal(outcome.version, '1.0.0');
     assert.equal(outcome.booted, 'a');
     assert.equal(outcome.state.get('state_b'), 'bad');
+  });
+});
+
+describe('RAUC: what the bundle says is checked, what RAUC says is reported', { skip: missing }, () => {
+  let server: StandInServer;
+  before(async () => {
+    server = await StandInServer.start();
+  });
+  after(() => server?.close());
+
+  /** A RAUC system booted on slot A and an agent on it, connected to the stand-in server. */
+  async function withRaucAgent(deviceId: string, run: (agent: Agent, system: RaucSystem) => Promise<void>) {
+    const system = await createRaucSystem(factory);
+    try {
+      await withTempDir(async (dataDir) => {
+        const installer = new RaucInstaller({ dataDir, initialVersion: '1.0.0', env: system.env });
+        await system.powerOn();
+        const agent = fastAgent(server, { deviceId, dataDir, installer });
+        await agent.start();
+        try {
+          assert.equal(await agent.waitUntilConnected(10_000), true);
+          await run(agent, system);
+        } finally {
+          await agent.stop();
+        }
+      });
+    } finally {
+      await system.remove();
+    }
+  }
+
+  it('refuses a bundle whose manifest version is not the version offered: artifact_mismatch, nothing written', async () => {
+    const system = await createRaucSystem(factory);
+    try {
+      await withTempDir(async (dataDir) => {
+        const installer = new RaucInstaller({ dataDir, initialVersion: '1.0.0', env: system.env });
+        await system.powerOn();
+        await installer.boot();
+        const bundle = await system.bundle('2.5.0-build.7', update);
+        await assert.rejects(
+          installer.install({ version: '2.5.0', sha256: 'unused', filePath: bundle }),
+          (error: Error) =>
+            error instanceof ArtifactMismatchError &&
+            /says version 2\.5\.0-build\.7.*offers it as 2\.5\.0/.test(error.message),
+        );
+        assert.equal((await system.bootState()).get('primary'), 'a', 'RAUC was not asked to install');
+        assert.notEqual(await slotBytes(system.slots.b, update.length), sha256(update));
+        assert.equal(await system.powerOn(), 'a');
+        assert.deepEqual(await installer.boot(), { kind: 'normal', version: '1.0.0' });
+      });
+    } finally {
+      await system.remove();
+    }
+  });
+
+  it('the agent reports artifact_mismatch for it, before installing, and stays on 1.0.0', async () => {
+    await withRaucAgent('dev-rauc-mismatch', async (agent, system) => {
+      const bytes = await readFile(await system.bundle('2.0.0-build.7', update));
+      const result = await updateToSecondVersion(server, agent, 'dev-rauc-mismatch', 'mismatch.raucb', bytes);
+      assert.deepEqual(
+        [result.status, result.error?.code, result.current_version],
+        ['failed', 'artifact_mismatch', '1.0.0'],
+      );
+      assert.equal((await system.bootState()).get('primary'), 'a');
+    });
+  });
+
+  it("RAUC's own reason (LastError, on its stdout) reaches the server", async () => {
+    await withRaucAgent('dev-rauc-badsig', async (agent, system) => {
+      const bytes = await readFile(await system.bundle('2.0.0', update));
+      // The signature is at the end of a plain bundle: spoil a byte of it.
+      bytes[bytes.length - 100]! ^= 0xff;
+      const result = await updateToSecondVersion(server, agent, 'dev-rauc-badsig', 'badsig.raucb', bytes);
+      assert.equal(result.error?.code, 'install_failed', JSON.stringify(result));
+      assert.match(result.error?.message ?? '', /LastError: signature verification failed/);
+      assert.equal(result.current_version, '1.0.0');
+    });
+  });
+
+  it('refuses firmware of another kind (.bin) before downloading it', async () => {
+    await withRaucAgent('dev-rauc-kind', async (agent) => {
+      const before = server.firmwareRequests.length;
+      const result = await updateToSecondVersion(server, agent, 'dev-rauc-kind', 'rootfs.bin', update);
+      assert.equal(result.error?.code, 'artifact_mismatch', JSON.stringify(result));
+      assert.match(result.error?.message ?? '', /raw image \(\.bin\); this device's installer takes \.raucb/);
+      assert.equal(server.firmwareRequests.length, before, 'nothing was downloaded');
+    });
   });
 });

@@ -3,10 +3,12 @@
  * the health check as the agent runs it: exit status, the environment it gets, its timeout.
  */
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Agent } from '../../src/agent/agent.ts';
+import { kernelBootIdentity } from '../../src/agent/boot-identity.ts';
 import { silentLogger } from '../../src/agent/logger.ts';
 import { ScriptInstaller } from '../../src/agent/script-installer.ts';
 import { withTempDir } from '../helpers/agent-fixtures.ts';
@@ -25,20 +27,34 @@ case "$1" in
 esac
 `;
 
+/**
+ * The script in `dir`, running 1.0.0, an image to install, and the "kernel" of the test
+ * machine: its boot id, renewed by `reboot`.
+ */
+async function scriptDevice(dir: string) {
+  const path = join(dir, 'install.sh');
+  await writeFile(path, script(dir));
+  await chmod(path, 0o755);
+  await writeFile(join(dir, 'running'), '1.0.0\n');
+  await writeFile(join(dir, 'image.bin'), 'new image');
+  const bootIdFile = join(dir, 'boot_id');
+  const reboot = () => writeFile(bootIdFile, `${randomUUID()}\n`);
+  await reboot();
+  const bootIdentity = kernelBootIdentity({ bootIdFile, cmdlineFile: join(dir, 'cmdline') });
+  return { path, image: join(dir, 'image.bin'), bootIdentity, reboot };
+}
+
 describe('script installer contract', () => {
   it('calls install <file> <version>, reads current-version, and takes "reboot" on revert as a reboot request', async () => {
     await withTempDir(async (dir) => {
-      const path = join(dir, 'install.sh');
-      await writeFile(path, script(dir));
-      await chmod(path, 0o755);
-      await writeFile(join(dir, 'running'), '1.0.0\n');
-      await writeFile(join(dir, 'image.bin'), 'new image');
-      const installer = new ScriptInstaller({ installScript: path, dataDir: dir });
+      const { path, bootIdentity, reboot } = await scriptDevice(dir);
+      const installer = new ScriptInstaller({ installScript: path, dataDir: dir, bootIdentity });
       assert.deepEqual(await installer.boot(), { kind: 'normal', version: '1.0.0' });
       await installer.install({ version: '2.0.0', sha256: 'x', filePath: join(dir, 'image.bin') });
       assert.equal(await readFile(join(dir, 'next.img'), 'utf8'), 'new image');
 
       // "Reboot": the device now runs 2.0.0 on trial.
+      await reboot();
       await writeFile(join(dir, 'running'), '2.0.0\n');
       await writeFile(join(dir, 'on-trial'), '');
       assert.deepEqual(await installer.boot(), { kind: 'trial', version: '2.0.0', previousVersion: '1.0.0' });
@@ -55,12 +71,46 @@ describe('script installer contract', () => {
     });
   });
 
+  it('calls revert when the agent restarts after install and the machine did not reboot', async () => {
+    await withTempDir(async (dir) => {
+      const { path, bootIdentity, reboot } = await scriptDevice(dir);
+      const installer = new ScriptInstaller({ installScript: path, dataDir: dir, bootIdentity });
+      await installer.boot();
+      await installer.install({ version: '2.0.0', sha256: 'x', filePath: join(dir, 'image.bin') });
+      assert.equal(await readFile(join(dir, 'next'), 'utf8'), '2.0.0\n', 'armed for the next boot');
+
+      // The agent process restarts (crash, systemctl restart); same boot id: no reboot happened.
+      const restarted = new ScriptInstaller({ installScript: path, dataDir: dir, bootIdentity });
+      assert.deepEqual(await restarted.boot(), { kind: 'reverted', version: '1.0.0', abandonedVersion: '2.0.0' });
+      await assert.rejects(readFile(join(dir, 'next'), 'utf8'), /ENOENT/, 'revert disarmed the image');
+      assert.match(await readFile(join(dir, 'calls'), 'utf8'), /^revert$/m);
+
+      // The next unrelated reboot finds nothing armed and nothing pending.
+      await reboot();
+      const later = new ScriptInstaller({ installScript: path, dataDir: dir, bootIdentity });
+      assert.deepEqual(await later.boot(), { kind: 'normal', version: '1.0.0' });
+    });
+  });
+
+  it('counts a trial once per boot, not once per agent start', async () => {
+    await withTempDir(async (dir) => {
+      const { path, bootIdentity, reboot } = await scriptDevice(dir);
+      const options = { installScript: path, dataDir: dir, bootIdentity, maxTries: 1 };
+      await new ScriptInstaller(options).boot();
+      await new ScriptInstaller(options).install({ version: '2.0.0', sha256: 'x', filePath: join(dir, 'image.bin') });
+      await reboot();
+      await writeFile(join(dir, 'running'), '2.0.0\n');
+      assert.equal((await new ScriptInstaller(options).boot()).kind, 'trial');
+      // The agent restarts during the health check of the same boot: still the first try.
+      assert.equal((await new ScriptInstaller(options).boot()).kind, 'trial');
+      await reboot();
+      assert.equal((await new ScriptInstaller(options).boot()).kind, 'reverted', 'a second boot is past maxTries 1');
+    });
+  });
+
   it('a revert that prints nothing needs no reboot; a failing step throws with its stderr', async () => {
     await withTempDir(async (dir) => {
-      const path = join(dir, 'install.sh');
-      await writeFile(path, script(dir));
-      await chmod(path, 0o755);
-      await writeFile(join(dir, 'running'), '1.0.0\n');
+      const { path } = await scriptDevice(dir);
       const installer = new ScriptInstaller({ installScript: path, dataDir: dir });
       await installer.boot();
       assert.equal(await installer.revert(), 'done');

@@ -6,70 +6,35 @@
  * test/helpers/boot-media.ts. The whole agent takes the update from a stand-in server.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import type { AgentOptions } from '../../src/agent/agent.ts';
+import { kernelBootIdentity } from '../../src/agent/boot-identity.ts';
 import { BootloaderInstaller } from '../../src/agent/bootloader-installer.ts';
 import { swupdateSlotWriter } from '../../src/agent/swupdate.ts';
 import { fastAgent, updateToSecondVersion } from '../helpers/agent-fixtures.ts';
 import { StandInServer } from '../helpers/agent-stand-in-server.ts';
-import { type BootMedia, bootedByLoader, createBootMedia } from '../helpers/boot-media.ts';
+import { acquireSwupdateLock, buildSwu, swupdateUnavailable } from '../helpers/agent-swu.ts';
+import { bootedByLoader, createBootMedia } from '../helpers/boot-media.ts';
 import { sha256Of as sha256 } from '../helpers/firmware.ts';
 
-const run = promisify(execFile);
-
-async function unavailable(): Promise<string | undefined> {
-  for (const command of ['swupdate', 'openssl', 'cpio', 'fw_setenv']) {
-    try {
-      await run('sh', ['-c', `command -v ${command}`]);
-    } catch {
-      return `${command} is not installed`;
-    }
-  }
-  return undefined;
-}
-const missing = await unavailable();
-
-/** A signed .swu writing `image` raw to slot A's or slot B's partition, by selection. */
-async function buildSwu(media: BootMedia, version: string, image: Buffer): Promise<Buffer> {
-  const dir = media.dir;
-  await run('openssl', [
-    ...['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=edgeflow-test'],
-    ...['-keyout', join(dir, 'swu-key.pem'), '-out', join(dir, 'swu-cert.pem')],
-    ...['-addext', 'extendedKeyUsage=emailProtection'],
-  ]);
-  await writeFile(join(dir, 'rootfs.img'), image);
-  const copy = (slot: 'a' | 'b') =>
-    `copy-${slot} = { images: ( { filename = "rootfs.img"; device = "${media.slots[slot]}"; type = "raw"; sha256 = "${sha256(image)}"; } ); };`;
-  await writeFile(
-    join(dir, 'sw-description'),
-    `software = {\n  version = "${version}";\n  hardware-compatibility: [ "1.0" ];\n  stable = {\n    ${copy('a')}\n    ${copy('b')}\n  };\n}\n`,
-  );
-  await run('openssl', [
-    ...['cms', '-sign', '-in', join(dir, 'sw-description'), '-out', join(dir, 'sw-description.sig')],
-    ...['-signer', join(dir, 'swu-cert.pem'), '-inkey', join(dir, 'swu-key.pem')],
-    ...['-outform', 'DER', '-nosmimecap', '-binary'],
-  ]);
-  // sw-description first, its signature second: SWUpdate reads the archive as a stream.
-  await run('sh', [
-    '-c',
-    `cd '${dir}' && printf 'sw-description\\nsw-description.sig\\nrootfs.img\\n' | cpio -o -H crc --quiet > update.swu`,
-  ]);
-  return readFile(join(dir, 'update.swu'));
-}
+const missing = await swupdateUnavailable();
 
 describe('the agent with SWUpdate writing the slots', { skip: missing }, () => {
   const factory = randomBytes(100_000);
   const update = randomBytes(250_000);
   let server: StandInServer;
+  let releaseSwupdate: (() => Promise<void>) | undefined;
   before(async () => {
+    releaseSwupdate = await acquireSwupdateLock();
     server = await StandInServer.start();
   });
-  after(() => server?.close());
+  after(async () => {
+    await server?.close();
+    await releaseSwupdate?.();
+  });
 
   async function runUpdate(options: Partial<AgentOptions>, deviceId: string) {
     const media = await createBootMedia('uboot', 1024 * 1024, factory);
@@ -78,6 +43,7 @@ describe('the agent with SWUpdate writing the slots', { skip: missing }, () => {
       const installer = new BootloaderInstaller({
         environment: media.environment,
         initialVersion: '1.0.0',
+        bootIdentity: kernelBootIdentity(media.proc),
         writeSlot: swupdateSlotWriter({ args: ['-k', join(media.dir, 'swu-cert.pem'), '-H', 'edgeflow:1.0'] }),
       });
       const agent = fastAgent(server, {
@@ -133,6 +99,7 @@ describe('the agent with SWUpdate writing the slots', { skip: missing }, () => {
       const installer = new BootloaderInstaller({
         environment: media.environment,
         initialVersion: '1.0.0',
+        bootIdentity: kernelBootIdentity(media.proc),
         writeSlot: swupdateSlotWriter({ args: ['-k', join(media.dir, 'swu-cert.pem'), '-H', 'edgeflow:1.0'] }),
       });
       await media.bootLoaderStart();
