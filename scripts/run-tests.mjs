@@ -2,7 +2,7 @@
 // Runs every test file with Node's test runner (Node 20 takes no globs): unit tests first,
 // then the integration and end-to-end suites, two files at a time (this machine has two cores).
 import { spawnSync } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { buildTestCli } from './build-test-cli.mjs';
 
@@ -16,20 +16,47 @@ function testFiles(dir) {
   return found.sort();
 }
 
+/**
+ * A guard against a hang, not a measure of speed: it bounds each test and each file as a whole.
+ * A file of e2e runs (first-hour: ~40 CLI processes and four server starts) takes 90 s alone and
+ * 3–4× that on a machine running a second copy of the suite, so the bound is generous.
+ */
+const TIMEOUT_MS = 900_000;
+
+/**
+ * The files that take longest (about 30–80 s each, measured), started first: two slots that
+ * finish together finish sooner than two that wait on one long file at the end.
+ */
+const LONGEST_FIRST = [
+  'test/e2e/readme.test.ts',
+  'test/e2e/demo.test.ts',
+  'test/integration/deployments.test.ts',
+  'test/e2e/first-hour.test.ts',
+  'test/e2e/dashboard-deployments.test.ts',
+  'test/e2e/cli-deployments.test.ts',
+  'test/e2e/dashboard-fleet.test.ts',
+  'test/e2e/agent-tunnel.test.ts',
+  'test/e2e/ota.test.ts',
+  'test/e2e/agent-package.test.ts',
+];
+
 const only = process.argv.slice(2);
-// Unit tests first (quick, and a broken core fails fast); then e2e and integration in one run,
-// so that the two slots never wait for the slowest file of a group before the next starts. Two
-// files at a time: the suite is CPU-bound on two cores (three at a time measured no faster).
+// One run, two files at a time (the suite is CPU-bound on two cores; three at a time measured no
+// faster): the longest files first, the other e2e and integration files, then the unit files,
+// which are quick and fill the slots at the end.
+const rest = [...testFiles('test/e2e'), ...testFiles('test/integration')].filter(
+  (file) => !LONGEST_FIRST.includes(file),
+);
 const groups = only.length
   ? [only]
-  : [testFiles('test/unit'), [...testFiles('test/e2e'), ...testFiles('test/integration')]];
+  : [[...LONGEST_FIRST.filter((file) => existsSync(file)), ...rest, ...testFiles('test/unit')]];
 // The e2e suites start the CLI as a child process; they run this bundle of it (build-test-cli.mjs).
 process.env.EDGEFLOW_TEST_CLI ??= await buildTestCli();
 let failed = false;
 for (const files of groups.filter((group) => group.length)) {
   const result = spawnSync(
     process.execPath,
-    ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=300000', ...files],
+    ['--import', 'tsx', '--test', '--test-concurrency=2', `--test-timeout=${TIMEOUT_MS}`, ...files],
     { stdio: 'inherit' },
   );
   if (result.status !== 0) failed = true;

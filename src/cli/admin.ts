@@ -2,10 +2,44 @@
  * `edgeflow-ota admin reset-key`: replaces the system administrator key directly in the
  * database (the embedded one in the data directory, or DATABASE_URL), for an operator who lost
  * it or set EDGEFLOW_ADMIN_KEY after the first start.
+ *
+ * An offline command on the embedded database takes the data directory's lock, as `serve` does
+ * (infra/data-dir-lock.ts): beside a running server its change would be written to a database
+ * the server holds its own view of, and be lost.
  */
 import type { Command } from 'commander';
+import type { Config } from '../server/infra/config.ts';
 import { ConfigError, loadConfig } from '../server/infra/config.ts';
+import type { Db } from '../server/infra/db.ts';
 import { CliError } from './errors.ts';
+
+/** Runs `work` on the configured database, holding the data directory while it is the embedded one. */
+async function withOfflineDatabase<T>(config: Config, command: string, work: (db: Db) => Promise<T>): Promise<T> {
+  const { lockDataDir } = await import('../server/infra/data-dir-lock.ts');
+  const { DataDirLockedError } = await import('../server/infra/errors.ts');
+  const { openConfiguredDb } = await import('../server/server.ts');
+  let lock: Awaited<ReturnType<typeof lockDataDir>> | undefined;
+  if (!config.databaseUrl) {
+    try {
+      lock = await lockDataDir(config.dataDir, { holder: `edgeflow-ota ${command}` });
+    } catch (error) {
+      if (!(error instanceof DataDirLockedError)) throw error;
+      throw new CliError(
+        `the data directory ${config.dataDir} is in use by ${error.holder}: stop it first, then run ${command} again`,
+      );
+    }
+  }
+  try {
+    const db = await openConfiguredDb(config);
+    try {
+      return await work(db);
+    } finally {
+      await db.close();
+    }
+  } finally {
+    await lock?.release();
+  }
+}
 
 export function registerAdminCommands(program: Command): void {
   const admin = program.command('admin').description('server administration against its database (no server needed)');
@@ -13,7 +47,7 @@ export function registerAdminCommands(program: Command): void {
     .command('reset-key')
     .description(
       'replace the system administrator key (every earlier one stops working) and print the new one once; ' +
-        'stop the server first when it uses the embedded database',
+        'refused while a server runs on the embedded database (stop it first)',
     )
     .option('--data-dir <dir>', 'data directory of the embedded database (EDGEFLOW_DATA_DIR, default ./data)')
     .option('--from-env', 'make EDGEFLOW_ADMIN_KEY the key instead of generating one')
@@ -41,17 +75,13 @@ export function registerAdminCommands(program: Command): void {
           2,
         );
       }
-      const { openConfiguredDb } = await import('../server/server.ts');
       const { resetSystemAdminKey } = await import('../server/orgs/service.ts');
-      const db = await openConfiguredDb(config);
-      try {
-        const key = await resetSystemAdminKey(db, options.fromEnv ? config.adminKey : undefined);
-        const where = config.databaseUrl ? 'the database at DATABASE_URL' : `${config.dataDir}/db`;
-        process.stderr.write(`System administrator key replaced in ${where}; earlier keys no longer work.\n`);
-        if (!options.fromEnv) process.stdout.write(`${key}\n`);
-        else process.stderr.write('The key is now the value of EDGEFLOW_ADMIN_KEY.\n');
-      } finally {
-        await db.close();
-      }
+      const key = await withOfflineDatabase(config, 'admin reset-key', (db) =>
+        resetSystemAdminKey(db, options.fromEnv ? config.adminKey : undefined),
+      );
+      const where = config.databaseUrl ? 'the database at DATABASE_URL' : `${config.dataDir}/db`;
+      process.stderr.write(`System administrator key replaced in ${where}; earlier keys no longer work.\n`);
+      if (!options.fromEnv) process.stdout.write(`${key}\n`);
+      else process.stderr.write('The key is now the value of EDGEFLOW_ADMIN_KEY.\n');
     });
 }

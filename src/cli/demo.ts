@@ -7,6 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { rmSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -14,6 +15,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Command } from 'commander';
 import { loadConfig } from '../server/infra/config.ts';
+import { isEnded } from '../server/model/deployment.ts';
 import type { RunningServer } from '../server/server.ts';
 import {
   type DeviceSpec,
@@ -24,18 +26,19 @@ import {
 } from '../simulator/index.ts';
 import { ApiClient } from './client.ts';
 import {
-  type DeploymentView,
   deploymentRequestOf,
+  describeRollback,
   describeSettings,
   describeStrategy,
   formatMinutes,
-  isFinished,
   parseDuration,
-  summarizeDeploymentCounts,
+  rollbackUnderWay,
 } from './deployment-format.ts';
+import { type DeploymentView, summarizeCounts } from './deployment-status.ts';
 import { CliError, describeCliError } from './errors.ts';
 
 const DEFAULT_PORT = 8080;
+const ENDING_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 /** How the printed commands call the CLI: from the repository, where `npm run demo` runs. */
 const CLI = 'node bin/edgeflow-ota.js';
 const MAX_DEVICES = 10_000;
@@ -134,9 +137,19 @@ interface Running {
 
 async function runDemo(options: DemoOptions): Promise<void> {
   const running: Running = { stopped: new AbortController() };
+  // Ctrl-C, a kill, or the terminal closing (SIGHUP) all end the demo the same way, cleaning up.
+  // The handlers stay for the whole run: a second signal during the cleanup (the terminal's
+  // SIGHUP after a SIGINT, a second Ctrl-C) must not kill it halfway and leave the directory.
   const interrupted = new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
+    for (const signal of ENDING_SIGNALS) process.on(signal, () => resolve());
+    process.once('SIGHUP', () => {
+      terminalGone = true;
+    });
+    for (const stream of [process.stdout, process.stderr]) {
+      stream.on('error', () => {
+        terminalGone = true;
+      });
+    }
   }).then(() => say('\nStopping the devices and the server…'));
   if (options.port && !(await portIsFree(options.port))) {
     throw new CliError(
@@ -145,6 +158,12 @@ async function runDemo(options: DemoOptions): Promise<void> {
   }
   const port = options.port ?? ((await portIsFree(DEFAULT_PORT)) ? DEFAULT_PORT : 0);
   const dir = await mkdtemp(path.join(os.tmpdir(), 'edgeflow-demo-'));
+  // The last resort, should the process end any other way than through the cleanup below (an
+  // error thrown while the terminal is gone): the directory still goes.
+  const removeOnExit = () => {
+    if (!options.keepData) rmSync(dir, { recursive: true, force: true });
+  };
+  process.once('exit', removeOnExit);
   try {
     running.server = await startDemoServer(path.join(dir, 'data'), port);
     const showing = showcase(running.server, dir, options, running);
@@ -153,8 +172,11 @@ async function runDemo(options: DemoOptions): Promise<void> {
     await Promise.race([showing.then(() => interrupted), interrupted]);
   } finally {
     running.stopped.abort();
-    await running.simulation?.stop();
-    await running.server?.close();
+    // Each step whatever the one before did (the terminal's SIGHUP may have killed the device
+    // processes already): the directory is removed in the end.
+    await running.simulation?.stop().catch(() => {});
+    await running.server?.close().catch(() => {});
+    process.removeListener('exit', removeOnExit);
     if (options.keepData) say(`Kept ${dir}; serve it again: ${CLI} serve --data-dir ${path.join(dir, 'data')}`);
     else await rm(dir, { recursive: true, force: true });
   }
@@ -298,23 +320,31 @@ async function untilOnline(simulation: Simulation, count: number, signal: AbortS
   say(`${simulation.counters().connected}/${count} devices online.`);
 }
 
-/** One line each time the deployment's status or a batch's state changes, until it ends. */
+/**
+ * One line each time the deployment's status, a batch's state or its rollback's progress changes,
+ * until it ended and its rollback (if any) is done.
+ */
 async function reportProgress(api: ApiClient, id: string, signal: AbortSignal): Promise<void> {
   let previous = '';
   while (!signal.aborted) {
     const deployment = await api.call<DeploymentView>('GET', `/api/v1/deployments/${encodeURIComponent(id)}`);
     const batches = deployment.batches.map((batch) => `${batch.kind === 'canary' ? 'canary' : 'rest'} ${batch.state}`);
-    const line = `${deployment.status}: ${batches.join(', ')}`;
+    const rollback = deployment.rollback ? `; rollback: ${describeRollback(deployment.rollback)}` : '';
+    const line = `${deployment.status}: ${batches.join(', ')}${rollback}`;
     if (line !== previous) {
-      const why = deployment.abort_reason ? ` — ${deployment.abort_reason}` : '';
-      say(`${new Date().toISOString().slice(11, 19)}  ${line} (${summarizeDeploymentCounts(deployment)})${why}`);
+      const why = deployment.stop_reason ? ` — stopped: ${deployment.stop_reason}` : '';
+      const counts = summarizeCounts(deployment.counts, deployment.bake_failed);
+      say(`${new Date().toISOString().slice(11, 19)}  ${line} (${counts})${why}`);
     }
     previous = line;
-    if (isFinished(deployment.status)) return;
+    if (isEnded(deployment.status) && !rollbackUnderWay(deployment.rollback)) return;
     await sleep(1000, undefined, { signal }).catch(() => {});
   }
 }
 
+/** The terminal closed (SIGHUP, or writing to it failed): nothing more is printed. */
+let terminalGone = false;
+
 function say(...lines: string[]): void {
-  process.stdout.write(`${lines.join('\n')}\n`);
+  if (!terminalGone) process.stdout.write(`${lines.join('\n')}\n`);
 }

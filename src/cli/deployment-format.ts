@@ -1,34 +1,29 @@
 /**
- * The pure half of the deployment commands: flags → the `POST /api/v1/deployments` body, and
- * the text of a dry-run plan and of a deployment's status block (one bar per batch). No I/O,
- * so every rule here is unit-tested from plain values (test/unit/cli-deployments.test.ts).
+ * The pure half of the deployment commands: flags → the `POST /api/v1/deployments` body, the
+ * words for a deployment's strategy, settings, target, left-out devices and rollback, and the text
+ * of a dry-run plan. No I/O, and only type imports from the server, so the dashboard shares these
+ * words without bundling the server's schemas (the live status block is deployment-status.ts).
+ * Unit-tested from plain values (test/unit/cli-deployments.test.ts).
  */
 import type {
+  AnsweredTarget,
   BatchSize,
   CreateDeploymentBody,
-  Deployment,
   DeploymentPlan,
   DeploymentSettings,
-  DeploymentStatus,
-  DeviceCounts,
   DeviceSample,
   OnFailure,
   RestStrategy,
   Strategy,
 } from '../server/deployments/schemas.ts';
+import type { RollbackCounts, SkipReason } from '../server/model/deployment.ts';
+import { isActive, type UpdateStatus } from '../server/model/update-status.ts';
 import { CliError } from './errors.ts';
 
 /** Exit code of a command line the user has to correct (as for a bad --server URL). */
 const USAGE = 2;
 
 const usage = (message: string) => new CliError(message, USAGE);
-
-/** The statuses a deployment does not leave: `--wait` and `watch <id>` stop there. */
-export const FINISHED_STATUSES: readonly DeploymentStatus[] = ['completed', 'failed', 'cancelled', 'rolled_back'];
-
-export function isFinished(status: DeploymentStatus): boolean {
-  return FINISHED_STATUSES.includes(status);
-}
 
 // --- flags → request ---------------------------------------------------------------------------
 
@@ -245,12 +240,37 @@ export function sampleIds(ids: readonly string[], count: number): string {
   return `${shown.join(', ')}${more > 0 ? ` … (+${more})` : ''}`;
 }
 
-const batchLabel = (index: number, kind: string) => `#${index} ${kind.padEnd(6)}`;
+export const batchLabel = (index: number, kind: string) => `#${index} ${kind.padEnd(6)}`;
+
+/**
+ * Why the devices the target matched were left out, by the server's reason (the keys are the
+ * server's `SkipReason`s: a reason added there fails this type check until it has its words).
+ */
+export const LEFT_OUT_WORDS: Record<SkipReason, (version: string) => string> = {
+  already_on_version: (version) => `already on ${version}`,
+  newer_version: (version) => `they run a version newer than ${version}`,
+  incompatible: () => 'model not supported by the firmware',
+  busy: () => 'held by another open deployment or update',
+  version_changed: () => 'their version changed since they were planned',
+  offline_timeout: () => 'offline past the device timeout',
+};
+
+/** A plan's devices that are not batched as planned, in the order the plan text lists them. */
+export function planExceptions(plan: DeploymentPlan): { name: string; sample: DeviceSample; why: string }[] {
+  const reasons = Object.entries(LEFT_OUT_WORDS) as [SkipReason, (version: string) => string][];
+  return [
+    ...reasons.map(([reason, why]) => ({ name: reason, sample: plan.excluded[reason], why: why(plan.version) })),
+    ...(plan.not_found ? [{ name: 'not_found', sample: plan.not_found, why: 'listed, but no such device' }] : []),
+    { name: 'offline', sample: plan.offline, why: 'in the batches; dispatched when they come online' },
+  ].filter(({ sample }) => sample.count > 0);
+}
 
 /** The dry-run answer as text: batches with their sizes and first ids, then who is left out and why. */
 export function renderPlan(plan: DeploymentPlan): string {
   const header = `dry run: ${plan.version} to ${plan.total} device(s), ${describeStrategy(plan.settings)}`;
-  const width = String(Math.max(plan.total, plan.skipped.count, plan.incompatible.count, plan.busy.count)).length;
+  const exceptions = planExceptions(plan);
+  const width = String(Math.max(plan.total, ...exceptions.map(({ sample }) => sample.count))).length;
+  const nameWidth = Math.max(12, ...exceptions.map(({ name }) => name.length));
   const count = (n: number) => String(n).padStart(width);
   const lines = [header, `  ${describeSettings(plan.settings)}`];
   if (plan.start_at) lines.push(`  starts at ${plan.start_at}`);
@@ -260,109 +280,56 @@ export function renderPlan(plan: DeploymentPlan): string {
       `  ${batchLabel(batch.index, batch.kind)} ${count(batch.size)}  ${sampleIds(batch.device_ids, batch.size)}`,
     );
   }
-  const left: [string, DeviceSample, string][] = [
-    ['skipped', plan.skipped, `already on ${plan.version}`],
-    ['incompatible', plan.incompatible, 'model not supported by the firmware'],
-    ['busy', plan.busy, 'in another active deployment or update'],
-    ['offline', plan.offline, 'in the batches; dispatched when they come online'],
-  ];
-  for (const [name, sample, why] of left) {
-    if (sample.count === 0) continue;
-    lines.push(`  ${name.padEnd(12)} ${count(sample.count)}  ${why}: ${sampleIds(sample.device_ids, sample.count)}`);
+  for (const { name, sample, why } of exceptions) {
+    lines.push(
+      `  ${name.padEnd(nameWidth)} ${count(sample.count)}  ${why}: ${sampleIds(sample.device_ids, sample.count)}`,
+    );
   }
   lines.push('nothing was created');
   return lines.join('\n');
 }
 
-/** The statuses in the order of a device's life, so summaries always read the same way. */
-const COUNT_ORDER: readonly (keyof DeviceCounts)[] = [
-  'completed',
-  'failed',
-  'timed_out',
-  'in_progress',
-  'dispatched',
-  'queued',
-  'pending',
-  'cancelled',
-  'skipped',
-];
+/** `tags edge, site-a · 120 devices listed`: a deployment's target in a few words. */
+export function describeTarget(target: AnsweredTarget): string {
+  if (target.all) return 'the whole fleet';
+  const parts: string[] = [];
+  if (target.device_ids_count !== undefined) {
+    parts.push(`${target.device_ids_count} device${target.device_ids_count === 1 ? '' : 's'} listed`);
+  }
+  const list = (name: string, values: string[] | undefined, shown = 5) => {
+    if (!values?.length) return;
+    const more = values.length > shown ? ` … (+${values.length - shown})` : '';
+    parts.push(`${name} ${values.slice(0, shown).join(', ')}${more}`);
+  };
+  list('tags', target.tags);
+  list('models', target.models);
+  list('current versions', target.current_versions);
+  return parts.join(' · ');
+}
 
-/** `40 completed, 3 failed, 67 pending`: the non-zero counts. */
-export function summarizeCounts(counts: DeviceCounts): string {
-  const parts = COUNT_ORDER.filter((status) => counts[status] > 0).map(
-    (status) => `${counts[status]} ${status.replace('_', ' ')}`,
+/** The outcomes of a rollback's rows, in the order they read; the rows still moving are "under way". */
+const ROLLBACK_OUTCOMES: readonly UpdateStatus[] = ['completed', 'failed', 'timed_out', 'skipped', 'cancelled'];
+
+/**
+ * A deployment's rollback, its progress and outcome: `2 completed, 1 skipped of 3, done` or
+ * `1 completed, 2 under way of 3`. `separator` joins the parts (`' · '` on the dashboard).
+ */
+export function describeRollback(rollback: RollbackCounts, separator = ', '): string {
+  const total = Object.values(rollback).reduce((sum, n) => sum + n, 0);
+  if (total === 0) return 'nothing to roll back yet';
+  const underWay = underWayOf(rollback);
+  const parts = ROLLBACK_OUTCOMES.filter((status) => rollback[status] > 0).map(
+    (status) => `${rollback[status]} ${status.replace('_', ' ')}`,
   );
-  return parts.length > 0 ? parts.join(', ') : 'no devices';
+  if (underWay > 0) parts.push(`${underWay} under way`);
+  return `${parts.join(separator)} of ${total}${underWay > 0 ? '' : ', done'}`;
 }
 
-/** The counts, and how many of the completed devices then failed their bake (the gate counts them failed). */
-export function summarizeDeploymentCounts(deployment: Pick<Deployment, 'counts' | 'bake_failed'>): string {
-  const bakeFailed = deployment.bake_failed > 0 ? `; ${deployment.bake_failed} completed, then failed the bake` : '';
-  return `${summarizeCounts(deployment.counts)}${bakeFailed}`;
+function underWayOf(rollback: RollbackCounts): number {
+  return (Object.keys(rollback) as UpdateStatus[]).filter(isActive).reduce((sum, status) => sum + rollback[status], 0);
 }
 
-/**
- * A batch's bar: `#` completed, `x` failed or timed out, `-` cancelled or skipped, `>` on
- * their way (queued, dispatched, in progress), `.` not started. Each segment's cells come from
- * the running total, so rounding never makes the bar longer or shorter than `width`.
- */
-export function batchBar(counts: DeviceCounts, size: number, width: number): string {
-  const segments: [string, number][] = [
-    ['#', counts.completed],
-    ['x', counts.failed + counts.timed_out],
-    ['-', counts.cancelled + counts.skipped],
-    ['>', counts.queued + counts.dispatched + counts.in_progress],
-  ];
-  const known = segments.reduce((sum, [, n]) => sum + n, 0);
-  // A dynamic deployment can count more devices than the size it started with.
-  const total = Math.max(size, known + counts.pending);
-  if (total === 0) return '.'.repeat(width);
-  let bar = '';
-  let running = 0;
-  for (const [mark, n] of segments) {
-    const from = Math.round((running * width) / total);
-    running += n;
-    bar += mark.repeat(Math.round((running * width) / total) - from);
-  }
-  return bar.padEnd(width, '.');
-}
-
-/** Devices of a batch that have their result. */
-export function finishedCount(counts: DeviceCounts): number {
-  return counts.completed + counts.failed + counts.timed_out + counts.cancelled + counts.skipped;
-}
-
-/** The deployment fields the status block reads; `abort_reason` is there when the server says why it stopped. */
-export type DeploymentView = Deployment & { abort_reason?: string | null };
-
-/**
- * The status block `show`, `watch` and `deploy --wait` print: what, where it stands, the counts,
- * then one line per batch with its bar. `columns` is the terminal width the lines must fit.
- */
-export function renderDeployment(deployment: DeploymentView, columns = 100): string[] {
-  const lines = [
-    `deployment ${deployment.id}: ${deployment.version} to ${deployment.total} device(s), ${describeStrategy(deployment)} — ${deployment.status}`,
-    `  ${describeSettings(deployment)}`,
-    `  ${summarizeDeploymentCounts(deployment)}`,
-  ];
-  if (deployment.status === 'scheduled' && deployment.start_at) lines.push(`  starts at ${deployment.start_at}`);
-  if (deployment.abort_reason) lines.push(`  stopped: ${deployment.abort_reason}`);
-  const sizeWidth = String(Math.max(0, ...deployment.batches.map((batch) => batch.size))).length;
-  const barWidth = Math.max(10, Math.min(40, columns - 50 - 2 * sizeWidth));
-  for (const batch of deployment.batches) {
-    const failures = batch.counts.failed + batch.counts.timed_out;
-    const bar = `[${batchBar(batch.counts, batch.size, barWidth)}]`;
-    const done = `${String(finishedCount(batch.counts)).padStart(sizeWidth)}/${String(batch.size).padEnd(sizeWidth)}`;
-    const failed = failures > 0 ? `  ${failures} failed` : '';
-    lines.push(`  ${batchLabel(batch.index, batch.kind)} ${batch.state.padEnd(7)} ${bar} ${done}${failed}`.trimEnd());
-  }
-  return lines;
-}
-
-/**
- * What a log (not a terminal) gets when the block is drawn again: the lines that differ from
- * the previous drawing, so an unchanged batch is not repeated on every change of another.
- */
-export function changedLines(previous: readonly string[], next: readonly string[]): string[] {
-  return next.filter((line, index) => previous[index] !== line);
+/** Whether some rollback row of the deployment is still queued, sent or running. */
+export function rollbackUnderWay(rollback: RollbackCounts | null): boolean {
+  return rollback !== null && underWayOf(rollback) > 0;
 }

@@ -1,11 +1,15 @@
 /**
  * Follows one deployment until it ends, for `watch <deployment-id>` and `deploy --wait`: the
- * event stream says when something changed, GET /api/v1/deployments/{id} says what it is now
- * (the status is derived from counters on the server; the CLI never adds events up itself).
+ * event stream says when something changed (its `deployment` events, and the `ota` and
+ * `ota_bulk` events of its updates), GET /api/v1/deployments/{id} says what it is now: the
+ * stored status, the counts kept on write, the batches, the rollback (the CLI never adds events
+ * up itself). "Ended" is the server model's `isEnded`.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { isEnded } from '../server/model/deployment.ts';
 import { type ApiClient, ApiError } from './client.ts';
-import { changedLines, type DeploymentView, isFinished, renderDeployment } from './deployment-format.ts';
+import { describeRollback } from './deployment-format.ts';
+import { changedLines, type DeploymentView, renderDeployment } from './deployment-status.ts';
 import { CliError } from './errors.ts';
 
 /** At most five redraws a second: a 10,000-device rollout sends far more events than a person reads. */
@@ -88,6 +92,9 @@ class Doorbell {
   }
 }
 
+/** The events that name the deployment they are about (`deployment_id`). */
+const FOLLOWED_EVENTS = new Set(['deployment', 'ota', 'ota_bulk']);
+
 /** Rings the bell on each event about this deployment, reconnecting when the stream drops, until aborted. */
 async function listen(
   api: Pick<ApiClient, 'events'>,
@@ -103,7 +110,7 @@ async function listen(
         // Whatever changed while the stream was down.
         bell.ring();
       })) {
-        if (event === 'resync' || ((event === 'deployment' || event === 'ota') && data.deployment_id === id)) {
+        if (event === 'resync' || (FOLLOWED_EVENTS.has(event) && data.deployment_id === id)) {
           bell.ring();
         }
       }
@@ -132,9 +139,10 @@ async function readThroughRestarts(api: Pick<ApiClient, 'call'>, id: string): Pr
 }
 
 /**
- * Shows the deployment live until it is completed, failed, cancelled or rolled back; throws a
+ * Shows the deployment live until it ended (completed, failed, cancelled or rolled back); throws a
  * CliError (exit 1) when it ended any other way than completed, so that
- * `deploy --wait && next-step` only goes on after a full success.
+ * `deploy --wait && next-step` only goes on after a full success. A rollback still under way then
+ * is named with its progress: `deployments show <id>` follows it to its outcome.
  */
 export async function followDeployment(
   api: Pick<ApiClient, 'call' | 'events'>,
@@ -157,10 +165,11 @@ export async function followDeployment(
       bell.clear();
       const deployment = await readThroughRestarts(api, id);
       display.show(deployment);
-      if (isFinished(deployment.status)) {
+      if (isEnded(deployment.status)) {
         if (deployment.status === 'completed') return;
-        const why = deployment.abort_reason ? `: ${deployment.abort_reason}` : '';
-        throw new CliError(`deployment ${id} ended ${deployment.status}${why}`);
+        const why = deployment.stop_reason ? `: ${deployment.stop_reason}` : '';
+        const rollback = deployment.rollback ? `; rollback: ${describeRollback(deployment.rollback)}` : '';
+        throw new CliError(`deployment ${id} ended ${deployment.status}${why}${rollback}`);
       }
       await bell.wait(FALLBACK_READ_MS);
       await sleep(Math.max(0, REDRAW_INTERVAL_MS - (Date.now() - read)));

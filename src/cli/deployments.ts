@@ -1,27 +1,26 @@
 /**
  * Fleet deployments from the command line: `deploy <version>` (with --dry-run and --wait) and
- * `deployments list|show|devices|pause|resume|cancel|promote|rollback`. The flags are parsed
- * and the answers drawn by deployment-format.ts; `--wait` follows like `watch <id>`.
+ * `deployments list|show|devices|target|pause|resume|cancel|promote|rollback`. The flags are
+ * parsed and the plan drawn by deployment-format.ts, the status block by deployment-status.ts;
+ * `--wait` follows like `watch <id>`. Which controls apply is the server's answer (`controls`),
+ * never a rule kept here.
  */
 import type { Command } from 'commander';
-import type { DeploymentPlan } from '../server/deployments/schemas.ts';
-import {
-  type DeployFlags,
-  type DeploymentView,
-  deploymentRequestOf,
-  renderDeployment,
-  renderPlan,
-} from './deployment-format.ts';
+import type { DeploymentDevice, DeploymentPlan } from '../server/deployments/schemas.ts';
+import { BAKE_FAILURES, type Control, DEVICE_STATES, failedOf, SKIP_REASONS } from '../server/model/deployment.ts';
+import { ApiError } from './client.ts';
+import { type DeployFlags, deploymentRequestOf, renderPlan } from './deployment-format.ts';
+import { type DeploymentView, renderDeployment } from './deployment-status.ts';
 import { followDeployment } from './deployment-watch.ts';
 import { action, client, type GlobalFlags, print, type Row, table, withConnection } from './operator.ts';
 
-const CONTROLS = {
+const CONTROLS: Record<Control, string> = {
   pause: 'pause: no new batch or device starts; devices already updating finish',
   resume: 'resume a paused deployment (after a failed gate: accept its failures and go on)',
-  cancel: 'cancel: devices not started are never touched; running ones finish',
+  cancel: 'cancel: devices not started are never touched; running ones are stopped where still safe',
   promote: 'start the next batch now, skipping the current gate and bake',
-  rollback: 'stop, and roll every device this deployment updated back to the version it ran before',
-} as const;
+  rollback: 'stop, and roll every device this deployment updated (and that still runs its version) back',
+};
 
 /**
  * A mistyped flag is one line, not the help page: commander's message with its suggestion
@@ -40,8 +39,35 @@ function listRow(deployment: DeploymentView): Row {
   return {
     ...deployment,
     completed: deployment.counts.completed,
-    failed: deployment.counts.failed + deployment.counts.timed_out,
+    failed: failedOf(deployment.counts),
+    controls: deployment.controls.length > 0 ? deployment.controls : null,
   };
+}
+
+/** `--state failed,timed_out` (or the flag repeated): each state once in the query. */
+const states = (value: string, previous: string[] = []) => [
+  ...previous,
+  ...value
+    .split(',')
+    .map((state) => state.trim())
+    .filter(Boolean),
+];
+
+/**
+ * POSTs a control. A refusal (409: it does not apply now) is the server's one line, followed by
+ * the controls the deployment does offer now, as the server answers them.
+ */
+async function applyControl(flags: GlobalFlags, id: string, control: Control): Promise<DeploymentView> {
+  const api = client(flags);
+  try {
+    return await api.call<DeploymentView>('POST', path(id, `/${control}`));
+  } catch (error) {
+    if (!(error instanceof ApiError) || error.status !== 409) throw error;
+    const now = await api.call<DeploymentView>('GET', path(id)).catch(() => undefined);
+    if (!now) throw error;
+    const offered = now.controls.length > 0 ? now.controls.join(', ') : 'none';
+    throw new ApiError(error.status, error.code, `${error.message}; controls now: ${offered}`);
+  }
 }
 
 export function registerDeploymentCommands(program: Command): void {
@@ -116,51 +142,113 @@ export function registerDeploymentCommands(program: Command): void {
             'total',
             'completed',
             'failed',
+            'controls',
             'created_at',
           ]),
         );
       }),
     );
   withConnection(
-    deployments.command('show <id>').description('a deployment: status, counts and a bar per batch'),
+    deployments
+      .command('show <id>')
+      .description(
+        'a deployment: status, counts, its rollback, the devices left out, why it stopped, the controls it offers now, and a bar per batch',
+      ),
   ).action(
     action(async (id: string, flags: GlobalFlags) => {
       const deployment = await client(flags).call<DeploymentView>('GET', path(id));
       print(flags, deployment, () => renderDeployment(deployment, columns()).join('\n'));
     }),
   );
-  withConnection(deployments.command('devices <id>').description("a deployment's devices, a page at a time"))
-    .option('--status <status>', 'only devices in this status (pending, queued, in_progress, completed, failed …)')
+  withConnection(
+    deployments
+      .command('devices <id>')
+      .description(
+        'every device the target matched, where it stands and why (left out ones too), a page at a time; ' +
+          'filter by state, reason, batch',
+      ),
+  )
+    .option(
+      '--state <state>',
+      `only devices in these states (comma-separated or repeated): ${DEVICE_STATES.join(', ')}`,
+      states,
+    )
+    .option(
+      '--reason <reason>',
+      `only devices with this reason: why it was left out (${SKIP_REASONS.join(', ')}), bake_failed ` +
+        `(or ${BAKE_FAILURES.join(', ')}), or an error code`,
+    )
+    .option('--batch <n>', 'only the devices of this batch (0 is the first)')
+    .option('--failing', 'only devices that failed or timed out, in the update or in the bake')
     .option('--after <device-id>', 'the page after this device (printed at the end of a page)')
     .option('--limit <n>', 'devices per page', '100')
     .action(
-      action(async (id: string, flags: GlobalFlags & { status?: string; after?: string; limit: string }) => {
+      action(
+        async (
+          id: string,
+          flags: GlobalFlags & {
+            state?: string[];
+            reason?: string;
+            batch?: string;
+            failing?: boolean;
+            after?: string;
+            limit: string;
+          },
+        ) => {
+          const query = new URLSearchParams({ limit: flags.limit });
+          for (const state of flags.state ?? []) query.append('state', state);
+          if (flags.reason) query.set('reason', flags.reason);
+          if (flags.batch !== undefined) query.set('batch', flags.batch);
+          if (flags.failing) query.set('failing', 'true');
+          if (flags.after) query.set('after', flags.after);
+          const page = await client(flags).call<{ devices: DeploymentDevice[]; next_after: string | null }>(
+            'GET',
+            path(id, `/devices?${query}`),
+          );
+          print(flags, page, () => {
+            const rows = table(page.devices as unknown as Row[], [
+              'device_id',
+              'batch',
+              'state',
+              'reason',
+              'current_version',
+              'online',
+              'explanation',
+            ]);
+            return page.next_after ? `${rows}\nmore: --after ${page.next_after}` : rows;
+          });
+        },
+      ),
+    );
+  withConnection(
+    deployments
+      .command('target <id>')
+      .description("the device ids a deployment's target lists, in its order, and whether each names a device"),
+  )
+    .option('--after <n>', 'the page after this position (printed at the end of a page)')
+    .option('--limit <n>', 'ids per page', '1000')
+    .action(
+      action(async (id: string, flags: GlobalFlags & { after?: string; limit: string }) => {
         const query = new URLSearchParams({ limit: flags.limit });
-        if (flags.status) query.set('status', flags.status);
         if (flags.after) query.set('after', flags.after);
-        const page = await client(flags).call<{ devices: Row[]; next_after: string | null }>(
-          'GET',
-          path(id, `/devices?${query}`),
-        );
+        const page = await client(flags).call<{
+          device_ids: { device_id: string; found: boolean }[];
+          next_after: number | null;
+        }>('GET', path(id, `/target?${query}`));
         print(flags, page, () => {
-          const rows = table(page.devices, [
-            'device_id',
-            'batch',
-            'status',
-            'from_version',
-            'current_version',
-            'online',
-            'error_code',
-            'bake_failure',
-          ]);
-          return page.next_after ? `${rows}\nmore: --after ${page.next_after}` : rows;
+          const rows = table(page.device_ids, ['device_id', 'found']);
+          return page.next_after !== null ? `${rows}\nmore: --after ${page.next_after}` : rows;
         });
       }),
     );
-  for (const [control, description] of Object.entries(CONTROLS)) {
-    withConnection(deployments.command(`${control} <id>`).description(description)).action(
+  for (const [control, description] of Object.entries(CONTROLS) as [Control, string][]) {
+    withConnection(
+      deployments
+        .command(`${control} <id>`)
+        .description(`${description} (when \`deployments show <id>\` lists ${control} under controls)`),
+    ).action(
       action(async (id: string, flags: GlobalFlags) => {
-        const deployment = await client(flags).call<DeploymentView>('POST', path(id, `/${control}`));
+        const deployment = await applyControl(flags, id, control);
         print(flags, deployment, () => renderDeployment(deployment, columns()).join('\n'));
       }),
     );

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
-import { Command } from 'commander';
+import { Command, CommanderError } from 'commander';
 import { registerAgentCommand } from '../agent/cli.ts';
+import { escapeControlCharacters } from '../protocol/text.ts';
 import { registerSimulateCommand } from '../simulator/cli.ts';
 import { registerAdminCommands } from './admin.ts';
 import { registerDemoCommand } from './demo.ts';
@@ -13,14 +14,21 @@ const { version } = JSON.parse(readFileSync(new URL('../../package.json', import
   version: string;
 };
 
-const program = new Command('edgeflow-ota')
+const program: Command = new Command('edgeflow-ota')
   .description('EdgeFlow OTA: over-the-air firmware updates for fleets of edge devices')
   .version(version, '-V, --version', 'print the version')
   // `firmware upload --version 1.2.0` is the firmware's version, not a request for ours.
   .enablePositionalOptions()
   .showHelpAfterError()
   // No default command: bare `edgeflow-ota` prints help instead of starting a server by surprise.
-  .action(() => program.help());
+  .action(() => program.help())
+  // Usage errors (an unknown option or command, a missing argument) come back here as a
+  // CommanderError, for one exit code: 2, as every usage error of ours (CliError(…, 2)).
+  // Subcommands registered below inherit it.
+  .exitOverride();
+
+/** Exit code of a usage error (the command line itself is wrong), as opposed to a failure (1). */
+const USAGE_ERROR = 2;
 
 registerServeCommand(program);
 registerAgentCommand(program);
@@ -33,7 +41,11 @@ registerDemoCommand(program);
 try {
   await program.parseAsync(process.argv);
 } catch (error) {
+  if (error instanceof CommanderError) {
+    // Commander printed its message (and the help, or --help's and --version's output) already.
+    process.exit(error.exitCode === 0 ? 0 : USAGE_ERROR);
+  }
   // Whatever a command could not handle itself: one line with the cause and a hint, no stack.
-  process.stderr.write(`error: ${describeCliError(error)}\n`);
+  process.stderr.write(`error: ${escapeControlCharacters(describeCliError(error))}\n`);
   process.exit(error instanceof CliError ? error.exitCode : 1);
 }

@@ -3,9 +3,13 @@
  * Every command takes --server/--key (or EDGEFLOW_URL/EDGEFLOW_KEY) and --json for scripts.
  */
 import { type Command, Option } from 'commander';
+import { escapeControlCharacters } from '../protocol/text.ts';
+import type { DeviceCounts } from '../server/model/deployment.ts';
 import { ApiClient, ApiError, progressBar } from './client.ts';
+import { summarizeCounts } from './deployment-status.ts';
 import { followDeployment } from './deployment-watch.ts';
 import { CliError } from './errors.ts';
+import { describeOta, type OtaRowFacts } from './ota-format.ts';
 
 /** The flags every operator command has (see withConnection). Shared with deployments.ts. */
 export interface GlobalFlags {
@@ -23,14 +27,30 @@ export function withConnection(command: Command): Command {
     .option('--json', 'print JSON, for scripts');
 }
 
+/**
+ * Text from the server (device ids, names, error messages a device wrote) as one terminal-safe
+ * line: every control character escaped, so nothing in it can erase a line, move the cursor or
+ * set the window title (protocol/text.ts). Every such value goes through it where it is shown.
+ */
+export function shown(value: unknown): string {
+  return escapeControlCharacters(String(value));
+}
+
+/**
+ * Prints the answer: JSON for scripts (which escapes control characters itself), or the human
+ * text, where any control character but the line feeds the command put there is escaped, in case
+ * a value was not passed through `shown`.
+ */
 export function print(flags: GlobalFlags, value: unknown, human: () => string): void {
-  process.stdout.write(`${flags.json ? JSON.stringify(value, null, 2) : human()}\n`);
+  process.stdout.write(
+    `${flags.json ? JSON.stringify(value, null, 2) : escapeControlCharacters(human(), { keepLineBreaks: true })}\n`,
+  );
 }
 
 export function table(rows: Row[], columns: string[]): string {
   if (rows.length === 0) return '(none)';
   const cell = (value: unknown) =>
-    value === null || value === undefined ? '-' : Array.isArray(value) ? value.join(',') : String(value);
+    value === null || value === undefined ? '-' : Array.isArray(value) ? shown(value.join(',')) : shown(value);
   const widths = columns.map((column) => Math.max(column.length, ...rows.map((row) => cell(row[column]).length)));
   const line = (values: string[]) =>
     values
@@ -53,7 +73,7 @@ export function action<A extends unknown[]>(work: (...args: A) => Promise<void>)
       await work(...args);
     } catch (error) {
       if (error instanceof ApiError) {
-        process.stderr.write(`error: ${error.code}: ${error.message} (HTTP ${error.status})\n`);
+        process.stderr.write(`error: ${shown(error.code)}: ${shown(error.message)} (HTTP ${error.status})\n`);
         process.exit(1);
       }
       throw error;
@@ -63,6 +83,31 @@ export function action<A extends unknown[]>(work: (...args: A) => Promise<void>)
 
 export const client = (flags: GlobalFlags) => new ApiClient({ server: flags.server, key: flags.key });
 
+/** What the OTA record's latest row was (null: the device never had one). */
+function latestOf(record: Row): OtaRowFacts | null {
+  if (record.update_kind === null || record.update_kind === undefined) return null;
+  return {
+    kind: String(record.update_kind),
+    status: String(record.update_status),
+    target_version: String(record.target_version),
+    error_code: (record.error as { code: string } | null)?.code ?? null,
+  };
+}
+
+/**
+ * The OTA record in one line: `completed on 1.1.0`, or for a version change the device reported
+ * and the server did not order, what it was (`reverted to 1.0.0`); who holds the device, if any.
+ */
+export function summarizeOtaRecord(record: Row): string {
+  const latest = latestOf(record);
+  const what =
+    latest?.kind === 'observed'
+      ? describeOta(latest)
+      : `${String(record.ota_status)} on ${String(record.current_version)}`;
+  const held = record.held_by ? `; held by ${String(record.held_by)}` : '';
+  return `${what}${held}`;
+}
+
 /** Follows one device's OTA record with a progress bar until it settles; exit 1 when it failed. */
 async function waitForOta(flags: GlobalFlags, deviceId: string): Promise<void> {
   const api = client(flags);
@@ -71,7 +116,7 @@ async function waitForOta(flags: GlobalFlags, deviceId: string): Promise<void> {
     const record = await api.call<Row>('GET', `/api/v1/devices/${encodeURIComponent(deviceId)}/ota`);
     const status = String(record.ota_status);
     if (!flags.json && process.stdout.isTTY) {
-      const label = `${deviceId} ${String(record.phase ?? status)}`.padEnd(28);
+      const label = `${shown(deviceId)} ${shown(record.phase ?? status)}`.padEnd(28);
       process.stdout.write(
         `\r${progressBar(label, Number(record.progress), 100, started).replace(/ {2}\S+ MiB\/s$/, '')}`,
       );
@@ -80,7 +125,7 @@ async function waitForOta(flags: GlobalFlags, deviceId: string): Promise<void> {
       if (!flags.json && process.stdout.isTTY) process.stdout.write('\n');
       print(flags, record, () => {
         const error = record.error as { code: string; message: string } | null;
-        return `${deviceId}: ${status} on ${String(record.current_version)}${error ? ` (${error.code}: ${error.message})` : ''}`;
+        return `${shown(deviceId)}: ${shown(summarizeOtaRecord(record))}${error ? ` (${shown(error.code)}: ${shown(error.message)})` : ''}`;
       });
       if (status === 'failed') process.exit(1);
       return;
@@ -247,7 +292,7 @@ export function registerOperatorCommands(program: Command): void {
           print(
             flags,
             result,
-            () => `${deviceId}: ${String(result.status)}${result.reason ? ` (${String(result.reason)})` : ''}`,
+            () => `${shown(deviceId)}: ${shown(result.status)}${result.reason ? ` (${shown(result.reason)})` : ''}`,
           );
           return;
         }
@@ -287,18 +332,24 @@ export function registerOperatorCommands(program: Command): void {
         const api = client(flags);
         const id = encodeURIComponent(deviceId);
         if (flags.history) {
-          const { updates } = await api.call<{ updates: Row[] }>('GET', `/api/v1/devices/${id}/ota/history`);
+          const { updates } = await api.call<{ updates: (Row & OtaRowFacts)[] }>(
+            'GET',
+            `/api/v1/devices/${id}/ota/history`,
+          );
           print(flags, updates, () =>
-            table(updates, ['id', 'kind', 'target_version', 'status', 'error_code', 'created_at']),
+            table(
+              updates.map((update) => ({ ...update, what: describeOta(update) })),
+              ['id', 'what', 'from_version', 'error_code', 'deployment_id', 'created_at'],
+            ),
           );
           return;
         }
         const record = await api.call<Row>('GET', `/api/v1/devices/${id}/ota`);
         print(flags, record, () =>
-          Object.entries(record)
+          [['summary', summarizeOtaRecord(record)], ...Object.entries(record)]
             .map(
               ([name, value]) =>
-                `${name.padEnd(16)} ${typeof value === 'object' && value !== null ? JSON.stringify(value) : String(value)}`,
+                `${String(name).padEnd(16)} ${typeof value === 'object' && value !== null ? shown(JSON.stringify(value)) : shown(value)}`,
             )
             .join('\n'),
         );
@@ -308,8 +359,8 @@ export function registerOperatorCommands(program: Command): void {
     program
       .command('watch [deployment-id]')
       .description(
-        'follow OTA changes and device presence live (Ctrl-C to stop); with a deployment id, its counts and ' +
-          'batches until it ends (exit 0 only when completed)',
+        'follow OTA changes, deployments and device presence live (Ctrl-C to stop); with a deployment id, its ' +
+          'counts, rollback and batches until it ends (exit 0 only when completed)',
       ),
   )
     .option('--device <id>', 'only this device')
@@ -326,19 +377,30 @@ export function registerOperatorCommands(program: Command): void {
         try {
           for await (const { event, data } of client(flags).events(controller.signal)) {
             if (flags.device && data.device_id !== flags.device) continue;
+            const at = shown(data.at).slice(11, 19);
             if (flags.json) {
               process.stdout.write(`${JSON.stringify({ event, ...data })}\n`);
             } else if (event === 'ota') {
               const error = data.error as { code: string } | null;
               process.stdout.write(
-                `${String(data.at).slice(11, 19)}  ${String(data.device_id).padEnd(20)} ${String(data.target_version).padEnd(10)} ` +
-                  `${String(data.status).padEnd(11)} ${String(data.phase ?? '').padEnd(15)} ${String(data.progress).padStart(3)}%` +
-                  `${error ? `  ${error.code}` : ''}\n`,
+                `${at}  ${shown(data.device_id).padEnd(20)} ${shown(data.target_version).padEnd(10)} ` +
+                  `${shown(data.status).padEnd(11)} ${shown(data.phase ?? '').padEnd(15)} ${shown(data.progress).padStart(3)}%` +
+                  `${error ? `  ${shown(error.code)}` : ''}\n`,
               );
-            } else {
+            } else if (event === 'ota_bulk') {
+              const from = data.previous_status ? `${String(data.previous_status)} → ` : '';
               process.stdout.write(
-                `${String(data.at).slice(11, 19)}  ${String(data.device_id).padEnd(20)} ${data.online ? 'online' : 'offline'}\n`,
+                `${at}  ${shown(data.deployment_id ?? '-').padEnd(20)} ${shown(data.count)} update(s) ${from}${shown(data.status)}\n`,
               );
+            } else if (event === 'deployment') {
+              const stopped = data.stop_reason ? `  stopped: ${shown(data.stop_reason)}` : '';
+              process.stdout.write(
+                `${at}  ${shown(data.deployment_id).padEnd(20)} ${shown(data.version).padEnd(10)} ` +
+                  `${summarizeCounts(data.counts as DeviceCounts, Number(data.bake_failed))} — ${String(data.status)}${stopped}\n`,
+              );
+            } else if (event === 'device' || event === 'device_deleted') {
+              const what = event === 'device_deleted' ? 'deleted' : data.online ? 'online' : 'offline';
+              process.stdout.write(`${at}  ${shown(data.device_id).padEnd(20)} ${what}\n`);
             }
           }
         } catch (error) {

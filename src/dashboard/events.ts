@@ -8,8 +8,11 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { currentKey, signOut } from './session.ts';
 
 export type StreamState = 'connecting' | 'live' | 'reconnecting';
-/** `ota`, `device`, `device_deleted`, `deployment` from the server; `resync`: read everything again. */
-export type EventName = 'ota' | 'device' | 'device_deleted' | 'deployment' | 'resync';
+/**
+ * `ota`, `ota_bulk` (many updates of one deployment changed status at once), `device`,
+ * `device_deleted`, `deployment` from the server; `resync`: read everything again.
+ */
+export type EventName = 'ota' | 'ota_bulk' | 'device' | 'device_deleted' | 'deployment' | 'resync';
 type Listener = (name: EventName, data: Record<string, unknown>) => void;
 
 const MAX_BACKOFF_MS = 10_000;

@@ -183,7 +183,11 @@ function Page({ route }: { route: Route }) {
       return <FirmwarePage />;
     case 'deployments':
       if (id === 'new') return <NewDeploymentPage params={route.params} />;
-      return id ? <DeploymentPage deploymentId={id} /> : <DeploymentsPage params={route.params} />;
+      return id ? (
+        <DeploymentPage deploymentId={id} params={route.params} />
+      ) : (
+        <DeploymentsPage params={route.params} />
+      );
     default:
       return (
         <p>

@@ -6,7 +6,7 @@
 import type { Static, TSchema } from 'typebox';
 import type {
   Batch as BatchType,
-  DeploymentEvent as DeploymentEventType,
+  DeploymentDevice as DeploymentDeviceType,
   DeploymentPlan as DeploymentPlanType,
   Deployment as DeploymentType,
   Timeline as TimelineSchema,
@@ -14,6 +14,8 @@ import type {
 import type { DeviceOta as DeviceOtaSchema, ListedDevice } from '../server/devices/schemas.ts';
 import type { Firmware as FirmwareSchema } from '../server/firmware/schemas.ts';
 import type { Fleet as FleetSchema } from '../server/fleet/schemas.ts';
+import type { DeploymentEvent as DeploymentEventType } from '../server/model/deployment-schemas.ts';
+import type { OtaBulkEvent as OtaBulkEventType } from '../server/model/events.ts';
 import type { Me as MeSchema } from '../server/orgs/schemas.ts';
 import type {
   Failures as FailuresSchema,
@@ -21,8 +23,16 @@ import type {
   Update as UpdateSchema,
 } from '../server/updates/schemas.ts';
 
-export type { DeploymentStatus, DeviceCounts } from '../server/deployments/schemas.ts';
-export type { UpdateStatus } from '../server/updates/status.ts';
+export type {
+  Control,
+  DeploymentState as DeploymentStatus,
+  DeviceCounts,
+  DeviceState,
+  ExcludedCounts,
+  RollbackCounts,
+  SkipReason,
+} from '../server/model/deployment.ts';
+export type { UpdateStatus } from '../server/model/update-status.ts';
 
 /** A schema's type as it arrives in JSON: the server's Date values are strings here. */
 type Wire<T> = T extends Date
@@ -62,3 +72,7 @@ export type Deployment = Wire<DeploymentType>;
 export type Batch = Wire<BatchType>;
 export type DeploymentPlan = Wire<DeploymentPlanType>;
 export type DeploymentEvent = Wire<DeploymentEventType>;
+/** `GET /api/v1/deployments/{id}/devices` rows: every device the target matched, where it stands and why. */
+export type DeploymentDevice = Wire<DeploymentDeviceType>;
+/** Many updates of one deployment changed status at once. */
+export type OtaBulkEvent = Wire<OtaBulkEventType>;

@@ -83,8 +83,8 @@ export function StatusBadge({ status }: { status: string }) {
 
 function badgeTone(status: string): string {
   if (['completed', 'passed', 'online', 'idle'].includes(status)) return 'ok';
-  if (['failed', 'timed_out', 'rolled_back', 'offline', 'bake_failed'].includes(status)) return 'bad';
-  if (['paused', 'cancelled', 'skipped', 'scheduled', 'pending'].includes(status)) return 'quiet';
+  if (['failed', 'timed_out', 'rolled_back', 'offline', 'bake_failed', 'reverted'].includes(status)) return 'bad';
+  if (['paused', 'cancelled', 'skipped', 'scheduled', 'pending', 'reflashed'].includes(status)) return 'quiet';
   return 'busy';
 }
 
@@ -115,12 +115,46 @@ export function ProgressBar({
   );
 }
 
-/** An instant as a local date-time, with "… ago" while recent; the exact ISO time on hover. */
+/** Components showing the time, re-rendered by one shared clock while any is mounted. */
+const clockListeners = new Set<(now: number) => void>();
+let clock: ReturnType<typeof setInterval> | undefined;
+
+/**
+ * The current time, updated every second while `ticking` (a relative time such as "9 s ago"
+ * must move on by itself, not stay as it was when the page loaded). One timer for the page,
+ * however many times are shown.
+ */
+export function useNow(ticking: boolean): number {
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    if (!ticking) return;
+    clockListeners.add(setNow);
+    clock ??= setInterval(() => {
+      const current = Date.now();
+      for (const listener of clockListeners) listener(current);
+    }, 1000);
+    return () => {
+      clockListeners.delete(setNow);
+      if (clockListeners.size === 0) {
+        clearInterval(clock);
+        clock = undefined;
+      }
+    };
+  }, [ticking]);
+  return ticking ? now : Date.now();
+}
+
+/** How long a time reads "… ago" (formatTime), and so keeps ticking. */
+const RELATIVE_FOR_MS = 3600_000;
+
+/** An instant as a local date-time, with "… ago" while recent (kept current); the exact ISO time on hover. */
 export function Time({ at }: { at: string | null | undefined }) {
+  const atMs = at ? Date.parse(at) : Number.NaN;
+  const now = useNow(Date.now() - atMs < RELATIVE_FOR_MS);
   if (!at) return <span class="muted">—</span>;
   return (
     <time dateTime={at} title={at}>
-      {formatTime(at)}
+      {formatTime(at, now)}
     </time>
   );
 }

@@ -11,7 +11,7 @@
  */
 import { type Static, Type } from 'typebox';
 import { Compile } from 'typebox/compile';
-import { findForbiddenCharacter, PRINTABLE_PATTERN } from './text.ts';
+import { findForbiddenCharacter, PRINTABLE_PATTERN, replaceControlCharactersIn } from './text.ts';
 import { MAX_VERSION_LENGTH, SEMVER_FORMAT } from './version.ts';
 
 /** No control characters: identifiers and names end up in SQL and logs. */
@@ -20,7 +20,11 @@ const Printable = (options: { minLength?: number; maxLength: number }) =>
 /** A strict semantic version as a device reports it. */
 const Version = Type.String({ minLength: 5, maxLength: MAX_VERSION_LENGTH, format: SEMVER_FORMAT });
 
-/** One tunnel frame. Every field but `type` is optional, as on the wire. */
+/**
+ * One tunnel frame. Every field but `type` is optional, as on the wire. Identifiers are
+ * Printable (a control character refuses the frame); free text (`error`, payload strings) has
+ * its control characters replaced by `parseFrame`.
+ */
 export const Envelope = Type.Object(
   {
     type: Type.String({ minLength: 1, maxLength: 32 }),
@@ -81,11 +85,26 @@ export function parseFrame(text: string): ParsedFrame {
     const reason = `invalid envelope: ${first?.instancePath || '/'} ${first?.message ?? ''}`.trim();
     return { ok: false, reason, ...context };
   }
-  return { ok: true, message: value as Envelope };
+  // Identifiers with a control character were refused above; in any other text (error
+  // messages, payloads) each one is replaced, so none is stored, forwarded or printed (text.ts).
+  return { ok: true, message: replaceControlCharactersIn(value as Envelope) };
+}
+
+/**
+ * A payload already encoded as JSON: the same update goes to thousands of devices, so its
+ * encoding is made once and spliced into each frame (encodeFrame) instead of made again per frame.
+ */
+export class EncodedPayload {
+  constructor(readonly json: string) {}
 }
 
 export function encodeFrame(message: Envelope): string {
-  return JSON.stringify({ ...message, timestamp: message.timestamp ?? new Date().toISOString() });
+  const { payload, ...rest } = message;
+  const timestamp = message.timestamp ?? new Date().toISOString();
+  if (payload instanceof EncodedPayload) {
+    return `${JSON.stringify({ ...rest, timestamp }).slice(0, -1)},"payload":${payload.json}}`;
+  }
+  return JSON.stringify({ ...message, timestamp });
 }
 
 /** Close codes the server uses; 4xxx are application codes, readable by any WebSocket client. */
@@ -143,6 +162,16 @@ export const DeviceInfoPayload = Type.Object(
     agent_version: Type.Optional(Printable({ maxLength: 64 })),
     /** The update the device is in the middle of, if any, so the server can resume it. */
     update_id: Type.Optional(Printable({ maxLength: 128 })),
+    /** The slot an A/B device booted (`a`, `b`, a RAUC slot name), so the server knows where it runs. */
+    slot: Type.Optional(Printable({ minLength: 1, maxLength: 64 })),
+    /** The kernel's id of the running boot (/proc/sys/kernel/random/boot_id): changes at every reboot. */
+    boot_id: Type.Optional(Printable({ minLength: 1, maxLength: 64 })),
+    /**
+     * Why the agent cannot work (its installer failed at start: no RAUC service, both U-Boot
+     * environment copies corrupt …). Absent when it runs normally; `current_version` is then the
+     * last version the agent knew running.
+     */
+    health_error: Type.Optional(Type.String({ minLength: 1, maxLength: 2048 })),
   },
   { additionalProperties: true },
 );
@@ -176,6 +205,11 @@ export const OtaUpdatePayload = Type.Object({
   /** Base64 Ed25519 signature over the canonical manifest. */
   signature: Type.Optional(Type.String()),
   force: Type.Optional(Type.Boolean()),
+  /**
+   * The artifact's kind (src/protocol/artifact.ts). Optional: without it the agent reads the kind
+   * from the extension the server keeps at the end of the download URL's path.
+   */
+  artifact_type: Type.Optional(Type.String({ minLength: 1, maxLength: 16 })),
 });
 export type OtaUpdatePayload = Static<typeof OtaUpdatePayload>;
 
@@ -218,6 +252,8 @@ export const OtaFailureCode = Type.Union([
   Type.Literal('cancelled'),
   Type.Literal('busy'),
   Type.Literal('invalid_command'),
+  /** The firmware is not of a kind this device's installer takes, or (RAUC) its bundle is for another version or system. */
+  Type.Literal('artifact_mismatch'),
 ]);
 export type OtaFailureCode = Static<typeof OtaFailureCode>;
 

@@ -72,6 +72,7 @@ export function readWireError(frame: { error?: unknown; error_code?: unknown }):
     return { code, message: text.startsWith(prefix) ? text.slice(prefix.length) : text };
   }
   const coded = codedText.exec(text);
-  if (coded) return { code: coded[1]!, message: coded[2]! };
+  // A "code" longer than a code may be (3,000 characters) is text, not a code to store and group by.
+  if (coded && errorCodeValidator.Check(coded[1])) return { code: coded[1]!, message: coded[2]! };
   return { code: TunnelErrorCode.unspecified, message: text || 'no error message' };
 }

@@ -16,6 +16,7 @@ import { downloadRoute } from './firmware/download-route.ts';
 import { firmwareRoutes } from './firmware/routes.ts';
 import { fleetRoutes } from './fleet/routes.ts';
 import { authenticate } from './infra/auth.ts';
+import { AuthFailureLimiter } from './infra/auth-limiter.ts';
 import {
   clientErrorHandler,
   frameworkErrors,
@@ -24,7 +25,8 @@ import {
   refuseMalformedUrl,
   validatorCompiler,
 } from './infra/boundary.ts';
-import { AppError } from './infra/errors.ts';
+import { AppError, TooManyRequestsError } from './infra/errors.ts';
+import { KeySessions } from './infra/key-sessions.ts';
 import { LingeringClose } from './infra/linger.ts';
 import { ErrorResponse } from './infra/schemas.ts';
 import { enforceBodyRate, httpServerTimeouts } from './infra/slow-clients.ts';
@@ -132,6 +134,7 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
 
   app.setErrorHandler((error: FastifyError | AppError, request, reply) => {
     if (error instanceof AppError) {
+      if (error instanceof TooManyRequestsError) reply.header('retry-after', String(error.retryAfterSeconds));
       return reply.code(error.statusCode).send({
         error: { code: error.code, message: error.message, ...(error.details ? { details: error.details } : {}) },
       });
@@ -181,7 +184,8 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
   services.tunnel.attach(app.server);
   app.addHook('preClose', async () => {
     lingering.closeAll();
-    services.bakeWatch.stop();
+    await services.deviceEffects.stop();
+    await services.upkeep.stop();
     await services.scheduler.stop();
     await services.engine.stop();
     await services.tunnel.close();
@@ -196,18 +200,36 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
   await app.register(downloadRoute, { services });
 
   // Everything under /api/v1 needs a key; authenticate before any body is read.
+  const { config } = services;
+  const loginFailures = new AuthFailureLimiter({
+    maxFailures: config.httpAuthFailuresMax,
+    windowMs: config.httpAuthFailureWindowMs,
+    blockMs: config.httpAuthBlockMs,
+  });
+  const eventStreams = new KeySessions({
+    what: 'event streams',
+    code: 'too_many_event_streams',
+    perKey: config.eventStreamsPerKeyMax,
+    perOrganization: config.eventStreamsPerOrganizationMax,
+    retryAfterSeconds: 10,
+  });
+  // A key revoked in any process ends what it holds open here.
+  services.feed.on('api_key_revoked', (event) => eventStreams.endAllOf(event.key_id));
   await app.register(async (api) => {
     api.addHook(
       'onRequest',
-      authenticate((keyHash) => findPrincipalByKeyHash(services.db, keyHash)),
+      authenticate((keyHash) => findPrincipalByKeyHash(services.db, keyHash), {
+        limiter: loginFailures,
+        trustProxy: config.trustProxy,
+      }),
     );
     await api.register(orgRoutes, { services });
     await api.register(deviceRoutes, { services });
     await api.register(fleetRoutes, { services });
     await api.register(firmwareRoutes, { services });
     await api.register(updateRoutes, { services });
-    await api.register(deploymentRoutes, { services });
-    await api.register(eventRoutes, { services });
+    await api.register(deploymentRoutes, { deployments: services.deployments });
+    await api.register(eventRoutes, { services, streams: eventStreams });
   });
 
   return app;

@@ -102,7 +102,8 @@ export async function startOn(parts: {
   await app.listen({ host: config.host, port: config.port });
   services.engine.start();
   services.scheduler.start();
-  services.bakeWatch.start();
+  services.deviceEffects.start();
+  services.upkeep.start();
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const url = `${config.tls ? 'https' : 'http'}://${config.host === '0.0.0.0' ? 'localhost' : config.host}:${port}`;

@@ -4,13 +4,16 @@
  * Tests build it with their own database and store.
  */
 import { type Logger, pino } from 'pino';
-import { BakeWatch } from './deployments/bake.ts';
-import { DeviceCancels } from './deployments/device-cancel.ts';
+import { DeviceEffects } from './deployments/device-effects.ts';
+import { DeploymentLifecycle } from './deployments/lifecycle.ts';
 import { DeploymentScheduler } from './deployments/scheduler.ts';
+import { DeploymentService } from './deployments/service.ts';
+import { DeviceHealthRecorder } from './devices/health.ts';
 import { EventFeed } from './events/feed.ts';
 import type { BlobStore } from './infra/blobstore/types.ts';
 import type { Config } from './infra/config.ts';
 import type { Db } from './infra/db.ts';
+import { EmbeddedUpkeep } from './infra/embedded-upkeep.ts';
 import { createMetrics, type Metrics } from './infra/metrics.ts';
 import { TunnelHub } from './tunnel/hub.ts';
 import { Presence } from './tunnel/presence.ts';
@@ -30,12 +33,16 @@ export interface Services {
   /** The only writer of an update's status. */
   transitions: UpdateTransitions;
   engine: UpdateEngine;
+  /** The only writer of a deployment's and its batches' states. */
+  lifecycle: DeploymentLifecycle;
   /** Works the fleet deployments (deployments/scheduler.ts). */
   scheduler: DeploymentScheduler;
-  /** Fails the bake of deployment devices connected here that go offline, revert or turn unhealthy. */
-  bakeWatch: BakeWatch;
-  /** Sends `ota_cancel` to the devices connected here running an update of a cancelled deployment. */
-  deviceCancels: DeviceCancels;
+  /** Fleet deployments: create, read, controls. */
+  deployments: DeploymentService;
+  /** Cancels and bake probes to the devices connected here. */
+  deviceEffects: DeviceEffects;
+  /** The embedded database's vacuum and statistics (PostgreSQL keeps its own). */
+  upkeep: EmbeddedUpkeep;
 }
 
 export function createServices(parts: { config: Config; db: Db; store: BlobStore; log?: Logger }): Services {
@@ -45,7 +52,8 @@ export function createServices(parts: { config: Config; db: Db; store: BlobStore
   const feed = new EventFeed({ db, log: log.child({ component: 'events' }) });
   const presence = new Presence({ config, db, log: log.child({ component: 'presence' }) });
   const tunnel = new TunnelHub({ config, db, metrics, feed, presence, log: log.child({ component: 'tunnel' }) });
-  const transitions = new UpdateTransitions({ db, metrics, log });
+  new DeviceHealthRecorder({ db, tunnel, log: log.child({ component: 'devices' }) });
+  const transitions = new UpdateTransitions({ db, metrics, log, updateTimeoutSeconds: config.updateTimeoutSeconds });
   const engine = new UpdateEngine({
     config,
     db,
@@ -57,28 +65,37 @@ export function createServices(parts: { config: Config; db: Db; store: BlobStore
     transitions,
     nodeId: presence.nodeId,
   });
+  const lifecycle = new DeploymentLifecycle({ feed });
   const scheduler = new DeploymentScheduler({
     config,
     db,
     feed,
     transitions,
+    lifecycle,
+    nodeId: presence.nodeId,
+    sendDispatched: (updates) => engine.sendDispatched(updates),
     log: log.child({ component: 'deployments' }),
   });
-  const bakeWatch = new BakeWatch({
+  const deployments = new DeploymentService({
     config,
     db,
-    feed,
-    tunnel,
-    log: log.child({ component: 'bake' }),
-    onFailure: () => scheduler.kick(),
+    transitions,
+    lifecycle,
+    scheduler,
+    nodeId: presence.nodeId,
+    sendDispatched: (updates) => engine.sendDispatched(updates),
+    log: log.child({ component: 'deployments' }),
   });
-  const deviceCancels = new DeviceCancels({
+  const deviceEffects = new DeviceEffects({
+    config,
     db,
     feed,
     tunnel,
     nodeId: presence.nodeId,
     log: log.child({ component: 'deployments' }),
+    onBakeFailure: () => scheduler.kick(),
   });
+  const upkeep = new EmbeddedUpkeep({ db, log: log.child({ component: 'upkeep' }) });
   return {
     config,
     db,
@@ -90,8 +107,10 @@ export function createServices(parts: { config: Config; db: Db; store: BlobStore
     tunnel,
     transitions,
     engine,
+    lifecycle,
     scheduler,
-    bakeWatch,
-    deviceCancels,
+    deployments,
+    deviceEffects,
+    upkeep,
   };
 }

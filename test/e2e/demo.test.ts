@@ -14,7 +14,7 @@ import net from 'node:net';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CLI } from '../helpers/cli.ts';
-import { eventually } from '../helpers/raw-device.ts';
+import { eventually, PATIENCE } from '../helpers/raw-device.ts';
 import { jsonApi } from '../helpers/server.ts';
 import { tempDir } from '../helpers/temp.ts';
 
@@ -28,10 +28,12 @@ interface Demo {
 }
 
 /** The demo in its own temporary directory (TMPDIR), so that whatever it leaves behind is seen. */
-function startDemo(args: string[], tmp: string): Demo {
+function startDemo(args: string[], tmp: string, options: { ownProcessGroup?: boolean } = {}): Demo {
   const child = spawn(process.execPath, [CLI, 'demo', ...args], {
     env: { ...process.env, TMPDIR: tmp },
     stdio: ['ignore', 'pipe', 'pipe'],
+    // A process group of its own, as a terminal's session has: closing it signals the whole group.
+    detached: options.ownProcessGroup ?? false,
   });
   let stdout = '';
   let stderr = '';
@@ -90,7 +92,8 @@ function alive(pid: number): boolean {
 interface Deployment {
   status: string;
   total: number;
-  abort_reason: string | null;
+  stop_reason: string | null;
+  rollback: Record<string, number> | null;
   batches: { kind: string; size: number; state: string; counts: Record<string, number> }[];
 }
 
@@ -158,9 +161,18 @@ describe('edgeflow-ota demo', () => {
       assert.equal(deployment!.total, DEVICES);
       const [canary, rest] = deployment!.batches;
       assert.deepEqual([canary!.kind, canary!.size, canary!.state], ['canary', DEVICES / 10, 'failed']);
-      assert.deepEqual([rest!.state, rest!.counts.pending], ['pending', DEVICES - DEVICES / 10], 'the rest untouched');
-      assert.match(deployment!.abort_reason ?? '', /crossed the failure threshold/);
+      assert.deepEqual(
+        [rest!.state, rest!.counts.cancelled],
+        ['pending', DEVICES - DEVICES / 10],
+        'the rest never started: cancelled before it ran',
+      );
+      assert.match(
+        deployment!.stop_reason ?? '',
+        /^batch 0 \(canary\): \d+ failed of \d+ with a verdict .*; on_failure rollback$/,
+      );
       await printed(demo, /^\d\d:\d\d:\d\d {2}(rolled_back): /m, 5_000);
+      // The demo follows the rollback to its outcome.
+      await printed(demo, /^\d\d:\d\d:\d\d {2}rolled_back: .*; rollback: .*, (done)\b/m, 30_000);
       await eventually(
         async () =>
           (await api<{ devices: unknown[] }>('GET', '/api/v1/devices?version=2.0.0', adminKey)).body.devices.length ===
@@ -172,7 +184,7 @@ describe('edgeflow-ota demo', () => {
       const processes = descendants(demo.child.pid!);
       assert.ok(processes.length >= 2, 'the simulated devices run in child processes');
       demo.child.kill('SIGINT');
-      const code = await Promise.race([demo.exited, sleep(20_000, 'still running', { ref: false })]);
+      const code = await Promise.race([demo.exited, sleep(20_000 * PATIENCE, 'still running', { ref: false })]);
       assert.equal(code, 0, `exit code after Ctrl-C; stderr:\n${demo.stderr()}`);
       await eventually(async () => !processes.some(alive), 5_000, 'no process of the demo left');
       assert.equal(existsSync(dataDir), false, 'the temporary directory is removed');
@@ -181,6 +193,32 @@ describe('edgeflow-ota demo', () => {
     } finally {
       if (demo.child.exitCode === null) {
         demo.child.kill('SIGKILL');
+        await demo.exited;
+      }
+    }
+  });
+
+  it('leaves nothing behind when its terminal closes (SIGHUP to the whole process group)', async () => {
+    const tmp = await tempDir('edgeflow-demo-test-');
+    const demo = startDemo(['--devices', String(DEVICES), '--bake', '10s', '--port', '0'], tmp, {
+      ownProcessGroup: true,
+    });
+    try {
+      const dataDir = await printed(demo, /^ {2}data\s+(\S+)/m);
+      await printed(demo, /watch (dep_\w+) --server /);
+      const processes = descendants(demo.child.pid!);
+      assert.ok(processes.length >= 2, 'the simulated devices run in child processes');
+      // The terminal goes away: its output is gone, and every process of the session gets SIGHUP.
+      demo.child.stdout!.destroy();
+      process.kill(-demo.child.pid!, 'SIGHUP');
+      const code = await Promise.race([demo.exited, sleep(30_000 * PATIENCE, 'still running', { ref: false })]);
+      assert.notEqual(code, 'still running', `the demo ends on SIGHUP; stderr:\n${demo.stderr()}`);
+      await eventually(async () => !processes.some(alive), 10_000, 'no process of the demo left');
+      assert.equal(existsSync(dataDir), false, 'the temporary directory is removed');
+      assert.deepEqual(await demoDirs(tmp), [], 'no other directory of the demo left');
+    } finally {
+      if (demo.child.exitCode === null && demo.child.signalCode === null) {
+        process.kill(-demo.child.pid!, 'SIGKILL');
         await demo.exited;
       }
     }

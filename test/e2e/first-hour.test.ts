@@ -19,6 +19,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { BIN, CLI } from '../helpers/cli.ts';
+import { PATIENCE } from '../helpers/raw-device.ts';
 import { startTestServer, stopSharedServices } from '../helpers/server.ts';
 
 interface Outcome {
@@ -98,6 +99,23 @@ describe('help and version (bin/edgeflow-ota.js itself)', () => {
     ]) {
       assert.match(agent.stdout, new RegExp(`${flag} <\\w+>\\s+\\(required\\)[\\s\\S]*?\\(env:\\s+${variable}\\)`));
     }
+  });
+});
+
+describe('usage errors exit 2, as the README says', () => {
+  it('an unknown option, an unknown command or a missing argument is exit code 2; --help is 0', async () => {
+    for (const args of [
+      ['firmware', 'list', '--key', 'k', '--bogus'],
+      ['deploy', '2.0.0', '--all', '--key', 'k', '--canary-procent', '5'],
+      ['no-such-command'],
+      ['update', '--key', 'k'],
+      ['serve', '--bogus'],
+    ]) {
+      const outcome = await cli(args);
+      assert.equal(outcome.code, 2, `${args.join(' ')}: ${outcome.stderr}`);
+      assert.match(outcome.stderr, /^error: /, args.join(' '));
+    }
+    assert.equal((await cli(['firmware', '--help'])).code, 0);
   });
 });
 
@@ -238,7 +256,7 @@ describe('EDGEFLOW_ADMIN_KEY after the first start', () => {
       stderr += chunk.toString();
     });
     child.stdout!.resume();
-    const deadline = Date.now() + 90_000;
+    const deadline = Date.now() + 30_000 * PATIENCE;
     for (;;) {
       const up = await fetch(`http://127.0.0.1:${port}/healthz`).then(
         (r) => r.ok,
@@ -300,6 +318,31 @@ describe('EDGEFLOW_ADMIN_KEY after the first start', () => {
       assert.equal(await fourth.status('change-me'), 401);
     } finally {
       await fourth.stop();
+    }
+  });
+
+  it('admin reset-key refuses the data directory of a running server in one line, and changes nothing', async () => {
+    const dataDir = path.join(tmp, 'held');
+    const port = await closedPort();
+    const running = await serve(dataDir, port, 'held-key');
+    try {
+      const refused = await cli(['admin', 'reset-key', '--data-dir', dataDir]);
+      assertOneLine(
+        refused,
+        /the data directory .*held is in use by an EdgeFlow OTA server \(pid \d+ .*\): stop it first, then run admin reset-key again/,
+        1,
+      );
+      assert.equal(refused.stdout, '', 'no key printed');
+      assert.equal(await running.status('held-key'), 200);
+    } finally {
+      await running.stop();
+    }
+    const again = await serve(dataDir, port, 'held-key');
+    try {
+      assert.equal(await again.status('held-key'), 200, 'the key is still the one it was');
+      assert.doesNotMatch(again.stderr(), /WARNING/);
+    } finally {
+      await again.stop();
     }
   });
 

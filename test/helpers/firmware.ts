@@ -57,6 +57,19 @@ export async function postFirmware(
   return { status: response.status, body: (await response.json()) as never };
 }
 
+/** Uploads `content` (an artifact whose kind its file name says) as `version`; throws unless created. */
+export async function uploadArtifact(
+  baseUrl: string,
+  key: string,
+  version: string,
+  content: Buffer,
+  filename: string,
+): Promise<Record<string, unknown>> {
+  const upload = await postFirmware(baseUrl, key, { version, sha256: sha256Of(content) }, { content, filename });
+  if (upload.status !== 201) throw new Error(`uploading ${filename} failed: ${JSON.stringify(upload.body)}`);
+  return upload.body;
+}
+
 /** Streams a URL's body through SHA256; returns the digest and byte count. */
 export async function downloadSha256(url: string): Promise<{ status: number; sha256: string; size: number }> {
   const response = await fetch(url);

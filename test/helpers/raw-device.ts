@@ -43,7 +43,10 @@ export async function openRaw(httpUrl: string, options: { localAddress?: string 
       const index = inbox.findIndex((m) => m.type === type);
       if (index >= 0) return Promise.resolve(inbox.splice(index, 1)[0]!);
       return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no ${type} frame within ${timeoutMs} ms`)), timeoutMs);
+        const timer = setTimeout(
+          () => reject(new Error(`no ${type} frame within ${timeoutMs} ms (× ${PATIENCE})`)),
+          timeoutMs * PATIENCE,
+        );
         waiters.push({
           type,
           resolve: (m) => {
@@ -79,12 +82,20 @@ export async function connectRaw(
   return raw;
 }
 
+/**
+ * How many times its stated time a wait in a test may take. A test's timeout says how long a
+ * step takes at most on an idle machine; it is a guard against a hang, never a speed to assert,
+ * so the helpers wait this many times as long before they give up: on a machine running a
+ * second copy of the suite (load average 15+ on two cores) steps take 3–4× their time.
+ */
+export const PATIENCE = Number(process.env.EDGEFLOW_TEST_PATIENCE ?? 4);
+
 /** Polls until `check` holds (database writes after a tunnel event are asynchronous). */
 export async function eventually(check: () => Promise<boolean>, timeoutMs = 5000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = Date.now() + timeoutMs * PATIENCE;
   while (Date.now() < deadline) {
     if (await check()) return;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  throw new Error(`${what} did not hold within ${timeoutMs} ms`);
+  throw new Error(`${what} did not hold within ${timeoutMs} ms (× ${PATIENCE}, the tests' patience)`);
 }

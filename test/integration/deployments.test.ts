@@ -7,42 +7,20 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Fault } from '../../src/simulator/faults.ts';
-import { fetchSigningKey, registerDevices } from '../../src/simulator/register.ts';
-import { type Fleet, runFleet } from '../../src/simulator/simulator.ts';
-import { makeFirmwareFile, postFirmware } from '../helpers/firmware.ts';
+import type { Fleet } from '../../src/simulator/simulator.ts';
+import {
+  type DeploymentBody,
+  type DeploymentDeviceBody,
+  FLEET_SERVER_ENV,
+  type FleetSetup,
+  NEW,
+  setupFleet,
+} from '../helpers/deployment-fleet.ts';
 import { eventually } from '../helpers/raw-device.ts';
 import { backendsUnderTest, startTestServer, stopSharedServices, type TestServer } from '../helpers/server.ts';
 
 const backends = await backendsUnderTest();
 after(() => stopSharedServices());
-
-const NEW = '1.1.0';
-const quickAgents = { downloadRetries: 1, downloadRetryBaseMs: 20, progressIntervalMs: 200, resultRetryBaseMs: 100 };
-
-interface Batch {
-  index: number;
-  kind: string;
-  size: number;
-  state: string;
-  counts: Record<string, number>;
-}
-interface Deployment {
-  id: string;
-  status: string;
-  total: number;
-  counts: Record<string, number>;
-  batches: Batch[];
-  abort_reason: string | null;
-  bake_failed: number;
-}
-interface DeploymentDevice {
-  device_id: string;
-  batch: number;
-  status: string;
-  update_id: string | null;
-  current_version: string;
-  bake_failure: string | null;
-}
 
 for (const backend of backends) {
   describe(`fleet deployments (${backend.name})`, () => {
@@ -50,75 +28,17 @@ for (const backend of backends) {
     const fleets: Fleet[] = [];
 
     before(async () => {
-      server = await startTestServer(backend, {
-        env: {
-          EDGEFLOW_DISPATCH_INTERVAL_MS: '200',
-          EDGEFLOW_HEALTH_CHECK_TIMEOUT_MS: '2000',
-          EDGEFLOW_DEPLOYMENT_RETRY_BASE_MS: '200',
-        },
-      });
+      server = await startTestServer(backend, { env: FLEET_SERVER_ENV });
     });
     after(async () => {
       await Promise.all(fleets.map((fleet) => fleet.stop()));
       await server?.close();
     });
 
-    /** An organization with firmware 1.0.0 and NEW, and `count` devices (`faults` by index), connected unless held back. */
-    async function setup(
-      name: string,
-      count: number,
-      options: { faults?: (Fault | null)[]; connect?: boolean; slowLinkChunkDelayMs?: number } = {},
-    ) {
-      const org = await server.createOrg(name);
-      const key = org.adminKey;
-      for (const version of ['1.0.0', NEW]) {
-        const firmware = await makeFirmwareFile(16 * 1024);
-        const upload = await postFirmware(server.url, key, { version, sha256: firmware.sha256 }, firmware);
-        assert.equal(upload.status, 201, JSON.stringify(upload.body));
-      }
-      const credentials = await registerDevices({ server: server.url, key, count, prefix: `${name}-` });
-      const devices = credentials.map((credential, index) => ({
-        ...credential,
-        fault: options.faults?.[index] ?? null,
-      }));
-      const start = async (subset = devices) => {
-        const fleet = runFleet({
-          server: server.url,
-          devices: subset,
-          allowInsecure: true,
-          publicKeyPem: await fetchSigningKey(server.url, key),
-          organizationId: org.id,
-          faultVersion: NEW,
-          faultTuning: { bakeCrashAfterMs: 1000, slowLinkChunkDelayMs: options.slowLinkChunkDelayMs ?? 50 },
-          reconnectBaseMs: 50,
-          agentOptions: quickAgents,
-        });
-        fleets.push(fleet);
-        assert.ok(await fleet.waitUntilAllConnected(20_000), JSON.stringify(fleet.counters()));
-        return fleet;
-      };
-      if (options.connect !== false) await start();
-      const api = <T>(method: string, path: string, body?: unknown) => server.api<T>(method, path, key, body);
-      const deployment = async (id: string) => (await api<Deployment>('GET', `/api/v1/deployments/${id}`)).body;
-      const until = async (id: string, status: string, ms = 20_000) => {
-        let last: Deployment | undefined;
-        await eventually(
-          async () => {
-            last = await deployment(id);
-            return last.status === status;
-          },
-          ms,
-          `deployment ${status}`,
-        ).catch((error: Error) => {
-          throw new Error(`${error.message}: ${JSON.stringify(last)}`);
-        });
-        return last!;
-      };
-      const members = async (id: string) =>
-        (await api<{ devices: DeploymentDevice[] }>('GET', `/api/v1/deployments/${id}/devices?limit=1000`)).body
-          .devices;
-      return { org, key, devices, start, api, deployment, until, members };
-    }
+    const setup = (name: string, count: number, options: FleetSetup = {}) =>
+      setupFleet(server, fleets, name, count, options);
+    type Deployment = DeploymentBody;
+    type DeploymentDevice = DeploymentDeviceBody;
 
     it('plans a rolling deployment in a dry run, then runs exactly that plan batch after batch', async () => {
       const { api, until, members } = await setup('rolling', 200);
@@ -255,13 +175,17 @@ for (const backend of backends) {
       assert.equal(canary.length, 12);
       for (const reverted of ids.slice(0, 2)) {
         assert.ok(
-          ['offline', 'reverted', 'unhealthy'].includes(all.find((d) => d.device_id === reverted)?.bake_failure ?? ''),
+          ['bake_offline', 'bake_reverted', 'bake_unhealthy'].includes(
+            all.find((d) => d.device_id === reverted)?.reason ?? '',
+          ),
           `${reverted} failed its bake`,
         );
       }
       // The reverted devices' updates completed; the deployment counts them as failed in the bake,
       // and lists them among its failing devices.
-      const bakeFailures = all.filter((member) => member.bake_failure !== null).map((member) => member.device_id);
+      const bakeFailures = all
+        .filter((member) => (member.reason ?? '').startsWith('bake_'))
+        .map((member) => member.device_id);
       assert.equal((await deployment(created.body.id)).bake_failed, bakeFailures.length);
       const failing = await api<{ devices: DeploymentDevice[] }>(
         'GET',
@@ -270,7 +194,9 @@ for (const backend of backends) {
       assert.deepEqual(
         failing.body.devices.map((device) => device.device_id),
         all
-          .filter((member) => member.bake_failure !== null || ['failed', 'timed_out'].includes(member.status))
+          .filter(
+            (member) => (member.reason ?? '').startsWith('bake_') || ['failed', 'timed_out'].includes(member.state),
+          )
           .map((member) => member.device_id),
       );
       assert.ok(ids.slice(0, 2).every((id) => bakeFailures.includes(id)));
@@ -281,7 +207,7 @@ for (const backend of backends) {
         'only canary devices were rolled back',
       );
       for (const device of all.filter((member) => member.batch === 1)) {
-        assert.equal(device.status, 'pending', `${device.device_id} never touched`);
+        assert.equal(device.state, 'cancelled', `${device.device_id} never touched`);
         assert.equal(device.update_id, null);
       }
       assert.equal(all.length, 120);
@@ -305,13 +231,13 @@ for (const backend of backends) {
       });
       assert.equal(created.status, 201);
       const id = created.body.id;
-      const busy = await api<{ busy: { count: number } }>('POST', '/api/v1/deployments', {
+      const busy = await api<{ excluded: { busy: { count: number } } }>('POST', '/api/v1/deployments', {
         version: NEW,
         target: { all: true },
         strategy: 'all_at_once',
         dry_run: true,
       });
-      assert.equal(busy.body.busy.count, 9);
+      assert.equal(busy.body.excluded.busy.count, 9);
       await eventually(async () => (await deployment(id)).batches[0]!.state === 'baking', 20_000, 'batch 0 baking');
       const paused = await api<Deployment>('POST', `/api/v1/deployments/${id}/pause`);
       assert.equal(paused.body.status, 'paused');
@@ -325,7 +251,7 @@ for (const backend of backends) {
       assert.equal(late.status, 409);
       assert.equal(late.body.error.code, 'deployment_finished');
       const final = await until(id, 'cancelled');
-      assert.deepEqual([final.counts.completed, final.counts.pending], [6, 3], 'the third batch was never touched');
+      assert.deepEqual([final.counts.completed, final.counts.cancelled], [6, 3], 'the third batch was never touched');
       const listed = await api<{ deployments: { id: string }[] }>('GET', '/api/v1/deployments?status=cancelled');
       assert.deepEqual(
         listed.body.deployments.map((each) => each.id),
@@ -362,7 +288,7 @@ for (const backend of backends) {
       const judgedAll = await until(patient.body.id, 'completed');
       assert.deepEqual([judgedAll.counts.completed, judgedAll.counts.failed], [3, 1], '1 of 4 is within 50%');
       const judgedOne = await until(hasty.body.id, 'failed');
-      assert.match(judgedOne.abort_reason ?? '', /crossed the failure threshold/);
+      assert.match(judgedOne.stop_reason ?? '', /failed of .* with a verdict/);
     });
 
     it('retries a failed device after a backoff, and dispatches no more than max_per_minute', async () => {
@@ -388,7 +314,7 @@ for (const backend of backends) {
       // The failed device's retry waits for the rate too; cancel to end the test.
       const failing = devices[0]!.deviceId;
       await eventually(
-        async () => (await members(id)).find((device) => device.device_id === failing)?.status === 'failed',
+        async () => (await members(id)).find((device) => device.device_id === failing)?.state === 'retrying',
         10_000,
         'the faulty device failed once',
       );
@@ -456,7 +382,7 @@ for (const backend of backends) {
       assert.equal(created.status, 201, JSON.stringify(created.body));
       const id = created.body.id;
       await eventually(
-        async () => (await members(id)).filter((member) => member.status === 'in_progress').length === 2,
+        async () => (await members(id)).filter((member) => member.state === 'in_progress').length === 2,
         20_000,
         'both devices of the first batch downloading',
       );
@@ -464,7 +390,9 @@ for (const backend of backends) {
       assert.equal(cancelled.status, 200, JSON.stringify(cancelled.body));
       // The devices stop their downloads on ota_cancel and report it: cancelled, not failed.
       await eventually(
-        async () => (await members(id)).filter((member) => member.status === 'cancelled').length === 2,
+        async () =>
+          (await members(id)).filter((member) => member.state === 'cancelled' && member.update_id !== null).length ===
+          2,
         20_000,
         'the two running updates cancelled on the devices',
       );
@@ -480,7 +408,7 @@ for (const backend of backends) {
         ],
       );
       const final = await until(id, 'cancelled');
-      assert.deepEqual([final.counts.cancelled, final.counts.pending], [2, 2]);
+      assert.deepEqual([final.counts.cancelled], [4]);
       const all = await members(id);
       assert.ok(
         all.every((member) => member.current_version === '1.0.0'),
@@ -503,7 +431,7 @@ for (const backend of backends) {
       const done = await until(created.body.id, 'completed');
       assert.deepEqual([done.counts.completed, done.counts.timed_out], [1, 1]);
       const slow = (await members(created.body.id)).find((device) => device.device_id === devices[0]!.deviceId);
-      assert.equal(slow?.status, 'timed_out');
+      assert.equal(slow?.state, 'timed_out');
     });
 
     it('dispatches an offline device when it comes online while the deployment is active', async () => {

@@ -95,6 +95,40 @@ for (const backend of backends) {
       assert.deepEqual(await ids(`tag=fleet:x&limit=2&after=${page1.body.next_cursor}`), ['f-3']);
     });
 
+    it('lists device ids in natural order, page after page (austin-2 before austin-10 before austin-100)', async () => {
+      const org = await server.createOrg('natural');
+      const ids = ['austin-100', 'austin-10', 'austin-1', 'austin-2', 'austin-20', 'austin-3', 'berlin-1', 'austin-b'];
+      for (const id of ids) {
+        const created = await server.api('POST', '/api/v1/devices', org.adminKey, {
+          device_id: id,
+          current_version: '1.0.0',
+        });
+        assert.equal(created.status, 201);
+      }
+      const seen: string[] = [];
+      let after: string | undefined;
+      for (;;) {
+        const page = await server.api<{ devices: Device[]; next_cursor: string | null }>(
+          'GET',
+          `/api/v1/devices?limit=3${after ? `&after=${after}` : ''}`,
+          org.adminKey,
+        );
+        seen.push(...page.body.devices.map((device) => device.device_id));
+        if (!page.body.next_cursor) break;
+        after = page.body.next_cursor;
+      }
+      assert.deepEqual(seen, [
+        'austin-1',
+        'austin-2',
+        'austin-3',
+        'austin-10',
+        'austin-20',
+        'austin-100',
+        'austin-b',
+        'berlin-1',
+      ]);
+    });
+
     it('patches name, model and tags, and deletes', async () => {
       const patched = await server.api<Device>('PATCH', '/api/v1/devices/f-1', key, { name: 'renamed', tags: ['t'] });
       assert.equal(patched.status, 200);

@@ -158,7 +158,7 @@ for (const backend of backends) {
         }),
       ),
       {
-        name: 'a file that is not .bin',
+        name: 'a file of no artifact kind (.exe)',
         fields: () => ({ version: '3.0.2', sha256: small.sha256 }),
         file: () => ({ path: small.path, filename: 'firmware.exe' }),
         status: 400,
@@ -211,6 +211,48 @@ for (const backend of backends) {
         assert.deepEqual(await leftovers(), []);
       });
     }
+
+    it('accepts every artifact kind an installer takes, keeps the kind in the key and in the link', async () => {
+      const kinds = [
+        ['bin', 'firmware.bin'],
+        ['img', 'sdcard.IMG'],
+        ['ext4', 'rootfs.ext4'],
+        ['raucb', 'update-4.0.3.raucb'],
+        ['swu', 'gateway.swu'],
+      ] as const;
+      for (const [index, [kind, filename]] of kinds.entries()) {
+        const version = `4.0.${index}`;
+        const upload = await postFirmware(
+          server.url,
+          org.adminKey,
+          { version, sha256: small.sha256 },
+          { path: small.path, filename },
+        );
+        assert.equal(upload.status, 201, `${filename}: ${JSON.stringify(upload.body)}`);
+        assert.equal(upload.body.artifact_type, kind);
+        assert.equal(upload.body.storage_key, `firmware/${org.id}/${version}/${small.sha256}.${kind}`);
+        const listed = await server.api<{ artifact_type: string }>('GET', `/api/v1/firmware/${version}`, org.adminKey);
+        assert.equal(listed.body.artifact_type, kind);
+        const link = await server.api<{ url: string }>(
+          'POST',
+          `/api/v1/firmware/${version}/download-url`,
+          org.adminKey,
+          {},
+        );
+        // What the agent reads the kind from when the update names none (src/agent/ota-policy.ts).
+        assert.ok(new URL(link.body.url).pathname.endsWith(`.${kind}`), link.body.url);
+        assert.equal((await downloadSha256(link.body.url)).sha256, small.sha256);
+      }
+      const again = await postFirmware(
+        server.url,
+        org.adminKey,
+        { version: '4.0.3', sha256: small.sha256 },
+        { path: small.path, filename: 'same-bytes.swu' },
+      );
+      assert.equal(again.status, 409, 'the same version as another kind is other content');
+      assert.equal(again.body.error?.code, 'version_exists');
+      assert.deepEqual(await leftovers(), []);
+    });
 
     /** A hand-made multipart body: parts in exactly the given order. */
     async function postParts(parts: { name: string; value: string | Buffer; filename?: string }[]) {
@@ -359,7 +401,10 @@ for (const backend of backends) {
       // A server whose limit is tiny, so that some uploads are refused on their Content-Length
       // and others by the store's counter mid-file; the others are refused on a bad version or
       // a wrong key, all before most of the body is read.
-      const tiny = await startTestServer(backend, { env: { EDGEFLOW_FIRMWARE_MAX_BYTES: '1024' } });
+      // Twenty uploads with one wrong key: not a guesser to slow down here (infra/auth-limiter.ts).
+      const tiny = await startTestServer(backend, {
+        env: { EDGEFLOW_FIRMWARE_MAX_BYTES: '1024', EDGEFLOW_HTTP_AUTH_FAILURES_MAX: '1000' },
+      });
       try {
         const tinyOrg = await tiny.createOrg('tiny');
         const refusals = [

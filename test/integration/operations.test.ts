@@ -97,7 +97,7 @@ for (const backend of backends) {
       }[];
       assert.deepEqual(
         messages.map((message) => message.properties.event.const ?? message.properties.event.enum?.[0]).sort(),
-        ['deployment', 'device', 'device_deleted', 'ota'],
+        ['deployment', 'device', 'device_deleted', 'ota', 'ota_bulk'],
       );
       assert.equal((await fetch(`${server.url}/docs`)).status, 200);
     });

@@ -164,7 +164,12 @@ describe('two server processes on one PostgreSQL', { skip: !onPostgres && 'Postg
     // This test process is the other writer; B's timer would not dispatch for ten minutes.
     const db = await openDb({ databaseUrl: TEST_DATABASE_URL, schema });
     try {
-      const transitions = new UpdateTransitions({ db, metrics: createMetrics(), log: pino({ level: 'silent' }) });
+      const transitions = new UpdateTransitions({
+        db,
+        metrics: createMetrics(),
+        log: pino({ level: 'silent' }),
+        updateTimeoutSeconds: 1800,
+      });
       const [queued] = await transitions.create([
         {
           id: `upd_replicas_${Date.now()}`,

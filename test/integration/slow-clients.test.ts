@@ -198,24 +198,48 @@ for (const backend of backends) {
       return raw.closed;
     }
 
-    it('refuses an address after repeated failures, with a clear reason, while honest devices connect', async () => {
+    it('answers a guessing address 1013 once it failed too often, while valid devices on it connect', async () => {
       const honest = await newDevice();
       const neighbour = await newDevice();
-      // The flood from 127.0.0.3; an honest device on the same address authenticates in between.
+      // The guesser on 127.0.0.3: each failure an ordinary 4003 until its fifth wrong key.
       for (let i = 0; i < 4; i++) assert.equal((await badConnect('127.0.0.3')).code, CloseCode.authFailed);
-      const sameAddress = await connectRaw(server.url, honest, { localAddress: '127.0.0.3' });
-      await sameAddress.close();
-      assert.equal((await badConnect('127.0.0.3')).code, CloseCode.authFailed);
+      const before = await connectRaw(server.url, honest, { localAddress: '127.0.0.3' });
+      await before.close();
+      assert.equal((await badConnect('127.0.0.3')).code, CloseCode.tryAgainLater);
       for (let i = 0; i < 20; i++) {
         const refused = await badConnect('127.0.0.3');
         assert.equal(refused.code, CloseCode.tryAgainLater);
         assert.match(refused.reason, /too many failed authentications from this address; retry in \d+ s/);
       }
+      // Devices behind the same address (one NAT) with valid keys connect all the same.
+      for (const device of [honest, neighbour]) {
+        const behindTheNat = await connectRaw(server.url, device, { localAddress: '127.0.0.3' });
+        assert.equal(behindTheNat.ws.readyState, behindTheNat.ws.OPEN);
+        await behindTheNat.close();
+      }
       // Other addresses are not affected, however the flood goes on.
-      const fromElsewhere = await connectRaw(server.url, neighbour, { localAddress: '127.0.0.4' });
-      assert.equal(fromElsewhere.ws.readyState, fromElsewhere.ws.OPEN);
-      await fromElsewhere.close();
       assert.equal((await badConnect('127.0.0.4')).code, CloseCode.authFailed);
+    });
+
+    it('slows one wrong key retried from an address without blocking the address for other keys', async () => {
+      const stale = { device_id: 'stale', api_key: randomBytes(8).toString('hex') };
+      const codes: number[] = [];
+      for (let i = 0; i < 7; i++) {
+        const raw = await openRaw(server.url, { localAddress: '127.0.0.5' });
+        raw.send({ type: 'connect', ...stale });
+        codes.push((await raw.closed).code);
+      }
+      const { authFailed, tryAgainLater } = CloseCode;
+      assert.deepEqual(codes, [
+        authFailed,
+        authFailed,
+        authFailed,
+        authFailed,
+        tryAgainLater,
+        tryAgainLater,
+        tryAgainLater,
+      ]);
+      assert.equal((await badConnect('127.0.0.5')).code, authFailed, 'another wrong key is an ordinary failure');
     });
   });
 }

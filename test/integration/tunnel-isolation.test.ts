@@ -180,7 +180,7 @@ for (const backend of backends) {
         { maxSize: 1000, maxDelayMs: 20 },
       );
       const report = (organizationId: string, deviceId: string, currentVersion: string) =>
-        batcher.add({ organizationId, deviceId, currentVersion, agentVersion: null });
+        batcher.add({ organizationId, deviceId, currentVersion, agentVersion: null, slot: null });
       const settled = await Promise.allSettled([
         ...honest.slice(0, 3).map((device) => report(honestOrg.id, device.deviceId, '3.0.0')),
         report(hostileOrg.id, hostile.deviceId, '3.0.0\u0000'),

@@ -9,8 +9,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import * as devicesRepo from '../../src/server/devices/repo.ts';
 import { EVENT_CHANNEL } from '../../src/server/events/feed.ts';
-import type { OtaEvent } from '../../src/server/events/schemas.ts';
-import { ACTIVE_STATUSES } from '../../src/server/updates/status.ts';
+import type { OtaEvent } from '../../src/server/model/events.ts';
+import { ACTIVE_STATUSES } from '../../src/server/model/update-status.ts';
 import type { NewUpdate } from '../../src/server/updates/transitions.ts';
 import { registerDevice } from '../helpers/agents.ts';
 import { eventually } from '../helpers/raw-device.ts';
@@ -127,7 +127,7 @@ for (const backend of backends) {
       );
     });
 
-    it('claims only queued updates of devices whose tunnel this process holds, each once', async () => {
+    it('claims only queued updates of devices whose tunnel this process holds and that said what they run, each once', async () => {
       // A replica of its own (not this server's engine, which would claim for its node at once).
       const { transitions } = server.services;
       const presence = { nodeId: `node_claims_${Date.now()}` };
@@ -136,6 +136,21 @@ for (const backend of backends) {
       await transitions.create([mine, elsewhere]);
       await devicesRepo.markOnline(server.db, presence.nodeId, [
         { organizationId: org.id, deviceId: mine.deviceId, agentVersion: null },
+      ]);
+      // Online, but it has not said what it runs on this tunnel yet: not sent anything.
+      assert.deepEqual(
+        (await transitions.claim(presence.nodeId, 1000, 60)).filter((row) => row.id === mine.id),
+        [],
+      );
+      const device = await devicesRepo.findDevice(server.db, org.id, mine.deviceId);
+      await devicesRepo.reportCurrentVersions(server.db, [
+        {
+          organizationId: org.id,
+          deviceId: mine.deviceId,
+          currentVersion: device!.current_version,
+          agentVersion: null,
+          slot: null,
+        },
       ]);
       const claimed = await transitions.claim(presence.nodeId, 1000, 60);
       assert.deepEqual(

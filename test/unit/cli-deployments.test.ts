@@ -3,34 +3,46 @@ import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ApiError } from '../../src/cli/client.ts';
 import {
-  batchBar,
-  changedLines,
   type DeployFlags,
-  type DeploymentView,
   deploymentRequestOf,
+  describeRollback,
   describeStrategy,
+  describeTarget,
   formatMinutes,
-  isFinished,
   parseBatchSize,
   parseDuration,
-  renderDeployment,
   renderPlan,
+  rollbackUnderWay,
   sampleIds,
-  summarizeCounts,
 } from '../../src/cli/deployment-format.ts';
+import {
+  batchBar,
+  changedLines,
+  type DeploymentView,
+  renderDeployment,
+  summarizeCounts,
+} from '../../src/cli/deployment-status.ts';
 import { followDeployment, type Output, StatusDisplay } from '../../src/cli/deployment-watch.ts';
 import { CliError } from '../../src/cli/errors.ts';
+import { summarizeOtaRecord } from '../../src/cli/operator.ts';
+import { describeOta } from '../../src/cli/ota-format.ts';
 import {
   type Batch,
   type DeploymentPlan,
   type DeploymentSettings,
-  type DeviceCounts,
   deploymentSettingsOf,
-  emptyDeviceCounts,
 } from '../../src/server/deployments/schemas.ts';
+import {
+  type DeviceCounts,
+  emptyDeviceCounts,
+  emptyExcludedCounts,
+  emptyRollbackCounts,
+  type RollbackCounts,
+} from '../../src/server/model/deployment.ts';
 import { eventually } from '../helpers/raw-device.ts';
 
 const counts = (some: Partial<DeviceCounts>): DeviceCounts => ({ ...emptyDeviceCounts(), ...some });
+const rollbackCounts = (some: Partial<RollbackCounts>): RollbackCounts => ({ ...emptyRollbackCounts(), ...some });
 /** A batch as the API shows it, not baking. */
 const batch = (
   index: number,
@@ -38,13 +50,17 @@ const batch = (
   size: number,
   state: Batch['state'],
   some: Partial<DeviceCounts>,
-) => ({
+  more: Partial<Pick<Batch, 'bake_failed' | 'promoted'>> = {},
+): Batch => ({
   index,
   kind,
   size,
   state,
   counts: counts(some),
+  bake_failed: 0,
   bake_ends_at: null,
+  promoted: false,
+  ...more,
 });
 
 /** Asserts a usage error: a CliError with exit code 2 whose one line matches. */
@@ -234,6 +250,13 @@ describe('batchBar', () => {
       '####xx->>.',
     ],
     ['timed out counts as failed', { completed: 1, timed_out: 1 }, 2, 4, '##xx'],
+    [
+      'baking after completed, retrying on the way',
+      { completed: 2, baking: 2, failed: 2, retrying: 2, pending: 2 },
+      10,
+      10,
+      '##==xx>>..',
+    ],
     ['rounding keeps the width', { completed: 1, failed: 1, pending: 1 }, 3, 10, '###xxxx...'],
     ['a dynamic deployment past its size scales to the count', { completed: 20 }, 10, 10, '##########'],
     ['an empty batch', {}, 0, 5, '.....'],
@@ -247,11 +270,11 @@ describe('batchBar', () => {
   }
 });
 
-describe('summarizeCounts, sampleIds, isFinished', () => {
-  it('lists the non-zero counts in the order of a device life', () => {
+describe('summarizeCounts, sampleIds', () => {
+  it('lists the non-zero counts in the order of a device life, the bake failures among the failed', () => {
     assert.equal(
-      summarizeCounts(counts({ pending: 67, completed: 40, in_progress: 10, failed: 3 })),
-      '40 completed, 3 failed, 10 in progress, 67 pending',
+      summarizeCounts(counts({ pending: 67, completed: 40, in_progress: 10, retrying: 1, baking: 5, failed: 3 }), 2),
+      '67 pending, 10 in progress, 1 retrying, 5 baking, 40 completed, 3 failed (2 in the bake)',
     );
     assert.equal(summarizeCounts(counts({})), 'no devices');
   });
@@ -263,14 +286,6 @@ describe('summarizeCounts, sampleIds, isFinished', () => {
   for (const [ids, count, text] of samples) {
     it(`shows ${count} devices as ${text}`, () => assert.equal(sampleIds(ids, count), text));
   }
-  it('knows which statuses end a deployment', () => {
-    assert.deepEqual(
-      (['scheduled', 'running', 'paused', 'completed', 'failed', 'cancelled', 'rolled_back'] as const).filter(
-        isFinished,
-      ),
-      ['completed', 'failed', 'cancelled', 'rolled_back'],
-    );
-  });
 });
 
 /** The server's defaults (deploymentSettingsOf), with some settings changed. */
@@ -294,8 +309,16 @@ describe('describeStrategy', () => {
   }
 });
 
+/** The plan's samples of left-out devices: none, but those given. */
+const excludedSamples = (some: Partial<DeploymentPlan['excluded']>): DeploymentPlan['excluded'] => ({
+  ...(Object.fromEntries(
+    Object.keys(emptyExcludedCounts()).map((reason) => [reason, { count: 0, device_ids: [] as string[] }]),
+  ) as DeploymentPlan['excluded']),
+  ...some,
+});
+
 describe('renderPlan', () => {
-  it('shows the batches with sizes and first ids, who is left out and why, and that nothing was created', () => {
+  it('shows the batches with sizes and first ids, who is left out by reason, and that nothing was created', () => {
     const plan: DeploymentPlan = {
       dry_run: true,
       version: '1.1.0',
@@ -312,9 +335,13 @@ describe('renderPlan', () => {
         { index: 0, kind: 'canary', size: 2, device_ids: ['d01', 'd02'] },
         { index: 1, kind: 'batch', size: 10, device_ids: ['d03', 'd04', 'd05', 'd06', 'd07', 'd08'] },
       ],
-      skipped: { count: 1, device_ids: ['d20'] },
-      incompatible: { count: 0, device_ids: [] },
-      busy: { count: 2, device_ids: ['d30', 'd31'] },
+      excluded: excludedSamples({
+        already_on_version: { count: 1, device_ids: ['d20'] },
+        newer_version: { count: 1, device_ids: ['d21'] },
+        busy: { count: 2, device_ids: ['d30', 'd31'] },
+        incompatible: { count: 1, device_ids: ['d40'] },
+      }),
+      not_found: { count: 1, device_ids: ['typo'] },
       offline: { count: 1, device_ids: ['d05'] },
     };
     assert.equal(
@@ -324,16 +351,18 @@ describe('renderPlan', () => {
         '  gate ≤10% failed (from 10), bake 10m, on failure rollback',
         '  #0 canary  2  d01, d02',
         '  #1 batch  10  d03, d04, d05, d06, d07 … (+5)',
-        '  skipped       1  already on 1.1.0: d20',
-        '  busy          2  in another active deployment or update: d30, d31',
-        '  offline       1  in the batches; dispatched when they come online: d05',
+        '  already_on_version  1  already on 1.1.0: d20',
+        '  newer_version       1  they run a version newer than 1.1.0: d21',
+        '  incompatible        1  model not supported by the firmware: d40',
+        '  busy                2  held by another open deployment or update: d30, d31',
+        '  not_found           1  listed, but no such device: typo',
+        '  offline             1  in the batches; dispatched when they come online: d05',
         'nothing was created',
       ].join('\n'),
     );
   });
 
   it('says so when no device would be updated', () => {
-    const none = { count: 0, device_ids: [] };
     const text = renderPlan({
       dry_run: true,
       version: '2.0.0',
@@ -341,15 +370,40 @@ describe('renderPlan', () => {
       start_at: '2030-01-31T02:00:00.000Z',
       total: 0,
       batches: [],
-      skipped: { count: 3, device_ids: ['a', 'b', 'c'] },
-      incompatible: none,
-      busy: none,
-      offline: none,
+      excluded: excludedSamples({ already_on_version: { count: 3, device_ids: ['a', 'b', 'c'] } }),
+      offline: { count: 0, device_ids: [] },
     });
     assert.match(text, /^ {2}starts at 2030-01-31T02:00:00.000Z$/m);
     assert.match(text, /^ {2}no batch: no device would be updated$/m);
-    assert.match(text, /^ {2}skipped +3 {2}already on 2\.0\.0: a, b, c$/m);
+    assert.match(text, /^ {2}already_on_version +3 {2}already on 2\.0\.0: a, b, c$/m);
+    assert.doesNotMatch(text, /not_found|offline/);
   });
+});
+
+describe('describeTarget, describeRollback', () => {
+  const targets: [DeploymentView['target'], string][] = [
+    [{ all: true }, 'the whole fleet'],
+    [{ device_ids_count: 120, tags: ['eu'] }, '120 devices listed · tags eu'],
+    [{ device_ids_count: 1 }, '1 device listed'],
+    [{ models: ['a', 'b', 'c', 'd', 'e', 'f'] }, 'models a, b, c, d, e … (+1)'],
+  ];
+  for (const [target, text] of targets) {
+    it(`describes ${JSON.stringify(target)} as ${text}`, () => assert.equal(describeTarget(target), text));
+  }
+
+  const rollbacks: [Partial<RollbackCounts>, string, boolean][] = [
+    [{ completed: 2, skipped: 1 }, '2 completed, 1 skipped of 3, done', false],
+    [{ completed: 1, queued: 1, in_progress: 1 }, '1 completed, 2 under way of 3', true],
+    [{ completed: 3, failed: 1, timed_out: 1 }, '3 completed, 1 failed, 1 timed out of 5, done', false],
+    [{}, 'nothing to roll back yet', false],
+  ];
+  for (const [some, text, underWay] of rollbacks) {
+    it(`reads a rollback as ${text}`, () => {
+      assert.equal(describeRollback(rollbackCounts(some)), text);
+      assert.equal(rollbackUnderWay(rollbackCounts(some)), underWay);
+    });
+  }
+  it('knows a deployment without a rollback has none under way', () => assert.equal(rollbackUnderWay(null), false));
 });
 
 /** A canary of 12 devices under way: its canary passed, its rest is updating. */
@@ -357,48 +411,136 @@ const deployment = (some: Partial<DeploymentView>): DeploymentView => ({
   id: 'dep1',
   version: '1.1.0',
   status: 'running',
+  controls: ['pause', 'cancel', 'rollback'],
   target: { tags: ['eu'] },
   ...settings({ strategy: 'canary', canary_count: 2, rest_strategy: 'all_at_once', bake_minutes: 0.5 }),
   start_at: null,
   total: 12,
   counts: counts({ completed: 2, in_progress: 5, pending: 5 }),
   bake_failed: 0,
+  excluded: emptyExcludedCounts(),
+  rollback: null,
   batches: [
     batch(0, 'canary', 2, 'passed', { completed: 2 }),
     batch(1, 'batch', 10, 'running', { in_progress: 5, pending: 5 }),
   ],
   created_at: '2030-01-01T00:00:00.000Z',
   started_at: '2030-01-01T00:00:00.000Z',
-  finished_at: null,
-  abort_reason: null,
+  ended_at: null,
+  stop_reason: null,
+  stop: null,
   ...some,
 });
 
+const STOP_REASON =
+  'batch 0 (canary): 2 failed of 4 with a verdict (50.0%, of 4 in the batch), more than the 10% allowed; ' +
+  'on_failure rollback';
+
+/** A canary of 4 that two devices failed in their bake: stopped and rolled back, the rest never touched. */
+const rolledBack = deployment({
+  status: 'rolled_back',
+  controls: [],
+  total: 14,
+  counts: counts({ completed: 2, failed: 2, cancelled: 10 }),
+  bake_failed: 2,
+  excluded: { ...emptyExcludedCounts(), already_on_version: 2, busy: 1 },
+  rollback: rollbackCounts({ completed: 2, skipped: 1, in_progress: 1 }),
+  batches: [
+    batch(0, 'canary', 4, 'failed', { completed: 2, failed: 2 }, { bake_failed: 2 }),
+    batch(1, 'batch', 10, 'pending', { cancelled: 10 }),
+  ],
+  ended_at: '2030-01-01T00:05:00.000Z',
+  stop_reason: STOP_REASON,
+});
+
 describe('renderDeployment', () => {
-  it('draws the header, the counts and one bar per batch that fits the width', () => {
+  it('draws the header, the target, the counts, the controls the server offers and one bar per batch', () => {
     const lines = renderDeployment(deployment({}), 70);
-    assert.deepEqual(lines.slice(0, 3), [
+    assert.deepEqual(lines.slice(0, 5), [
       'deployment dep1: 1.1.0 to 12 device(s), canary 2 device(s), then all at once — running',
+      '  target: tags eu',
       '  gate ≤10% failed (from 10), bake 30s, on failure pause',
-      '  2 completed, 5 in progress, 5 pending',
+      '  5 pending, 5 in progress, 2 completed',
+      '  controls: pause, cancel, rollback',
     ]);
-    assert.deepEqual(lines.slice(3), [
+    assert.deepEqual(lines.slice(5), [
       `  #0 canary passed  [${'#'.repeat(16)}]  2/2`,
       `  #1 batch  running [${'>'.repeat(8)}${'.'.repeat(8)}]  0/10`,
     ]);
   });
 
-  it('names the failures of a batch and why the deployment stopped', () => {
+  it('shows a rolled-back canary as failed: bake failures among the failed, the rollback, the stop reason', () => {
+    const lines = renderDeployment(rolledBack, 100);
+    assert.deepEqual(lines, [
+      'deployment dep1: 1.1.0 to 14 device(s), canary 2 device(s), then all at once — rolled_back',
+      '  target: tags eu',
+      '  gate ≤10% failed (from 10), bake 30s, on failure pause',
+      '  2 completed, 2 failed (2 in the bake), 10 cancelled',
+      '  rollback: 2 completed, 1 skipped, 1 under way of 4',
+      '  left out: 2 already_on_version, 1 busy',
+      `  stopped: ${STOP_REASON}`,
+      '  controls: none',
+      `  #0 canary failed  [${'#'.repeat(20)}${'x'.repeat(20)}]  4/4   2 failed (2 in the bake)`,
+      `  #1 batch  pending [${'-'.repeat(40)}] 10/10`,
+    ]);
+  });
+
+  it('keeps a promoted failed batch failed, and offers only what the server answers', () => {
     const lines = renderDeployment(
       deployment({
-        status: 'rolled_back',
-        abort_reason: 'canary: 1 of 2 devices failed (50% > 10%)',
-        batches: [batch(0, 'canary', 2, 'failed', { completed: 1, failed: 1 })],
+        status: 'completed',
+        controls: ['rollback'],
+        batches: [batch(0, 'canary', 2, 'failed', { completed: 1, failed: 1 }, { promoted: true })],
       }),
-      100,
     );
-    assert.ok(lines.includes('  stopped: canary: 1 of 2 devices failed (50% > 10%)'));
-    assert.match(lines.at(-1)!, /\[#+x+\] 2\/2 {2}1 failed$/);
+    assert.ok(lines.includes('  controls: rollback'));
+    assert.match(lines.at(-1)!, /^ {2}#0 canary failed {2}\[#+x+\] 2\/2 {2}1 failed, promoted$/);
+  });
+});
+
+describe('describeOta, summarizeOtaRecord', () => {
+  const row = (kind: string, status: string, target: string, errorCode: string | null = null) => ({
+    kind,
+    status,
+    target_version: target,
+    error_code: errorCode,
+  });
+  const cases: [ReturnType<typeof row>, string][] = [
+    [row('update', 'completed', '2.0.0'), 'completed to 2.0.0'],
+    [row('update', 'in_progress', '2.0.0'), 'in progress to 2.0.0'],
+    [row('rollback', 'failed', '1.0.0', 'download_failed'), 'failed rollback to 1.0.0'],
+    // A device that fell back after committing 2.0.0: the row is the version it fell back to.
+    [row('observed', 'completed', '1.0.0', 'reverted'), 'reverted to 1.0.0'],
+    [row('observed', 'completed', '1.2.0', 'reflashed'), 'reflashed to 1.2.0'],
+  ];
+  for (const [facts, text] of cases) {
+    it(`reads ${facts.kind} ${facts.status} ${facts.error_code ?? ''} as ${text}`, () =>
+      assert.equal(describeOta(facts), text));
+  }
+
+  it('says a device that fell back reverted, never that it completed, and who holds a device', () => {
+    const record = {
+      ota_status: 'failed',
+      current_version: '1.0.0',
+      target_version: '1.0.0',
+      update_kind: 'observed',
+      update_status: 'completed',
+      error: { code: 'reverted', message: 'the device fell back to 1.0.0 after committing 2.0.0' },
+      held_by: null,
+    };
+    assert.equal(summarizeOtaRecord(record), 'reverted to 1.0.0');
+    assert.equal(
+      summarizeOtaRecord({
+        ...record,
+        ota_status: 'completed',
+        current_version: '2.0.0',
+        target_version: '2.0.0',
+        update_kind: 'update',
+        error: null,
+        held_by: 'dep_9',
+      }),
+      'completed on 2.0.0; held by dep_9',
+    );
   });
 });
 
@@ -448,7 +590,7 @@ describe('StatusDisplay', () => {
     assert.equal(out.writes.length, 1, 'the same state is not drawn again');
     display.show(progressed);
     assert.equal(out.writes.length, 2);
-    assert.ok(out.writes[1]!.startsWith('\u001b[5F\u001b[J'), 'back up over the five lines drawn, then clear');
+    assert.ok(out.writes[1]!.startsWith('\u001b[7F\u001b[J'), 'back up over the seven lines drawn, then clear');
     assert.ok(out.writes[1]!.endsWith(`${renderDeployment(progressed).join('\n')}\n`));
   });
 
@@ -456,14 +598,14 @@ describe('StatusDisplay', () => {
     const out = recorder(false);
     const display = new StatusDisplay(out, false);
     display.show(deployment({}));
-    assert.equal(out.text().split('\n').filter(Boolean).length, 5);
+    assert.equal(out.text().split('\n').filter(Boolean).length, 7);
     out.writes.length = 0;
     display.show(deployment({}));
     assert.equal(out.text(), '', 'nothing changed, nothing printed');
     display.show(progressed);
     const printed = out.text().trimEnd().split('\n');
     assert.equal(printed.length, 2, 'the counts line and the rest batch line');
-    assert.match(printed[0]!, /^\d\d:\d\d:\d\d {3}7 completed, 5 pending$/);
+    assert.match(printed[0]!, /^\d\d:\d\d:\d\d {3}5 pending, 7 completed$/);
     assert.match(printed[1]!, /^\d\d:\d\d:\d\d {3}#1 batch {2}running \[#+\.+\] {2}5\/10$/);
     assert.ok(!out.text().includes('\u001b['));
   });
@@ -523,9 +665,12 @@ describe('followDeployment', () => {
     const out = recorder(false);
     const following = followDeployment(api, 'dep1', { out });
     await eventually(async () => reads() === 1, 2000, 'the first read');
-    push(...Array.from({ length: 30 }, () => ota('dep1')));
+    push(...Array.from({ length: 30 }, () => ota('dep1')), {
+      event: 'ota_bulk',
+      data: { deployment_id: 'dep1', status: 'queued', previous_status: null, count: 500 },
+    });
     await sleep(500);
-    assert.equal(reads(), 2, 'thirty events, one read');
+    assert.equal(reads(), 2, 'thirty-one events, one read');
     push(ota('other'), ota(null), { event: 'device', data: { device_id: 'd1', online: false } });
     await sleep(400);
     assert.equal(reads(), 2, 'events of other deployments and devices read nothing');
@@ -559,13 +704,30 @@ describe('followDeployment', () => {
     assert.equal(reads, 1);
   });
 
-  it('ends with a one-line error (exit 1) when the deployment ends other than completed', async () => {
-    const { api } = fakeApi([deployment({ status: 'rolled_back', abort_reason: 'canary failed 50% > 10%' })]);
+  it('ends with a one-line error (exit 1) when the deployment ends other than completed, with its rollback', async () => {
+    const { api } = fakeApi([rolledBack]);
     await assert.rejects(followDeployment(api, 'dep1', { out: recorder(false) }), (error: unknown) => {
       assert.ok(error instanceof CliError);
       assert.equal(error.exitCode, 1);
-      assert.equal(error.message, 'deployment dep1 ended rolled_back: canary failed 50% > 10%');
+      assert.equal(
+        error.message,
+        `deployment dep1 ended rolled_back: ${STOP_REASON}; rollback: 2 completed, 1 skipped, 1 under way of 4`,
+      );
       return true;
     });
+  });
+
+  it('follows a scheduled or paused deployment, which has not ended', async () => {
+    const { api, push, reads } = fakeApi([
+      deployment({ status: 'scheduled' }),
+      deployment({ status: 'paused' }),
+      deployment({ status: 'cancelled', controls: [] }),
+    ]);
+    const following = followDeployment(api, 'dep1', { out: recorder(false) });
+    for (const expected of [1, 2]) {
+      await eventually(async () => reads() === expected, 2000, `read ${expected}`);
+      push({ event: 'deployment', data: { deployment_id: 'dep1' } });
+    }
+    await assert.rejects(following, /ended cancelled$/);
   });
 });

@@ -1,15 +1,14 @@
 /**
  * The pure half of the dashboard's deployment pages: the create form's body (checked against the
- * server's own schema and cross-field rules, so the form never sends what the API refuses), the
- * controls offered per status, an event applied to the shown deployment, the batches listed, and
- * the chart's running totals.
+ * server's own schema and cross-field rules, so the form never sends what the API refuses), an
+ * event applied to the shown deployment (the controls it carries included: the page keeps no rule
+ * of its own), the batches listed, a batch's words, and the chart's running totals.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Compile } from 'typebox/compile';
 import {
   applyDeploymentEvent,
-  controlsFor,
   type DeploymentForm,
   describeProgress,
   emptyForm,
@@ -19,16 +18,16 @@ import {
   runningTotals,
   visibleBatches,
 } from '../../src/dashboard/components/deployment-model.ts';
+import { type Batch, CreateDeploymentBody, checkDeploymentRequest } from '../../src/server/deployments/schemas.ts';
 import {
-  type Batch,
   type BatchState,
-  CreateDeploymentBody,
-  checkDeploymentRequest,
-  type DeploymentEvent,
-  type DeploymentStatus,
+  type Control,
+  type DeploymentState,
   type DeviceCounts,
   emptyDeviceCounts,
-} from '../../src/server/deployments/schemas.ts';
+  emptyRollbackCounts,
+} from '../../src/server/model/deployment.ts';
+import type { DeploymentEvent } from '../../src/server/model/deployment-schemas.ts';
 
 const counts = (some: Partial<DeviceCounts>): DeviceCounts => ({ ...emptyDeviceCounts(), ...some });
 const form = (some: Partial<DeploymentForm>): DeploymentForm => ({ ...emptyForm(), version: '2.0.0', ...some });
@@ -137,35 +136,21 @@ const batch = (index: number, state: BatchState, size = 2): Batch => ({
   size,
   state,
   counts: emptyDeviceCounts(),
+  bake_failed: 0,
   bake_ends_at: null,
-});
-
-describe('controlsFor', () => {
-  const cases: [DeploymentStatus, BatchState[], string[]][] = [
-    ['scheduled', ['pending', 'pending'], ['pause', 'cancel']],
-    ['running', ['running', 'pending'], ['pause', 'promote', 'cancel', 'rollback']],
-    ['running', ['baking', 'pending'], ['pause', 'promote', 'cancel', 'rollback']],
-    // On the last batch there is nothing to promote (the server answers 409 no_next_batch).
-    ['running', ['passed', 'running'], ['pause', 'cancel', 'rollback']],
-    ['paused', ['failed', 'pending'], ['resume', 'cancel', 'rollback']],
-    ['completed', ['passed', 'passed'], ['rollback']],
-    ['failed', ['failed', 'pending'], ['rollback']],
-    ['cancelled', ['passed', 'pending'], []],
-    ['rolled_back', ['failed', 'pending'], []],
-  ];
-  for (const [status, states, controls] of cases) {
-    it(`offers ${controls.join(', ') || 'nothing'} on a ${status} deployment with batches ${states.join(', ')}`, () => {
-      assert.deepEqual(controlsFor({ status, batches: states.map((state, index) => batch(index, state)) }), controls);
-    });
-  }
+  promoted: false,
 });
 
 describe('applyDeploymentEvent', () => {
   const shown = {
     id: 'd1',
-    status: 'running' as DeploymentStatus,
+    status: 'running' as DeploymentState,
     total: 4,
     counts: counts({ pending: 2, in_progress: 2 }),
+    bake_failed: 0,
+    rollback: null,
+    controls: ['pause', 'cancel', 'promote', 'rollback'] as Control[],
+    stop_reason: null as string | null,
     batches: [batch(0, 'running'), batch(1, 'pending')],
   };
   const event = (some: Partial<DeploymentEvent>): DeploymentEvent => ({
@@ -177,17 +162,21 @@ describe('applyDeploymentEvent', () => {
     batch: null,
     total: 4,
     counts: counts({ pending: 2, completed: 2 }),
+    bake_failed: 0,
+    rollback: null,
+    controls: ['pause', 'cancel', 'promote', 'rollback'],
+    stop_reason: null,
     at: new Date().toISOString(),
     ...some,
   });
 
   it('takes the status, the counts and the changed batch at once, leaving the other batches as they were', () => {
-    const batchCounts = counts({ completed: 2 });
+    const batchCounts = counts({ baking: 2 });
     const bakeEndsAt = new Date(Date.now() + 30_000).toISOString();
     const changed = { index: 0, kind: 'canary', size: 2, state: 'baking', previous_state: 'running' } as const;
     const next = applyDeploymentEvent(
       shown,
-      event({ batch: { ...changed, counts: batchCounts, bake_ends_at: bakeEndsAt } }),
+      event({ batch: { ...changed, counts: batchCounts, bake_failed: 0, bake_ends_at: bakeEndsAt } }),
     );
     assert.equal(next.status, 'running');
     assert.deepEqual(next.counts, counts({ pending: 2, completed: 2 }));
@@ -195,6 +184,38 @@ describe('applyDeploymentEvent', () => {
     assert.deepEqual(next.batches[0]!.counts, batchCounts);
     assert.equal(next.batches[0]!.bake_ends_at, bakeEndsAt);
     assert.equal(next.batches[1], shown.batches[1]);
+  });
+
+  it('takes what a gate that tripped says: the failed batch, its bake failures, the rollback, the stop reason and the controls left', () => {
+    const rollback = { ...emptyRollbackCounts(), queued: 1, completed: 1 };
+    const stopReason = 'batch 0 (canary): 2 failed of 2 with a verdict (100.0%, of 2 in the batch), …';
+    const next = applyDeploymentEvent(
+      shown,
+      event({
+        status: 'rolled_back',
+        counts: counts({ completed: 0, failed: 2, cancelled: 2 }),
+        bake_failed: 2,
+        rollback,
+        controls: [],
+        stop_reason: stopReason,
+        batch: {
+          index: 0,
+          kind: 'canary',
+          size: 2,
+          state: 'failed',
+          previous_state: 'baking',
+          counts: counts({ failed: 2 }),
+          bake_failed: 2,
+          bake_ends_at: null,
+        },
+      }),
+    );
+    assert.equal(next.status, 'rolled_back');
+    assert.deepEqual(next.controls, [], 'a rolled-back deployment offers nothing, as the server says');
+    assert.equal(next.bake_failed, 2);
+    assert.deepEqual(next.rollback, rollback);
+    assert.equal(next.stop_reason, stopReason);
+    assert.deepEqual([next.batches[0]!.state, next.batches[0]!.bake_failed], ['failed', 2]);
   });
 
   it("ignores another deployment's event", () => {
@@ -227,12 +248,21 @@ describe('visibleBatches', () => {
 });
 
 describe('the words and numbers the page shows', () => {
-  it('describes a batch as completed, failed and in progress of its size', () => {
+  it('describes a batch as completed, baking, failed (bake failures among them) and in progress of its size', () => {
     assert.equal(
-      describeProgress(counts({ completed: 3, failed: 1, timed_out: 1, queued: 1, in_progress: 1 }), 8),
-      '3 completed · 2 failed · 2 in progress of 8',
+      describeProgress(
+        counts({ completed: 3, baking: 2, failed: 1, timed_out: 1, queued: 1, in_progress: 1, retrying: 1 }),
+        10,
+        1,
+      ),
+      '3 completed · 2 baking · 2 failed (1 in the bake) · 3 in progress of 10',
     );
     assert.equal(describeProgress(counts({}), 5), '0 completed of 5');
+  });
+
+  it('never shows a canary that failed its bake as all completed', () => {
+    // Two of two committed, then reverted in the bake: the server counts them failed, and so do the words.
+    assert.equal(describeProgress(counts({ failed: 2 }), 2, 2), '0 completed · 2 failed (2 in the bake) of 2');
   });
 
   it('counts a bake down as m:ss, never below zero', () => {

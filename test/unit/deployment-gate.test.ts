@@ -1,30 +1,20 @@
-/** The rollout's decisions, pure: a batch's gate (counts → verdict), the next action, derived statuses, retries and rate. */
+/** The rollout's decisions, pure: a batch's tally from its counters, its gate, the state it should be in, the next action, the rate. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
-  batchStates,
-  type DeploymentState,
+  type BatchTally,
+  batchStateFor,
+  type DeploymentSituation,
   dispatchAllowance,
+  emptyTally,
   type GatedBatch,
   type GateReason,
   type GateVerdict,
   gateDecision,
   nextAction,
-  retryDelayMs,
-  shouldRetry,
+  tallyOf,
 } from '../../src/server/deployments/gate.ts';
-import type { BatchState, DeploymentStatus } from '../../src/server/deployments/schemas.ts';
-import {
-  type BatchDevice,
-  type BatchTally,
-  batchStateOf,
-  type DeploymentFlags,
-  type DeviceOutcome,
-  deploymentStatusOf,
-  deviceOutcome,
-  emptyTally,
-  tallyBatch,
-} from '../../src/server/deployments/status.ts';
+import { type BatchState, type DeviceCounts, emptyDeviceCounts } from '../../src/server/model/deployment.ts';
 
 const NOW = Date.parse('2030-01-01T12:00:00Z');
 const MINUTE = 60_000;
@@ -36,60 +26,26 @@ const tally = (counts: Partial<Omit<BatchTally, 'size'>>): BatchTally => {
   return filled;
 };
 
-describe("a device's outcome for the gate", () => {
-  const device = (overrides: Partial<BatchDevice>): BatchDevice => ({
-    status: 'completed',
-    committedAtMs: NOW - 10 * MINUTE,
-    failedDuringBake: false,
-    willRetry: false,
-    ...overrides,
-  });
-  const bake = 10 * MINUTE;
-  const cases: [string, Partial<BatchDevice>, number, DeviceOutcome][] = [
-    ['its batch has not started', { status: null }, bake, 'pending'],
-    ['queued', { status: 'queued' }, bake, 'pending'],
-    ['dispatched', { status: 'dispatched' }, bake, 'pending'],
-    ['in progress', { status: 'in_progress' }, bake, 'pending'],
-    ['committed exactly one bake ago', {}, bake, 'succeeded'],
-    ['committed less than a bake ago', { committedAtMs: NOW - bake + 1 }, bake, 'baking'],
-    ['committed, no bake', { committedAtMs: NOW }, 0, 'succeeded'],
-    [
-      'committed, then reverted within the bake',
-      { committedAtMs: NOW - MINUTE, failedDuringBake: true },
-      bake,
-      'failed',
-    ],
-    ['committed, commit time unknown: bakes from now', { committedAtMs: null }, bake, 'baking'],
-    ['failed, a retry to come', { status: 'failed', willRetry: true }, bake, 'pending'],
-    ['failed, no retry left', { status: 'failed' }, bake, 'failed'],
-    ['timed out, a retry to come', { status: 'timed_out', willRetry: true }, bake, 'pending'],
-    ['timed out, no retry left', { status: 'timed_out' }, bake, 'failed'],
-    ['skipped (already on the version)', { status: 'skipped' }, bake, 'skipped'],
-    ['cancelled', { status: 'cancelled' }, bake, 'cancelled'],
-  ];
-  for (const [name, overrides, bakeMs, expected] of cases) {
-    it(`${name}: ${expected}`, () => assert.equal(deviceOutcome(device(overrides), bakeMs, NOW), expected));
-  }
+describe("a batch's tally from its counters", () => {
+  const counts = (overrides: Partial<DeviceCounts>): DeviceCounts => ({ ...emptyDeviceCounts(), ...overrides });
 
-  it('tallies a batch and says when its last bake ends', () => {
-    const devices: BatchDevice[] = [
-      device({ status: 'in_progress' }),
-      device({ committedAtMs: NOW - 20 * MINUTE }),
-      device({ committedAtMs: NOW - 2 * MINUTE }),
-      device({ committedAtMs: NOW - 5 * MINUTE }),
-      device({ status: 'failed' }),
-      device({ status: 'skipped' }),
-    ];
-    assert.deepEqual(tallyBatch(devices, bake, NOW), {
-      size: 6,
-      pending: 1,
-      baking: 2,
-      succeeded: 1,
-      failed: 1,
-      skipped: 1,
-      cancelled: 0,
-      bakeEndsAtMs: NOW + 8 * MINUTE,
-    });
+  it('counts what is not started, queued (or sent), updating or waiting for a retry as pending', () => {
+    const tallied = tallyOf(counts({ pending: 1, queued: 5, in_progress: 4, retrying: 5 }));
+    assert.equal(tallied.pending, 15);
+    assert.equal(tallied.size, 15);
+  });
+
+  it('counts baked devices as succeeded, failed and timed out ones (bake failures included) as failed', () => {
+    const tallied = tallyOf(counts({ completed: 7, failed: 2, timed_out: 1, skipped: 3, cancelled: 4 }));
+    assert.deepEqual(
+      [tallied.succeeded, tallied.failed, tallied.skipped, tallied.cancelled, tallied.size],
+      [7, 3, 3, 4, 17],
+    );
+  });
+
+  it('keeps when the last bake ends only while devices bake', () => {
+    assert.equal(tallyOf(counts({ baking: 2 }), NOW + MINUTE).bakeEndsAtMs, NOW + MINUTE);
+    assert.equal(tallyOf(counts({ completed: 2 }), NOW + MINUTE).bakeEndsAtMs, null);
   });
 });
 
@@ -212,45 +168,28 @@ describe("a batch's gate", () => {
     });
   }
 
-  it('reports the failure rate of the judged devices and when the bake ends', () => {
+  it('reports the judged and failed devices and when the bake ends', () => {
     const decision = gateDecision(tally({ failed: 1, succeeded: 3, baking: 2, bakeEndsAtMs: NOW + MINUTE }), {
       failure_threshold_percent: 50,
       min_sample: 1,
     });
-    assert.deepEqual(decision, {
-      verdict: 'wait',
-      reason: 'baking',
-      judged: 4,
-      failurePercent: 25,
-      wakeAtMs: NOW + MINUTE,
-    });
-    assert.equal(
-      gateDecision(tally({ pending: 3 }), { failure_threshold_percent: 10, min_sample: 1 }).failurePercent,
-      null,
-    );
+    assert.deepEqual(decision, { verdict: 'wait', reason: 'baking', judged: 4, failed: 1, wakeAtMs: NOW + MINUTE });
+    assert.equal(gateDecision(tally({ pending: 3 }), { failure_threshold_percent: 10, min_sample: 1 }).judged, 0);
   });
 });
 
 describe('the next action of a deployment', () => {
-  const flags = (overrides: Partial<DeploymentFlags> = {}): DeploymentFlags => ({
-    startAtMs: null,
-    paused: false,
-    cancelled: false,
-    aborted: false,
-    rolledBack: false,
-    dynamic: false,
-    ...overrides,
-  });
   const batch = (counts: Partial<BatchTally>, overrides: Partial<GatedBatch> = {}): GatedBatch => ({
-    started: true,
+    state: 'running',
     promoted: false,
     tally: tally(counts),
     ...overrides,
   });
-  const notStarted = (size: number): GatedBatch => batch({ pending: size }, { started: false });
-  const state = (batches: GatedBatch[], overrides: Partial<DeploymentState> = {}): DeploymentState => ({
-    flags: flags(),
-    finished: false,
+  const notStarted = (size: number): GatedBatch => batch({ pending: size }, { state: 'pending' });
+  const situation = (batches: GatedBatch[], overrides: Partial<DeploymentSituation> = {}): DeploymentSituation => ({
+    state: 'running',
+    startAtMs: null,
+    dynamic: false,
     settings: { failure_threshold_percent: 10, min_sample: 5, on_failure: 'rollback' },
     batches,
     nowMs: NOW,
@@ -258,87 +197,98 @@ describe('the next action of a deployment', () => {
   });
   const baking = { succeeded: 1, baking: 4, bakeEndsAtMs: NOW + 3 * MINUTE };
   const failing = { failed: 3, succeeded: 2 };
+  const passed = (counts: Partial<BatchTally>) => batch(counts, { state: 'passed' });
 
-  const cases: [string, DeploymentState, ReturnType<typeof nextAction>][] = [
+  const cases: [string, DeploymentSituation, ReturnType<typeof nextAction>][] = [
     [
       'cancelled: nothing',
-      state([notStarted(5)], { flags: flags({ cancelled: true }) }),
-      { action: 'nothing', reason: 'finished', wakeAtMs: null },
+      situation([notStarted(5)], { state: 'cancelled' }),
+      { action: 'nothing', reason: 'ended', wakeAtMs: null },
     ],
     [
       'completed already: nothing',
-      state([batch({ succeeded: 5 })], { finished: true }),
-      { action: 'nothing', reason: 'finished', wakeAtMs: null },
+      situation([passed({ succeeded: 5 })], { state: 'completed' }),
+      { action: 'nothing', reason: 'ended', wakeAtMs: null },
     ],
     [
-      'rolled back, even with a failing gate: nothing',
-      state([batch(failing)], { flags: flags({ aborted: true, rolledBack: true }) }),
-      { action: 'nothing', reason: 'finished', wakeAtMs: null },
+      'rolled back, even with a failed batch: nothing',
+      situation([batch(failing, { state: 'failed' })], { state: 'rolled_back' }),
+      { action: 'nothing', reason: 'ended', wakeAtMs: null },
     ],
     [
-      'start_at ahead: nothing until then',
-      state([notStarted(5)], { flags: flags({ startAtMs: NOW + MINUTE }) }),
+      'scheduled, start_at ahead: nothing until then',
+      situation([notStarted(5)], { state: 'scheduled', startAtMs: NOW + MINUTE }),
       { action: 'nothing', reason: 'scheduled', wakeAtMs: NOW + MINUTE },
     ],
     [
-      'start_at reached: starts the first batch',
-      state([notStarted(5), notStarted(5)], { flags: flags({ startAtMs: NOW }) }),
+      'scheduled, start_at reached: starts',
+      situation([notStarted(5)], { state: 'scheduled', startAtMs: NOW }),
+      { action: 'start' },
+    ],
+    [
+      'running, no batch started: starts the first',
+      situation([notStarted(5), notStarted(5)]),
       { action: 'start_batch', index: 0 },
     ],
-    ['no device at all: completes', state([]), { action: 'complete' }],
+    ['no device at all: completes', situation([]), { action: 'complete' }],
     [
       'no device yet, dynamic: keeps waiting for devices',
-      state([], { flags: flags({ dynamic: true }) }),
+      situation([], { dynamic: true }),
       { action: 'nothing', reason: 'dynamic', wakeAtMs: null },
     ],
     [
       'the canary in flight: waits for its reports',
-      state([batch({ pending: 3, succeeded: 2 }), notStarted(95)]),
+      situation([batch({ pending: 3, succeeded: 2 }), notStarted(95)]),
       { action: 'nothing', reason: 'in_flight', wakeAtMs: null },
     ],
     [
       'the canary baking: waits until its bake ends',
-      state([batch(baking), notStarted(95)]),
+      situation([batch(baking, { state: 'baking' }), notStarted(95)]),
       { action: 'nothing', reason: 'baking', wakeAtMs: NOW + 3 * MINUTE },
     ],
     [
       'the canary passed: starts the next batch',
-      state([batch({ succeeded: 5 }), notStarted(95)]),
+      situation([passed({ succeeded: 5 }), notStarted(95)]),
       { action: 'start_batch', index: 1 },
     ],
     [
       'the canary promoted while baking: starts the next batch now (promote skips the bake)',
-      state([batch(baking, { promoted: true }), notStarted(95)]),
+      situation([batch(baking, { state: 'baking', promoted: true }), notStarted(95)]),
       { action: 'start_batch', index: 1 },
     ],
     [
       'a rolling batch passed: the one after it starts, not a later one',
-      state([batch({ succeeded: 5 }), batch({ succeeded: 5 }), notStarted(5), notStarted(5)]),
+      situation([passed({ succeeded: 5 }), passed({ succeeded: 5 }), notStarted(5), notStarted(5)]),
       { action: 'start_batch', index: 2 },
     ],
     [
       'the last batch passed while an earlier promoted one is still in flight: waits',
-      state([batch({ pending: 1, succeeded: 4 }, { promoted: true }), batch({ succeeded: 95 })]),
+      situation([batch({ pending: 1, succeeded: 4 }, { promoted: true }), passed({ succeeded: 95 })]),
       { action: 'nothing', reason: 'in_flight', wakeAtMs: null },
     ],
     [
       'every batch passed: completes',
-      state([batch({ succeeded: 5 }), batch({ succeeded: 94, failed: 1 })]),
+      situation([passed({ succeeded: 5 }), passed({ succeeded: 94, failed: 1 })]),
+      { action: 'complete' },
+    ],
+    [
+      'a batch failed and accepted by the operator, the rest passed: completes',
+      situation([batch(failing, { state: 'failed', promoted: true }), passed({ succeeded: 95 })]),
       { action: 'complete' },
     ],
     [
       'every batch passed, dynamic: keeps running for devices that come to match',
-      state([batch({ succeeded: 5 })], { flags: flags({ dynamic: true }) }),
+      situation([passed({ succeeded: 5 })], { dynamic: true }),
       { action: 'nothing', reason: 'dynamic', wakeAtMs: null },
     ],
     [
       'the last batch baking: no completion before the bake ends',
-      state([batch({ succeeded: 5 }), batch(baking)]),
+      situation([passed({ succeeded: 5 }), batch(baking, { state: 'baking' })]),
       { action: 'nothing', reason: 'baking', wakeAtMs: NOW + 3 * MINUTE },
     ],
     [
-      'operator pause: nothing, not even the next batch',
-      state([batch({ succeeded: 5 }), notStarted(95)], { flags: flags({ paused: true }) }),
+      'paused: nothing, not even the next batch',
+      situation([passed({ succeeded: 5 }), notStarted(95)], { state: 'paused' }),
       { action: 'nothing', reason: 'paused', wakeAtMs: null },
     ],
   ];
@@ -346,141 +296,63 @@ describe('the next action of a deployment', () => {
     it(name, () => assert.deepEqual(nextAction(input), expected));
   }
 
-  it('applies on_failure as soon as a started batch crosses the threshold, naming the batch', () => {
-    const action = nextAction(state([batch({ succeeded: 5 }), batch({ ...failing, pending: 40 }), notStarted(50)]));
-    assert.equal(action.action, 'apply_on_failure');
+  it('applies on_failure to a failed batch, naming it, with the counts its gate used', () => {
+    const action = nextAction(
+      situation([passed({ succeeded: 5 }), batch({ ...failing, pending: 40 }, { state: 'failed' }), notStarted(50)]),
+    );
     assert.ok(action.action === 'apply_on_failure');
     assert.equal(action.onFailure, 'rollback');
     assert.equal(action.batchIndex, 1);
-    assert.equal(action.gate.reason, 'threshold_crossed');
-    assert.equal(action.gate.failurePercent, 60);
+    assert.deepEqual([action.gate.failed, action.gate.judged], [3, 5]);
   });
 
   it('applies an abort or rollback even while the operator paused the deployment', () => {
-    const action = nextAction(state([batch(failing), notStarted(95)], { flags: flags({ paused: true }) }));
+    const action = nextAction(situation([batch(failing, { state: 'failed' }), notStarted(95)], { state: 'paused' }));
     assert.equal(action.action, 'apply_on_failure');
   });
 
   it('does not pause again a deployment its failed gate already paused', () => {
-    const input = state([batch(failing), notStarted(95)], {
-      flags: flags({ paused: true }),
+    const input = situation([batch(failing, { state: 'failed' }), notStarted(95)], {
+      state: 'paused',
       settings: { failure_threshold_percent: 10, min_sample: 5, on_failure: 'pause' },
     });
     assert.deepEqual(nextAction(input), { action: 'nothing', reason: 'paused', wakeAtMs: null });
   });
 
   it('goes on past a failed batch once the operator resumed (the batch is promoted)', () => {
-    const input = state([batch(failing, { promoted: true }), notStarted(95)], {
+    const input = situation([batch(failing, { state: 'failed', promoted: true }), notStarted(95)], {
       settings: { failure_threshold_percent: 10, min_sample: 5, on_failure: 'pause' },
     });
     assert.deepEqual(nextAction(input), { action: 'start_batch', index: 1 });
   });
 
-  it("lists every batch's state for the deployment's status", () => {
-    const input = state([batch({ succeeded: 5 }), batch(baking, { promoted: true }), batch(failing), notStarted(5)]);
-    assert.deepEqual(batchStates(input.batches, input.settings), ['passed', 'passed', 'failed', 'pending']);
-    assert.equal(deploymentStatusOf(input.flags, batchStates(input.batches, input.settings), NOW), 'running');
-  });
-
   it('does not judge a canary of 1 of 2 failing below min_sample: the canary waits', () => {
-    const input = state([batch({ failed: 1, succeeded: 1, pending: 8 }), notStarted(90)]);
+    const input = situation([batch({ failed: 1, succeeded: 1, pending: 8 }), notStarted(90)]);
     assert.deepEqual(nextAction(input), { action: 'nothing', reason: 'in_flight', wakeAtMs: null });
   });
 });
 
-describe('derived statuses', () => {
-  const flags = (overrides: Partial<DeploymentFlags> = {}): DeploymentFlags => ({
-    startAtMs: null,
-    paused: false,
-    cancelled: false,
-    aborted: false,
-    rolledBack: false,
-    dynamic: false,
-    ...overrides,
-  });
-  const statusCases: [string, Partial<DeploymentFlags>, BatchState[], DeploymentStatus][] = [
-    ['start_at ahead', { startAtMs: NOW + 1 }, ['pending'], 'scheduled'],
-    ['start_at reached, nothing started yet', { startAtMs: NOW }, ['pending'], 'running'],
-    ['a batch running', {}, ['passed', 'running'], 'running'],
-    ['the last batch baking', {}, ['passed', 'baking'], 'running'],
-    ['a batch failing, on_failure not applied yet', {}, ['failed', 'pending'], 'running'],
-    ['every batch passed', {}, ['passed', 'passed'], 'completed'],
-    ['no batch (no device)', {}, [], 'completed'],
-    ['every batch passed, dynamic', { dynamic: true }, ['passed'], 'running'],
-    ['paused', { paused: true }, ['passed', 'pending'], 'paused'],
-    ['paused before its start', { paused: true, startAtMs: NOW + 1 }, ['pending'], 'paused'],
-    ['aborted by its gate', { aborted: true }, ['failed', 'pending'], 'failed'],
-    ['rolled back after the abort', { aborted: true, rolledBack: true }, ['failed', 'pending'], 'rolled_back'],
-    ['cancelled', { cancelled: true }, ['running', 'pending'], 'cancelled'],
-    ['cancelled while paused', { cancelled: true, paused: true }, ['passed', 'pending'], 'cancelled'],
-    ['rolled back by the operator after completing', { rolledBack: true }, ['passed'], 'rolled_back'],
+describe('the state a batch should be in', () => {
+  const cases: [string, BatchState, boolean, Partial<BatchTally>, GateVerdict, BatchState][] = [
+    ['not started', 'pending', false, { pending: 5 }, 'wait', 'pending'],
+    ['devices in flight', 'running', false, { pending: 2, succeeded: 3 }, 'wait', 'running'],
+    ['all committed, baking', 'running', false, { baking: 5 }, 'wait', 'baking'],
+    ['gate passed', 'baking', false, { succeeded: 5 }, 'pass', 'passed'],
+    ['gate failed, devices still in flight', 'running', false, { failed: 3, pending: 2 }, 'fail', 'failed'],
+    ['failed stays failed when later devices succeed', 'failed', false, { failed: 3, succeeded: 97 }, 'pass', 'failed'],
+    ['failed stays failed when the operator accepts it', 'failed', true, { failed: 5 }, 'fail', 'failed'],
+    ['promoted while baking', 'baking', true, { baking: 5 }, 'wait', 'passed'],
+    ['promoted with devices in flight', 'running', true, { pending: 1, baking: 4 }, 'wait', 'running'],
+    ['passed, a device added (dynamic)', 'passed', false, { pending: 1, succeeded: 5 }, 'wait', 'running'],
+    ['passed, nothing added', 'passed', false, { succeeded: 5 }, 'pass', 'passed'],
   ];
-  for (const [name, overrides, states, expected] of statusCases) {
-    it(`deployment: ${name} → ${expected}`, () =>
-      assert.equal(deploymentStatusOf(flags(overrides), states, NOW), expected));
-  }
-
-  const batchCases: [string, { started: boolean; promoted: boolean }, Partial<BatchTally>, GateVerdict, BatchState][] =
-    [
-      ['not started', { started: false, promoted: false }, { pending: 5 }, 'wait', 'pending'],
-      ['devices in flight', { started: true, promoted: false }, { pending: 2, succeeded: 3 }, 'wait', 'running'],
-      ['all committed, baking', { started: true, promoted: false }, { baking: 5 }, 'wait', 'baking'],
-      ['gate passed', { started: true, promoted: false }, { succeeded: 5 }, 'pass', 'passed'],
-      [
-        'gate failed, devices still in flight',
-        { started: true, promoted: false },
-        { failed: 3, pending: 2 },
-        'fail',
-        'failed',
-      ],
-      ['promoted while baking', { started: true, promoted: true }, { baking: 5 }, 'wait', 'passed'],
-      [
-        'promoted with devices in flight',
-        { started: true, promoted: true },
-        { pending: 1, baking: 4 },
-        'wait',
-        'running',
-      ],
-      ['promoted after its gate failed', { started: true, promoted: true }, { failed: 5 }, 'fail', 'passed'],
-    ];
-  for (const [name, flagsOf, counts, verdict, expected] of batchCases) {
-    it(`batch: ${name} → ${expected}`, () =>
-      assert.equal(batchStateOf({ ...flagsOf, tally: tally(counts) }, verdict), expected));
+  for (const [name, state, promoted, counts, verdict, expected] of cases) {
+    it(`${name}: ${expected}`, () =>
+      assert.equal(batchStateFor({ state, promoted, tally: tally(counts) }, verdict), expected));
   }
 });
 
-describe('retries and dispatch rate', () => {
-  const retryCases: [number, number, boolean][] = [
-    [1, 0, false],
-    [1, 1, true],
-    [2, 1, false],
-    [3, 3, true],
-    [4, 3, false],
-  ];
-  for (const [failures, maxRetries, expected] of retryCases) {
-    it(`failure ${failures} with max_retries ${maxRetries}: ${expected ? 'retried' : 'final'}`, () =>
-      assert.equal(shouldRetry(failures, maxRetries), expected));
-  }
-
-  const delayCases: [number, number][] = [
-    [0, 30_000],
-    [1, 30_000],
-    [2, 60_000],
-    [3, 120_000],
-    [5, 480_000],
-    [6, 600_000],
-    [1000, 600_000],
-  ];
-  for (const [attempt, expected] of delayCases) {
-    it(`retry after failure ${attempt} waits ${expected / 1000} s (doubling, capped at 10 min)`, () =>
-      assert.equal(retryDelayMs(attempt), expected));
-  }
-
-  it('takes its own base and cap', () => {
-    assert.equal(retryDelayMs(3, 100, 250), 250);
-    assert.equal(retryDelayMs(2, 100, 250), 200);
-  });
-
+describe('the dispatch rate', () => {
   const allowanceCases: [number | null, number, number][] = [
     [null, 5000, Number.POSITIVE_INFINITY],
     [10, 0, 10],
@@ -488,8 +360,8 @@ describe('retries and dispatch rate', () => {
     [10, 10, 0],
     [10, 12, 0],
   ];
-  for (const [max, dispatched, expected] of allowanceCases) {
-    it(`max_per_minute ${max}, ${dispatched} dispatched in the last minute: ${expected} more now`, () =>
-      assert.equal(dispatchAllowance(max, dispatched), expected));
+  for (const [max, queued, expected] of allowanceCases) {
+    it(`max_per_minute ${max}, ${queued} queued in the last minute: ${expected} more now`, () =>
+      assert.equal(dispatchAllowance(max, queued), expected));
   }
 });

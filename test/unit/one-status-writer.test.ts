@@ -7,8 +7,8 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
+import { ACTIVE_STATUSES, CLAIMABLE_STATUSES, statusesLeadingTo } from '../../src/server/model/update-status.ts';
 import { ONE_ACTIVE_PER_DEVICE } from '../../src/server/updates/repo.ts';
-import { ACTIVE_STATUSES, CLAIMABLE_STATUSES, statusesLeadingTo } from '../../src/server/updates/status.ts';
 
 function sourceFiles(dir: string): string[] {
   return readdirSync(dir).flatMap((entry) => {
@@ -43,23 +43,23 @@ describe('the one writer of ota_updates.status', () => {
     assert.deepEqual(writers, [REPO]);
   });
 
-  it('in updates/repo.ts only insertQueued and applyTransition write it', () => {
+  it('in updates/repo.ts only insertQueued, insertObserved and applyTransition write it', () => {
     const text = files.find(({ file }) => file === REPO)!.text;
-    const allowed = [functionBody(text, 'insertQueued'), functionBody(text, 'applyTransition')];
+    const allowed = ['insertQueued', 'insertObserved', 'applyTransition'].map((name) => functionBody(text, name));
     const found = [...text.matchAll(writes())];
     assert.ok(found.length >= 2);
     for (const write of found) {
       assert.ok(
         allowed.some((body) => write.index >= body.start && write.index < body.end),
-        `a write of ota_updates at offset ${write.index} outside the two writers`,
+        `a write of ota_updates at offset ${write.index} outside the three writers`,
       );
     }
   });
 
-  it('only UpdateTransitions calls the two writers', () => {
+  it('only UpdateTransitions calls the three writers', () => {
     const callers = files
       .filter(({ file }) => file !== REPO)
-      .filter(({ text }) => /\b(?:insertQueued|applyTransition)\(/.test(text))
+      .filter(({ text }) => /\b(?:insertQueued|insertObserved|applyTransition)\(/.test(text))
       .map(({ file }) => file);
     assert.deepEqual(callers, [TRANSITIONS]);
   });

@@ -8,7 +8,7 @@ import {
   statusesLeadingTo,
   UPDATE_STATUSES,
   type UpdateStatus,
-} from '../../src/server/updates/status.ts';
+} from '../../src/server/model/update-status.ts';
 
 const allowed: [UpdateStatus, UpdateStatus][] = [
   ['queued', 'dispatched'],
@@ -21,6 +21,8 @@ const allowed: [UpdateStatus, UpdateStatus][] = [
   ['dispatched', 'failed'],
   ['dispatched', 'timed_out'],
   ['dispatched', 'cancelled'],
+  // At dispatch the device no longer fits (its version or model changed): never sent.
+  ['dispatched', 'skipped'],
   ['in_progress', 'in_progress'],
   ['in_progress', 'completed'],
   ['in_progress', 'failed'],
@@ -62,12 +64,18 @@ describe("the seed's OTA status", () => {
     ['dispatched', 'updating'],
     ['in_progress', 'updating'],
     ['completed', 'completed'],
-    ['skipped', 'completed'],
+    ['skipped', 'idle'],
     ['failed', 'failed'],
     ['timed_out', 'failed'],
     ['cancelled', 'idle'],
   ];
   for (const [status, expected] of table) {
-    it(`${status ?? 'no update'} shows as ${expected}`, () => assert.equal(otaStatusOf(status), expected));
+    it(`${status ?? 'no update'} shows as ${expected}`, () =>
+      assert.equal(otaStatusOf(status && { status, kind: 'update', error_code: null }), expected));
   }
+
+  it('a version change it observed: failed when the device fell back, idle when it was re-flashed', () => {
+    assert.equal(otaStatusOf({ status: 'completed', kind: 'observed', error_code: 'reverted' }), 'failed');
+    assert.equal(otaStatusOf({ status: 'completed', kind: 'observed', error_code: 'reflashed' }), 'idle');
+  });
 });

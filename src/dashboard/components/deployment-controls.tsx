@@ -1,12 +1,12 @@
 /**
- * The operator's buttons on a deployment: only those its status allows, and none for a viewer.
- * Cancel and rollback ask first. The server's answer (the deployment after the control) is handed
- * back at once; a refusal is shown under its button with its code.
+ * The operator's buttons on a deployment: exactly the controls the server answers for it now
+ * (`controls`), and none for a viewer. Cancel and rollback ask first. The server's answer (the
+ * deployment after the control) is handed back at once; a refusal (the deployment moved on
+ * meanwhile) is shown under its button with the server's words and code.
  */
 import { api } from '../api.ts';
-import type { Deployment } from '../types.ts';
+import type { Control, Deployment } from '../types.ts';
 import { ActionButton, useCan } from '../ui.tsx';
-import { type Control, controlsFor } from './deployment-model.ts';
 
 const BUTTONS: Record<Control, { label: string; confirm?: string; tone?: 'danger' | 'primary' }> = {
   pause: { label: 'Pause' },
@@ -20,7 +20,8 @@ const BUTTONS: Record<Control, { label: string; confirm?: string; tone?: 'danger
   rollback: {
     label: 'Roll back',
     tone: 'danger',
-    confirm: 'Roll back every device this deployment updated to the version it ran before?',
+    confirm:
+      'Roll back every device this deployment updated (and that still runs its version) to the version it ran before?',
   },
 };
 
@@ -28,14 +29,14 @@ export function DeploymentControls({
   deployment,
   onChanged,
 }: {
-  deployment: Pick<Deployment, 'id' | 'status' | 'batches'>;
+  deployment: Pick<Deployment, 'id' | 'controls'>;
   onChanged: (deployment: Deployment) => void;
 }) {
   const can = useCan('operator');
   if (!can) return null;
   return (
     <>
-      {controlsFor(deployment).map((control) => (
+      {deployment.controls.map((control) => (
         <ActionButton
           key={control}
           {...BUTTONS[control]}

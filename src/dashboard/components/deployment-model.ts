@@ -1,48 +1,36 @@
 /**
- * The pure half of the deployment pages: which controls a deployment offers now, a `deployment`
- * event applied to the deployment on screen, a batch's counts in words, and the create form's
- * fields → the `POST /api/v1/deployments` body. No DOM, no fetch: unit-tested from plain values
- * (test/unit/dashboard-deployments.test.ts).
+ * The pure half of the deployment pages: a `deployment` event applied to the deployment on screen,
+ * a batch's counts in words, and the create form's fields → the `POST /api/v1/deployments` body.
+ * Which controls apply is never decided here: the server answers them (`controls`). No DOM, no
+ * fetch: unit-tested from plain values (test/unit/dashboard-deployments.test.ts).
  */
 import type { CreateDeploymentBody, OnFailure, RestStrategy, Strategy } from '../../server/deployments/schemas.ts';
+import { failedOf, inProgressOf } from '../../server/model/deployment.ts';
 import type { Batch, Deployment, DeploymentEvent, DeviceCounts, Timeline } from '../types.ts';
-
-export type Control = 'pause' | 'resume' | 'promote' | 'cancel' | 'rollback';
 
 /** The last batch that has started (its state is no longer `pending`), or -1. */
 function currentBatch(batches: readonly Pick<Batch, 'state'>[]): number {
   return batches.map((batch) => batch.state !== 'pending').lastIndexOf(true);
 }
 
-/**
- * The controls that make sense for the deployment as it stands (the server refuses the others
- * with 409): promote only while a batch runs and another waits; rollback also after completion
- * or an abort, never after a cancel or a rollback.
- */
-export function controlsFor(deployment: Pick<Deployment, 'status' | 'batches'>): Control[] {
-  const current = currentBatch(deployment.batches);
-  const hasNext = current >= 0 && current < deployment.batches.length - 1;
-  switch (deployment.status) {
-    case 'scheduled':
-      return ['pause', 'cancel'];
-    case 'running':
-      return ['pause', ...(hasNext ? (['promote'] as const) : []), 'cancel', 'rollback'];
-    case 'paused':
-      return ['resume', 'cancel', 'rollback'];
-    case 'completed':
-    case 'failed':
-      return ['rollback'];
-    case 'cancelled':
-    case 'rolled_back':
-      return [];
-  }
-}
+/** What a `deployment` event carries of the deployment (everything but its settings and the other batches). */
+type EventFields =
+  | 'id'
+  | 'status'
+  | 'total'
+  | 'counts'
+  | 'bake_failed'
+  | 'rollback'
+  | 'controls'
+  | 'stop_reason'
+  | 'batches';
 
 /**
- * The deployment with an event's news: status, counts and the batch that changed, applied at
- * once; the rest (the chart, the failing devices) comes with the next read.
+ * The deployment with an event's news: status, counts, bake failures, rollback, controls, stop
+ * reason and the batch that changed, applied at once; the rest (the chart, the devices, the
+ * other batches' timers) comes with the next read.
  */
-export function applyDeploymentEvent<T extends Pick<Deployment, 'id' | 'status' | 'total' | 'counts' | 'batches'>>(
+export function applyDeploymentEvent<T extends Pick<Deployment, EventFields>>(
   deployment: T,
   event: DeploymentEvent,
 ): T {
@@ -53,6 +41,10 @@ export function applyDeploymentEvent<T extends Pick<Deployment, 'id' | 'status' 
     status: event.status,
     total: event.total,
     counts: event.counts,
+    bake_failed: event.bake_failed,
+    rollback: event.rollback,
+    controls: event.controls,
+    stop_reason: event.stop_reason,
     batches: changed
       ? deployment.batches.map((batch) =>
           batch.index === changed.index
@@ -61,6 +53,7 @@ export function applyDeploymentEvent<T extends Pick<Deployment, 'id' | 'status' 
                 state: changed.state,
                 size: changed.size,
                 counts: changed.counts,
+                bake_failed: changed.bake_failed,
                 bake_ends_at: changed.bake_ends_at,
               }
             : batch,
@@ -69,38 +62,20 @@ export function applyDeploymentEvent<T extends Pick<Deployment, 'id' | 'status' 
   };
 }
 
-/** Devices on their way: queued, sent the command, or updating. */
-export function inProgressOf(counts: DeviceCounts): number {
-  return counts.queued + counts.dispatched + counts.in_progress;
-}
+export { failedOf, inProgressOf };
 
-export function failedOf(counts: DeviceCounts): number {
-  return counts.failed + counts.timed_out;
-}
-
-/** `3 completed · 1 failed · 2 in progress of 6`: what a batch's bar shows, in words. */
-export function describeProgress(counts: DeviceCounts, size: number): string {
+/**
+ * `3 completed · 2 baking · 2 failed (1 in the bake) · 2 in progress of 9`: what a batch's (or a
+ * deployment's) bar shows, in words. `bakeFailed` is part of the failed.
+ */
+export function describeProgress(counts: DeviceCounts, size: number, bakeFailed = 0): string {
   const parts = [`${counts.completed} completed`];
-  if (failedOf(counts) > 0) parts.push(`${failedOf(counts)} failed`);
+  if (counts.baking > 0) parts.push(`${counts.baking} baking`);
+  if (failedOf(counts) > 0)
+    parts.push(`${failedOf(counts)} failed${bakeFailed > 0 ? ` (${bakeFailed} in the bake)` : ''}`);
   if (inProgressOf(counts) > 0) parts.push(`${inProgressOf(counts)} in progress`);
   if (counts.cancelled + counts.skipped > 0) parts.push(`${counts.cancelled + counts.skipped} cancelled or skipped`);
   return `${parts.join(' · ')} of ${size}`;
-}
-
-/** `tags edge, site-a · models rpi4`: a deployment's target in a few words. */
-export function describeTarget(target: Deployment['target']): string {
-  if (target.all) return 'the whole fleet';
-  const parts: string[] = [];
-  const list = (name: string, values: string[] | undefined, shown = 5) => {
-    if (!values?.length) return;
-    const more = values.length > shown ? ` … (+${values.length - shown})` : '';
-    parts.push(`${name} ${values.slice(0, shown).join(', ')}${more}`);
-  };
-  list('devices', target.device_ids);
-  list('tags', target.tags);
-  list('models', target.models);
-  list('current versions', target.current_versions);
-  return parts.join(' · ');
 }
 
 /** Seconds left until `endsAt` as `m:ss` (never negative). */

@@ -1,15 +1,20 @@
-/** A device's latest update in a table cell: its status, and while it moves, its progress toward the target. */
-import { isActive } from '../../server/updates/status.ts';
+/**
+ * A device's latest update in a table cell: its status, and while it moves, its progress toward
+ * the target. A version change the device reported and the server did not order reads as what it
+ * was: "reverted to 1.0.0" (it fell back after committing), never "completed".
+ */
+import { otaWords } from '../../cli/ota-format.ts';
+import { isActive } from '../../server/model/update-status.ts';
 import type { DeviceOta } from '../types.ts';
 import { ProgressBar, StatusBadge } from '../ui.tsx';
 
 export function OtaStatus({ deviceId, ota }: { deviceId: string; ota: DeviceOta | null | undefined }) {
   if (!ota) return <span class="muted">never updated</span>;
-  const label = ota.kind === 'rollback' ? `rollback to ${ota.target_version}` : `to ${ota.target_version}`;
+  const { badge, label } = otaWords(ota);
   return (
     <div class="ota-status">
       <span>
-        <StatusBadge status={ota.status} /> <span class="muted">{label}</span>
+        <StatusBadge status={badge} /> <span class="muted">{label}</span>
       </span>
       {isActive(ota.status) ? (
         <span class="ota-moving">
@@ -20,7 +25,7 @@ export function OtaStatus({ deviceId, ota }: { deviceId: string; ota: DeviceOta 
           </span>
         </span>
       ) : null}
-      {ota.error_code ? <code class="error-code">{ota.error_code}</code> : null}
+      {ota.error_code && badge !== ota.error_code ? <code class="error-code">{ota.error_code}</code> : null}
     </div>
   );
 }

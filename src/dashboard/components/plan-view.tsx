@@ -1,19 +1,15 @@
 /**
- * A dry run's plan (`dry_run: true`): the batches with their sizes and first device ids, then who
- * is left out and why. Nothing exists on the server yet; the page offers to start it.
+ * A dry run's plan (`dry_run: true`): the batches with their sizes and first device ids, then the
+ * devices left out by the server's reason (already on the version, busy, incompatible …), the
+ * listed ids that name no device, and the offline ones (still planned). Nothing exists on the
+ * server yet; the page offers to start it.
  */
-import { describeSettings, describeStrategy, sampleIds } from '../../cli/deployment-format.ts';
+import { describeSettings, describeStrategy, planExceptions, sampleIds } from '../../cli/deployment-format.ts';
 import type { DeploymentPlan } from '../types.ts';
 import { TableHead } from './table.tsx';
 
-const LEFT_OUT: [keyof Pick<DeploymentPlan, 'skipped' | 'incompatible' | 'busy' | 'offline'>, string][] = [
-  ['skipped', 'already on this version'],
-  ['incompatible', 'model not supported by the firmware'],
-  ['busy', 'in another active deployment or update'],
-  ['offline', 'in the batches; updated when they come online'],
-];
-
 export function PlanView({ plan }: { plan: DeploymentPlan }) {
+  const exceptions = planExceptions(plan);
   return (
     <section class="panel" aria-labelledby="plan-title">
       <h2 id="plan-title">
@@ -43,19 +39,21 @@ export function PlanView({ plan }: { plan: DeploymentPlan }) {
           </table>
         </div>
       )}
-      <ul class="left-out">
-        {LEFT_OUT.map(([name, why]) => (
-          <li key={name}>
-            <strong>{plan[name].count}</strong> {name}
-            {plan[name].count > 0 ? (
+      {exceptions.length > 0 ? (
+        <ul class="left-out" aria-label="Left out or offline">
+          {exceptions.map(({ name, sample, why }) => (
+            <li key={name}>
+              <strong>{sample.count}</strong> {name.replace(/_/g, ' ')}
               <span class="muted">
                 {' '}
-                — {why}: {sampleIds(plan[name].device_ids, plan[name].count)}
+                — {why}: {sampleIds(sample.device_ids, sample.count)}
               </span>
-            ) : null}
-          </li>
-        ))}
-      </ul>
+            </li>
+          ))}
+        </ul>
+      ) : (
+        <p class="muted">No device of the target is left out.</p>
+      )}
       <p class="muted">Nothing was created.</p>
     </section>
   );

@@ -1,10 +1,11 @@
 /**
  * Deployments, newest first, filtered by status (kept in the URL: `#/deployments?status=running`),
- * kept live from the `deployment` events.
+ * each with its devices' bar (bake failures among the failed) and its rollback's, kept live from
+ * the `deployment` events.
  */
 import { describeStrategy } from '../../cli/deployment-format.ts';
 import { api, query } from '../api.ts';
-import { CountsBar } from '../components/counts-bar.tsx';
+import { CountsBar, RollbackBar } from '../components/counts-bar.tsx';
 import { isoOf } from '../components/deployment-model.ts';
 import { TableHead } from '../components/table.tsx';
 import { useLiveRefresh } from '../events.ts';
@@ -97,7 +98,17 @@ export function DeploymentsPage({ params }: { params: URLSearchParams }) {
                     </td>
                     <td>{describeStrategy(deployment)}</td>
                     <td class="wide-cell">
-                      <CountsBar counts={deployment.counts} size={deployment.total} />
+                      <CountsBar
+                        counts={deployment.counts}
+                        size={deployment.total}
+                        bakeFailed={deployment.bake_failed}
+                      />
+                      {deployment.rollback ? (
+                        <div class="rollback-cell">
+                          <span class="small">Rollback</span>
+                          <RollbackBar rollback={deployment.rollback} />
+                        </div>
+                      ) : null}
                     </td>
                     <td>
                       <Time at={isoOf(deployment.created_at)} />

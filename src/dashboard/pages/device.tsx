@@ -1,9 +1,12 @@
 /**
- * One device: what it is, its OTA record, its update history and, for operators, the buttons to
- * update it (or force a re-install) and to roll it back. Its own events refresh the page, so an
- * update's progress moves without a reload.
+ * One device: what it is, its OTA record (a fall-back it reported reads "reverted to 1.0.0"; the
+ * deployment that holds it, if any), its update history and, for operators, the buttons to update
+ * it (or force a re-install) and to roll it back (refused with the server's words while a
+ * deployment holds it). Its own events, and the bulk changes of the deployment that holds it,
+ * refresh the page, so an update's progress moves without a reload.
  */
 import { useState } from 'preact/hooks';
+import { otaWords } from '../../cli/ota-format.ts';
 import { api, query } from '../api.ts';
 import { Loaded } from '../components/loaded.tsx';
 import { Table } from '../components/table.tsx';
@@ -45,8 +48,11 @@ export function DevicePage({ deviceId }: { deviceId: string }) {
     ota.reload();
     history.reload();
   };
-  useLiveRefresh(['device', 'ota', 'device_deleted'], reload, {
-    filter: (_name, data) => data.device_id === deviceId,
+  // An `ota_bulk` names no device: it counts when it is about the deployment that holds this one.
+  const deployments = [ota.data?.held_by, ota.data?.deployment_id].filter(Boolean);
+  useLiveRefresh(['device', 'ota', 'ota_bulk', 'device_deleted'], reload, {
+    filter: (name, data) =>
+      name === 'ota_bulk' ? deployments.includes(data.deployment_id as string) : data.device_id === deviceId,
     intervalMs: 500,
   });
 
@@ -120,19 +126,37 @@ function DeviceDetails({ device }: { device: Device }) {
 }
 
 function OtaDetails({ record }: { record: OtaRecord }) {
+  // A version change the device reported (update_kind observed) has no target: it says what happened.
+  const observed =
+    record.update_kind === 'observed' && record.target_version
+      ? otaWords({
+          kind: 'observed',
+          status: record.update_status ?? 'completed',
+          target_version: record.target_version,
+          error_code: record.error?.code ?? null,
+        })
+      : null;
   return (
     <dl class="details">
       <dt>Status</dt>
       <dd>
         <StatusBadge status={record.ota_status} />
-        {record.update_status && record.update_status !== record.ota_status ? (
+        {observed ? (
+          <span class="ota-observed">
+            {' '}
+            {observed.badge} {observed.label}
+          </span>
+        ) : record.update_status && record.update_status !== record.ota_status ? (
           <span class="muted"> ({record.update_status.replace(/_/g, ' ')})</span>
         ) : null}
       </dd>
       <dt>Current version</dt>
-      <dd>{record.current_version}</dd>
+      <dd>
+        {record.current_version}
+        {record.slot ? <span class="muted"> (slot {record.slot})</span> : null}
+      </dd>
       <dt>Target version</dt>
-      <dd>{record.target_version ?? '—'}</dd>
+      <dd>{observed ? '—' : (record.target_version ?? '—')}</dd>
       <dt>Progress</dt>
       <dd class="progress-cell">
         <ProgressBar
@@ -162,6 +186,19 @@ function OtaDetails({ record }: { record: OtaRecord }) {
           <dt>Deployment</dt>
           <dd>
             <a href={href('deployments', record.deployment_id)}>{record.deployment_id}</a>
+          </dd>
+        </>
+      ) : null}
+      {record.held_by ? (
+        <>
+          <dt>Held by</dt>
+          <dd>
+            {record.held_by.startsWith('dep_') ? (
+              <a href={href('deployments', record.held_by)}>{record.held_by}</a>
+            ) : (
+              <code>{record.held_by}</code>
+            )}
+            <span class="muted"> — other updates and rollbacks of this device are refused until it lets go</span>
           </dd>
         </>
       ) : null}
@@ -303,7 +340,7 @@ function History({ updates }: { updates: Update[] }) {
             <Time at={update.created_at} />
           </td>
           <td>
-            {update.kind}
+            {update.kind === 'observed' ? 'reported by the device' : update.kind}
             {/* Rollbacks are always forced: saying so would tell nothing. */}
             {update.kind === 'update' && update.force ? ' (forced)' : ''}
           </td>
@@ -311,7 +348,7 @@ function History({ updates }: { updates: Update[] }) {
             {update.from_version} → {update.target_version}
           </td>
           <td>
-            <StatusBadge status={update.status} />
+            <StatusBadge status={otaWords(update).badge} />
           </td>
           <td>
             {update.progress} %{update.phase ? ` · ${update.phase.replace(/_/g, ' ')}` : ''}

@@ -5,6 +5,7 @@
  */
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, query } from '../api.ts';
+import { FilterSelect } from '../components/filter-select.tsx';
 import { Loaded } from '../components/loaded.tsx';
 import { OtaStatus } from '../components/ota-status.tsx';
 import { Pager, useCursorPages } from '../components/pager.tsx';
@@ -15,6 +16,7 @@ import type { DeviceList, Fleet, UpdateStatus } from '../types.ts';
 import { PageHeader, StatusBadge, useResource } from '../ui.tsx';
 
 const PAGE_SIZE = 25;
+const NARROW_HIDDEN = ['Name', 'Model', 'Tags'];
 const SEARCH_DELAY_MS = 350;
 
 const FILTER_NAMES = ['q', 'tag', 'model', 'version', 'online', 'ota_status'] as const;
@@ -54,7 +56,7 @@ export function DevicesPage({ params }: { params: URLSearchParams }) {
     [filterKey, pages.after],
   );
   const visible = new Set(list.data?.devices.map((device) => device.device_id));
-  useLiveRefresh(['device', 'ota', 'device_deleted'], list.reload, {
+  useLiveRefresh(['device', 'ota', 'ota_bulk', 'device_deleted'], list.reload, {
     filter: (name, data) => showsChange(filters, visible, name, data),
   });
   const setFilters = (next: Filters) => navigate(href('devices', next));
@@ -88,6 +90,8 @@ export function DevicesPage({ params }: { params: URLSearchParams }) {
 /** Whether an event can change the rows shown (or, with a filter on it, which rows match). */
 function showsChange(filters: Filters, visible: Set<string>, name: EventName, data: Record<string, unknown>): boolean {
   if (visible.has(data.device_id as string)) return true;
+  // Many updates of a deployment changed status at once: which devices is not said, any row may move.
+  if (name === 'ota_bulk') return true;
   if (name === 'device') return filters.online !== undefined;
   if (name === 'ota') return filters.ota_status !== undefined && data.status !== data.previous_status;
   return false;
@@ -96,15 +100,16 @@ function showsChange(filters: Filters, visible: Set<string>, name: EventName, da
 function DeviceTable({ devices }: { devices: DeviceList['devices'] }) {
   if (devices.length === 0) return <p class="muted">No device matches.</p>;
   return (
-    <Table columns={['Device', 'Name', 'Model', 'Tags', 'Version', 'Online', 'OTA']}>
+    // On a phone the id, version, presence and OTA status stay on screen; name, model and tags go.
+    <Table columns={['Device', 'Name', 'Model', 'Tags', 'Version', 'Online', 'OTA']} hideNarrow={NARROW_HIDDEN}>
       {devices.map((device) => (
         <tr key={device.device_id}>
           <td>
             <a href={href('devices', device.device_id)}>{device.device_id}</a>
           </td>
-          <td>{device.name ?? <span class="muted">—</span>}</td>
-          <td>{device.model ?? <span class="muted">—</span>}</td>
-          <td>{device.tags.length > 0 ? device.tags.join(', ') : <span class="muted">—</span>}</td>
+          <td class="hide-narrow">{device.name ?? <span class="muted">—</span>}</td>
+          <td class="hide-narrow">{device.model ?? <span class="muted">—</span>}</td>
+          <td class="hide-narrow">{device.tags.length > 0 ? device.tags.join(', ') : <span class="muted">—</span>}</td>
           <td>{device.current_version}</td>
           <td>
             <StatusBadge status={device.online ? 'online' : 'offline'} />
@@ -189,37 +194,5 @@ function SearchBox({ value, onSearch }: { value: string; onSearch: (text: string
         onInput={(event) => setText((event.target as HTMLInputElement).value)}
       />
     </form>
-  );
-}
-
-type Option = string | { value: string; label: string };
-
-function FilterSelect({
-  label,
-  value,
-  options,
-  onChange,
-}: {
-  label: string;
-  value: string | undefined;
-  options: Option[];
-  onChange: (value: string) => void;
-}) {
-  const id = `filter-${label.toLowerCase().replace(/\W+/g, '-')}`;
-  const entries = options.map((option) => (typeof option === 'string' ? { value: option, label: option } : option));
-  // A value from a shared link that the lists do not hold (a rare tag, a version no device runs) stays selectable.
-  if (value && !entries.some((entry) => entry.value === value)) entries.unshift({ value, label: value });
-  return (
-    <div>
-      <label for={id}>{label}</label>
-      <select id={id} value={value ?? ''} onChange={(event) => onChange((event.target as HTMLSelectElement).value)}>
-        <option value="">any</option>
-        {entries.map((entry) => (
-          <option key={entry.value} value={entry.value}>
-            {entry.label}
-          </option>
-        ))}
-      </select>
-    </div>
   );
 }

@@ -3,17 +3,17 @@
  * deployments under way with their progress, and the recent failures grouped by error code.
  * Each part loads and refreshes on its own, from the events that can change it.
  */
+
+import { OPEN_STATES } from '../../server/model/deployment.ts';
 import { api, query } from '../api.ts';
 import { DeploymentProgress } from '../components/deployment-progress.tsx';
 import { Loaded } from '../components/loaded.tsx';
 import { VersionChart } from '../components/version-chart.tsx';
 import { useLiveRefresh } from '../events.ts';
 import { href } from '../router.ts';
-import type { Deployment, DeploymentStatus, Failures, Fleet } from '../types.ts';
+import type { Deployment, Failures, Fleet } from '../types.ts';
 import { PageHeader, StatusBadge, Time, useResource } from '../ui.tsx';
 
-/** Deployments that are not finished: the list route filters one status at a time. */
-const ACTIVE_STATUSES: DeploymentStatus[] = ['running', 'paused', 'scheduled'];
 const ACTIVE_SHOWN = 10;
 const DEVICES_PER_FAILURE = 5;
 
@@ -31,7 +31,7 @@ export function OverviewPage() {
 function FleetSummary() {
   const fleet = useResource((signal) => api<Fleet>('/api/v1/fleet', { signal }), []);
   // A device online or offline, or an update that started or ended (progress reports change nothing here).
-  useLiveRefresh(['device', 'device_deleted', 'ota'], fleet.reload, {
+  useLiveRefresh(['device', 'device_deleted', 'ota', 'ota_bulk'], fleet.reload, {
     filter: (name, data) => name !== 'ota' || data.status !== data.previous_status,
     intervalMs: 2000,
   });
@@ -77,16 +77,13 @@ function Card({ label, value, to }: { label: string; value: number; to?: string 
   );
 }
 
+/** The open deployments (scheduled, running, paused), newest first: the model's one definition. */
 async function loadActiveDeployments(signal: AbortSignal): Promise<Deployment[]> {
-  const lists = await Promise.all(
-    ACTIVE_STATUSES.map((status) =>
-      api<{ deployments: Deployment[] }>(`/api/v1/deployments${query({ status, limit: ACTIVE_SHOWN })}`, { signal }),
-    ),
+  const list = await api<{ deployments: Deployment[] }>(
+    `/api/v1/deployments${query({ status: [...OPEN_STATES], limit: ACTIVE_SHOWN })}`,
+    { signal },
   );
-  return lists
-    .flatMap((list) => list.deployments)
-    .sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)))
-    .slice(0, ACTIVE_SHOWN);
+  return list.deployments;
 }
 
 function ActiveDeployments() {
@@ -124,7 +121,7 @@ function ActiveDeployments() {
 
 function RecentFailures() {
   const failures = useResource((signal) => api<Failures>('/api/v1/updates/failures', { signal }), []);
-  useLiveRefresh(['ota'], failures.reload, {
+  useLiveRefresh(['ota', 'ota_bulk'], failures.reload, {
     filter: (_name, data) => data.status === 'failed' || data.status === 'timed_out',
     intervalMs: 3000,
   });

@@ -1,11 +1,56 @@
 /**
- * The rollout's decisions, pure: whether a batch passed its gate, what the deployment does
- * next, when a failed device is retried and how many devices may be dispatched now. The engine
- * recomputes all of them from the database on every pass, so a restart mid-rollout or
- * mid-bake decides exactly what it would have decided without the restart.
+ * The rollout's decisions, pure: a batch's tally from its counters, its gate, the state it
+ * should be in, what the deployment does next, and how many devices may be queued now. The
+ * scheduler feeds it the counters kept on write (migration 007), so a pass costs O(batches);
+ * the same counters after a restart give the same decisions.
  */
-import type { BatchState, DeploymentSettings, OnFailure } from './schemas.ts';
-import { type BatchTally, batchStateOf, type DeploymentFlags } from './status.ts';
+import {
+  type BatchState,
+  type DeploymentState,
+  type DeviceCounts,
+  failedOf,
+  IN_FLIGHT_DEVICE_STATES,
+  isEnded,
+} from '../model/deployment.ts';
+import type { DeploymentSettings, OnFailure } from './schemas.ts';
+
+/** A batch's devices by what the gate makes of them. */
+export interface BatchTally {
+  size: number;
+  /** Not started, queued, sent, updating, or waiting for a retry. */
+  pending: number;
+  /** Committed, bake not over. */
+  baking: number;
+  /** Committed and baked. */
+  succeeded: number;
+  /** No attempt left, or failed within the bake. */
+  failed: number;
+  skipped: number;
+  cancelled: number;
+  /** When the last baking device's bake ends (ms); null when none is baking. */
+  bakeEndsAtMs: number | null;
+}
+
+export function emptyTally(): BatchTally {
+  return { size: 0, pending: 0, baking: 0, succeeded: 0, failed: 0, skipped: 0, cancelled: 0, bakeEndsAtMs: null };
+}
+
+/** The tally of a batch from its counters (and, while some bake, when the last bake ends). */
+export function tallyOf(counts: DeviceCounts, bakeEndsAtMs: number | null = null): BatchTally {
+  const pending = IN_FLIGHT_DEVICE_STATES.reduce((sum, state) => sum + counts[state], 0);
+  const tally: BatchTally = {
+    size: 0,
+    pending,
+    baking: counts.baking,
+    succeeded: counts.completed,
+    failed: failedOf(counts),
+    skipped: counts.skipped,
+    cancelled: counts.cancelled,
+    bakeEndsAtMs: counts.baking > 0 ? bakeEndsAtMs : null,
+  };
+  tally.size = tally.pending + tally.baking + tally.succeeded + tally.failed + tally.skipped + tally.cancelled;
+  return tally;
+}
 
 export type GateSettings = Pick<DeploymentSettings, 'failure_threshold_percent' | 'min_sample'>;
 
@@ -24,8 +69,8 @@ export interface GateDecision {
   reason: GateReason;
   /** Devices with a verdict: succeeded (baked) or failed. */
   judged: number;
-  /** Failed among the judged, in percent; null before any device was judged. */
-  failurePercent: number | null;
+  /** Of them, failed. */
+  failed: number;
   /** When waiting on a bake: when it is over (ms), so the engine can wake up then. */
   wakeAtMs: number | null;
 }
@@ -57,12 +102,11 @@ export function sampleNeeded(tally: BatchTally, minSample: number): number {
  */
 export function gateDecision(tally: BatchTally, settings: GateSettings): GateDecision {
   const judged = tally.succeeded + tally.failed;
-  const failurePercent = judged > 0 ? (tally.failed * 100) / judged : null;
   const decision = (verdict: GateVerdict, reason: GateReason, wakeAtMs: number | null = null): GateDecision => ({
     verdict,
     reason,
     judged,
-    failurePercent,
+    failed: tally.failed,
     wakeAtMs,
   });
   if (
@@ -76,9 +120,9 @@ export function gateDecision(tally: BatchTally, settings: GateSettings): GateDec
   return decision('pass', 'passed');
 }
 
-/** A batch as the engine sees it. */
+/** A batch as the scheduler sees it: its stored state, the operator's promotion and its counters' tally. */
 export interface GatedBatch {
-  started: boolean;
+  state: BatchState;
   /**
    * The operator let the rollout go past this batch's gate: `promote` (start the next batch
    * now, skipping the bake), or `resume` of a deployment its failed gate paused (the operator
@@ -88,18 +132,42 @@ export interface GatedBatch {
   tally: BatchTally;
 }
 
-export interface DeploymentState {
-  flags: DeploymentFlags;
-  /** finished_at is recorded: `complete` was applied. */
-  finished: boolean;
+/**
+ * The state a started batch should be in now (the scheduler writes it when it differs, through
+ * the guarded batch write): a failed batch stays failed; a promoted one passes once nothing of
+ * it is in flight; otherwise the gate's verdict, or running while devices are in flight and
+ * baking once they all bake. A passed batch runs again only when devices were added to it.
+ */
+export function batchStateFor(batch: GatedBatch, verdict: GateVerdict): BatchState {
+  if (batch.state === 'pending' || batch.state === 'failed') return batch.state;
+  if (batch.promoted) return batch.tally.pending > 0 ? 'running' : 'passed';
+  if (batch.state === 'passed') return batch.tally.pending > 0 ? 'running' : 'passed';
+  if (verdict === 'fail') return 'failed';
+  if (verdict === 'pass') return 'passed';
+  return batch.tally.pending > 0 ? 'running' : 'baking';
+}
+
+/** Behind the rollout: passed, or failed and accepted by the operator. */
+function isSettledBatch(batch: GatedBatch): boolean {
+  return batch.state === 'passed' || (batch.state === 'failed' && batch.promoted);
+}
+
+export interface DeploymentSituation {
+  state: DeploymentState;
+  /** Scheduled start (ms), null to start at once. */
+  startAtMs: number | null;
+  /** Takes devices that come to match while active: it never completes by itself (AWS IoT's continuous jobs). */
+  dynamic: boolean;
   settings: GateSettings & Pick<DeploymentSettings, 'on_failure'>;
+  /** Every batch, each in the state the scheduler just wrote (batchStateFor). */
   batches: readonly GatedBatch[];
   nowMs: number;
 }
 
-export type WaitReason = 'finished' | 'scheduled' | 'paused' | 'in_flight' | 'baking' | 'dynamic';
+export type WaitReason = 'ended' | 'scheduled' | 'paused' | 'in_flight' | 'baking' | 'dynamic';
 
 export type NextAction =
+  | { action: 'start' }
   | { action: 'start_batch'; index: number }
   | { action: 'apply_on_failure'; onFailure: OnFailure; batchIndex: number; gate: GateDecision }
   | { action: 'complete' }
@@ -113,94 +181,72 @@ const nothing = (reason: WaitReason, wakeAtMs: number | null = null): NextAction
 
 /**
  * What the deployment does next, in this order:
- * 1. ended (rolled back, cancelled, failed, finished): nothing;
- * 2. start_at ahead: nothing until then;
- * 3. any started, unpromoted batch whose gate fails (batches already passed included, since
- *    crossing the threshold at any time counts): apply on_failure. Also while paused by the
- *    operator, so an abort or rollback is not held back by a pause; but not again when the
- *    failure already paused it;
+ * 1. ended: nothing;
+ * 2. scheduled: start once start_at is reached;
+ * 3. a batch whose gate failed and that the operator has not promoted: apply on_failure. Also
+ *    while paused by the operator, so an abort or rollback is not held back by a pause; but not
+ *    again when the failure already paused it;
  * 4. paused: nothing;
  * 5. no batch started yet: start the first; none at all: complete;
- * 6. the last started batch passed, or was promoted: start the next one, or complete after
- *    the last once every batch passed (a dynamic deployment keeps waiting for devices);
+ * 6. the last started batch is behind the rollout (passed, accepted) or promoted: start the
+ *    next one, or complete once every batch is behind it (a dynamic deployment keeps waiting);
  * 7. otherwise wait for devices in flight or for a bake to end.
  */
-export function nextAction(state: DeploymentState): NextAction {
-  const { flags, settings, batches } = state;
-  if (flags.rolledBack || flags.cancelled || flags.aborted || state.finished) return nothing('finished');
-  if (flags.startAtMs !== null && flags.startAtMs > state.nowMs) return nothing('scheduled', flags.startAtMs);
-
-  const gates = batches.map((batch) => gateDecision(batch.tally, settings));
-  const failing = batches.findIndex(
-    (batch, index) => batch.started && !batch.promoted && gates[index]?.verdict === 'fail',
-  );
-  if (failing >= 0) {
-    if (flags.paused && settings.on_failure === 'pause') return nothing('paused');
-    return { action: 'apply_on_failure', onFailure: settings.on_failure, batchIndex: failing, gate: gates[failing]! };
+export function nextAction(situation: DeploymentSituation): NextAction {
+  const { state, settings, batches } = situation;
+  if (isEnded(state)) return nothing('ended');
+  if (state === 'scheduled') {
+    if (situation.startAtMs !== null && situation.startAtMs > situation.nowMs) {
+      return nothing('scheduled', situation.startAtMs);
+    }
+    return { action: 'start' };
   }
-  if (flags.paused) return nothing('paused');
+  const failing = batches.findIndex((batch) => batch.state === 'failed' && !batch.promoted);
+  if (failing >= 0) {
+    if (state === 'paused' && settings.on_failure === 'pause') return nothing('paused');
+    const gate = gateDecision(batches[failing]!.tally, settings);
+    return { action: 'apply_on_failure', onFailure: settings.on_failure, batchIndex: failing, gate };
+  }
+  if (state === 'paused') return nothing('paused');
 
   const current = lastStarted(batches);
-  if (current < 0) return batches.length > 0 ? { action: 'start_batch', index: 0 } : finish(flags);
+  if (current < 0) return batches.length > 0 ? { action: 'start_batch', index: 0 } : finish(situation);
   const batch = batches[current]!;
-  const gate = gates[current]!;
-  if (batch.promoted || gate.verdict === 'pass') {
+  if (batch.promoted || isSettledBatch(batch)) {
     if (current + 1 < batches.length) return { action: 'start_batch', index: current + 1 };
-    if (batchStates(batches, settings).every((each) => each === 'passed')) return finish(flags);
+    if (batches.every(isSettledBatch)) return finish(situation);
   }
-  return waitFor(batches, gates);
-}
-
-/** Every batch's state (what the deployment shows, and what deploymentStatusOf reads). */
-export function batchStates(batches: readonly GatedBatch[], settings: GateSettings): BatchState[] {
-  return batches.map((batch) => batchStateOf(batch, gateDecision(batch.tally, settings).verdict));
+  return waitFor(batches, settings);
 }
 
 /** Batches start in order, so the last started one is the one whose gate holds the rollout. */
 function lastStarted(batches: readonly GatedBatch[]): number {
-  for (let index = batches.length - 1; index >= 0; index--) if (batches[index]!.started) return index;
+  for (let index = batches.length - 1; index >= 0; index--) if (batches[index]!.state !== 'pending') return index;
   return -1;
 }
 
-function finish(flags: DeploymentFlags): NextAction {
-  return flags.dynamic ? nothing('dynamic') : { action: 'complete' };
+function finish(situation: DeploymentSituation): NextAction {
+  return situation.dynamic ? nothing('dynamic') : { action: 'complete' };
 }
 
 /** Waiting: on a bake (wake when the first one ends) or on devices in flight (their reports wake the engine). */
-function waitFor(batches: readonly GatedBatch[], gates: readonly GateDecision[]): NextAction {
+function waitFor(batches: readonly GatedBatch[], settings: GateSettings): NextAction {
   let wakeAtMs: number | null = null;
-  batches.forEach((batch, index) => {
-    const bakeEnds = batch.started && !batch.promoted ? gates[index]?.wakeAtMs : null;
+  for (const batch of batches) {
+    if (batch.state === 'pending' || batch.promoted) continue;
+    const bakeEnds = gateDecision(batch.tally, settings).wakeAtMs;
     if (bakeEnds != null) wakeAtMs = Math.min(wakeAtMs ?? bakeEnds, bakeEnds);
-  });
-  const inFlight = batches.some((batch) => batch.started && batch.tally.pending > 0);
+  }
+  const inFlight = batches.some((batch) => batch.state !== 'pending' && batch.tally.pending > 0);
   return nothing(inFlight || wakeAtMs === null ? 'in_flight' : 'baking', wakeAtMs);
 }
 
-/** Retry policy: a device failed `failures` times in this deployment; it is tried again while failures ≤ max_retries. */
-export function shouldRetry(failures: number, maxRetries: number): boolean {
-  return failures <= maxRetries;
-}
-
-export const RETRY_BASE_MS = 30_000;
-export const RETRY_CAP_MS = 10 * 60_000;
-
 /**
- * How long after its `attempt`-th failure (1, 2, …) a device is retried: doubling from 30 s,
- * capped at 10 minutes. Without jitter on purpose: the retry time is recomputed from the
- * failure time in the database after a restart and must come out the same; devices that
- * failed at different times are spread out already.
+ * How many devices may be queued now under `max_per_minute` (null: no limit, Infinity), given
+ * how many were queued in the last sixty seconds: a sliding window, so a restart counting from
+ * the rows' created_at keeps the rate.
  */
-export function retryDelayMs(attempt: number, baseMs = RETRY_BASE_MS, capMs = RETRY_CAP_MS): number {
-  return Math.min(capMs, baseMs * 2 ** Math.min(Math.max(attempt, 1) - 1, 30));
-}
-
-/**
- * How many devices may be dispatched now under `max_per_minute` (null: no limit, Infinity),
- * given how many were dispatched in the last sixty seconds: a sliding window, so a restart
- * counting from the rows' dispatched_at keeps the rate.
- */
-export function dispatchAllowance(maxPerMinute: number | null, dispatchedInLastMinute: number): number {
+export function dispatchAllowance(maxPerMinute: number | null, queuedInLastMinute: number): number {
   if (maxPerMinute === null) return Number.POSITIVE_INFINITY;
-  return Math.max(0, maxPerMinute - dispatchedInLastMinute);
+  return Math.max(0, maxPerMinute - queuedInLastMinute);
 }

@@ -4,7 +4,8 @@
  * because both go through these functions with the devices in the same order.
  */
 import { compareVersions } from '../../protocol/version.ts';
-import type { BatchKind, BatchSize, DeploymentPlan, DeploymentSettings, DeviceSample } from './schemas.ts';
+import { type BatchKind, SKIP_REASONS, type SkipReason } from '../model/deployment.ts';
+import type { BatchSize, DeploymentPlan, DeploymentSettings, DeviceSample } from './schemas.ts';
 import { PLAN_SAMPLE_IDS } from './schemas.ts';
 
 /** The settings that shape the batches. */
@@ -101,8 +102,8 @@ export interface TargetCandidate {
   model: string | null;
   current_version: string;
   online: boolean;
-  /** In an active single update, or in another active deployment. */
-  busy: boolean;
+  /** The deployment or update that holds it; null when free. */
+  held_by: string | null;
 }
 
 export interface TargetRules {
@@ -117,45 +118,53 @@ export interface TargetRules {
  * Why a device is (not) part of a deployment. Checked in this order, the first that applies:
  * - `incompatible`: its model is not in the firmware's non-empty compatible_models (a device
  *   without a model too), as the single-device update refuses it;
- * - `skipped`: it already runs the version (unless force), or a newer one: devices refuse
- *   silent downgrades, and a deployment never rolls a device back;
- * - `busy`: it is in an active update or another active deployment; it is not touched;
+ * - `already_on_version` (unless force) or `newer_version`: devices refuse silent downgrades,
+ *   and a deployment never rolls a device back;
+ * - `busy`: another deployment or an update holds it; it is not touched;
  * - `eligible`: it will be updated. An offline device is eligible: it is dispatched when it
  *   comes online while the deployment is active, so it stays in its batch (the batch waits
- *   for it, up to the device timeout once dispatched); a plan lists it as offline as well.
+ *   for it, up to the device timeout); a plan lists it as offline as well.
  */
-export type TargetClass = 'eligible' | 'skipped' | 'incompatible' | 'busy';
+export type TargetClass = 'eligible' | SkipReason;
 
 export function classifyTarget(device: TargetCandidate, rules: TargetRules): TargetClass {
   if (rules.compatibleModels.length > 0 && !rules.compatibleModels.includes(device.model ?? '')) return 'incompatible';
   const comparison = compareVersions(device.current_version, rules.version);
-  if (comparison > 0 || (comparison === 0 && !rules.force)) return 'skipped';
-  if (device.busy) return 'busy';
+  if (comparison > 0) return 'newer_version';
+  if (comparison === 0 && !rules.force) return 'already_on_version';
+  if (device.held_by !== null) return 'busy';
   return 'eligible';
 }
 
 export interface TargetClassification {
   eligible: string[];
-  skipped: string[];
-  incompatible: string[];
-  busy: string[];
+  /** The devices left out, by reason, in the candidates' order. */
+  excluded: Record<SkipReason, string[]>;
   /** The eligible devices that are offline now (also in `eligible`). */
   offline: string[];
 }
 
 /** classifyTarget over the candidates, keeping their order in every list. */
 export function classifyTargets(candidates: readonly TargetCandidate[], rules: TargetRules): TargetClassification {
-  const result: TargetClassification = { eligible: [], skipped: [], incompatible: [], busy: [], offline: [] };
+  const excluded = Object.fromEntries(SKIP_REASONS.map((reason) => [reason, []])) as unknown as Record<
+    SkipReason,
+    string[]
+  >;
+  const result: TargetClassification = { eligible: [], excluded, offline: [] };
   for (const device of candidates) {
     const kind = classifyTarget(device, rules);
-    result[kind].push(device.device_id);
-    if (kind === 'eligible' && !device.online) result.offline.push(device.device_id);
+    if (kind === 'eligible') {
+      result.eligible.push(device.device_id);
+      if (!device.online) result.offline.push(device.device_id);
+    } else {
+      result.excluded[kind].push(device.device_id);
+    }
   }
   return result;
 }
 
-function sampleOf(deviceIds: readonly string[]): DeviceSample {
-  return { count: deviceIds.length, device_ids: deviceIds.slice(0, PLAN_SAMPLE_IDS) };
+export function sampleOf(deviceIds: readonly string[], count = deviceIds.length): DeviceSample {
+  return { count, device_ids: deviceIds.slice(0, PLAN_SAMPLE_IDS) };
 }
 
 /**
@@ -167,6 +176,7 @@ export function describePlan(
   rules: TargetRules,
   settings: DeploymentSettings,
   startAt: Date | null,
+  notFound: DeviceSample | null,
 ): DeploymentPlan {
   const classes = classifyTargets(candidates, rules);
   return {
@@ -181,9 +191,10 @@ export function describePlan(
       size: batch.deviceIds.length,
       device_ids: batch.deviceIds.slice(0, PLAN_SAMPLE_IDS),
     })),
-    skipped: sampleOf(classes.skipped),
-    incompatible: sampleOf(classes.incompatible),
-    busy: sampleOf(classes.busy),
+    excluded: Object.fromEntries(
+      SKIP_REASONS.map((reason) => [reason, sampleOf(classes.excluded[reason])]),
+    ) as DeploymentPlan['excluded'],
+    ...(notFound ? { not_found: notFound } : {}),
     offline: sampleOf(classes.offline),
   };
 }

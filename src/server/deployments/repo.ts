@@ -1,79 +1,168 @@
 /**
- * Every SQL of fleet deployments. The per-device work items are `ota_updates` rows (written
- * only through updates/transitions.ts); these statements read them, and write the deployment's
- * own tables: which devices it took, its batches, and the operator's and gates' decisions.
+ * Every SQL of fleet deployments. Update rows are written only through updates/transitions.ts;
+ * the database keeps each deployment device's state in step with its update row and the counts
+ * in step with the devices (migration 007). What is written here: the deployment and its
+ * batches (through guarded state changes), the devices it matched, and what the passes decide.
  */
+
+import { holderOf } from '../holds/repo.ts';
 import type { Queryable } from '../infra/db.ts';
-import { ACTIVE_STATUSES, type UpdateStatus } from '../updates/status.ts';
-import type { TargetCandidate } from './plan.ts';
-import type { BatchKind, DeploymentSettings, DeploymentTarget } from './schemas.ts';
+import {
+  type BatchKind,
+  type BatchState,
+  batchStatesLeadingTo,
+  type DeploymentState,
+  type DeviceState,
+  deploymentStatesLeadingTo,
+  OPEN_STATES,
+  type Stop,
+} from '../model/deployment.ts';
+import { ACTIVE_STATUSES, type UpdateStatus } from '../model/update-status.ts';
+import type { DeploymentSettings, DeploymentTarget } from './schemas.ts';
 
 export interface DeploymentRow {
   id: string;
   organization_id: string;
   version: string;
-  target: DeploymentTarget;
+  /** The selectors; a list of device ids is in deployment_target_ids (here only its count). */
+  target: Omit<DeploymentTarget, 'device_ids'> & { device_ids_count?: number };
   dynamic: boolean;
   settings: DeploymentSettings;
+  state: DeploymentState;
   start_at: Date | null;
-  paused: boolean;
-  cancelled_at: Date | null;
-  aborted_at: Date | null;
-  abort_reason: string | null;
-  rolled_back_at: Date | null;
-  finished_at: Date | null;
+  stop: Stop | null;
+  stop_reason: string | null;
+  settled: boolean;
+  matched_seq: number;
   announced: unknown;
   created_at: Date;
   started_at: Date | null;
+  ended_at: Date | null;
 }
 
-const COLUMNS = `id, organization_id, version, target, dynamic, settings, start_at, paused, cancelled_at, aborted_at,
-  abort_reason, rolled_back_at, finished_at, announced, created_at, started_at`;
+const COLUMNS = `id, organization_id, version, target, dynamic, settings, state, start_at, stop, stop_reason, settled,
+  matched_seq, announced, created_at, started_at, ended_at`;
 const ACTIVE = [...ACTIVE_STATUSES];
-/** Deployment `p` may still take or touch devices: the "busy" of the SPEC. */
-const openIn = (p: string) => `${p}.finished_at IS NULL AND ${p}.cancelled_at IS NULL AND ${p}.aborted_at IS NULL`;
+const OPEN = [...OPEN_STATES];
 
-export interface BatchRow {
-  batch_index: number;
-  kind: BatchKind;
-  started_at: Date | null;
-  promoted: boolean;
-}
+/**
+ * Device `d`'s tunnel is held by process `node` and it said what it runs on it (or had five
+ * seconds to): an attempt for it can be sent at once. The claim's condition (updates/repo.ts).
+ */
+const hereSql = (d: string, node: string) =>
+  `(${d}.connected_node = ${node} AND (${d}.reported_at >= ${d}.connected_at OR ${d}.connected_at < now() - interval '5 seconds'))`;
 
-/** One device of a deployment with what its latest update row of the deployment says. */
-export interface DeviceStateRow {
+// --- creating ---------------------------------------------------------------------------------
+
+/** A device the target selected, as the planner sees it. */
+export interface CandidateRow {
   device_id: string;
-  batch_index: number;
-  from_version: string;
-  bake_failed_at: Date | null;
-  bake_failure: string | null;
-  /** The status of its latest `update` row of this deployment; null: none yet. */
-  status: UpdateStatus | null;
-  update_id: string | null;
-  /** When that row finished (for a completed row: when the device committed). */
-  finished_at: Date | null;
-  error_code: string | null;
-  error_message: string | null;
-  /** Failed or timed-out rows of this deployment. */
-  failures: number;
-  online: boolean;
+  model: string | null;
   current_version: string;
+  online: boolean;
+  /** What holds it (a deployment id, or a single update's id); null when free. */
+  held_by: string | null;
+  /** Its place in the target's order. */
+  ordinal: number;
+  /** Its last change that can make it match (devices.change_seq). */
+  change_seq: number;
+  /** Its tunnel is held by the process that asked (TargetQuery.nodeId) and it said what it runs on it. */
+  here: boolean;
 }
 
-export function insertDeployment(
+export interface TargetQuery {
+  organizationId: string;
+  target: DeploymentTarget;
+  /** Only devices changed after this point (a dynamic deployment's next match). */
+  changedAfter?: number;
+  /** The deployment whose own devices are neither candidates nor holders (a dynamic one matching again). */
+  deploymentId?: string;
+  /** The device ids of a stored target list (instead of target.device_ids). */
+  storedIdsOf?: string;
+  /** At most this many, the earliest changed first (with changedAfter). */
+  limit?: number;
+  /** This process: each candidate says whether its tunnel is here. */
+  nodeId?: string;
+}
+
+/**
+ * The organization's devices matching every selector of the target, in the target's order
+ * (explicit ids as listed, else by id), each with what holds it. Linear in the list: the ids are
+ * joined (unnest WITH ORDINALITY, or the stored list), never searched per device.
+ */
+export function findTargetCandidates(db: Queryable, query: TargetQuery): Promise<CandidateRow[]> {
+  const { target } = query;
+  const params: unknown[] = [];
+  const $ = (value: unknown) => `$${params.push(value)}`;
+  const organization = $(query.organizationId);
+  const exclude = query.deploymentId === undefined ? 'NULL' : `${$(query.deploymentId)}::text`;
+  let ids: string | null = null;
+  if (query.storedIdsOf !== undefined) {
+    ids = `SELECT device_id, ordinal FROM deployment_target_ids WHERE deployment_id = ${$(query.storedIdsOf)}`;
+  } else if (target.device_ids !== undefined) {
+    ids = `SELECT device_id, ordinal::int FROM unnest(${$(target.device_ids)}::text[]) WITH ORDINALITY AS t(device_id, ordinal)`;
+  }
+  const conditions = [`d.organization_id = ${organization}`];
+  if (target.tags) conditions.push(`d.tags @> ${$(target.tags)}::text[]`);
+  if (target.models) conditions.push(`d.model = ANY(${$(target.models)}::text[])`);
+  if (target.current_versions) conditions.push(`d.current_version = ANY(${$(target.current_versions)}::text[])`);
+  if (query.changedAfter !== undefined) conditions.push(`d.change_seq > ${$(query.changedAfter)}::bigint`);
+  if (query.deploymentId !== undefined) {
+    conditions.push(
+      `NOT EXISTS (SELECT 1 FROM deployment_devices s WHERE s.deployment_id = ${exclude} AND s.device_id = d.device_id)`,
+    );
+  }
+  const order = [query.changedAfter !== undefined ? 'd.change_seq' : null, ids ? 'l.ordinal' : 'd.device_id']
+    .filter(Boolean)
+    .join(', ');
+  const node = $(query.nodeId ?? null);
+  return db.query<CandidateRow>(
+    `SELECT d.device_id, d.model, d.current_version, d.online, ${holderOf('d', exclude)} AS held_by,
+       ${ids ? 'l.ordinal' : '0'} AS ordinal, d.change_seq, ${hereSql('d', `${node}::text`)} AS here
+     FROM devices d ${ids ? `JOIN (${ids}) AS l ON l.device_id = d.device_id` : ''}
+     WHERE ${conditions.join(' AND ')}
+     ORDER BY ${order}
+     ${query.limit !== undefined ? `LIMIT ${$(query.limit)}` : ''}`,
+    params,
+  );
+}
+
+/** The listed ids that name no device of the organization (a dry run says so). */
+export async function findUnknownDeviceIds(
+  db: Queryable,
+  organizationId: string,
+  deviceIds: readonly string[],
+  limit: number,
+): Promise<{ count: number; sample: string[] }> {
+  const rows = await db.query<{ device_id: string; total: number }>(
+    `SELECT t.device_id, count(*) OVER ()::int AS total
+     FROM unnest($2::text[]) WITH ORDINALITY AS t(device_id, ordinal)
+     WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.organization_id = $1 AND d.device_id = t.device_id)
+     ORDER BY t.ordinal LIMIT $3`,
+    [organizationId, deviceIds, limit],
+  );
+  return { count: rows[0]?.total ?? 0, sample: rows.map((row) => row.device_id) };
+}
+
+export async function insertDeployment(
   tx: Queryable,
   row: {
     id: string;
     organizationId: string;
     version: string;
-    target: DeploymentTarget;
+    target: DeploymentRow['target'];
     settings: DeploymentSettings;
     startAt: Date | null;
+    state: DeploymentState;
+    retryBaseMs: number;
+    matchedSeq: number;
   },
-): Promise<DeploymentRow[]> {
-  return tx.query<DeploymentRow>(
-    `INSERT INTO deployments (id, organization_id, version, target, dynamic, settings, start_at)
-     VALUES ($1, $2, $3, $4::jsonb, $5, $6::jsonb, $7) RETURNING ${COLUMNS}`,
+): Promise<DeploymentRow> {
+  const [inserted] = await tx.query<DeploymentRow>(
+    `INSERT INTO deployments (id, organization_id, version, target, dynamic, settings, start_at, state, retry_base_ms,
+       matched_seq, started_at)
+     VALUES ($1, $2, $3, $4::jsonb, $5, $6::jsonb, $7, $8, $9, $10, CASE WHEN $8 = 'running' THEN now() END)
+     RETURNING ${COLUMNS}`,
     [
       row.id,
       row.organizationId,
@@ -82,85 +171,90 @@ export function insertDeployment(
       row.settings.dynamic,
       JSON.stringify(row.settings),
       row.startAt,
+      row.state,
+      row.retryBaseMs,
+      row.matchedSeq,
     ],
+  );
+  return inserted!;
+}
+
+export async function insertTargetIds(tx: Queryable, deploymentId: string, deviceIds: readonly string[]) {
+  if (deviceIds.length === 0) return;
+  await tx.query(
+    `INSERT INTO deployment_target_ids (deployment_id, device_id, ordinal)
+     SELECT $1, t.device_id, t.ordinal FROM unnest($2::text[]) WITH ORDINALITY AS t(device_id, ordinal)`,
+    [deploymentId, deviceIds],
   );
 }
 
+/** The highest device change number now: a dynamic deployment created now has matched up to it. */
+export async function currentChangeSeq(db: Queryable, organizationId: string): Promise<number> {
+  const [row] = await db.query<{ seq: number | null }>(
+    'SELECT max(change_seq) AS seq FROM devices WHERE organization_id = $1',
+    [organizationId],
+  );
+  return row?.seq ?? 0;
+}
+
+/** The deployment's batches; `started`: those that start with its creation (the first, starting now). */
 export async function insertBatches(
   tx: Queryable,
   deploymentId: string,
-  batches: readonly { index: number; kind: BatchKind }[],
-): Promise<void> {
+  batches: { index: number; kind: BatchKind }[],
+  started: readonly number[] = [],
+) {
   if (batches.length === 0) return;
   await tx.query(
-    `INSERT INTO deployment_batches (deployment_id, batch_index, kind)
-     SELECT $1, b.batch_index, b.kind FROM unnest($2::int[], $3::text[]) AS b(batch_index, kind)
+    `INSERT INTO deployment_batches (deployment_id, batch_index, kind, state, started_at)
+     SELECT $1, b.batch_index, b.kind, CASE WHEN b.batch_index = ANY($4::int[]) THEN 'running' ELSE 'pending' END,
+       CASE WHEN b.batch_index = ANY($4::int[]) THEN now() END
+     FROM unnest($2::int[], $3::text[]) AS b(batch_index, kind)
      ON CONFLICT DO NOTHING`,
-    [deploymentId, batches.map((batch) => batch.index), batches.map((batch) => batch.kind)],
+    [deploymentId, batches.map((batch) => batch.index), batches.map((batch) => batch.kind), started],
   );
+}
+
+/** A device the deployment takes (batch set, pending) or leaves out (no batch, skipped with a reason). */
+export interface NewDeploymentDevice {
+  deviceId: string;
+  batchIndex: number | null;
+  fromVersion: string;
+  ordinal: number;
+  state: 'pending' | 'skipped';
+  reason: string | null;
+  detail: string | null;
 }
 
 export async function insertDeploymentDevices(
   tx: Queryable,
   deploymentId: string,
   organizationId: string,
-  devices: readonly { deviceId: string; batchIndex: number; fromVersion: string }[],
-): Promise<void> {
+  devices: readonly NewDeploymentDevice[],
+) {
   if (devices.length === 0) return;
   await tx.query(
-    `INSERT INTO deployment_devices (deployment_id, organization_id, device_id, batch_index, from_version)
-     SELECT $1, $2, d.device_id, d.batch_index, d.from_version
-     FROM unnest($3::text[], $4::int[], $5::text[]) AS d(device_id, batch_index, from_version)
-     ON CONFLICT DO NOTHING`,
+    `INSERT INTO deployment_devices (deployment_id, organization_id, device_id, batch_index, from_version, ordinal,
+       state, reason, detail)
+     SELECT $1, $2, d.device_id, d.batch_index, d.from_version, d.ordinal, d.state, d.reason, d.detail
+     FROM unnest($3::text[], $4::int[], $5::text[], $6::int[], $7::text[], $8::text[], $9::text[])
+       AS d(device_id, batch_index, from_version, ordinal, state, reason, detail)
+     ON CONFLICT (deployment_id, device_id) DO NOTHING`,
     [
       deploymentId,
       organizationId,
       devices.map((device) => device.deviceId),
       devices.map((device) => device.batchIndex),
       devices.map((device) => device.fromVersion),
+      devices.map((device) => device.ordinal),
+      devices.map((device) => device.state),
+      devices.map((device) => device.reason),
+      devices.map((device) => device.detail),
     ],
   );
 }
 
-/**
- * The organization's devices matching a target, in the planner's stable order (explicit ids as
- * listed, else by device id), each with whether it is busy: in an active update, or in another
- * open deployment. `notIn`: leave out the devices already in that deployment (dynamic targets).
- */
-export function findTargetCandidates(
-  db: Queryable,
-  organizationId: string,
-  target: DeploymentTarget,
-  notIn: string | null = null,
-): Promise<(TargetCandidate & { current_version: string })[]> {
-  return db.query(
-    `SELECT d.device_id, d.model, d.current_version, d.online,
-       (EXISTS (SELECT 1 FROM ota_updates u WHERE u.organization_id = d.organization_id AND u.device_id = d.device_id
-                  AND u.status = ANY($6::text[]))
-        OR EXISTS (SELECT 1 FROM deployment_devices m JOIN deployments p ON p.id = m.deployment_id
-                   WHERE m.organization_id = d.organization_id AND m.device_id = d.device_id
-                     AND ${openIn('p')}
-                     AND p.id IS DISTINCT FROM $7)) AS busy
-     FROM devices d
-     WHERE d.organization_id = $1
-       AND ($2::text[] IS NULL OR d.device_id = ANY($2::text[]))
-       AND ($3::text[] IS NULL OR d.tags @> $3::text[])
-       AND ($4::text[] IS NULL OR d.model = ANY($4::text[]))
-       AND ($5::text[] IS NULL OR d.current_version = ANY($5::text[]))
-       AND ($7::text IS NULL OR NOT EXISTS (
-         SELECT 1 FROM deployment_devices s WHERE s.deployment_id = $7 AND s.device_id = d.device_id))
-     ORDER BY CASE WHEN $2::text[] IS NULL THEN 0 ELSE array_position($2::text[], d.device_id) END, d.device_id`,
-    [
-      organizationId,
-      target.device_ids ?? null,
-      target.tags ?? null,
-      target.models ?? null,
-      target.current_versions ?? null,
-      ACTIVE,
-      notIn,
-    ],
-  );
-}
+// --- reading ----------------------------------------------------------------------------------
 
 export async function findDeployment(db: Queryable, organizationId: string, id: string) {
   const [row] = await db.query<DeploymentRow>(
@@ -170,114 +264,155 @@ export async function findDeployment(db: Queryable, organizationId: string, id: 
   return row;
 }
 
-/** Locks the deployment for an operator's control (waits for a scheduler pass on it). */
-export async function lockDeployment(tx: Queryable, organizationId: string, id: string) {
-  const [row] = await tx.query<DeploymentRow>(
-    `SELECT ${COLUMNS} FROM deployments WHERE organization_id = $1 AND id = $2 FOR UPDATE`,
-    [organizationId, id],
-  );
+export async function findDeploymentById(db: Queryable, id: string) {
+  const [row] = await db.query<DeploymentRow>(`SELECT ${COLUMNS} FROM deployments WHERE id = $1`, [id]);
   return row;
 }
 
-/** Locks the deployment for a scheduler pass, unless another process is working it. */
-export async function claimDeployment(tx: Queryable, id: string) {
-  const [row] = await tx.query<DeploymentRow>(
-    `SELECT ${COLUMNS} FROM deployments WHERE id = $1 AND finished_at IS NULL FOR UPDATE SKIP LOCKED`,
-    [id],
-  );
-  return row;
-}
-
-/** Newest first; keyset pagination on (created_at, id). */
+/** Newest first, optionally of some states; keyset pagination on (created_at, id). */
 export function listDeployments(
   db: Queryable,
   organizationId: string,
-  page: { limit: number; before?: { createdAt: Date; id: string } | undefined },
+  page: { limit: number; states?: readonly DeploymentState[] | undefined },
 ): Promise<DeploymentRow[]> {
   return db.query<DeploymentRow>(
     `SELECT ${COLUMNS} FROM deployments
-     WHERE organization_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2::timestamptz, $3::text))
-     ORDER BY created_at DESC, id DESC LIMIT $4`,
-    [organizationId, page.before?.createdAt ?? null, page.before?.id ?? null, page.limit],
+     WHERE organization_id = $1 AND ($2::text[] IS NULL OR state = ANY($2::text[]))
+     ORDER BY created_at DESC, id DESC LIMIT $3`,
+    [organizationId, page.states ?? null, page.limit],
   );
 }
 
-/** The organization's deployments the scheduler still works on (paused ones included). */
-export async function countUnfinishedDeployments(db: Queryable, organizationId: string): Promise<number> {
+/** The organization's open deployments (scheduled, running, paused): what the cap counts. */
+export async function countOpenDeployments(db: Queryable, organizationId: string): Promise<number> {
   const [row] = await db.query<{ n: number }>(
-    'SELECT count(*)::int AS n FROM deployments WHERE organization_id = $1 AND finished_at IS NULL',
-    [organizationId],
+    'SELECT count(*)::int AS n FROM deployments WHERE organization_id = $1 AND state = ANY($2::text[])',
+    [organizationId, OPEN],
   );
   return row?.n ?? 0;
 }
 
-/** The deployments the scheduler still works on. */
-export async function listUnfinishedDeploymentIds(db: Queryable): Promise<string[]> {
-  const rows = await db.query<{ id: string }>(
-    'SELECT id FROM deployments WHERE finished_at IS NULL ORDER BY created_at',
-  );
-  return rows.map((row) => row.id);
+export interface BatchRow {
+  batch_index: number;
+  kind: BatchKind;
+  state: BatchState;
+  promoted: boolean;
+  started_at: Date | null;
 }
 
-export function listBatches(db: Queryable, deploymentId: string): Promise<BatchRow[]> {
-  return db.query<BatchRow>(
-    `SELECT batch_index, kind, started_at, promoted FROM deployment_batches WHERE deployment_id = $1
-     ORDER BY batch_index`,
-    [deploymentId],
-  );
-}
-
-const LATEST_UPDATE = `LEFT JOIN LATERAL (
-         SELECT u.id, u.status, u.finished_at, u.error_code, u.error_message FROM ota_updates u
-         WHERE u.deployment_id = m.deployment_id AND u.device_id = m.device_id AND u.kind = 'update'
-         ORDER BY u.created_at DESC, u.id DESC LIMIT 1
-       ) AS latest ON true`;
-
-/** Every device of the deployment with its latest update row's status, in batch order. */
-export function listDeviceStates(db: Queryable, deploymentId: string): Promise<DeviceStateRow[]> {
-  return db.query<DeviceStateRow>(
-    `SELECT m.device_id, m.batch_index, m.from_version, m.bake_failed_at, m.bake_failure,
-       latest.status, latest.id AS update_id, latest.finished_at, latest.error_code, latest.error_message,
-       (SELECT count(*)::int FROM ota_updates f WHERE f.deployment_id = m.deployment_id AND f.device_id = m.device_id
-          AND f.kind = 'update' AND f.status IN ('failed', 'timed_out')) AS failures,
-       d.online, d.current_version
-     FROM deployment_devices m
-     JOIN devices d ON d.organization_id = m.organization_id AND d.device_id = m.device_id
-     ${LATEST_UPDATE}
-     WHERE m.deployment_id = $1
-     ORDER BY m.batch_index, m.device_id`,
-    [deploymentId],
-  );
-}
-
-/** One page of the deployment's devices (keyset on device_id), optionally of one status ('pending': no row yet). */
-export function listDevicePage(
+export function listBatches(
   db: Queryable,
-  deploymentId: string,
-  page: { status?: string | undefined; failing?: boolean | undefined; after?: string | undefined; limit: number },
-): Promise<DeviceStateRow[]> {
-  return db.query<DeviceStateRow>(
-    `SELECT m.device_id, m.batch_index, m.from_version, m.bake_failed_at, m.bake_failure,
-       latest.status, latest.id AS update_id, latest.finished_at, latest.error_code, latest.error_message,
-       0 AS failures, d.online, d.current_version
+  deploymentIds: readonly string[],
+): Promise<(BatchRow & { deployment_id: string })[]> {
+  return db.query(
+    `SELECT deployment_id, batch_index, kind, state, promoted, started_at FROM deployment_batches
+     WHERE deployment_id = ANY($1::text[]) ORDER BY deployment_id, batch_index`,
+    [deploymentIds],
+  );
+}
+
+/** The counters of some deployments: per batch (-1: left out) and bucket, the non-zero ones. */
+export function listCounts(
+  db: Queryable,
+  deploymentIds: readonly string[],
+): Promise<{ deployment_id: string; batch_index: number; bucket: string; n: number }[]> {
+  return db.query(
+    `SELECT deployment_id, batch_index, bucket, n FROM deployment_counts
+     WHERE deployment_id = ANY($1::text[]) AND n <> 0`,
+    [deploymentIds],
+  );
+}
+
+/** When the bake of each batch's last baking device ends. */
+export function listBakeEnds(db: Queryable, deploymentId: string): Promise<{ batch_index: number; ends_at: Date }[]> {
+  return db.query(
+    `SELECT batch_index, max(bake_until) AS ends_at FROM deployment_devices
+     WHERE deployment_id = $1 AND state = 'baking' GROUP BY batch_index`,
+    [deploymentId],
+  );
+}
+
+/** One device of a deployment, as its page lists it. */
+export interface DeviceRow {
+  device_id: string;
+  batch_index: number | null;
+  state: DeviceState;
+  reason: string | null;
+  detail: string | null;
+  update_id: string | null;
+  failures: number;
+  retry_at: Date | null;
+  bake_until: Date | null;
+  rollback_status: UpdateStatus | null;
+  rollback_reason: string | null;
+  from_version: string;
+  current_version: string;
+  online: boolean;
+  error_message: string | null;
+}
+
+export interface DeviceFilter {
+  states?: readonly DeviceState[] | undefined;
+  reason?: string | undefined;
+  batch?: number | undefined;
+  /** Failed, timed out or failed in the bake. */
+  failing?: boolean | undefined;
+  after?: string | undefined;
+  limit: number;
+}
+
+/** One page of the deployment's devices (keyset on device_id). */
+export function listDevicePage(db: Queryable, deploymentId: string, filter: DeviceFilter): Promise<DeviceRow[]> {
+  return db.query<DeviceRow>(
+    `SELECT m.device_id, m.batch_index, m.state, m.reason, m.detail, m.update_id, m.failures, m.retry_at, m.bake_until,
+       m.rollback_status, m.rollback_reason, m.from_version, d.current_version, d.online,
+       (SELECT u.error_message FROM ota_updates u WHERE u.id = m.update_id) AS error_message
      FROM deployment_devices m
      JOIN devices d ON d.organization_id = m.organization_id AND d.device_id = m.device_id
-     ${LATEST_UPDATE}
      WHERE m.deployment_id = $1 AND ($2::text IS NULL OR m.device_id > $2)
-       AND ($3::text IS NULL OR coalesce(latest.status, 'pending') = $3)
-       AND (NOT $5::boolean OR latest.status IN ('failed', 'timed_out') OR m.bake_failed_at IS NOT NULL)
-     ORDER BY m.device_id LIMIT $4`,
-    [deploymentId, page.after ?? null, page.status ?? null, page.limit, page.failing === true],
+       AND ($3::text[] IS NULL OR m.state = ANY($3::text[]))
+       AND ($4::text IS NULL OR m.reason = $4 OR m.rollback_reason = $4
+            OR ($4 = 'bake_failed' AND m.reason LIKE 'bake\\_%'))
+       AND ($5::int IS NULL OR m.batch_index = $5)
+       AND (NOT $6::boolean OR m.state IN ('failed', 'timed_out'))
+     ORDER BY m.device_id LIMIT $7`,
+    [
+      deploymentId,
+      filter.after ?? null,
+      filter.states ?? null,
+      filter.reason ?? null,
+      filter.batch ?? null,
+      filter.failing === true,
+      filter.limit,
+    ],
+  );
+}
+
+/** One page of the device ids a target lists, in its order, each with whether it names a device. */
+export function listTargetIds(
+  db: Queryable,
+  deployment: { id: string; organization_id: string },
+  page: { afterOrdinal: number; limit: number },
+): Promise<{ device_id: string; ordinal: number; found: boolean }[]> {
+  return db.query(
+    `SELECT t.device_id, t.ordinal, EXISTS (
+       SELECT 1 FROM devices d WHERE d.organization_id = $2 AND d.device_id = t.device_id) AS found
+     FROM deployment_target_ids t WHERE t.deployment_id = $1 AND t.ordinal > $3
+     ORDER BY t.ordinal LIMIT $4`,
+    [deployment.id, deployment.organization_id, page.afterOrdinal, page.limit],
   );
 }
 
 /**
- * What ended when in the deployment, by device: its update rows that completed (true) or
- * failed or timed out (false) at their finished_at, and its devices that failed their bake
- * (false) at bake_failed_at. Rollback rows are not the rollout's outcomes.
+ * What ended when in the deployment: its update rows that completed (true) or failed or timed
+ * out (false) at their finished_at, and its devices that failed their bake (false) then, counted
+ * once: a device that committed and then failed its bake is a failure, not also a completion.
+ * Rollback rows are not the rollout's outcomes.
  */
-const OUTCOMES = `SELECT finished_at AS at, status = 'completed' AS completed FROM ota_updates
-       WHERE deployment_id = $1 AND kind = 'update' AND status IN ('completed', 'failed', 'timed_out')
+const OUTCOMES = `SELECT u.finished_at AS at, u.status = 'completed' AS completed FROM ota_updates u
+       WHERE u.deployment_id = $1 AND u.kind = 'update' AND u.status IN ('completed', 'failed', 'timed_out')
+         AND NOT EXISTS (SELECT 1 FROM deployment_devices b WHERE b.deployment_id = u.deployment_id
+           AND b.device_id = u.device_id AND b.update_id = u.id AND b.bake_failed_at IS NOT NULL)
        UNION ALL
        SELECT bake_failed_at, false FROM deployment_devices WHERE deployment_id = $1 AND bake_failed_at IS NOT NULL`;
 
@@ -316,6 +451,151 @@ export function countOutcomesByBucket(
   );
 }
 
+// --- the lifecycle: guarded writes ------------------------------------------------------------
+
+/**
+ * Moves the deployment to `to` if its state allows it (model/deployment.ts), recording when it
+ * started or ended and, for a gate's decision, the stop; returns the row with the state it left,
+ * or undefined when the state did not allow it (someone moved it first).
+ */
+export async function moveDeployment(
+  tx: Queryable,
+  id: string,
+  to: DeploymentState,
+  stop: { stop: Stop; reason: string } | null = null,
+): Promise<(DeploymentRow & { previous_state: DeploymentState }) | undefined> {
+  const [row] = await tx.query<DeploymentRow & { previous_state: DeploymentState }>(
+    `WITH old AS (SELECT id, state FROM deployments WHERE id = $1 AND state = ANY($3::text[]) FOR UPDATE)
+     UPDATE deployments p SET state = $2,
+       started_at = CASE WHEN $2 = 'running' THEN coalesce(p.started_at, now()) ELSE p.started_at END,
+       ended_at = CASE WHEN $2 = ANY($4::text[]) THEN p.ended_at ELSE coalesce(p.ended_at, now()) END,
+       settled = false,
+       stop = coalesce($5::jsonb, p.stop), stop_reason = coalesce($6, p.stop_reason)
+     FROM old WHERE p.id = old.id
+     RETURNING ${COLUMNS.split(',')
+       .map((column) => `p.${column.trim()}`)
+       .join(', ')}, old.state AS previous_state`,
+    [id, to, deploymentStatesLeadingTo(to), OPEN, stop ? JSON.stringify(stop.stop) : null, stop?.reason ?? null],
+  );
+  return row;
+}
+
+/** Moves batches to new states, each only if its state allows it; returns the changes made. */
+export async function moveBatches(
+  tx: Queryable,
+  deploymentId: string,
+  changes: readonly { index: number; to: BatchState }[],
+): Promise<{ batch_index: number; state: BatchState; previous_state: BatchState }[]> {
+  if (changes.length === 0) return [];
+  return tx.query(
+    `WITH wanted AS (
+       SELECT c.batch_index, c.state, c.allowed::text[] AS allowed
+       FROM unnest($2::int[], $3::text[], $4::text[]) AS c(batch_index, state, allowed)
+     ), old AS (
+       SELECT b.batch_index, b.state FROM deployment_batches b JOIN wanted w USING (batch_index)
+       WHERE b.deployment_id = $1 AND b.state = ANY(w.allowed)
+       ORDER BY b.batch_index FOR UPDATE OF b
+     )
+     UPDATE deployment_batches b SET state = w.state,
+       started_at = CASE WHEN w.state = 'running' THEN coalesce(b.started_at, now()) ELSE b.started_at END,
+       ended_at = CASE WHEN w.state IN ('passed', 'failed') THEN now() ELSE NULL END
+     FROM wanted w, old WHERE b.deployment_id = $1 AND b.batch_index = w.batch_index AND old.batch_index = w.batch_index
+     RETURNING b.batch_index, b.state, old.state AS previous_state`,
+    [
+      deploymentId,
+      changes.map((change) => change.index),
+      changes.map((change) => change.to),
+      // A text[] per change, as the text of a Postgres array.
+      changes.map((change) => `{${batchStatesLeadingTo(change.to).join(',')}}`),
+    ],
+  );
+}
+
+export async function promoteBatches(tx: Queryable, deploymentId: string, indexes: readonly number[]) {
+  if (indexes.length === 0) return;
+  await tx.query(
+    'UPDATE deployment_batches SET promoted = true WHERE deployment_id = $1 AND batch_index = ANY($2::int[])',
+    [deploymentId, indexes],
+  );
+}
+
+/** Remembers what the last `deployment` event said. */
+export async function setAnnounced(tx: Queryable, id: string, announced: unknown): Promise<void> {
+  await tx.query('UPDATE deployments SET announced = $2::jsonb WHERE id = $1', [id, JSON.stringify(announced)]);
+}
+
+// --- the passes -------------------------------------------------------------------------------
+
+/** Deployments a pass may work now, by organization: not settled, and started or due to start. */
+export function listWork(db: Queryable): Promise<{ id: string; organization_id: string }[]> {
+  return db.query(
+    `SELECT id, organization_id FROM deployments
+     WHERE NOT settled AND (state <> 'scheduled' OR start_at IS NULL OR start_at <= now())
+     ORDER BY organization_id, created_at, id`,
+  );
+}
+
+/**
+ * Holds the deployment for one pass of `nodeId` (until `leaseMs` from now): another replica's
+ * pass skips it meanwhile. A lease, not a lock: nothing waits on it, and one that a dead replica
+ * left runs out by itself.
+ */
+export async function leaseDeployment(db: Queryable, id: string, nodeId: string, leaseMs: number) {
+  const [row] = await db.query<DeploymentRow>(
+    `UPDATE deployments SET lease_node = $2, lease_until = now() + make_interval(secs => $3::float8 / 1000)
+     WHERE id = $1 AND NOT settled AND (lease_until IS NULL OR lease_until < now() OR lease_node = $2)
+     RETURNING ${COLUMNS}`,
+    [id, nodeId, leaseMs],
+  );
+  return row;
+}
+
+export async function releaseLease(db: Queryable, id: string, nodeId: string) {
+  await db.query('UPDATE deployments SET lease_until = NULL WHERE id = $1 AND lease_node = $2', [id, nodeId]);
+}
+
+/** Locks the deployment row for a statement that must not race a control (creating rows while it runs). */
+export async function lockIfState(tx: Queryable, id: string, states: readonly DeploymentState[]) {
+  const [row] = await tx.query<{ id: string }>(
+    'SELECT id FROM deployments WHERE id = $1 AND state = ANY($2::text[]) FOR SHARE',
+    [id, states],
+  );
+  return row !== undefined;
+}
+
+/**
+ * Takes up to `limit` devices of started batches that need an attempt now (not started yet, or
+ * their retry is due), in batch and target order, and points each at the attempt about to be
+ * created for it (state queued, a new update id): the caller creates those rows in the same
+ * transaction. SKIP LOCKED: a concurrent pass takes others. With each, what it runs now, and
+ * whether its tunnel is held by `nodeId` and it said what it runs on it (send at once).
+ */
+export function claimDueDevices(
+  tx: Queryable,
+  deploymentId: string,
+  nodeId: string,
+  limit: number,
+): Promise<{ device_id: string; update_id: string; current_version: string; here: boolean }[]> {
+  return tx.query(
+    `WITH due AS (
+       SELECT m.device_id FROM deployment_devices m
+       JOIN deployment_batches b ON b.deployment_id = m.deployment_id AND b.batch_index = m.batch_index
+       WHERE m.deployment_id = $1 AND b.state <> 'pending'
+         AND (m.state = 'pending' OR (m.state = 'retrying' AND m.retry_at <= now()))
+       ORDER BY m.batch_index, m.ordinal, m.device_id
+       LIMIT $3
+       FOR UPDATE OF m SKIP LOCKED
+     )
+     UPDATE deployment_devices m SET state = 'queued', reason = NULL, retry_at = NULL,
+       update_id = 'upd_' || substr(replace(gen_random_uuid()::text, '-', ''), 1, 20)
+     FROM due, devices d
+     WHERE m.deployment_id = $1 AND m.device_id = due.device_id
+       AND d.organization_id = m.organization_id AND d.device_id = m.device_id
+     RETURNING m.device_id, m.update_id, d.current_version, ${hereSql('d', '$2::text')} AS here`,
+    [deploymentId, nodeId, limit],
+  );
+}
+
 /** Update rows the deployment created in the last minute: what max_per_minute counts. */
 export async function countCreatedInLastMinute(db: Queryable, deploymentId: string): Promise<number> {
   const [row] = await db.query<{ n: number }>(
@@ -326,141 +606,193 @@ export async function countCreatedInLastMinute(db: Queryable, deploymentId: stri
   return row?.n ?? 0;
 }
 
-/** The rollback rows of the deployment still waiting for or being taken by a device. */
-export async function countActiveRollbacks(db: Queryable, deploymentId: string): Promise<number> {
-  const [row] = await db.query<{ n: number }>(
-    `SELECT count(*)::int AS n FROM ota_updates
-     WHERE deployment_id = $1 AND kind = 'rollback' AND status = ANY($2::text[])`,
-    [deploymentId, ACTIVE],
-  );
-  return row?.n ?? 0;
-}
-
-/** Devices that already have a rollback row of this deployment. */
-export async function listRolledBackDevices(db: Queryable, deploymentId: string): Promise<Set<string>> {
-  const rows = await db.query<{ device_id: string }>(
-    `SELECT DISTINCT device_id FROM ota_updates WHERE deployment_id = $1 AND kind = 'rollback'`,
+/** Baking devices whose bake is over: completed. */
+export async function completeBakes(db: Queryable, deploymentId: string): Promise<number> {
+  const rows = await db.query(
+    `UPDATE deployment_devices SET state = 'completed'
+     WHERE deployment_id = $1 AND state = 'baking' AND bake_until <= now() RETURNING 1`,
     [deploymentId],
   );
-  return new Set(rows.map((row) => row.device_id));
-}
-
-export async function markBatchesStarted(tx: Queryable, deploymentId: string, indexes: readonly number[]) {
-  await tx.query(
-    `WITH b AS (
-       UPDATE deployment_batches SET started_at = now()
-       WHERE deployment_id = $1 AND batch_index = ANY($2::int[]) AND started_at IS NULL RETURNING 1
-     )
-     UPDATE deployments SET started_at = coalesce(started_at, now()) WHERE id = $1 AND EXISTS (SELECT 1 FROM b)`,
-    [deploymentId, indexes],
-  );
-}
-
-export async function promoteBatches(tx: Queryable, deploymentId: string, indexes: readonly number[]) {
-  await tx.query(
-    'UPDATE deployment_batches SET promoted = true WHERE deployment_id = $1 AND batch_index = ANY($2::int[])',
-    [deploymentId, indexes],
-  );
-}
-
-export type DeploymentMark =
-  | { paused: boolean }
-  | { cancelled: true }
-  | { aborted: string }
-  | { rolledBack: string }
-  | { finished: true };
-
-/** Records an operator's or a gate's decision. Ending marks never move once set. */
-export async function markDeployment(tx: Queryable, id: string, mark: DeploymentMark): Promise<void> {
-  if ('paused' in mark) {
-    await tx.query('UPDATE deployments SET paused = $2 WHERE id = $1', [id, mark.paused]);
-  } else if ('cancelled' in mark) {
-    await tx.query(
-      'UPDATE deployments SET cancelled_at = coalesce(cancelled_at, now()), finished_at = coalesce(finished_at, now()) WHERE id = $1',
-      [id],
-    );
-  } else if ('aborted' in mark) {
-    await tx.query(
-      `UPDATE deployments SET aborted_at = coalesce(aborted_at, now()), abort_reason = coalesce(abort_reason, $2),
-         finished_at = coalesce(finished_at, now()) WHERE id = $1`,
-      [id, mark.aborted],
-    );
-  } else if ('rolledBack' in mark) {
-    // Not finished: the scheduler keeps it until every device it updated has its rollback queued.
-    await tx.query(
-      `UPDATE deployments SET aborted_at = coalesce(aborted_at, now()), abort_reason = coalesce(abort_reason, $2),
-         rolled_back_at = coalesce(rolled_back_at, now()), finished_at = NULL WHERE id = $1`,
-      [id, mark.rolledBack],
-    );
-  } else {
-    await tx.query('UPDATE deployments SET finished_at = coalesce(finished_at, now()) WHERE id = $1', [id]);
-  }
-}
-
-export async function setAnnounced(tx: Queryable, id: string, announced: unknown): Promise<void> {
-  await tx.query('UPDATE deployments SET announced = $2::jsonb WHERE id = $1', [id, JSON.stringify(announced)]);
+  return rows.length;
 }
 
 /**
- * Records that a device failed its bake (`code`: offline, reverted, unhealthy), in every open
- * deployment where it is baking now: its latest update row completed less than bake_minutes
- * ago and no failure is recorded yet. `unlessVersion`: only if the device does not run that
- * (a device_info naming the deployment's own version is no revert). Returns the deployments.
+ * Baking devices that no longer run the deployment's version (the boot loader or an operator
+ * took them back) or that have been offline longer than `offlineGraceSeconds` (a restart of the
+ * server or a replica is not a failure; a device gone for longer is): failed within the bake.
  */
-export async function markBakeFailed(
-  db: Queryable,
-  organizationId: string,
-  deviceId: string,
-  code: string,
-  reportedVersion: string | null = null,
-): Promise<string[]> {
+export async function failBakesFromRecord(db: Queryable, deploymentId: string, offlineGraceSeconds: number) {
+  const rows = await db.query<{ device_id: string; reason: string }>(
+    `UPDATE deployment_devices m SET state = 'failed', bake_failed_at = now(),
+       reason = CASE WHEN d.current_version <> p.version THEN 'bake_reverted' ELSE 'bake_offline' END
+     FROM devices d, deployments p
+     WHERE m.deployment_id = $1 AND m.state = 'baking' AND p.id = m.deployment_id
+       AND d.organization_id = m.organization_id AND d.device_id = m.device_id
+       AND (d.current_version <> p.version
+            OR (NOT d.online AND coalesce(d.last_seen_at, m.committed_at) < now() - make_interval(secs => $2::float8)))
+     RETURNING m.device_id, m.reason`,
+    [deploymentId, offlineGraceSeconds],
+  );
+  return rows;
+}
+
+/** A baking device answered its health check unhealthy: failed within the bake, in every deployment it bakes in. */
+export async function failBakeUnhealthy(db: Queryable, organizationId: string, deviceId: string): Promise<string[]> {
   const rows = await db.query<{ deployment_id: string }>(
-    `UPDATE deployment_devices m SET bake_failed_at = now(), bake_failure = $3
-     FROM deployments p
-     WHERE m.organization_id = $1 AND m.device_id = $2 AND m.bake_failed_at IS NULL
-       AND p.id = m.deployment_id AND ${openIn('p')}
-       AND ($4::text IS NULL OR p.version <> $4)
-       AND EXISTS (
-         SELECT 1 FROM ota_updates u
-         WHERE u.deployment_id = m.deployment_id AND u.device_id = m.device_id AND u.kind = 'update'
-           AND u.status = 'completed'
-           AND u.finished_at + make_interval(secs => (p.settings->>'bake_minutes')::float8 * 60) > now()
-           AND NOT EXISTS (SELECT 1 FROM ota_updates l WHERE l.deployment_id = u.deployment_id
-             AND l.device_id = u.device_id AND l.created_at > u.created_at))
-     RETURNING m.deployment_id`,
-    [organizationId, deviceId, code, reportedVersion],
+    `UPDATE deployment_devices SET state = 'failed', reason = 'bake_unhealthy', bake_failed_at = now()
+     WHERE organization_id = $1 AND device_id = $2 AND state = 'baking' RETURNING deployment_id`,
+    [organizationId, deviceId],
   );
   return rows.map((row) => row.deployment_id);
 }
 
-/** Devices baking now in open deployments (their latest update completed within bake_minutes, no failure yet). */
-export function listBakingDevices(
-  db: Queryable,
-): Promise<{ organization_id: string; device_id: string; deployment_id: string; bake_minutes: number }[]> {
-  return db.query(
-    `SELECT m.organization_id, m.device_id, m.deployment_id, (p.settings->>'bake_minutes')::float8 AS bake_minutes
-     FROM deployment_devices m JOIN deployments p ON p.id = m.deployment_id
-     WHERE ${openIn('p')} AND m.bake_failed_at IS NULL
-       AND (p.settings->>'bake_minutes')::float8 > 0
-       AND EXISTS (
-         SELECT 1 FROM ota_updates u
-         WHERE u.deployment_id = m.deployment_id AND u.device_id = m.device_id AND u.kind = 'update'
-           AND u.status = 'completed'
-           AND u.finished_at + make_interval(secs => (p.settings->>'bake_minutes')::float8 * 60) > now())`,
+/**
+ * An ended deployment lets go of its devices: those that never started (or waited for a retry)
+ * are cancelled (`reason`: why it stopped), and those baking are no longer watched: completed.
+ */
+export async function releaseDevices(db: Queryable, deploymentId: string, reason: string): Promise<number> {
+  const rows = await db.query(
+    `UPDATE deployment_devices
+     SET state = CASE WHEN state = 'baking' THEN 'completed' ELSE 'cancelled' END,
+       reason = CASE WHEN state = 'baking' THEN reason ELSE $2 END, retry_at = NULL
+     WHERE deployment_id = $1 AND state IN ('pending', 'retrying', 'baking') RETURNING 1`,
+    [deploymentId, reason],
+  );
+  return rows.length;
+}
+
+/** A device the rolled-back deployment had updated, with what it runs now and what holds it elsewhere. */
+export interface RollbackCandidate {
+  device_id: string;
+  from_version: string;
+  current_version: string;
+  held_by: string | null;
+}
+
+/**
+ * Devices the deployment put on its version (they committed it) whose rollback is not decided
+ * yet, with what holds them elsewhere (the caller has entered the organization's doors).
+ */
+export function claimRollbackCandidates(tx: Queryable, deploymentId: string, limit: number) {
+  return tx.query<RollbackCandidate>(
+    `SELECT m.device_id, m.from_version, d.current_version, ${holderOf('d', '$1::text')} AS held_by
+     FROM deployment_devices m
+     JOIN devices d ON d.organization_id = m.organization_id AND d.device_id = m.device_id
+     WHERE m.deployment_id = $1 AND m.committed_at IS NOT NULL AND m.rollback_status IS NULL
+       AND m.state NOT IN ('queued', 'in_progress')
+     ORDER BY m.batch_index, m.ordinal, m.device_id LIMIT $2
+     FOR UPDATE OF m SKIP LOCKED`,
+    [deploymentId, limit],
   );
 }
 
-/** The deployment's updates a device connected to `nodeId` is working on (in one of `statuses`). */
-export function listRunningUpdatesOnNode(
-  db: Queryable,
+/**
+ * Devices that could not get an attempt (another update holds them): skipped, with why. Their
+ * rows were pointed at an attempt that was never created (its insert met the other update).
+ */
+export async function skipDevices(
+  tx: Queryable,
   deploymentId: string,
+  skipped: readonly { deviceId: string; reason: string; detail: string | null }[],
+) {
+  if (skipped.length === 0) return;
+  await tx.query(
+    `UPDATE deployment_devices m SET state = 'skipped', reason = s.reason, detail = s.detail, retry_at = NULL
+     FROM unnest($2::text[], $3::text[], $4::text[]) AS s(device_id, reason, detail)
+     WHERE m.deployment_id = $1 AND m.device_id = s.device_id
+       AND (m.state IN ('pending', 'retrying')
+            OR (m.state = 'queued' AND NOT EXISTS (SELECT 1 FROM ota_updates u WHERE u.id = m.update_id)))`,
+    [deploymentId, skipped.map((s) => s.deviceId), skipped.map((s) => s.reason), skipped.map((s) => s.detail)],
+  );
+}
+
+/** A dynamic deployment's devices left out as busy that nothing holds any more: into its last batch. */
+export async function takeFreedBusyDevices(db: Queryable, deploymentId: string): Promise<number> {
+  const rows = await db.query(
+    `UPDATE deployment_devices m SET state = 'pending', reason = NULL, detail = NULL,
+       batch_index = (SELECT max(batch_index) FROM deployment_batches WHERE deployment_id = $1)
+     FROM devices d
+     WHERE m.deployment_id = $1 AND m.state = 'skipped' AND m.reason = 'busy'
+       AND d.organization_id = m.organization_id AND d.device_id = m.device_id
+       AND ${holderOf('d', '$1::text')} IS NULL
+     RETURNING 1`,
+    [deploymentId],
+  );
+  return rows.length;
+}
+
+export async function lastBatchIndex(db: Queryable, deploymentId: string): Promise<number> {
+  const [row] = await db.query<{ last: number | null }>(
+    'SELECT max(batch_index) AS last FROM deployment_batches WHERE deployment_id = $1',
+    [deploymentId],
+  );
+  return row?.last ?? 0;
+}
+
+/** A dynamic deployment has matched the devices changed up to `seq`. */
+export async function setMatchedSeq(db: Queryable, deploymentId: string, seq: number) {
+  await db.query('UPDATE deployments SET matched_seq = greatest(matched_seq, $2) WHERE id = $1', [deploymentId, seq]);
+}
+
+/** Rollbacks the pass decided not to queue: the device no longer runs the version, or another holds it. */
+export async function skipRollbacks(
+  tx: Queryable,
+  deploymentId: string,
+  skipped: readonly { deviceId: string; reason: string; detail: string | null }[],
+) {
+  if (skipped.length === 0) return;
+  await tx.query(
+    `UPDATE deployment_devices m SET rollback_status = 'skipped', rollback_reason = s.reason,
+       detail = coalesce(s.detail, m.detail)
+     FROM unnest($2::text[], $3::text[], $4::text[]) AS s(device_id, reason, detail)
+     WHERE m.deployment_id = $1 AND m.device_id = s.device_id AND m.rollback_status IS NULL`,
+    [deploymentId, skipped.map((s) => s.deviceId), skipped.map((s) => s.reason), skipped.map((s) => s.detail)],
+  );
+}
+
+/**
+ * Settles an ended deployment with nothing left to do: no attempt of it still waits for or runs
+ * on a device, and (rolled back) every device it updated has its rollback decided and ended.
+ */
+export async function settleIfDone(db: Queryable, id: string): Promise<boolean> {
+  const rows = await db.query(
+    `UPDATE deployments p SET settled = true
+     WHERE p.id = $1 AND NOT p.settled AND NOT (p.state = ANY($2::text[]))
+       AND NOT EXISTS (SELECT 1 FROM ota_updates u WHERE u.deployment_id = p.id AND u.status = ANY($3::text[]))
+       AND (p.state <> 'rolled_back' OR NOT EXISTS (
+         SELECT 1 FROM deployment_devices m WHERE m.deployment_id = p.id AND m.committed_at IS NOT NULL
+           AND (m.rollback_status IS NULL OR m.rollback_status = ANY($3::text[]))))
+     RETURNING 1`,
+    [id, OPEN, ACTIVE],
+  );
+  return rows.length > 0;
+}
+
+/** Running attempts of cancelled, unsettled deployments on devices whose tunnel `nodeId` holds: what gets ota_cancel. */
+export function listCancellableOnNode(
+  db: Queryable,
   nodeId: string,
-  statuses: readonly string[],
-): Promise<{ id: string; organization_id: string; device_id: string }[]> {
+): Promise<{ id: string; organization_id: string; device_id: string; deployment_id: string }[]> {
   return db.query(
-    `SELECT u.id, u.organization_id, u.device_id FROM ota_updates u
+    `SELECT u.id, u.organization_id, u.device_id, u.deployment_id FROM deployments p
+     JOIN ota_updates u ON u.deployment_id = p.id AND u.kind = 'update' AND u.status IN ('dispatched', 'in_progress')
      JOIN devices d ON d.organization_id = u.organization_id AND d.device_id = u.device_id
-     WHERE u.deployment_id = $1 AND u.status = ANY($3::text[]) AND d.connected_node = $2`,
-    [deploymentId, nodeId, statuses],
+     WHERE NOT p.settled AND p.state = 'cancelled' AND d.connected_node = $1`,
+    [nodeId],
+  );
+}
+
+/** Devices baking in some deployment whose tunnel `nodeId` holds, with their deployment's bake. */
+export function listBakingOnNode(
+  db: Queryable,
+  nodeId: string,
+): Promise<{ organization_id: string; device_id: string; deployment_id: string; bake_minutes: number }[]> {
+  return db.query(
+    `SELECT m.organization_id, m.device_id, m.deployment_id, (p.settings->>'bake_minutes')::float8 AS bake_minutes
+     FROM deployments p
+     JOIN deployment_devices m ON m.deployment_id = p.id AND m.state = 'baking'
+     JOIN devices d ON d.organization_id = m.organization_id AND d.device_id = m.device_id
+     WHERE NOT p.settled AND d.connected_node = $1`,
+    [nodeId],
   );
 }

@@ -3,46 +3,28 @@ import { Type } from 'typebox';
 import { DeviceIdString } from '../devices/schemas.ts';
 import { orgPrincipal } from '../infra/auth.ts';
 import { authErrors, ErrorResponse, Nullable } from '../infra/schemas.ts';
-import type { Services } from '../services.ts';
-import {
-  CreateDeploymentBody,
-  DEPLOYMENT_DEVICE_STATUSES,
-  Deployment,
-  DeploymentPlan,
-  DeploymentStatus,
-  Timeline,
-} from './schemas.ts';
-import * as service from './service.ts';
+import { type Control, DEVICE_STATES, type DeviceState } from '../model/deployment.ts';
+import { DeploymentStatus } from '../model/deployment-schemas.ts';
+import { CreateDeploymentBody, Deployment, DeploymentDevice, DeploymentPlan, Timeline } from './schemas.ts';
+import type { DeploymentService } from './service.ts';
 
 const DeploymentParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' }) });
-const DeviceStatus = Type.Unsafe<(typeof DEPLOYMENT_DEVICE_STATUSES)[number]>({
-  type: 'string',
-  maxLength: 32,
-  enum: [...DEPLOYMENT_DEVICE_STATUSES],
-});
+const DeviceStateQuery = Type.Unsafe<DeviceState>({ type: 'string', maxLength: 32, enum: [...DEVICE_STATES] });
 
-const DeploymentDevice = Type.Object({
-  device_id: Type.String(),
-  batch: Type.Integer({ minimum: 0 }),
-  status: DeviceStatus,
-  update_id: Nullable(Type.String()),
-  from_version: Type.String(),
-  current_version: Type.String(),
-  online: Type.Boolean(),
-  error_code: Nullable(Type.String()),
-  error_message: Nullable(Type.String()),
-  bake_failure: Nullable(Type.String({ description: 'offline | reverted | unhealthy: how it failed its bake' })),
-});
-
-const CONTROLS: Record<service.Control, string> = {
+const CONTROLS: Record<Control, string> = {
   pause: 'Pause: no new batch starts and no new device is queued; devices already updating finish',
   resume: 'Resume a paused deployment (after a failed gate paused it: accept the failures and go on)',
-  cancel: 'Cancel: devices not yet started are never touched; running ones finish',
+  cancel: 'Cancel: devices not yet started are never touched; running ones are stopped where still safe',
   promote: 'Start the next batch now, skipping the current batch’s gate and bake',
-  rollback: 'Stop, and roll every device this deployment updated back to the version it ran before (signed rollbacks)',
+  rollback:
+    'Stop, and roll every device this deployment updated and that still runs its version back to the version ' +
+    'it ran before (signed rollbacks)',
 };
 
-export const deploymentRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = async (app, { services }) => {
+export const deploymentRoutes: FastifyPluginAsyncTypebox<{ deployments: DeploymentService }> = async (
+  app,
+  { deployments },
+) => {
   app.post(
     '/api/v1/deployments',
     {
@@ -51,13 +33,15 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox<{ services: Services }>
         summary: 'Deploy a firmware version to a fleet (or, with dry_run, answer the plan)',
         description:
           '201 the deployment; 200 the plan for dry_run: true (nothing created). 400 invalid_target, ' +
-          'invalid_strategy, invalid_start_at; 404 firmware_not_found.',
+          'invalid_strategy, invalid_date (start_at); 404 firmware_not_found; 409 too_many_deployments (the ' +
+          "organization's open deployments are capped: EDGEFLOW_MAX_OPEN_DEPLOYMENTS).",
         body: CreateDeploymentBody,
         response: {
           200: DeploymentPlan,
           201: Deployment,
           400: ErrorResponse,
           404: ErrorResponse,
+          409: ErrorResponse,
           422: ErrorResponse,
           ...authErrors,
         },
@@ -65,7 +49,7 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox<{ services: Services }>
     },
     async (request, reply) => {
       const principal = orgPrincipal(request, 'operator');
-      const result = await service.createDeployment(services, principal.organizationId, request.body);
+      const result = await deployments.create(principal.organizationId, request.body);
       if (result.dryRun) return reply.code(200).send(result.plan);
       return reply.code(201).send(result.deployment);
     },
@@ -76,9 +60,13 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox<{ services: Services }>
     {
       schema: {
         tags: ['deployments'],
-        summary: 'Deployments, newest first',
+        summary: 'Deployments, newest first (a target list of device ids is summarised: device_ids_count)',
         querystring: Type.Object({
-          status: Type.Optional(DeploymentStatus),
+          status: Type.Optional(
+            Type.Union([DeploymentStatus, Type.Array(DeploymentStatus, { maxItems: 7 })], {
+              description: 'one status or several (status=scheduled&status=running&status=paused: the open ones)',
+            }),
+          ),
           limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 50 })),
         }),
         response: { 200: Type.Object({ deployments: Type.Array(Deployment) }), 400: ErrorResponse, ...authErrors },
@@ -86,11 +74,13 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox<{ services: Services }>
     },
     async (request) => {
       const principal = orgPrincipal(request, 'viewer');
-      const deployments = await service.listDeployments(services, principal.organizationId, {
-        status: request.query.status,
-        limit: request.query.limit ?? 50,
-      });
-      return { deployments };
+      const { status } = request.query;
+      return {
+        deployments: await deployments.list(principal.organizationId, {
+          statuses: status === undefined ? undefined : Array.isArray(status) ? status : [status],
+          limit: request.query.limit ?? 50,
+        }),
+      };
     },
   );
 
@@ -99,14 +89,17 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox<{ services: Services }>
     {
       schema: {
         tags: ['deployments'],
-        summary: 'A deployment: its derived status, counts per device status, and batches with their state',
+        summary:
+          'A deployment: its status and the controls that apply now, counts per device state (kept on write), its ' +
+          'batches with their state, the devices it left out by reason, its rollback by status, and why a gate ' +
+          'stopped it',
         params: DeploymentParams,
         response: { 200: Deployment, 400: ErrorResponse, 404: ErrorResponse, ...authErrors },
       },
     },
     async (request) => {
       const principal = orgPrincipal(request, 'viewer');
-      return service.getDeployment(services, principal.organizationId, request.params.id);
+      return deployments.get(principal.organizationId, request.params.id);
     },
   );
 
@@ -115,16 +108,23 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox<{ services: Services }>
     {
       schema: {
         tags: ['deployments'],
-        summary: "The deployment's devices by id, a page at a time (pass next_after as after)",
+        summary:
+          'Every device the target matched, with where it stands and why, by id a page at a time (pass next_after ' +
+          'as after); filter by state, reason (e.g. busy, incompatible, bake_failed, an error code), batch, failing',
         params: DeploymentParams,
-        querystring: Type.Object({
-          status: Type.Optional(DeviceStatus),
-          failing: Type.Optional(
-            Type.Boolean({ description: 'only devices that failed: update failed or timed out, or bake failed' }),
-          ),
-          after: Type.Optional(DeviceIdString),
-          limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
-        }),
+        querystring: Type.Object(
+          {
+            state: Type.Optional(Type.Union([DeviceStateQuery, Type.Array(DeviceStateQuery, { maxItems: 11 })])),
+            reason: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[a-z0-9_]+$' })),
+            batch: Type.Optional(Type.Integer({ minimum: 0 })),
+            failing: Type.Optional(
+              Type.Boolean({ description: 'only devices that failed: failed or timed out, in the update or the bake' }),
+            ),
+            after: Type.Optional(DeviceIdString),
+            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+          },
+          { additionalProperties: false },
+        ),
         response: {
           200: Type.Object({ devices: Type.Array(DeploymentDevice), next_after: Nullable(Type.String()) }),
           400: ErrorResponse,
@@ -135,11 +135,50 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox<{ services: Services }>
     },
     async (request) => {
       const principal = orgPrincipal(request, 'viewer');
-      return service.listDeploymentDevices(services, principal.organizationId, request.params.id, {
-        status: request.query.status,
+      const { state } = request.query;
+      return deployments.devices(principal.organizationId, request.params.id, {
+        states: state === undefined ? undefined : Array.isArray(state) ? state : [state],
+        reason: request.query.reason,
+        batch: request.query.batch,
         failing: request.query.failing,
         after: request.query.after,
         limit: request.query.limit ?? 100,
+      });
+    },
+  );
+
+  app.get(
+    '/api/v1/deployments/:id/target',
+    {
+      schema: {
+        tags: ['deployments'],
+        summary:
+          "The device ids the deployment's target lists, in its order, a page at a time, each with whether it names " +
+          'a device of the organization',
+        params: DeploymentParams,
+        querystring: Type.Object(
+          {
+            after: Type.Optional(Type.Integer({ minimum: 0, description: 'next_after of the previous page' })),
+            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, default: 1000 })),
+          },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Object({
+            device_ids: Type.Array(Type.Object({ device_id: Type.String(), found: Type.Boolean() })),
+            next_after: Nullable(Type.Integer()),
+          }),
+          400: ErrorResponse,
+          404: ErrorResponse,
+          ...authErrors,
+        },
+      },
+    },
+    async (request) => {
+      const principal = orgPrincipal(request, 'viewer');
+      return deployments.targetIds(principal.organizationId, request.params.id, {
+        after: request.query.after,
+        limit: request.query.limit ?? 1000,
       });
     },
   );
@@ -159,30 +198,27 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox<{ services: Services }>
           { bucket_seconds: Type.Optional(Type.Integer({ minimum: 5, maximum: 3600 })) },
           { additionalProperties: false },
         ),
-        response: {
-          200: Timeline,
-          400: ErrorResponse,
-          404: ErrorResponse,
-          ...authErrors,
-        },
+        response: { 200: Timeline, 400: ErrorResponse, 404: ErrorResponse, ...authErrors },
       },
     },
     async (request) => {
       const principal = orgPrincipal(request, 'viewer');
-      return service.deploymentTimeline(services, principal.organizationId, request.params.id, {
+      return deployments.timeline(principal.organizationId, request.params.id, {
         bucketSeconds: request.query.bucket_seconds,
       });
     },
   );
 
-  for (const [control, summary] of Object.entries(CONTROLS) as [service.Control, string][]) {
+  for (const [control, summary] of Object.entries(CONTROLS) as [Control, string][]) {
     app.post(
       `/api/v1/deployments/:id/${control}`,
       {
         schema: {
           tags: ['deployments'],
           summary,
-          description: '409 deployment_finished (and the other codes of this control) when it does not apply now.',
+          description:
+            'Applies when the deployment lists it in `controls`; otherwise 409 (deployment_finished, ' +
+            'deployment_not_paused, no_next_batch, deployment_rolled_back, deployment_not_started).',
           params: DeploymentParams,
           body: Type.Optional(Type.Object({}, { additionalProperties: false })),
           response: { 200: Deployment, 400: ErrorResponse, 404: ErrorResponse, 409: ErrorResponse, ...authErrors },
@@ -190,7 +226,7 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox<{ services: Services }>
       },
       async (request) => {
         const principal = orgPrincipal(request, 'operator');
-        return service.controlDeployment(services, principal.organizationId, request.params.id, control);
+        return deployments.control(principal.organizationId, request.params.id, control);
       },
     );
   }

@@ -1,42 +1,60 @@
 /**
- * The deployment scheduler: a pass every `dispatchIntervalMs` and whenever the feed says
- * something moved (an update of a deployment changed status, a device came online, a
- * deployment changed). Each pass recomputes every unfinished deployment from the database
- * (view.ts, gate.ts) and does what `nextAction` says: start a batch, apply on_failure,
- * complete; then creates the update rows its started batches still need (new devices, due
- * retries) within max_per_minute. One process works one deployment at a time: the pass holds
- * the deployment's row lock (FOR UPDATE SKIP LOCKED) for its transaction, so replicas skip it.
- * Nothing lives in memory: a restart resumes from the rows.
+ * The deployment scheduler: passes that read state and act, every `dispatchIntervalMs` and
+ * sooner when woken (an attempt ended, a device came online, a deployment changed, the feed
+ * came back after an interruption). A notification only asks for a pass, so a lost one delays an
+ * effect by at most one pass and never loses it.
+ *
+ * A pass works each deployment that is not settled and has started (a scheduled one costs
+ * nothing until its start): it takes a short lease on it (another replica's pass skips it),
+ * ends the bakes that are over or failed, skips what stayed offline past its timeout, writes
+ * each batch's state from its counters, does what `nextAction` says (start, start a batch, apply
+ * on_failure, complete), queues the attempts that are due, and carries out what an ended
+ * deployment still owes: its queued attempts cancelled, its rollbacks queued. Everything it reads
+ * is counters and bounded chunks of rows: O(batches) per deployment, plus the rows it moves.
+ *
+ * Fair between organizations: the pass is a round robin over organizations, one bounded unit of
+ * work each per round, within a time budget; what is left continues in the next pass, starting
+ * with the organizations this one did not reach.
  */
 import type { Logger } from 'pino';
 import type { EventFeed } from '../events/feed.ts';
 import * as firmwareRepo from '../firmware/repo.ts';
+import { enterDoor } from '../holds/repo.ts';
 import type { Config } from '../infra/config.ts';
-import type { Db, Queryable } from '../infra/db.ts';
+import type { Db } from '../infra/db.ts';
 import { newId } from '../infra/secrets.ts';
-import { isActive } from '../updates/status.ts';
-import type { NewUpdate, UpdateTransitions } from '../updates/transitions.ts';
-import { announceChanges } from './announce.ts';
-import { dispatchAllowance, nextAction } from './gate.ts';
+import { isEnded, type Stop } from '../model/deployment.ts';
+import type { Transitioned, UpdateTransitions } from '../updates/transitions.ts';
+import { CHUNK, queueDueChunk } from './attempts.ts';
+import { batchStateFor, gateDecision, nextAction } from './gate.ts';
+import { type DeploymentLifecycle, loadView } from './lifecycle.ts';
 import { classifyTargets } from './plan.ts';
 import * as repo from './repo.ts';
-import { flagsOf, hasEnded, retryAtMs, viewOf } from './view.ts';
 
 export interface DeploymentSchedulerDeps {
   config: Config;
   db: Db;
   feed: EventFeed;
   transitions: UpdateTransitions;
+  lifecycle: DeploymentLifecycle;
   log: Logger;
+  /** This process among the replicas: the holder of the leases it takes. */
+  nodeId: string;
+  /** Sends attempts created already dispatched, for devices whose tunnel this process holds (answers come later). */
+  sendDispatched: (updates: readonly Transitioned[]) => Promise<void>;
 }
 
-/**
- * Passes start at most this often however many events arrive: a pass reads every device of each
- * unfinished deployment, and a rollout of thousands sends thousands of events a second. After a
- * long pass the gap is twice its length, so passes never take more than a third of the
- * database's time from the dispatcher and the reports (the embedded database has one connection).
- */
-const MIN_PASS_GAP_MS = 250;
+/** Passes start at most this often however many wake-ups arrive. */
+const MIN_PASS_GAP_MS = 100;
+/** A pass stops taking new units after this long; the rest waits for the next pass. */
+const PASS_BUDGET_MS = 500;
+/** How long a pass holds a deployment against other replicas' passes. */
+const LEASE_MS = 15_000;
+/** Devices a dynamic deployment matches per pass. */
+const MATCH_CHUNK = 5000;
+
+/** One bounded piece of a deployment's pass; answers whether more of it remains. */
+type Unit = () => Promise<boolean>;
 
 export class DeploymentScheduler {
   readonly #deps: DeploymentSchedulerDeps;
@@ -45,18 +63,18 @@ export class DeploymentScheduler {
   #again = false;
   #stopped = false;
   #lastPassAtMs = 0;
-  #gapMs = MIN_PASS_GAP_MS;
   #delayed: NodeJS.Timeout | undefined;
+  /** Organizations the last pass did not reach: first in the next one. */
+  #unserved: string[] = [];
+  /** Deployments this pass leased, released when it ends. */
+  readonly #leased = new Set<string>();
+  /** Deployments whose decisions this pass took and whose chunks it is still queueing. */
+  readonly #continuing = new Map<string, repo.DeploymentRow>();
 
   constructor(deps: DeploymentSchedulerDeps) {
     this.#deps = deps;
     const { feed } = deps;
-    // Only an update ending can change a gate; its queued/dispatched/progress steps cannot.
-    feed.on('ota', (event) => {
-      if (event.deployment_id !== null && event.status !== event.previous_status && !isActive(event.status)) {
-        this.kick();
-      }
-    });
+    feed.on('wake', () => this.kick());
     feed.on('device', (event) => {
       if (event.online) this.kick();
     });
@@ -84,7 +102,7 @@ export class DeploymentScheduler {
       this.#again = true;
       return;
     }
-    const waitMs = this.#lastPassAtMs + this.#gapMs - Date.now();
+    const waitMs = this.#lastPassAtMs + MIN_PASS_GAP_MS - Date.now();
     if (waitMs > 0) {
       this.#delayed ??= setTimeout(() => {
         this.#delayed = undefined;
@@ -97,10 +115,11 @@ export class DeploymentScheduler {
         do {
           this.#again = false;
           const sinceLastMs = Date.now() - this.#lastPassAtMs;
-          if (sinceLastMs < this.#gapMs) await new Promise((resolve) => setTimeout(resolve, this.#gapMs - sinceLastMs));
+          if (sinceLastMs < MIN_PASS_GAP_MS) {
+            await new Promise((resolve) => setTimeout(resolve, MIN_PASS_GAP_MS - sinceLastMs));
+          }
           this.#lastPassAtMs = Date.now();
-          await this.runPass();
-          this.#gapMs = Math.max(MIN_PASS_GAP_MS, 2 * (Date.now() - this.#lastPassAtMs));
+          if (await this.runPass()) this.#again = true;
         } while (this.#again && !this.#stopped);
       } catch (error) {
         this.#deps.log.error({ err: error }, 'deployment pass failed');
@@ -110,187 +129,260 @@ export class DeploymentScheduler {
     })();
   }
 
-  /** One pass over every unfinished deployment. */
-  async runPass(): Promise<void> {
-    for (const id of await repo.listUnfinishedDeploymentIds(this.#deps.db)) {
-      if (this.#stopped) return;
-      try {
-        await this.#deps.db.transaction((tx) => this.#work(tx, id));
-      } catch (error) {
-        this.#deps.log.error({ err: error, deployment_id: id }, 'deployment step failed');
+  /**
+   * One pass: a round robin over the organizations with work, one unit each per round, until
+   * nothing is left or the budget is spent. Answers whether work was left for the next pass.
+   */
+  async runPass(): Promise<boolean> {
+    const { db, log } = this.#deps;
+    this.#continuing.clear();
+    const byOrganization = new Map<string, Unit[]>();
+    for (const organizationId of this.#unserved) byOrganization.set(organizationId, []);
+    for (const { id, organization_id } of await repo.listWork(db)) {
+      let units = byOrganization.get(organization_id);
+      if (!units) {
+        units = [];
+        byOrganization.set(organization_id, units);
       }
-    }
-  }
-
-  async #work(tx: Queryable, id: string): Promise<void> {
-    const row = await repo.claimDeployment(tx, id);
-    if (!row) return; // another process is on it, or it just finished
-    const { config, feed, log } = this.#deps;
-    const batches = await repo.listBatches(tx, id);
-    if (row.rolled_back_at) {
-      await this.#queueRollbacks(tx, row);
-    } else {
-      if (row.dynamic && !hasEnded(row)) await this.#takeNewlyMatching(tx, row, batches);
-      const devices = await repo.listDeviceStates(tx, id);
-      // Each started batch may let the next one start at once (an empty or promoted batch):
-      // at most one step per batch, then the rows.
-      for (let step = 0; step <= batches.length; step++) {
-        const nowMs = Date.now();
-        const view = viewOf(row, batches, devices, nowMs, config.deploymentRetryBaseMs);
-        const action = nextAction({
-          flags: flagsOf(row),
-          finished: row.finished_at !== null,
-          settings: row.settings,
-          batches: view.gated,
-          nowMs,
+      units.push(() => {
+        const continuing = this.#continuing.get(id);
+        if (!continuing) return this.#work(id);
+        return this.#nextChunk(continuing).then(async (more) => {
+          if (!more) this.#continuing.delete(id);
+          await db.transaction((tx) => this.#deps.lifecycle.announce(tx, continuing));
+          return more;
         });
-        if (action.action === 'start_batch') {
-          const batch = batches[action.index]!;
-          await repo.markBatchesStarted(tx, id, [batch.batch_index]);
-          batch.started_at = new Date(nowMs);
-          log.info({ deployment_id: id, batch: batch.batch_index }, 'deployment batch started');
-          continue;
-        }
-        if (action.action === 'apply_on_failure') {
-          const reason = `batch ${action.batchIndex} crossed the failure threshold (${action.gate.failurePercent?.toFixed(1)}% of ${action.gate.judged} failed)`;
-          log.warn({ deployment_id: id, on_failure: action.onFailure }, reason);
-          if (action.onFailure === 'pause') {
-            await repo.markDeployment(tx, id, { paused: true });
-            row.paused = true;
-          } else {
-            await this.#cancelQueued(tx, row, action.onFailure === 'rollback' ? 'rolled_back' : 'aborted');
-            if (action.onFailure === 'abort') {
-              await repo.markDeployment(tx, id, { aborted: reason });
-              row.aborted_at = new Date();
-              row.finished_at = new Date();
-            } else {
-              await repo.markDeployment(tx, id, { rolledBack: reason });
-              row.aborted_at = new Date();
-              row.rolled_back_at = new Date();
-              await this.#queueRollbacks(tx, row);
-            }
-          }
-        } else if (action.action === 'complete') {
-          await repo.markDeployment(tx, id, { finished: true });
-          row.finished_at = new Date();
-          log.info({ deployment_id: id }, 'deployment completed');
-        }
-        break;
-      }
-      if (!hasEnded(row) && !row.paused && !(row.start_at && row.start_at.getTime() > Date.now())) {
-        await this.#createDueRows(tx, row, batches, devices);
-      }
+      });
     }
-    const view = viewOf(row, batches, await repo.listDeviceStates(tx, id), Date.now(), config.deploymentRetryBaseMs);
-    await announceChanges(tx, feed, row, view);
+    const started = Date.now();
+    let queue = [...byOrganization.entries()].filter(([, units]) => units.length > 0);
+    while (queue.length > 0 && !this.#stopped) {
+      if (Date.now() - started > PASS_BUDGET_MS) break;
+      const next: typeof queue = [];
+      for (const [organizationId, units] of queue) {
+        const unit = units.shift()!;
+        let more = false;
+        try {
+          more = await unit();
+        } catch (error) {
+          log.error({ err: error, organization_id: organizationId }, 'deployment step failed');
+        }
+        if (more) units.push(unit);
+        if (units.length > 0) next.push([organizationId, units]);
+      }
+      queue = next;
+    }
+    this.#unserved = queue.map(([organizationId]) => organizationId);
+    for (const id of this.#leased) await repo.releaseLease(db, id, this.#deps.nodeId);
+    this.#leased.clear();
+    return queue.length > 0;
   }
 
   /**
-   * Update rows for the devices of started batches that have none yet, or whose retry is due,
-   * in batch order, no more than max_per_minute allows now (the rest on a later pass).
+   * The deployment's decisions under its lease, then its first chunk of attempts (or
+   * rollbacks); when more chunks are due, the unit answers true and its next run queues the next
+   * chunk only (a later round of the pass).
    */
-  async #createDueRows(
-    tx: Queryable,
-    row: repo.DeploymentRow,
-    batches: readonly repo.BatchRow[],
-    devices: readonly repo.DeviceStateRow[],
-  ): Promise<void> {
-    const { config, transitions } = this.#deps;
-    const started = new Set(batches.filter((batch) => batch.started_at).map((batch) => batch.batch_index));
-    const nowMs = Date.now();
-    const due = devices.filter((device) => {
-      if (!started.has(device.batch_index)) return false;
-      if (device.status === null) return true;
-      const retryAt = retryAtMs(device, row.settings.max_retries, config.deploymentRetryBaseMs);
-      return retryAt !== null && retryAt <= nowMs;
+  async #work(id: string): Promise<boolean> {
+    const { db, nodeId, lifecycle } = this.#deps;
+    const row = await repo.leaseDeployment(db, id, nodeId, LEASE_MS);
+    if (!row) return false; // another replica's pass has it, or it just settled
+    this.#leased.add(id);
+    await this.#decide(row);
+    const more = await this.#nextChunk(row);
+    await db.transaction((tx) => lifecycle.announce(tx, row));
+    if (more) this.#continuing.set(id, row);
+    return more;
+  }
+
+  /** The chunk the deployment's state calls for: attempts while running, what it owes once ended. */
+  async #nextChunk(row: repo.DeploymentRow): Promise<boolean> {
+    if (row.state === 'running') return queueDueChunk(this.#deps, row);
+    if (isEnded(row.state)) return this.#carryOutEnd(row);
+    return false;
+  }
+
+  async #decide(row: repo.DeploymentRow): Promise<void> {
+    const { db, config, transitions, lifecycle, log } = this.#deps;
+    if (row.dynamic && row.state === 'running') await this.#matchChanged(row);
+    const settings = row.settings;
+    if (!isEnded(row.state) && settings.device_timeout_minutes !== null) {
+      await transitions.skipOfflinePastTimeout(row.id, Math.ceil(settings.device_timeout_minutes * 60));
+    }
+    let view = await loadView(db, row);
+    if (view.counts.baking > 0) {
+      await repo.completeBakes(db, row.id);
+      if (!isEnded(row.state)) {
+        for (const failed of await repo.failBakesFromRecord(db, row.id, config.bakeOfflineGraceSeconds)) {
+          log.warn({ deployment_id: row.id, device_id: failed.device_id, reason: failed.reason }, 'bake failed');
+        }
+      }
+      view = await loadView(db, row);
+    }
+    // At most one move of each batch and of the deployment: a step can let the next one happen
+    // at once (an empty batch passes, the next starts).
+    for (let step = 0; step <= 2 * view.batches.length + 2; step++) {
+      const changes = view.gated
+        .map((batch, position) => ({
+          index: view.batches[position]!.index,
+          from: batch.state,
+          to: batchStateFor(batch, gateDecision(batch.tally, settings).verdict),
+        }))
+        .filter((change) => change.to !== change.from);
+      if (changes.length > 0 && !isEnded(row.state)) {
+        await db.transaction((tx) => lifecycle.moveBatches(tx, row, changes));
+        view = await loadView(db, row);
+        continue;
+      }
+      const action = nextAction({
+        state: row.state,
+        startAtMs: row.start_at?.getTime() ?? null,
+        dynamic: row.dynamic,
+        settings,
+        batches: view.gated,
+        nowMs: Date.now(),
+      });
+      if (action.action === 'start') {
+        await db.transaction((tx) => lifecycle.move(tx, row, 'running'));
+      } else if (action.action === 'start_batch') {
+        await db.transaction((tx) => lifecycle.moveBatches(tx, row, [{ index: action.index, to: 'running' }]));
+        log.info({ deployment_id: row.id, batch: action.index }, 'deployment batch started');
+      } else if (action.action === 'apply_on_failure') {
+        const batch = view.batches[action.batchIndex]!;
+        const stop: Stop = {
+          rule: 'failure_threshold',
+          batch: batch.index,
+          batch_kind: batch.kind,
+          failed: action.gate.failed,
+          judged: action.gate.judged,
+          size: batch.size,
+          threshold_percent: settings.failure_threshold_percent,
+          on_failure: action.onFailure,
+        };
+        const to = action.onFailure === 'pause' ? 'paused' : action.onFailure === 'abort' ? 'failed' : 'rolled_back';
+        await db.transaction((tx) => lifecycle.move(tx, row, to, stop));
+        log.warn({ deployment_id: row.id, on_failure: action.onFailure, stop }, 'deployment gate failed');
+        if (isEnded(row.state)) return;
+      } else if (action.action === 'complete') {
+        await db.transaction((tx) => lifecycle.move(tx, row, 'completed'));
+        log.info({ deployment_id: row.id }, 'deployment completed');
+        return;
+      } else {
+        return;
+      }
+      view = await loadView(db, row);
+    }
+  }
+
+  /**
+   * Queues one chunk of the attempts due now in the running deployment's started batches (devices
+   * not started, retries due), within max_per_minute, in the planned order. A device that cannot
+   * get one (an update of its own is active) is skipped as busy. Answers whether more are due.
+   */
+  /**
+   * What an ended deployment still owes, level-triggered (repeated every pass until settled):
+   * attempts still queued are cancelled and devices not started are marked cancelled; a rolled-back
+   * deployment queues the rollback of each device it put on its version, a chunk at a time, and
+   * skips those that no longer run it or that another deployment or update holds. Settles when
+   * nothing is left. Answers whether more rollbacks are due.
+   */
+  async #carryOutEnd(row: repo.DeploymentRow): Promise<boolean> {
+    const { db, transitions } = this.#deps;
+    const why = row.state === 'rolled_back' ? 'rolled_back' : row.state === 'cancelled' ? 'cancelled' : 'aborted';
+    await transitions.cancelOfDeployment({ organizationId: row.organization_id, deploymentId: row.id }, ['queued'], {
+      errorCode: `deployment_${why}`,
+      errorMessage: `the deployment was ${why.replace('_', ' ')}`,
     });
-    if (due.length === 0) return;
-    const allowance = dispatchAllowance(
-      row.settings.max_per_minute,
-      row.settings.max_per_minute === null ? 0 : await repo.countCreatedInLastMinute(tx, row.id),
-    );
-    const timeoutSeconds =
-      row.settings.device_timeout_minutes === null ? null : Math.ceil(row.settings.device_timeout_minutes * 60);
-    const updates: NewUpdate[] = due.slice(0, allowance).map((device) => ({
-      id: newId('upd'),
-      organizationId: row.organization_id,
-      deviceId: device.device_id,
-      deploymentId: row.id,
-      kind: 'update',
-      targetVersion: row.version,
-      fromVersion: device.current_version,
-      force: row.settings.force,
-      timeoutSeconds,
-    }));
-    await transitions.create(updates, tx);
+    await repo.releaseDevices(db, row.id, `deployment_${why}`);
+    let more = false;
+    if (row.state === 'rolled_back') more = await this.#queueRollbacks(row);
+    if (!more) await repo.settleIfDone(db, row.id);
+    return more;
   }
 
-  /** A cancel, abort or rollback: the rows no device has taken are cancelled; running ones finish. */
-  async #cancelQueued(tx: Queryable, row: repo.DeploymentRow, why: string): Promise<void> {
-    await this.#deps.transitions.cancelOfDeployment(
-      { organizationId: row.organization_id, deploymentId: row.id },
-      ['queued'],
-      { errorCode: `deployment_${why}`, errorMessage: `the deployment was ${why.replace('_', ' ')}` },
-      tx,
-    );
+  async #queueRollbacks(row: repo.DeploymentRow): Promise<boolean> {
+    const { db, transitions } = this.#deps;
+    return db.transaction(async (tx) => {
+      await enterDoor(tx, row.organization_id);
+      const candidates = await repo.claimRollbackCandidates(tx, row.id, CHUNK);
+      const skipped: { deviceId: string; reason: string; detail: string | null }[] = [];
+      const wanted = candidates.filter((device) => {
+        if (device.current_version === device.from_version) {
+          skipped.push({ deviceId: device.device_id, reason: 'already_on_version', detail: null });
+        } else if (device.current_version !== row.version) {
+          skipped.push({ deviceId: device.device_id, reason: 'version_changed', detail: device.current_version });
+        } else if (device.held_by !== null) {
+          skipped.push({ deviceId: device.device_id, reason: 'busy', detail: device.held_by });
+        } else {
+          return true;
+        }
+        return false;
+      });
+      const created = await transitions.create(
+        wanted.map((device) => ({
+          id: newId('upd'),
+          organizationId: row.organization_id,
+          deviceId: device.device_id,
+          deploymentId: row.id,
+          kind: 'rollback' as const,
+          targetVersion: device.from_version,
+          fromVersion: device.current_version,
+          force: true,
+        })),
+        tx,
+      );
+      const got = new Set(created.map((update) => update.device_id));
+      for (const device of wanted) {
+        if (!got.has(device.device_id)) skipped.push({ deviceId: device.device_id, reason: 'busy', detail: null });
+      }
+      await repo.skipRollbacks(tx, row.id, skipped);
+      return candidates.length === CHUNK;
+    });
   }
 
   /**
-   * A rolled-back deployment: every device it updated (its update completed) and that does not
-   * already run its old version again gets a signed rollback to it, once. Devices still in
-   * flight get theirs when they finish; then the deployment is finished.
+   * A dynamic deployment takes the devices that came to match its target since its last match
+   * (new, retagged, another model or version: devices.change_seq), into its last batch; the ones
+   * it leaves out keep a row with why. Devices it left out as busy are taken once they are free.
    */
-  async #queueRollbacks(tx: Queryable, row: repo.DeploymentRow): Promise<void> {
-    const devices = await repo.listDeviceStates(tx, row.id);
-    const already = await repo.listRolledBackDevices(tx, row.id);
-    const wanted = devices.filter(
-      (device) =>
-        device.status === 'completed' &&
-        !already.has(device.device_id) &&
-        device.current_version !== device.from_version,
-    );
-    const created = await this.#deps.transitions.create(
-      wanted.map((device) => ({
-        id: newId('upd'),
-        organizationId: row.organization_id,
-        deviceId: device.device_id,
-        deploymentId: row.id,
-        kind: 'rollback',
-        targetVersion: device.from_version,
-        fromVersion: device.current_version,
-        force: true,
-      })),
-      tx,
-    );
-    const inFlight = devices.some((device) => device.status !== null && isActive(device.status));
-    if (!inFlight && created.length === wanted.length) {
-      await repo.markDeployment(tx, row.id, { finished: true });
-      row.finished_at = new Date();
-    }
-  }
-
-  /** A dynamic deployment takes the devices that came to match its target, into its last batch. */
-  async #takeNewlyMatching(tx: Queryable, row: repo.DeploymentRow, batches: repo.BatchRow[]): Promise<void> {
-    const candidates = await repo.findTargetCandidates(tx, row.organization_id, row.target, row.id);
+  async #matchChanged(row: repo.DeploymentRow): Promise<void> {
+    const { db } = this.#deps;
+    await repo.takeFreedBusyDevices(db, row.id);
+    const candidates = await repo.findTargetCandidates(db, {
+      organizationId: row.organization_id,
+      target: row.target,
+      changedAfter: row.matched_seq,
+      deploymentId: row.id,
+      ...(row.target.device_ids_count !== undefined ? { storedIdsOf: row.id } : {}),
+      limit: MATCH_CHUNK,
+    });
     if (candidates.length === 0) return;
-    const firmware = await firmwareRepo.findFirmware(tx, row.organization_id, row.version);
+    const firmware = await firmwareRepo.findFirmware(db, row.organization_id, row.version);
     const classes = classifyTargets(candidates, {
       version: row.version,
       compatibleModels: firmware?.compatible_models ?? [],
       force: row.settings.force,
     });
-    if (classes.eligible.length === 0) return;
-    if (batches.length === 0) {
-      await repo.insertBatches(tx, row.id, [{ index: 0, kind: 'batch' }]);
-      batches.push({ batch_index: 0, kind: 'batch', started_at: null, promoted: false });
-    }
-    const last = batches.at(-1)!.batch_index;
-    const versionOf = new Map(candidates.map((candidate) => [candidate.device_id, candidate.current_version]));
-    await repo.insertDeploymentDevices(
-      tx,
-      row.id,
-      row.organization_id,
-      classes.eligible.map((deviceId) => ({ deviceId, batchIndex: last, fromVersion: versionOf.get(deviceId)! })),
-    );
+    await db.transaction(async (tx) => {
+      const last = await repo.lastBatchIndex(tx, row.id);
+      const eligible = new Set(classes.eligible);
+      const reasonOf = new Map<string, string>();
+      for (const [reason, ids] of Object.entries(classes.excluded)) for (const id of ids) reasonOf.set(id, reason);
+      await repo.insertDeploymentDevices(
+        tx,
+        row.id,
+        row.organization_id,
+        candidates.map((candidate) => ({
+          deviceId: candidate.device_id,
+          batchIndex: eligible.has(candidate.device_id) ? last : null,
+          fromVersion: candidate.current_version,
+          ordinal: candidate.ordinal,
+          state: eligible.has(candidate.device_id) ? 'pending' : 'skipped',
+          reason: eligible.has(candidate.device_id) ? null : (reasonOf.get(candidate.device_id) ?? null),
+          detail: reasonOf.get(candidate.device_id) === 'busy' ? candidate.held_by : null,
+        })),
+      );
+      await repo.setMatchedSeq(tx, row.id, Math.max(...candidates.map((candidate) => candidate.change_seq)));
+    });
   }
 }

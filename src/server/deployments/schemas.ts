@@ -8,8 +8,19 @@
 import { type Static, Type } from 'typebox';
 import { DeviceIdString, Tag } from '../devices/schemas.ts';
 import { BadRequestError } from '../infra/errors.ts';
-import { Nullable, PlainText, SemverString, Timestamp } from '../infra/schemas.ts';
-import { UPDATE_STATUSES } from '../updates/status.ts';
+import { DateTimeString, Nullable, PlainText, SemverString, Timestamp } from '../infra/schemas.ts';
+import { DEVICE_STATES, type DeviceState, SKIP_REASONS, type SkipReason } from '../model/deployment.ts';
+import {
+  BakeEndsAt,
+  BatchKind,
+  BatchState,
+  ControlName,
+  DeploymentStatus,
+  DeviceCounts,
+  ExcludedCounts,
+  RollbackCounts,
+  Stop,
+} from '../model/deployment-schemas.ts';
 
 export const Strategy = Type.Union([Type.Literal('all_at_once'), Type.Literal('rolling'), Type.Literal('canary')]);
 export type Strategy = Static<typeof Strategy>;
@@ -81,7 +92,7 @@ export const CreateDeploymentBody = Type.Object(
     max_per_minute: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000 })),
     device_timeout_minutes: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: MAX_MINUTES })),
     max_retries: Type.Optional(Type.Integer({ minimum: 0, maximum: 10 })),
-    start_at: Type.Optional(Type.String({ format: 'date-time', maxLength: 64 })),
+    start_at: Type.Optional(DateTimeString({ description: 'when to start (UTC or with an offset), 1970 to 9999' })),
     force: Type.Optional(Type.Boolean({ description: 're-install on devices that already run the version' })),
     dry_run: Type.Optional(Type.Boolean({ description: 'answer the plan, create nothing' })),
   },
@@ -96,17 +107,10 @@ export type CreateDeploymentBody = Static<typeof CreateDeploymentBody>;
  * - rolling needs batch_size and takes no canary_* or then;
  * - canary needs exactly one of canary_percent / canary_count; batch_size only (and then
  *   always) with `rest_strategy: "rolling"` (`invalid_strategy`);
- * - start_at is a real instant (`invalid_start_at`): the format check accepts 23:59:60.
  */
 export function checkDeploymentRequest(body: CreateDeploymentBody): void {
   checkTarget(body.target);
   checkStrategy(body);
-  if (body.start_at !== undefined && !Number.isFinite(Date.parse(body.start_at))) {
-    throw new BadRequestError(
-      'invalid_start_at',
-      `start_at ${body.start_at} is not a date-time such as 2030-01-31T02:00:00Z`,
-    );
-  }
 }
 
 function checkTarget(target: DeploymentTarget): void {
@@ -217,103 +221,55 @@ export function deploymentSettingsOf(body: CreateDeploymentBody): DeploymentSett
   };
 }
 
-export const DEPLOYMENT_STATUSES = [
-  'scheduled',
-  'running',
-  'paused',
-  'completed',
-  'failed',
-  'cancelled',
-  'rolled_back',
-] as const;
-export type DeploymentStatus = (typeof DEPLOYMENT_STATUSES)[number];
-export const DeploymentStatus = Type.Unsafe<DeploymentStatus>({
-  type: 'string',
-  maxLength: 32,
-  enum: [...DEPLOYMENT_STATUSES],
-});
-
-export const BATCH_STATES = ['pending', 'running', 'baking', 'passed', 'failed'] as const;
-export type BatchState = (typeof BATCH_STATES)[number];
-export const BatchState = Type.Unsafe<BatchState>({ type: 'string', enum: [...BATCH_STATES] });
-
-export const BatchKind = Type.Union([Type.Literal('canary'), Type.Literal('batch')]);
-export type BatchKind = Static<typeof BatchKind>;
-
-/**
- * A device's status within a deployment: `pending` while its batch has not started (no update
- * row is queued for it yet), then the status of its update row.
- */
-export const DEPLOYMENT_DEVICE_STATUSES = ['pending', ...UPDATE_STATUSES] as const;
-export type DeploymentDeviceStatus = (typeof DEPLOYMENT_DEVICE_STATUSES)[number];
-
-const count = () => Type.Integer({ minimum: 0 });
-/** How many devices are in each status; every status is present (0 when none). */
-export const DeviceCounts = Type.Object({
-  pending: count(),
-  queued: count(),
-  dispatched: count(),
-  in_progress: count(),
-  completed: count(),
-  failed: count(),
-  timed_out: count(),
-  cancelled: count(),
-  skipped: count(),
-});
-export type DeviceCounts = Static<typeof DeviceCounts>;
-
-/** Every status at 0: the start of a count. */
-export function emptyDeviceCounts(): DeviceCounts {
-  return Object.fromEntries(DEPLOYMENT_DEVICE_STATUSES.map((status) => [status, 0])) as DeviceCounts;
-}
-
-/** When a baking batch's bake ends: its last committed device's commit + bake_minutes (the gate's rule); else null. */
-const BakeEndsAt = Nullable(
-  Type.String({
-    format: 'date-time',
-    description: "while the batch is baking: when its bake ends (its last device's commit + bake_minutes); else null",
-  }),
-);
-
 export const Batch = Type.Object({
   index: Type.Integer({ minimum: 0 }),
   kind: BatchKind,
   size: Type.Integer({ minimum: 0 }),
   state: BatchState,
   counts: DeviceCounts,
+  bake_failed: Type.Integer({ minimum: 0, description: 'of its failed devices, those that failed within the bake' }),
   bake_ends_at: BakeEndsAt,
+  promoted: Type.Boolean({ description: "the operator let the rollout past this batch's gate" }),
 });
 export type Batch = Static<typeof Batch>;
 
-/** The target as answered: the request's, without its input-only formats (the serializer does not know them). */
-const AnsweredTarget = Type.Object({
-  device_ids: Type.Optional(Type.Array(Type.String())),
+/**
+ * The target as answered: its selectors, and for a list of device ids how many it names (the
+ * ids themselves: GET /api/v1/deployments/{id}/target), so a list of deployments stays small.
+ */
+export const AnsweredTarget = Type.Object({
+  device_ids_count: Type.Optional(Type.Integer({ minimum: 0, description: 'how many device ids the target lists' })),
   tags: Type.Optional(Type.Array(Type.String())),
   models: Type.Optional(Type.Array(Type.String())),
   current_versions: Type.Optional(Type.Array(Type.String())),
   all: Type.Optional(Type.Literal(true)),
 });
+export type AnsweredTarget = Static<typeof AnsweredTarget>;
 
 export const Deployment = Type.Object({
   id: Type.String(),
   version: Type.String(),
   status: DeploymentStatus,
+  controls: Type.Array(ControlName, {
+    description: 'the controls that apply now (POST /api/v1/deployments/{id}/<control>); others answer 409',
+  }),
   target: AnsweredTarget,
   ...settingsProperties,
   start_at: Nullable(Timestamp),
-  total: Type.Integer({ minimum: 0, description: 'devices in the deployment' }),
+  total: Type.Integer({ minimum: 0, description: 'devices in its batches' }),
   counts: DeviceCounts,
   bake_failed: Type.Integer({
     minimum: 0,
-    description:
-      'devices that committed the version, then failed within the bake (offline, reverted, unhealthy): the gate ' +
-      'counts them failed; their update stays completed in `counts`',
+    description: 'devices that committed the version, then failed within the bake: counted in `failed`',
   }),
+  excluded: ExcludedCounts,
+  rollback: Nullable(RollbackCounts),
   batches: Type.Array(Batch),
   created_at: Timestamp,
   started_at: Nullable(Timestamp),
-  finished_at: Nullable(Timestamp),
-  abort_reason: Nullable(Type.String({ description: 'why a gate aborted or rolled it back' })),
+  ended_at: Nullable(Timestamp),
+  stop_reason: Nullable(Type.String({ description: 'the rule and counts with which a gate paused or stopped it' })),
+  stop: Nullable(Stop),
 });
 export type Deployment = Static<typeof Deployment>;
 
@@ -342,38 +298,36 @@ export const DeploymentPlan = Type.Object({
       device_ids: Type.Array(Type.String(), { description: `the first ${PLAN_SAMPLE_IDS}` }),
     }),
   ),
-  skipped: DeviceSample,
-  incompatible: DeviceSample,
-  busy: DeviceSample,
+  excluded: Type.Object(
+    Object.fromEntries(SKIP_REASONS.map((reason) => [reason, DeviceSample])) as Record<SkipReason, typeof DeviceSample>,
+    { description: 'the devices the target matched and the deployment leaves out, by reason' },
+  ),
+  not_found: Type.Optional(DeviceSample),
   /** Also in the batches: they are dispatched when they come online while the deployment is active. */
   offline: DeviceSample,
 });
 export type DeploymentPlan = Static<typeof DeploymentPlan>;
 
-/** The `deployment` event on `/api/v1/events`: a deployment's status, or one of its batches, changed. */
-export const DeploymentEvent = Type.Object({
-  organization_id: Type.String(),
-  deployment_id: Type.String(),
-  version: Type.String(),
-  status: DeploymentStatus,
-  previous_status: Nullable(DeploymentStatus),
-  /** The batch that changed, when the change is a batch's. */
-  batch: Nullable(
-    Type.Object({
-      index: Type.Integer({ minimum: 0 }),
-      kind: BatchKind,
-      size: Type.Integer({ minimum: 0 }),
-      state: BatchState,
-      previous_state: Nullable(BatchState),
-      counts: DeviceCounts,
-      bake_ends_at: BakeEndsAt,
-    }),
-  ),
-  total: Type.Integer({ minimum: 0 }),
-  counts: DeviceCounts,
-  at: Type.String({ format: 'date-time' }),
+/** One device the target matched, as `GET /api/v1/deployments/{id}/devices` lists it. */
+export const DeploymentDevice = Type.Object({
+  device_id: Type.String(),
+  batch: Nullable(Type.Integer({ minimum: 0, description: 'null: left out of the batches (skipped)' })),
+  state: Type.Unsafe<DeviceState>({ type: 'string', enum: [...DEVICE_STATES] }),
+  reason: Nullable(Type.String({ description: 'why it is skipped, failed or cancelled' })),
+  detail: Nullable(Type.String({ description: 'what the reason names (busy: the deployment or update)' })),
+  explanation: Type.String({ description: 'where it stands, in words' }),
+  update_id: Nullable(Type.String()),
+  attempts_failed: Type.Integer({ minimum: 0 }),
+  retry_at: Nullable(Timestamp),
+  bake_until: Nullable(Timestamp),
+  rollback_status: Nullable(Type.String()),
+  rollback_reason: Nullable(Type.String({ description: 'why its rollback was skipped or failed' })),
+  from_version: Type.String(),
+  current_version: Type.String(),
+  online: Type.Boolean(),
+  error_message: Nullable(Type.String()),
 });
-export type DeploymentEvent = Static<typeof DeploymentEvent>;
+export type DeploymentDevice = Static<typeof DeploymentDevice>;
 
 /** `GET /api/v1/deployments/{id}/timeline`: completions and failures per bucket. */
 export const Timeline = Type.Object({

@@ -1,245 +1,350 @@
-/** Fleet deployments: create (or plan), read, and the operator's controls. The scheduler does the rollout. */
-import { getFirmware } from '../firmware/service.ts';
-import type { Queryable } from '../infra/db.ts';
+/**
+ * Fleet deployments: create (or plan), read, and the operator's controls. The scheduler does
+ * the rollout; every state change goes through the lifecycle writer (lifecycle.ts).
+ */
+import type { Logger } from 'pino';
+import * as firmwareRepo from '../firmware/repo.ts';
+import { closeDoors } from '../holds/repo.ts';
+import type { Config } from '../infra/config.ts';
+import type { Db, Queryable } from '../infra/db.ts';
 import { ConflictError, NotFoundError } from '../infra/errors.ts';
 import { newId } from '../infra/secrets.ts';
-import type { Services } from '../services.ts';
-import { announceChanges } from './announce.ts';
-import { classifyTargets, describePlan, planBatches, type TargetRules } from './plan.ts';
+import {
+  type Control,
+  controlsFor,
+  type DeploymentState,
+  type DeviceState,
+  explainDevice,
+  isEnded,
+} from '../model/deployment.ts';
+import type { Transitioned, UpdateTransitions } from '../updates/transitions.ts';
+import { queueDueChunk } from './attempts.ts';
+import { type DeploymentLifecycle, loadView, loadViews } from './lifecycle.ts';
+import { classifyTargets, describePlan, planBatches, sampleOf, type TargetRules } from './plan.ts';
 import * as repo from './repo.ts';
+import type { DeploymentScheduler } from './scheduler.ts';
 import {
   type CreateDeploymentBody,
   checkDeploymentRequest,
   type DeploymentPlan,
-  type DeploymentStatus,
   deploymentSettingsOf,
+  PLAN_SAMPLE_IDS,
 } from './schemas.ts';
-import { deploymentBody, deviceStatusOf, hasEnded, timelineBucketSeconds, viewOf } from './view.ts';
+import { deploymentBody, timelineBucketSeconds } from './view.ts';
 
 export type DeploymentBody = ReturnType<typeof deploymentBody>;
-export type Control = 'pause' | 'resume' | 'cancel' | 'promote' | 'rollback';
 
-/**
- * Plans the deployment on the organization's devices matching its target, in a stable order,
- * so a dry run answers what the real run then does. The real run plans under a per-organization
- * lock: two deployments created together never both take a device.
- */
-export async function createDeployment(
-  services: Services,
-  organizationId: string,
-  body: CreateDeploymentBody,
-): Promise<{ dryRun: true; plan: DeploymentPlan } | { dryRun: false; deployment: DeploymentBody }> {
-  checkDeploymentRequest(body);
-  const settings = deploymentSettingsOf(body);
-  const firmware = await getFirmware(services, organizationId, body.version);
-  const rules: TargetRules = {
-    version: body.version,
-    compatibleModels: firmware.compatible_models,
-    force: settings.force,
-  };
-  const startAt = body.start_at ? new Date(body.start_at) : null;
-  if (body.dry_run) {
-    const candidates = await repo.findTargetCandidates(services.db, organizationId, body.target);
-    return { dryRun: true, plan: describePlan(candidates, rules, settings, startAt) };
+export interface DeploymentServiceDeps {
+  config: Config;
+  db: Db;
+  transitions: UpdateTransitions;
+  lifecycle: DeploymentLifecycle;
+  scheduler: Pick<DeploymentScheduler, 'kick'>;
+  /** This process among the replicas: attempts for devices whose tunnel it holds are sent from here. */
+  nodeId: string;
+  sendDispatched: (updates: readonly Transitioned[]) => Promise<void>;
+  log: Logger;
+}
+
+/** Why a control does not apply now: the 409 the API answers. */
+function refusal(id: string, control: Control, state: DeploymentState): ConflictError {
+  if (control === 'resume' && !isEnded(state)) {
+    return new ConflictError('deployment_not_paused', `deployment ${id} is ${state}, not paused`);
   }
-  const id = newId('dep');
-  await services.db.transaction(async (tx) => {
-    await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`deployments:${organizationId}`]);
-    const candidates = await repo.findTargetCandidates(tx, organizationId, body.target);
-    const eligible = classifyTargets(candidates, rules).eligible;
-    const batches = planBatches(eligible, settings);
-    const versionOf = new Map(candidates.map((candidate) => [candidate.device_id, candidate.current_version]));
-    const [row] = await repo.insertDeployment(tx, {
-      id,
-      organizationId,
+  if (control === 'promote' && !isEnded(state)) {
+    return new ConflictError(
+      'no_next_batch',
+      `deployment ${id} has no batch to promote to: it has not started one, or it is on its last batch`,
+    );
+  }
+  if (control === 'rollback' && state === 'rolled_back') {
+    return new ConflictError('deployment_rolled_back', `deployment ${id} is rolled back already`);
+  }
+  if (control === 'rollback' && state === 'scheduled') {
+    return new ConflictError(
+      'deployment_not_started',
+      `deployment ${id} has not started: nothing to roll back; cancel it`,
+    );
+  }
+  return new ConflictError('deployment_finished', `deployment ${id} is ${state}; it cannot ${control}`);
+}
+
+export class DeploymentService {
+  readonly #deps: DeploymentServiceDeps;
+
+  constructor(deps: DeploymentServiceDeps) {
+    this.#deps = deps;
+  }
+
+  /**
+   * Plans the deployment on the organization's devices matching its target, in a stable order,
+   * so a dry run answers what the real run then does. The real run plans with the organization's
+   * doors closed (holds/repo.ts) and the firmware locked: two deployments never take one device,
+   * a door (single update, rollback) never takes a device it took, and the firmware it installs
+   * cannot be deleted under it.
+   */
+  async create(
+    organizationId: string,
+    body: CreateDeploymentBody,
+  ): Promise<{ dryRun: true; plan: DeploymentPlan } | { dryRun: false; deployment: DeploymentBody }> {
+    checkDeploymentRequest(body);
+    const { db, config, lifecycle, scheduler, nodeId } = this.#deps;
+    const settings = deploymentSettingsOf(body);
+    const startAt = body.start_at ? new Date(body.start_at) : null;
+    const rulesOf = (firmware: firmwareRepo.FirmwareRow): TargetRules => ({
       version: body.version,
-      target: body.target,
-      settings,
-      startAt,
+      compatibleModels: firmware.compatible_models,
+      force: settings.force,
     });
-    // A dynamic deployment with nothing to take yet still has a batch for the devices to come.
-    await repo.insertBatches(
-      tx,
-      id,
-      batches.length === 0 && settings.dynamic ? [{ index: 0, kind: 'batch' }] : batches,
-    );
-    await repo.insertDeploymentDevices(
-      tx,
-      id,
-      organizationId,
-      batches.flatMap((batch) =>
-        batch.deviceIds.map((deviceId) => ({
-          deviceId,
-          batchIndex: batch.index,
-          fromVersion: versionOf.get(deviceId)!,
-        })),
-      ),
-    );
-    await announce(services, tx, row!);
-  });
-  services.scheduler.kick();
-  return { dryRun: false, deployment: await getDeployment(services, organizationId, id) };
-}
-
-async function viewIn(services: Services, db: Queryable, row: repo.DeploymentRow) {
-  const [batches, devices] = [await repo.listBatches(db, row.id), await repo.listDeviceStates(db, row.id)];
-  return viewOf(row, batches, devices, Date.now(), services.config.deploymentRetryBaseMs);
-}
-
-async function announce(services: Services, tx: Queryable, row: repo.DeploymentRow) {
-  await announceChanges(tx, services.feed, row, await viewIn(services, tx, row));
-}
-
-async function findOrThrow(db: Queryable, organizationId: string, id: string) {
-  const row = await repo.findDeployment(db, organizationId, id);
-  if (!row) throw new NotFoundError('deployment_not_found', `no deployment ${id}`);
-  return row;
-}
-
-export async function getDeployment(services: Services, organizationId: string, id: string): Promise<DeploymentBody> {
-  const row = await findOrThrow(services.db, organizationId, id);
-  return deploymentBody(row, await viewIn(services, services.db, row));
-}
-
-/** Newest first, optionally only those of one status (derived, so filtered after reading). */
-export async function listDeployments(
-  services: Services,
-  organizationId: string,
-  query: { status?: DeploymentStatus | undefined; limit: number },
-): Promise<DeploymentBody[]> {
-  const found: DeploymentBody[] = [];
-  let before: { createdAt: Date; id: string } | undefined;
-  for (;;) {
-    const rows = await repo.listDeployments(services.db, organizationId, { limit: 100, before });
-    for (const row of rows) {
-      const body = deploymentBody(row, await viewIn(services, services.db, row));
-      if (!query.status || body.status === query.status) found.push(body);
-      if (found.length >= query.limit) return found;
+    const findFirmware = async (tx: Queryable, lock: 'share' | null) => {
+      const firmware = await firmwareRepo.findFirmware(tx, organizationId, body.version, lock);
+      if (!firmware) throw new NotFoundError('firmware_not_found', `no firmware ${body.version}`);
+      return firmware;
+    };
+    if (body.dry_run) {
+      const firmware = await findFirmware(db, null);
+      const candidates = await repo.findTargetCandidates(db, { organizationId, target: body.target });
+      const unknown = body.target.device_ids
+        ? await repo.findUnknownDeviceIds(db, organizationId, body.target.device_ids, PLAN_SAMPLE_IDS)
+        : null;
+      const notFound = unknown ? sampleOf(unknown.sample, unknown.count) : null;
+      return { dryRun: true, plan: describePlan(candidates, rulesOf(firmware), settings, startAt, notFound) };
     }
-    if (rows.length < 100) return found;
-    const last = rows.at(-1)!;
-    before = { createdAt: last.created_at, id: last.id };
-  }
-}
-
-export async function listDeploymentDevices(
-  services: Services,
-  organizationId: string,
-  id: string,
-  query: { status?: string | undefined; failing?: boolean | undefined; after?: string | undefined; limit: number },
-) {
-  await findOrThrow(services.db, organizationId, id);
-  const rows = await repo.listDevicePage(services.db, id, query);
-  return {
-    devices: rows.map((row) => ({
-      device_id: row.device_id,
-      batch: row.batch_index,
-      status: deviceStatusOf(row),
-      update_id: row.update_id,
-      from_version: row.from_version,
-      current_version: row.current_version,
-      online: row.online,
-      error_code: row.error_code,
-      error_message: row.error_message,
-      bake_failure: row.bake_failure,
-    })),
-    next_after: rows.length === query.limit ? (rows.at(-1)?.device_id ?? null) : null,
-  };
-}
-
-/**
- * Completions and failures over time: per bucket (aligned to when the deployment started, or
- * was created), its updates that completed, and those that failed or timed out plus its
- * devices that failed their bake. Without `bucketSeconds`, the width that fits the deployment's
- * span (to now while it runs, else to its end or its last outcome) into at most 120 buckets.
- */
-export async function deploymentTimeline(
-  services: Services,
-  organizationId: string,
-  id: string,
-  query: { bucketSeconds?: number | undefined },
-) {
-  const row = await findOrThrow(services.db, organizationId, id);
-  let bucketSeconds = query.bucketSeconds;
-  if (bucketSeconds === undefined) {
-    const span = await repo.findTimelineSpan(services.db, id);
-    const endMs = Math.max(row.finished_at?.getTime() ?? Date.now(), span?.last_at?.getTime() ?? 0);
-    bucketSeconds = timelineBucketSeconds(endMs - (span?.origin ?? row.created_at).getTime());
-  }
-  const points = await repo.countOutcomesByBucket(services.db, id, bucketSeconds);
-  return { bucket_seconds: bucketSeconds, points };
-}
-
-/**
- * An operator's control, under the deployment's row lock (a scheduler pass on it finishes
- * first). pause and resume are refused on an ended deployment (409 deployment_finished), as
- * are cancel and promote; rollback also works on a completed deployment, once.
- */
-export async function controlDeployment(
-  services: Services,
-  organizationId: string,
-  id: string,
-  control: Control,
-): Promise<DeploymentBody> {
-  await services.db.transaction(async (tx) => {
-    const row = await repo.lockDeployment(tx, organizationId, id);
-    if (!row) throw new NotFoundError('deployment_not_found', `no deployment ${id}`);
-    const ended = () => new ConflictError('deployment_finished', `deployment ${id} has ended; it cannot ${control}`);
-    const cancelQueued = (why: string) =>
-      services.transitions.cancelOfDeployment(
-        { organizationId, deploymentId: id },
-        ['queued'],
-        { errorCode: `deployment_${why}`, errorMessage: `the deployment was ${why.replace('_', ' ')}` },
+    const id = newId('dep');
+    const started = await db.transaction(async (tx) => {
+      await closeDoors(tx, organizationId);
+      const open = await repo.countOpenDeployments(tx, organizationId);
+      if (open >= config.maxOpenDeployments) {
+        throw new ConflictError(
+          'too_many_deployments',
+          `the organization has ${open} open deployments (scheduled, running or paused), the most allowed ` +
+            `(EDGEFLOW_MAX_OPEN_DEPLOYMENTS); cancel or finish one first`,
+        );
+      }
+      const firmware = await findFirmware(tx, 'share');
+      const candidates = await repo.findTargetCandidates(tx, { organizationId, target: body.target, nodeId });
+      const classes = classifyTargets(candidates, rulesOf(firmware));
+      const batches = planBatches(classes.eligible, settings);
+      const startsNow = !(startAt && startAt.getTime() > Date.now());
+      // Starting now, the first batch starts with the deployment; its attempts are queued right
+      // after, chunk by chunk (queueDueChunk), each chunk's commands sent while the next is queued.
+      const first = startsNow && batches.length > 0 ? batches[0]! : null;
+      const { device_ids: deviceIds, ...selectors } = body.target;
+      const row = await repo.insertDeployment(tx, {
+        id,
+        organizationId,
+        version: body.version,
+        target: { ...selectors, ...(deviceIds ? { device_ids_count: deviceIds.length } : {}) },
+        settings,
+        startAt,
+        state: startsNow ? 'running' : 'scheduled',
+        retryBaseMs: config.deploymentRetryBaseMs,
+        matchedSeq: settings.dynamic ? await repo.currentChangeSeq(tx, organizationId) : 0,
+      });
+      if (deviceIds) await repo.insertTargetIds(tx, id, deviceIds);
+      // A dynamic deployment with nothing to take yet still has a batch for the devices to come.
+      await repo.insertBatches(
         tx,
+        id,
+        batches.length === 0 && settings.dynamic ? [{ index: 0, kind: 'batch' }] : batches,
+        first ? [first.index] : [],
       );
-    switch (control) {
-      case 'pause':
-        if (hasEnded(row)) throw ended();
-        await repo.markDeployment(tx, id, { paused: true });
-        row.paused = true;
-        break;
-      case 'resume': {
-        if (hasEnded(row)) throw ended();
-        if (!row.paused) throw new ConflictError('deployment_not_paused', `deployment ${id} is not paused`);
-        // Resuming past a failed gate accepts its failures: those batches are no longer gated.
-        const view = await viewIn(services, tx, row);
-        const failed = view.batches.filter((batch) => batch.state === 'failed').map((batch) => batch.index);
-        await repo.promoteBatches(tx, id, failed);
-        await repo.markDeployment(tx, id, { paused: false });
-        row.paused = false;
-        break;
+      const batchOf = new Map<string, number>();
+      for (const batch of batches) for (const deviceId of batch.deviceIds) batchOf.set(deviceId, batch.index);
+      const reasonOf = new Map<string, string>();
+      for (const [reason, ids] of Object.entries(classes.excluded))
+        for (const device of ids) reasonOf.set(device, reason);
+      await repo.insertDeploymentDevices(
+        tx,
+        id,
+        organizationId,
+        candidates.map((candidate) => {
+          const reason = reasonOf.get(candidate.device_id) ?? null;
+          return {
+            deviceId: candidate.device_id,
+            batchIndex: batchOf.get(candidate.device_id) ?? null,
+            fromVersion: candidate.current_version,
+            ordinal: candidate.ordinal,
+            state: reason ? 'skipped' : 'pending',
+            reason,
+            detail: reason === 'busy' ? candidate.held_by : null,
+          };
+        }),
+      );
+      await lifecycle.announce(tx, row);
+      return first ? row : null;
+    });
+    if (started) void this.#queueFirstBatch(started);
+    scheduler.kick();
+    return { dryRun: false, deployment: await this.get(organizationId, id) };
+  }
+
+  /**
+   * The first batch's attempts, queued chunk after chunk as soon as the deployment exists (the
+   * scheduler's passes would too, a pass later): the answer does not wait for them.
+   */
+  async #queueFirstBatch(row: repo.DeploymentRow): Promise<void> {
+    try {
+      while (await queueDueChunk(this.#deps, row)) {
+        // the next chunk
       }
-      case 'cancel':
-        if (hasEnded(row)) throw ended();
-        await cancelQueued('cancelled');
-        await repo.markDeployment(tx, id, { cancelled: true });
-        row.cancelled_at = new Date();
-        break;
-      case 'promote': {
-        if (hasEnded(row)) throw ended();
-        const batches = await repo.listBatches(tx, id);
-        const current = batches.map((batch) => batch.started_at !== null).lastIndexOf(true);
-        if (current < 0) throw new ConflictError('deployment_not_started', `deployment ${id} has not started a batch`);
-        if (current === batches.length - 1) {
-          throw new ConflictError(
-            'no_next_batch',
-            `deployment ${id} is on its last batch; there is nothing to promote`,
-          );
-        }
-        await repo.promoteBatches(tx, id, [batches[current]!.batch_index]);
-        break;
-      }
-      case 'rollback':
-        if (row.rolled_back_at) throw new ConflictError('deployment_rolled_back', `deployment ${id} is rolled back`);
-        if (row.cancelled_at) throw ended();
-        await cancelQueued('rolled_back');
-        await repo.markDeployment(tx, id, { rolledBack: 'rolled back by an operator' });
-        row.rolled_back_at = new Date();
-        row.aborted_at ??= new Date();
-        break;
+    } catch (error) {
+      this.#deps.log.error({ err: error, deployment_id: row.id }, 'queueing the first batch failed');
     }
-    await announce(services, tx, row);
-  });
-  services.scheduler.kick();
-  return getDeployment(services, organizationId, id);
+  }
+
+  async #findOrThrow(db: Queryable, organizationId: string, id: string) {
+    const row = await repo.findDeployment(db, organizationId, id);
+    if (!row) throw new NotFoundError('deployment_not_found', `no deployment ${id}`);
+    return row;
+  }
+
+  async get(organizationId: string, id: string): Promise<DeploymentBody> {
+    const { db } = this.#deps;
+    const row = await this.#findOrThrow(db, organizationId, id);
+    return deploymentBody(row, await loadView(db, row));
+  }
+
+  /** Newest first, optionally only those of some statuses. */
+  async list(
+    organizationId: string,
+    query: { statuses?: readonly DeploymentState[] | undefined; limit: number },
+  ): Promise<DeploymentBody[]> {
+    const { db } = this.#deps;
+    const rows = await repo.listDeployments(db, organizationId, { limit: query.limit, states: query.statuses });
+    const views = await loadViews(db, rows);
+    return rows.map((row) => deploymentBody(row, views.get(row.id)!));
+  }
+
+  /** The deployment's devices, a page at a time, each with where it stands and why. */
+  async devices(
+    organizationId: string,
+    id: string,
+    query: {
+      states?: readonly DeviceState[] | undefined;
+      reason?: string | undefined;
+      batch?: number | undefined;
+      failing?: boolean | undefined;
+      after?: string | undefined;
+      limit: number;
+    },
+  ) {
+    const { db } = this.#deps;
+    const deployment = await this.#findOrThrow(db, organizationId, id);
+    const rows = await repo.listDevicePage(db, id, query);
+    return {
+      devices: rows.map((row) => ({
+        device_id: row.device_id,
+        batch: row.batch_index,
+        state: row.state,
+        reason: row.reason,
+        detail: row.detail,
+        explanation: explainDevice({
+          state: row.state,
+          reason: row.reason,
+          detail: row.detail,
+          batch: row.batch_index,
+          from_version: row.from_version,
+          current_version: row.current_version,
+          version: deployment.version,
+          rollback_status: row.rollback_status,
+        }),
+        update_id: row.update_id,
+        attempts_failed: row.failures,
+        retry_at: row.retry_at,
+        bake_until: row.bake_until,
+        rollback_status: row.rollback_status,
+        rollback_reason: row.rollback_reason,
+        from_version: row.from_version,
+        current_version: row.current_version,
+        online: row.online,
+        error_message: row.error_message,
+      })),
+      next_after: rows.length === query.limit ? (rows.at(-1)?.device_id ?? null) : null,
+    };
+  }
+
+  /** The device ids the target lists, in its order, each with whether it names a device of the organization. */
+  async targetIds(organizationId: string, id: string, query: { after?: number | undefined; limit: number }) {
+    const { db } = this.#deps;
+    const deployment = await this.#findOrThrow(db, organizationId, id);
+    const rows = await repo.listTargetIds(db, deployment, { afterOrdinal: query.after ?? 0, limit: query.limit });
+    return {
+      device_ids: rows.map((row) => ({ device_id: row.device_id, found: row.found })),
+      next_after: rows.length === query.limit ? (rows.at(-1)?.ordinal ?? null) : null,
+    };
+  }
+
+  /**
+   * Completions and failures over time: per bucket (aligned to when the deployment started, or
+   * was created), its updates that completed, and those that failed or timed out plus its
+   * devices that failed their bake. Without `bucketSeconds`, the width that fits the deployment's
+   * span (to now while it runs, else to its end or its last outcome) into at most 120 buckets.
+   */
+  async timeline(organizationId: string, id: string, query: { bucketSeconds?: number | undefined }) {
+    const { db } = this.#deps;
+    const row = await this.#findOrThrow(db, organizationId, id);
+    let bucketSeconds = query.bucketSeconds;
+    if (bucketSeconds === undefined) {
+      const span = await repo.findTimelineSpan(db, id);
+      const endMs = Math.max(row.ended_at?.getTime() ?? Date.now(), span?.last_at?.getTime() ?? 0);
+      bucketSeconds = timelineBucketSeconds(endMs - (span?.origin ?? row.created_at).getTime());
+    }
+    const points = await repo.countOutcomesByBucket(db, id, bucketSeconds);
+    return { bucket_seconds: bucketSeconds, points };
+  }
+
+  /**
+   * An operator's control, if the deployment's state allows it now (controlsFor; else a 409 that
+   * says why), through the guarded lifecycle writer: a control and a pass that race are both
+   * safe, and the one whose move the state no longer allows is refused.
+   */
+  async control(organizationId: string, id: string, control: Control): Promise<DeploymentBody> {
+    const { db, lifecycle, transitions, scheduler } = this.#deps;
+    await db.transaction(async (tx) => {
+      const row = await this.#findOrThrow(tx, organizationId, id);
+      const view = await loadView(tx, row);
+      if (!controlsFor(row.state, view.batches).includes(control)) throw refusal(id, control, row.state);
+      const move = async (to: DeploymentState) => {
+        if (!(await lifecycle.move(tx, row, to))) throw refusal(id, control, row.state);
+      };
+      const stopAttempts = async (why: string) => {
+        await transitions.cancelOfDeployment(
+          { organizationId, deploymentId: id },
+          ['queued'],
+          { errorCode: `deployment_${why}`, errorMessage: `the deployment was ${why.replace('_', ' ')}` },
+          tx,
+        );
+        await repo.releaseDevices(tx, id, `deployment_${why}`);
+      };
+      switch (control) {
+        case 'pause':
+          await move('paused');
+          break;
+        case 'resume': {
+          // Resuming past a failed gate accepts its failures: those batches are no longer gated.
+          const failed = view.batches.filter((batch) => batch.state === 'failed').map((batch) => batch.index);
+          await repo.promoteBatches(tx, id, failed);
+          await move(row.start_at && row.start_at.getTime() > Date.now() && !row.started_at ? 'scheduled' : 'running');
+          break;
+        }
+        case 'cancel':
+          await move('cancelled');
+          await stopAttempts('cancelled');
+          break;
+        case 'promote': {
+          const current = view.batches.map((batch) => batch.state !== 'pending').lastIndexOf(true);
+          await repo.promoteBatches(tx, id, [view.batches[current]!.index]);
+          break;
+        }
+        case 'rollback':
+          await move('rolled_back');
+          await stopAttempts('rolled_back');
+          break;
+      }
+      await lifecycle.announce(tx, row);
+    });
+    scheduler.kick();
+    return this.get(organizationId, id);
+  }
 }

@@ -1,129 +1,123 @@
 /**
- * A deployment as the API and the scheduler see it, assembled from the rows the repository
- * read: per-device statuses, each batch's tally, state and counts, the gate's inputs and the
- * derived status. Pure (the rows and the time in, the view out), so the status the API shows and
- * the decision the scheduler takes come from the same computation.
+ * A deployment as the API, the events and the scheduler see it, assembled from its row, its
+ * batches and the counters kept on write. Pure: what is shown and what is judged come from the
+ * same numbers, read in O(batches).
  */
-import { type GatedBatch, gateDecision, retryDelayMs, shouldRetry } from './gate.ts';
-import type { BatchRow, DeploymentRow, DeviceStateRow } from './repo.ts';
 import {
-  type Batch,
-  type DeploymentDeviceStatus,
-  type DeploymentStatus,
+  type Control,
+  controlsFor,
+  DEVICE_STATES,
   type DeviceCounts,
+  type ExcludedCounts,
   emptyDeviceCounts,
-} from './schemas.ts';
-import { type BatchDevice, batchStateOf, type DeploymentFlags, deploymentStatusOf, tallyBatch } from './status.ts';
+  emptyExcludedCounts,
+  emptyRollbackCounts,
+  type RollbackCounts,
+  SKIP_REASONS,
+} from '../model/deployment.ts';
+import { UPDATE_STATUSES } from '../model/update-status.ts';
+import type { GatedBatch } from './gate.ts';
+import { tallyOf } from './gate.ts';
+import type { BatchRow, DeploymentRow } from './repo.ts';
+import type { Batch } from './schemas.ts';
 
-export function flagsOf(row: DeploymentRow): DeploymentFlags {
-  return {
-    startAtMs: row.start_at ? row.start_at.getTime() : null,
-    paused: row.paused,
-    cancelled: row.cancelled_at !== null,
-    aborted: row.aborted_at !== null,
-    rolledBack: row.rolled_back_at !== null,
-    dynamic: row.dynamic,
-  };
+/** The counters of one deployment: bucket → count, per batch index (-1: the devices left out). */
+export type Counters = Map<number, Map<string, number>>;
+
+export function countersOf(rows: readonly { batch_index: number; bucket: string; n: number }[]): Counters {
+  const counters: Counters = new Map();
+  for (const row of rows) {
+    let batch = counters.get(row.batch_index);
+    if (!batch) {
+      batch = new Map();
+      counters.set(row.batch_index, batch);
+    }
+    batch.set(row.bucket, (batch.get(row.bucket) ?? 0) + row.n);
+  }
+  return counters;
 }
 
-/** The deployment will take no more updates: cancelled, aborted, rolled back or finished. */
-export function hasEnded(row: DeploymentRow): boolean {
-  return (
-    row.cancelled_at !== null || row.aborted_at !== null || row.rolled_back_at !== null || row.finished_at !== null
-  );
+function deviceCountsOf(buckets: Map<string, number> | undefined): DeviceCounts {
+  const counts = emptyDeviceCounts();
+  for (const state of DEVICE_STATES) counts[state] = buckets?.get(state) ?? 0;
+  return counts;
 }
 
-export function deviceStatusOf(device: Pick<DeviceStateRow, 'status'>): DeploymentDeviceStatus {
-  return device.status ?? 'pending';
+function sumCounts(all: readonly DeviceCounts[]): DeviceCounts {
+  const total = emptyDeviceCounts();
+  for (const counts of all) for (const state of DEVICE_STATES) total[state] += counts[state];
+  return total;
 }
 
-const RETRIABLE = new Set(['failed', 'timed_out']);
-
-/** When a failed device of an active deployment gets its next attempt (ms); null: none. */
-export function retryAtMs(
-  device: Pick<DeviceStateRow, 'status' | 'failures' | 'finished_at'>,
-  maxRetries: number,
-  retryBaseMs: number,
-): number | null {
-  if (device.status === null || !RETRIABLE.has(device.status)) return null;
-  if (!shouldRetry(device.failures, maxRetries)) return null;
-  return (device.finished_at?.getTime() ?? 0) + retryDelayMs(device.failures, retryBaseMs);
-}
-
-function batchDevice(device: DeviceStateRow, ended: boolean, maxRetries: number, retryBaseMs: number): BatchDevice {
-  return {
-    status: device.status,
-    committedAtMs: device.status === 'completed' ? (device.finished_at?.getTime() ?? null) : null,
-    failedDuringBake: device.bake_failed_at !== null,
-    willRetry: !ended && retryAtMs(device, maxRetries, retryBaseMs) !== null,
-  };
+function sizeOf(counts: DeviceCounts): number {
+  return DEVICE_STATES.reduce((sum, state) => sum + counts[state], 0);
 }
 
 export interface DeploymentView {
-  status: DeploymentStatus;
+  status: DeploymentRow['state'];
+  controls: Control[];
   total: number;
   counts: DeviceCounts;
-  /** Devices that failed their bake (their update row completed). */
-  bakeFailed: number;
+  bake_failed: number;
+  excluded: ExcludedCounts;
+  /** Its rollback's rows by status; null when nothing was rolled back. */
+  rollback: RollbackCounts | null;
   batches: Batch[];
   /** The batches as the gate and nextAction read them. */
   gated: GatedBatch[];
-  /** Device rows by batch index. */
-  devicesByBatch: DeviceStateRow[][];
 }
 
 export function viewOf(
-  row: DeploymentRow,
+  row: Pick<DeploymentRow, 'state'>,
   batchRows: readonly BatchRow[],
-  devices: readonly DeviceStateRow[],
-  nowMs: number,
-  retryBaseMs: number,
+  counters: Counters,
+  bakeEnds: ReadonlyMap<number, Date> = new Map(),
 ): DeploymentView {
-  const { settings } = row;
-  const bakeMs = settings.bake_minutes * 60_000;
-  const ended = hasEnded(row);
-  const devicesByBatch: DeviceStateRow[][] = batchRows.map(() => []);
-  const indexOf = new Map(batchRows.map((batch, position) => [batch.batch_index, position]));
-  for (const device of devices) devicesByBatch[indexOf.get(device.batch_index) ?? 0]?.push(device);
-
-  const counts = emptyDeviceCounts();
-  const bakeFailed = devices.filter((device) => device.bake_failed_at !== null).length;
   const gated: GatedBatch[] = [];
-  const batches: Batch[] = batchRows.map((batchRow, position) => {
-    const members = devicesByBatch[position]!;
-    const batchCounts = emptyDeviceCounts();
-    for (const device of members) {
-      batchCounts[deviceStatusOf(device)]++;
-      counts[deviceStatusOf(device)]++;
-    }
-    const gatedBatch: GatedBatch = {
-      started: batchRow.started_at !== null,
-      promoted: batchRow.promoted,
-      tally: tallyBatch(
-        members.map((device) => batchDevice(device, ended, settings.max_retries, retryBaseMs)),
-        bakeMs,
-        nowMs,
-      ),
-    };
-    gated.push(gatedBatch);
-    const gate = gateDecision(gatedBatch.tally, settings);
-    const state = batchStateOf(gatedBatch, gate.verdict);
+  let bakeFailed = 0;
+  const batches: Batch[] = batchRows.map((batchRow) => {
+    const buckets = counters.get(batchRow.batch_index);
+    const counts = deviceCountsOf(buckets);
+    const endsAt = bakeEnds.get(batchRow.batch_index) ?? null;
+    const batchBakeFailed = buckets?.get('bake_failed') ?? 0;
+    bakeFailed += batchBakeFailed;
+    gated.push({ state: batchRow.state, promoted: batchRow.promoted, tally: tallyOf(counts, endsAt?.getTime()) });
     return {
       index: batchRow.batch_index,
       kind: batchRow.kind,
-      size: members.length,
-      state,
-      counts: batchCounts,
-      // The instant the gate waits for (its wake-up), so what is shown is what is judged.
-      bake_ends_at: state === 'baking' && gate.wakeAtMs !== null ? new Date(gate.wakeAtMs).toISOString() : null,
+      size: sizeOf(counts),
+      state: batchRow.state,
+      counts,
+      bake_failed: batchBakeFailed,
+      bake_ends_at: batchRow.state === 'baking' && endsAt ? endsAt.toISOString() : null,
+      promoted: batchRow.promoted,
     };
   });
-  const status = deploymentStatusOf(
-    flagsOf(row),
-    batches.map((batch) => batch.state),
-    nowMs,
-  );
-  return { status, total: devices.length, counts, bakeFailed, batches, gated, devicesByBatch };
+  const counts = sumCounts(batches.map((batch) => batch.counts));
+  const excluded = emptyExcludedCounts();
+  const left = counters.get(-1);
+  for (const reason of SKIP_REASONS) excluded[reason] = left?.get(`skipped/${reason}`) ?? 0;
+  let rollback: RollbackCounts | null = null;
+  for (const buckets of counters.values()) {
+    for (const status of UPDATE_STATUSES) {
+      const n = buckets.get(`rollback/${status}`) ?? 0;
+      if (n === 0) continue;
+      rollback ??= emptyRollbackCounts();
+      rollback[status] += n;
+    }
+  }
+  if (row.state === 'rolled_back') rollback ??= emptyRollbackCounts();
+  return {
+    status: row.state,
+    controls: controlsFor(row.state, batches),
+    total: sizeOf(counts),
+    counts,
+    bake_failed: bakeFailed,
+    excluded,
+    rollback,
+    batches,
+    gated,
+  };
 }
 
 /** The API's deployment object. */
@@ -132,17 +126,21 @@ export function deploymentBody(row: DeploymentRow, view: DeploymentView) {
     id: row.id,
     version: row.version,
     status: view.status,
+    controls: view.controls,
     target: row.target,
     ...row.settings,
     start_at: row.start_at,
     total: view.total,
     counts: view.counts,
-    bake_failed: view.bakeFailed,
+    bake_failed: view.bake_failed,
+    excluded: view.excluded,
+    rollback: view.rollback,
     batches: view.batches,
     created_at: row.created_at,
     started_at: row.started_at,
-    finished_at: row.finished_at,
-    abort_reason: row.abort_reason,
+    ended_at: row.ended_at,
+    stop_reason: row.stop_reason,
+    stop: row.stop,
   };
 }
 

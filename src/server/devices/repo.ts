@@ -1,7 +1,7 @@
 import { EVENT_AT_SQL, notifySql } from '../events/feed.ts';
 import type { Queryable } from '../infra/db.ts';
+import type { UpdateStatus } from '../model/update-status.ts';
 import { type LatestUpdateSummary, latestUpdateJoin, latestUpdateStatusIs, neverUpdated } from '../updates/repo.ts';
-import type { UpdateStatus } from '../updates/status.ts';
 
 export interface DeviceRow {
   device_id: string;
@@ -11,15 +11,19 @@ export interface DeviceRow {
   current_version: string;
   /** The version it ran before its last successful update: its rollback target. */
   previous_version: string | null;
+  /** The slot an A/B device reports it booted. */
+  slot: string | null;
   online: boolean;
   last_seen_at: Date | null;
   agent_version: string | null;
+  /** Why its agent cannot work, as it last said (device_info.health_error); null while it works. */
+  health_error: string | null;
   created_at: Date;
   updated_at: Date;
 }
 
-const COLUMNS = `device_id, name, model, tags, current_version, previous_version, online, last_seen_at, agent_version,
-  created_at, updated_at`;
+const COLUMNS = `device_id, name, model, tags, current_version, previous_version, slot, online, last_seen_at,
+  agent_version, health_error, created_at, updated_at`;
 
 export interface NewDevice {
   organizationId: string;
@@ -123,7 +127,10 @@ function parameters() {
 
 type OtaColumns = { [column in keyof LatestUpdateSummary as `ota_${column}`]: LatestUpdateSummary[column] | null };
 
-/** A page of the organization's devices matching `filter`, by id, each with its latest update. */
+/**
+ * A page of the organization's devices matching `filter`, in natural order of their ids
+ * (austin-2 before austin-10: `sort_key`, migration 009), each with its latest update.
+ */
 export async function listDevices(
   db: Queryable,
   organizationId: string,
@@ -132,7 +139,10 @@ export async function listDevices(
 ): Promise<ListedDeviceRow[]> {
   const { params, $ } = parameters();
   const from = matchingDevices(organizationId, filter, $, true);
-  const after = page.after === undefined ? '' : `AND d.device_id > ${$(page.after)}`;
+  const after =
+    page.after === undefined
+      ? ''
+      : `AND (d.sort_key, d.device_id) > (natural_sort_key(${$(page.after)}) COLLATE "C", ${$(page.after)})`;
   const rows = await db.query<DeviceRow & OtaColumns>(
     `SELECT ${COLUMNS.split(',')
       .map((column) => `d.${column.trim()}`)
@@ -141,7 +151,7 @@ export async function listDevices(
        latest.progress AS ota_progress, latest.phase AS ota_phase, latest.deployment_id AS ota_deployment_id,
        latest.error_code AS ota_error_code, latest.updated_at AS ota_updated_at
      ${from} ${after}
-     ORDER BY d.device_id
+     ORDER BY d.sort_key, d.device_id
      LIMIT ${$(page.limit)}`,
     params,
   );
@@ -278,7 +288,7 @@ export async function markOnline(
 ): Promise<void> {
   await db.query(
     `WITH c AS (
-       UPDATE devices AS d SET online = true, connected_node = $1, last_seen_at = now(),
+       UPDATE devices AS d SET online = true, connected_node = $1, last_seen_at = now(), connected_at = now(),
          agent_version = COALESCE(s.agent_version, d.agent_version)
        FROM unnest($2::text[], $3::text[], $4::text[]) AS s(organization_id, device_id, agent_version)
        WHERE d.organization_id = s.organization_id AND d.device_id = s.device_id
@@ -333,52 +343,136 @@ export async function touchLastSeen(
 }
 
 /** What the devices say they run, in one statement. */
+/**
+ * What devices say they run (and the slot they booted) on every connect, batched: the record
+ * follows the device. Returns the devices whose version changed, with the version on record
+ * before, so the change can be explained and kept in their history.
+ */
 export async function reportCurrentVersions(
   db: Queryable,
-  reports: readonly { organizationId: string; deviceId: string; currentVersion: string; agentVersion: string | null }[],
-): Promise<void> {
-  await db.query(
-    `UPDATE devices AS d SET current_version = s.current_version,
-       agent_version = COALESCE(s.agent_version, d.agent_version), updated_at = now()
-     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-       AS s(organization_id, device_id, current_version, agent_version)
-     WHERE d.organization_id = s.organization_id AND d.device_id = s.device_id`,
+  reports: readonly {
+    organizationId: string;
+    deviceId: string;
+    currentVersion: string;
+    agentVersion: string | null;
+    slot: string | null;
+  }[],
+): Promise<{ organization_id: string; device_id: string; previous_version: string; current_version: string }[]> {
+  return db.query(
+    `WITH s AS (
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+         AS s(organization_id, device_id, current_version, agent_version, slot)
+     ), old AS (
+       SELECT d.organization_id, d.device_id, d.current_version FROM devices d
+       JOIN s ON s.organization_id = d.organization_id AND s.device_id = d.device_id
+       ORDER BY d.organization_id, d.device_id FOR UPDATE OF d
+     )
+     UPDATE devices AS d SET current_version = s.current_version, reported_at = now(),
+       agent_version = COALESCE(s.agent_version, d.agent_version), slot = COALESCE(s.slot, d.slot),
+       updated_at = CASE WHEN d.current_version <> s.current_version THEN now() ELSE d.updated_at END
+     FROM s, old
+     WHERE d.organization_id = s.organization_id AND d.device_id = s.device_id
+       AND old.organization_id = d.organization_id AND old.device_id = d.device_id
+     RETURNING d.organization_id, d.device_id, old.current_version AS previous_version, d.current_version`,
     [
       reports.map((r) => r.organizationId),
       reports.map((r) => r.deviceId),
       reports.map((r) => r.currentVersion),
       reports.map((r) => r.agentVersion),
+      reports.map((r) => r.slot),
     ],
   );
 }
 
 /**
- * Records the version a device reports, and its rollback target: a version, none (null), or
- * 'unchanged' (a failed or late report does not move it).
+ * What the devices say of their agent's health at connect: the start-up error, or null when they
+ * work again. One statement per burst; rows already saying the same are left alone.
  */
-export async function recordDeviceVersion(
+export async function recordHealthErrors(
   db: Queryable,
-  organizationId: string,
-  deviceId: string,
-  currentVersion: string,
-  rollbackTarget: string | null | 'unchanged',
+  reports: readonly { organizationId: string; deviceId: string; healthError: string | null }[],
 ): Promise<void> {
   await db.query(
-    `UPDATE devices SET current_version = $3,
-       previous_version = CASE WHEN $4::boolean THEN previous_version ELSE $5 END,
-       updated_at = now()
-     WHERE organization_id = $1 AND device_id = $2`,
-    [
-      organizationId,
-      deviceId,
-      currentVersion,
-      rollbackTarget === 'unchanged',
-      rollbackTarget === 'unchanged' ? null : rollbackTarget,
-    ],
+    `UPDATE devices AS d SET health_error = s.health_error, updated_at = now()
+     FROM unnest($1::text[], $2::text[], $3::text[]) AS s(organization_id, device_id, health_error)
+     WHERE d.organization_id = s.organization_id AND d.device_id = s.device_id
+       AND d.health_error IS DISTINCT FROM s.health_error`,
+    [reports.map((r) => r.organizationId), reports.map((r) => r.deviceId), reports.map((r) => r.healthError)],
   );
 }
 
-/** Notes that the device has run and committed these versions, now (see migration 004). */
+/**
+ * What devices run after their updates ended, batched: each one's version, its rollback target
+ * (`unchanged` keeps it), and the versions it committed (device_versions, last run now; a version
+ * it committed again is no longer one it fell back from).
+ */
+export async function recordDeviceVersions(
+  db: Queryable,
+  results: readonly {
+    organizationId: string;
+    deviceId: string;
+    currentVersion: string;
+    rollbackTarget: string | null | 'unchanged';
+    committed: readonly string[];
+  }[],
+): Promise<void> {
+  if (results.length === 0) return;
+  await db.query(
+    `UPDATE devices d SET current_version = r.current_version,
+       previous_version = CASE WHEN r.unchanged THEN d.previous_version ELSE r.rollback_target END,
+       updated_at = now()
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[])
+       AS r(organization_id, device_id, current_version, unchanged, rollback_target)
+     WHERE d.organization_id = r.organization_id AND d.device_id = r.device_id`,
+    [
+      results.map((r) => r.organizationId),
+      results.map((r) => r.deviceId),
+      results.map((r) => r.currentVersion),
+      results.map((r) => r.rollbackTarget === 'unchanged'),
+      results.map((r) => (r.rollbackTarget === 'unchanged' ? null : r.rollbackTarget)),
+    ],
+  );
+  const committed = results.flatMap((r) =>
+    [...new Set(r.committed)].map((version) => ({ organizationId: r.organizationId, deviceId: r.deviceId, version })),
+  );
+  if (committed.length === 0) return;
+  await db.query(
+    `INSERT INTO device_versions (organization_id, device_id, version)
+     SELECT v.organization_id, v.device_id, v.version
+     FROM unnest($1::text[], $2::text[], $3::text[]) AS v(organization_id, device_id, version)
+     JOIN devices d ON d.organization_id = v.organization_id AND d.device_id = v.device_id
+     ON CONFLICT (organization_id, device_id, version) DO UPDATE SET last_run_at = now(), reverted_at = NULL`,
+    [committed.map((c) => c.organizationId), committed.map((c) => c.deviceId), committed.map((c) => c.version)],
+  );
+}
+
+/** What the devices of some update rows run now and their model (the dispatch re-check), by organization and id. */
+export async function findDeviceVersions(
+  db: Queryable,
+  rows: readonly { organization_id: string; device_id: string }[],
+): Promise<Map<string, { current_version: string; model: string | null }>> {
+  const key = (organizationId: string, deviceId: string) => `${organizationId}\u0000${deviceId}`;
+  const wanted = new Set(rows.map((row) => key(row.organization_id, row.device_id)));
+  // The primary key with a list per column: one index scan whatever the planner knows of the
+  // table (a join against the list was planned as one scan of the table per device once).
+  const found = await db.query<{
+    organization_id: string;
+    device_id: string;
+    current_version: string;
+    model: string | null;
+  }>(
+    `SELECT organization_id, device_id, current_version, model FROM devices
+     WHERE organization_id = ANY($1::text[]) AND device_id = ANY($2::text[])`,
+    [[...new Set(rows.map((row) => row.organization_id))], [...new Set(rows.map((row) => row.device_id))]],
+  );
+  return new Map(
+    found
+      .filter((row) => wanted.has(key(row.organization_id, row.device_id)))
+      .map((row) => [key(row.organization_id, row.device_id), row]),
+  );
+}
+
+/** The versions a device runs now and has committed, recorded as run now (registration, a re-flash). */
 export async function recordRunVersions(
   db: Queryable,
   organizationId: string,
@@ -391,15 +485,39 @@ export async function recordRunVersions(
      SELECT d.organization_id, d.device_id, v.version
      FROM devices d, unnest($3::text[]) AS v(version)
      WHERE d.organization_id = $1 AND d.device_id = $2
-     ON CONFLICT (organization_id, device_id, version) DO UPDATE SET last_run_at = now()`,
+     ON CONFLICT (organization_id, device_id, version) DO UPDATE SET last_run_at = now(), reverted_at = NULL`,
     [organizationId, deviceId, [...new Set(versions)]],
   );
 }
 
+/**
+ * The device fell back from `version` after committing it: no rollback goes there, and its last
+ * known good version (previous_version) becomes the most recent version it ran, other than the one
+ * it runs, that it did not fall back from (none: null).
+ */
+export async function recordFallBack(db: Queryable, organizationId: string, deviceId: string, version: string) {
+  await db.query(
+    `INSERT INTO device_versions (organization_id, device_id, version, reverted_at)
+     VALUES ($1, $2, $3, now())
+     ON CONFLICT (organization_id, device_id, version) DO UPDATE SET reverted_at = now()`,
+    [organizationId, deviceId, version],
+  );
+  await db.query(
+    `UPDATE devices d SET previous_version = (
+       SELECT v.version FROM device_versions v
+       WHERE v.organization_id = d.organization_id AND v.device_id = d.device_id
+         AND v.version <> d.current_version AND v.reverted_at IS NULL
+       ORDER BY v.last_run_at DESC LIMIT 1)
+     WHERE d.organization_id = $1 AND d.device_id = $2`,
+    [organizationId, deviceId],
+  );
+}
+
 /** Every version the device has run and committed, with when it last ran it. */
+/** The versions the device has run and committed (those it fell back from marked), most recent first. */
 export function listRunVersions(db: Queryable, organizationId: string, deviceId: string) {
-  return db.query<{ version: string; last_run_at: Date }>(
-    `SELECT version, last_run_at FROM device_versions WHERE organization_id = $1 AND device_id = $2
+  return db.query<{ version: string; last_run_at: Date; reverted_at: Date | null }>(
+    `SELECT version, last_run_at, reverted_at FROM device_versions WHERE organization_id = $1 AND device_id = $2
      ORDER BY last_run_at DESC`,
     [organizationId, deviceId],
   );

@@ -1,6 +1,6 @@
 import { Type } from 'typebox';
 import { Nullable, PlainText, SemverString, Timestamp } from '../infra/schemas.ts';
-import { UPDATE_STATUSES, type UpdateStatus } from '../updates/status.ts';
+import { UPDATE_STATUSES, type UpdateStatus } from '../model/update-status.ts';
 
 export const DeviceIdString = Type.String({
   minLength: 1,
@@ -21,6 +21,13 @@ export const Device = Type.Object({
   online: Type.Boolean(),
   last_seen_at: Type.Union([Timestamp, Type.Null()]),
   agent_version: Nullable(Type.String()),
+  health_error: Nullable(
+    Type.String({
+      description:
+        'why the device agent cannot work (e.g. its installer failed at start: no RAUC service, a corrupt boot ' +
+        'loader environment), as it said at its last connect; null while it works',
+    }),
+  ),
   created_at: Timestamp,
   updated_at: Timestamp,
 });
@@ -28,7 +35,7 @@ export const Device = Type.Object({
 /** A device's latest update (any kind), as the device list shows it; the OTA record has the detail. */
 export const DeviceOta = Type.Object({
   status: Type.Unsafe<UpdateStatus>({ type: 'string', enum: [...UPDATE_STATUSES] }),
-  kind: Type.Union([Type.Literal('update'), Type.Literal('rollback')]),
+  kind: Type.Union([Type.Literal('update'), Type.Literal('rollback'), Type.Literal('observed')]),
   target_version: Type.String(),
   progress: Type.Integer({ minimum: 0, maximum: 100 }),
   phase: Nullable(Type.String()),

@@ -11,7 +11,7 @@
  */
 import type { Logger } from 'pino';
 import type { Db, Queryable } from '../infra/db.ts';
-import { type EventName, type EventOf, feedMessage } from './schemas.ts';
+import { type EventName, type EventOf, feedMessage } from '../model/events.ts';
 
 export const EVENT_CHANNEL = 'edgeflow_events';
 /** PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; long texts are cut well below. */

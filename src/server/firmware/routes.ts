@@ -17,7 +17,13 @@ const UploadForm = Type.Object({
   }),
   release_notes: Type.Optional(Type.String({ maxLength: 10_000 })),
   compatible_models: Type.Optional(Type.String({ description: 'repeat the field or separate with commas' })),
-  file: Type.String({ format: 'binary', description: 'the .bin image; the last part (no field may follow it)' }),
+  file: Type.String({
+    format: 'binary',
+    description:
+      'the artifact, the last part (no field may follow it). Its file name says its kind: .bin, .img, .ext4 (a raw ' +
+      'image for the uboot, grub, ab and script installers), .raucb (a RAUC bundle, for rauc; its manifest version ' +
+      'must be this version), .swu (a SWUpdate image, for swupdate). Any other name: 400 invalid_file_type.',
+  }),
 });
 const VersionParams = Type.Object({ version: SemverString });
 const DownloadLink = Type.Object({ url: Type.String(), expires_at: Timestamp });
@@ -47,7 +53,9 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> =
         summary:
           'Upload firmware (multipart/form-data: version, sha256, release_notes?, compatible_models?, then file)',
         description:
-          'Streamed: the server hashes while it stores and never buffers the file. 201 when created, 200 when the ' +
+          'Streamed: the server hashes while it stores and never buffers the file. The file name gives the ' +
+          'artifact kind (artifact_type: bin, img, ext4, raucb, swu), kept in the storage key; a device checks it ' +
+          'fits its installer before downloading. 201 when created, 200 when the ' +
           'same version with identical content already exists. compatible_models may repeat or be comma-separated. ' +
           'Every field comes before the single file part: a field after the file is refused (400 field_after_file), ' +
           'a second file too (400 unexpected_part), and nothing of a refused upload is kept. 507 storage_full / ' +

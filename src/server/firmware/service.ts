@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { ARTIFACT_KINDS, type ArtifactKind, artifactKindOf } from '../../protocol/artifact.ts';
 import { hasControlCharacter } from '../../protocol/text.ts';
 import { isStrictSemver } from '../../protocol/version.ts';
 import type { DownloadLink } from '../infra/blobstore/types.ts';
@@ -7,9 +8,17 @@ import { BadRequestError, ConflictError, NotFoundError, UnprocessableError } fro
 import type { Services } from '../services.ts';
 import * as repo from './repo.ts';
 
-/** The one place a storage key is built; only validated, strict-semver versions reach it. */
-export function firmwareKey(organizationId: string, version: string, sha256: string): string {
-  return `firmware/${organizationId}/${version}/${sha256}.bin`;
+/**
+ * The one place a storage key is built; only validated, strict-semver versions reach it. It ends
+ * with the artifact's kind, which a device reads off its download link (src/agent/ota-policy.ts).
+ */
+export function firmwareKey(
+  organizationId: string,
+  version: string,
+  sha256: string,
+  kind: ArtifactKind = 'bin',
+): string {
+  return `firmware/${organizationId}/${version}/${sha256}.${kind}`;
 }
 
 export interface UploadFields {
@@ -24,6 +33,8 @@ export interface ValidUpload {
   sha256: string;
   release_notes: string | null;
   compatible_models: string[];
+  /** From the file name; a file arriving on its own (uploadFirmware) is a raw `.bin` unless said. */
+  artifact_type?: ArtifactKind;
 }
 
 const MODEL = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$/;
@@ -50,8 +61,12 @@ export function validateUploadFields(fields: UploadFields, filename: string | un
     throw new BadRequestError('invalid_checksum', 'sha256 must be 64 hexadecimal characters');
   }
   if (filename === undefined) throw new BadRequestError('missing_file', 'a file part named "file" is required');
-  if (!filename.toLowerCase().endsWith('.bin')) {
-    throw new BadRequestError('invalid_file_type', 'firmware must be a .bin file');
+  const artifactType = artifactKindOf(filename);
+  if (artifactType === undefined) {
+    throw new BadRequestError(
+      'invalid_file_type',
+      `firmware must be one of ${ARTIFACT_KINDS.map((kind) => `.${kind}`).join(', ')}, named by its file name`,
+    );
   }
   const releaseNotes = fields.release_notes ?? null;
   if (releaseNotes !== null && releaseNotes.length > 10_000) {
@@ -65,7 +80,13 @@ export function validateUploadFields(fields: UploadFields, filename: string | un
       'compatible_models are model names: letters, digits, . _ : -',
     );
   }
-  return { version: fields.version, sha256, release_notes: releaseNotes, compatible_models: models };
+  return {
+    version: fields.version,
+    sha256,
+    release_notes: releaseNotes,
+    compatible_models: models,
+    artifact_type: artifactType,
+  };
 }
 
 /** A verified upload waiting in the store's staging area for the request to end. */
@@ -91,7 +112,7 @@ export async function stageUpload(
 ): Promise<StagedUpload> {
   const { db, store, config } = services;
   const existing = await repo.findFirmware(db, organizationId, upload.version);
-  if (existing && existing.sha256 !== upload.sha256) {
+  if (existing && (existing.sha256 !== upload.sha256 || existing.artifact_type !== (upload.artifact_type ?? 'bin'))) {
     throw new ConflictError('version_exists', `version ${upload.version} exists with other content`);
   }
   const staged = await store.stage(file, { maxBytes: config.firmwareMaxBytes });
@@ -130,7 +151,7 @@ export async function commitUpload(
     await discardUpload(services, staged);
     return { firmware: staged.existing, created: false };
   }
-  const key = firmwareKey(organizationId, upload.version, upload.sha256);
+  const key = firmwareKey(organizationId, upload.version, upload.sha256, upload.artifact_type);
   try {
     await store.promote(staged.tempKey, key);
   } catch (error) {
@@ -139,7 +160,12 @@ export async function commitUpload(
   }
   let inserted: repo.FirmwareRow | undefined;
   try {
-    inserted = await repo.insertFirmware(db, organizationId, { ...upload, size: staged.size, storage_key: key });
+    inserted = await repo.insertFirmware(db, organizationId, {
+      ...upload,
+      artifact_type: upload.artifact_type ?? 'bin',
+      size: staged.size,
+      storage_key: key,
+    });
   } catch (error) {
     await store.delete(key).catch(() => {});
     throw error;
@@ -179,7 +205,9 @@ export async function getFirmware(services: Services, organizationId: string, ve
  */
 export async function deleteFirmware(services: Services, organizationId: string, version: string) {
   await services.db.transaction(async (tx) => {
-    const firmware = await repo.findFirmware(tx, organizationId, version);
+    // Locked first: a deployment being created holds the row (key share) until it commits, and
+    // the check below, a statement of its own, then sees it.
+    const firmware = await repo.findFirmware(tx, organizationId, version, 'update');
     if (!firmware) throw new NotFoundError('firmware_not_found', `no firmware ${version}`);
     const reason = await repo.firmwareInUseReason(tx, organizationId, version);
     if (reason) throw new ConflictError('firmware_in_use', `firmware ${version} cannot be deleted: ${reason}`);

@@ -20,6 +20,6 @@ export async function fleetOverview(db: Db, organizationId: string) {
     models: await devicesRepo.countDevicesByModel(db, organizationId),
     tags: await devicesRepo.countDevicesByTag(db, organizationId, FLEET_TOP_TAGS),
     updates: { active: await updatesRepo.countActiveUpdates(db, organizationId) },
-    deployments: { active: await deploymentsRepo.countUnfinishedDeployments(db, organizationId) },
+    deployments: { active: await deploymentsRepo.countOpenDeployments(db, organizationId) },
   };
 }

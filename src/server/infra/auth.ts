@@ -3,7 +3,8 @@
  * organization scopes every query it makes.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { ForbiddenError, UnauthorizedError } from './errors.ts';
+import { type AuthFailureLimiter, clientAddress, retryAfterSeconds } from './auth-limiter.ts';
+import { ForbiddenError, TooManyRequestsError, UnauthorizedError } from './errors.ts';
 import { hashSecret } from './secrets.ts';
 
 export type Role = 'system_admin' | 'admin' | 'operator' | 'viewer';
@@ -37,13 +38,32 @@ export function bearerToken(request: FastifyRequest): string | undefined {
 /** The holder of an API key, looked up by its hash (the key itself is never stored). */
 export type FindKey = (keyHash: string) => Promise<Principal | undefined>;
 
-/** Fastify onRequest hook factory: authenticates; routes check the role (orgPrincipal). */
-export function authenticate(findKey: FindKey) {
+/**
+ * Fastify onRequest hook factory: authenticates; routes check the role (orgPrincipal). A key is
+ * always looked up, so a valid one passes whatever its address did before; a wrong one counts
+ * as a failed login of its address (auth-limiter.ts), and past the limit the answer is
+ * `429 too_many_auth_failures` with `Retry-After` instead of 401.
+ */
+export function authenticate(findKey: FindKey, failures: { limiter: AuthFailureLimiter; trustProxy: boolean }) {
   return async function requirePrincipal(request: FastifyRequest, _reply: FastifyReply) {
     const secret = bearerToken(request);
     if (!secret) throw new UnauthorizedError();
-    const principal = await findKey(hashSecret(secret));
-    if (!principal) throw new UnauthorizedError('the API key is not valid');
+    const keyHash = hashSecret(secret);
+    const principal = await findKey(keyHash);
+    if (!principal) {
+      const failure = failures.limiter.recordFailure(clientAddress(request.raw, failures.trustProxy), keyHash);
+      if (failure.newlyBlocked)
+        request.log.warn('too many failed logins from one address; refusing its failures a while');
+      if (failure.blockedForMs > 0) {
+        const seconds = retryAfterSeconds(failure.blockedForMs);
+        throw new TooManyRequestsError(
+          'too_many_auth_failures',
+          `too many failed logins from this address; try again in ${seconds} s (valid keys are not affected)`,
+          seconds,
+        );
+      }
+      throw new UnauthorizedError('the API key is not valid');
+    }
     request.principal = principal;
   };
 }

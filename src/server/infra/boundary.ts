@@ -21,6 +21,7 @@ import { Value } from 'typebox/value';
 import { findForbiddenCharacter, PRINTABLE_PATTERN } from '../../protocol/text.ts';
 import { SEMVER_FORMAT } from '../../protocol/version.ts';
 import { type AppError, BadRequestError } from './errors.ts';
+import { DATE_TIME_FORMAT, DATE_TIME_MAX, DATE_TIME_MIN } from './schemas.ts';
 
 /**
  * The longest path parameter the router accepts, in URL characters. The longest parameter in
@@ -80,6 +81,12 @@ function schemaError(part: Part, schema: TSchema, errors: Iterable<SchemaError>)
   // Too short, too long or not semver: a string that should be a version is not one.
   if (first.keyword !== 'type' && schemaAt(schema, first.schemaPath)?.format === SEMVER_FORMAT) {
     return new BadRequestError('invalid_version', `${where} must be a strict semantic version such as 1.4.2`);
+  }
+  if (first.keyword !== 'type' && schemaAt(schema, first.schemaPath)?.format === DATE_TIME_FORMAT) {
+    return new BadRequestError(
+      'invalid_date',
+      `${where} must be a date-time such as 2030-01-31T02:00:00Z (with Z or an offset), from ${DATE_TIME_MIN} to ${DATE_TIME_MAX}`,
+    );
   }
   if (first.keyword === 'pattern' && first.params.pattern === PRINTABLE_PATTERN) {
     return new BadRequestError('invalid_characters', `${where} must not contain control characters`);

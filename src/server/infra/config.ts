@@ -49,8 +49,15 @@ export interface Config {
   updateTimeoutSeconds: number;
   /** First delay before a deployment retries a failed device (doubling, capped at 10 min). */
   deploymentRetryBaseMs: number;
-  /** Safety-net interval of the engine's dispatch and timeout passes (events wake it sooner). */
+  /** Interval of the engine's dispatch and timeout passes and of the deployment passes (events wake them sooner). */
   dispatchIntervalMs: number;
+  /** Open deployments (scheduled, running, paused) an organization may have at once; beyond: 409 too_many_deployments. */
+  maxOpenDeployments: number;
+  /**
+   * A baking device offline for longer than this fails its bake (shorter: a server or replica
+   * restart, or a network blip, is no failure; it is judged when it is back).
+   */
+  bakeOfflineGraceSeconds: number;
   /** How long the online check of a single-device update waits for the health_check answer. */
   healthCheckTimeoutMs: number;
   shutdownTimeoutMs: number;
@@ -74,6 +81,13 @@ export interface Config {
   tunnelAuthFailureWindowMs: number;
   /** How long an address that failed too often is refused. */
   tunnelAuthBlockMs: number;
+  /** The same for API keys on the HTTP API: beyond, failed logins get 429 with Retry-After. */
+  httpAuthFailuresMax: number;
+  httpAuthFailureWindowMs: number;
+  httpAuthBlockMs: number;
+  /** Open event streams (`/api/v1/events`) per API key and per organization, in each server process. */
+  eventStreamsPerKeyMax: number;
+  eventStreamsPerOrganizationMax: number;
 }
 
 export class ConfigError extends Error {
@@ -152,6 +166,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     updateTimeoutSeconds: integer(env, 'EDGEFLOW_UPDATE_TIMEOUT_SECONDS', 1800, 1),
     deploymentRetryBaseMs: integer(env, 'EDGEFLOW_DEPLOYMENT_RETRY_BASE_MS', 30_000, 10),
     dispatchIntervalMs: integer(env, 'EDGEFLOW_DISPATCH_INTERVAL_MS', 1000, 10),
+    maxOpenDeployments: integer(env, 'EDGEFLOW_MAX_OPEN_DEPLOYMENTS', 100, 1),
+    bakeOfflineGraceSeconds: integer(env, 'EDGEFLOW_BAKE_OFFLINE_GRACE_SECONDS', 90, 0),
     healthCheckTimeoutMs: integer(env, 'EDGEFLOW_HEALTH_CHECK_TIMEOUT_MS', 5000, 50),
     shutdownTimeoutMs: integer(env, 'EDGEFLOW_SHUTDOWN_TIMEOUT_MS', 10_000, 0),
     http: {
@@ -165,5 +181,10 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     tunnelAuthFailuresMax: integer(env, 'EDGEFLOW_TUNNEL_AUTH_FAILURES_MAX', 20, 1),
     tunnelAuthFailureWindowMs: integer(env, 'EDGEFLOW_TUNNEL_AUTH_FAILURE_WINDOW_MS', 60_000, 50),
     tunnelAuthBlockMs: integer(env, 'EDGEFLOW_TUNNEL_AUTH_BLOCK_MS', 60_000, 50),
+    httpAuthFailuresMax: integer(env, 'EDGEFLOW_HTTP_AUTH_FAILURES_MAX', 20, 1),
+    httpAuthFailureWindowMs: integer(env, 'EDGEFLOW_HTTP_AUTH_FAILURE_WINDOW_MS', 60_000, 50),
+    httpAuthBlockMs: integer(env, 'EDGEFLOW_HTTP_AUTH_BLOCK_MS', 60_000, 50),
+    eventStreamsPerKeyMax: integer(env, 'EDGEFLOW_EVENT_STREAMS_PER_KEY_MAX', 20, 1),
+    eventStreamsPerOrganizationMax: integer(env, 'EDGEFLOW_EVENT_STREAMS_PER_ORG_MAX', 200, 1),
   };
 }

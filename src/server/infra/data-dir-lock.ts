@@ -18,6 +18,7 @@ import path from 'node:path';
 import { DataDirLockedError } from './errors.ts';
 
 export const LOCK_FILE = 'edgeflow.lock';
+const SERVER = 'an EdgeFlow OTA server';
 
 /** Tokens of the locks this process holds: its own pid in a lock file is not always a past life. */
 const heldHere = new Set<string>();
@@ -27,6 +28,8 @@ interface LockOwner {
   host: string;
   token: string;
   started_at: string;
+  /** Who holds it, as told to whoever is refused: "an EdgeFlow OTA server", "edgeflow-ota admin reset-key". */
+  holder?: string;
 }
 
 export interface DataDirLock {
@@ -39,6 +42,8 @@ export interface LockOptions {
   staleAfterMs?: number;
   /** Called once if another process took the lock over; the caller must stop serving. */
   onLost?: (reason: string) => void;
+  /** Who takes it (default "an EdgeFlow OTA server"), named to anyone refused meanwhile. */
+  holder?: string;
 }
 
 export async function lockDataDir(dataDir: string, options: LockOptions = {}): Promise<DataDirLock> {
@@ -50,6 +55,7 @@ export async function lockDataDir(dataDir: string, options: LockOptions = {}): P
     host: os.hostname(),
     token: randomUUID(),
     started_at: new Date().toISOString(),
+    holder: options.holder ?? SERVER,
   };
   await mkdir(dataDir, { recursive: true });
   for (let attempt = 0; ; attempt++) {
@@ -63,7 +69,7 @@ export async function lockDataDir(dataDir: string, options: LockOptions = {}): P
     const holder = await readHolder(file);
     if (holder === 'gone') continue;
     if (!isStale(holder, staleAfterMs) || attempt >= 5) {
-      throw new DataDirLockedError(describeHolder(dataDir, holder.owner));
+      throw new DataDirLockedError(describeHolder(dataDir, holder.owner), describeOwner(holder.owner));
     }
     await takeOver(file, holder.owner);
   }
@@ -158,10 +164,15 @@ async function takeOver(file: string, judged: LockOwner | undefined): Promise<vo
   await unlink(aside).catch(() => {});
 }
 
+/** "an EdgeFlow OTA server (pid 42 on gw, since …)". */
+function describeOwner(owner: LockOwner | undefined): string {
+  if (!owner) return 'an EdgeFlow OTA server that is starting';
+  return `${owner.holder ?? SERVER} (pid ${owner.pid} on ${owner.host}, since ${owner.started_at})`;
+}
+
 function describeHolder(dataDir: string, owner: LockOwner | undefined): string {
-  const who = owner ? `pid ${owner.pid} on ${owner.host}, since ${owner.started_at}` : 'a server that is starting';
   return (
-    `the data directory ${dataDir} is in use by another EdgeFlow OTA server (${who}); ` +
+    `the data directory ${dataDir} is in use by ${describeOwner(owner).replace(/^an EdgeFlow/, 'another EdgeFlow')}; ` +
     'stop that one first, or give this one its own EDGEFLOW_DATA_DIR'
   );
 }

@@ -57,6 +57,17 @@ export class UnprocessableError extends AppError {
   }
 }
 
+/** Too many of something from this client: answered 429 with `Retry-After` (app.ts). */
+export class TooManyRequestsError extends AppError {
+  constructor(
+    code: string,
+    message: string,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(429, code, message);
+  }
+}
+
 /** A stream outgrew the configured firmware size limit. */
 export class FileTooLargeError extends PayloadTooLargeError {
   constructor(limitBytes: number) {
@@ -80,7 +91,11 @@ export class StorageUnavailableError extends AppError {
 
 /** Another server holds the embedded data directory: two would split the database in two. */
 export class DataDirLockedError extends Error {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    /** Who holds the directory: "an EdgeFlow OTA server (pid 42 on gw, since …)". */
+    readonly holder: string,
+  ) {
     super(message);
     this.name = 'DataDirLockedError';
   }

@@ -1,5 +1,6 @@
 /** Schemas shared across domains; each domain keeps its own next to its routes. */
 import { type TSchema, Type } from 'typebox';
+import { Format } from 'typebox/format';
 import { PRINTABLE_PATTERN } from '../../protocol/text.ts';
 import { MAX_VERSION_LENGTH, SEMVER_FORMAT } from '../../protocol/version.ts';
 
@@ -34,3 +35,35 @@ export const Timestamp = Type.Unsafe<Date | string>({ type: 'string', format: 'd
 
 /** The error answers every authenticated route may give. */
 export const authErrors = { 401: ErrorResponse, 403: ErrorResponse };
+
+/**
+ * The one rule for a date-time from a client, on both databases: RFC 3339 with `Z` or an offset
+ * (no leap second, no RFC 9557 suffix), an instant from 1970-01-01T00:00:00Z to
+ * 9999-12-31T23:59:59.999Z once in UTC. PostgreSQL and PGlite disagree outside it (year 0000,
+ * `9999-12-31T23:59:59-23:59` in year 10000 UTC, years 0001–0049 read as 2001–2049 by PGlite),
+ * so nothing outside it reaches SQL.
+ */
+export const DATE_TIME_MIN = '1970-01-01T00:00:00Z';
+export const DATE_TIME_MAX = '9999-12-31T23:59:59.999Z';
+const MIN_MS = Date.parse(DATE_TIME_MIN);
+const MAX_MS = Date.parse(DATE_TIME_MAX);
+
+/** The instant `text` names under the rule above, or undefined when it is not one. */
+export function parseDateTime(text: string): Date | undefined {
+  if (text.length > 64 || !Format.IsDateTime(text) || text.includes('[')) return undefined;
+  const ms = Date.parse(text.toUpperCase());
+  return Number.isFinite(ms) && ms >= MIN_MS && ms <= MAX_MS ? new Date(ms) : undefined;
+}
+
+/** `format: 'edgeflow-date-time'`: parseDateTime accepts it; the boundary answers anything else `400 invalid_date`. */
+export const DATE_TIME_FORMAT = 'edgeflow-date-time';
+Format.Set(DATE_TIME_FORMAT, (value) => parseDateTime(value) !== undefined);
+
+/** A date-time a client sends (query or body): `DateTimeString()`, refused with `400 invalid_date`. */
+export const DateTimeString = (options: { description?: string } = {}) =>
+  Type.String({
+    ...options,
+    format: DATE_TIME_FORMAT,
+    maxLength: 64,
+    examples: ['2030-01-31T02:00:00Z'],
+  });

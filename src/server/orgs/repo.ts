@@ -1,3 +1,4 @@
+import { EVENT_AT_SQL, notifySql } from '../events/feed.ts';
 import type { Principal, Role } from '../infra/auth.ts';
 import type { Queryable } from '../infra/db.ts';
 
@@ -91,11 +92,19 @@ export function listApiKeys(db: Queryable, organizationId: string): Promise<ApiK
   );
 }
 
+/** Announces each revoked key `c` (every process ends what the key holds open; see events/feed.ts). */
+const announceRevoked = `SELECT 1 FROM c, LATERAL (SELECT ${notifySql(
+  'api_key_revoked',
+  `json_build_object('organization_id', c.organization_id, 'key_id', c.id, 'at', ${EVENT_AT_SQL})`,
+)}) AS announced`;
+
+/** Revokes a key, announced by the same statement (`api_key_revoked`). */
 export async function deleteApiKey(db: Queryable, organizationId: string, id: string): Promise<boolean> {
-  const rows = await db.query('DELETE FROM api_keys WHERE organization_id = $1 AND id = $2 RETURNING id', [
-    organizationId,
-    id,
-  ]);
+  const rows = await db.query(
+    `WITH c AS (DELETE FROM api_keys WHERE organization_id = $1 AND id = $2 RETURNING id, organization_id)
+     ${announceRevoked}`,
+    [organizationId, id],
+  );
   return rows.length > 0;
 }
 
@@ -107,7 +116,9 @@ export async function systemAdminKeyHashes(db: Queryable): Promise<string[]> {
 
 /** Removes every system administrator key (a reset inserts the new one in the same transaction). */
 export async function deleteSystemAdminKeys(db: Queryable): Promise<number> {
-  const rows = await db.query("DELETE FROM api_keys WHERE role = 'system_admin' RETURNING id");
+  const rows = await db.query(
+    `WITH c AS (DELETE FROM api_keys WHERE role = 'system_admin' RETURNING id, organization_id) ${announceRevoked}`,
+  );
   return rows.length;
 }
 

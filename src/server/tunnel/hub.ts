@@ -34,13 +34,13 @@ import {
 } from '../../protocol/wire-error.ts';
 import { findDevicesByKeyHashes } from '../devices/repo.ts';
 import type { EventFeed } from '../events/feed.ts';
+import { AuthFailureLimiter, clientAddress, retryAfterSeconds } from '../infra/auth-limiter.ts';
 import { Batcher } from '../infra/batcher.ts';
 import type { Config } from '../infra/config.ts';
 import type { Db } from '../infra/db.ts';
 import { AppError, ConflictError } from '../infra/errors.ts';
 import type { Metrics } from '../infra/metrics.ts';
 import { hashSecret } from '../infra/secrets.ts';
-import { AuthFailureLimiter } from './auth-limiter.ts';
 import type { Presence, SeenDevice } from './presence.ts';
 
 export class DeviceOfflineError extends ConflictError {
@@ -87,8 +87,11 @@ export interface ConnectedDevice extends DeviceRef {
 /** Handles one device → cloud action; its result is the response's `data`. */
 export type DeviceRequestHandler = (device: ConnectedDevice, payload: unknown) => Promise<unknown>;
 
-/** After a device connected here said what it runs (and which update it is in the middle of). */
-export type DeviceInfoListener = (device: ConnectedDevice, info: DeviceInfoPayload) => void;
+/**
+ * After a device connected here said what it runs (and which update it is in the middle of);
+ * `changedFrom`: the version on record before, when the report changed it.
+ */
+export type DeviceInfoListener = (device: ConnectedDevice, info: DeviceInfoPayload, changedFrom: string | null) => void;
 
 interface PendingCommand {
   action: string;
@@ -227,19 +230,9 @@ export class TunnelHub {
       }
       // A tunnel is long-lived and quiet between heartbeats: no HTTP idle timeout applies to it.
       (socket as Duplex & { setTimeout?: (ms: number) => void }).setTimeout?.(0);
-      const address = this.#sourceAddress(request);
-      const blockedMs = this.#authFailures.blockedForMs(address);
-      this.#wss.handleUpgrade(request, socket, head, (ws) => {
-        if (blockedMs > 0) {
-          this.#deps.metrics.tunnelMessages.labels('connect', 'address_blocked').inc();
-          ws.close(
-            CloseCode.tryAgainLater,
-            `too many failed authentications from this address; retry in ${Math.ceil(blockedMs / 1000)} s`,
-          );
-          return;
-        }
-        this.#accept(ws, address);
-      });
+      // Failed logins are judged at `connect`, where a valid key always passes (auth-limiter.ts).
+      const address = clientAddress(request, this.#deps.config.trustProxy);
+      this.#wss.handleUpgrade(request, socket, head, (ws) => this.#accept(ws, address));
     });
   }
 
@@ -329,16 +322,6 @@ export class TunnelHub {
     await Promise.all(closed);
     await this.#deps.presence.stop();
     this.#wss.close();
-  }
-
-  /** The client's address; behind a trusted proxy, the one the proxy saw (last X-Forwarded-For entry). */
-  #sourceAddress(request: IncomingMessage): string {
-    if (this.#deps.config.trustProxy) {
-      const forwarded = request.headers['x-forwarded-for'];
-      const last = (Array.isArray(forwarded) ? forwarded.join(',') : forwarded)?.split(',').pop()?.trim();
-      if (last) return last;
-    }
-    return request.socket.remoteAddress ?? 'unknown';
   }
 
   #accept(socket: WebSocket, address: string): void {
@@ -436,18 +419,27 @@ export class TunnelHub {
   }
 
   async #authenticate(link: DeviceLink, message: Envelope): Promise<void> {
+    const keyHash = message.api_key ? hashSecret(message.api_key) : '';
     const refuse = (why: string) => {
-      this.#sendError(link, TunnelErrorCode.authFailed, why);
-      link.socket.close(CloseCode.authFailed, 'authentication failed');
-      if (this.#authFailures.recordFailure(link.address)) {
+      const failure = this.#authFailures.recordFailure(link.address, keyHash);
+      if (failure.newlyBlocked) {
         this.#deps.log.warn(
           { address: link.address, block_ms: this.#deps.config.tunnelAuthBlockMs },
-          'too many failed tunnel authentications from one address; refusing it for a while',
+          'too many failed tunnel authentications from one address; its failures are refused for a while',
         );
       }
+      if (failure.blockedForMs > 0) {
+        this.#deps.metrics.tunnelMessages.labels('connect', 'address_blocked').inc();
+        const retry = `retry in ${retryAfterSeconds(failure.blockedForMs)} s`;
+        this.#sendError(link, TunnelErrorCode.rateLimited, `too many failed authentications; ${retry}`);
+        link.socket.close(CloseCode.tryAgainLater, `too many failed authentications from this address; ${retry}`);
+        return;
+      }
+      this.#sendError(link, TunnelErrorCode.authFailed, why);
+      link.socket.close(CloseCode.authFailed, 'authentication failed');
     };
     if (!message.device_id || !message.api_key) return refuse('connect needs device_id and api_key');
-    const device = await this.#deviceByKeyHash.add(hashSecret(message.api_key));
+    const device = await this.#deviceByKeyHash.add(keyHash);
     // Same answer for an unknown key and another device's id: nothing to probe.
     if (!device || device.device_id !== message.device_id) return refuse('authentication failed');
     if (link.socket.readyState !== WebSocket.OPEN) return;
@@ -528,13 +520,14 @@ export class TunnelHub {
     if (!validate.deviceInfo.Check(payload)) {
       throw new AppError(400, 'invalid_payload', `device_info: ${payloadProblem(validate.deviceInfo, payload)}`);
     }
-    await this.#deps.presence.reportVersion({
+    const changedFrom = await this.#deps.presence.reportVersion({
       organizationId: device.organizationId,
       deviceId: device.deviceId,
       currentVersion: payload.current_version,
       agentVersion: payload.agent_version ?? null,
+      slot: payload.slot ?? null,
     });
-    for (const listener of this.#infoListeners) listener(device, payload);
+    for (const listener of this.#infoListeners) listener(device, payload, changedFrom);
     return { ok: true };
   }
 

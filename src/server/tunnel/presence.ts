@@ -18,6 +18,15 @@ const FLUSH_INTERVAL_MS = 10_000;
 /** Connects and reports within this window share one statement. */
 const BATCH = { maxSize: 1000, maxDelayMs: 5 };
 
+export interface VersionReport {
+  organizationId: string;
+  deviceId: string;
+  currentVersion: string;
+  agentVersion: string | null;
+  /** The slot an A/B device booted, when it says. */
+  slot: string | null;
+}
+
 export interface SeenDevice {
   organizationId: string;
   deviceId: string;
@@ -35,10 +44,7 @@ export class Presence {
   readonly nodeId = newId('node');
   readonly #deps: PresenceDeps;
   readonly #markOnline: Batcher<{ organizationId: string; deviceId: string; agentVersion: string | null }, void>;
-  readonly #reportVersion: Batcher<
-    { organizationId: string; deviceId: string; currentVersion: string; agentVersion: string | null },
-    void
-  >;
+  readonly #reportVersion: Batcher<VersionReport, string | null>;
   #timer: NodeJS.Timeout | undefined;
 
   constructor(deps: PresenceDeps) {
@@ -48,8 +54,13 @@ export class Presence {
       return devices.map(() => undefined);
     }, BATCH);
     this.#reportVersion = new Batcher(async (reports) => {
-      await devicesRepo.reportCurrentVersions(deps.db, reports);
-      return reports.map(() => undefined);
+      const changed = new Map(
+        (await devicesRepo.reportCurrentVersions(deps.db, reports)).map((row) => [
+          `${row.organization_id}\u0000${row.device_id}`,
+          row.previous_version === row.current_version ? null : row.previous_version,
+        ]),
+      );
+      return reports.map((report) => changed.get(`${report.organizationId}\u0000${report.deviceId}`) ?? null);
     }, BATCH);
   }
 
@@ -94,13 +105,11 @@ export class Presence {
     return devicesRepo.markOffline(this.#deps.db, organizationId, deviceId, this.nodeId);
   }
 
-  /** What the device says it runs (batched). */
-  reportVersion(report: {
-    organizationId: string;
-    deviceId: string;
-    currentVersion: string;
-    agentVersion: string | null;
-  }): Promise<void> {
+  /**
+   * What the device says it runs (batched): the record follows it. Resolves to the version on
+   * record before when it changed, else null.
+   */
+  reportVersion(report: VersionReport): Promise<string | null> {
     return this.#reportVersion.add(report);
   }
 

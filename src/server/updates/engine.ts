@@ -3,6 +3,13 @@
  * tunnel, and device reports into transitions. Durable by construction: the rows are the
  * work items, claimed with FOR UPDATE SKIP LOCKED, so a restart resumes from the database
  * and no row is dispatched by two replicas.
+ *
+ * Dispatch works in chunks: a chunk of rows is claimed in one statement, re-checked against
+ * what each device runs now (one that no longer fits is skipped, never sent), and its commands
+ * written back to back, while the next chunk is claimed. What is the same for every device of
+ * a version in a pass (the firmware, its download link, the signed manifest of an update) is
+ * made once. Reports come in bursts: progress and successful results of many devices are
+ * written by one statement each.
  */
 
 import { createPrivateKey, type KeyObject } from 'node:crypto';
@@ -12,20 +19,26 @@ import {
   CloudAction,
   DeviceAction,
   type DeviceInfoPayload,
+  EncodedPayload,
   type FirmwareManifest,
+  type OtaResultPayload,
   type OtaUpdatePayload,
   payloadProblem,
   validate,
 } from '../../protocol/tunnel.ts';
+import { compareVersions } from '../../protocol/version.ts';
 import { formatWireError, TunnelErrorCode, type WireError } from '../../protocol/wire-error.ts';
 import * as devicesRepo from '../devices/repo.ts';
 import type { EventFeed } from '../events/feed.ts';
 import * as firmwareRepo from '../firmware/repo.ts';
-import type { BlobStore } from '../infra/blobstore/types.ts';
+import { Batcher } from '../infra/batcher.ts';
+import type { BlobStore, DownloadLink } from '../infra/blobstore/types.ts';
 import type { Config } from '../infra/config.ts';
 import type { Db } from '../infra/db.ts';
 import { BadRequestError } from '../infra/errors.ts';
 import type { Metrics } from '../infra/metrics.ts';
+import { newId } from '../infra/secrets.ts';
+import { isActive } from '../model/update-status.ts';
 import { findSigningKeys } from '../orgs/repo.ts';
 import {
   type ConnectedDevice,
@@ -37,11 +50,12 @@ import {
 } from '../tunnel/hub.ts';
 import * as repo from './repo.ts';
 import { committedVersionsAfter, rollbackTargetAfter } from './rollback.ts';
-import { isActive } from './status.ts';
 import type { UpdateTransitions } from './transitions.ts';
 
-/** Rows claimed per statement; the tunnel writes are cheap, the round trips are not. */
+/** Rows claimed per statement: the commands of one chunk go out while the next is claimed. */
 const CLAIM_BATCH = 1000;
+/** Reports of devices arriving within this window share one statement. */
+const REPORT_BATCH = { maxSize: 2000, maxDelayMs: 5 };
 
 /**
  * Why a device refused `ota_update`, as the update's failure code and message (the device's
@@ -61,6 +75,48 @@ export function commandRefusal(refusal: WireError): { code: string; message: str
   return { code: refusal.code === TunnelErrorCode.unspecified ? 'refused' : refusal.code, message: text };
 }
 
+/**
+ * Whether a claimed update still fits its device, re-checked at dispatch (the device may have
+ * been updated, rolled back, re-flashed or re-modelled since the row was queued); the skip
+ * reason when it does not. An update never goes to a version the device runs already (unless
+ * forced) or to an older one; a rollback only from the version it was decided on.
+ */
+export function dispatchProblem(
+  update: Pick<repo.UpdateRow, 'kind' | 'target_version' | 'from_version' | 'force'>,
+  device: { current_version: string; model: string | null },
+  compatibleModels: readonly string[],
+): { code: string; message: string } | null {
+  if (update.kind === 'rollback') {
+    if (device.current_version === update.target_version) {
+      return { code: 'already_on_version', message: `the device already runs ${update.target_version}` };
+    }
+    if (device.current_version !== update.from_version) {
+      return {
+        code: 'version_changed',
+        message: `the device now runs ${device.current_version}, not ${update.from_version} that the rollback was for`,
+      };
+    }
+    return null;
+  }
+  if (compatibleModels.length > 0 && !compatibleModels.includes(device.model ?? '')) {
+    return {
+      code: 'incompatible',
+      message: `firmware ${update.target_version} is for ${compatibleModels.join(', ')}, not ${device.model ?? 'an unknown model'}`,
+    };
+  }
+  const comparison = compareVersions(device.current_version, update.target_version);
+  if (comparison === 0 && !update.force) {
+    return { code: 'already_on_version', message: `the device already runs ${update.target_version}` };
+  }
+  if (comparison > 0) {
+    return {
+      code: 'version_changed',
+      message: `the device now runs ${device.current_version}, newer than ${update.target_version}: no downgrade is sent`,
+    };
+  }
+  return null;
+}
+
 export interface UpdateEngineDeps {
   config: Config;
   db: Db;
@@ -74,27 +130,57 @@ export interface UpdateEngineDeps {
   nodeId: string;
 }
 
+/** What a pass makes once per firmware version: the row, its link, the signed manifest of an update. */
+interface VersionCommand {
+  firmware: firmwareRepo.FirmwareRow;
+  link: DownloadLink;
+  /** The `update` manifest and its signature, shared by every device of the version. */
+  update: { manifest: FirmwareManifest; signature: string };
+  /** The command's JSON after its update_id, by `force`: the same for every device of the version. */
+  encoded?: Map<boolean, string>;
+}
+
+interface ReportedResult {
+  device: DeviceRef;
+  payload: OtaResultPayload;
+  row: repo.UpdateRow;
+}
+
 export class UpdateEngine {
   readonly #deps: UpdateEngineDeps;
   readonly #timers: NodeJS.Timeout[] = [];
   readonly #signingKeys = new Map<string, Promise<KeyObject>>();
+  readonly #progress: Batcher<repo.ProgressReport, void>;
+  readonly #successes: Batcher<ReportedResult, void>;
   #dispatching: Promise<void> | undefined;
+  readonly #answering = new Set<Promise<void>>();
   #again = false;
   #stopped = false;
 
   constructor(deps: UpdateEngineDeps) {
     this.#deps = deps;
-    const { tunnel, feed, log } = deps;
+    const { tunnel, feed, log, config, transitions } = deps;
+    this.#progress = new Batcher(async (reports) => {
+      await transitions.reportProgress(reports, config.updateTimeoutSeconds);
+      return reports.map(() => undefined);
+    }, REPORT_BATCH);
+    this.#successes = new Batcher(async (results) => {
+      await this.#recordSuccesses(results);
+      return results.map(() => undefined);
+    }, REPORT_BATCH);
     tunnel.onDeviceRequest(DeviceAction.otaProgress, (device, payload) => this.#onProgress(device, payload));
     tunnel.onDeviceRequest(DeviceAction.otaResult, (device, payload) => this.#onResult(device, payload));
     tunnel.onDeviceRequest(DeviceAction.otaRefreshUrl, (device, payload) => this.#onRefreshUrl(device, payload));
-    tunnel.onDeviceInfo((device, info) => {
-      this.#reconcile(device, info).catch((error: Error) =>
+    tunnel.onDeviceInfo((device, info, changedFrom) => {
+      this.#reconcile(device, info, changedFrom).catch((error: Error) =>
         log.warn({ err: error, device_id: device.deviceId }, 'reconciling a reconnected device failed'),
       );
     });
     // Wake-ups from any process: an update queued (new or back to the queue), a device online.
     feed.on('ota', (event) => {
+      if (event.status === 'queued') this.kick();
+    });
+    feed.on('ota_bulk', (event) => {
       if (event.status === 'queued') this.kick();
     });
     feed.on('device', (event) => {
@@ -118,6 +204,8 @@ export class UpdateEngine {
     this.#stopped = true;
     for (const timer of this.#timers) clearInterval(timer);
     await this.#dispatching;
+    // Answers that come soon are recorded; a silent device's command is rejected when the tunnels close.
+    await Promise.race([Promise.allSettled([...this.#answering]), new Promise((resolve) => setTimeout(resolve, 1000))]);
   }
 
   /** Asks for a dispatch pass soon; passes never overlap, and a kick during one runs another. */
@@ -142,50 +230,165 @@ export class UpdateEngine {
   }
 
   /**
-   * Claims queued updates of devices connected here and sends their commands. The next claim
-   * does not wait for the devices' answers to the last one: the writes go out back to back, the
-   * answers (accepted, refused, silent) are handled as they come, before the pass ends.
+   * Claims queued updates of devices connected here, a chunk at a time, and sends their
+   * commands. The next chunk is claimed while the devices answer the last one; the answers
+   * (accepted, refused, silent) are handled as they come, before the pass ends.
    */
   async dispatchDueUpdates(): Promise<number> {
     const { transitions, nodeId, config } = this.#deps;
-    // One lookup per firmware version in a pass, not one per device.
-    const firmware = new Map<string, Promise<firmwareRepo.FirmwareRow | undefined>>();
-    const findFirmware = (row: repo.UpdateRow) => {
+    const pass = this.#dispatchPass();
+    let claimedTotal = 0;
+    for (;;) {
+      const claimed = await transitions.claim(nodeId, CLAIM_BATCH, config.updateTimeoutSeconds);
+      claimedTotal += claimed.length;
+      if (claimed.length > 0) await pass.send(claimed);
+      if (claimed.length < CLAIM_BATCH) break;
+    }
+    this.#settleLater(pass.done());
+    return claimedTotal;
+  }
+
+  /**
+   * Sends updates created already claimed by this process (a deployment's chunk for devices
+   * connected here): the same re-check and commands as a claimed chunk, without the queue.
+   */
+  async sendDispatched(rows: readonly repo.UpdateRow[]): Promise<void> {
+    if (rows.length === 0) return;
+    const pass = this.#dispatchPass();
+    const sent = pass.send(rows);
+    this.#settleLater(sent.then(() => pass.done()));
+    await sent;
+  }
+
+  /**
+   * The devices' answers are handled as they come, without holding up the next chunk or pass: a
+   * device that never answers costs its command's timeout, not everyone's. Awaited on stop.
+   */
+  #settleLater(answers: Promise<void>): void {
+    this.#answering.add(answers);
+    void answers
+      .catch((error: Error) => this.#deps.log.error({ err: error }, 'handling the answers to ota_update failed'))
+      .finally(() => this.#answering.delete(answers));
+  }
+
+  /**
+   * One dispatch pass: per firmware version, the row, link and signed manifest made once; per
+   * chunk, what the devices run now read in one statement, the ones that no longer fit skipped,
+   * the others' commands written back to back. `done` waits for the devices' answers.
+   */
+  #dispatchPass() {
+    const { transitions, db } = this.#deps;
+    const versions = new Map<string, Promise<VersionCommand | undefined>>();
+    const commandFor = (row: repo.UpdateRow) => {
       const key = `${row.organization_id}\u0000${row.target_version}`;
-      let found = firmware.get(key);
+      let found = versions.get(key);
       if (!found) {
-        found = firmwareRepo.findFirmware(this.#deps.db, row.organization_id, row.target_version);
-        firmware.set(key, found);
+        found = this.#versionCommand(row.organization_id, row.target_version);
+        found.catch(() => {});
+        versions.set(key, found);
       }
       return found;
     };
     const answers: Promise<void>[] = [];
-    for (;;) {
-      const claimed = await transitions.claim(nodeId, CLAIM_BATCH, config.updateTimeoutSeconds);
-      for (const row of claimed) answers.push(this.#sendCommand(row, findFirmware));
-      if (claimed.length < CLAIM_BATCH) break;
-    }
-    await Promise.all(answers);
-    return answers.length;
+    return {
+      send: async (rows: readonly repo.UpdateRow[]) => {
+        const devices = await devicesRepo.findDeviceVersions(db, rows);
+        for (const row of rows) {
+          let command: VersionCommand | undefined;
+          try {
+            command = await commandFor(row);
+          } catch (error) {
+            answers.push(this.#fail(row, 'firmware_unavailable', (error as Error).message));
+            continue;
+          }
+          if (!command) {
+            const message = `firmware ${row.target_version} is no longer in the store`;
+            answers.push(this.#fail(row, 'firmware_unavailable', message));
+            continue;
+          }
+          const device = devices.get(`${row.organization_id}\u0000${row.device_id}`);
+          const problem = device ? dispatchProblem(row, device, command.firmware.compatible_models) : null;
+          if (problem) {
+            const where = { organizationId: row.organization_id, id: row.id };
+            answers.push(
+              transitions
+                .move(where, 'skipped', { errorCode: problem.code, errorMessage: problem.message })
+                .then(() => {}),
+            );
+            continue;
+          }
+          answers.push(this.#sendCommand(row, await this.#payload(row, command)));
+        }
+      },
+      done: async () => {
+        await Promise.all(answers);
+      },
+    };
   }
 
   async expireOverdue(): Promise<void> {
     await this.#deps.transitions.expireOverdue();
   }
 
-  async #sendCommand(
-    row: repo.UpdateRow,
-    findFirmware: (row: repo.UpdateRow) => Promise<firmwareRepo.FirmwareRow | undefined>,
-  ): Promise<void> {
-    const { tunnel, log, metrics } = this.#deps;
-    const device = { organizationId: row.organization_id, deviceId: row.device_id };
-    let payload: OtaUpdatePayload;
-    try {
-      payload = await this.#commandPayload(row, await findFirmware(row));
-    } catch (error) {
-      await this.#fail(row, 'firmware_unavailable', (error as Error).message);
-      return;
+  /** The firmware of a version with its link and signed update manifest, once per pass. */
+  async #versionCommand(organizationId: string, version: string): Promise<VersionCommand | undefined> {
+    const { db, store, config } = this.#deps;
+    const firmware = await firmwareRepo.findFirmware(db, organizationId, version);
+    if (!firmware) return undefined;
+    const link = await store.downloadLink(firmware.storage_key, config.downloadLinkTtlSeconds);
+    const manifest: FirmwareManifest = {
+      organization_id: organizationId,
+      version: firmware.version,
+      sha256: firmware.sha256,
+      size: firmware.size,
+      kind: 'update',
+      issued_at: new Date().toISOString(),
+    };
+    return {
+      firmware,
+      link,
+      update: { manifest, signature: signManifest(manifest, await this.#signingKey(organizationId)) },
+    };
+  }
+
+  /**
+   * An update shares its version's signed manifest, and so the whole encoding of its command but
+   * its id; a rollback is signed for its device and update alone.
+   */
+  async #payload(row: repo.UpdateRow, command: VersionCommand): Promise<OtaUpdatePayload | EncodedPayload> {
+    const { firmware, link } = command;
+    const common = {
+      version: firmware.version,
+      url: link.url,
+      url_expires_at: link.expires_at,
+      size: firmware.size,
+      sha256: firmware.sha256,
+      artifact_type: firmware.artifact_type,
+    };
+    if (row.kind !== 'rollback') {
+      command.encoded ??= new Map();
+      const force = row.force;
+      let tail = command.encoded.get(force);
+      if (tail === undefined) {
+        const rest = { ...common, manifest: command.update.manifest, signature: command.update.signature, force };
+        tail = JSON.stringify(rest).slice(1);
+        command.encoded.set(force, tail);
+      }
+      return new EncodedPayload(`{"update_id":${JSON.stringify(row.id)},${tail}`);
     }
+    const manifest: FirmwareManifest = {
+      ...command.update.manifest,
+      kind: 'rollback',
+      device_id: row.device_id,
+      update_id: row.id,
+    };
+    const signature = signManifest(manifest, await this.#signingKey(row.organization_id));
+    return { update_id: row.id, ...common, manifest, signature, force: row.force };
+  }
+
+  async #sendCommand(row: repo.UpdateRow, payload: OtaUpdatePayload | EncodedPayload): Promise<void> {
+    const { tunnel, log, metrics, transitions } = this.#deps;
+    const device = { organizationId: row.organization_id, deviceId: row.device_id };
     try {
       metrics.commandsDispatched.inc();
       await tunnel.command(device, CloudAction.otaUpdate, payload);
@@ -198,41 +401,11 @@ export class UpdateEngine {
       }
       if (error instanceof DeviceOfflineError || error instanceof DeviceUnresponsiveError) {
         // It may not have seen the command: back to the queue, sent again (same id) when it returns.
-        await this.#deps.transitions.move({ organizationId: row.organization_id, id: row.id }, 'queued');
+        await transitions.move({ organizationId: row.organization_id, id: row.id }, 'queued');
         return;
       }
       log.error({ err: error, update_id: row.id }, 'sending ota_update failed');
     }
-  }
-
-  async #commandPayload(
-    row: repo.UpdateRow,
-    firmware: firmwareRepo.FirmwareRow | undefined,
-  ): Promise<OtaUpdatePayload> {
-    const { store, config } = this.#deps;
-    if (!firmware) throw new Error(`firmware ${row.target_version} is no longer in the store`);
-    const link = await store.downloadLink(firmware.storage_key, config.downloadLinkTtlSeconds);
-    const manifest: FirmwareManifest = {
-      organization_id: row.organization_id,
-      version: firmware.version,
-      sha256: firmware.sha256,
-      size: firmware.size,
-      kind: row.kind,
-      device_id: row.device_id,
-      update_id: row.id,
-      issued_at: new Date().toISOString(),
-    };
-    return {
-      update_id: row.id,
-      version: firmware.version,
-      url: link.url,
-      url_expires_at: link.expires_at,
-      size: firmware.size,
-      sha256: firmware.sha256,
-      manifest,
-      signature: signManifest(manifest, await this.#signingKey(row.organization_id)),
-      force: row.force,
-    };
   }
 
   /**
@@ -260,19 +433,30 @@ export class UpdateEngine {
     });
   }
 
+  /**
+   * Progress of many devices in one statement per burst (transitions.reportProgress): a device's
+   * reports arrive in order (the hub runs one device's requests one after the other), and a new
+   * phase within a burst is a statement of its own, so no phase is lost.
+   */
   async #onProgress(device: DeviceRef, payload: unknown): Promise<unknown> {
     if (!validate.otaProgress.Check(payload)) throw new BadRequestError('invalid_payload', 'ota_progress payload');
-    // One statement per report. The batched path (transitions.reportProgress, what P3 measures)
-    // lost a phase event on PostgreSQL in the OTA e2e test; it goes live once that is understood.
-    await this.#deps.transitions.move(
-      { organizationId: device.organizationId, id: payload.update_id, deviceId: device.deviceId },
-      'in_progress',
-      { phase: payload.phase, progress: payload.progress, deadlineInSeconds: this.#deps.config.updateTimeoutSeconds },
-    );
+    await this.#progress.add({
+      organizationId: device.organizationId,
+      id: payload.update_id,
+      deviceId: device.deviceId,
+      phase: payload.phase,
+      progress: payload.progress,
+    });
     this.#deps.metrics.reportsIngested.inc();
     return { ok: true };
   }
 
+  /**
+   * A device's result. A success joins a burst written by one transaction; a failure (rarer, each
+   * with its own code) is written alone. A result that moves no update (a duplicate, a replay of an
+   * old one, a late one after a timeout) changes nothing: what the device runs, it says on every
+   * connect (device_info).
+   */
   async #onResult(device: DeviceRef, payload: unknown): Promise<unknown> {
     if (!validate.otaResult.Check(payload)) {
       throw new BadRequestError('invalid_payload', `ota_result: ${payloadProblem(validate.otaResult, payload)}`);
@@ -281,50 +465,91 @@ export class UpdateEngine {
     metrics.reportsIngested.inc();
     const row = await repo.findUpdate(db, device.organizationId, payload.update_id);
     // Unknown or not this device's: acknowledge, so the device stops resending it.
-    if (!row || row.device_id !== device.deviceId) return { ok: true, ignored: true };
+    if (!row || row.device_id !== device.deviceId || row.kind === 'observed') return { ok: true, ignored: true };
+    if (!isActive(row.status)) {
+      // The server gave up on it (timed out) and the device finished after all: the update stays
+      // timed out, and the record follows what the device runs. A replay of a result the server
+      // already took (completed, failed) changes nothing.
+      if (row.status === 'timed_out') {
+        await devicesRepo.reportCurrentVersions(db, [
+          { ...device, currentVersion: payload.current_version, agentVersion: null, slot: null },
+        ]);
+      }
+      return { ok: true, ignored: true };
+    }
     const succeeded = payload.status === 'completed' && payload.current_version === row.target_version;
+    if (succeeded) {
+      await this.#successes.add({ device, payload, row });
+      return { ok: true };
+    }
     await db.transaction(async (tx) => {
       const where = { organizationId: device.organizationId, id: row.id, deviceId: device.deviceId };
-      if (succeeded) await transitions.move(where, 'completed', { phase: 'completed', errorCode: null }, tx);
-      else if (payload.status === 'failed' && payload.error?.code === 'cancelled') {
-        // It stopped on the server's ota_cancel (a cancelled deployment): cancelled, not failed.
-        await transitions.move(
-          where,
-          'cancelled',
-          { phase: 'cancelled', errorCode: 'cancelled', errorMessage: payload.error.message },
-          tx,
-        );
-      } else {
-        await transitions.move(
-          where,
-          'failed',
-          {
-            phase: 'failed',
-            errorCode: payload.error?.code ?? (payload.status === 'completed' ? 'version_mismatch' : 'failed'),
-            errorMessage:
-              payload.error?.message ?? `the device reports ${payload.current_version}, not ${row.target_version}`,
-          },
-          tx,
-        );
-      }
-      // What the device runs is its own truth, even when the report comes late. After an
-      // update the version it left is its rollback target (a re-install leaves it as it was);
-      // after a rollback there is none. Both ends of a success are versions it committed.
-      await devicesRepo.recordDeviceVersion(
-        tx,
-        device.organizationId,
-        device.deviceId,
-        payload.current_version,
-        rollbackTargetAfter(row, succeeded, payload.current_version),
-      );
-      await devicesRepo.recordRunVersions(
-        tx,
-        device.organizationId,
-        device.deviceId,
-        committedVersionsAfter(row, succeeded, payload.current_version),
-      );
+      const cancelled = payload.status === 'failed' && payload.error?.code === 'cancelled';
+      const moved = cancelled
+        ? // It stopped on the server's ota_cancel (a cancelled deployment): cancelled, not failed.
+          await transitions.move(
+            where,
+            'cancelled',
+            { phase: 'cancelled', errorCode: 'cancelled', errorMessage: payload.error?.message ?? null },
+            tx,
+          )
+        : await transitions.move(
+            where,
+            'failed',
+            {
+              phase: 'failed',
+              errorCode: payload.error?.code ?? (payload.status === 'completed' ? 'version_mismatch' : 'failed'),
+              errorMessage:
+                payload.error?.message ?? `the device reports ${payload.current_version}, not ${row.target_version}`,
+            },
+            tx,
+          );
+      if (!moved) return;
+      await devicesRepo.recordDeviceVersions(tx, [
+        {
+          organizationId: device.organizationId,
+          deviceId: device.deviceId,
+          currentVersion: payload.current_version,
+          rollbackTarget: rollbackTargetAfter(row, false, payload.current_version),
+          committed: [],
+        },
+      ]);
     });
     return { ok: true };
+  }
+
+  /**
+   * Successes of a burst in one transaction: their updates completed, and for each one that
+   * moved, the device's version, its rollback target (the version it left, none after a
+   * rollback, unchanged by a re-install) and the versions it committed.
+   */
+  async #recordSuccesses(results: readonly ReportedResult[]): Promise<void> {
+    const { db, transitions } = this.#deps;
+    await db.transaction(async (tx) => {
+      const moved = await transitions.moveMany(
+        results.map(({ device, row }) => ({
+          organizationId: device.organizationId,
+          id: row.id,
+          deviceId: device.deviceId,
+        })),
+        'completed',
+        { phase: 'completed', errorCode: null },
+        tx,
+      );
+      const done = new Set(moved.map((row) => row.id));
+      await devicesRepo.recordDeviceVersions(
+        tx,
+        results
+          .filter(({ row }) => done.has(row.id))
+          .map(({ device, payload, row }) => ({
+            organizationId: device.organizationId,
+            deviceId: device.deviceId,
+            currentVersion: payload.current_version,
+            rollbackTarget: rollbackTargetAfter(row, true, payload.current_version),
+            committed: committedVersionsAfter(row, true, payload.current_version),
+          })),
+      );
+    });
   }
 
   async #onRefreshUrl(device: DeviceRef, payload: unknown): Promise<unknown> {
@@ -341,10 +566,13 @@ export class UpdateEngine {
   }
 
   /**
-   * A device came back and said which update it is in the middle of. A dispatched update it
-   * does not know never reached it: queue it again (same id, so a duplicate is harmless).
+   * A device came back and said what it runs and which update it is in the middle of. A
+   * dispatched update it does not know never reached it: queue it again (same id, so a duplicate
+   * is harmless). A version the server did not put it on (it fell back after a crash, or was
+   * re-flashed by hand) is kept in its history; after a fall-back, the version it left is no
+   * rollback target any more.
    */
-  async #reconcile(device: ConnectedDevice, info: DeviceInfoPayload): Promise<void> {
+  async #reconcile(device: ConnectedDevice, info: DeviceInfoPayload, changedFrom: string | null): Promise<void> {
     const { db, transitions } = this.#deps;
     const active = await repo.findActiveUpdate(db, device.organizationId, device.deviceId);
     // Only a command sent over an earlier tunnel can have been lost; one sent over this
@@ -353,6 +581,35 @@ export class UpdateEngine {
     if (active?.status === 'dispatched' && info.update_id !== active.id && sentBeforeThisTunnel) {
       await transitions.move({ organizationId: device.organizationId, id: active.id }, 'queued');
     }
-    if (active) this.kick();
+    if (active) {
+      this.kick();
+      return;
+    }
+    if (changedFrom === null) return;
+    const latest = await repo.latestUpdate(db, device.organizationId, device.deviceId);
+    const fellBack =
+      latest !== undefined &&
+      latest.kind !== 'observed' &&
+      latest.status === 'completed' &&
+      latest.target_version === changedFrom &&
+      latest.from_version === info.current_version;
+    await db.transaction(async (tx) => {
+      await transitions.recordObserved(
+        {
+          id: newId('upd'),
+          organizationId: device.organizationId,
+          deviceId: device.deviceId,
+          fromVersion: changedFrom,
+          toVersion: info.current_version,
+          why: fellBack ? 'reverted' : 'reflashed',
+          message: fellBack
+            ? `the device fell back to ${info.current_version} after committing ${changedFrom}`
+            : `the device reports ${info.current_version}; the server had ${changedFrom} on record`,
+        },
+        tx,
+      );
+      await devicesRepo.recordRunVersions(tx, device.organizationId, device.deviceId, [info.current_version]);
+      if (fellBack) await devicesRepo.recordFallBack(tx, device.organizationId, device.deviceId, changedFrom);
+    });
   }
 }

@@ -1,13 +1,16 @@
 import { EVENT_AT_SQL, MAX_EVENT_TEXT, notifySql } from '../events/feed.ts';
 import type { Queryable } from '../infra/db.ts';
-import { ACTIVE_STATUSES, REPORTED_STATUSES, TERMINAL_STATUSES, type UpdateStatus } from './status.ts';
+import { ACTIVE_STATUSES, REPORTED_STATUSES, TERMINAL_STATUSES, type UpdateStatus } from '../model/update-status.ts';
+
+/** An update the server ordered, a rollback, or a version change it observed (history only). */
+export type UpdateKind = 'update' | 'rollback' | 'observed';
 
 export interface UpdateRow {
   id: string;
   organization_id: string;
   device_id: string;
   deployment_id: string | null;
-  kind: 'update' | 'rollback';
+  kind: UpdateKind;
   target_version: string;
   from_version: string;
   force: boolean;
@@ -45,6 +48,11 @@ export interface NewUpdate {
   force: boolean;
   /** The report deadline of this row; absent: the server's update timeout. */
   timeoutSeconds?: number | null;
+  /**
+   * Created already claimed (`dispatched`, its deadline running) by the process that holds the
+   * device's tunnel and sends the command at once: a deployment's chunk skips the queue.
+   */
+  dispatched?: boolean;
 }
 
 export async function findUpdate(db: Queryable, organizationId: string, id: string) {
@@ -201,23 +209,66 @@ const OTA_EVENT = notifySql(
 );
 
 /**
- * Inserts updates as `queued`, skipping devices that already have an active one, and announces
- * each (previous status null) in the same statement. Only updates/transitions.ts calls this.
+ * A statement that changes more rows than this announces them as `ota_bulk` events (one per
+ * organization, deployment and status change) instead of one `ota` event each: ten thousand
+ * notifications would cost every listening process more than the change itself.
  */
-export function insertQueued(db: Queryable, updates: readonly NewUpdate[]): Promise<Transitioned[]> {
+export const BULK_EVENT_ROWS = 100;
+
+const OTA_BULK_EVENT = notifySql(
+  'ota_bulk',
+  `json_build_object(
+     'organization_id', c.organization_id, 'deployment_id', c.deployment_id, 'status', c.status,
+     'previous_status', c.previous_status, 'count', count(*), 'at', ${EVENT_AT_SQL})`,
+);
+
+/**
+ * The end of every writing statement: the changed rows `c` (with `previous_status`, and
+ * `phase_before`/`progress_before` for an update) returned, and announced — one `ota` event per
+ * row that really changed, or `ota_bulk` events when the statement changed many.
+ */
+function announceChanged(columns: string, changed: string): string {
+  return `, changed_rows AS MATERIALIZED (SELECT count(*) AS total FROM c)
+     SELECT ${columns} FROM c
+     CROSS JOIN changed_rows
+     LEFT JOIN LATERAL (
+       SELECT ${OTA_EVENT} WHERE ${changed} AND changed_rows.total <= ${BULK_EVENT_ROWS}
+     ) AS announced ON true
+     LEFT JOIN (
+       SELECT count(*) FROM (
+         SELECT ${OTA_BULK_EVENT} FROM c, changed_rows
+         WHERE changed_rows.total > ${BULK_EVENT_ROWS} AND c.status IS DISTINCT FROM c.previous_status
+         GROUP BY c.organization_id, c.deployment_id, c.status, c.previous_status
+       ) AS bulk
+     ) AS announced_in_bulk ON true`;
+}
+
+/**
+ * Inserts updates as `queued` (or `dispatched`, claimed by their creator), skipping devices that
+ * already have an active one, and announces them (previous status null) in the same statement.
+ * Only updates/transitions.ts calls this.
+ */
+export function insertQueued(
+  db: Queryable,
+  updates: readonly NewUpdate[],
+  deadlineInSeconds: number,
+): Promise<Transitioned[]> {
   return db.query<Transitioned>(
     `WITH c AS (
        INSERT INTO ota_updates (id, organization_id, device_id, deployment_id, kind, target_version, from_version,
-         force, timeout_seconds, status)
+         force, timeout_seconds, status, attempts, dispatched_at, deadline_at)
        SELECT n.id, n.organization_id, n.device_id, n.deployment_id, n.kind, n.target_version, n.from_version, n.force,
-         n.timeout_seconds, 'queued'
+         n.timeout_seconds, CASE WHEN n.dispatched THEN 'dispatched' ELSE 'queued' END,
+         CASE WHEN n.dispatched THEN 1 ELSE 0 END, CASE WHEN n.dispatched THEN now() END,
+         CASE WHEN n.dispatched THEN now() + make_interval(secs => coalesce(n.timeout_seconds, $11::int)) END
        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::boolean[],
-         $9::int[])
-         AS n(id, organization_id, device_id, deployment_id, kind, target_version, from_version, force, timeout_seconds)
+         $9::int[], $10::boolean[])
+         AS n(id, organization_id, device_id, deployment_id, kind, target_version, from_version, force, timeout_seconds,
+           dispatched)
        ON CONFLICT ${ONE_ACTIVE_PER_DEVICE} DO NOTHING
        RETURNING ${COLUMNS}, NULL::text AS previous_status
      )
-     SELECT c.* FROM c, LATERAL (SELECT ${OTA_EVENT}) AS announced`,
+     ${announceChanged('c.*', 'true')}`,
     [
       updates.map((u) => u.id),
       updates.map((u) => u.organizationId),
@@ -228,6 +279,46 @@ export function insertQueued(db: Queryable, updates: readonly NewUpdate[]): Prom
       updates.map((u) => u.fromVersion),
       updates.map((u) => u.force),
       updates.map((u) => u.timeoutSeconds ?? null),
+      updates.map((u) => u.dispatched === true),
+      deadlineInSeconds,
+    ],
+  );
+}
+
+/**
+ * A version change the server did not order (a fall-back after a crash, a re-flash by hand),
+ * as a finished row of the device's history: `observed`, from the version on record to the one
+ * it reports, with why (`reverted`, `reflashed`). Announced like any row. Only
+ * updates/transitions.ts calls this.
+ */
+export function insertObserved(
+  db: Queryable,
+  observed: {
+    id: string;
+    organizationId: string;
+    deviceId: string;
+    fromVersion: string;
+    toVersion: string;
+    why: string;
+    message: string;
+  },
+): Promise<Transitioned[]> {
+  return db.query<Transitioned>(
+    `WITH c AS (
+       INSERT INTO ota_updates (id, organization_id, device_id, kind, target_version, from_version, status, phase,
+         progress, error_code, error_message, finished_at)
+       VALUES ($1, $2, $3, 'observed', $5, $4, 'completed', $6, 100, $6, $7, now())
+       RETURNING ${COLUMNS}, NULL::text AS previous_status
+     )
+     ${announceChanged('c.*', 'true')}`,
+    [
+      observed.id,
+      observed.organizationId,
+      observed.deviceId,
+      observed.fromVersion,
+      observed.toVersion,
+      observed.why,
+      observed.message,
     ],
   );
 }
@@ -246,14 +337,21 @@ export type Transitioned = UpdateRow & { previous_status: UpdateStatus | null };
 /** Which rows a transition applies to (each only if its status may lead to the target). */
 export type Selection =
   | { kind: 'one'; organizationId: string; id: string; deviceId?: string | undefined }
-  /** Queued updates of devices whose tunnel `nodeId` holds, oldest first; SKIP LOCKED. */
+  /**
+   * Queued updates of devices whose tunnel `nodeId` holds and that said what they run on it (or
+   * had five seconds to), oldest first; SKIP LOCKED.
+   */
   | { kind: 'claim'; nodeId: string; limit: number }
   /** Active updates whose report deadline has passed. */
   | { kind: 'overdue' }
-  /** Every update of a deployment (its devices', and its rollbacks'). */
-  | { kind: 'deployment'; organizationId: string; deploymentId: string }
+  /** The updates of a deployment of one kind (its devices' attempts, or its rollbacks). */
+  | { kind: 'deployment'; organizationId: string; deploymentId: string; updateKind: 'update' | 'rollback' }
+  /** A deployment's queued updates whose device has been offline since before `olderThanSeconds` ago. */
+  | { kind: 'stale_queued'; deploymentId: string; olderThanSeconds: number }
   /** Progress reports of many devices, each with its own phase and progress (one statement per burst). */
-  | { kind: 'reports'; reports: readonly ProgressReport[] };
+  | { kind: 'reports'; reports: readonly ProgressReport[] }
+  /** Named updates of many devices (results of a burst), each only if its device is the one named. */
+  | { kind: 'rows'; rows: readonly { organizationId: string; id: string; deviceId: string }[] };
 
 export interface ProgressReport {
   organizationId: string;
@@ -301,7 +399,9 @@ export function applyTransition(
        last_report_at = CASE WHEN ${status} = ANY(${$([...REPORTED_STATUSES])}::text[]) THEN now() ELSE u.last_report_at END,
        finished_at = CASE WHEN ${status} = ANY(${$([...TERMINAL_STATUSES])}::text[]) THEN now() ELSE NULL END,
        updated_at = now()`;
-  const allowed = `q.status = ANY(${$([...from])}::text[])`;
+  // Literal, not a parameter: the statuses come from status.ts, and a literal list lets the
+  // planner use the partial indexes on them (one active update per device, the queue).
+  const allowed = from.length > 0 ? `q.status IN (${from.map((status) => `'${status}'`).join(', ')})` : 'false';
   // What each selected row is before the change, and the phase and progress it is given.
   const before = `q.id, q.status, q.phase AS phase_before, q.progress AS progress_before`;
   const given = () => `${$(fields.phase ?? null)}::text AS phase_in, ${$(fields.progress ?? null)}::int AS progress_in`;
@@ -317,16 +417,21 @@ export function applyTransition(
       }
       break;
     case 'claim':
+      // Walks the queue in order (ota_updates_queued_idx), one device lookup per row: a join the
+      // planner is free to turn around probes every device against every queued row.
       select = `SELECT ${before}, ${given()} FROM ota_updates q
-        JOIN devices d ON d.organization_id = q.organization_id AND d.device_id = q.device_id
-        WHERE ${allowed} AND d.connected_node = ${$(selection.nodeId)}
+        WHERE ${allowed} AND EXISTS (
+          SELECT 1 FROM devices d
+          WHERE d.organization_id = q.organization_id AND d.device_id = q.device_id
+            AND d.connected_node = ${$(selection.nodeId)}
+            AND (d.reported_at >= d.connected_at OR d.connected_at < now() - interval '5 seconds'))
         ORDER BY q.created_at
         LIMIT ${$(selection.limit)}
         FOR UPDATE OF q SKIP LOCKED`;
       break;
     case 'overdue':
       select = `SELECT ${before}, ${given()} FROM ota_updates q WHERE ${allowed} AND q.deadline_at < now()
-        FOR UPDATE OF q SKIP LOCKED`;
+        ORDER BY q.id FOR UPDATE OF q SKIP LOCKED`;
       break;
     case 'reports': {
       const { reports } = selection;
@@ -341,12 +446,34 @@ export function applyTransition(
         FOR UPDATE OF q`;
       break;
     }
+    case 'rows': {
+      const { rows } = selection;
+      select = `SELECT ${before}, ${given()}
+        FROM unnest(${$(rows.map((r) => r.organizationId))}::text[], ${$(rows.map((r) => r.id))}::text[],
+                    ${$(rows.map((r) => r.deviceId))}::text[]) AS r(organization_id, id, device_id)
+        JOIN ota_updates q ON q.id = r.id AND q.organization_id = r.organization_id AND q.device_id = r.device_id
+        WHERE ${allowed}
+        ORDER BY q.id
+        FOR UPDATE OF q`;
+      break;
+    }
     case 'deployment':
       select = `SELECT ${before}, ${given()} FROM ota_updates q
         WHERE q.deployment_id = ${$(selection.deploymentId)} AND q.organization_id = ${$(selection.organizationId)}
-          AND ${allowed}
+          AND q.kind = ${$(selection.updateKind)} AND ${allowed}
+        ORDER BY q.id
         FOR UPDATE OF q`;
       break;
+    case 'stale_queued': {
+      const since = `now() - make_interval(secs => ${$(selection.olderThanSeconds)}::float8)`;
+      select = `SELECT ${before}, ${given()} FROM ota_updates q
+        JOIN devices d ON d.organization_id = q.organization_id AND d.device_id = q.device_id
+        WHERE q.deployment_id = ${$(selection.deploymentId)} AND ${allowed} AND q.created_at < ${since}
+          AND NOT d.online AND coalesce(d.last_seen_at, q.created_at) < ${since}
+        ORDER BY q.id
+        FOR UPDATE OF q SKIP LOCKED`;
+      break;
+    }
   }
   return db.query<Transitioned>(
     `WITH old AS (${select}),
@@ -357,15 +484,14 @@ export function applyTransition(
          .map((column) => `u.${column.trim()}`)
          .join(', ')}, old.status AS previous_status, old.phase_before, old.progress_before
      )
-     SELECT ${COLUMNS.split(',')
-       .map((column) => `c.${column.trim()}`)
-       .join(', ')}, c.previous_status
-     FROM c LEFT JOIN LATERAL (
-       -- A repeated report that changed nothing is not announced again.
-       SELECT ${OTA_EVENT}
-       WHERE c.status IS DISTINCT FROM c.previous_status OR c.phase IS DISTINCT FROM c.phase_before
-         OR c.progress IS DISTINCT FROM c.progress_before
-     ) AS announced ON true`,
+     ${announceChanged(
+       `${COLUMNS.split(',')
+         .map((column) => `c.${column.trim()}`)
+         .join(', ')}, c.previous_status`,
+       // A repeated report that changed nothing is not announced again.
+       `(c.status IS DISTINCT FROM c.previous_status OR c.phase IS DISTINCT FROM c.phase_before
+         OR c.progress IS DISTINCT FROM c.progress_before)`,
+     )}`,
     params,
   );
 }

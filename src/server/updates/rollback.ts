@@ -8,7 +8,7 @@ import { compareVersions } from '../../protocol/version.ts';
 import { ConflictError } from '../infra/errors.ts';
 
 export interface FinishedUpdate {
-  kind: 'update' | 'rollback';
+  kind: 'update' | 'rollback' | 'observed';
   from_version: string;
   target_version: string;
 }
@@ -39,15 +39,18 @@ export function committedVersionsAfter(update: FinishedUpdate, succeeded: boolea
 export interface RunVersion {
   version: string;
   last_run_at: Date;
+  /** The device fell back from it after committing it: not a version to go back to. */
+  reverted_at?: Date | null;
 }
 
 /**
  * The versions a device may be rolled back to, most recently run first (a tie, higher
- * version first): every version it has committed except the one it runs.
+ * version first): every version it has committed except the one it runs and those it fell
+ * back from.
  */
 export function rollbackVersions(run: readonly RunVersion[], currentVersion: string): string[] {
   return run
-    .filter((entry) => entry.version !== currentVersion)
+    .filter((entry) => entry.version !== currentVersion && !entry.reverted_at)
     .sort((a, b) => b.last_run_at.getTime() - a.last_run_at.getTime() || safeCompare(b.version, a.version))
     .map((entry) => entry.version);
 }
@@ -83,6 +86,12 @@ export function chooseRollbackTarget(
     throw new ConflictError(
       'already_on_version',
       `device ${device.device_id} already runs ${requested}; to re-install it, update it with force`,
+    );
+  }
+  if (run.some((entry) => entry.version === requested && entry.reverted_at)) {
+    throw new ConflictError(
+      'version_reverted',
+      `device ${device.device_id} fell back from ${requested} after committing it${choices(run, device.current_version)}`,
     );
   }
   if (!run.some((entry) => entry.version === requested)) {

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { DeviceParams } from '../devices/schemas.ts';
 import { orgPrincipal } from '../infra/auth.ts';
-import { authErrors, ErrorResponse, SemverString } from '../infra/schemas.ts';
+import { authErrors, DateTimeString, ErrorResponse, SemverString } from '../infra/schemas.ts';
 import type { Services } from '../services.ts';
 import { Accepted, Failures, OtaRecord, Update } from './schemas.ts';
 import * as service from './service.ts';
@@ -139,10 +139,10 @@ export const updateRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = a
         description:
           'Updates that ended failed or timed_out since `since` (default: 24 hours ago); without an error code a ' +
           'timeout counts as `timed_out`, a failure as `unknown`. Each group names up to five devices, the most ' +
-          'recent first. 400 invalid_since.',
+          'recent first. 400 invalid_date.',
         querystring: Type.Object(
           {
-            since: Type.Optional(Type.String({ format: 'date-time', maxLength: 64 })),
+            since: Type.Optional(DateTimeString()),
             limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 20, description: 'groups' })),
           },
           { additionalProperties: false },

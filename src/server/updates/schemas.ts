@@ -1,7 +1,7 @@
 /** Single-device updates on the wire: an update row, the OTA record, an accepted request, failures. */
 import { Type } from 'typebox';
 import { Nullable, Timestamp } from '../infra/schemas.ts';
-import { UPDATE_STATUSES } from './status.ts';
+import { UPDATE_STATUSES } from '../model/update-status.ts';
 
 const UpdateError = Nullable(Type.Object({ code: Type.String(), message: Type.String() }));
 
@@ -9,7 +9,11 @@ export const Update = Type.Object({
   id: Type.String(),
   device_id: Type.String(),
   deployment_id: Nullable(Type.String()),
-  kind: Type.Union([Type.Literal('update'), Type.Literal('rollback')]),
+  kind: Type.Union([Type.Literal('update'), Type.Literal('rollback'), Type.Literal('observed')], {
+    description:
+      'update or rollback: ordered by the server; observed: a version change the device reported that the server ' +
+      'did not order (error_code reverted: it fell back after committing from_version; reflashed: changed by hand)',
+  }),
   target_version: Type.String(),
   from_version: Type.String(),
   force: Type.Boolean(),
@@ -47,7 +51,12 @@ export const OtaRecord = Type.Object({
   }),
   update_id: Nullable(Type.String()),
   update_status: Nullable(Type.String()),
+  update_kind: Nullable(Type.String({ description: 'update, rollback, or observed (a version change it reported)' })),
   deployment_id: Nullable(Type.String()),
+  held_by: Nullable(
+    Type.String({ description: 'the deployment (or update) that holds the device: other updates are refused' }),
+  ),
+  slot: Nullable(Type.String({ description: 'the slot an A/B device reports it booted' })),
   online: Type.Boolean(),
 });
 

@@ -8,8 +8,8 @@
 import type { Logger } from 'pino';
 import type { Queryable } from '../infra/db.ts';
 import type { Metrics } from '../infra/metrics.ts';
+import { CLAIMABLE_STATUSES, statusesLeadingTo, type UpdateStatus } from '../model/update-status.ts';
 import * as repo from './repo.ts';
-import { CLAIMABLE_STATUSES, statusesLeadingTo, type UpdateStatus } from './status.ts';
 
 export type { NewUpdate, ProgressReport, Transitioned, TransitionFields } from './repo.ts';
 
@@ -17,6 +17,8 @@ export interface UpdateTransitionsDeps {
   db: Queryable;
   metrics: Metrics;
   log: Logger;
+  /** The report deadline of a dispatched update without a timeout of its own. */
+  updateTimeoutSeconds: number;
 }
 
 export class UpdateTransitions {
@@ -26,10 +28,13 @@ export class UpdateTransitions {
     this.#deps = deps;
   }
 
-  /** New `queued` updates; a device that already has an active update gets none (not returned). */
+  /**
+   * New `queued` updates (or `dispatched` ones, claimed by their creator to send at once); a
+   * device that already has an active update gets none (not returned).
+   */
   async create(updates: readonly repo.NewUpdate[], tx: Queryable = this.#deps.db): Promise<repo.Transitioned[]> {
     if (updates.length === 0) return [];
-    return this.#followed(await repo.insertQueued(tx, updates));
+    return this.#followed(await repo.insertQueued(tx, updates, this.#deps.updateTimeoutSeconds));
   }
 
   /**
@@ -44,6 +49,17 @@ export class UpdateTransitions {
   ): Promise<repo.Transitioned | undefined> {
     const [row] = await repo.applyTransition(tx, { kind: 'one', ...where }, statusesLeadingTo(to), to, fields);
     return row && this.#followed([row])[0];
+  }
+
+  /** Many named updates to `to` with the same fields (a burst of results), each if its status allows it. */
+  async moveMany(
+    rows: readonly { organizationId: string; id: string; deviceId: string }[],
+    to: UpdateStatus,
+    fields: repo.TransitionFields = {},
+    tx: Queryable = this.#deps.db,
+  ): Promise<repo.Transitioned[]> {
+    if (rows.length === 0) return [];
+    return this.#followed(await repo.applyTransition(tx, { kind: 'rows', rows }, statusesLeadingTo(to), to, fields));
   }
 
   /**
@@ -97,8 +113,9 @@ export class UpdateTransitions {
   }
 
   /**
-   * Cancels the deployment's updates still in one of `from` (a cancel or an abort: `queued`,
-   * the ones no device has taken; running ones finish). Batched; in the caller's transaction.
+   * Cancels the deployment's attempts (not its rollbacks) still in one of `from` (a cancel or an
+   * abort: `queued`, the ones no device has taken; running ones finish or get `ota_cancel`).
+   * Batched; in the caller's transaction.
    */
   async cancelOfDeployment(
     where: { organizationId: string; deploymentId: string },
@@ -108,8 +125,39 @@ export class UpdateTransitions {
   ): Promise<repo.Transitioned[]> {
     const allowed = statusesLeadingTo('cancelled').filter((status) => from.includes(status));
     return this.#followed(
-      await repo.applyTransition(tx, { kind: 'deployment', ...where }, allowed, 'cancelled', fields),
+      await repo.applyTransition(
+        tx,
+        { kind: 'deployment', ...where, updateKind: 'update' },
+        allowed,
+        'cancelled',
+        fields,
+      ),
     );
+  }
+
+  /** A deployment's queued attempts whose device stayed offline past its device timeout: skipped, never sent. */
+  async skipOfflinePastTimeout(deploymentId: string, timeoutSeconds: number): Promise<repo.Transitioned[]> {
+    return this.#followed(
+      await repo.applyTransition(
+        this.#deps.db,
+        { kind: 'stale_queued', deploymentId, olderThanSeconds: timeoutSeconds },
+        statusesLeadingTo('skipped').filter((status) => status === 'queued'),
+        'skipped',
+        {
+          errorCode: 'offline_timeout',
+          errorMessage: `the device stayed offline for more than the device timeout (${timeoutSeconds} s)`,
+        },
+      ),
+    );
+  }
+
+  /** A version change the device reported that the server did not order: a row of its history. */
+  async recordObserved(
+    observed: Parameters<typeof repo.insertObserved>[1],
+    tx: Queryable = this.#deps.db,
+  ): Promise<repo.Transitioned | undefined> {
+    const [row] = await repo.insertObserved(tx, observed);
+    return row && this.#followed([row])[0];
   }
 
   /** Active updates whose device has not reported in time, each with the status it really left. */

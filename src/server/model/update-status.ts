@@ -5,6 +5,15 @@
  * as leading to the target.
  */
 
+/**
+ * - queued: waiting for its device to be connected to a process that dispatches it;
+ * - dispatched: the command was sent; in_progress: the device reports on it;
+ * - completed: the device rebooted into the version, committed it and said so;
+ * - failed, timed_out: the device reported a failure, or stopped reporting;
+ * - cancelled: stopped before it ran, or on the device by `ota_cancel`;
+ * - skipped: never sent: when it was due, the device no longer fit (its version or model had
+ *   changed, or it stayed offline past its deployment's device timeout); error_code says which.
+ */
 export const UPDATE_STATUSES = [
   'queued',
   'dispatched',
@@ -28,8 +37,9 @@ export const TAKEN_STATUSES = ACTIVE_STATUSES.filter(
 
 const TRANSITIONS: Record<UpdateStatus, readonly UpdateStatus[]> = {
   queued: ['dispatched', 'cancelled', 'failed', 'skipped'],
-  // Back to queued when the device dropped before it took the command.
-  dispatched: ['queued', 'in_progress', 'completed', 'failed', 'timed_out', 'cancelled'],
+  // Back to queued when the device dropped before it took the command; skipped when, at
+  // dispatch, the device no longer fits (its version or model changed).
+  dispatched: ['queued', 'in_progress', 'completed', 'failed', 'timed_out', 'cancelled', 'skipped'],
   in_progress: ['in_progress', 'completed', 'failed', 'timed_out', 'cancelled'],
   completed: [],
   failed: [],
@@ -60,17 +70,25 @@ export function statusesLeadingTo(to: UpdateStatus): UpdateStatus[] {
 /** The seed's four OTA statuses, as the device record shows them. */
 export type OtaStatus = 'idle' | 'updating' | 'completed' | 'failed';
 
-export function otaStatusOf(status: UpdateStatus | undefined): OtaStatus {
-  switch (status) {
-    case undefined:
+/**
+ * The OTA status of a device from its latest history row: an update or rollback by its status
+ * (never sent: idle); a version change the server observed is `failed` when the device fell back
+ * from the version it had committed (`reverted`), else `idle`.
+ */
+export function otaStatusOf(
+  latest: { status: UpdateStatus; kind: string; error_code: string | null } | undefined,
+): OtaStatus {
+  if (!latest) return 'idle';
+  if (latest.kind === 'observed') return latest.error_code === 'reverted' ? 'failed' : 'idle';
+  switch (latest.status) {
     case 'cancelled':
+    case 'skipped':
       return 'idle';
     case 'queued':
     case 'dispatched':
     case 'in_progress':
       return 'updating';
     case 'completed':
-    case 'skipped':
       return 'completed';
     case 'failed':
     case 'timed_out':

@@ -1,0 +1,111 @@
+/**
+ * Queueing a deployment's attempts, in one place for the scheduler's chunks and for the first
+ * batch that a deployment created to run at once starts in its creating transaction: one update
+ * row per due device, created already dispatched for the devices whose tunnel this process holds
+ * (they are sent as soon as the transaction commits, without the queue), queued for the others
+ * (the process that holds them claims them). A device that another update holds meanwhile gets
+ * no row and is skipped as busy, with its holder.
+ */
+import type { Logger } from 'pino';
+import { findHolder } from '../holds/repo.ts';
+import type { Db, Queryable } from '../infra/db.ts';
+import { newId } from '../infra/secrets.ts';
+import type { Transitioned, UpdateTransitions } from '../updates/transitions.ts';
+import { dispatchAllowance } from './gate.ts';
+import * as repo from './repo.ts';
+
+/** Attempts queued per chunk: one statement's worth, sent while the next chunk is queued. */
+export const CHUNK = 2000;
+
+export interface ChunkDeps {
+  db: Db;
+  transitions: UpdateTransitions;
+  /** This process: devices whose tunnel it holds get their attempt sent from here, at once. */
+  nodeId: string;
+  sendDispatched: (updates: readonly Transitioned[]) => Promise<void>;
+  log: Logger;
+}
+
+/**
+ * Queues one chunk of the attempts due now in a running deployment's started batches (devices
+ * not started, retries due), within max_per_minute, in the planned order, in a transaction of
+ * its own; the chunk's commands go out once it commits, while the caller queues the next.
+ * Answers whether more are due.
+ */
+export async function queueDueChunk(deps: ChunkDeps, row: repo.DeploymentRow): Promise<boolean> {
+  const { db, transitions, nodeId, sendDispatched, log } = deps;
+  const { settings } = row;
+  const allowance = dispatchAllowance(
+    settings.max_per_minute,
+    settings.max_per_minute === null ? 0 : await repo.countCreatedInLastMinute(db, row.id),
+  );
+  const limit = Math.min(CHUNK, allowance);
+  if (limit <= 0) return false;
+  const queued = await db.transaction(async (tx) => {
+    // Holds off a control that would end it until this chunk is queued; the control then cancels it.
+    if (!(await repo.lockIfState(tx, row.id, ['running']))) return { due: 0, dispatched: [] };
+    const due = await repo.claimDueDevices(tx, row.id, nodeId, limit);
+    return { due: due.length, dispatched: await queueAttempts(tx, transitions, row, due) };
+  });
+  sendDispatched(queued.dispatched).catch((error: Error) =>
+    log.error({ err: error, deployment_id: row.id }, 'sending a chunk of attempts failed'),
+  );
+  return queued.due === limit;
+}
+
+/** A device due for an attempt, with what it runs now and whether its tunnel is held by this process. */
+export interface DueDevice {
+  device_id: string;
+  current_version: string;
+  here: boolean;
+  /** The update id to use, when the caller already pointed the device's row at it. */
+  update_id?: string;
+}
+
+/** The report deadline of the deployment's attempts: its device_timeout_minutes, or the server's (null). */
+export function attemptTimeoutSeconds(row: Pick<repo.DeploymentRow, 'settings'>): number | null {
+  const minutes = row.settings.device_timeout_minutes;
+  return minutes === null ? null : Math.ceil(minutes * 60);
+}
+
+/** Creates the attempts in `tx`; answers those created dispatched here (to send once `tx` commits). */
+export async function queueAttempts(
+  tx: Queryable,
+  transitions: UpdateTransitions,
+  row: Pick<repo.DeploymentRow, 'id' | 'organization_id' | 'version' | 'settings'>,
+  due: readonly DueDevice[],
+): Promise<Transitioned[]> {
+  if (due.length === 0) return [];
+  const timeoutSeconds = attemptTimeoutSeconds(row);
+  const created = await transitions.create(
+    due.map((device) => ({
+      id: device.update_id ?? newId('upd'),
+      organizationId: row.organization_id,
+      deviceId: device.device_id,
+      deploymentId: row.id,
+      kind: 'update' as const,
+      targetVersion: row.version,
+      fromVersion: device.current_version,
+      force: row.settings.force,
+      timeoutSeconds,
+      dispatched: device.here,
+    })),
+    tx,
+  );
+  if (created.length < due.length) {
+    const got = new Set(created.map((update) => update.device_id));
+    const busy = due.filter((device) => !got.has(device.device_id));
+    await repo.skipDevices(
+      tx,
+      row.id,
+      await Promise.all(
+        busy.map(async (device) => ({
+          deviceId: device.device_id,
+          reason: 'busy',
+          detail: await findHolder(tx, row.organization_id, device.device_id),
+        })),
+      ),
+    );
+  }
+  return created.filter((update) => update.status === 'dispatched');
+}

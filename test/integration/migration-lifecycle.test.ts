@@ -1,0 +1,143 @@
+/**
+ * Migration 007 carries the deployments of an existing database over, on each database: the
+ * lifecycle state from the old flags, each device's state from its latest update row, the
+ * counts from the devices, the listed target ids into their table, and the old abort reason as
+ * the stop reason.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, describe, it } from 'node:test';
+import { PGlite } from '@electric-sql/pglite';
+import pg from 'pg';
+import { deploymentSettingsOf } from '../../src/server/deployments/schemas.ts';
+import { type Db, openDb, wrapPglite } from '../../src/server/infra/db.ts';
+import { loadMigrations, migrate } from '../../src/server/infra/migrate.ts';
+import { backendsUnderTest, dropSchema, stopSharedServices, TEST_DATABASE_URL } from '../helpers/server.ts';
+
+const backends = await backendsUnderTest();
+after(() => stopSharedServices());
+
+async function openBare(kind: 'pglite' | 'postgres'): Promise<{ db: Db; dispose(): Promise<void> }> {
+  if (kind === 'pglite') {
+    const db = wrapPglite(new PGlite());
+    return { db, dispose: () => db.close() };
+  }
+  const schema = `m_${randomBytes(6).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: TEST_DATABASE_URL });
+  await admin.connect();
+  await admin.query(`CREATE SCHEMA ${schema}`);
+  await admin.end();
+  const db = await openDb({ databaseUrl: TEST_DATABASE_URL, schema, poolSize: 2 });
+  return {
+    db,
+    async dispose() {
+      await db.close();
+      await dropSchema(schema);
+    },
+  };
+}
+
+const settings = JSON.stringify(
+  deploymentSettingsOf({ version: '1.1.0', target: { all: true }, strategy: 'all_at_once', bake_minutes: 0 }),
+);
+
+for (const db of [...new Set(backends.map((backend) => backend.db))]) {
+  describe(`migration 007 on an existing database (${db})`, () => {
+    it('carries deployments over: states from the flags, devices from their update rows, counts from the devices', async () => {
+      const { db: database, dispose } = await openBare(db);
+      try {
+        await migrate(
+          database,
+          loadMigrations().filter((migration) => migration.version <= 6),
+        );
+        await database.exec(`
+          INSERT INTO organizations (id, name, signing_public_key, signing_private_key) VALUES ('org1', 'o', 'pub', 'priv');
+          INSERT INTO devices (organization_id, device_id, current_version, key_hash) VALUES
+            ('org1', 'd1', '1.1.0', 'h1'), ('org1', 'd2', '1.0.0', 'h2'), ('org1', 'd3', '1.0.0', 'h3'),
+            ('org1', 'd4', '1.0.0', 'h4');
+          INSERT INTO deployments (id, organization_id, version, target, settings, started_at) VALUES
+            ('depA', 'org1', '1.1.0', '{"device_ids": ["d1", "d2", "nope"]}', '${settings}', now());
+          INSERT INTO deployments (id, organization_id, version, target, settings, aborted_at, rolled_back_at,
+            abort_reason, started_at) VALUES
+            ('depB', 'org1', '1.1.0', '{"all": true}', '${settings}', now(), now(), 'batch 0 crossed the failure threshold', now());
+          INSERT INTO deployments (id, organization_id, version, target, settings, cancelled_at, finished_at) VALUES
+            ('depC', 'org1', '1.1.0', '{"all": true}', '${settings}', now(), now());
+          INSERT INTO deployment_batches (deployment_id, batch_index, kind, started_at) VALUES
+            ('depA', 0, 'batch', now()), ('depB', 0, 'canary', now()), ('depC', 0, 'batch', NULL);
+          INSERT INTO deployment_devices (deployment_id, organization_id, device_id, batch_index, from_version) VALUES
+            ('depA', 'org1', 'd1', 0, '1.0.0'), ('depA', 'org1', 'd2', 0, '1.0.0'),
+            ('depB', 'org1', 'd3', 0, '1.0.0'), ('depC', 'org1', 'd4', 0, '1.0.0');
+          INSERT INTO ota_updates (id, organization_id, device_id, deployment_id, kind, target_version, from_version,
+            status, error_code, finished_at) VALUES
+            ('u1', 'org1', 'd1', 'depA', 'update', '1.1.0', '1.0.0', 'completed', NULL, now()),
+            ('u2', 'org1', 'd2', 'depA', 'update', '1.1.0', '1.0.0', 'failed', 'install_failed', now()),
+            ('u3', 'org1', 'd3', 'depB', 'update', '1.1.0', '1.0.0', 'completed', NULL, now() - interval '1 minute'),
+            ('u4', 'org1', 'd3', 'depB', 'rollback', '1.0.0', '1.1.0', 'completed', NULL, now());
+        `);
+        assert.equal((await migrate(database))[0], 7, 'migration 007 applied over the existing rows');
+
+        const deployments = await database.query<{
+          id: string;
+          state: string;
+          settled: boolean;
+          stop_reason: string | null;
+          target: unknown;
+        }>('SELECT id, state, settled, stop_reason, target FROM deployments ORDER BY id');
+        assert.deepEqual(
+          deployments.map((row) => [row.id, row.state, row.settled, row.stop_reason]),
+          [
+            ['depA', 'running', false, null],
+            ['depB', 'rolled_back', false, 'batch 0 crossed the failure threshold'],
+            ['depC', 'cancelled', true, null],
+          ],
+        );
+        assert.deepEqual(deployments[0]?.target, { device_ids_count: 3 });
+        const listed = await database.query<{ device_id: string }>(
+          "SELECT device_id FROM deployment_target_ids WHERE deployment_id = 'depA' ORDER BY ordinal",
+        );
+        assert.deepEqual(
+          listed.map((row) => row.device_id),
+          ['d1', 'd2', 'nope'],
+        );
+        const devices = await database.query<{
+          device_id: string;
+          state: string;
+          reason: string | null;
+          rollback_status: string | null;
+        }>(
+          'SELECT device_id, state, reason, rollback_status FROM deployment_devices ORDER BY deployment_id, device_id',
+        );
+        assert.deepEqual(
+          devices.map((row) => [row.device_id, row.state, row.reason, row.rollback_status]),
+          [
+            ['d1', 'completed', null, null],
+            ['d2', 'failed', 'install_failed', null],
+            ['d3', 'completed', null, 'completed'],
+            ['d4', 'pending', null, null],
+          ],
+        );
+        const counts = await database.query<{ deployment_id: string; bucket: string; n: number }>(
+          'SELECT deployment_id, bucket, n FROM deployment_counts WHERE n <> 0 ORDER BY deployment_id, bucket',
+        );
+        assert.deepEqual(
+          counts.map((row) => [row.deployment_id, row.bucket, row.n]),
+          [
+            ['depA', 'completed', 1],
+            ['depA', 'failed', 1],
+            ['depB', 'completed', 1],
+            ['depB', 'rollback/completed', 1],
+            ['depC', 'pending', 1],
+          ],
+        );
+        // The counts are kept on write from then on: a device's row moves its counters.
+        await database.query("UPDATE deployment_devices SET state = 'cancelled' WHERE deployment_id = 'depC'");
+        const after = await database.query<{ bucket: string; n: number }>(
+          "SELECT bucket, n FROM deployment_counts WHERE deployment_id = 'depC' AND n <> 0",
+        );
+        assert.deepEqual(after, [{ bucket: 'cancelled', n: 1 }]);
+      } finally {
+        await dispose();
+      }
+    });
+  });
+}
