@@ -3,9 +3,10 @@
  * and PostgreSQL through `pg`. Both speak the same SQL; repositories use only this.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, rmdirSync } from 'node:fs';
-import { rename, rm } from 'node:fs/promises';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
+import { cp, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { PGlite, type PGliteInterface } from '@electric-sql/pglite';
 import pg from 'pg';
@@ -228,10 +229,14 @@ export async function openDb(options: OpenDbOptions): Promise<Db> {
 const SMALL_INSTANCE = ['shared_buffers=16MB', 'max_connections=5'].flatMap((setting) => ['-c', setting]);
 
 /**
- * Creates the PGlite data directory when there is none, in a child process: initdb runs inside
- * PGlite's WebAssembly memory (two instances, ~750 MB), which a process keeps until a full GC,
- * and an idle server may never run one; a child returns all of it when it exits. It builds the database beside the target and renames it in
- * place, so a crash part-way leaves no half-initialised directory.
+ * Creates the PGlite data directory when there is none. initdb is the expensive part of a first
+ * start (~8 s of CPU inside PGlite's WebAssembly, two instances, ~750 MB that a process keeps
+ * until a full GC), and its result is the same every time: so it runs once per installation, in a
+ * child process that returns all that memory when it exits, and what it made is kept as a
+ * template beside the installed packages (`node_modules/.cache/edgeflow-ota`); later first starts
+ * copy the template. The directory is built beside the target and renamed in place, so a crash
+ * part-way leaves no half-initialised directory. A template that cannot be written (a read-only
+ * installation) only means the next first start runs initdb again.
  */
 async function createPgliteDataDir(dataDir: string): Promise<void> {
   if (existsSync(path.join(dataDir, 'PG_VERSION'))) return;
@@ -241,21 +246,52 @@ async function createPgliteDataDir(dataDir: string): Promise<void> {
   const building = `${dataDir}.creating`;
   await rm(building, { recursive: true, force: true });
   try {
-    await promisify(execFile)(
-      process.execPath,
-      [
-        '--input-type=module',
-        '--eval',
-        'const { PGlite } = await import(process.argv[1]); await (await PGlite.create(process.argv[2])).close();',
-        import.meta.resolve('@electric-sql/pglite'),
-        building,
-      ],
-      { maxBuffer: 16 * 1024 * 1024 },
-    );
+    const template = pgliteTemplateDir();
+    if (existsSync(path.join(template, 'PG_VERSION'))) await cp(template, building, { recursive: true });
+    else {
+      await initPgliteDataDir(building);
+      await keepAsTemplate(building, template);
+    }
     if (existsSync(dataDir)) rmdirSync(dataDir);
     await rename(building, dataDir);
   } finally {
     await rm(building, { recursive: true, force: true });
+  }
+}
+
+const PGLITE_ENTRY = import.meta.resolve('@electric-sql/pglite');
+
+/** Where the initdb template of the installed PGlite is kept: one per PGlite version. */
+function pgliteTemplateDir(): string {
+  const packageDir = path.resolve(fileURLToPath(PGLITE_ENTRY), '..', '..');
+  const { version } = JSON.parse(readFileSync(path.join(packageDir, 'package.json'), 'utf8')) as { version: string };
+  return path.join(packageDir, '..', '..', '.cache', 'edgeflow-ota', `pglite-${version}-initdb`);
+}
+
+async function initPgliteDataDir(target: string): Promise<void> {
+  await promisify(execFile)(
+    process.execPath,
+    [
+      '--input-type=module',
+      '--eval',
+      'const { PGlite } = await import(process.argv[1]); await (await PGlite.create(process.argv[2])).close();',
+      PGLITE_ENTRY,
+      target,
+    ],
+    { maxBuffer: 16 * 1024 * 1024 },
+  );
+}
+
+/** Copies a fresh data directory to the template's place, whole or not at all (two first starts may race). */
+async function keepAsTemplate(source: string, template: string): Promise<void> {
+  const partial = `${template}.${process.pid}.${Date.now()}`;
+  try {
+    await cp(source, partial, { recursive: true });
+    await rename(partial, template);
+  } catch {
+    // Read-only, out of space, or another start got there first: the template is only a saving.
+  } finally {
+    await rm(partial, { recursive: true, force: true }).catch(() => {});
   }
 }
 
