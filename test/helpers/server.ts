@@ -9,6 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { after } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
@@ -312,7 +313,10 @@ export async function startTestServer(backend: Backend, options: TestServerOptio
   };
 }
 
-/** Stops the shared S3-protocol server; call once at the end of a test file that used it. */
+// Whatever a test file forgot, the shared services end with it: an open PGlite or s3rver keeps its process alive.
+after(() => stopSharedServices());
+
+/** Stops the shared S3-protocol server and the PGlite template; runs once at the end of every test file that imports this. */
 export async function stopSharedServices(): Promise<void> {
   if (s3rver) await (await s3rver).stop();
   s3rver = undefined;
