@@ -100,7 +100,7 @@ export class StandInServer {
   }
 
   /** Resolves when `condition` holds, re-checked after every frame and every 20 ms. */
-  async waitFor(description: string, condition: () => boolean, timeoutMs = 5_000): Promise<void> {
+  async waitFor(description: string, condition: () => boolean, timeoutMs = 15_000): Promise<void> {
     if (condition()) return;
     await new Promise<void>((resolve, reject) => {
       const check = () => {
