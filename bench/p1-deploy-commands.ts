@@ -1,7 +1,8 @@
 /**
  * P1: an all-at-once deployment to 10,000 connected simulated devices, from the POST until the
  * server has written the last `ota_update` command (its `edgeflow_commands_dispatched_total`
- * reaching 10,000, read from /metrics every 10 ms), on PostgreSQL (≤ 1 s) and on the embedded
+ * reaching 10,000, read from /metrics every 50 ms: a scrape reads /proc/self/fd, 10,000 entries, so
+ * scraping every 10 ms took a fifth of the server's time), on PostgreSQL (≤ 1 s) and on the embedded
  * database (≤ 2 s). The real server runs as a child process; the devices are real agents in child
  * processes.
  *
@@ -81,7 +82,7 @@ async function deploymentSeconds(database: 'pglite' | 'postgres'): Promise<numbe
         return written >= DEVICES;
       },
       5 * 60_000,
-      10,
+      50,
     );
     const seconds = (done - started) / 1000;
     log(`${database}: deployment to ${DEVICES} devices: last command written ${seconds.toFixed(2)} s after the POST`);

@@ -4,13 +4,15 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 export function createMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
-  // Counting the process's open handles walks every one of them at each scrape: 15,000 tunnels'
-  // sockets. Connected devices are counted by edgeflow_connected_devices instead.
+  // Counting the process's open handles and resources walks every one of them at each scrape:
+  // 15,000 tunnels' sockets. Connected devices are counted by edgeflow_connected_devices instead.
   for (const name of [
     'nodejs_active_handles',
     'nodejs_active_handles_total',
     'nodejs_active_requests',
     'nodejs_active_requests_total',
+    'nodejs_active_resources',
+    'nodejs_active_resources_total',
   ]) {
     registry.removeSingleMetric(name);
   }
