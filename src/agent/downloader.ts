@@ -40,6 +40,25 @@ export class DownloadFailedError extends Error {}
 
 class LinkExpiredError extends Error {}
 
+/** The server is at its limit of downloads (503) or asks this client to slow down (429): wait, no failure. */
+class ComeBackLaterError extends Error {
+  constructor(
+    status: number,
+    readonly afterMs: number,
+  ) {
+    super(`HTTP ${status}: the server asks to come back in ${Math.round(afterMs / 1000)} s`);
+  }
+}
+
+/** The longest a device waits between asking a busy server again. */
+const BUSY_WAIT_CAP_MS = 60_000;
+
+/** A busy server's Retry-After (seconds), at most 5 minutes; 5 s when absent or not a number of seconds. */
+function retryAfterMs(header: string | string[] | undefined): number {
+  const seconds = Number(Array.isArray(header) ? header[0] : header);
+  return Number.isFinite(seconds) && seconds > 0 ? Math.min(seconds, 300) * 1000 : 5_000;
+}
+
 /**
  * Streams the image into the sink, resuming from what the sink holds with `Range`, refreshing the
  * link when it expired (by its timestamp or by the store's 403), retrying with capped backoff.
@@ -49,6 +68,7 @@ export async function downloadToSink(options: DownloadOptions): Promise<void> {
   let link = options.link;
   let linkExpired = false;
   let failures = 0;
+  let busyInARow = 0;
   for (;;) {
     signal.throwIfAborted();
     const heldBefore = await options.sink.offset();
@@ -64,6 +84,19 @@ export async function downloadToSink(options: DownloadOptions): Promise<void> {
     } catch (error) {
       if (signal.aborted) throw signal.reason;
       if (error instanceof DownloadFailedError) throw error;
+      if (error instanceof ComeBackLaterError) {
+        // Busy is not broken: a fleet-wide rollout queues here, so it never counts toward giving up.
+        // Each busy answer in a row doubles the spread of the wait (capped at a minute, at random
+        // within it): ten thousand devices sent away together come back spread out, at about the
+        // rate the server finishes downloads, instead of polling it off its feet.
+        busyInARow += 1;
+        const spreadMs = Math.min(error.afterMs * 2 ** Math.min(busyInARow, 6), BUSY_WAIT_CAP_MS);
+        const waitMs = error.afterMs + Math.floor(Math.random() * Math.max(0, spreadMs - error.afterMs));
+        logger.info('download server busy, waiting', { retry_in_ms: waitMs });
+        await sleep(waitMs, undefined, { signal });
+        continue;
+      }
+      busyInARow = 0;
       if (error instanceof LinkExpiredError) linkExpired = true;
       // A flaky link that keeps making progress is worth staying on; only stalls count.
       if ((await options.sink.offset()) > heldBefore) failures = 0;
@@ -95,6 +128,8 @@ async function fetchRemainder(url: string, options: DownloadOptions): Promise<vo
   try {
     const status = response.statusCode ?? 0;
     if (status === 401 || status === 403 || status === 410) throw new LinkExpiredError(`HTTP ${status}`);
+    if (status === 503 || status === 429)
+      throw new ComeBackLaterError(status, retryAfterMs(response.headers['retry-after']));
     if (status === 416) {
       await sink.reset();
       throw new Error('the server refused the range; starting over');

@@ -25,7 +25,7 @@ import {
   refuseMalformedUrl,
   validatorCompiler,
 } from './infra/boundary.ts';
-import { AppError, TooManyRequestsError } from './infra/errors.ts';
+import { AppError, RetryLaterError } from './infra/errors.ts';
 import { KeySessions } from './infra/key-sessions.ts';
 import { LingeringClose } from './infra/linger.ts';
 import { ErrorResponse } from './infra/schemas.ts';
@@ -134,7 +134,7 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
 
   app.setErrorHandler((error: FastifyError | AppError, request, reply) => {
     if (error instanceof AppError) {
-      if (error instanceof TooManyRequestsError) reply.header('retry-after', String(error.retryAfterSeconds));
+      if (error instanceof RetryLaterError) reply.header('retry-after', String(error.retryAfterSeconds));
       return reply.code(error.statusCode).send({
         error: { code: error.code, message: error.message, ...(error.details ? { details: error.details } : {}) },
       });

@@ -48,6 +48,8 @@ export class StandInServer {
   ignoreRange = false;
   /** Drop the next firmware response after this many body bytes. */
   dropNextDownloadAfterBytes: number | undefined;
+  /** Answer this many firmware requests 503 with this Retry-After (seconds), as a busy EdgeFlow server does. */
+  busy: { answers: number; retryAfter: string } | undefined;
   private readonly blobs = new Map<string, Buffer>();
   private readonly sockets = new Map<string, WebSocket>();
   private readonly allSockets = new Set<WebSocket>();
@@ -237,6 +239,12 @@ export class StandInServer {
     };
     if (!blob) return finish(404);
     if (Number(url.searchParams.get('expires')) < Date.now()) return finish(403);
+    if (this.busy && this.busy.answers > 0) {
+      this.busy.answers -= 1;
+      log.status = 503;
+      response.writeHead(503, { 'retry-after': this.busy.retryAfter }).end();
+      return;
+    }
     let start = 0;
     if (range) {
       const match = /^bytes=(\d+)-$/.exec(range);

@@ -63,6 +63,39 @@ describe('firmware download (against a local HTTP store with Range support)', ()
     assert.equal(await sink.sha256(), firmware.sha256);
   });
 
+  it('waits out a busy server (503 + Retry-After) without counting it as a failure, however often', async () => {
+    server.firmwareRequests.length = 0;
+    // More busy answers than maxRetries (5) allows failures: busy is not broken.
+    server.busy = { answers: 8, retryAfter: '0.001' };
+    try {
+      const sink = new MemoryDownloadSink();
+      await downloadToSink(options(server, { sink, maxRetries: 2 }));
+      assert.equal(await sink.sha256(), firmware.sha256);
+      assert.deepEqual(
+        server.firmwareRequests.map((request) => request.status),
+        [...Array(8).fill(503), 200],
+      );
+    } finally {
+      server.busy = undefined;
+    }
+  });
+
+  it('waits as long as Retry-After says before coming back', async () => {
+    server.firmwareRequests.length = 0;
+    server.busy = { answers: 1, retryAfter: '1' };
+    try {
+      const started = Date.now();
+      await downloadToSink(options(server, { sink: new MemoryDownloadSink() }));
+      assert.ok(Date.now() - started >= 1_000, 'came back no sooner than the server asked');
+      assert.deepEqual(
+        server.firmwareRequests.map((request) => request.status),
+        [503, 200],
+      );
+    } finally {
+      server.busy = undefined;
+    }
+  });
+
   it('asks for a fresh link when the store answers 403, and continues with it', async () => {
     const sink = new MemoryDownloadSink();
     let refreshes = 0;

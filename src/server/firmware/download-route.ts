@@ -6,7 +6,7 @@
 import type { Readable } from 'node:stream';
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import { LocalBlobStore } from '../infra/blobstore/local.ts';
-import { AppError, ForbiddenError, NotFoundError } from '../infra/errors.ts';
+import { AppError, ForbiddenError, NotFoundError, ServiceBusyError } from '../infra/errors.ts';
 import type { Services } from '../services.ts';
 
 export type ByteRange = { start: number; end: number };
@@ -38,8 +38,15 @@ export const downloadRoute: FastifyPluginAsync<{ services: Services }> = async (
     for (const stream of active) stream.destroy();
   });
 
+  const limit = services.config.maxConcurrentDownloads;
+
   const serve = async (
-    request: { params: unknown; query: unknown; headers: Record<string, string | string[] | undefined> },
+    request: {
+      method: string;
+      params: unknown;
+      query: unknown;
+      headers: Record<string, string | string[] | undefined>;
+    },
     reply: FastifyReply,
   ) => {
     const key = (request.params as { '*': string })['*'];
@@ -48,6 +55,15 @@ export const downloadRoute: FastifyPluginAsync<{ services: Services }> = async (
     if (verdict === 'expired')
       throw new ForbiddenError('link_expired', 'the download link has expired; ask for a new one');
     if (verdict !== 'ok') throw new ForbiddenError('link_invalid', 'the download link is not valid');
+    if (request.method === 'GET' && active.size >= limit) {
+      // Spread the returns over a few seconds, so the waiting devices do not come back as one herd.
+      const retryAfter = 1 + Math.floor(Math.random() * 5);
+      throw new ServiceBusyError(
+        'downloads_busy',
+        `this server is serving ${limit} downloads; try again shortly`,
+        retryAfter,
+      );
+    }
     let size: number;
     try {
       size = (await store.stat(key)).size;

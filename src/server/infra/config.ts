@@ -54,6 +54,12 @@ export interface Config {
   /** Open deployments (scheduled, running, paused) an organization may have at once; beyond: 409 too_many_deployments. */
   maxOpenDeployments: number;
   /**
+   * Firmware downloads the local store serves at once; beyond, 503 downloads_busy with Retry-After
+   * (agents wait and come back without counting it as a failure). Each download then runs at a
+   * useful speed instead of ten thousand crawling together until their idle timeouts cut them.
+   */
+  maxConcurrentDownloads: number;
+  /**
    * A baking device offline for longer than this fails its bake (shorter: a server or replica
    * restart, or a network blip, is no failure; it is judged when it is back).
    */
@@ -167,6 +173,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     deploymentRetryBaseMs: integer(env, 'EDGEFLOW_DEPLOYMENT_RETRY_BASE_MS', 30_000, 10),
     dispatchIntervalMs: integer(env, 'EDGEFLOW_DISPATCH_INTERVAL_MS', 1000, 10),
     maxOpenDeployments: integer(env, 'EDGEFLOW_MAX_OPEN_DEPLOYMENTS', 100, 1),
+    maxConcurrentDownloads: integer(env, 'EDGEFLOW_MAX_CONCURRENT_DOWNLOADS', 256, 1),
     bakeOfflineGraceSeconds: integer(env, 'EDGEFLOW_BAKE_OFFLINE_GRACE_SECONDS', 90, 0),
     healthCheckTimeoutMs: integer(env, 'EDGEFLOW_HEALTH_CHECK_TIMEOUT_MS', 5000, 50),
     shutdownTimeoutMs: integer(env, 'EDGEFLOW_SHUTDOWN_TIMEOUT_MS', 10_000, 0),

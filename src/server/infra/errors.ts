@@ -57,14 +57,29 @@ export class UnprocessableError extends AppError {
   }
 }
 
-/** Too many of something from this client: answered 429 with `Retry-After` (app.ts). */
-export class TooManyRequestsError extends AppError {
+/** Refused for now, not for good: answered with `Retry-After` (app.ts). */
+export class RetryLaterError extends AppError {
   constructor(
+    statusCode: 429 | 503,
     code: string,
     message: string,
     readonly retryAfterSeconds: number,
   ) {
-    super(429, code, message);
+    super(statusCode, code, message);
+  }
+}
+
+/** Too many of something from this client: 429. */
+export class TooManyRequestsError extends RetryLaterError {
+  constructor(code: string, message: string, retryAfterSeconds: number) {
+    super(429, code, message, retryAfterSeconds);
+  }
+}
+
+/** This server is at a capacity limit for the moment (not the client's fault): 503. */
+export class ServiceBusyError extends RetryLaterError {
+  constructor(code: string, message: string, retryAfterSeconds: number) {
+    super(503, code, message, retryAfterSeconds);
   }
 }
 
