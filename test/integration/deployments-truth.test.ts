@@ -113,6 +113,22 @@ for (const backend of backends) {
       assert.equal(final.bake_failed, canary.bake_failed);
       assert.ok(final.rollback!.skipped >= 3, JSON.stringify(final.rollback));
       assert.equal(final.rollback!.failed, 0);
+      // A fallen-back device's record converges on its own report: its bake may have failed
+      // first as unhealthy (the probe reached it before it booted 1.0.0 and said so).
+      const fallenIds = new Set(devices.slice(0, 3).map((device) => device.deviceId));
+      await eventually(
+        async () =>
+          (await members(created.id)).filter(
+            (device) => fallenIds.has(device.device_id) && device.reason === 'bake_reverted',
+          ).length === 3,
+        30_000,
+        'the fallen-back devices read reverted',
+      ).catch(async (error: Error) => {
+        const rows = (await members(created.id)).filter((device) => fallenIds.has(device.device_id));
+        throw new Error(
+          `${error.message}: ${JSON.stringify(rows.map((row) => [row.device_id, row.state, row.reason]))}`,
+        );
+      });
       const all = await members(created.id);
       for (const fallen of devices.slice(0, 3)) {
         const row = all.find((device) => device.device_id === fallen.deviceId)!;

@@ -10,6 +10,7 @@ import { after, describe, it } from 'node:test';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 import { deploymentSettingsOf } from '../../src/server/deployments/schemas.ts';
+import { recordFallBack } from '../../src/server/devices/repo.ts';
 import { type Db, openDb, wrapPglite } from '../../src/server/infra/db.ts';
 import { loadMigrations, migrate } from '../../src/server/infra/migrate.ts';
 import { backendsUnderTest, dropSchema, stopSharedServices, TEST_DATABASE_URL } from '../helpers/server.ts';
@@ -43,6 +44,52 @@ const settings = JSON.stringify(
 
 for (const db of [...new Set(backends.map((backend) => backend.db))]) {
   describe(`migration 007 on an existing database (${db})`, () => {
+    it('a device that fell back from the version reads bake_reverted, even when its bake failed first as unhealthy', async () => {
+      const { db: database, dispose } = await openBare(db);
+      try {
+        await migrate(database);
+        await database.exec(`
+          INSERT INTO organizations (id, name, signing_public_key, signing_private_key) VALUES ('org1', 'o', 'pub', 'priv');
+          INSERT INTO devices (organization_id, device_id, current_version, key_hash) VALUES
+            ('org1', 'fell', '1.1.0', 'h1'), ('org1', 'rolled', '1.1.0', 'h2');
+          INSERT INTO deployments (id, organization_id, version, target, settings, state, started_at) VALUES
+            ('dep', 'org1', '1.1.0', '{"all": true}', '${settings}', 'running', now());
+          INSERT INTO deployment_batches (deployment_id, batch_index, kind, started_at) VALUES ('dep', 0, 'batch', now());
+          INSERT INTO deployment_devices (deployment_id, organization_id, device_id, batch_index, from_version, state,
+            reason, bake_failed_at) VALUES
+            ('dep', 'org1', 'fell', 0, '1.0.0', 'failed', 'bake_unhealthy', now()),
+            ('dep', 'org1', 'rolled', 0, '1.0.0', 'failed', 'bake_unhealthy', now());
+        `);
+        // Its health probe answered unhealthy first; then it booted 1.0.0 again and said so.
+        await database.query("UPDATE devices SET current_version = '1.0.0' WHERE device_id IN ('fell', 'rolled')");
+        await recordFallBack(database, 'org1', 'fell', '1.1.0');
+        // 'rolled' went back by the server's rollback: no fall-back is recorded for it.
+        const rows = await database.query<{ device_id: string; state: string; reason: string }>(
+          "SELECT device_id, state, reason FROM deployment_devices WHERE deployment_id = 'dep' ORDER BY device_id",
+        );
+        assert.deepEqual(
+          rows.map((row) => [row.device_id, row.state, row.reason]),
+          [
+            ['fell', 'failed', 'bake_reverted'],
+            ['rolled', 'failed', 'bake_unhealthy'],
+          ],
+        );
+        const counts = await database.query<{ bucket: string; n: number }>(
+          "SELECT bucket, n FROM deployment_counts WHERE deployment_id = 'dep' AND n <> 0 ORDER BY bucket",
+        );
+        assert.deepEqual(
+          counts.map((row) => [row.bucket, row.n]),
+          [
+            ['bake_failed', 2],
+            ['failed', 2],
+          ],
+          'the reason moved, the counts did not',
+        );
+      } finally {
+        await dispose();
+      }
+    });
+
     it('carries deployments over: states from the flags, devices from their update rows, counts from the devices', async () => {
       const { db: database, dispose } = await openBare(db);
       try {

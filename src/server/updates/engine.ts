@@ -581,15 +581,15 @@ export class UpdateEngine {
     if (active?.status === 'dispatched' && info.update_id !== active.id && sentBeforeThisTunnel) {
       await transitions.move({ organizationId: device.organizationId, id: active.id }, 'queued');
     }
-    if (active) {
-      this.kick();
-      return;
-    }
+    if (active) this.kick();
+    // A change the active update explains (the device boots the version it is being put on) is
+    // that update's to report. Any other is recorded whatever is queued for it now (a rollback
+    // queued while it was away, which its new version may make moot): it would be lost otherwise.
     if (changedFrom === null) return;
-    const latest = await repo.latestUpdate(db, device.organizationId, device.deviceId);
+    if (active && (info.update_id === active.id || info.current_version === active.target_version)) return;
+    const latest = await repo.latestFinishedUpdate(db, device.organizationId, device.deviceId);
     const fellBack =
       latest !== undefined &&
-      latest.kind !== 'observed' &&
       latest.status === 'completed' &&
       latest.target_version === changedFrom &&
       latest.from_version === info.current_version;

@@ -83,6 +83,20 @@ export async function latestUpdate(db: Queryable, organizationId: string, device
   return row;
 }
 
+/**
+ * The device's latest update or rollback that ended (not an observed change): what the server
+ * last put it on, or failed to. Updates still queued or under way are not what it runs.
+ */
+export async function latestFinishedUpdate(db: Queryable, organizationId: string, deviceId: string) {
+  const [row] = await db.query<UpdateRow>(
+    `SELECT ${COLUMNS} FROM ota_updates u WHERE u.organization_id = $1 AND u.device_id = $2
+       AND u.kind <> 'observed' AND u.status IN ('completed', 'failed', 'timed_out', 'cancelled')
+     ${NEWEST_FIRST} LIMIT 1`,
+    [organizationId, deviceId],
+  );
+  return row;
+}
+
 /** What a list of devices shows of each one's latest update (any kind). */
 export interface LatestUpdateSummary {
   status: UpdateStatus;
