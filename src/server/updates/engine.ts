@@ -582,11 +582,14 @@ export class UpdateEngine {
       await transitions.move({ organizationId: device.organizationId, id: active.id }, 'queued');
     }
     if (active) this.kick();
-    // A change the active update explains (the device boots the version it is being put on) is
-    // that update's to report. Any other is recorded whatever is queued for it now (a rollback
-    // queued while it was away, which its new version may make moot): it would be lost otherwise.
+    // A change during an update the device has under way (its trial boot, its fall-back) is that
+    // update's to report. A change while an update only waits for it (a rollback queued while it
+    // was away, which its new version may make moot) is recorded: it would be lost otherwise.
     if (changedFrom === null) return;
-    if (active && (info.update_id === active.id || info.current_version === active.target_version)) return;
+    const waitsOnly = active && (active.status === 'queued' || active.status === 'dispatched');
+    if (active && (!waitsOnly || info.update_id === active.id || info.current_version === active.target_version)) {
+      return;
+    }
     const latest = await repo.latestFinishedUpdate(db, device.organizationId, device.deviceId);
     const fellBack =
       latest !== undefined &&
