@@ -13,7 +13,6 @@ import {
   type Control,
   controlsFor,
   type DeploymentState,
-  type DeviceState,
   explainDevice,
   isEnded,
 } from '../model/deployment.ts';
@@ -220,14 +219,7 @@ export class DeploymentService {
   async devices(
     organizationId: string,
     id: string,
-    query: {
-      states?: readonly DeviceState[] | undefined;
-      reason?: string | undefined;
-      batch?: number | undefined;
-      failing?: boolean | undefined;
-      after?: string | undefined;
-      limit: number;
-    },
+    query: repo.DeviceFilter,
   ) {
     const { db } = this.#deps;
     const deployment = await this.#findOrThrow(db, organizationId, id);
