@@ -9,13 +9,7 @@ import type { Config } from '../infra/config.ts';
 import type { Db, Queryable } from '../infra/db.ts';
 import { ConflictError, NotFoundError } from '../infra/errors.ts';
 import { newId } from '../infra/secrets.ts';
-import {
-  type Control,
-  controlsFor,
-  type DeploymentState,
-  explainDevice,
-  isEnded,
-} from '../model/deployment.ts';
+import { type Control, controlsFor, type DeploymentState, explainDevice, isEnded } from '../model/deployment.ts';
 import type { Transitioned, UpdateTransitions } from '../updates/transitions.ts';
 import { queueDueChunk } from './attempts.ts';
 import { type DeploymentLifecycle, loadView, loadViews } from './lifecycle.ts';
@@ -216,11 +210,7 @@ export class DeploymentService {
   }
 
   /** The deployment's devices, a page at a time, each with where it stands and why. */
-  async devices(
-    organizationId: string,
-    id: string,
-    query: repo.DeviceFilter,
-  ) {
+  async devices(organizationId: string, id: string, query: repo.DeviceFilter) {
     const { db } = this.#deps;
     const deployment = await this.#findOrThrow(db, organizationId, id);
     const rows = await repo.listDevicePage(db, id, query);
