@@ -60,6 +60,27 @@ export async function freePort(): Promise<number> {
 }
 
 /**
+ * The Node.js flags the server runs with: those `npm start` gives it (package.json's start script),
+ * or BENCH_SERVER_NODE_ARGS's when set ("" for Node's defaults: the same-run comparison of a flag's cost).
+ */
+export const SERVER_NODE_ARGS: string[] = (
+  process.env.BENCH_SERVER_NODE_ARGS ??
+  (
+    JSON.parse(readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } }
+  ).scripts.start
+    .split(' ')
+    .filter((word) => word.startsWith('--'))
+    .join(' ')
+)
+  .split(' ')
+  .filter(Boolean);
+
+/** `node … bin/edgeflow-ota.js serve` as `npm start` runs it; `extra` node flags (a preload, --cpu-prof) added. */
+export function serveArgs(extra: string[] = []): string[] {
+  return [...SERVER_NODE_ARGS, ...extra, path.join(REPO_ROOT, 'bin/edgeflow-ota.js'), 'serve'];
+}
+
+/**
  * Starts `edgeflow-ota serve` on the embedded defaults in `dataDir` on a free port; resolves once it
  * listens. `nodeArgs` (e.g. "--cpu-prof") profile the server.
  */
@@ -68,7 +89,7 @@ export function startServer(
   adminKey: string,
   nodeArgs: string[] = [],
 ): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [...nodeArgs, path.join(REPO_ROOT, 'bin/edgeflow-ota.js'), 'serve'], {
+  const child = spawn(process.execPath, serveArgs(nodeArgs), {
     cwd: REPO_ROOT,
     env: {
       ...process.env,

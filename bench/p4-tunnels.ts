@@ -17,7 +17,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runSimulation } from '../src/simulator/processes.ts';
 import { registerDevices } from '../src/simulator/register.ts';
-import { type Figure, freePort, REPO_ROOT, report, rssBytes, until } from './lib.ts';
+import { type Figure, freePort, REPO_ROOT, report, rssBytes, serveArgs, until } from './lib.ts';
 
 const DEVICES = Number(process.env.P4_DEVICES ?? 15_000);
 /**
@@ -89,13 +89,7 @@ async function measureServer(): Promise<Measurement & { clientRss: number[]; reg
   const base = `http://127.0.0.1:${port}`;
   const server = spawn(
     process.execPath,
-    [
-      '--expose-gc',
-      '--import',
-      path.join(REPO_ROOT, 'bench/support/p4-gc-on-signal.mjs'),
-      path.join(REPO_ROOT, 'bin/edgeflow-ota.js'),
-      'serve',
-    ],
+    serveArgs(['--expose-gc', '--import', path.join(REPO_ROOT, 'bench/support/p4-gc-on-signal.mjs')]),
     {
       env: {
         ...process.env,

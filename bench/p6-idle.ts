@@ -4,15 +4,13 @@
  * server on PostgreSQL (a database created for the run and dropped after) as the baseline.
  * Target: ≤ 200 MiB idle on both starts.
  *
- * The server runs as `npm start` runs it (`node bin/edgeflow-ota.js serve`), in a child process.
+ * The server runs as `npm start` runs it (`node <its flags> bin/edgeflow-ota.js serve`), in a child process.
  * "Idle" is read once /readyz answers, after a pause, when two readings a second apart agree
  * within 1 MiB: what an operator sees in `ps`, garbage not yet collected included. For the
  * breakdown the server also gets a preload that runs a full GC on SIGUSR2 and writes its memory
  * figures (the JS heap, and `external`, which includes PGlite's WebAssembly memory).
- * P6_DATABASE_URL points the baseline at another PostgreSQL server. To measure what an option
- * would change: P6_SERVER_NODE_ARGS passes node flags to the server (e.g. "--max-semi-space-size=2"),
- * P6_SERVER_ENTRY runs another entry point instead of bin/edgeflow-ota.js (e.g. an esbuild bundle
- * of src/cli/main.ts, to see the server without tsx's loader; docs/benchmarks.md has the command).
+ * P6_DATABASE_URL points the baseline at another PostgreSQL server. BENCH_SERVER_NODE_ARGS replaces
+ * the Node.js flags npm start gives the server ("" for Node's defaults), to measure what a flag buys.
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -21,14 +19,21 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { type Figure, freePort, peakRssBytes, REPO_ROOT, report, rssBytes } from './lib.ts';
+import {
+  type Figure,
+  freePort,
+  peakRssBytes,
+  REPO_ROOT,
+  report,
+  rssBytes,
+  SERVER_NODE_ARGS,
+  serveArgs,
+} from './lib.ts';
 
 const ADMIN_URL = process.env.P6_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const TARGET_MIB = 200;
 const SETTLE_MS = 5_000;
 const ADMIN_KEY = 'p6-bench-admin-key';
-const NODE_ARGS = (process.env.P6_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
-const ENTRY = path.resolve(REPO_ROOT, process.env.P6_SERVER_ENTRY || 'bin/edgeflow-ota.js');
 
 const mib = (bytes: number) => bytes / 1024 / 1024;
 const log = (line: string) => console.log(`p6  ${line}`);
@@ -51,14 +56,7 @@ async function measureStart(label: string, env: Record<string, string>, dataDir:
   const started = performance.now();
   const server = spawn(
     process.execPath,
-    [
-      ...NODE_ARGS,
-      '--expose-gc',
-      '--import',
-      path.join(REPO_ROOT, 'bench/support/p4-gc-on-signal.mjs'),
-      ENTRY,
-      'serve',
-    ],
+    serveArgs(['--expose-gc', '--import', path.join(REPO_ROOT, 'bench/support/p4-gc-on-signal.mjs')]),
     {
       env: {
         ...process.env,
@@ -143,7 +141,7 @@ async function measurePostgres(): Promise<Start> {
   }
 }
 
-log(`server: node ${[...NODE_ARGS, path.relative(REPO_ROOT, ENTRY)].join(' ')} serve`);
+log(`server: node ${SERVER_NODE_ARGS.join(' ')} bin/edgeflow-ota.js serve`);
 const embedded = await measureEmbedded();
 const postgres = await measurePostgres();
 
@@ -183,7 +181,7 @@ report(
     pglite_first_start: breakdown(embedded.first),
     pglite_restart: breakdown(embedded.restart),
     postgres: breakdown(postgres),
-    server: { node_args: NODE_ARGS, entry: path.relative(REPO_ROOT, ENTRY) },
+    server: { node_args: SERVER_NODE_ARGS },
     note: 'idle = settled RSS without a forced GC; external includes the WebAssembly memory of PGlite',
   },
 );

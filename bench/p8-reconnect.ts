@@ -19,7 +19,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runSimulation } from '../src/simulator/processes.ts';
 import { registerDevices } from '../src/simulator/register.ts';
-import { type Figure, freePort, REPO_ROOT, report, until } from './lib.ts';
+import { type Figure, freePort, report, serveArgs, until } from './lib.ts';
 
 const DEVICES = Number(process.env.P8_DEVICES ?? 1_000);
 const PER_PROCESS = Math.ceil(DEVICES / 2);
@@ -29,7 +29,7 @@ const SAMPLE_MS = 100;
 const log = (line: string) => console.log(`p8  ${line}`);
 
 function startServer(dataDir: string, port: number): ChildProcess {
-  return spawn(process.execPath, [path.join(REPO_ROOT, 'bin/edgeflow-ota.js'), 'serve'], {
+  return spawn(process.execPath, serveArgs(), {
     env: {
       ...process.env,
       EDGEFLOW_DATA_DIR: dataDir,

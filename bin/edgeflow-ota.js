@@ -1,6 +1,19 @@
 #!/usr/bin/env node
-// Runs the TypeScript sources through tsx's loader: nothing to build before `npm start`.
-import { register } from 'tsx/esm/api';
+// Runs the compiled CLI (dist/, built by `npm install`). When src/ changed since the last build, it
+// is rebuilt first (half a second), so what runs is always the sources as they are.
+import { pathToFileURL } from 'node:url';
+import { build, CLI_ENTRY, isBuildCurrent } from '../scripts/build.mjs';
 
-register();
-await import('../src/cli/main.ts');
+if (!isBuildCurrent()) {
+  try {
+    await build();
+    process.stderr.write('edgeflow-ota: rebuilt dist/ (src/ changed since the last build)\n');
+  } catch (error) {
+    process.stderr.write(
+      `error: the compiled build (dist/) is missing or older than src/, and rebuilding it failed: ${error.message}\n` +
+        'hint: run `npm install` (or `npm run build`) in the edgeflow-ota directory\n',
+    );
+    process.exit(1);
+  }
+}
+await import(pathToFileURL(CLI_ENTRY).href);

@@ -4,7 +4,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { buildTestCli } from './build-test-cli.mjs';
+import { build, isBuildCurrent } from './build.mjs';
 
 function testFiles(dir) {
   let found = [];
@@ -50,8 +50,9 @@ const rest = [...testFiles('test/e2e'), ...testFiles('test/integration')].filter
 const groups = only.length
   ? [only]
   : [[...LONGEST_FIRST.filter((file) => existsSync(file)), ...rest, ...testFiles('test/unit')]];
-// The e2e suites start the CLI as a child process; they run this bundle of it (build-test-cli.mjs).
-process.env.EDGEFLOW_TEST_CLI ??= await buildTestCli();
+// The e2e suites start the CLI as a user does (bin/edgeflow-ota.js, the compiled build in dist/): built
+// once here if src/ changed since, rather than by the first of many child processes at once.
+if (!isBuildCurrent()) await build();
 let failed = false;
 for (const files of groups.filter((group) => group.length)) {
   const result = spawnSync(

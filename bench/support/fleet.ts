@@ -12,7 +12,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { runSimulation } from '../../src/simulator/processes.ts';
 import { registerDevices } from '../../src/simulator/register.ts';
-import { freePort, REPO_ROOT, until } from '../lib.ts';
+import { freePort, serveArgs, until } from '../lib.ts';
 
 const ADMIN_KEY = 'fleet-bench-admin-key';
 export const DATABASE_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -51,7 +51,7 @@ export async function startFleet(options: {
   const profile = process.env.BENCH_PROFILE_DIR
     ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`]
     : [];
-  const server = spawn(process.execPath, [...profile, path.join(REPO_ROOT, 'bin/edgeflow-ota.js'), 'serve'], {
+  const server = spawn(process.execPath, serveArgs(profile), {
     env: {
       ...process.env,
       EDGEFLOW_DATA_DIR: dataDir,

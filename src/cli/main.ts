@@ -1,6 +1,6 @@
-import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { registerAgentCommand } from '../agent/cli.ts';
+import { packageVersion } from '../installation.ts';
 import { escapeControlCharacters } from '../protocol/text.ts';
 import { registerSimulateCommand } from '../simulator/cli.ts';
 import { registerAdminCommands } from './admin.ts';
@@ -10,13 +10,9 @@ import { CliError, describeCliError } from './errors.ts';
 import { registerOperatorCommands } from './operator.ts';
 import { registerServeCommand } from './serve.ts';
 
-const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
-  version: string;
-};
-
 const program: Command = new Command('edgeflow-ota')
   .description('EdgeFlow OTA: over-the-air firmware updates for fleets of edge devices')
-  .version(version, '-V, --version', 'print the version')
+  .version(packageVersion, '-V, --version', 'print the version')
   // `firmware upload --version 1.2.0` is the firmware's version, not a request for ours.
   .enablePositionalOptions()
   .showHelpAfterError()

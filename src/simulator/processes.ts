@@ -5,7 +5,7 @@
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { fileURLToPath } from 'node:url';
+import { entryPoint } from '../installation.ts';
 import { planFaults } from './faults.ts';
 import {
   addCounters,
@@ -60,12 +60,13 @@ function runInChildren(options: FleetOptions, processes: number): MultiProcessSi
 
   const aggregate = () => latest.reduce((sum, part) => addCounters(sum, part), emptyCounters());
 
+  const worker = entryPoint('simulator/worker.ts');
   for (let index = 0; index < processes; index++) {
     const slice = devices.slice(index * sliceSize, (index + 1) * sliceSize);
     latest[index] = { ...emptyCounters(), devices: slice.length, ota: { ...emptyCounters().ota, idle: slice.length } };
-    const child = fork(fileURLToPath(new URL('./worker.ts', import.meta.url)), [], {
-      // Only the loader: the parent's own flags (a test runner's, say) are not for the child.
-      execArgv: ['--import', import.meta.resolve('tsx')],
+    const child = fork(worker.file, [], {
+      // Only the loader, if any: the parent's own flags (a test runner's, say) are not for the child.
+      execArgv: worker.execArgv,
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       serialization: 'advanced',
     });

@@ -18,7 +18,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { BIN, CLI } from '../helpers/cli.ts';
+import { CLI } from '../helpers/cli.ts';
 import { PATIENCE } from '../helpers/raw-device.ts';
 import { startTestServer, stopSharedServices } from '../helpers/server.ts';
 
@@ -76,12 +76,12 @@ after(() => rm(tmp, { recursive: true, force: true }));
 
 describe('help and version (bin/edgeflow-ota.js itself)', () => {
   it('bare edgeflow-ota prints help, and --version the package version', async () => {
-    const bare = await cli([], {}, undefined, BIN);
+    const bare = await cli([]);
     assert.equal(bare.code, 0);
     assert.match(bare.stdout, /^Usage: edgeflow-ota /);
     assert.match(bare.stdout, /serve \[options\]/);
     const { version } = JSON.parse(readFileSync('package.json', 'utf8')) as { version: string };
-    const printed = await cli(['--version'], {}, undefined, BIN);
+    const printed = await cli(['--version']);
     assert.equal(printed.stdout.trim(), version);
   });
 

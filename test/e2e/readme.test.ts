@@ -2,7 +2,7 @@
  * The README, run: every ```sh block, in order, in one bash session (its variables and
  * background jobs carry from block to block, as in a reader's terminal), in a fresh directory
  * with a fresh data directory, against the server started as the walk-through says
- * (`EDGEFLOW_ADMIN_KEY=change-me npm start`, i.e. `node bin/edgeflow-ota.js serve`). So the
+ * (`EDGEFLOW_ADMIN_KEY=change-me npm start`: package.json's start script, run by this Node.js). So the
  * README cannot drift from the product again.
  *
  * A block fails when any command in it fails (bash's ERR trap; a failure the README expects is
@@ -25,6 +25,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { PATIENCE } from '../helpers/raw-device.ts';
 import { tempDir } from '../helpers/temp.ts';
 
+interface NpmScripts {
+  scripts: { start: string };
+}
 const REPO = path.resolve('.');
 const DEVICES = Number(process.env.README_DEVICES ?? 200);
 /** How long a block that runs until Ctrl-C runs before it gets SIGINT (again every 2 s until it ends). */
@@ -212,7 +215,11 @@ describe('the README, run block by block', async () => {
       await symlink(path.join(REPO, name), path.join(dir, name));
     }
     port = await freePort();
-    server = spawn(process.execPath, ['bin/edgeflow-ota.js', 'serve'], {
+    // `npm start`'s own command line (its Node.js flags included), run by this Node.js.
+    const [, ...startArgs] = (
+      JSON.parse(await readFile(path.join(REPO, 'package.json'), 'utf8')) as NpmScripts
+    ).scripts.start.split(' ');
+    server = spawn(process.execPath, startArgs, {
       cwd: dir,
       env: readerEnv({ EDGEFLOW_ADMIN_KEY: 'change-me', PORT: String(port), LOG_LEVEL: 'warn' }),
       stdio: ['ignore', 'pipe', 'pipe'],

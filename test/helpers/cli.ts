@@ -1,9 +1,8 @@
 /**
- * The CLI the tests start as a child process: the bundle `npm test` builds once
- * (scripts/build-test-cli.mjs, same sources, faster to start), or `bin/edgeflow-ota.js` when a test
- * file runs on its own.
+ * The CLI the tests start as a child process, as a user runs it: `bin/edgeflow-ota.js`, which runs
+ * the compiled build (dist/), rebuilt first if src/ changed since (scripts/run-tests.mjs does that
+ * once before the suites start).
  */
 import path from 'node:path';
 
-export const BIN = path.resolve('bin/edgeflow-ota.js');
-export const CLI = process.env.EDGEFLOW_TEST_CLI ?? BIN;
+export const CLI = path.resolve('bin/edgeflow-ota.js');

@@ -4,8 +4,8 @@
  * written to disk, and a server that no one opens a browser on never pays for it.
  */
 import { createHash } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
+import { fromRoot } from '../../installation.ts';
 
 export interface DashboardAsset {
   body: Buffer;
@@ -18,7 +18,7 @@ export interface DashboardBundle {
   'app.css': DashboardAsset;
 }
 
-const ENTRY = fileURLToPath(new URL('../../dashboard/main.tsx', import.meta.url));
+const ENTRY = fromRoot('src', 'dashboard', 'main.tsx');
 
 let bundling: Promise<DashboardBundle> | undefined;
 

@@ -5,11 +5,11 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fromRoot } from '../../installation.ts';
 import type { Db } from './db.ts';
 import { SchemaTooNewError } from './errors.ts';
 
-const MIGRATIONS_DIR = fileURLToPath(new URL('./migrations/', import.meta.url));
+const MIGRATIONS_DIR = fromRoot('src', 'server', 'infra', 'migrations');
 /** Arbitrary constant naming the migration lock among this database's advisory locks. */
 const MIGRATION_LOCK_ID = 7_340_001;
 
