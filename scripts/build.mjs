@@ -2,11 +2,9 @@
 // The compiled server, CLI, agent and simulator: src/ bundled by esbuild into dist/, what `npm start`,
 // the CLI (bin/edgeflow-ota.js) and `npm run demo` run. `npm install` builds it (the `prepare` script);
 // bin/edgeflow-ota.js rebuilds it first when src/ changed since (isBuildCurrent), so a stale build is
-// never what runs. Packages stay in node_modules (external); the dashboard's browser code is bundled by
+// never what runs. Most packages stay in node_modules (see BUNDLED_PACKAGES); the dashboard's browser code is bundled by
 // the server itself on its first request (src/server/dashboard/bundle.ts).
-//
-//   node scripts/build.mjs           build once
-//   node scripts/build.mjs --watch   rebuild on every change under src/ (`npm run dev` uses it)
+// `npm run dev` is the server restarted on every change under src/ (node --watch), so rebuilt by the bin.
 //
 // Entry points are named after their source (src/simulator/worker.ts → dist/simulator-worker.mjs),
 // the rule src/installation.ts's entryPoint() follows; the modules they share are chunks named by
@@ -141,39 +139,11 @@ export async function build() {
   install(result);
 }
 
-/** Rebuilds on every change under src/ until the process ends; each result is logged in one line. */
-async function watch() {
-  const esbuild = await import('esbuild');
-  const context = await esbuild.context({
-    ...options,
-    plugins: [
-      {
-        name: 'install',
-        setup(builder) {
-          builder.onEnd((result) => {
-            if (result.errors.length) {
-              const [first] = result.errors;
-              console.error(`build failed: ${first.location?.file ?? ''}:${first.location?.line ?? ''} ${first.text}`);
-              return;
-            }
-            install(result);
-            console.error(`built dist/ at ${new Date().toLocaleTimeString()}`);
-          });
-        },
-      },
-    ],
-  });
-  await context.watch();
-}
-
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   try {
-    if (process.argv.includes('--watch')) await watch();
-    else {
-      const started = Date.now();
-      await build();
-      console.error(`edgeflow-ota: built dist/ in ${Date.now() - started} ms`);
-    }
+    const started = Date.now();
+    await build();
+    console.error(`edgeflow-ota: built dist/ in ${Date.now() - started} ms`);
   } catch (error) {
     console.error(`edgeflow-ota: the build failed: ${error.message}`);
     process.exit(1);
