@@ -176,6 +176,13 @@ function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
 }
 
+/** CPU seconds of one thread of a process (the main thread's id is the process id). */
+function threadCpuSeconds(pid: number, tid: number): number {
+  const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+
 /** Samples a process's RSS every SAMPLE_MS until stopped. */
 function sampleRss(pid: number): { stop(): { peak: number; samples: number } } {
   let peak = 0;
@@ -244,10 +251,12 @@ async function main(): Promise<void> {
 
     const sampler = sampleRss(pid);
     const serverCpuBefore = cpuSeconds(pid);
+    const mainCpuBefore = threadCpuSeconds(pid, pid);
     const clientCpuBefore = process.cpuUsage();
     const result = await upload(started.url, orgKey, file, { version: '1.0.0', sha256: baseline.sha256 });
     const { peak: rssPeak, samples } = sampler.stop();
     const serverCpu = cpuSeconds(pid) - serverCpuBefore;
+    const mainCpu = threadCpuSeconds(pid, pid) - mainCpuBefore;
     const clientCpuUsage = process.cpuUsage(clientCpuBefore);
     const clientCpu = (clientCpuUsage.user + clientCpuUsage.system) / 1e6;
     if (result.status !== 201) throw new Error(`upload: ${result.status} ${JSON.stringify(result.json)}`);
@@ -261,7 +270,8 @@ async function main(): Promise<void> {
     server = undefined;
 
     console.log(
-      `p5-upload: upload ${result.seconds.toFixed(2)} s; CPU during it: server ${serverCpu.toFixed(2)} s, ` +
+      `p5-upload: upload ${result.seconds.toFixed(2)} s; CPU during it: server ${serverCpu.toFixed(2)} s ` +
+        `(main thread ${mainCpu.toFixed(2)} s), ` +
         `client ${clientCpu.toFixed(2)} s; server RSS before ${(rssBefore / MiB).toFixed(1)} MiB, ` +
         `peak ${(rssPeak / MiB).toFixed(1)} MiB; load average ${loadAverage.toFixed(2)}`,
     );
@@ -294,6 +304,7 @@ async function main(): Promise<void> {
         openssl_warmup_seconds: round(warm.seconds),
         upload_seconds: round(result.seconds),
         server_cpu_seconds_during_upload: round(serverCpu),
+        server_main_thread_cpu_seconds_during_upload: round(mainCpu),
         client_cpu_seconds_during_upload: round(clientCpu),
         load_average_1min: round(loadAverage),
         page_cache:

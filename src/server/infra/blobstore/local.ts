@@ -1,8 +1,8 @@
 import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
 import { constants, type Dirent, mkdirSync } from 'node:fs';
-import { access, mkdir, open, readdir, rename, rm, stat, statfs } from 'node:fs/promises';
+import { access, type FileHandle, mkdir, open, readdir, rename, rm, stat, statfs } from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { type Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { NotFoundError } from '../errors.ts';
 import { fileSystemFault } from './faults.ts';
@@ -33,6 +33,8 @@ const STAGING_DIR = '.staging';
  * 4 MiB measured worse).
  */
 const WRITE_BUFFER_BYTES = 1024 * 1024;
+/** Periodic datasync of a staged file (DurableFileSink); 32 and 64 MiB measured alike. */
+const SYNC_EVERY_BYTES = 32 * 1024 * 1024;
 const SIGNATURE_HEX = /^[0-9a-f]{64}$/;
 
 /**
@@ -65,20 +67,22 @@ export class LocalBlobStore implements BlobStore {
     // Until pipeline() listens, an error from the body (a client hanging up) would be an
     // uncaught 'error' event; pipeline still sees it, since the stream is then destroyed.
     body.on('error', ignore);
-    const meter = new HashingMeter(options.maxBytes);
     try {
-      let handle: Awaited<ReturnType<typeof open>>;
+      let handle: FileHandle;
       try {
         await mkdir(path.dirname(file), { recursive: true });
         handle = await open(file, 'wx');
       } catch (error) {
         throw fileSystemFault(error);
       }
+      const meter = new HashingMeter(options.maxBytes);
       try {
-        // flush: fsync before the stream closes the handle, so that a promoted object survives
-        // a power cut; otherwise the database could point at a file that is not on disk.
-        await pipeline(body, meter, handle.createWriteStream({ flush: true, highWaterMark: WRITE_BUFFER_BYTES }));
+        await pipeline(body, meter, new DurableFileSink(handle));
+        const sha256 = await meter.digestHex();
+        await handle.close();
+        return { tempKey, size: meter.bytes, sha256 };
       } catch (error) {
+        // close() waits for a write or sync still under way on the handle.
         await handle.close().catch(ignore);
         await rm(file, { force: true }).catch(ignore);
         throw fileSystemFault(error);
@@ -86,7 +90,6 @@ export class LocalBlobStore implements BlobStore {
     } finally {
       body.off('error', ignore);
     }
-    return { tempKey, size: meter.bytes, sha256: meter.digestHex() };
   }
 
   async promote(tempKey: string, key: string): Promise<void> {
@@ -262,6 +265,73 @@ export class LocalBlobStore implements BlobStore {
   #pathOf(key: string): string {
     assertSafeKey(key);
     return path.join(this.#rootDir, ...key.split('/'));
+  }
+}
+
+/**
+ * Writes a staged upload and makes it durable: fsync at the end, so that a promoted object
+ * survives a power cut (otherwise the database could point at a file that is not on disk).
+ * Along the way it asks for a datasync every SYNC_EVERY_BYTES without waiting for it, so the
+ * disk writes the file while it arrives: the kernel itself starts writing back only past
+ * vm.dirty_background_ratio (10 % of memory), so the final fsync used to write the whole file
+ * after its last byte (~0.65 s per GiB in bench/p5-upload.ts; ~0.03 s now).
+ */
+class DurableFileSink extends Writable {
+  readonly #handle: FileHandle;
+  #position = 0;
+  #unsynced = 0;
+  #syncing: Promise<void> | undefined;
+  #syncError: unknown;
+
+  constructor(handle: FileHandle) {
+    super({ highWaterMark: WRITE_BUFFER_BYTES });
+    this.#handle = handle;
+  }
+
+  override _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
+    this.#write(chunks.map(({ chunk }) => chunk)).then(() => callback(), callback);
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.#write([chunk]).then(() => callback(), callback);
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.#finish().then(() => callback(), callback);
+  }
+
+  async #write(buffers: Buffer[]): Promise<void> {
+    if (this.#syncError !== undefined) throw this.#syncError;
+    let size = 0;
+    for (const buffer of buffers) size += buffer.length;
+    let written = (await this.#handle.writev(buffers, this.#position)).bytesWritten;
+    if (written < size) {
+      // A short write (rare on a file, e.g. just before ENOSPC): the rest, until it errors.
+      const all = Buffer.concat(buffers);
+      while (written < size) {
+        written += (await this.#handle.write(all, written, size - written, this.#position + written)).bytesWritten;
+      }
+    }
+    this.#position += size;
+    this.#unsynced += size;
+    if (this.#unsynced >= SYNC_EVERY_BYTES && this.#syncing === undefined) {
+      this.#unsynced = 0;
+      this.#syncing = this.#handle.datasync().then(
+        () => {
+          this.#syncing = undefined;
+        },
+        (error: unknown) => {
+          this.#syncing = undefined;
+          this.#syncError = error;
+        },
+      );
+    }
+  }
+
+  async #finish(): Promise<void> {
+    await this.#syncing;
+    if (this.#syncError !== undefined) throw this.#syncError;
+    await this.#handle.sync();
   }
 }
 

@@ -1,13 +1,14 @@
-import { createHash, type Hash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 import { FileTooLargeError } from '../errors.ts';
+import { WorkerSha256 } from './worker-sha256.ts';
 
 /**
  * Hashes and counts the bytes flowing through, and errors the stream the moment the count
  * passes `maxBytes`, so an oversized upload is cut off instead of stored first and refused later.
+ * Each chunk goes on at once; its SHA256 is computed on a worker thread meanwhile.
  */
 export class HashingMeter extends Transform {
-  readonly #hash: Hash = createHash('sha256');
+  readonly #hash = new WorkerSha256();
   readonly #maxBytes: number;
   #bytes = 0;
 
@@ -22,16 +23,41 @@ export class HashingMeter extends Transform {
       callback(new FileTooLargeError(this.#maxBytes));
       return;
     }
-    this.#hash.update(chunk);
-    callback(null, chunk);
+    let copying: Promise<void> | undefined;
+    try {
+      copying = this.#hash.update(chunk);
+    } catch (error) {
+      callback(error as Error);
+      return;
+    }
+    if (copying === undefined) {
+      callback(null, chunk);
+      return;
+    }
+    // The worker is a few MiB behind: pass the chunk on, take the next once it is copied.
+    this.push(chunk);
+    copying.then(() => callback(), callback);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    // Ends the hash without waiting for its digest: the worker finishes hashing while the store
+    // finishes writing.
+    void this.#hash.digestHex();
+    callback();
+  }
+
+  /** Also called after a successful end (autoDestroy), when the hash has ended already. */
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.#hash.abort();
+    callback(error);
   }
 
   get bytes(): number {
     return this.#bytes;
   }
 
-  /** Only meaningful once the stream has ended. */
-  digestHex(): string {
-    return this.#hash.digest('hex');
+  /** Once the stream has ended: the digest, as soon as the worker has hashed the last bytes. */
+  digestHex(): Promise<string> {
+    return this.#hash.digestHex();
   }
 }

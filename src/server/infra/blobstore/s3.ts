@@ -82,9 +82,11 @@ export class S3BlobStore implements BlobStore {
     meter.once('error', () => void upload.abort());
     // Attached before any await, so an early error of `body` is never an unhandled event.
     const piping = pipeline(body, meter);
+    let sha256: string;
     try {
       await upload.done();
       await piping;
+      sha256 = await meter.digestHex();
     } catch (error) {
       // The meter holds the real cause (FileTooLargeError, the body's own error); done() only
       // reports "Upload aborted" for those.
@@ -97,7 +99,7 @@ export class S3BlobStore implements BlobStore {
       await this.delete(tempKey).catch(() => {});
       throw cause;
     }
-    return { tempKey, size: meter.bytes, sha256: meter.digestHex() };
+    return { tempKey, size: meter.bytes, sha256 };
   }
 
   async promote(tempKey: string, key: string): Promise<void> {
