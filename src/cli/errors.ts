@@ -71,6 +71,10 @@ export function describeCliError(error: unknown, context: { server?: string } = 
   }
   if (code === 'ECONNREFUSED')
     return `cannot connect to${where}: connection refused (is the server running, on that port?)`;
+  if (cause?.message === 'bad port') {
+    // fetch() refuses the ports the Fetch standard blocks (1, 22, 25, 6000, …) before connecting.
+    return `cannot connect to${where}: fetch refuses that port (reserved for another protocol); run the server on another port`;
+  }
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') {
     return `cannot connect to${where}: host ${cause?.hostname ?? ''} not found (check the server URL)`.replace(
       '  ',

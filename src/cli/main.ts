@@ -16,8 +16,6 @@ const program: Command = new Command('edgeflow-ota')
   // `firmware upload --version 1.2.0` is the firmware's version, not a request for ours.
   .enablePositionalOptions()
   .showHelpAfterError()
-  // No default command: bare `edgeflow-ota` prints help instead of starting a server by surprise.
-  .action(() => program.help())
   // Usage errors (an unknown option or command, a missing argument) come back here as a
   // CommanderError, for one exit code: 2, as every usage error of ours (CliError(…, 2)).
   // Subcommands registered below inherit it.
@@ -35,6 +33,9 @@ registerAdminCommands(program);
 registerDemoCommand(program);
 
 try {
+  // No default command: bare `edgeflow-ota` prints help instead of starting a server by surprise. (An
+  // action on the program itself would take a mistyped command as its argument: "too many arguments".)
+  if (process.argv.length <= 2) program.help();
   await program.parseAsync(process.argv);
 } catch (error) {
   if (error instanceof CommanderError) {

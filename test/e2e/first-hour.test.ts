@@ -176,6 +176,17 @@ describe('mistakes answered by one line', () => {
     assertOneLine(outcome, new RegExp(`cannot connect to http://127\\.0\\.0\\.1:${port}: connection refused`), 1);
   });
 
+  it('a server on a port fetch() refuses (the Fetch standard blocks 1, 22, 25, 6000, …)', async () => {
+    const outcome = await cli(['devices', 'list', '--server', 'http://127.0.0.1:1', '--key', 'k']);
+    assertOneLine(outcome, /cannot connect to http:\/\/127\.0\.0\.1:1: fetch refuses that port .*another port/, 1);
+  });
+
+  it('a mistyped command is named, with the command meant', async () => {
+    const outcome = await cli(['firmwre', 'list']);
+    assert.equal(outcome.code, 2);
+    assert.match(outcome.stderr, /^error: unknown command 'firmwre'\n\(Did you mean firmware\?\)/);
+  });
+
   it('a server URL without a scheme', async () => {
     const outcome = await cli(['devices', 'list', '--server', 'localhost:8080', '--key', 'k']);
     assertOneLine(outcome, /--server must be a URL with a scheme, e\.g\. .*http:\/\/localhost:8080/, 2);
