@@ -72,7 +72,10 @@ for (const backend of backends) {
       server = await startTestServer(backend, {
         state,
         env: {
-          EDGEFLOW_HTTP_IDLE_TIMEOUT_MS: '500',
+          // The idle timeout well above the headers timeout and the body-rate window: a dripping
+          // client must meet those (and get its 408), not the idle cut, even when a loaded
+          // machine delays its drips by a second.
+          EDGEFLOW_HTTP_IDLE_TIMEOUT_MS: '2000',
           EDGEFLOW_HTTP_HEADERS_TIMEOUT_MS: '800',
           EDGEFLOW_HTTP_BODY_MIN_BYTES_PER_S: '2000',
           EDGEFLOW_HTTP_BODY_RATE_WINDOW_MS: '500',
@@ -135,7 +138,7 @@ for (const backend of backends) {
       const { request, tail } = multipartUpload(org.adminKey, file.length, sha256);
       const client = rawClient(server.url);
       client.socket.write(request);
-      // 8 KiB/s for 3 s: above the 2,000 bytes/s floor, and longer than the idle timeout in all.
+      // 8 KiB/s for 3 s: above the 2,000 bytes/s floor, and longer than the 2 s idle timeout in all.
       for (let offset = 0; offset < file.length; offset += 2048) {
         client.socket.write(file.subarray(offset, offset + 2048));
         await sleep(250);
@@ -153,8 +156,8 @@ for (const backend of backends) {
       });
       const raw = await connectRaw(server.url, { deviceId: device.body.device_id, apiKey: device.body.api_key });
       try {
-        // Well past the 500 ms idle timeout (and the headers timeout), with no frame in between.
-        await sleep(2500);
+        // Well past the 2 s idle timeout (and the headers timeout), with no frame in between.
+        await sleep(3500);
         assert.equal(raw.ws.readyState, raw.ws.OPEN);
         raw.send({ type: 'ping', id: 'p1' });
         assert.equal((await raw.next('pong')).id, 'p1');
