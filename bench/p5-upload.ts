@@ -9,7 +9,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createCipheriv, randomBytes } from 'node:crypto';
-import { createReadStream, readFileSync } from 'node:fs';
+import { createReadStream, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, open, rm, stat } from 'node:fs/promises';
 import http from 'node:http';
 import os from 'node:os';
@@ -183,6 +183,35 @@ function threadCpuSeconds(pid: number, tid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
 }
 
+/** CPU seconds of every thread of a process so far, by thread id, with the thread's name. */
+function threadsCpuSeconds(pid: number): Map<number, { name: string; seconds: number }> {
+  const threads = new Map<number, { name: string; seconds: number }>();
+  for (const tid of readdirSync(`/proc/${pid}/task`).map(Number)) {
+    try {
+      const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+      threads.set(tid, { name, seconds: threadCpuSeconds(pid, tid) });
+    } catch {
+      // the thread ended
+    }
+  }
+  return threads;
+}
+
+/** The threads that used ≥ 0.05 s of CPU between two snapshots, busiest first; Node 20 names every thread "node", so they are told apart by id. */
+function busyThreads(
+  before: Map<number, { name: string; seconds: number }>,
+  after: Map<number, { name: string; seconds: number }>,
+  pid: number,
+): { thread: string; seconds: number }[] {
+  return [...after]
+    .map(([tid, { name, seconds }]) => ({
+      thread: tid === pid ? 'main' : `${name}#${tid}`,
+      seconds: round(seconds - (before.get(tid)?.seconds ?? 0)),
+    }))
+    .filter(({ seconds }) => seconds >= 0.05)
+    .sort((a, b) => b.seconds - a.seconds);
+}
+
 /** Samples a process's RSS every SAMPLE_MS until stopped. */
 function sampleRss(pid: number): { stop(): { peak: number; samples: number } } {
   let peak = 0;
@@ -252,11 +281,13 @@ async function main(): Promise<void> {
     const sampler = sampleRss(pid);
     const serverCpuBefore = cpuSeconds(pid);
     const mainCpuBefore = threadCpuSeconds(pid, pid);
+    const threadsBefore = threadsCpuSeconds(pid);
     const clientCpuBefore = process.cpuUsage();
     const result = await upload(started.url, orgKey, file, { version: '1.0.0', sha256: baseline.sha256 });
     const { peak: rssPeak, samples } = sampler.stop();
     const serverCpu = cpuSeconds(pid) - serverCpuBefore;
     const mainCpu = threadCpuSeconds(pid, pid) - mainCpuBefore;
+    const threads = busyThreads(threadsBefore, threadsCpuSeconds(pid), pid);
     const clientCpuUsage = process.cpuUsage(clientCpuBefore);
     const clientCpu = (clientCpuUsage.user + clientCpuUsage.system) / 1e6;
     if (result.status !== 201) throw new Error(`upload: ${result.status} ${JSON.stringify(result.json)}`);
@@ -275,6 +306,7 @@ async function main(): Promise<void> {
         `client ${clientCpu.toFixed(2)} s; server RSS before ${(rssBefore / MiB).toFixed(1)} MiB, ` +
         `peak ${(rssPeak / MiB).toFixed(1)} MiB; load average ${loadAverage.toFixed(2)}`,
     );
+    console.log(`p5-upload: server threads' CPU: ${threads.map((t) => `${t.thread} ${t.seconds} s`).join(', ')}`);
     const uploadMiBs = FILE_BYTES / MiB / result.seconds;
     const ratio = uploadMiBs / opensslMiBs;
     const growthMiB = (rssPeak - rssBefore) / MiB;
@@ -305,6 +337,7 @@ async function main(): Promise<void> {
         upload_seconds: round(result.seconds),
         server_cpu_seconds_during_upload: round(serverCpu),
         server_main_thread_cpu_seconds_during_upload: round(mainCpu),
+        server_threads_cpu_seconds_during_upload: threads,
         client_cpu_seconds_during_upload: round(clientCpu),
         load_average_1min: round(loadAverage),
         page_cache:
