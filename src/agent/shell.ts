@@ -64,9 +64,17 @@ export function runProgram(file: string, args: string[], options: RunOptions): P
 export const failureTextChars = 1500;
 
 /**
+ * GLib's log prefix, `(rauc:18937): rauc-WARNING **: 09:39:15.420: `: the process id and the time
+ * change on every run, so a health error or a failure reason quoting it would read as a new one
+ * each time the same cause recurs. Kept as `rauc-WARNING: `.
+ */
+const GLIB_LOG_PREFIX = /\([\w.-]+:\d+\): ([\w.-]+-[A-Z]+) \*\*: (?:\d{2}:\d{2}:\d{2}\.\d{3}: )?/g;
+
+/**
  * Why a program failed, on one line: how it ended, then what it said on stdout and on stderr,
- * in that order, whitespace folded and cut to the last `maxChars` (tools such as RAUC give their
- * reason last, and on stdout).
+ * in that order, whitespace folded, GLib's per-run log prefixes reduced to their level, and cut
+ * to the last `maxChars` (tools such as RAUC give their reason last, and on stdout). The same
+ * cause gives the same text on every run.
  */
 export function describeFailure(command: string, result: ShellResult, maxChars = failureTextChars): string {
   const how = result.timedOut
@@ -75,7 +83,12 @@ export function describeFailure(command: string, result: ShellResult, maxChars =
       ? 'could not be run'
       : `exited with ${result.exitCode}`;
   const said = [result.stdout, result.stderr]
-    .map((text) => text.trim().replace(/\s*\n\s*/g, ' | '))
+    .map((text) =>
+      text
+        .trim()
+        .replace(/\s*\n\s*/g, ' | ')
+        .replace(GLIB_LOG_PREFIX, '$1: '),
+    )
     .filter(Boolean)
     .join(' | ');
   if (!said) return `${command} ${how}`;
