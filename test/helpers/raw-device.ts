@@ -90,12 +90,31 @@ export async function connectRaw(
  */
 export const PATIENCE = Number(process.env.EDGEFLOW_TEST_PATIENCE ?? 4);
 
-/** Polls until `check` holds (database writes after a tunnel event are asynchronous). */
-export async function eventually(check: () => Promise<boolean>, timeoutMs = 5000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + timeoutMs * PATIENCE;
-  while (Date.now() < deadline) {
+/**
+ * Polls until `check` holds (database writes after a tunnel event are asynchronous). With
+ * `progress` (say, how many of a fleet's updates ended so far), the wait is a progress condition:
+ * it gives up only after `timeoutMs` (× PATIENCE) in which that figure did not move, so a loaded
+ * machine's slow but steady rollout is not taken for a hang; ten such windows bound it in all.
+ */
+export async function eventually(
+  check: () => Promise<boolean>,
+  timeoutMs = 5000,
+  what = 'condition',
+  progress?: () => unknown,
+): Promise<void> {
+  const window = timeoutMs * PATIENCE;
+  const giveUp = Date.now() + (progress ? 10 * window : window);
+  let deadline = Date.now() + window;
+  let seen = progress?.();
+  while (Date.now() < deadline && Date.now() < giveUp) {
     if (await check()) return;
+    const now = progress?.();
+    if (now !== seen) {
+      seen = now;
+      deadline = Date.now() + window;
+    }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  throw new Error(`${what} did not hold within ${timeoutMs} ms (× ${PATIENCE}, the tests' patience)`);
+  const stalled = progress ? ` without progress (last: ${String(seen)})` : '';
+  throw new Error(`${what} did not hold within ${timeoutMs} ms${stalled} (× ${PATIENCE}, the tests' patience)`);
 }

@@ -165,10 +165,16 @@ for (const backend of backends) {
         );
       // Every canary device that still ran the new version when the gate tripped gets one rollback;
       // the reverted ones run 1.0.0 already.
+      let rollbacksDone = 0;
       await eventually(
-        async () => (await rollbacks()).every((rollback) => rollback.status === 'completed'),
+        async () => {
+          const rows = await rollbacks();
+          rollbacksDone = rows.filter((rollback) => rollback.status === 'completed').length;
+          return rows.every((rollback) => rollback.status === 'completed');
+        },
         20_000,
         'the rollbacks completed',
+        () => rollbacksDone,
       );
       const all = await members(created.body.id);
       const canary = all.filter((member) => member.batch === 0);

@@ -90,6 +90,54 @@ for (const db of [...new Set(backends.map((backend) => backend.db))]) {
       }
     });
 
+    it('a device that falls back within its bake fails it, even after the deployment stopped watching it (011)', async () => {
+      const { db: database, dispose } = await openBare(db);
+      try {
+        await migrate(database);
+        await database.exec(`
+          INSERT INTO organizations (id, name, signing_public_key, signing_private_key) VALUES ('org1', 'o', 'pub', 'priv');
+          INSERT INTO devices (organization_id, device_id, current_version, key_hash) VALUES
+            ('org1', 'cut', '1.1.0', 'h1'), ('org1', 'passed', '1.1.0', 'h2');
+          INSERT INTO deployments (id, organization_id, version, target, settings, state, started_at) VALUES
+            ('dep', 'org1', '1.1.0', '{"all": true}', '${settings}', 'rolled_back', now());
+          INSERT INTO deployment_batches (deployment_id, batch_index, kind, started_at) VALUES ('dep', 0, 'canary', now());
+          -- 'cut' was baking when the deployment ended (released as completed, its bake window still
+          -- open); 'passed' finished its bake an hour ago.
+          INSERT INTO deployment_devices (deployment_id, organization_id, device_id, batch_index, from_version, state,
+            bake_until) VALUES
+            ('dep', 'org1', 'cut', 0, '1.0.0', 'completed', now() + interval '5 minutes'),
+            ('dep', 'org1', 'passed', 0, '1.0.0', 'completed', now() - interval '1 hour');
+        `);
+        await database.query("UPDATE devices SET current_version = '1.0.0' WHERE device_id IN ('cut', 'passed')");
+        await recordFallBack(database, 'org1', 'cut', '1.1.0');
+        await recordFallBack(database, 'org1', 'passed', '1.1.0');
+        const rows = await database.query<{ device_id: string; state: string; reason: string | null }>(
+          "SELECT device_id, state, reason FROM deployment_devices WHERE deployment_id = 'dep' ORDER BY device_id",
+        );
+        assert.deepEqual(
+          rows.map((row) => [row.device_id, row.state, row.reason]),
+          [
+            ['cut', 'failed', 'bake_reverted'],
+            ['passed', 'completed', null],
+          ],
+        );
+        const counts = await database.query<{ bucket: string; n: number }>(
+          "SELECT bucket, n FROM deployment_counts WHERE deployment_id = 'dep' AND n <> 0 ORDER BY bucket",
+        );
+        assert.deepEqual(
+          counts.map((row) => [row.bucket, row.n]),
+          [
+            ['bake_failed', 1],
+            ['completed', 1],
+            ['failed', 1],
+          ],
+          'the counts follow the row',
+        );
+      } finally {
+        await dispose();
+      }
+    });
+
     it('carries deployments over: states from the flags, devices from their update rows, counts from the devices', async () => {
       const { db: database, dispose } = await openBare(db);
       try {

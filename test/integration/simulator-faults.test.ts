@@ -83,6 +83,7 @@ describe(`simulator failure modes for the fleet gates (${backend!.name})`, () =>
       },
       15_000,
       `every ${request.path} ended`,
+      () => records.size,
     );
     return records;
   }

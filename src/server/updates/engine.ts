@@ -587,15 +587,18 @@ export class UpdateEngine {
     // was away, which its new version may make moot) is recorded: it would be lost otherwise.
     if (changedFrom === null) return;
     const waitsOnly = active && (active.status === 'queued' || active.status === 'dispatched');
-    if (active && (!waitsOnly || info.update_id === active.id || info.current_version === active.target_version)) {
-      return;
-    }
+    if (active && (!waitsOnly || info.update_id === active.id)) return;
     const latest = await repo.latestFinishedUpdate(db, device.organizationId, device.deviceId);
     const fellBack =
       latest !== undefined &&
       latest.status === 'completed' &&
       latest.target_version === changedFrom &&
       latest.from_version === info.current_version;
+    // A waiting update whose target the device now runs explains the change, unless the device fell
+    // back to it: a bake's failure queues a rollback to the very version the boot loader returns
+    // to, and the fall-back must be on record all the same (its bake failure reads reverted, the
+    // rollback is skipped as moot), whichever of the two the server heard first.
+    if (active && !fellBack && info.current_version === active.target_version) return;
     await db.transaction(async (tx) => {
       await transitions.recordObserved(
         {
