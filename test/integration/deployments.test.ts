@@ -164,17 +164,18 @@ for (const backend of backends) {
           [created.body.id],
         );
       // Every canary device that still ran the new version when the gate tripped gets one rollback;
-      // the reverted ones run 1.0.0 already.
-      let rollbacksDone = 0;
+      // the reverted ones run 1.0.0 already. The rollbacks are created over several passes, so the
+      // wait is for the devices (all back on 1.0.0) as much as for the rows created so far.
+      let backOnOld = 0;
       await eventually(
         async () => {
           const rows = await rollbacks();
-          rollbacksDone = rows.filter((rollback) => rollback.status === 'completed').length;
-          return rows.every((rollback) => rollback.status === 'completed');
+          backOnOld = (await members(created.body.id)).filter((member) => member.current_version === '1.0.0').length;
+          return backOnOld === ids.length && rows.every((rollback) => rollback.status === 'completed');
         },
         20_000,
-        'the rollbacks completed',
-        () => rollbacksDone,
+        'the rollbacks completed, every device back on 1.0.0',
+        () => backOnOld,
       );
       const all = await members(created.body.id);
       const canary = all.filter((member) => member.batch === 0);
