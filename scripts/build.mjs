@@ -17,7 +17,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dist = path.join(root, 'dist');
 const stamp = path.join(dist, 'build.json');
 
-/** Sources (relative to src/) started as processes or threads of their own. */
+/** Sources (relative to src/) started as processes of their own (src/installation.ts's entryPoint() names them alike). */
 export const ENTRY_SOURCES = ['cli/main.ts', 'simulator/worker.ts'];
 
 /** The compiled CLI, what bin/edgeflow-ota.js imports. */
@@ -97,7 +97,6 @@ const options = {
   sourcemap: 'linked',
   logLevel: 'silent',
   write: false,
-  metafile: true,
 };
 
 /**
@@ -118,10 +117,7 @@ function install(result) {
     const full = path.join(chunks, name);
     if (!written.has(full) && Date.now() - statSync(full).mtimeMs > STALE_CHUNK_MS) rmSync(full, { force: true });
   }
-  writeFileSync(
-    stamp,
-    `${JSON.stringify({ built_at: new Date().toISOString(), outputs: [...written].length }, null, 2)}\n`,
-  );
+  writeFileSync(stamp, `${JSON.stringify({ built_at: new Date().toISOString(), outputs: written.size }, null, 2)}\n`);
 }
 
 /** Builds dist/ once; throws with esbuild's first error as its message. */

@@ -6,22 +6,21 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 
 const PACKAGE_NAME = 'edgeflow-ota';
 
 /** True when this module was loaded from the compiled build, false when from src/ through tsx. */
-export const compiled = !import.meta.url.endsWith('.ts');
+const compiled = !import.meta.url.endsWith('.ts');
 
-function findPackageRoot(): string {
+/** The package's root directory (where package.json, src/ and dist/ are) and its version, read once. */
+function findPackage(): { root: string; version: string } {
   let dir = path.dirname(fileURLToPath(import.meta.url));
   for (;;) {
     const manifest = path.join(dir, 'package.json');
-    if (
-      existsSync(manifest) &&
-      (JSON.parse(readFileSync(manifest, 'utf8')) as { name?: string }).name === PACKAGE_NAME
-    ) {
-      return dir;
+    if (existsSync(manifest)) {
+      const { name, version } = JSON.parse(readFileSync(manifest, 'utf8')) as { name?: string; version: string };
+      if (name === PACKAGE_NAME) return { root: dir, version };
     }
     const parent = path.dirname(dir);
     if (parent === dir) throw new Error(`no package.json of ${PACKAGE_NAME} above ${fileURLToPath(import.meta.url)}`);
@@ -29,30 +28,25 @@ function findPackageRoot(): string {
   }
 }
 
-/** The package's root directory (where package.json, src/ and dist/ are). */
-export const packageRoot = findPackageRoot();
+const found = findPackage();
 
 /** The package's version, as package.json gives it. */
-export const packageVersion = (
-  JSON.parse(readFileSync(path.join(packageRoot, 'package.json'), 'utf8')) as { version: string }
-).version;
+export const packageVersion = found.version;
 
 /** A path inside the package, from its root: `fromRoot('src', 'dashboard', 'main.tsx')`. */
 export function fromRoot(...segments: string[]): string {
-  return path.join(packageRoot, ...segments);
+  return path.join(found.root, ...segments);
 }
 
 /**
- * A Node.js entry point of ours started as its own process or thread (the simulator's worker, say):
- * its compiled file in dist/ when this code runs compiled, else its TypeScript source with tsx's
+ * A Node.js entry point of ours started as its own process (the simulator's worker, say): its
+ * compiled file in dist/ when this code runs compiled, else its TypeScript source with tsx's
  * loader. `source` is relative to src/ (`simulator/worker.ts`); the build names each entry point
- * after its source's file (`dist/simulator-worker.mjs`), see scripts/build.mjs.
+ * after its source's file (`dist/simulator-worker.mjs`), see scripts/build.mjs's ENTRY_SOURCES.
  */
-export function entryPoint(source: string): { file: string; url: URL; execArgv: string[] } {
+export function entryPoint(source: string): { file: string; execArgv: string[] } {
   if (compiled) {
-    const file = fromRoot('dist', `${source.replace(/\.ts$/, '').replaceAll('/', '-')}.mjs`);
-    return { file, url: pathToFileURL(file), execArgv: [] };
+    return { file: fromRoot('dist', `${source.replace(/\.ts$/, '').replaceAll('/', '-')}.mjs`), execArgv: [] };
   }
-  const file = fromRoot('src', source);
-  return { file, url: pathToFileURL(file), execArgv: ['--import', import.meta.resolve('tsx')] };
+  return { file: fromRoot('src', source), execArgv: ['--import', import.meta.resolve('tsx')] };
 }

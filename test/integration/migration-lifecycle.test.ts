@@ -42,100 +42,104 @@ const settings = JSON.stringify(
   deploymentSettingsOf({ version: '1.1.0', target: { all: true }, strategy: 'all_at_once', bake_minutes: 0 }),
 );
 
+/**
+ * A migrated database with one organization, two devices on 1.1.0 and a deployment of 1.1.0 in
+ * `state` whose device rows `rows` inserts (the columns and VALUES of the INSERT); both devices
+ * then run 1.0.0 again, and the `fellBack` ones say they fell back (device_versions.reverted_at).
+ * Returns the deployment's device rows ([id, state, reason], by id) and its non-zero counts.
+ */
+async function afterFallBack(
+  kind: 'pglite' | 'postgres',
+  deployment: { state: string; devices: [string, string]; rows: string },
+  fellBack: string[],
+): Promise<{ rows: (string | null)[][]; counts: (string | number)[][] }> {
+  const { db: database, dispose } = await openBare(kind);
+  try {
+    await migrate(database);
+    const [first, second] = deployment.devices;
+    await database.exec(`
+      INSERT INTO organizations (id, name, signing_public_key, signing_private_key) VALUES ('org1', 'o', 'pub', 'priv');
+      INSERT INTO devices (organization_id, device_id, current_version, key_hash) VALUES
+        ('org1', '${first}', '1.1.0', 'h1'), ('org1', '${second}', '1.1.0', 'h2');
+      INSERT INTO deployments (id, organization_id, version, target, settings, state, started_at) VALUES
+        ('dep', 'org1', '1.1.0', '{"all": true}', '${settings}', '${deployment.state}', now());
+      INSERT INTO deployment_batches (deployment_id, batch_index, kind, started_at) VALUES ('dep', 0, 'canary', now());
+      INSERT INTO deployment_devices ${deployment.rows};
+      UPDATE devices SET current_version = '1.0.0';
+    `);
+    for (const device of fellBack) await recordFallBack(database, 'org1', device, '1.1.0');
+    const rows = await database.query<{ device_id: string; state: string; reason: string | null }>(
+      "SELECT device_id, state, reason FROM deployment_devices WHERE deployment_id = 'dep' ORDER BY device_id",
+    );
+    const counts = await database.query<{ bucket: string; n: number }>(
+      "SELECT bucket, n FROM deployment_counts WHERE deployment_id = 'dep' AND n <> 0 ORDER BY bucket",
+    );
+    return {
+      rows: rows.map((row) => [row.device_id, row.state, row.reason]),
+      counts: counts.map((row) => [row.bucket, row.n]),
+    };
+  } finally {
+    await dispose();
+  }
+}
+
 for (const db of [...new Set(backends.map((backend) => backend.db))]) {
   describe(`migration 007 on an existing database (${db})`, () => {
     it('a device that fell back from the version reads bake_reverted, even when its bake failed first as unhealthy', async () => {
-      const { db: database, dispose } = await openBare(db);
-      try {
-        await migrate(database);
-        await database.exec(`
-          INSERT INTO organizations (id, name, signing_public_key, signing_private_key) VALUES ('org1', 'o', 'pub', 'priv');
-          INSERT INTO devices (organization_id, device_id, current_version, key_hash) VALUES
-            ('org1', 'fell', '1.1.0', 'h1'), ('org1', 'rolled', '1.1.0', 'h2');
-          INSERT INTO deployments (id, organization_id, version, target, settings, state, started_at) VALUES
-            ('dep', 'org1', '1.1.0', '{"all": true}', '${settings}', 'running', now());
-          INSERT INTO deployment_batches (deployment_id, batch_index, kind, started_at) VALUES ('dep', 0, 'batch', now());
-          INSERT INTO deployment_devices (deployment_id, organization_id, device_id, batch_index, from_version, state,
-            reason, bake_failed_at) VALUES
+      // Its health probe answered unhealthy first; then it booted 1.0.0 again and said so.
+      // 'rolled' went back by the server's rollback: no fall-back is recorded for it.
+      const { rows, counts } = await afterFallBack(
+        db,
+        {
+          state: 'running',
+          devices: ['fell', 'rolled'],
+          rows: `(deployment_id, organization_id, device_id, batch_index, from_version, state, reason, bake_failed_at) VALUES
             ('dep', 'org1', 'fell', 0, '1.0.0', 'failed', 'bake_unhealthy', now()),
-            ('dep', 'org1', 'rolled', 0, '1.0.0', 'failed', 'bake_unhealthy', now());
-        `);
-        // Its health probe answered unhealthy first; then it booted 1.0.0 again and said so.
-        await database.query("UPDATE devices SET current_version = '1.0.0' WHERE device_id IN ('fell', 'rolled')");
-        await recordFallBack(database, 'org1', 'fell', '1.1.0');
-        // 'rolled' went back by the server's rollback: no fall-back is recorded for it.
-        const rows = await database.query<{ device_id: string; state: string; reason: string }>(
-          "SELECT device_id, state, reason FROM deployment_devices WHERE deployment_id = 'dep' ORDER BY device_id",
-        );
-        assert.deepEqual(
-          rows.map((row) => [row.device_id, row.state, row.reason]),
-          [
-            ['fell', 'failed', 'bake_reverted'],
-            ['rolled', 'failed', 'bake_unhealthy'],
-          ],
-        );
-        const counts = await database.query<{ bucket: string; n: number }>(
-          "SELECT bucket, n FROM deployment_counts WHERE deployment_id = 'dep' AND n <> 0 ORDER BY bucket",
-        );
-        assert.deepEqual(
-          counts.map((row) => [row.bucket, row.n]),
-          [
-            ['bake_failed', 2],
-            ['failed', 2],
-          ],
-          'the reason moved, the counts did not',
-        );
-      } finally {
-        await dispose();
-      }
+            ('dep', 'org1', 'rolled', 0, '1.0.0', 'failed', 'bake_unhealthy', now())`,
+        },
+        ['fell'],
+      );
+      assert.deepEqual(rows, [
+        ['fell', 'failed', 'bake_reverted'],
+        ['rolled', 'failed', 'bake_unhealthy'],
+      ]);
+      assert.deepEqual(
+        counts,
+        [
+          ['bake_failed', 2],
+          ['failed', 2],
+        ],
+        'the reason moved, the counts did not',
+      );
     });
 
-    it('a device that falls back within its bake fails it, even after the deployment stopped watching it (011)', async () => {
-      const { db: database, dispose } = await openBare(db);
-      try {
-        await migrate(database);
-        await database.exec(`
-          INSERT INTO organizations (id, name, signing_public_key, signing_private_key) VALUES ('org1', 'o', 'pub', 'priv');
-          INSERT INTO devices (organization_id, device_id, current_version, key_hash) VALUES
-            ('org1', 'cut', '1.1.0', 'h1'), ('org1', 'passed', '1.1.0', 'h2');
-          INSERT INTO deployments (id, organization_id, version, target, settings, state, started_at) VALUES
-            ('dep', 'org1', '1.1.0', '{"all": true}', '${settings}', 'rolled_back', now());
-          INSERT INTO deployment_batches (deployment_id, batch_index, kind, started_at) VALUES ('dep', 0, 'canary', now());
-          -- 'cut' was baking when the deployment ended (released as completed, its bake window still
-          -- open); 'passed' finished its bake an hour ago.
-          INSERT INTO deployment_devices (deployment_id, organization_id, device_id, batch_index, from_version, state,
-            bake_until) VALUES
+    it('a device that falls back within its bake fails it, even after the deployment stopped watching it', async () => {
+      // 'cut' was baking when the deployment ended (released as completed, its bake window still
+      // open); 'passed' finished its bake an hour ago.
+      const { rows, counts } = await afterFallBack(
+        db,
+        {
+          state: 'rolled_back',
+          devices: ['cut', 'passed'],
+          rows: `(deployment_id, organization_id, device_id, batch_index, from_version, state, bake_until) VALUES
             ('dep', 'org1', 'cut', 0, '1.0.0', 'completed', now() + interval '5 minutes'),
-            ('dep', 'org1', 'passed', 0, '1.0.0', 'completed', now() - interval '1 hour');
-        `);
-        await database.query("UPDATE devices SET current_version = '1.0.0' WHERE device_id IN ('cut', 'passed')");
-        await recordFallBack(database, 'org1', 'cut', '1.1.0');
-        await recordFallBack(database, 'org1', 'passed', '1.1.0');
-        const rows = await database.query<{ device_id: string; state: string; reason: string | null }>(
-          "SELECT device_id, state, reason FROM deployment_devices WHERE deployment_id = 'dep' ORDER BY device_id",
-        );
-        assert.deepEqual(
-          rows.map((row) => [row.device_id, row.state, row.reason]),
-          [
-            ['cut', 'failed', 'bake_reverted'],
-            ['passed', 'completed', null],
-          ],
-        );
-        const counts = await database.query<{ bucket: string; n: number }>(
-          "SELECT bucket, n FROM deployment_counts WHERE deployment_id = 'dep' AND n <> 0 ORDER BY bucket",
-        );
-        assert.deepEqual(
-          counts.map((row) => [row.bucket, row.n]),
-          [
-            ['bake_failed', 1],
-            ['completed', 1],
-            ['failed', 1],
-          ],
-          'the counts follow the row',
-        );
-      } finally {
-        await dispose();
-      }
+            ('dep', 'org1', 'passed', 0, '1.0.0', 'completed', now() - interval '1 hour')`,
+        },
+        ['cut', 'passed'],
+      );
+      assert.deepEqual(rows, [
+        ['cut', 'failed', 'bake_reverted'],
+        ['passed', 'completed', null],
+      ]);
+      assert.deepEqual(
+        counts,
+        [
+          ['bake_failed', 1],
+          ['completed', 1],
+          ['failed', 1],
+        ],
+        'the counts follow the row',
+      );
     });
 
     it('carries deployments over: states from the flags, devices from their update rows, counts from the devices', async () => {
