@@ -69,22 +69,40 @@ describe(`simulator failure modes for the fleet gates (${backend!.name})`, () =>
       updateIds.set(deviceId, accepted.body.update_id);
     }
     const records = new Map<string, OtaRecord>();
+    /** The updates not ended yet, as last read: what moves (status, phase, progress) and what a hang shows. */
+    const pending = new Map<string, OtaRecord>();
     await eventually(
       async () => {
         for (const { deviceId } of targets) {
+          if (records.has(deviceId)) continue;
           const latest = await record(deviceId);
           const ended = latest.ota_status === 'completed' || latest.ota_status === 'failed';
           // The record as it ended, seen first: a bake fault changes the device's version later.
-          if (latest.update_id === updateIds.get(deviceId) && ended && !records.has(deviceId)) {
+          if (latest.update_id === updateIds.get(deviceId) && ended) {
             records.set(deviceId, latest);
+            pending.delete(deviceId);
+          } else {
+            pending.set(deviceId, latest);
           }
         }
         return records.size === targets.length;
       },
       15_000,
       `every ${request.path} ended`,
-      () => records.size,
-    );
+      () =>
+        JSON.stringify([
+          records.size,
+          [...pending.values()].map(({ update_id, update_status, phase, progress }) => [
+            update_id,
+            update_status,
+            phase,
+            progress,
+          ]),
+        ]),
+    ).catch((error: Error) => {
+      const open = JSON.stringify([...pending.values()]);
+      throw new Error(`${error.message}; still open: ${open}; simulation: ${JSON.stringify(simulation.counters())}`);
+    });
     return records;
   }
 
