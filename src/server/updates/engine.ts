@@ -152,6 +152,8 @@ export class UpdateEngine {
   readonly #signingKeys = new Map<string, Promise<KeyObject>>();
   readonly #progress: Batcher<repo.ProgressReport, void>;
   readonly #successes: Batcher<ReportedResult, void>;
+  /** Connected devices' active updates, looked up together: a reconnecting fleet asks for thousands. */
+  readonly #activeUpdates: Batcher<DeviceRef, repo.UpdateRow | undefined>;
   #dispatching: Promise<void> | undefined;
   readonly #answering = new Set<Promise<void>>();
   #again = false;
@@ -167,6 +169,15 @@ export class UpdateEngine {
     this.#successes = new Batcher(async (results) => {
       await this.#recordSuccesses(results);
       return results.map(() => undefined);
+    }, REPORT_BATCH);
+    this.#activeUpdates = new Batcher(async (devices) => {
+      const active = new Map(
+        (await repo.findActiveUpdates(deps.db, devices)).map((row) => [
+          `${row.organization_id}\u0000${row.device_id}`,
+          row,
+        ]),
+      );
+      return devices.map((device) => active.get(`${device.organizationId}\u0000${device.deviceId}`));
     }, REPORT_BATCH);
     tunnel.onDeviceRequest(DeviceAction.otaProgress, (device, payload) => this.#onProgress(device, payload));
     tunnel.onDeviceRequest(DeviceAction.otaResult, (device, payload) => this.#onResult(device, payload));
@@ -574,7 +585,7 @@ export class UpdateEngine {
    */
   async #reconcile(device: ConnectedDevice, info: DeviceInfoPayload, changedFrom: string | null): Promise<void> {
     const { db, transitions } = this.#deps;
-    const active = await repo.findActiveUpdate(db, device.organizationId, device.deviceId);
+    const active = await this.#activeUpdates.add(device);
     // Only a command sent over an earlier tunnel can have been lost; one sent over this
     // tunnel may simply not have arrived before the device spoke.
     const sentBeforeThisTunnel = (active?.dispatched_at?.getTime() ?? Number.POSITIVE_INFINITY) < device.connectedAtMs;

@@ -63,13 +63,20 @@ export async function findUpdate(db: Queryable, organizationId: string, id: stri
   return row;
 }
 
-export async function findActiveUpdate(db: Queryable, organizationId: string, deviceId: string) {
-  const [row] = await db.query<UpdateRow>(
-    `SELECT ${COLUMNS} FROM ota_updates
-     WHERE organization_id = $1 AND device_id = $2 AND status = ANY($3::text[])`,
-    [organizationId, deviceId, ACTIVE],
+/**
+ * Each device's active update (at most one, by ota_updates_one_active_idx); a device without one
+ * is absent from the answer. One statement for many devices: a fleet reconnecting asks for
+ * thousands at once.
+ */
+export function findActiveUpdates(
+  db: Queryable,
+  devices: readonly { organizationId: string; deviceId: string }[],
+): Promise<UpdateRow[]> {
+  return db.query<UpdateRow>(
+    `SELECT ${COLUMNS} FROM unnest($1::text[], $2::text[]) AS d(org, dev)
+     JOIN ota_updates ON organization_id = d.org AND device_id = d.dev AND ${activeIn('status')}`,
+    [devices.map((device) => device.organizationId), devices.map((device) => device.deviceId)],
   );
-  return row;
 }
 
 /** A device's updates (as `u`) newest first, along ota_updates_device_idx: its latest update is the first. */
