@@ -142,6 +142,35 @@ for (const db of [...new Set(backends.map((backend) => backend.db))]) {
       );
     });
 
+    it('a device that falls back while its bake is still watched fails it as reverted at once', async () => {
+      // 'fell' reported its fall-back before the bake's next pass; 'probed' is still baking and
+      // has said nothing of a fall-back (its record is the pass's to judge).
+      const { rows, counts } = await afterFallBack(
+        db,
+        {
+          state: 'running',
+          devices: ['fell', 'probed'],
+          rows: `(deployment_id, organization_id, device_id, batch_index, from_version, state, bake_until) VALUES
+            ('dep', 'org1', 'fell', 0, '1.0.0', 'baking', now() + interval '5 minutes'),
+            ('dep', 'org1', 'probed', 0, '1.0.0', 'baking', now() + interval '5 minutes')`,
+        },
+        ['fell'],
+      );
+      assert.deepEqual(rows, [
+        ['fell', 'failed', 'bake_reverted'],
+        ['probed', 'baking', null],
+      ]);
+      assert.deepEqual(
+        counts,
+        [
+          ['bake_failed', 1],
+          ['baking', 1],
+          ['failed', 1],
+        ],
+        'the counts follow the row',
+      );
+    });
+
     it('carries deployments over: states from the flags, devices from their update rows, counts from the devices', async () => {
       const { db: database, dispose } = await openBare(db);
       try {

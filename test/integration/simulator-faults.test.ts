@@ -7,11 +7,11 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { TERMINAL_STATUSES } from '../../src/server/model/update-status.ts';
 import type { Fault } from '../../src/simulator/faults.ts';
 import { runSimulation } from '../../src/simulator/processes.ts';
 import { fetchSigningKey, registerDevices } from '../../src/simulator/register.ts';
 import type { DeviceSpec, Simulation } from '../../src/simulator/simulator.ts';
-import type { OtaRecord } from '../helpers/agents.ts';
 import { type FirmwareFile, makeFirmwareFile, postFirmware } from '../helpers/firmware.ts';
 import { eventually } from '../helpers/raw-device.ts';
 import { backendsUnderTest, startTestServer, stopSharedServices, type TestServer } from '../helpers/server.ts';
@@ -40,6 +40,17 @@ interface DeviceRecord {
   online: boolean;
 }
 
+/** An update as GET /api/v1/devices/{id}/ota/history answers it (the fields read here). */
+interface UpdateRow {
+  id: string;
+  target_version: string;
+  status: string;
+  phase: string | null;
+  progress: number;
+  error_code: string | null;
+}
+const TERMINAL = new Set<string>(TERMINAL_STATUSES);
+
 describe(`simulator failure modes for the fleet gates (${backend!.name})`, () => {
   let server: TestServer;
   let key: string;
@@ -47,16 +58,24 @@ describe(`simulator failure modes for the fleet gates (${backend!.name})`, () =>
   let simulation: Simulation;
 
   const byFault = (fault: Fault | null) => devices.filter((device) => device.fault === fault);
-  const record = async (deviceId: string) =>
-    (await server.api<OtaRecord>('GET', `/api/v1/devices/${deviceId}/ota`, key)).body;
   const device = async (deviceId: string) =>
     (await server.api<DeviceRecord>('GET', `/api/v1/devices/${deviceId}`, key)).body;
 
-  /** Asks for each update (or rollback), waits until every one has ended, returns the OTA records. */
+  /** One update as the device's history shows it. */
+  const historyEntry = async (deviceId: string, updateId: string) =>
+    (
+      await server.api<{ updates: UpdateRow[] }>('GET', `/api/v1/devices/${deviceId}/ota/history?limit=20`, key)
+    ).body.updates.find((update) => update.id === updateId);
+
+  /**
+   * Asks for each update (or rollback), waits until every one has ended, returns them as they
+   * ended. Each is read by its own id: a bake fault's fall-back is recorded as a newer update of
+   * its own a moment later, so the device's latest update is not the one asked for for long.
+   */
   async function updateEach(
     targets: readonly DeviceSpec[],
     request: { path: 'update' | 'rollback'; body?: unknown },
-  ): Promise<Map<string, OtaRecord>> {
+  ): Promise<Map<string, UpdateRow>> {
     const updateIds = new Map<string, string>();
     for (const { deviceId } of targets) {
       const accepted = await server.api<{ update_id: string }>(
@@ -68,42 +87,35 @@ describe(`simulator failure modes for the fleet gates (${backend!.name})`, () =>
       assert.equal(accepted.status, 202, `${deviceId}: ${JSON.stringify(accepted.body)}`);
       updateIds.set(deviceId, accepted.body.update_id);
     }
-    const records = new Map<string, OtaRecord>();
+    const ended = new Map<string, UpdateRow>();
     /** The updates not ended yet, as last read: what moves (status, phase, progress) and what a hang shows. */
-    const pending = new Map<string, OtaRecord>();
+    const pending = new Map<string, UpdateRow | undefined>();
     await eventually(
       async () => {
         for (const { deviceId } of targets) {
-          if (records.has(deviceId)) continue;
-          const latest = await record(deviceId);
-          const ended = latest.ota_status === 'completed' || latest.ota_status === 'failed';
-          // The record as it ended, seen first: a bake fault changes the device's version later.
-          if (latest.update_id === updateIds.get(deviceId) && ended) {
-            records.set(deviceId, latest);
+          if (ended.has(deviceId)) continue;
+          const update = await historyEntry(deviceId, updateIds.get(deviceId)!);
+          if (update && TERMINAL.has(update.status)) {
+            ended.set(deviceId, update);
             pending.delete(deviceId);
           } else {
-            pending.set(deviceId, latest);
+            pending.set(deviceId, update);
           }
         }
-        return records.size === targets.length;
+        return ended.size === targets.length;
       },
       15_000,
       `every ${request.path} ended`,
       () =>
         JSON.stringify([
-          records.size,
-          [...pending.values()].map(({ update_id, update_status, phase, progress }) => [
-            update_id,
-            update_status,
-            phase,
-            progress,
-          ]),
+          ended.size,
+          [...pending.values()].map((update) => [update?.status, update?.phase, update?.progress]),
         ]),
     ).catch((error: Error) => {
-      const open = JSON.stringify([...pending.values()]);
+      const open = JSON.stringify(Object.fromEntries(pending));
       throw new Error(`${error.message}; still open: ${open}; simulation: ${JSON.stringify(simulation.counters())}`);
     });
-    return records;
+    return ended;
   }
 
   before(async () => {
@@ -138,41 +150,48 @@ describe(`simulator failure modes for the fleet gates (${backend!.name})`, () =>
   });
 
   it('lets every device take an update to another version than the fault version', async () => {
-    const records = await updateEach(devices, { path: 'update', body: { version: '1.1.0' } });
-    for (const [deviceId, latest] of records) {
-      assert.equal(latest.ota_status, 'completed', `${deviceId}: ${JSON.stringify(latest)}`);
-      assert.equal(latest.current_version, '1.1.0', deviceId);
+    const updates = await updateEach(devices, { path: 'update', body: { version: '1.1.0' } });
+    for (const [deviceId, update] of updates) {
+      assert.equal(update.status, 'completed', `${deviceId}: ${JSON.stringify(update)}`);
+      assert.equal((await device(deviceId)).current_version, '1.1.0', deviceId);
     }
     assert.equal(simulation.counters().crashed, 0);
   });
 
   it('fails, or crashes in the bake of, the update to the fault version the way each fault says', async () => {
-    const records = await updateEach(devices, { path: 'update', body: { version: FAULT_VERSION } });
-    const outcome = (deviceId: string) => {
-      const latest = records.get(deviceId)!;
-      return { status: latest.ota_status, code: latest.error?.code ?? null, version: latest.current_version };
+    const updates = await updateEach(devices, { path: 'update', body: { version: FAULT_VERSION } });
+    /** How the update ended, and the version the device runs now (for devices no bake fault changes later). */
+    const outcome = async (deviceId: string) => {
+      const update = updates.get(deviceId)!;
+      return { status: update.status, code: update.error_code, version: (await device(deviceId)).current_version };
     };
 
     for (const { deviceId } of byFault('downloadError')) {
-      assert.deepEqual(outcome(deviceId), { status: 'failed', code: 'download_failed', version: '1.1.0' }, deviceId);
+      assert.deepEqual(
+        await outcome(deviceId),
+        { status: 'failed', code: 'download_failed', version: '1.1.0' },
+        deviceId,
+      );
     }
     for (const { deviceId } of byFault('healthCheckFailure')) {
       assert.deepEqual(
-        outcome(deviceId),
+        await outcome(deviceId),
         { status: 'failed', code: 'health_check_failed', version: '1.1.0' },
         deviceId,
       );
     }
     // The bake faults first succeed: committed and reported completed, as the gate will first see them.
-    // (Their devices' version may already be the old one again by the time it is read: they crash
-    // 300 ms after completing, and on a busy machine reading ten records can take longer.)
+    // (Their devices run the old version again soon after: they crash 300 ms after completing.)
     for (const { deviceId } of [...byFault('bakeOffline'), ...byFault('bakeRevert')]) {
-      const { status, code } = outcome(deviceId);
-      assert.deepEqual({ status, code }, { status: 'completed', code: null }, deviceId);
-      assert.equal(records.get(deviceId)!.target_version, FAULT_VERSION, deviceId);
+      const { status, error_code: code, target_version: version } = updates.get(deviceId)!;
+      assert.deepEqual(
+        { status, code, version },
+        { status: 'completed', code: null, version: FAULT_VERSION },
+        deviceId,
+      );
     }
     for (const { deviceId } of byFault(null)) {
-      assert.deepEqual(outcome(deviceId), { status: 'completed', code: null, version: FAULT_VERSION }, deviceId);
+      assert.deepEqual(await outcome(deviceId), { status: 'completed', code: null, version: FAULT_VERSION }, deviceId);
     }
 
     await eventually(async () => simulation.counters().crashed === 4, 10_000, 'the four bake faults struck');
@@ -206,13 +225,14 @@ describe(`simulator failure modes for the fleet gates (${backend!.name})`, () =>
 
   it('rolls back the devices the faults left online and healthy: the rollback is not struck', async () => {
     const rolledBack = [...byFault('downloadError'), ...byFault('healthCheckFailure'), ...byFault(null)];
-    const records = await updateEach(rolledBack, { path: 'rollback' });
+    const updates = await updateEach(rolledBack, { path: 'rollback' });
     for (const { deviceId, fault } of rolledBack) {
-      const latest = records.get(deviceId)!;
+      const update = updates.get(deviceId)!;
       // The failed devices never left 1.1.0, so their last known good version is the factory one.
       const expected = fault === null ? '1.1.0' : '1.0.0';
-      assert.equal(latest.ota_status, 'completed', `${deviceId}: ${JSON.stringify(latest)}`);
-      assert.equal(latest.current_version, expected, deviceId);
+      assert.equal(update.status, 'completed', `${deviceId}: ${JSON.stringify(update)}`);
+      assert.equal(update.target_version, expected, deviceId);
+      assert.equal((await device(deviceId)).current_version, expected, deviceId);
     }
     assert.equal(simulation.counters().crashed, 4, 'no rollback crashed');
   });

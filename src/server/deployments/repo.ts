@@ -636,11 +636,19 @@ export async function failBakesFromRecord(db: Queryable, deploymentId: string, o
   return rows;
 }
 
-/** A baking device answered its health check unhealthy: failed within the bake, in every deployment it bakes in. */
+/**
+ * A baking device answered its health check unhealthy: failed within the bake, in every
+ * deployment it bakes in; as reverted where it no longer runs the deployment's version (it fell
+ * back and said so before the probe's answer was written), like failBakesFromRecord.
+ */
 export async function failBakeUnhealthy(db: Queryable, organizationId: string, deviceId: string): Promise<string[]> {
   const rows = await db.query<{ deployment_id: string }>(
-    `UPDATE deployment_devices SET state = 'failed', reason = 'bake_unhealthy', bake_failed_at = now()
-     WHERE organization_id = $1 AND device_id = $2 AND state = 'baking' RETURNING deployment_id`,
+    `UPDATE deployment_devices m SET state = 'failed', bake_failed_at = now(),
+       reason = CASE WHEN d.current_version <> p.version THEN 'bake_reverted' ELSE 'bake_unhealthy' END
+     FROM devices d, deployments p
+     WHERE m.organization_id = $1 AND m.device_id = $2 AND m.state = 'baking' AND p.id = m.deployment_id
+       AND d.organization_id = m.organization_id AND d.device_id = m.device_id
+     RETURNING m.deployment_id`,
     [organizationId, deviceId],
   );
   return rows.map((row) => row.deployment_id);

@@ -146,6 +146,30 @@ interface ReportedResult {
   row: repo.UpdateRow;
 }
 
+/** Whether `update` was sent to the device before its current tunnel opened (at `connectedAtMs`). */
+function sentBefore(update: Pick<repo.UpdateRow, 'dispatched_at'>, connectedAtMs: number): boolean {
+  return (update.dispatched_at?.getTime() ?? Number.POSITIVE_INFINITY) < connectedAtMs;
+}
+
+/**
+ * Whether a version change a device reported as it connected is its active update's to report
+ * (a trial boot, the update's own fall-back) rather than a change to record (a fall-back after a
+ * crash, a re-flash by hand). It is the update's when the device had that update under way as it
+ * spoke: it names it in its `device_info`, or (an agent that names none) the update was under way
+ * before this tunnel opened. An update that only waits for the device (queued, or sent but not
+ * taken up) or that reached it over this tunnel, after its report, explains nothing: a rollback
+ * queued while it was away and dispatched the moment it returned must not hide its fall-back.
+ */
+export function changeIsTheUpdates(
+  active: Pick<repo.UpdateRow, 'id' | 'status' | 'dispatched_at'>,
+  info: Pick<DeviceInfoPayload, 'update_id'>,
+  connectedAtMs: number,
+): boolean {
+  if (info.update_id === active.id) return true;
+  const waitsOnly = active.status === 'queued' || active.status === 'dispatched';
+  return !waitsOnly && sentBefore(active, connectedAtMs);
+}
+
 export class UpdateEngine {
   readonly #deps: UpdateEngineDeps;
   readonly #timers: NodeJS.Timeout[] = [];
@@ -586,19 +610,14 @@ export class UpdateEngine {
   async #reconcile(device: ConnectedDevice, info: DeviceInfoPayload, changedFrom: string | null): Promise<void> {
     const { db, transitions } = this.#deps;
     const active = await this.#activeUpdates.add(device);
+    const sentBeforeThisTunnel = active !== undefined && sentBefore(active, device.connectedAtMs);
     // Only a command sent over an earlier tunnel can have been lost; one sent over this
     // tunnel may simply not have arrived before the device spoke.
-    const sentBeforeThisTunnel = (active?.dispatched_at?.getTime() ?? Number.POSITIVE_INFINITY) < device.connectedAtMs;
     if (active?.status === 'dispatched' && info.update_id !== active.id && sentBeforeThisTunnel) {
       await transitions.move({ organizationId: device.organizationId, id: active.id }, 'queued');
     }
     if (active) this.kick();
-    // A change during an update the device has under way (its trial boot, its fall-back) is that
-    // update's to report. A change while an update only waits for it (a rollback queued while it
-    // was away, which its new version may make moot) is recorded: it would be lost otherwise.
-    if (changedFrom === null) return;
-    const waitsOnly = active && (active.status === 'queued' || active.status === 'dispatched');
-    if (active && (!waitsOnly || info.update_id === active.id)) return;
+    if (changedFrom === null || (active && changeIsTheUpdates(active, info, device.connectedAtMs))) return;
     const latest = await repo.latestFinishedUpdate(db, device.organizationId, device.deviceId);
     const fellBack =
       latest !== undefined &&
