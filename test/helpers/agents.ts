@@ -114,6 +114,8 @@ export async function settledOta(
     },
     timeoutMs,
     `OTA of ${deviceId} settled`,
-  );
+  ).catch((error: Error) => {
+    throw new Error(`${error.message}; last record: ${JSON.stringify(record)}`);
+  });
   return record!;
 }

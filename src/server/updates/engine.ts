@@ -152,22 +152,25 @@ function sentBefore(update: Pick<repo.UpdateRow, 'dispatched_at'>, connectedAtMs
 }
 
 /**
- * Whether a version change a device reported as it connected is its active update's to report
+ * Whether a version change a device reported as it connected is its current update's to report
  * (a trial boot, the update's own fall-back) rather than a change to record (a fall-back after a
  * crash, a re-flash by hand). It is the update's when the device had that update under way as it
- * spoke: it names it in its `device_info`, or (an agent that names none) the update was under way
- * before this tunnel opened. An update that only waits for the device (queued, or sent but not
- * taken up) or that reached it over this tunnel, after its report, explains nothing: a rollback
- * queued while it was away and dispatched the moment it returned must not hide its fall-back.
+ * spoke: it names it in its `device_info`, or (an agent that names none) the update was taken up
+ * before this tunnel opened and was still open when it did — it may have ended since, the
+ * device's result reaching the server before its report was handled. An update that only waits
+ * for the device (queued, or sent but not taken up) or that reached it over this tunnel, after its
+ * report, explains nothing: a rollback queued while it was away and dispatched the moment it
+ * returned must not hide its fall-back.
  */
 export function changeIsTheUpdates(
-  active: Pick<repo.UpdateRow, 'id' | 'status' | 'dispatched_at'>,
+  update: Pick<repo.UpdateRow, 'id' | 'status' | 'dispatched_at' | 'finished_at'>,
   info: Pick<DeviceInfoPayload, 'update_id'>,
   connectedAtMs: number,
 ): boolean {
-  if (info.update_id === active.id) return true;
-  const waitsOnly = active.status === 'queued' || active.status === 'dispatched';
-  return !waitsOnly && sentBefore(active, connectedAtMs);
+  if (info.update_id === update.id) return true;
+  if (!sentBefore(update, connectedAtMs)) return false;
+  if (isActive(update.status)) return update.status === 'in_progress';
+  return (update.finished_at?.getTime() ?? Number.NEGATIVE_INFINITY) >= connectedAtMs;
 }
 
 export class UpdateEngine {
@@ -176,8 +179,8 @@ export class UpdateEngine {
   readonly #signingKeys = new Map<string, Promise<KeyObject>>();
   readonly #progress: Batcher<repo.ProgressReport, void>;
   readonly #successes: Batcher<ReportedResult, void>;
-  /** Connected devices' active updates, looked up together: a reconnecting fleet asks for thousands. */
-  readonly #activeUpdates: Batcher<DeviceRef, repo.UpdateRow | undefined>;
+  /** Connected devices' current updates, looked up together: a reconnecting fleet asks for thousands. */
+  readonly #currentUpdates: Batcher<DeviceRef, repo.UpdateRow | undefined>;
   #dispatching: Promise<void> | undefined;
   readonly #answering = new Set<Promise<void>>();
   #again = false;
@@ -194,14 +197,14 @@ export class UpdateEngine {
       await this.#recordSuccesses(results);
       return results.map(() => undefined);
     }, REPORT_BATCH);
-    this.#activeUpdates = new Batcher(async (devices) => {
-      const active = new Map(
-        (await repo.findActiveUpdates(deps.db, devices)).map((row) => [
+    this.#currentUpdates = new Batcher(async (devices) => {
+      const current = new Map(
+        (await repo.findCurrentUpdates(deps.db, devices)).map((row) => [
           `${row.organization_id}\u0000${row.device_id}`,
           row,
         ]),
       );
-      return devices.map((device) => active.get(`${device.organizationId}\u0000${device.deviceId}`));
+      return devices.map((device) => current.get(`${device.organizationId}\u0000${device.deviceId}`));
     }, REPORT_BATCH);
     tunnel.onDeviceRequest(DeviceAction.otaProgress, (device, payload) => this.#onProgress(device, payload));
     tunnel.onDeviceRequest(DeviceAction.otaResult, (device, payload) => this.#onResult(device, payload));
@@ -609,7 +612,8 @@ export class UpdateEngine {
    */
   async #reconcile(device: ConnectedDevice, info: DeviceInfoPayload, changedFrom: string | null): Promise<void> {
     const { db, transitions } = this.#deps;
-    const active = await this.#activeUpdates.add(device);
+    const current = await this.#currentUpdates.add(device);
+    const active = current && isActive(current.status) ? current : undefined;
     const sentBeforeThisTunnel = active !== undefined && sentBefore(active, device.connectedAtMs);
     // Only a command sent over an earlier tunnel can have been lost; one sent over this
     // tunnel may simply not have arrived before the device spoke.
@@ -617,7 +621,7 @@ export class UpdateEngine {
       await transitions.move({ organizationId: device.organizationId, id: active.id }, 'queued');
     }
     if (active) this.kick();
-    if (changedFrom === null || (active && changeIsTheUpdates(active, info, device.connectedAtMs))) return;
+    if (changedFrom === null || (current && changeIsTheUpdates(current, info, device.connectedAtMs))) return;
     const latest = await repo.latestFinishedUpdate(db, device.organizationId, device.deviceId);
     const fellBack =
       latest !== undefined &&

@@ -64,17 +64,22 @@ export async function findUpdate(db: Queryable, organizationId: string, id: stri
 }
 
 /**
- * Each device's active update (at most one, by ota_updates_one_active_idx); a device without one
- * is absent from the answer. One statement for many devices: a fleet reconnecting asks for
- * thousands at once.
+ * Each device's current update: its active one (at most one, by ota_updates_one_active_idx), else
+ * the latest the server ordered (observed changes aside), which may have ended a moment ago; a
+ * device with none is absent from the answer. One statement for many devices: a fleet
+ * reconnecting asks for thousands at once.
  */
-export function findActiveUpdates(
+export function findCurrentUpdates(
   db: Queryable,
   devices: readonly { organizationId: string; deviceId: string }[],
 ): Promise<UpdateRow[]> {
   return db.query<UpdateRow>(
-    `SELECT ${COLUMNS} FROM unnest($1::text[], $2::text[]) AS d(org, dev)
-     JOIN ota_updates ON organization_id = d.org AND device_id = d.dev AND ${activeIn('status')}`,
+    `SELECT u.* FROM unnest($1::text[], $2::text[]) AS d(org, dev)
+     CROSS JOIN LATERAL (
+       SELECT ${COLUMNS} FROM ota_updates
+       WHERE organization_id = d.org AND device_id = d.dev AND kind <> 'observed'
+       ORDER BY ${activeIn('status')} DESC, created_at DESC, id DESC LIMIT 1
+     ) u`,
     [devices.map((device) => device.organizationId), devices.map((device) => device.deviceId)],
   );
 }

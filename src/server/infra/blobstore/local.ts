@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { NotFoundError } from '../errors.ts';
 import { fileSystemFault } from './faults.ts';
 import { assertSafeKey, isSafeKey } from './keys.ts';
-import { UploadMeter } from './meter.ts';
+import { HashingMeter } from './meter.ts';
 import type { BlobStore, DownloadLink, StagedObject } from './types.ts';
 
 export interface LocalOptions {
@@ -75,9 +75,9 @@ export class LocalBlobStore implements BlobStore {
       } catch (error) {
         throw fileSystemFault(error);
       }
-      const meter = new UploadMeter(options.maxBytes);
+      const meter = new HashingMeter(options.maxBytes);
       try {
-        await pipeline(body, new DurableFileSink(handle, meter));
+        await pipeline(body, meter, new DurableFileSink(handle));
         const sha256 = await meter.digestHex();
         await handle.close();
         return { tempKey, size: meter.bytes, sha256 };
@@ -278,60 +278,26 @@ export class LocalBlobStore implements BlobStore {
  */
 class DurableFileSink extends Writable {
   readonly #handle: FileHandle;
-  readonly #meter: UploadMeter;
   #position = 0;
   #unsynced = 0;
   #syncing: Promise<void> | undefined;
   #syncError: unknown;
 
-  /** `meter` counts and hashes each chunk as it is written (one stream hop less than a Transform). */
-  constructor(handle: FileHandle, meter: UploadMeter) {
+  constructor(handle: FileHandle) {
     super({ highWaterMark: WRITE_BUFFER_BYTES });
     this.#handle = handle;
-    this.#meter = meter;
   }
 
   override _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
-    this.#take(
-      chunks.map(({ chunk }) => chunk),
-      callback,
-    );
+    this.#write(chunks.map(({ chunk }) => chunk)).then(() => callback(), callback);
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.#take([chunk], callback);
+    this.#write([chunk]).then(() => callback(), callback);
   }
 
   override _final(callback: (error?: Error | null) => void): void {
-    this.#meter.end();
     this.#finish().then(() => callback(), callback);
-  }
-
-  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    this.#meter.abort();
-    callback(error);
-  }
-
-  /** Writes the chunks while the meter hashes them; the next chunks come once both are done. */
-  #take(chunks: Buffer[], callback: (error?: Error | null) => void): void {
-    let hashing: Promise<void> | undefined;
-    try {
-      hashing = this.#hash(chunks, 0);
-    } catch (error) {
-      callback(error as Error);
-      return;
-    }
-    const written = this.#write(chunks);
-    (hashing === undefined ? written : Promise.all([written, hashing])).then(() => callback(), callback);
-  }
-
-  /** Hands the chunks from `from` on to the meter, in order: a promise once the worker is behind. */
-  #hash(chunks: Buffer[], from: number): Promise<void> | undefined {
-    for (let index = from; index < chunks.length; index++) {
-      const copying = this.#meter.add(chunks[index]!);
-      if (copying !== undefined) return copying.then(() => this.#hash(chunks, index + 1));
-    }
-    return undefined;
   }
 
   async #write(buffers: Buffer[]): Promise<void> {
