@@ -1,9 +1,10 @@
 /**
  * Queueing a deployment's attempts, in one place for the scheduler's chunks and for the first
  * batch of a deployment created to run at once (queued chunk after chunk as soon as its creating
- * transaction commits, while the POST is answered): one update row per due device, created already dispatched for the devices whose tunnel this process holds
- * (they are sent as soon as the transaction commits, without the queue), queued for the others
- * (the process that holds them claims them). A device that another update holds meanwhile gets
+ * transaction commits, while the POST is answered): one update row per due device, created
+ * already dispatched for the devices whose tunnel this process holds (they are sent as soon as
+ * the transaction commits, without the queue), queued for the others (the process that holds
+ * them claims them). A device that another update holds meanwhile gets
  * no row and is skipped as busy, with its holder.
  */
 import type { Logger } from 'pino';

@@ -617,6 +617,14 @@ export async function completeBakes(db: Queryable, deploymentId: string): Promis
 }
 
 /**
+ * Why a baking device (`m`, its device `d`, its deployment `p`) failed its bake: reverted when it
+ * no longer runs the deployment's version, whatever else was seen (`otherwise`), one rule for
+ * every writer of a bake failure (the database's fall-back trigger, migration 011, says the same).
+ */
+const bakeFailureReason = (otherwise: 'bake_offline' | 'bake_unhealthy') =>
+  `CASE WHEN d.current_version <> p.version THEN 'bake_reverted' ELSE '${otherwise}' END`;
+
+/**
  * Baking devices that no longer run the deployment's version (the boot loader or an operator
  * took them back) or that have been offline longer than `offlineGraceSeconds` (a restart of the
  * server or a replica is not a failure; a device gone for longer is): failed within the bake.
@@ -624,7 +632,7 @@ export async function completeBakes(db: Queryable, deploymentId: string): Promis
 export async function failBakesFromRecord(db: Queryable, deploymentId: string, offlineGraceSeconds: number) {
   const rows = await db.query<{ device_id: string; reason: string }>(
     `UPDATE deployment_devices m SET state = 'failed', bake_failed_at = now(),
-       reason = CASE WHEN d.current_version <> p.version THEN 'bake_reverted' ELSE 'bake_offline' END
+       reason = ${bakeFailureReason('bake_offline')}
      FROM devices d, deployments p
      WHERE m.deployment_id = $1 AND m.state = 'baking' AND p.id = m.deployment_id
        AND d.organization_id = m.organization_id AND d.device_id = m.device_id
@@ -644,7 +652,7 @@ export async function failBakesFromRecord(db: Queryable, deploymentId: string, o
 export async function failBakeUnhealthy(db: Queryable, organizationId: string, deviceId: string): Promise<string[]> {
   const rows = await db.query<{ deployment_id: string }>(
     `UPDATE deployment_devices m SET state = 'failed', bake_failed_at = now(),
-       reason = CASE WHEN d.current_version <> p.version THEN 'bake_reverted' ELSE 'bake_unhealthy' END
+       reason = ${bakeFailureReason('bake_unhealthy')}
      FROM devices d, deployments p
      WHERE m.organization_id = $1 AND m.device_id = $2 AND m.state = 'baking' AND p.id = m.deployment_id
        AND d.organization_id = m.organization_id AND d.device_id = m.device_id

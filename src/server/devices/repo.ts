@@ -446,13 +446,17 @@ export async function recordDeviceVersions(
   );
 }
 
-/** What the devices of some update rows run now and their model (the dispatch re-check), by organization and id. */
+/** One device as a Map key: organization and id (ids are unique only within an organization). */
+export function deviceKey(organizationId: string, deviceId: string): string {
+  return `${organizationId}\u0000${deviceId}`;
+}
+
+/** What the devices of some update rows run now and their model (the dispatch re-check), by deviceKey. */
 export async function findDeviceVersions(
   db: Queryable,
   rows: readonly { organization_id: string; device_id: string }[],
 ): Promise<Map<string, { current_version: string; model: string | null }>> {
-  const key = (organizationId: string, deviceId: string) => `${organizationId}\u0000${deviceId}`;
-  const wanted = new Set(rows.map((row) => key(row.organization_id, row.device_id)));
+  const wanted = new Set(rows.map((row) => deviceKey(row.organization_id, row.device_id)));
   // The primary key with a list per column: one index scan whatever the planner knows of the
   // table (a join against the list was planned as one scan of the table per device once).
   const found = await db.query<{
@@ -467,8 +471,8 @@ export async function findDeviceVersions(
   );
   return new Map(
     found
-      .filter((row) => wanted.has(key(row.organization_id, row.device_id)))
-      .map((row) => [key(row.organization_id, row.device_id), row]),
+      .filter((row) => wanted.has(deviceKey(row.organization_id, row.device_id)))
+      .map((row) => [deviceKey(row.organization_id, row.device_id), row]),
   );
 }
 

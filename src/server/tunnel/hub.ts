@@ -32,7 +32,7 @@ import {
   TunnelErrorCode,
   type WireError,
 } from '../../protocol/wire-error.ts';
-import { findDevicesByKeyHashes } from '../devices/repo.ts';
+import { deviceKey, findDevicesByKeyHashes } from '../devices/repo.ts';
 import type { EventFeed } from '../events/feed.ts';
 import { AuthFailureLimiter, clientAddress, retryAfterSeconds } from '../infra/auth-limiter.ts';
 import { Batcher } from '../infra/batcher.ts';
@@ -133,7 +133,7 @@ class DeviceLink {
   ) {}
 
   get key(): string {
-    return linkKey(this.organizationId, this.deviceId);
+    return deviceKey(this.organizationId, this.deviceId);
   }
 
   /** False when the device has used up its frame budget. */
@@ -149,10 +149,6 @@ class DeviceLink {
 /** What devices say when all is well: EdgeFlow devices answer `healthy`; `ok` is common elsewhere. */
 function isHealthyStatus(status: string): boolean {
   return ['healthy', 'ok'].includes(status.trim().toLowerCase());
-}
-
-function linkKey(organizationId: string, deviceId: string): string {
-  return `${organizationId}\u0000${deviceId}`;
 }
 
 export interface TunnelHubDeps {
@@ -218,7 +214,7 @@ export class TunnelHub {
   }
 
   isConnected(organizationId: string, deviceId: string): boolean {
-    return this.#links.has(linkKey(organizationId, deviceId));
+    return this.#links.has(deviceKey(organizationId, deviceId));
   }
 
   attach(server: Server): void {
@@ -245,7 +241,7 @@ export class TunnelHub {
 
   /** Sends a command and waits for the device's response `data`. */
   command(device: DeviceRef, action: string, payload: unknown, timeoutMs?: number): Promise<unknown> {
-    const link = this.#links.get(linkKey(device.organizationId, device.deviceId));
+    const link = this.#links.get(deviceKey(device.organizationId, device.deviceId));
     if (!link || link.socket.readyState !== WebSocket.OPEN) {
       return Promise.reject(new DeviceOfflineError(device.deviceId));
     }
@@ -295,7 +291,7 @@ export class TunnelHub {
 
   /** Closes a device's tunnel (deleted device, replaced connection …). */
   disconnect(device: DeviceRef, code: number, reason: string): void {
-    this.#links.get(linkKey(device.organizationId, device.deviceId))?.socket.close(code, reason);
+    this.#links.get(deviceKey(device.organizationId, device.deviceId))?.socket.close(code, reason);
   }
 
   /**

@@ -56,11 +56,13 @@ export class Presence {
     this.#reportVersion = new Batcher(async (reports) => {
       const changed = new Map(
         (await devicesRepo.reportCurrentVersions(deps.db, reports)).map((row) => [
-          `${row.organization_id}\u0000${row.device_id}`,
+          devicesRepo.deviceKey(row.organization_id, row.device_id),
           row.previous_version === row.current_version ? null : row.previous_version,
         ]),
       );
-      return reports.map((report) => changed.get(`${report.organizationId}\u0000${report.deviceId}`) ?? null);
+      return reports.map(
+        (report) => changed.get(devicesRepo.deviceKey(report.organizationId, report.deviceId)) ?? null,
+      );
     }, BATCH);
   }
 

@@ -200,11 +200,11 @@ export class UpdateEngine {
     this.#currentUpdates = new Batcher(async (devices) => {
       const current = new Map(
         (await repo.findCurrentUpdates(deps.db, devices)).map((row) => [
-          `${row.organization_id}\u0000${row.device_id}`,
+          devicesRepo.deviceKey(row.organization_id, row.device_id),
           row,
         ]),
       );
-      return devices.map((device) => current.get(`${device.organizationId}\u0000${device.deviceId}`));
+      return devices.map((device) => current.get(devicesRepo.deviceKey(device.organizationId, device.deviceId)));
     }, REPORT_BATCH);
     tunnel.onDeviceRequest(DeviceAction.otaProgress, (device, payload) => this.#onProgress(device, payload));
     tunnel.onDeviceRequest(DeviceAction.otaResult, (device, payload) => this.#onResult(device, payload));
@@ -344,7 +344,7 @@ export class UpdateEngine {
             answers.push(this.#fail(row, 'firmware_unavailable', message));
             continue;
           }
-          const device = devices.get(`${row.organization_id}\u0000${row.device_id}`);
+          const device = devices.get(devicesRepo.deviceKey(row.organization_id, row.device_id));
           const problem = device ? dispatchProblem(row, device, command.firmware.compatible_models) : null;
           if (problem) {
             const where = { organizationId: row.organization_id, id: row.id };
