@@ -110,7 +110,7 @@ export async function startFleet(options: {
     server,
     simulation,
     async metric(name) {
-      const text = await fetch(`${base}/metrics`).then((r) => r.text());
+      const text = await fetch(`${base}/metrics?name=${name}`).then((r) => r.text());
       return Number(new RegExp(`^${name} (\\S+)`, 'm').exec(text)?.[1] ?? 0);
     },
     api: (method, urlPath, body) => call(key, method, urlPath, body),

@@ -58,6 +58,24 @@ for (const backend of backends) {
       assert.match(text, /^process_resident_memory_bytes \d+/m);
     });
 
+    it('answers only the metrics named, and names an unknown one in a 400', async () => {
+      const response = await fetch(
+        `${server.url}/metrics?name=edgeflow_connected_devices&name=process_resident_memory_bytes`,
+      );
+      assert.equal(response.status, 200);
+      const text = await response.text();
+      assert.match(text, /^edgeflow_connected_devices 0$/m);
+      assert.match(text, /^process_resident_memory_bytes \d+/m);
+      assert.doesNotMatch(text, /process_open_fds|edgeflow_http_request_duration_seconds/);
+      const unknown = await fetch(`${server.url}/metrics?name=edgeflow_connected_devices&name=no_such_metric`);
+      assert.equal(unknown.status, 400);
+      const { error } = (await unknown.json()) as { error: { code: string; message: string } };
+      assert.equal(error.code, 'unknown_metric');
+      assert.match(error.message, /no_such_metric/);
+      const malformed = await fetch(`${server.url}/metrics?name=${encodeURIComponent('a b')}`);
+      assert.equal(malformed.status, 400);
+    });
+
     it('serves an OpenAPI document generated from the route schemas', async () => {
       const response = await fetch(`${server.url}/docs/json`);
       assert.equal(response.status, 200);

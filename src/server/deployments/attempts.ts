@@ -1,7 +1,8 @@
 /**
  * Queueing a deployment's attempts, in one place for the scheduler's chunks and for the first
- * batch of a deployment created to run at once (queued chunk after chunk as soon as its creating
- * transaction commits, while the POST is answered): one update row per due device, created
+ * batch of a deployment created to run at once (its first chunk in the creating transaction, its
+ * device rows written `queued` with their update ids, so no claim is needed; the rest chunk after
+ * chunk once it commits, while the POST is answered): one update row per due device, created
  * already dispatched for the devices whose tunnel this process holds (they are sent as soon as
  * the transaction commits, without the queue), queued for the others (the process that holds
  * them claims them). A device that another update holds meanwhile gets
@@ -57,6 +58,14 @@ export async function queueDueChunk(deps: ChunkDeps, row: repo.DeploymentRow): P
     log.error({ err: error, deployment_id: row.id }, 'sending a chunk of attempts failed'),
   );
   return queued.due === limit;
+}
+
+/**
+ * The devices of a first batch whose attempts the deployment's creating transaction makes: as
+ * many as a chunk and max_per_minute allow, in the planned order.
+ */
+export function firstChunkOf(deviceIds: readonly string[], settings: repo.DeploymentRow['settings']): string[] {
+  return deviceIds.slice(0, Math.min(CHUNK, dispatchAllowance(settings.max_per_minute, 0)));
 }
 
 /** A device due for an attempt, with what it runs now and whether its tunnel is held by this process. */

@@ -163,6 +163,48 @@ export function classifyTargets(candidates: readonly TargetCandidate[], rules: T
   return result;
 }
 
+/** A device the target matched, as its deployment keeps it (repo.insertDeploymentDevices writes it). */
+export interface MatchedDevice {
+  deviceId: string;
+  batchIndex: number | null;
+  fromVersion: string;
+  ordinal: number;
+  /** `queued` with its update's id: its attempt is created in the same transaction (attempts.ts). */
+  state: 'pending' | 'queued' | 'skipped';
+  updateId: string | null;
+  reason: SkipReason | null;
+  detail: string | null;
+}
+
+/**
+ * The rows of the matched devices, in the candidates' order: each eligible one in its batch
+ * (`queued` when `updateIdOf` names the attempt made for it at once, else `pending`), each one
+ * left out `skipped` with its reason (and, when busy, what holds it).
+ */
+export function matchedDevices(
+  candidates: readonly (TargetCandidate & { ordinal: number })[],
+  classes: TargetClassification,
+  batchOf: (deviceId: string) => number | null,
+  updateIdOf: (deviceId: string) => string | undefined = () => undefined,
+): MatchedDevice[] {
+  const reasonOf = new Map<string, SkipReason>();
+  for (const reason of SKIP_REASONS) for (const id of classes.excluded[reason]) reasonOf.set(id, reason);
+  return candidates.map((candidate) => {
+    const reason = reasonOf.get(candidate.device_id) ?? null;
+    const updateId = reason === null ? updateIdOf(candidate.device_id) : undefined;
+    return {
+      deviceId: candidate.device_id,
+      batchIndex: reason === null ? batchOf(candidate.device_id) : null,
+      fromVersion: candidate.current_version,
+      ordinal: candidate.ordinal,
+      state: reason !== null ? 'skipped' : updateId !== undefined ? 'queued' : 'pending',
+      updateId: updateId ?? null,
+      reason,
+      detail: reason === 'busy' ? candidate.held_by : null,
+    };
+  });
+}
+
 export function sampleOf(deviceIds: readonly string[], count = deviceIds.length): DeviceSample {
   return { count, device_ids: deviceIds.slice(0, PLAN_SAMPLE_IDS) };
 }

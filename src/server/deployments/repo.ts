@@ -18,6 +18,7 @@ import {
   type Stop,
 } from '../model/deployment.ts';
 import { ACTIVE_STATUSES, type UpdateStatus } from '../model/update-status.ts';
+import type { MatchedDevice } from './plan.ts';
 import type { DeploymentSettings, DeploymentTarget } from './schemas.ts';
 
 export interface DeploymentRow {
@@ -216,15 +217,7 @@ export async function insertBatches(
 }
 
 /** A device the deployment takes (batch set, pending) or leaves out (no batch, skipped with a reason). */
-export interface NewDeploymentDevice {
-  deviceId: string;
-  batchIndex: number | null;
-  fromVersion: string;
-  ordinal: number;
-  state: 'pending' | 'skipped';
-  reason: string | null;
-  detail: string | null;
-}
+export type NewDeploymentDevice = MatchedDevice;
 
 export async function insertDeploymentDevices(
   tx: Queryable,
@@ -235,10 +228,10 @@ export async function insertDeploymentDevices(
   if (devices.length === 0) return;
   await tx.query(
     `INSERT INTO deployment_devices (deployment_id, organization_id, device_id, batch_index, from_version, ordinal,
-       state, reason, detail)
-     SELECT $1, $2, d.device_id, d.batch_index, d.from_version, d.ordinal, d.state, d.reason, d.detail
-     FROM unnest($3::text[], $4::int[], $5::text[], $6::int[], $7::text[], $8::text[], $9::text[])
-       AS d(device_id, batch_index, from_version, ordinal, state, reason, detail)
+       state, reason, detail, update_id)
+     SELECT $1, $2, d.device_id, d.batch_index, d.from_version, d.ordinal, d.state, d.reason, d.detail, d.update_id
+     FROM unnest($3::text[], $4::int[], $5::text[], $6::int[], $7::text[], $8::text[], $9::text[], $10::text[])
+       AS d(device_id, batch_index, from_version, ordinal, state, reason, detail, update_id)
      ON CONFLICT (deployment_id, device_id) DO NOTHING`,
     [
       deploymentId,
@@ -250,6 +243,7 @@ export async function insertDeploymentDevices(
       devices.map((device) => device.state),
       devices.map((device) => device.reason),
       devices.map((device) => device.detail),
+      devices.map((device) => device.updateId),
     ],
   );
 }

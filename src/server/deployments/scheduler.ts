@@ -28,7 +28,7 @@ import type { Transitioned, UpdateTransitions } from '../updates/transitions.ts'
 import { CHUNK, queueDueChunk } from './attempts.ts';
 import { batchStateFor, gateDecision, nextAction } from './gate.ts';
 import { type DeploymentLifecycle, loadView } from './lifecycle.ts';
-import { classifyTargets } from './plan.ts';
+import { classifyTargets, matchedDevices } from './plan.ts';
 import * as repo from './repo.ts';
 
 export interface DeploymentSchedulerDeps {
@@ -365,22 +365,11 @@ export class DeploymentScheduler {
     });
     await db.transaction(async (tx) => {
       const last = await repo.lastBatchIndex(tx, row.id);
-      const eligible = new Set(classes.eligible);
-      const reasonOf = new Map<string, string>();
-      for (const [reason, ids] of Object.entries(classes.excluded)) for (const id of ids) reasonOf.set(id, reason);
       await repo.insertDeploymentDevices(
         tx,
         row.id,
         row.organization_id,
-        candidates.map((candidate) => ({
-          deviceId: candidate.device_id,
-          batchIndex: eligible.has(candidate.device_id) ? last : null,
-          fromVersion: candidate.current_version,
-          ordinal: candidate.ordinal,
-          state: eligible.has(candidate.device_id) ? 'pending' : 'skipped',
-          reason: eligible.has(candidate.device_id) ? null : (reasonOf.get(candidate.device_id) ?? null),
-          detail: reasonOf.get(candidate.device_id) === 'busy' ? candidate.held_by : null,
-        })),
+        matchedDevices(candidates, classes, () => last),
       );
       await repo.setMatchedSeq(tx, row.id, Math.max(...candidates.map((candidate) => candidate.change_seq)));
     });

@@ -11,9 +11,9 @@ import { ConflictError, NotFoundError } from '../infra/errors.ts';
 import { newId } from '../infra/secrets.ts';
 import { type Control, controlsFor, type DeploymentState, explainDevice, isEnded } from '../model/deployment.ts';
 import type { Transitioned, UpdateTransitions } from '../updates/transitions.ts';
-import { queueDueChunk } from './attempts.ts';
+import { firstChunkOf, queueAttempts, queueDueChunk } from './attempts.ts';
 import { type DeploymentLifecycle, loadView, loadViews } from './lifecycle.ts';
-import { classifyTargets, describePlan, planBatches, sampleOf, type TargetRules } from './plan.ts';
+import { classifyTargets, describePlan, matchedDevices, planBatches, sampleOf, type TargetRules } from './plan.ts';
 import * as repo from './repo.ts';
 import type { DeploymentScheduler } from './scheduler.ts';
 import {
@@ -81,7 +81,7 @@ export class DeploymentService {
     body: CreateDeploymentBody,
   ): Promise<{ dryRun: true; plan: DeploymentPlan } | { dryRun: false; deployment: DeploymentBody }> {
     checkDeploymentRequest(body);
-    const { db, config, lifecycle, scheduler, nodeId } = this.#deps;
+    const { db, config, lifecycle, scheduler, nodeId, transitions, sendDispatched, log } = this.#deps;
     const settings = deploymentSettingsOf(body);
     const startAt = body.start_at ? new Date(body.start_at) : null;
     const rulesOf = (firmware: firmwareRepo.FirmwareRow): TargetRules => ({
@@ -119,9 +119,11 @@ export class DeploymentService {
       const classes = classifyTargets(candidates, rulesOf(firmware));
       const batches = planBatches(classes.eligible, settings);
       const startsNow = !(startAt && startAt.getTime() > Date.now());
-      // Starting now, the first batch starts with the deployment; its attempts are queued right
-      // after, chunk by chunk (queueDueChunk), each chunk's commands sent while the next is queued.
+      // Starting now, the first batch starts with the deployment, and its first chunk of attempts
+      // is created in this transaction (its commands go out as it commits); the rest of the batch
+      // is queued right after, chunk by chunk (queueDueChunk).
       const first = startsNow && batches.length > 0 ? batches[0]! : null;
+      const chunk = new Map(firstChunkOf(first?.deviceIds ?? [], settings).map((deviceId) => [deviceId, newId('upd')]));
       const { device_ids: deviceIds, ...selectors } = body.target;
       const row = await repo.insertDeployment(tx, {
         id,
@@ -144,37 +146,41 @@ export class DeploymentService {
       );
       const batchOf = new Map<string, number>();
       for (const batch of batches) for (const deviceId of batch.deviceIds) batchOf.set(deviceId, batch.index);
-      const reasonOf = new Map<string, string>();
-      for (const [reason, ids] of Object.entries(classes.excluded))
-        for (const device of ids) reasonOf.set(device, reason);
       await repo.insertDeploymentDevices(
         tx,
         id,
         organizationId,
-        candidates.map((candidate) => {
-          const reason = reasonOf.get(candidate.device_id) ?? null;
-          return {
-            deviceId: candidate.device_id,
-            batchIndex: batchOf.get(candidate.device_id) ?? null,
-            fromVersion: candidate.current_version,
-            ordinal: candidate.ordinal,
-            state: reason ? 'skipped' : 'pending',
-            reason,
-            detail: reason === 'busy' ? candidate.held_by : null,
-          };
-        }),
+        matchedDevices(
+          candidates,
+          classes,
+          (deviceId) => batchOf.get(deviceId) ?? null,
+          (deviceId) => chunk.get(deviceId),
+        ),
+      );
+      const candidateOf = new Map(candidates.map((candidate) => [candidate.device_id, candidate]));
+      const dispatched = await queueAttempts(
+        tx,
+        transitions,
+        row,
+        [...chunk].map(([deviceId, updateId]) => ({ ...candidateOf.get(deviceId)!, update_id: updateId })),
       );
       await lifecycle.announce(tx, row);
-      return first ? row : null;
+      return first ? { row, dispatched, more: first.deviceIds.length > chunk.size } : null;
     });
-    if (started) void this.#queueFirstBatch(started);
+    if (started) {
+      sendDispatched(started.dispatched).catch((error: Error) =>
+        log.error({ err: error, deployment_id: id }, 'sending the first chunk of attempts failed'),
+      );
+      if (started.more) void this.#queueFirstBatch(started.row);
+    }
     scheduler.kick();
     return { dryRun: false, deployment: await this.get(organizationId, id) };
   }
 
   /**
-   * The first batch's attempts, queued chunk after chunk as soon as the deployment exists (the
-   * scheduler's passes would too, a pass later): the answer does not wait for them.
+   * The rest of the first batch's attempts (past the chunk its creating transaction made), queued
+   * chunk after chunk as soon as the deployment exists (the scheduler's passes would too, a pass
+   * later): the answer does not wait for them.
    */
   async #queueFirstBatch(row: repo.DeploymentRow): Promise<void> {
     try {

@@ -1,6 +1,9 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
+import { BadRequestError } from '../infra/errors.ts';
 import type { Services } from '../services.ts';
+
+const MetricName = Type.String({ pattern: '^[a-zA-Z_:][a-zA-Z0-9_:]*$', maxLength: 200 });
 
 export const opsRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = async (app, { services }) => {
   app.get(
@@ -42,10 +45,41 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = asyn
 
   app.get(
     '/metrics',
-    { schema: { tags: ['operations'], summary: 'Prometheus metrics', security: [] } },
-    async (_request, reply) => {
-      const body = await services.metrics.registry.metrics();
-      return reply.header('content-type', services.metrics.registry.contentType).send(body);
+    {
+      schema: {
+        tags: ['operations'],
+        summary: 'Prometheus metrics',
+        description:
+          'Every metric, or only the ones named (name=edgeflow_commands_dispatched_total&name=…): a scraper that ' +
+          'follows one counter need not have the process count its open files (process_open_fds reads ' +
+          '/proc/self/fd, one entry per device tunnel) on every read.',
+        querystring: Type.Object({
+          name: Type.Optional(
+            Type.Union([MetricName, Type.Array(MetricName, { minItems: 1, maxItems: 50 })], {
+              description: 'one metric name or several',
+            }),
+          ),
+        }),
+        security: [],
+      },
+    },
+    async (request, reply) => {
+      const { registry } = services.metrics;
+      const names = request.query.name === undefined ? undefined : [request.query.name].flat();
+      let body: string;
+      if (names === undefined) {
+        body = await registry.metrics();
+      } else {
+        const unknown = names.filter((name) => registry.getSingleMetric(name) === undefined);
+        if (unknown.length > 0) {
+          throw new BadRequestError(
+            'unknown_metric',
+            `no metric named ${unknown.join(', ')} (GET /metrics lists them)`,
+          );
+        }
+        body = (await Promise.all(names.map((name) => registry.getSingleMetricAsString(name)))).join('\n') + '\n';
+      }
+      return reply.header('content-type', registry.contentType).send(body);
     },
   );
 };
