@@ -19,7 +19,9 @@ export const Device = Type.Object({
   current_version: Type.String(),
   previous_version: Nullable(Type.String()),
   online: Type.Boolean(),
-  last_seen_at: Type.Union([Timestamp, Type.Null()]),
+  last_seen_at: Type.Union([Timestamp, Type.Null()], {
+    description: "when the server last heard from it: an online device's is written at most once a minute",
+  }),
   agent_version: Nullable(Type.String()),
   health_error: Nullable(
     Type.String({

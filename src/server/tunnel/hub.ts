@@ -105,6 +105,12 @@ const FRAME_BURST = 200;
 const FRAME_RATE_PER_SECOND = 100;
 /** Frames refused (malformed, over the rate) between two sweeps before the link is closed. */
 const MAX_REFUSED_PER_SWEEP = 100;
+/**
+ * An online device's last_seen_at is written at most this often (and so is at most this old, plus
+ * a presence flush): 10,000 devices heard every heartbeat wrote 10,000 rows every flush, half a
+ * second of the database's time each (P1 measured it). Going offline writes it at once.
+ */
+const LAST_SEEN_RESOLUTION_MS = 60_000;
 /** Key lookups of devices connecting at once share one statement. */
 const KEY_LOOKUP_BATCH = { maxSize: 1000, maxDelayMs: 5 };
 /** Shared by every idle link, so an idle device costs no promise of its own. */
@@ -118,7 +124,8 @@ class DeviceLink {
   connectedAtMs = 0;
   authTimer: NodeJS.Timeout | undefined;
   lastSeenMs = Date.now();
-  seenSinceFlush = false;
+  /** The last-seen time last written for it (its connect writes one), spread: see LAST_SEEN_RESOLUTION_MS. */
+  seenWrittenMs = Number.POSITIVE_INFINITY;
   tokens = FRAME_BURST;
   tokensAtMs = Date.now();
   refused = 0;
@@ -329,7 +336,6 @@ export class TunnelHub {
     socket.on('message', (data, isBinary) => this.#onFrame(link, data, isBinary));
     socket.on('pong', () => {
       link.lastSeenMs = Date.now();
-      link.seenSinceFlush = true;
     });
     socket.on('error', (error) => {
       // ws closes the socket itself (oversized frame → 1009, bad framing → 1002).
@@ -342,7 +348,6 @@ export class TunnelHub {
   #onFrame(link: DeviceLink, data: RawData, isBinary: boolean): void {
     const now = Date.now();
     link.lastSeenMs = now;
-    link.seenSinceFlush = true;
     const { metrics } = this.#deps;
     if (!link.takeToken(now)) {
       metrics.tunnelMessages.labels('any', 'rate_limited').inc();
@@ -445,6 +450,9 @@ export class TunnelHub {
     link.deviceId = device.device_id;
     link.authenticated = true;
     link.connectedAtMs = Date.now();
+    // Going online writes its last-seen time; the next write is due within a resolution, at a
+    // point of its own, so a fleet that connected at once does not write at once ever after.
+    link.seenWrittenMs = link.connectedAtMs - Math.random() * LAST_SEEN_RESOLUTION_MS;
     const previous = this.#links.get(link.key);
     this.#links.set(link.key, link);
     if (previous) previous.socket.close(CloseCode.replaced, 'replaced by a newer connection');
@@ -564,12 +572,12 @@ export class TunnelHub {
     }
   }
 
-  /** The devices heard from since the last call, for presence's last-seen write. */
+  /** The devices whose last-seen time is due to be written (presence's flush writes them). */
   #collectSeen(): SeenDevice[] {
     const seen: SeenDevice[] = [];
     for (const link of this.#links.values()) {
-      if (!link.seenSinceFlush) continue;
-      link.seenSinceFlush = false;
+      if (link.lastSeenMs - link.seenWrittenMs < LAST_SEEN_RESOLUTION_MS) continue;
+      link.seenWrittenMs = link.lastSeenMs;
       seen.push({ organizationId: link.organizationId, deviceId: link.deviceId, at: new Date(link.lastSeenMs) });
     }
     return seen;
