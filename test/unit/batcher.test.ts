@@ -71,4 +71,38 @@ describe('Batcher', () => {
     assert.deepEqual(await Promise.all([batcher.add('x'), batcher.add('y')]), ['X', 'Y']);
     assert.equal(calls.length, 1);
   });
+  it('with maxInFlight 1, runs one flush at a time and gives the inputs that came meanwhile to the next', async () => {
+    let running = 0;
+    let most = 0;
+    const sizes: number[] = [];
+    let release: (() => void) | undefined;
+    const batcher = new Batcher(
+      async (items: number[]) => {
+        running += 1;
+        most = Math.max(most, running);
+        sizes.push(items.length);
+        await new Promise<void>((resolve) => {
+          release = resolve;
+        });
+        running -= 1;
+        return items.map((item) => item * 2);
+      },
+      { maxSize: 3, maxDelayMs: 1, maxInFlight: 1 },
+    );
+    const first = batcher.add(1);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.deepEqual(sizes, [1]);
+    // Seven more while the first flush runs: none starts until it ends, then they go at most 3 at a time.
+    const rest = [2, 3, 4, 5, 6, 7, 8].map((item) => batcher.add(item));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.deepEqual(sizes, [1]);
+    while (sizes.length < 4) {
+      release?.();
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    release?.();
+    assert.deepEqual(await Promise.all([first, ...rest]), [2, 4, 6, 8, 10, 12, 14, 16]);
+    assert.deepEqual(sizes, [1, 3, 3, 1]);
+    assert.equal(most, 1);
+  });
 });

@@ -401,49 +401,61 @@ export async function recordHealthErrors(
   );
 }
 
+/** What a device runs after an update ended (recordDeviceVersions). */
+export interface VersionRecord {
+  organizationId: string;
+  deviceId: string;
+  currentVersion: string;
+  /** The version it may roll back to, none, or `unchanged` (kept). */
+  rollbackTarget: string | null | 'unchanged';
+  /** Versions it committed: kept in device_versions, last run now. */
+  committed: readonly string[];
+}
+
 /**
- * What devices run after their updates ended, batched: each one's version, its rollback target
- * (`unchanged` keeps it), and the versions it committed (device_versions, last run now; a version
- * it committed again is no longer one it fell back from).
+ * The statements that record devices' versions, as CTEs (`recorded_versions`, `recorded_runs`)
+ * to run inside another statement: each device's version and rollback target, and the versions
+ * it committed (device_versions, last run now; a version it committed again is no longer one it
+ * fell back from). With `moved`, the name of a CTE of update rows, only the devices of those
+ * rows: the transition of a result and what it records are one statement (updates/engine.ts).
  */
-export async function recordDeviceVersions(
-  db: Queryable,
-  results: readonly {
-    organizationId: string;
-    deviceId: string;
-    currentVersion: string;
-    rollbackTarget: string | null | 'unchanged';
-    committed: readonly string[];
-  }[],
-): Promise<void> {
-  if (results.length === 0) return;
-  await db.query(
-    `UPDATE devices d SET current_version = r.current_version,
-       previous_version = CASE WHEN r.unchanged THEN d.previous_version ELSE r.rollback_target END,
-       updated_at = now()
-     FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[])
-       AS r(organization_id, device_id, current_version, unchanged, rollback_target)
-     WHERE d.organization_id = r.organization_id AND d.device_id = r.device_id`,
-    [
-      results.map((r) => r.organizationId),
-      results.map((r) => r.deviceId),
-      results.map((r) => r.currentVersion),
-      results.map((r) => r.rollbackTarget === 'unchanged'),
-      results.map((r) => (r.rollbackTarget === 'unchanged' ? null : r.rollbackTarget)),
-    ],
-  );
-  const committed = results.flatMap((r) =>
+export function deviceVersionsSql(
+  records: readonly VersionRecord[],
+  $: (value: unknown) => string,
+  moved: string | null,
+): string {
+  const only = (alias: string) =>
+    moved === null
+      ? ''
+      : `JOIN ${moved} m ON m.organization_id = ${alias}.organization_id AND m.device_id = ${alias}.device_id`;
+  const committed = records.flatMap((r) =>
     [...new Set(r.committed)].map((version) => ({ organizationId: r.organizationId, deviceId: r.deviceId, version })),
   );
-  if (committed.length === 0) return;
-  await db.query(
-    `INSERT INTO device_versions (organization_id, device_id, version)
-     SELECT v.organization_id, v.device_id, v.version
-     FROM unnest($1::text[], $2::text[], $3::text[]) AS v(organization_id, device_id, version)
-     JOIN devices d ON d.organization_id = v.organization_id AND d.device_id = v.device_id
-     ON CONFLICT (organization_id, device_id, version) DO UPDATE SET last_run_at = now(), reverted_at = NULL`,
-    [committed.map((c) => c.organizationId), committed.map((c) => c.deviceId), committed.map((c) => c.version)],
-  );
+  return `recorded_versions AS (
+       UPDATE devices d SET current_version = r.current_version,
+         previous_version = CASE WHEN r.unchanged THEN d.previous_version ELSE r.rollback_target END,
+         updated_at = now()
+       FROM unnest(${$(records.map((r) => r.organizationId))}::text[], ${$(records.map((r) => r.deviceId))}::text[],
+         ${$(records.map((r) => r.currentVersion))}::text[], ${$(records.map((r) => r.rollbackTarget === 'unchanged'))}::boolean[],
+         ${$(records.map((r) => (r.rollbackTarget === 'unchanged' ? null : r.rollbackTarget)))}::text[])
+         AS r(organization_id, device_id, current_version, unchanged, rollback_target) ${only('r')}
+       WHERE d.organization_id = r.organization_id AND d.device_id = r.device_id
+     ),
+     recorded_runs AS (
+       INSERT INTO device_versions (organization_id, device_id, version)
+       SELECT v.organization_id, v.device_id, v.version
+       FROM unnest(${$(committed.map((c) => c.organizationId))}::text[], ${$(committed.map((c) => c.deviceId))}::text[],
+         ${$(committed.map((c) => c.version))}::text[]) AS v(organization_id, device_id, version) ${only('v')}
+       JOIN devices d ON d.organization_id = v.organization_id AND d.device_id = v.device_id
+       ON CONFLICT (organization_id, device_id, version) DO UPDATE SET last_run_at = now(), reverted_at = NULL
+     )`;
+}
+
+/** deviceVersionsSql on its own, in one statement. */
+export async function recordDeviceVersions(db: Queryable, records: readonly VersionRecord[]): Promise<void> {
+  if (records.length === 0) return;
+  const params: unknown[] = [];
+  await db.query(`WITH ${deviceVersionsSql(records, (value) => `$${params.push(value)}`, null)} SELECT 1`, params);
 }
 
 /** One device as a Map key: organization and id (ids are unique only within an organization). */

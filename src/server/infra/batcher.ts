@@ -9,18 +9,33 @@
  */
 type Entry<In, Out> = { item: In; resolve(out: Out): void; reject(error: unknown): void };
 
+export interface BatcherOptions {
+  maxSize: number;
+  maxDelayMs: number;
+  /**
+   * Flushes running at once (default: no limit). A writer of rows that its own flushes share
+   * (progress and results of the same updates) runs one at a time: the inputs that arrive while
+   * it runs make the next flush, which grows with the database's latency instead of queueing
+   * statements that wait on each other's row locks.
+   */
+  maxInFlight?: number;
+}
+
 export class Batcher<In, Out> {
   readonly #flush: (items: In[]) => Promise<Out[]>;
   readonly #maxSize: number;
   readonly #maxDelayMs: number;
+  readonly #maxInFlight: number;
+  #inFlight = 0;
   #queue: Entry<In, Out>[] = [];
   #timer: NodeJS.Timeout | undefined;
 
   /** `flush` answers one output per input, in the same order. */
-  constructor(flush: (items: In[]) => Promise<Out[]>, options: { maxSize: number; maxDelayMs: number }) {
+  constructor(flush: (items: In[]) => Promise<Out[]>, options: BatcherOptions) {
     this.#flush = flush;
     this.#maxSize = options.maxSize;
     this.#maxDelayMs = options.maxDelayMs;
+    this.#maxInFlight = options.maxInFlight ?? Number.POSITIVE_INFINITY;
   }
 
   add(item: In): Promise<Out> {
@@ -34,9 +49,15 @@ export class Batcher<In, Out> {
   #run(): void {
     clearTimeout(this.#timer);
     this.#timer = undefined;
-    const batch = this.#queue;
-    this.#queue = [];
-    if (batch.length > 0) void this.#settle(batch);
+    // At the limit, the flush that ends next runs what is queued.
+    while (this.#queue.length > 0 && this.#inFlight < this.#maxInFlight) {
+      const batch = this.#queue.splice(0, this.#maxSize);
+      this.#inFlight += 1;
+      void this.#settle(batch).finally(() => {
+        this.#inFlight -= 1;
+        if (this.#queue.length > 0) this.#run();
+      });
+    }
   }
 
   /** Never rejects: every entry is resolved or rejected on its own. */

@@ -50,12 +50,18 @@ import {
 } from '../tunnel/hub.ts';
 import * as repo from './repo.ts';
 import { committedVersionsAfter, rollbackTargetAfter } from './rollback.ts';
-import type { UpdateTransitions } from './transitions.ts';
+import type { Alongside, UpdateTransitions } from './transitions.ts';
 
 /** Rows claimed per statement: the commands of one chunk go out while the next is claimed. */
 const CLAIM_BATCH = 1000;
 /** Reports of devices arriving within this window share one statement. */
 const REPORT_BATCH = { maxSize: 2000, maxDelayMs: 5 };
+/**
+ * Progress and results write the same update rows: each is one writer, a flush at a time (at
+ * 10,000 devices, up to 20 concurrent statements on the same rows spent the rollout waiting on
+ * each other's row locks, P2).
+ */
+const WRITER_BATCH = { ...REPORT_BATCH, maxInFlight: 1 };
 
 /**
  * Why a device refused `ota_update`, as the update's failure code and message (the device's
@@ -192,11 +198,11 @@ export class UpdateEngine {
     this.#progress = new Batcher(async (reports) => {
       await transitions.reportProgress(reports, config.updateTimeoutSeconds);
       return reports.map(() => undefined);
-    }, REPORT_BATCH);
+    }, WRITER_BATCH);
     this.#successes = new Batcher(async (results) => {
       await this.#recordSuccesses(results);
       return results.map(() => undefined);
-    }, REPORT_BATCH);
+    }, WRITER_BATCH);
     this.#currentUpdates = new Batcher(async (devices) => {
       const current = new Map(
         (await repo.findCurrentUpdates(deps.db, devices)).map((row) => [
@@ -520,74 +526,59 @@ export class UpdateEngine {
       await this.#successes.add({ device, payload, row });
       return { ok: true };
     }
-    await db.transaction(async (tx) => {
-      const where = { organizationId: device.organizationId, id: row.id, deviceId: device.deviceId };
-      const cancelled = payload.status === 'failed' && payload.error?.code === 'cancelled';
-      const moved = cancelled
-        ? // It stopped on the server's ota_cancel (a cancelled deployment): cancelled, not failed.
-          await transitions.move(
-            where,
-            'cancelled',
-            { phase: 'cancelled', errorCode: 'cancelled', errorMessage: payload.error?.message ?? null },
-            tx,
-          )
-        : await transitions.move(
-            where,
-            'failed',
-            {
-              phase: 'failed',
-              errorCode: payload.error?.code ?? (payload.status === 'completed' ? 'version_mismatch' : 'failed'),
-              errorMessage:
-                payload.error?.message ?? `the device reports ${payload.current_version}, not ${row.target_version}`,
-            },
-            tx,
-          );
-      if (!moved) return;
-      await devicesRepo.recordDeviceVersions(tx, [
-        {
-          organizationId: device.organizationId,
-          deviceId: device.deviceId,
-          currentVersion: payload.current_version,
-          rollbackTarget: rollbackTargetAfter(row, false, payload.current_version),
-          committed: [],
-        },
-      ]);
-    });
+    // The failure and the version the device runs now: one statement (see #recordSuccesses).
+    const where = { organizationId: device.organizationId, id: row.id, deviceId: device.deviceId };
+    const record: devicesRepo.VersionRecord = {
+      organizationId: device.organizationId,
+      deviceId: device.deviceId,
+      currentVersion: payload.current_version,
+      rollbackTarget: rollbackTargetAfter(row, false, payload.current_version),
+      committed: [],
+    };
+    const alongside: Alongside = (moved, $) => devicesRepo.deviceVersionsSql([record], $, moved);
+    if (payload.status === 'failed' && payload.error?.code === 'cancelled') {
+      // It stopped on the server's ota_cancel (a cancelled deployment): cancelled, not failed.
+      const fields = { phase: 'cancelled', errorCode: 'cancelled', errorMessage: payload.error?.message ?? null };
+      await transitions.move(where, 'cancelled', fields, db, alongside);
+    } else {
+      const fields = {
+        phase: 'failed',
+        errorCode: payload.error?.code ?? (payload.status === 'completed' ? 'version_mismatch' : 'failed'),
+        errorMessage:
+          payload.error?.message ?? `the device reports ${payload.current_version}, not ${row.target_version}`,
+      };
+      await transitions.move(where, 'failed', fields, db, alongside);
+    }
     return { ok: true };
   }
 
   /**
-   * Successes of a burst in one transaction: their updates completed, and for each one that
-   * moved, the device's version, its rollback target (the version it left, none after a
-   * rollback, unchanged by a re-install) and the versions it committed.
+   * Successes of a burst in one statement: their updates completed, and for each one that moved,
+   * the device's version, its rollback target (the version it left, none after a rollback,
+   * unchanged by a re-install) and the versions it committed. One statement, not a transaction
+   * of several: a transaction holding these rows while a busy event loop got round to its next
+   * statement kept a 10,000-device rollout's other writes waiting on its locks (P2).
    */
   async #recordSuccesses(results: readonly ReportedResult[]): Promise<void> {
-    const { db, transitions } = this.#deps;
-    await db.transaction(async (tx) => {
-      const moved = await transitions.moveMany(
-        results.map(({ device, row }) => ({
-          organizationId: device.organizationId,
-          id: row.id,
-          deviceId: device.deviceId,
-        })),
-        'completed',
-        { phase: 'completed', errorCode: null },
-        tx,
-      );
-      const done = new Set(moved.map((row) => row.id));
-      await devicesRepo.recordDeviceVersions(
-        tx,
-        results
-          .filter(({ row }) => done.has(row.id))
-          .map(({ device, payload, row }) => ({
-            organizationId: device.organizationId,
-            deviceId: device.deviceId,
-            currentVersion: payload.current_version,
-            rollbackTarget: rollbackTargetAfter(row, true, payload.current_version),
-            committed: committedVersionsAfter(row, true, payload.current_version),
-          })),
-      );
-    });
+    const records = results.map(
+      ({ device, payload, row }): devicesRepo.VersionRecord => ({
+        organizationId: device.organizationId,
+        deviceId: device.deviceId,
+        currentVersion: payload.current_version,
+        rollbackTarget: rollbackTargetAfter(row, true, payload.current_version),
+        committed: committedVersionsAfter(row, true, payload.current_version),
+      }),
+    );
+    await this.#deps.transitions.moveMany(
+      results.map(({ device, row }) => ({
+        organizationId: device.organizationId,
+        id: row.id,
+        deviceId: device.deviceId,
+      })),
+      'completed',
+      { phase: 'completed', errorCode: null },
+      (moved, $) => devicesRepo.deviceVersionsSql(records, $, moved),
+    );
   }
 
   async #onRefreshUrl(device: DeviceRef, payload: unknown): Promise<unknown> {

@@ -361,6 +361,13 @@ export interface TransitionFields {
 export type Transitioned = UpdateRow & { previous_status: UpdateStatus | null };
 
 /** Which rows a transition applies to (each only if its status may lead to the target). */
+/**
+ * Statements that run inside a transition's own statement, as CTEs over the rows it moved (the
+ * CTE named `moved`), their parameters added with `$`: what a result records beside its status
+ * commits with it, and no transaction stays open between two statements.
+ */
+export type Alongside = (moved: string, $: (value: unknown) => string) => string;
+
 export type Selection =
   | { kind: 'one'; organizationId: string; id: string; deviceId?: string | undefined }
   /**
@@ -400,6 +407,7 @@ export function applyTransition(
   from: readonly UpdateStatus[],
   to: UpdateStatus,
   fields: TransitionFields = {},
+  alongside?: Alongside,
 ): Promise<Transitioned[]> {
   const params: unknown[] = [];
   const $ = (value: unknown) => `$${params.push(value)}`;
@@ -510,6 +518,7 @@ export function applyTransition(
          .map((column) => `u.${column.trim()}`)
          .join(', ')}, old.status AS previous_status, old.phase_before, old.progress_before
      )
+     ${alongside ? `, ${alongside('c', $)}` : ''}
      ${announceChanged(
        `${COLUMNS.split(',')
          .map((column) => `c.${column.trim()}`)

@@ -11,7 +11,7 @@ import type { Metrics } from '../infra/metrics.ts';
 import { CLAIMABLE_STATUSES, statusesLeadingTo, type UpdateStatus } from '../model/update-status.ts';
 import * as repo from './repo.ts';
 
-export type { NewUpdate, ProgressReport, Transitioned, TransitionFields } from './repo.ts';
+export type { Alongside, NewUpdate, ProgressReport, Transitioned, TransitionFields } from './repo.ts';
 
 export interface UpdateTransitionsDeps {
   db: Queryable;
@@ -39,27 +39,41 @@ export class UpdateTransitions {
 
   /**
    * One update to `to`, if its status allows it (else undefined: a late or duplicate report).
-   * `tx` runs it inside a caller's transaction (a result and the device's versions commit together).
+   * `tx` runs it inside a caller's transaction; `alongside`, statements of the same statement (a
+   * result and the device's versions commit together).
    */
   async move(
     where: { organizationId: string; id: string; deviceId?: string | undefined },
     to: UpdateStatus,
     fields: repo.TransitionFields = {},
     tx: Queryable = this.#deps.db,
+    alongside?: repo.Alongside,
   ): Promise<repo.Transitioned | undefined> {
-    const [row] = await repo.applyTransition(tx, { kind: 'one', ...where }, statusesLeadingTo(to), to, fields);
+    const [row] = await repo.applyTransition(
+      tx,
+      { kind: 'one', ...where },
+      statusesLeadingTo(to),
+      to,
+      fields,
+      alongside,
+    );
     return row && this.#followed([row])[0];
   }
 
-  /** Many named updates to `to` with the same fields (a burst of results), each if its status allows it. */
+  /**
+   * Many named updates to `to` with the same fields (a burst of results), each if its status
+   * allows it; `alongside` as for move.
+   */
   async moveMany(
     rows: readonly { organizationId: string; id: string; deviceId: string }[],
     to: UpdateStatus,
     fields: repo.TransitionFields = {},
-    tx: Queryable = this.#deps.db,
+    alongside?: repo.Alongside,
   ): Promise<repo.Transitioned[]> {
     if (rows.length === 0) return [];
-    return this.#followed(await repo.applyTransition(tx, { kind: 'rows', rows }, statusesLeadingTo(to), to, fields));
+    return this.#followed(
+      await repo.applyTransition(this.#deps.db, { kind: 'rows', rows }, statusesLeadingTo(to), to, fields, alongside),
+    );
   }
 
   /**
