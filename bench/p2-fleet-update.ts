@@ -47,11 +47,18 @@ for (const database of databases) {
     const done = await until(
       'every device completed',
       () => {
-        const { ota, failures } = fleet.simulation.counters();
+        const { ota, failures, phases, connected } = fleet.simulation.counters();
         if (performance.now() - lastLog > 5000) {
           lastLog = performance.now();
           const why = ota.failed ? ` (${JSON.stringify(failures)})` : '';
-          log(`${database}: ${ota.completed} completed, ${ota.updating} updating, ${ota.failed} failed${why}`);
+          const where = Object.entries(phases)
+            .filter(([, count]) => count > 0)
+            .map(([phase, count]) => `${phase} ${count}`)
+            .join(', ');
+          const at = ((lastLog - started) / 1000).toFixed(0);
+          log(
+            `${database}: ${at} s: ${ota.completed} completed, ${ota.updating} updating, ${ota.failed} failed${why}; ${connected} connected; phases: ${where}`,
+          );
         }
         // A failed device is a missed target, not the end of the run: its cause is in the log.
         if (ota.completed + ota.failed === DEVICES && ota.failed > 0) {

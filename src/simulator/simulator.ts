@@ -91,6 +91,8 @@ export interface FleetCounters {
   ota: Record<OtaOutcome, number>;
   /** Latest failure code per failed device. */
   failures: Record<string, number>;
+  /** Per device that reported one, the phase of its latest OTA snapshot (where a rollout's time goes). */
+  phases: Record<string, number>;
 }
 
 /** Anything that runs simulated devices: one fleet in this process, or several in child processes. */
@@ -124,6 +126,7 @@ export function emptyCounters(): FleetCounters {
     connected: 0,
     ota: { idle: 0, updating: 0, completed: 0, failed: 0 },
     failures: {},
+    phases: {},
   };
 }
 
@@ -135,6 +138,8 @@ export function addCounters(total: FleetCounters, part: FleetCounters): FleetCou
   total.connected += part.connected;
   for (const outcome of Object.keys(total.ota) as OtaOutcome[]) total.ota[outcome] += part.ota[outcome];
   for (const [code, count] of Object.entries(part.failures)) total.failures[code] = (total.failures[code] ?? 0) + count;
+  for (const [phase, count] of Object.entries(part.phases ?? {}))
+    total.phases[phase] = (total.phases[phase] ?? 0) + count;
   return total;
 }
 
@@ -239,7 +244,13 @@ export function runFleet(options: FleetOptions): Fleet {
       counters.connected -= 1;
       events.emit('disconnected', device);
     });
+    let phase: string | undefined;
     agent.on('ota', (snapshot: OtaSnapshot) => {
+      if (snapshot.phase !== phase) {
+        if (phase !== undefined) counters.phases[phase] = (counters.phases[phase] ?? 1) - 1;
+        phase = snapshot.phase;
+        counters.phases[phase] = (counters.phases[phase] ?? 0) + 1;
+      }
       if (snapshot.phase !== 'completed' && snapshot.phase !== 'failed' && device.ota !== 'updating') {
         setOutcome(device, 'updating');
       }

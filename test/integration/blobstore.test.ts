@@ -262,6 +262,29 @@ describe('LocalBlobStore', () => {
     await assert.rejects(store.openRead(firmwareKey('org-1', '9.9.9', 'e'.repeat(64))), BlobNotFoundError);
     await assert.rejects(store.stat(firmwareKey('org-1', '9.9.9', 'e'.repeat(64))), BlobNotFoundError);
   });
+
+  it('serves a small blob from memory while it is downloaded, never the bytes of a key replaced or deleted', async () => {
+    const key = firmwareKey('org-1', '1.0.2', 'f'.repeat(64));
+    await store.promote(await stageBytes(store, Buffer.from('first image')), key);
+    assert.equal((await collect((await store.openRead(key)).stream)).toString(), 'first image');
+    assert.equal((await collect((await store.openRead(key)).stream)).toString(), 'first image', 'again, kept');
+    await store.promote(await stageBytes(store, Buffer.from('second image')), key);
+    assert.equal((await collect((await store.openRead(key, { start: 7 })).stream)).toString(), 'image');
+    assert.equal((await collect((await store.openRead(key)).stream)).toString(), 'second image');
+    await store.delete(key);
+    await assert.rejects(store.openRead(key), BlobNotFoundError);
+  });
+
+  it('streams a blob too large to keep in memory from its file, ranges included', async () => {
+    const bytes = await collect(seededBytes(17 * MiB, 12));
+    const key = firmwareKey('org-1', '1.0.3', '0'.repeat(64));
+    await store.promote(await stageBytes(store, bytes), key);
+    const whole = await store.openRead(key);
+    assert.equal(whole.size, bytes.length);
+    assert.deepEqual(await collect(whole.stream), bytes);
+    const range = await store.openRead(key, { start: 16 * MiB, end: 16 * MiB + 9 });
+    assert.deepEqual(await collect(range.stream), bytes.subarray(16 * MiB, 16 * MiB + 10));
+  });
 });
 
 describe('S3BlobStore on s3rver', () => {

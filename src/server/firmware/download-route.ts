@@ -3,7 +3,7 @@
  * so an agent resumes a dropped download. The link is the credential (like an S3 presigned
  * URL): a tampered, expired or re-pointed link is 403. S3 deployments never reach this route.
  */
-import type { Readable } from 'node:stream';
+import type { ServerResponse } from 'node:http';
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import { LocalBlobStore } from '../infra/blobstore/local.ts';
 import { AppError, ForbiddenError, NotFoundError, ServiceBusyError } from '../infra/errors.ts';
@@ -32,10 +32,12 @@ export function parseRange(header: string | undefined, size: number): ByteRange 
 export const downloadRoute: FastifyPluginAsync<{ services: Services }> = async (app, { services }) => {
   const store = services.store;
   if (!(store instanceof LocalBlobStore)) return;
-  // Downloads in flight are cut at shutdown rather than waited for: agents resume with Range.
-  const active = new Set<Readable>();
+  // A download holds its slot until its response is done (all sent, or cut), whether its bytes
+  // come from the file or from memory (a kept blob is handed to the socket at once). Downloads in
+  // flight are cut at shutdown rather than waited for: agents resume with Range.
+  const active = new Set<ServerResponse>();
   app.addHook('preClose', async () => {
-    for (const stream of active) stream.destroy();
+    for (const response of active) response.destroy();
   });
 
   const limit = services.config.maxConcurrentDownloads;
@@ -88,8 +90,9 @@ export const downloadRoute: FastifyPluginAsync<{ services: Services }> = async (
     }
     reply.header('content-length', range ? range.end - range.start + 1 : size);
     const { stream } = await store.openRead(key, range);
-    active.add(stream);
-    stream.once('close', () => active.delete(stream));
+    const response = reply.raw;
+    active.add(response);
+    response.once('close', () => active.delete(response));
     return reply.send(stream);
   };
 

@@ -2,10 +2,11 @@ import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
 import { constants, type Dirent, mkdirSync } from 'node:fs';
 import { access, type FileHandle, mkdir, open, readdir, rename, rm, stat, statfs } from 'node:fs/promises';
 import path from 'node:path';
-import { type Readable, Writable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { NotFoundError } from '../errors.ts';
 import { fileSystemFault } from './faults.ts';
+import { HotBlobs } from './hot-blobs.ts';
 import { assertSafeKey, isSafeKey } from './keys.ts';
 import { HashingMeter } from './meter.ts';
 import type { BlobStore, DownloadLink, StagedObject } from './types.ts';
@@ -36,6 +37,11 @@ const WRITE_BUFFER_BYTES = 1024 * 1024;
 /** Periodic datasync of a staged file (DurableFileSink); 32 and 64 MiB measured alike. */
 const SYNC_EVERY_BYTES = 32 * 1024 * 1024;
 const SIGNATURE_HEX = /^[0-9a-f]{64}$/;
+/**
+ * Firmware up to 16 MiB is served from memory while it is downloaded (hot-blobs.ts), 64 MiB of it
+ * at most, dropped a minute after its last download.
+ */
+const HOT_BLOBS = { maxBlobBytes: 16 * 1024 * 1024, maxTotalBytes: 64 * 1024 * 1024, idleMs: 60_000 };
 
 /**
  * Firmware in a local directory, one file per key. Downloads are links signed by us (HMAC over
@@ -46,6 +52,7 @@ export class LocalBlobStore implements BlobStore {
   readonly #rootDir: string;
   #publicUrl: string;
   readonly #signingSecret: string;
+  readonly #hot = new HotBlobs(HOT_BLOBS);
 
   constructor(options: LocalOptions) {
     if (options.signingSecret.length === 0) throw new Error('LocalBlobStore needs a non-empty signingSecret');
@@ -101,6 +108,8 @@ export class LocalBlobStore implements BlobStore {
       await rename(this.#pathOf(tempKey), target);
     } catch (error) {
       throw fileSystemFault(error);
+    } finally {
+      this.#hot.forget(key);
     }
     await syncDirectory(path.dirname(target));
   }
@@ -110,6 +119,7 @@ export class LocalBlobStore implements BlobStore {
   }
 
   async delete(key: string): Promise<void> {
+    this.#hot.forget(key);
     const file = this.#pathOf(key);
     try {
       await rm(file, { force: true });
@@ -171,6 +181,8 @@ export class LocalBlobStore implements BlobStore {
    * caller answers 416 after comparing against `stat().size`.
    */
   async openRead(key: string, range?: { start: number; end?: number }): Promise<{ stream: Readable; size: number }> {
+    const kept = this.#hot.peek(key);
+    if (kept) return { stream: bytesStream(kept, byteRange(range, kept.length)), size: kept.length };
     let handle: Awaited<ReturnType<typeof open>>;
     try {
       handle = await open(this.#pathOf(key), 'r');
@@ -178,20 +190,22 @@ export class LocalBlobStore implements BlobStore {
       if (isNotFound(error)) throw new BlobNotFoundError(key);
       throw error;
     }
+    let streaming = false;
     try {
       // The size comes from the open descriptor, so it matches the bytes the stream will read.
       const info = await handle.stat();
       if (!info.isFile()) throw new BlobNotFoundError(key);
       const { size } = info;
-      if (range === undefined) return { stream: handle.createReadStream(), size };
-      const end = Math.min(range.end ?? size - 1, size - 1);
-      if (!Number.isInteger(range.start) || range.start < 0 || range.start > end) {
-        throw new RangeError(`range ${range.start}-${range.end ?? ''} does not fit an object of ${size} bytes`);
+      const bounds = byteRange(range, size);
+      if (this.#hot.fits(size)) {
+        const bytes = await this.#hot.get(key, () => handle.readFile());
+        return { stream: bytesStream(bytes, bounds), size };
       }
-      return { stream: handle.createReadStream({ start: range.start, end }), size };
-    } catch (error) {
-      await handle.close();
-      throw error;
+      streaming = true;
+      return { stream: handle.createReadStream(bounds ?? {}), size };
+    } finally {
+      // The read stream closes its descriptor when it ends.
+      if (!streaming) await handle.close();
     }
   }
 
@@ -256,7 +270,9 @@ export class LocalBlobStore implements BlobStore {
     return info.bavail * info.bsize;
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    this.#hot.close();
+  }
 
   #sign(key: string, expires: number): string {
     return createHmac('sha256', this.#signingSecret).update(`${key}\n${expires}`).digest('hex');
@@ -381,3 +397,22 @@ function isNotDirectory(error: unknown): boolean {
 }
 
 function ignore(): void {}
+
+/**
+ * The inclusive byte range to read of an object of `size` bytes (`end` defaults to, and is
+ * clamped at, the last byte), or undefined for the whole. A range that does not fit throws
+ * RangeError (the caller answers 416).
+ */
+function byteRange(range: { start: number; end?: number } | undefined, size: number) {
+  if (range === undefined) return undefined;
+  const end = Math.min(range.end ?? size - 1, size - 1);
+  if (!Number.isInteger(range.start) || range.start < 0 || range.start > end) {
+    throw new RangeError(`range ${range.start}-${range.end ?? ''} does not fit an object of ${size} bytes`);
+  }
+  return { start: range.start, end };
+}
+
+/** A byte stream over kept bytes (a view: nothing is copied). */
+function bytesStream(bytes: Buffer, bounds: { start: number; end: number } | undefined): Readable {
+  return Readable.from([bounds ? bytes.subarray(bounds.start, bounds.end + 1) : bytes], { objectMode: false });
+}
