@@ -128,8 +128,10 @@ async function fetchRemainder(url: string, options: DownloadOptions): Promise<vo
   try {
     const status = response.statusCode ?? 0;
     if (status === 401 || status === 403 || status === 410) throw new LinkExpiredError(`HTTP ${status}`);
-    if (status === 503 || status === 429)
+    if (status === 503 || status === 429) {
+      await readShortBody(response);
       throw new ComeBackLaterError(status, retryAfterMs(response.headers['retry-after']));
+    }
     if (status === 416) {
       await sink.reset();
       throw new Error('the server refused the range; starting over');
@@ -164,6 +166,23 @@ async function fetchRemainder(url: string, options: DownloadOptions): Promise<vo
   } finally {
     response.destroy();
     await sink.close();
+  }
+}
+
+/** A busy answer's body is read at most this long; a longer one is cut with its connection. */
+const SHORT_BODY_BYTES = 16 * 1024;
+
+/**
+ * Reads a short answer (a busy server's) to its end, so its connection stays open for the next
+ * request: a device waiting on a busy server comes back on the same connection, without a new
+ * TCP and TLS handshake each time (10,000 devices sent away together opened a connection per
+ * return). A body without a length, or a long one, is left: the connection is then closed.
+ */
+async function readShortBody(response: http.IncomingMessage): Promise<void> {
+  const length = Number(response.headers['content-length']);
+  if (!(length >= 0 && length <= SHORT_BODY_BYTES)) return;
+  for await (const _chunk of response) {
+    // discarded
   }
 }
 

@@ -23,6 +23,8 @@ export interface FirmwareRequest {
   range: string | undefined;
   status: number;
   bytesSent: number;
+  /** Which connection carried it (numbered in the order they were opened). */
+  connection: number;
 }
 
 export interface Firmware {
@@ -39,6 +41,7 @@ export function makeFirmware(size: number, seed = 1): Firmware {
 export class StandInServer {
   readonly frames: ReceivedFrame[] = [];
   readonly firmwareRequests: FirmwareRequest[] = [];
+  private readonly connections = new Map<unknown, number>();
   /** Device id → the key it must present; a device not listed is accepted with any key. */
   readonly deviceKeys = new Map<string, string>();
   /** Answer `ota_result` with success; when false the device must keep resending. */
@@ -231,7 +234,12 @@ export class StandInServer {
     const name = url.pathname.replace(/^\/fw\//, '');
     const blob = this.blobs.get(name);
     const range = this.ignoreRange ? undefined : request.headers.range;
-    const log: FirmwareRequest = { name, range: request.headers.range, status: 0, bytesSent: 0 };
+    let connection = this.connections.get(request.socket);
+    if (connection === undefined) {
+      connection = this.connections.size;
+      this.connections.set(request.socket, connection);
+    }
+    const log: FirmwareRequest = { name, range: request.headers.range, status: 0, bytesSent: 0, connection };
     this.firmwareRequests.push(log);
     const finish = (status: number) => {
       log.status = status;
@@ -242,7 +250,15 @@ export class StandInServer {
     if (this.busy && this.busy.answers > 0) {
       this.busy.answers -= 1;
       log.status = 503;
-      response.writeHead(503, { 'retry-after': this.busy.retryAfter }).end();
+      // As EdgeFlow answers it: a short JSON error.
+      const body = JSON.stringify({ error: { code: 'downloads_busy', message: 'try again shortly' } });
+      response
+        .writeHead(503, {
+          'retry-after': this.busy.retryAfter,
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(body),
+        })
+        .end(body);
       return;
     }
     let start = 0;

@@ -75,6 +75,9 @@ describe('firmware download (against a local HTTP store with Range support)', ()
         server.firmwareRequests.map((request) => request.status),
         [...Array(8).fill(503), 200],
       );
+      // A busy answer is read to its end, so the next request goes on the same connection (no new
+      // TCP or TLS handshake per retry: a fleet waiting on a busy server opened thousands).
+      assert.equal(new Set(server.firmwareRequests.map((request) => request.connection)).size, 1);
     } finally {
       server.busy = undefined;
     }
