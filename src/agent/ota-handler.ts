@@ -77,7 +77,6 @@ export interface OtaHandlerOptions {
 type StepOutcome = 'continue' | 'pause';
 
 const acknowledgedResultsKept = 10;
-const progressStepPercent = 5;
 
 /**
  * Runs one update at a time as a reconcile loop: each turn asks the pure planner for the next
@@ -95,7 +94,6 @@ export class OtaHandler {
   private downloadAbort: AbortController | undefined;
   private sink: { updateId: string; sink: DownloadSink } | undefined;
   private lastProgressAt = 0;
-  private lastProgressPercent = -1;
   private unsentProgress: OtaProgressPayload | undefined;
   private resultTimer: NodeJS.Timeout | undefined;
   private resultAttempt = 0;
@@ -609,16 +607,16 @@ export class OtaHandler {
     if (dropping.size > 0) this.state.results = this.state.results.filter((r) => !dropping.has(r));
   }
 
-  /** Best effort and only the latest matters: at most one per interval or per 5 % step, plus every phase change. */
+  /**
+   * Best effort and only the latest matters: every phase change, and within a phase at most one
+   * per interval. (A report per 5 % step as well made a fast download twenty reports, and a fleet
+   * downloading at once spent its time sending them.)
+   */
   private reportProgress(job: OtaJob, phaseChanged: boolean): void {
     const percent = overallProgress(job.phase, job.bytes_downloaded, job.payload.size);
     const now = Date.now();
-    if (!phaseChanged) {
-      const steppedUp = percent >= this.lastProgressPercent + progressStepPercent;
-      if (!steppedUp && now - this.lastProgressAt < this.options.progressIntervalMs) return;
-    }
+    if (!phaseChanged && now - this.lastProgressAt < this.options.progressIntervalMs) return;
     this.lastProgressAt = now;
-    this.lastProgressPercent = percent;
     const progress: OtaProgressPayload = {
       update_id: job.payload.update_id,
       phase: job.phase,

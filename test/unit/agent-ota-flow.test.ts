@@ -73,6 +73,29 @@ function gate(step: string) {
 }
 
 describe('OTA flow with A/B slots on disk', () => {
+  it('reports download progress at most once per interval, however fast the download (phase changes always)', async () => {
+    await withTempDir(async (dataDir) => {
+      await withAgent({ dataDir, progressIntervalMs: 60_000 }, async (_agent, deviceId) => {
+        // Several chunks of the stand-in's: with a report per 5 % step as well, each chunk was one.
+        const big = makeFirmware(400_000, 5);
+        const payload = updatePayload(server, 'throttled.bin', big, { update_id: 'u-throttled', version: '2.0.0' });
+        await server.command(deviceId, 'ota_update', payload);
+        assert.equal((await finalResult(deviceId, 'u-throttled')).status, 'completed');
+        const downloading = server
+          .commandsFrom(deviceId, 'ota_progress')
+          .map((m) => m.payload as OtaProgressPayload)
+          .filter((progress) => progress.phase === 'downloading');
+        // Entering the phase (and starting the download) report 0; nothing in between within the interval.
+        assert.ok(downloading.length > 0);
+        assert.deepEqual(
+          downloading.filter((progress) => (progress.bytes_downloaded ?? 0) > 0),
+          [],
+          JSON.stringify(downloading),
+        );
+      });
+    });
+  });
+
   it('downloads, verifies a signed update, installs into slot B, reboots, confirms and reports the new version', async () => {
     await withTempDir(async (dataDir) => {
       await withAgent(
