@@ -187,6 +187,8 @@ export class UpdateEngine {
   readonly #successes: Batcher<ReportedResult, void>;
   /** Connected devices' current updates, looked up together: a reconnecting fleet asks for thousands. */
   readonly #currentUpdates: Batcher<DeviceRef, repo.UpdateRow | undefined>;
+  /** The updates devices report results of, looked up together (a fleet finishing at once). */
+  readonly #updatesById: Batcher<{ organizationId: string; id: string }, repo.UpdateRow | undefined>;
   #dispatching: Promise<void> | undefined;
   readonly #answering = new Set<Promise<void>>();
   #again = false;
@@ -211,6 +213,12 @@ export class UpdateEngine {
         ]),
       );
       return devices.map((device) => current.get(devicesRepo.deviceKey(device.organizationId, device.deviceId)));
+    }, REPORT_BATCH);
+    this.#updatesById = new Batcher(async (refs) => {
+      const found = new Map(
+        (await repo.findUpdates(deps.db, refs)).map((row) => [`${row.organization_id}\u0000${row.id}`, row]),
+      );
+      return refs.map((ref) => found.get(`${ref.organizationId}\u0000${ref.id}`));
     }, REPORT_BATCH);
     tunnel.onDeviceRequest(DeviceAction.otaProgress, (device, payload) => this.#onProgress(device, payload));
     tunnel.onDeviceRequest(DeviceAction.otaResult, (device, payload) => this.#onResult(device, payload));
@@ -507,7 +515,7 @@ export class UpdateEngine {
     }
     const { db, metrics, transitions } = this.#deps;
     metrics.reportsIngested.inc();
-    const row = await repo.findUpdate(db, device.organizationId, payload.update_id);
+    const row = await this.#updatesById.add({ organizationId: device.organizationId, id: payload.update_id });
     // Unknown or not this device's: acknowledge, so the device stops resending it.
     if (!row || row.device_id !== device.deviceId || row.kind === 'observed') return { ok: true, ignored: true };
     if (!isActive(row.status)) {
