@@ -50,10 +50,8 @@ class ComeBackLaterError extends Error {
   }
 }
 
-/** The longest a device waits between asking a busy server again, beyond what it was asked. */
+/** The longest a device waits between asking a busy server again. */
 const BUSY_WAIT_CAP_MS = 60_000;
-/** Retry-After counts whole seconds: the devices given the same one come back over up to this much more. */
-const BUSY_JITTER_MS = 1_000;
 
 /** A busy server's Retry-After (seconds), at most 5 minutes; 5 s when absent or not a number of seconds. */
 function retryAfterMs(header: string | string[] | undefined): number {
@@ -88,14 +86,12 @@ export async function downloadToSink(options: DownloadOptions): Promise<void> {
       if (error instanceof DownloadFailedError) throw error;
       if (error instanceof ComeBackLaterError) {
         // Busy is not broken: a fleet-wide rollout queues here, so it never counts toward giving up.
-        // The first busy answer is taken at its word (an EdgeFlow server gives each device its place
-        // in its queue), spread over one more second; each further one in a row doubles the spread
-        // (capped at a minute, at random within it), for a server whose Retry-After is one number
-        // for everyone: the devices sent away together come back spread out, not as one herd.
+        // Each busy answer in a row doubles the spread of the wait (capped at a minute, at random
+        // within it): ten thousand devices sent away together come back spread out, at about the
+        // rate the server finishes downloads, instead of polling it off its feet.
         busyInARow += 1;
-        const spreadMs = Math.min(error.afterMs * (2 ** Math.min(busyInARow - 1, 6) - 1), BUSY_WAIT_CAP_MS);
-        const jitterMs = Math.min(BUSY_JITTER_MS, error.afterMs);
-        const waitMs = error.afterMs + Math.floor(Math.random() * (jitterMs + spreadMs));
+        const spreadMs = Math.min(error.afterMs * 2 ** Math.min(busyInARow, 6), BUSY_WAIT_CAP_MS);
+        const waitMs = error.afterMs + Math.floor(Math.random() * Math.max(0, spreadMs - error.afterMs));
         logger.info('download server busy, waiting', { retry_in_ms: waitMs });
         await sleep(waitMs, undefined, { signal });
         continue;

@@ -8,10 +8,6 @@ import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import { LocalBlobStore } from '../infra/blobstore/local.ts';
 import { AppError, ForbiddenError, NotFoundError, ServiceBusyError } from '../infra/errors.ts';
 import type { Services } from '../services.ts';
-import { DownloadQueue } from './download-queue.ts';
-
-/** A device sent away waits at most this long before asking again (its place may come sooner). */
-const MAX_RETRY_AFTER_SECONDS = 60;
 
 export type ByteRange = { start: number; end: number };
 
@@ -45,7 +41,6 @@ export const downloadRoute: FastifyPluginAsync<{ services: Services }> = async (
   });
 
   const limit = services.config.maxConcurrentDownloads;
-  const queue = new DownloadQueue({ slots: limit, maxSeconds: MAX_RETRY_AFTER_SECONDS });
 
   const serve = async (
     request: {
@@ -63,8 +58,8 @@ export const downloadRoute: FastifyPluginAsync<{ services: Services }> = async (
       throw new ForbiddenError('link_expired', 'the download link has expired; ask for a new one');
     if (verdict !== 'ok') throw new ForbiddenError('link_invalid', 'the download link is not valid');
     if (request.method === 'GET' && active.size >= limit) {
-      // Its place in the queue of devices sent away: they come back about when a slot frees for each.
-      const retryAfter = queue.comeBackInSeconds(Date.now());
+      // Spread the returns over a few seconds, so the waiting devices do not come back as one herd.
+      const retryAfter = 1 + Math.floor(Math.random() * 5);
       throw new ServiceBusyError(
         'downloads_busy',
         `this server is serving ${limit} downloads; try again shortly`,
@@ -97,10 +92,7 @@ export const downloadRoute: FastifyPluginAsync<{ services: Services }> = async (
     const { stream } = await store.openRead(key, range);
     const response = reply.raw;
     active.add(response);
-    response.once('close', () => {
-      active.delete(response);
-      if (request.method === 'GET') queue.finished(Date.now());
-    });
+    response.once('close', () => active.delete(response));
     return reply.send(stream);
   };
 
