@@ -22,7 +22,13 @@ async function downloadSeconds(fleet: Fleet): Promise<number> {
   const started = performance.now();
   const worker = async () => {
     while (next++ < DEVICES) {
-      const response = await fetch(url);
+      let response = await fetch(url);
+      // A slot is held until its response is done: one of the fleet's may still be closing.
+      while (response.status === 503) {
+        await response.arrayBuffer();
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        response = await fetch(url);
+      }
       const body = await response.arrayBuffer();
       if (body.byteLength !== FIRMWARE_BYTES) throw new Error(`downloaded ${body.byteLength} bytes`);
     }
