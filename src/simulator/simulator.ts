@@ -138,8 +138,7 @@ export function addCounters(total: FleetCounters, part: FleetCounters): FleetCou
   total.connected += part.connected;
   for (const outcome of Object.keys(total.ota) as OtaOutcome[]) total.ota[outcome] += part.ota[outcome];
   for (const [code, count] of Object.entries(part.failures)) total.failures[code] = (total.failures[code] ?? 0) + count;
-  for (const [phase, count] of Object.entries(part.phases ?? {}))
-    total.phases[phase] = (total.phases[phase] ?? 0) + count;
+  for (const [phase, count] of Object.entries(part.phases)) total.phases[phase] = (total.phases[phase] ?? 0) + count;
   return total;
 }
 

@@ -40,7 +40,7 @@ export interface ChunkDeps {
  * Answers whether more are due.
  */
 export async function queueDueChunk(deps: ChunkDeps, row: repo.DeploymentRow): Promise<boolean> {
-  const { db, transitions, nodeId, sendDispatched, log } = deps;
+  const { db, transitions, nodeId } = deps;
   const { settings } = row;
   const allowance = dispatchAllowance(
     settings.max_per_minute,
@@ -54,10 +54,21 @@ export async function queueDueChunk(deps: ChunkDeps, row: repo.DeploymentRow): P
     const due = await repo.claimDueDevices(tx, row.id, nodeId, limit);
     return { due: due.length, dispatched: await queueAttempts(tx, transitions, row, due) };
   });
-  sendDispatched(queued.dispatched).catch((error: Error) =>
-    log.error({ err: error, deployment_id: row.id }, 'sending a chunk of attempts failed'),
-  );
+  sendInBackground(deps, row.id, queued.dispatched);
   return queued.due === limit;
+}
+
+/** Sends attempts created dispatched once their transaction committed, without waiting for the devices. */
+export function sendInBackground(
+  deps: Pick<ChunkDeps, 'sendDispatched' | 'log'>,
+  deploymentId: string,
+  dispatched: readonly Transitioned[],
+): void {
+  deps
+    .sendDispatched(dispatched)
+    .catch((error: Error) =>
+      deps.log.error({ err: error, deployment_id: deploymentId }, 'sending a chunk of attempts failed'),
+    );
 }
 
 /**

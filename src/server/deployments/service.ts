@@ -11,7 +11,7 @@ import { ConflictError, NotFoundError } from '../infra/errors.ts';
 import { newId } from '../infra/secrets.ts';
 import { type Control, controlsFor, type DeploymentState, explainDevice, isEnded } from '../model/deployment.ts';
 import type { Transitioned, UpdateTransitions } from '../updates/transitions.ts';
-import { firstChunkOf, queueAttempts, queueDueChunk } from './attempts.ts';
+import { firstChunkOf, queueAttempts, queueDueChunk, sendInBackground } from './attempts.ts';
 import { type DeploymentLifecycle, loadView, loadViews } from './lifecycle.ts';
 import { classifyTargets, describePlan, matchedDevices, planBatches, sampleOf, type TargetRules } from './plan.ts';
 import * as repo from './repo.ts';
@@ -81,7 +81,7 @@ export class DeploymentService {
     body: CreateDeploymentBody,
   ): Promise<{ dryRun: true; plan: DeploymentPlan } | { dryRun: false; deployment: DeploymentBody }> {
     checkDeploymentRequest(body);
-    const { db, config, lifecycle, scheduler, nodeId, transitions, sendDispatched, log } = this.#deps;
+    const { db, config, lifecycle, scheduler, nodeId, transitions } = this.#deps;
     const settings = deploymentSettingsOf(body);
     const startAt = body.start_at ? new Date(body.start_at) : null;
     const rulesOf = (firmware: firmwareRepo.FirmwareRow): TargetRules => ({
@@ -168,9 +168,7 @@ export class DeploymentService {
       return first ? { row, dispatched, more: first.deviceIds.length > chunk.size } : null;
     });
     if (started) {
-      sendDispatched(started.dispatched).catch((error: Error) =>
-        log.error({ err: error, deployment_id: id }, 'sending the first chunk of attempts failed'),
-      );
+      sendInBackground(this.#deps, id, started.dispatched);
       if (started.more) void this.#queueFirstBatch(started.row);
     }
     scheduler.kick();

@@ -401,7 +401,7 @@ export async function recordHealthErrors(
   );
 }
 
-/** What a device runs after an update ended (recordDeviceVersions). */
+/** What a device runs after an update ended (deviceVersionsSql records it). */
 export interface VersionRecord {
   organizationId: string;
   deviceId: string;
@@ -416,18 +416,16 @@ export interface VersionRecord {
  * The statements that record devices' versions, as CTEs (`recorded_versions`, `recorded_runs`)
  * to run inside another statement: each device's version and rollback target, and the versions
  * it committed (device_versions, last run now; a version it committed again is no longer one it
- * fell back from). With `moved`, the name of a CTE of update rows, only the devices of those
- * rows: the transition of a result and what it records are one statement (updates/engine.ts).
+ * fell back from), for the devices of the update rows in the CTE named `moved` only: the
+ * transition of a result and what it records are one statement (updates/engine.ts).
  */
 export function deviceVersionsSql(
   records: readonly VersionRecord[],
   $: (value: unknown) => string,
-  moved: string | null,
+  moved: string,
 ): string {
   const only = (alias: string) =>
-    moved === null
-      ? ''
-      : `JOIN ${moved} m ON m.organization_id = ${alias}.organization_id AND m.device_id = ${alias}.device_id`;
+    `JOIN ${moved} m ON m.organization_id = ${alias}.organization_id AND m.device_id = ${alias}.device_id`;
   const committed = records.flatMap((r) =>
     [...new Set(r.committed)].map((version) => ({ organizationId: r.organizationId, deviceId: r.deviceId, version })),
   );
@@ -449,13 +447,6 @@ export function deviceVersionsSql(
        JOIN devices d ON d.organization_id = v.organization_id AND d.device_id = v.device_id
        ON CONFLICT (organization_id, device_id, version) DO UPDATE SET last_run_at = now(), reverted_at = NULL
      )`;
-}
-
-/** deviceVersionsSql on its own, in one statement. */
-export async function recordDeviceVersions(db: Queryable, records: readonly VersionRecord[]): Promise<void> {
-  if (records.length === 0) return;
-  const params: unknown[] = [];
-  await db.query(`WITH ${deviceVersionsSql(records, (value) => `$${params.push(value)}`, null)} SELECT 1`, params);
 }
 
 /** One device as a Map key: organization and id (ids are unique only within an organization). */

@@ -216,9 +216,18 @@ export class UpdateEngine {
     }, REPORT_BATCH);
     this.#updatesById = new Batcher(async (refs) => {
       const found = new Map(
-        (await repo.findUpdates(deps.db, refs)).map((row) => [`${row.organization_id}\u0000${row.id}`, row]),
+        (
+          await repo.findUpdates(
+            deps.db,
+            refs.map((ref) => ref.id),
+          )
+        ).map((row) => [row.id, row]),
       );
-      return refs.map((ref) => found.get(`${ref.organizationId}\u0000${ref.id}`));
+      // Another organization's update is none of this device's business: as if there were none.
+      return refs.map((ref) => {
+        const row = found.get(ref.id);
+        return row?.organization_id === ref.organizationId ? row : undefined;
+      });
     }, REPORT_BATCH);
     tunnel.onDeviceRequest(DeviceAction.otaProgress, (device, payload) => this.#onProgress(device, payload));
     tunnel.onDeviceRequest(DeviceAction.otaResult, (device, payload) => this.#onResult(device, payload));
@@ -544,19 +553,22 @@ export class UpdateEngine {
       committed: [],
     };
     const alongside: Alongside = (moved, $) => devicesRepo.deviceVersionsSql([record], $, moved);
-    if (payload.status === 'failed' && payload.error?.code === 'cancelled') {
-      // It stopped on the server's ota_cancel (a cancelled deployment): cancelled, not failed.
-      const fields = { phase: 'cancelled', errorCode: 'cancelled', errorMessage: payload.error?.message ?? null };
-      await transitions.move(where, 'cancelled', fields, db, alongside);
-    } else {
-      const fields = {
-        phase: 'failed',
-        errorCode: payload.error?.code ?? (payload.status === 'completed' ? 'version_mismatch' : 'failed'),
-        errorMessage:
-          payload.error?.message ?? `the device reports ${payload.current_version}, not ${row.target_version}`,
-      };
-      await transitions.move(where, 'failed', fields, db, alongside);
-    }
+    // It stopped on the server's ota_cancel (a cancelled deployment): cancelled, not failed.
+    const cancelled = payload.status === 'failed' && payload.error?.code === 'cancelled';
+    await transitions.move(
+      where,
+      cancelled ? 'cancelled' : 'failed',
+      cancelled
+        ? { phase: 'cancelled', errorCode: 'cancelled', errorMessage: payload.error?.message ?? null }
+        : {
+            phase: 'failed',
+            errorCode: payload.error?.code ?? (payload.status === 'completed' ? 'version_mismatch' : 'failed'),
+            errorMessage:
+              payload.error?.message ?? `the device reports ${payload.current_version}, not ${row.target_version}`,
+          },
+      db,
+      alongside,
+    );
     return { ok: true };
   }
 

@@ -63,16 +63,9 @@ export async function findUpdate(db: Queryable, organizationId: string, id: stri
   return row;
 }
 
-/** Many updates by id, each within its organization, in one statement (a burst of results asks for thousands). */
-export function findUpdates(
-  db: Queryable,
-  refs: readonly { organizationId: string; id: string }[],
-): Promise<UpdateRow[]> {
-  return db.query<UpdateRow>(
-    `SELECT ${COLUMNS} FROM ota_updates
-     WHERE id = ANY($2::text[]) AND (organization_id, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
-    [refs.map((ref) => ref.organizationId), refs.map((ref) => ref.id)],
-  );
+/** Many updates by id (ids are unique across organizations), in one statement: a burst of results asks for thousands. */
+export function findUpdates(db: Queryable, ids: readonly string[]): Promise<UpdateRow[]> {
+  return db.query<UpdateRow>(`SELECT ${COLUMNS} FROM ota_updates WHERE id = ANY($1::text[])`, [ids]);
 }
 
 /**
