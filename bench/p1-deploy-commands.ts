@@ -1,8 +1,8 @@
 /**
  * P1: an all-at-once deployment to 10,000 connected simulated devices, from the POST until the
  * server has written the last `ota_update` command (its `edgeflow_commands_dispatched_total`
- * reaching 10,000, read from /metrics every 50 ms: a scrape reads /proc/self/fd, 10,000 entries, so
- * scraping every 10 ms took a fifth of the server's time), on PostgreSQL (≤ 1 s) and on the embedded
+ * reaching 10,000, polled from /metrics every 50 ms; the time is the server's own record of its last
+ * write, edgeflow_last_command_dispatched_timestamp_seconds), on PostgreSQL (≤ 1 s) and on the embedded
  * database (≤ 2 s). The real server runs as a child process; the devices are real agents in child
  * processes.
  *
@@ -63,6 +63,7 @@ async function deploymentSeconds(database: 'pglite' | 'postgres'): Promise<numbe
   try {
     await fleet.uploadFirmware('2.0.0', Buffer.alloc(1024, 7));
     const before = await fleet.metric('edgeflow_commands_dispatched_total');
+    const startedAtMs = Date.now();
     const started = performance.now();
     await fleet.api('POST', '/api/v1/deployments', {
       version: '2.0.0',
@@ -84,8 +85,14 @@ async function deploymentSeconds(database: 'pglite' | 'postgres'): Promise<numbe
       5 * 60_000,
       50,
     );
-    const seconds = (done - started) / 1000;
-    log(`${database}: deployment to ${DEVICES} devices: last command written ${seconds.toFixed(2)} s after the POST`);
+    // When the server wrote the last command (its own clock, this machine's), not when a scrape saw
+    // it: a scrape waits behind the devices' answers the commands set off, 50–300 ms after.
+    const writtenAt = await fleet.metric('edgeflow_last_command_dispatched_timestamp_seconds');
+    const seconds = (writtenAt * 1000 - startedAtMs) / 1000;
+    log(
+      `${database}: deployment to ${DEVICES} devices: last command written ${seconds.toFixed(2)} s after the POST ` +
+        `(seen by the scrape after ${((done - started) / 1000).toFixed(2)} s)`,
+    );
     return seconds;
   } finally {
     await fleet.close();

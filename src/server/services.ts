@@ -73,7 +73,7 @@ export function createServices(parts: { config: Config; db: Db; store: BlobStore
     transitions,
     lifecycle,
     nodeId: presence.nodeId,
-    sendDispatched: (updates) => engine.sendDispatched(updates),
+    sendDispatched: (updates, devices) => engine.sendDispatched(updates, devices),
     log: log.child({ component: 'deployments' }),
   });
   const deployments = new DeploymentService({
@@ -83,7 +83,7 @@ export function createServices(parts: { config: Config; db: Db; store: BlobStore
     lifecycle,
     scheduler,
     nodeId: presence.nodeId,
-    sendDispatched: (updates) => engine.sendDispatched(updates),
+    sendDispatched: (updates, devices) => engine.sendDispatched(updates, devices),
     log: log.child({ component: 'deployments' }),
   });
   const deviceEffects = new DeviceEffects({

@@ -9,6 +9,7 @@
  * no row and is skipped as busy, with its holder.
  */
 import type { Logger } from 'pino';
+import type { DeviceVersions } from '../devices/repo.ts';
 import { findHolder } from '../holds/repo.ts';
 import type { Db, Queryable } from '../infra/db.ts';
 import { newId } from '../infra/secrets.ts';
@@ -29,7 +30,7 @@ export interface ChunkDeps {
   transitions: UpdateTransitions;
   /** This process: devices whose tunnel it holds get their attempt sent from here, at once. */
   nodeId: string;
-  sendDispatched: (updates: readonly Transitioned[]) => Promise<void>;
+  sendDispatched: (updates: readonly Transitioned[], devices?: DeviceVersions) => Promise<void>;
   log: Logger;
 }
 
@@ -58,14 +59,18 @@ export async function queueDueChunk(deps: ChunkDeps, row: repo.DeploymentRow): P
   return queued.due === limit;
 }
 
-/** Sends attempts created dispatched once their transaction committed, without waiting for the devices. */
+/**
+ * Sends attempts created dispatched once their transaction committed, without waiting for the
+ * devices; `devices`, what that transaction read of them, when it read them all.
+ */
 export function sendInBackground(
   deps: Pick<ChunkDeps, 'sendDispatched' | 'log'>,
   deploymentId: string,
   dispatched: readonly Transitioned[],
+  devices?: DeviceVersions,
 ): void {
   deps
-    .sendDispatched(dispatched)
+    .sendDispatched(dispatched, devices)
     .catch((error: Error) =>
       deps.log.error({ err: error, deployment_id: deploymentId }, 'sending a chunk of attempts failed'),
     );

@@ -17,6 +17,7 @@
  * with the organizations this one did not reach.
  */
 import type { Logger } from 'pino';
+import type { DeviceVersions } from '../devices/repo.ts';
 import type { EventFeed } from '../events/feed.ts';
 import * as firmwareRepo from '../firmware/repo.ts';
 import { enterDoor } from '../holds/repo.ts';
@@ -41,7 +42,7 @@ export interface DeploymentSchedulerDeps {
   /** This process among the replicas: the holder of the leases it takes. */
   nodeId: string;
   /** Sends attempts created already dispatched, for devices whose tunnel this process holds (answers come later). */
-  sendDispatched: (updates: readonly Transitioned[]) => Promise<void>;
+  sendDispatched: (updates: readonly Transitioned[], devices?: DeviceVersions) => Promise<void>;
 }
 
 /** Passes start at most this often however many wake-ups arrive. */

@@ -3,6 +3,7 @@
  * the rollout; every state change goes through the lifecycle writer (lifecycle.ts).
  */
 import type { Logger } from 'pino';
+import { type DeviceVersions, deviceKey } from '../devices/repo.ts';
 import * as firmwareRepo from '../firmware/repo.ts';
 import { closeDoors } from '../holds/repo.ts';
 import type { Config } from '../infra/config.ts';
@@ -35,7 +36,7 @@ export interface DeploymentServiceDeps {
   scheduler: Pick<DeploymentScheduler, 'kick'>;
   /** This process among the replicas: attempts for devices whose tunnel it holds are sent from here. */
   nodeId: string;
-  sendDispatched: (updates: readonly Transitioned[]) => Promise<void>;
+  sendDispatched: (updates: readonly Transitioned[], devices?: DeviceVersions) => Promise<void>;
   log: Logger;
 }
 
@@ -165,10 +166,14 @@ export class DeploymentService {
         [...chunk].map(([deviceId, updateId]) => ({ ...candidateOf.get(deviceId)!, update_id: updateId })),
       );
       await lifecycle.announce(tx, row);
-      return first ? { row, dispatched, more: first.deviceIds.length > chunk.size } : null;
+      // What the devices run was read here, doors closed: the dispatch re-checks against it.
+      const devices: DeviceVersions = new Map(
+        candidates.map((candidate) => [deviceKey(organizationId, candidate.device_id), candidate]),
+      );
+      return first ? { row, dispatched, devices, more: first.deviceIds.length > chunk.size } : null;
     });
     if (started) {
-      sendInBackground(this.#deps, id, started.dispatched);
+      sendInBackground(this.#deps, id, started.dispatched, started.devices);
       if (started.more) void this.#queueFirstBatch(started.row);
     }
     scheduler.kick();

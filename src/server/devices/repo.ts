@@ -455,10 +455,13 @@ export function deviceKey(organizationId: string, deviceId: string): string {
 }
 
 /** What the devices of some update rows run now and their model (the dispatch re-check), by deviceKey. */
+/** What devices run and what they are, by deviceKey: what a dispatch re-checks its commands against. */
+export type DeviceVersions = ReadonlyMap<string, { current_version: string; model: string | null }>;
+
 export async function findDeviceVersions(
   db: Queryable,
   rows: readonly { organization_id: string; device_id: string }[],
-): Promise<Map<string, { current_version: string; model: string | null }>> {
+): Promise<DeviceVersions> {
   const wanted = new Set(rows.map((row) => deviceKey(row.organization_id, row.device_id)));
   // The primary key with a list per column: one index scan whatever the planner knows of the
   // table (a join against the list was planned as one scan of the table per device once).

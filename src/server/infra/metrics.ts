@@ -52,6 +52,11 @@ export function createMetrics() {
       help: 'ota_update commands written to tunnels',
       registers: [registry],
     }),
+    lastCommandDispatched: new Gauge({
+      name: 'edgeflow_last_command_dispatched_timestamp_seconds',
+      help: 'When the last ota_update command was written to a tunnel (Unix time, milliseconds kept)',
+      registers: [registry],
+    }),
     reportsIngested: new Counter({
       name: 'edgeflow_reports_ingested_total',
       help: 'Device OTA reports persisted',

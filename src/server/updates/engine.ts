@@ -311,12 +311,13 @@ export class UpdateEngine {
 
   /**
    * Sends updates created already claimed by this process (a deployment's chunk for devices
-   * connected here): the same re-check and commands as a claimed chunk, without the queue.
+   * connected here): the same re-check and commands as a claimed chunk, without the queue. With
+   * `devices`, what the creating transaction read of them is the re-check's input (no second read).
    */
-  async sendDispatched(rows: readonly repo.UpdateRow[]): Promise<void> {
+  async sendDispatched(rows: readonly repo.UpdateRow[], devices?: devicesRepo.DeviceVersions): Promise<void> {
     if (rows.length === 0) return;
     const pass = this.#dispatchPass();
-    const sent = pass.send(rows);
+    const sent = pass.send(rows, devices);
     this.#settleLater(sent.then(() => pass.done()));
     await sent;
   }
@@ -352,8 +353,8 @@ export class UpdateEngine {
     };
     const answers: Promise<void>[] = [];
     return {
-      send: async (rows: readonly repo.UpdateRow[]) => {
-        const devices = await devicesRepo.findDeviceVersions(db, rows);
+      send: async (rows: readonly repo.UpdateRow[], known?: devicesRepo.DeviceVersions) => {
+        const devices = known ?? (await devicesRepo.findDeviceVersions(db, rows));
         for (const row of rows) {
           let command: VersionCommand | undefined;
           try {
@@ -452,7 +453,9 @@ export class UpdateEngine {
     const device = { organizationId: row.organization_id, deviceId: row.device_id };
     try {
       metrics.commandsDispatched.inc();
-      await tunnel.command(device, CloudAction.otaUpdate, payload);
+      const answer = tunnel.command(device, CloudAction.otaUpdate, payload);
+      metrics.lastCommandDispatched.set(Date.now() / 1000);
+      await answer;
     } catch (error) {
       if (error instanceof DeviceCommandError) {
         // The device refused it outright (busy with another update, invalid command, no OTA handler).
