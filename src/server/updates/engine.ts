@@ -13,6 +13,7 @@
  */
 
 import { createPrivateKey, type KeyObject } from 'node:crypto';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { signManifest } from '../../protocol/manifest.ts';
 import {
@@ -62,6 +63,8 @@ const REPORT_BATCH = { maxSize: 2000, maxDelayMs: 5 };
  * each other's row locks, P2).
  */
 const WRITER_BATCH = { ...REPORT_BATCH, maxInFlight: 1 };
+/** The least time between the end of a dispatch pass and the next one a wake-up during it asked for. */
+const PASS_SPACING_MS = 100;
 
 /**
  * Why a device refused `ota_update`, as the update's failure code and message (the device's
@@ -281,6 +284,10 @@ export class UpdateEngine {
         do {
           this.#again = false;
           await this.dispatchDueUpdates();
+          // Wake-ups that came during the pass make one more, a moment later: a fleet coming back
+          // online (each device a wake-up) costs a pass per PASS_SPACING_MS, not one per device
+          // (9,211 claim statements, 24 s of the embedded database, in a 10,000-device rollout).
+          if (this.#again && !this.#stopped) await delay(PASS_SPACING_MS);
         } while (this.#again && !this.#stopped);
       } catch (error) {
         this.#deps.log.error({ err: error }, 'dispatch pass failed');
