@@ -152,6 +152,39 @@ for (const backend of backends) {
       raw.ws.terminate();
     });
 
+    it('marks offline the devices whose tunnels closed, and leaves online the ones back at once (a reboot)', async () => {
+      const devices = await Promise.all(Array.from({ length: 24 }, () => newDevice()));
+      const links = await Promise.all(devices.map((device) => connectRaw(server.url, device)));
+      const rebooting = devices.slice(0, 12);
+      const leaving = devices.slice(12);
+      // All close at once; half come straight back, as a rebooting fleet does.
+      const back = await Promise.all(
+        devices.map(async (device, index) => {
+          await links[index]!.close();
+          return index < rebooting.length ? connectRaw(server.url, device) : undefined;
+        }),
+      );
+      const online = async () =>
+        new Map(
+          await Promise.all(
+            devices.map(async (device) => [device.deviceId, (await deviceState(device.deviceId)).online] as const),
+          ),
+        );
+      await eventually(
+        async () => [...(await online())].filter(([, is]) => !is).length === leaving.length,
+        5000,
+        'the devices that stayed away offline',
+      );
+      const state = await online();
+      for (const device of rebooting) assert.equal(state.get(device.deviceId), true, `${device.deviceId} came back`);
+      for (const device of leaving) assert.equal(state.get(device.deviceId), false, `${device.deviceId} stayed away`);
+      // And it stays so: no late offline mark overtakes a device that came back.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const later = await online();
+      for (const device of rebooting) assert.equal(later.get(device.deviceId), true, `${device.deviceId} still online`);
+      await Promise.all(back.map((link) => link?.close()));
+    });
+
     it('answers malformed frames with an error, closes on an oversized frame, and keeps serving others', async () => {
       const bystander = await connectRaw(server.url, await newDevice());
       const device = await newDevice();
