@@ -298,15 +298,20 @@ export async function markOnline(
   );
 }
 
-/** Only if `nodeId` still holds it: the device may already be connected elsewhere. */
-export async function markOffline(db: Queryable, organizationId: string, deviceId: string, nodeId: string) {
+/** Only the devices `nodeId` still holds: one may already be connected elsewhere. */
+export async function markOffline(
+  db: Queryable,
+  nodeId: string,
+  devices: readonly { organizationId: string; deviceId: string }[],
+): Promise<void> {
   await db.query(
     `WITH c AS (
-       UPDATE devices SET online = false, connected_node = NULL, last_seen_at = now()
-       WHERE organization_id = $1 AND device_id = $2 AND connected_node = $3
-       RETURNING organization_id, device_id
+       UPDATE devices AS d SET online = false, connected_node = NULL, last_seen_at = now()
+       FROM unnest($2::text[], $3::text[]) AS s(organization_id, device_id)
+       WHERE d.organization_id = s.organization_id AND d.device_id = s.device_id AND d.connected_node = $1
+       RETURNING d.organization_id, d.device_id
      ) ${announcePresence(false)}`,
-    [organizationId, deviceId, nodeId],
+    [nodeId, devices.map((d) => d.organizationId), devices.map((d) => d.deviceId)],
   );
 }
 

@@ -29,6 +29,7 @@ export class Batcher<In, Out> {
   #inFlight = 0;
   #queue: Entry<In, Out>[] = [];
   #timer: NodeJS.Timeout | undefined;
+  readonly #running = new Set<Promise<void>>();
 
   /** `flush` answers one output per input, in the same order. */
   constructor(flush: (items: In[]) => Promise<Out[]>, options: BatcherOptions) {
@@ -53,10 +54,23 @@ export class Batcher<In, Out> {
     while (this.#queue.length > 0 && this.#inFlight < this.#maxInFlight) {
       const batch = this.#queue.splice(0, this.#maxSize);
       this.#inFlight += 1;
-      void this.#settle(batch).finally(() => {
+      const settled = this.#settle(batch).finally(() => {
         this.#inFlight -= 1;
+        this.#running.delete(settled);
         if (this.#queue.length > 0) this.#run();
       });
+      this.#running.add(settled);
+    }
+  }
+
+  /**
+   * Writes what is queued now, without waiting for its timer, and resolves once nothing is queued
+   * or in flight: what a shutdown calls before the database it writes to closes.
+   */
+  async drain(): Promise<void> {
+    while (this.#queue.length > 0 || this.#running.size > 0) {
+      this.#run();
+      await Promise.all([...this.#running]);
     }
   }
 

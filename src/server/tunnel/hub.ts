@@ -41,7 +41,7 @@ import type { Db } from '../infra/db.ts';
 import { AppError, ConflictError } from '../infra/errors.ts';
 import type { Metrics } from '../infra/metrics.ts';
 import { hashSecret } from '../infra/secrets.ts';
-import type { Presence, SeenDevice } from './presence.ts';
+import type { GoneDevice, Presence, SeenDevice } from './presence.ts';
 
 export class DeviceOfflineError extends ConflictError {
   constructor(deviceId: string, why = 'it has no open tunnel') {
@@ -464,7 +464,7 @@ export class TunnelHub {
     });
     if (this.#links.get(link.key) !== link || link.socket.readyState !== WebSocket.OPEN) {
       // It went away while the online mark waited for its batch: undo the mark.
-      if (!this.#links.has(link.key)) await this.#deps.presence.offline(link.organizationId, link.deviceId);
+      if (!this.#links.has(link.key)) await this.#deps.presence.offline(this.#gone(link));
       return;
     }
     this.#send(link, { type: 'connected', device_id: link.deviceId });
@@ -547,8 +547,13 @@ export class TunnelHub {
     this.#deps.metrics.connectedDevices.dec();
     this.#deps.log.info({ organization_id: link.organizationId, device_id: link.deviceId, code }, 'device offline');
     this.#deps.presence
-      .offline(link.organizationId, link.deviceId)
+      .offline(this.#gone(link))
       .catch((error: Error) => this.#deps.log.warn({ err: error }, 'could not mark a device offline'));
+  }
+
+  /** A closed link's device for presence: back() once it has a tunnel here again. */
+  #gone(link: DeviceLink): GoneDevice {
+    return { organizationId: link.organizationId, deviceId: link.deviceId, back: () => this.#links.has(link.key) };
   }
 
   /** Drops silent links, pings the rest at the WebSocket level, resets abuse counters. */

@@ -195,6 +195,7 @@ export class UpdateEngine {
   #dispatching: Promise<void> | undefined;
   readonly #answering = new Set<Promise<void>>();
   #again = false;
+  #lastPassEndMs = Number.NEGATIVE_INFINITY;
   #stopped = false;
 
   constructor(deps: UpdateEngineDeps) {
@@ -281,6 +282,13 @@ export class UpdateEngine {
     }
     this.#dispatching = (async () => {
       try {
+        // Passes start PASS_SPACING_MS apart, whatever asked for them: a pass whose own answers
+        // wake the next (a command to a device whose tunnel just closed goes back to the queue,
+        // announced) must leave room for the rest, above all on PGlite, where nothing in that
+        // cycle would otherwise leave the microtask queue.
+        const wait = this.#lastPassEndMs + PASS_SPACING_MS - performance.now();
+        if (wait > 0) await delay(wait);
+        if (this.#stopped) return;
         do {
           this.#again = false;
           await this.dispatchDueUpdates();
@@ -292,6 +300,7 @@ export class UpdateEngine {
       } catch (error) {
         this.#deps.log.error({ err: error }, 'dispatch pass failed');
       } finally {
+        this.#lastPassEndMs = performance.now();
         this.#dispatching = undefined;
       }
     })();
