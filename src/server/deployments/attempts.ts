@@ -25,12 +25,15 @@ import * as repo from './repo.ts';
  */
 export const CHUNK = 10_000;
 
+/** Sends attempts created already dispatched (devices whose tunnel this process holds); answers come later. */
+export type SendDispatched = (updates: readonly Transitioned[], devices?: DeviceVersions) => Promise<void>;
+
 export interface ChunkDeps {
   db: Db;
   transitions: UpdateTransitions;
   /** This process: devices whose tunnel it holds get their attempt sent from here, at once. */
   nodeId: string;
-  sendDispatched: (updates: readonly Transitioned[], devices?: DeviceVersions) => Promise<void>;
+  sendDispatched: SendDispatched;
   log: Logger;
 }
 

@@ -17,7 +17,6 @@
  * with the organizations this one did not reach.
  */
 import type { Logger } from 'pino';
-import type { DeviceVersions } from '../devices/repo.ts';
 import type { EventFeed } from '../events/feed.ts';
 import * as firmwareRepo from '../firmware/repo.ts';
 import { enterDoor } from '../holds/repo.ts';
@@ -25,8 +24,8 @@ import type { Config } from '../infra/config.ts';
 import type { Db } from '../infra/db.ts';
 import { newId } from '../infra/secrets.ts';
 import { isEnded, type Stop } from '../model/deployment.ts';
-import type { Transitioned, UpdateTransitions } from '../updates/transitions.ts';
-import { CHUNK, queueDueChunk } from './attempts.ts';
+import type { UpdateTransitions } from '../updates/transitions.ts';
+import { CHUNK, queueDueChunk, type SendDispatched } from './attempts.ts';
 import { batchStateFor, gateDecision, nextAction } from './gate.ts';
 import { type DeploymentLifecycle, loadView } from './lifecycle.ts';
 import { classifyTargets, matchedDevices } from './plan.ts';
@@ -42,7 +41,7 @@ export interface DeploymentSchedulerDeps {
   /** This process among the replicas: the holder of the leases it takes. */
   nodeId: string;
   /** Sends attempts created already dispatched, for devices whose tunnel this process holds (answers come later). */
-  sendDispatched: (updates: readonly Transitioned[], devices?: DeviceVersions) => Promise<void>;
+  sendDispatched: SendDispatched;
 }
 
 /** Passes start at most this often however many wake-ups arrive. */

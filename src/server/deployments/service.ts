@@ -11,8 +11,8 @@ import type { Db, Queryable } from '../infra/db.ts';
 import { ConflictError, NotFoundError } from '../infra/errors.ts';
 import { newId } from '../infra/secrets.ts';
 import { type Control, controlsFor, type DeploymentState, explainDevice, isEnded } from '../model/deployment.ts';
-import type { Transitioned, UpdateTransitions } from '../updates/transitions.ts';
-import { firstChunkOf, queueAttempts, queueDueChunk, sendInBackground } from './attempts.ts';
+import type { UpdateTransitions } from '../updates/transitions.ts';
+import { firstChunkOf, queueAttempts, queueDueChunk, type SendDispatched, sendInBackground } from './attempts.ts';
 import { type DeploymentLifecycle, loadView, loadViews } from './lifecycle.ts';
 import { classifyTargets, describePlan, matchedDevices, planBatches, sampleOf, type TargetRules } from './plan.ts';
 import * as repo from './repo.ts';
@@ -36,7 +36,7 @@ export interface DeploymentServiceDeps {
   scheduler: Pick<DeploymentScheduler, 'kick'>;
   /** This process among the replicas: attempts for devices whose tunnel it holds are sent from here. */
   nodeId: string;
-  sendDispatched: (updates: readonly Transitioned[], devices?: DeviceVersions) => Promise<void>;
+  sendDispatched: SendDispatched;
   log: Logger;
 }
 

@@ -459,10 +459,10 @@ export function deviceKey(organizationId: string, deviceId: string): string {
   return `${organizationId}\u0000${deviceId}`;
 }
 
-/** What the devices of some update rows run now and their model (the dispatch re-check), by deviceKey. */
 /** What devices run and what they are, by deviceKey: what a dispatch re-checks its commands against. */
 export type DeviceVersions = ReadonlyMap<string, { current_version: string; model: string | null }>;
 
+/** What the devices of some update rows run now and their model (the dispatch re-check). */
 export async function findDeviceVersions(
   db: Queryable,
   rows: readonly { organization_id: string; device_id: string }[],
