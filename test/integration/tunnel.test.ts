@@ -185,6 +185,19 @@ for (const backend of backends) {
       await Promise.all(back.map((link) => link?.close()));
     });
 
+    it('writes a burst of offline marks without the devices whose tunnel is back here by then', async () => {
+      const [back, gone] = [await newDevice(), await newDevice()];
+      const links = [await connectRaw(server.url, back), await connectRaw(server.url, gone)];
+      // Presence's own door, as the hub uses it: one device reconnected before the burst is written.
+      await Promise.all([
+        server.services.presence.offline({ organizationId: org.id, deviceId: back.deviceId, back: () => true }),
+        server.services.presence.offline({ organizationId: org.id, deviceId: gone.deviceId, back: () => false }),
+      ]);
+      assert.equal((await deviceState(back.deviceId)).online, true, 'the device back here stays online');
+      assert.equal((await deviceState(gone.deviceId)).online, false, 'the device still away is offline');
+      await Promise.all(links.map((link) => link.close()));
+    });
+
     it('answers malformed frames with an error, closes on an oversized frame, and keeps serving others', async () => {
       const bystander = await connectRaw(server.url, await newDevice());
       const device = await newDevice();
