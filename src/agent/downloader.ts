@@ -86,12 +86,16 @@ export async function downloadToSink(options: DownloadOptions): Promise<void> {
       if (error instanceof DownloadFailedError) throw error;
       if (error instanceof ComeBackLaterError) {
         // Busy is not broken: a fleet-wide rollout queues here, so it never counts toward giving up.
-        // Each busy answer in a row doubles the spread of the wait (capped at a minute, at random
-        // within it): ten thousand devices sent away together come back spread out, at about the
-        // rate the server finishes downloads, instead of polling it off its feet.
+        // The server says when to come back (EdgeFlow's spreads its refused devices over the time
+        // its line of downloads takes to drain); the wait adds up to a quarter of it at random, so
+        // a second's returns do not land as one, and only a server wrong several times in a row
+        // (a store that always says the same) sees the spread grow, doubling, capped at a minute.
         busyInARow += 1;
-        const spreadMs = Math.min(error.afterMs * 2 ** Math.min(busyInARow, 6), BUSY_WAIT_CAP_MS);
-        const waitMs = error.afterMs + Math.floor(Math.random() * Math.max(0, spreadMs - error.afterMs));
+        const spreadMs = (error.afterMs / 4) * 2 ** Math.min(Math.max(0, busyInARow - 3), 8);
+        const waitMs = Math.min(
+          error.afterMs + Math.floor(Math.random() * spreadMs),
+          Math.max(error.afterMs, BUSY_WAIT_CAP_MS),
+        );
         logger.info('download server busy, waiting', { retry_in_ms: waitMs });
         await sleep(waitMs, undefined, { signal });
         continue;

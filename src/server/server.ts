@@ -99,7 +99,7 @@ export async function startOn(parts: {
   // Listening before anything can change: every change of this process is seen here too.
   await services.feed.start();
   await services.tunnel.start();
-  await app.listen({ host: config.host, port: config.port });
+  await app.listen({ host: config.host, port: config.port, backlog: config.listenBacklog });
   services.engine.start();
   services.scheduler.start();
   services.deviceEffects.start();

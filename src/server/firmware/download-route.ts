@@ -8,6 +8,7 @@ import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import { LocalBlobStore } from '../infra/blobstore/local.ts';
 import { AppError, ForbiddenError, NotFoundError, ServiceBusyError } from '../infra/errors.ts';
 import type { Services } from '../services.ts';
+import { DownloadSlots } from './download-slots.ts';
 
 export type ByteRange = { start: number; end: number };
 
@@ -36,11 +37,12 @@ export const downloadRoute: FastifyPluginAsync<{ services: Services }> = async (
   // come from the file or from memory (a kept blob is handed to the socket at once). Downloads in
   // flight are cut at shutdown rather than waited for: agents resume with Range.
   const active = new Set<ServerResponse>();
+  const { maxConcurrentDownloads: limit, downloadQueue, downloadQueueWaitMs } = services.config;
+  const slots = new DownloadSlots({ limit, queue: downloadQueue, waitMs: downloadQueueWaitMs });
   app.addHook('preClose', async () => {
+    slots.close();
     for (const response of active) response.destroy();
   });
-
-  const limit = services.config.maxConcurrentDownloads;
 
   const serve = async (
     request: {
@@ -57,14 +59,19 @@ export const downloadRoute: FastifyPluginAsync<{ services: Services }> = async (
     if (verdict === 'expired')
       throw new ForbiddenError('link_expired', 'the download link has expired; ask for a new one');
     if (verdict !== 'ok') throw new ForbiddenError('link_invalid', 'the download link is not valid');
-    if (request.method === 'GET' && active.size >= limit) {
-      // Spread the returns over a few seconds, so the waiting devices do not come back as one herd.
-      const retryAfter = 1 + Math.floor(Math.random() * 5);
-      throw new ServiceBusyError(
-        'downloads_busy',
-        `this server is serving ${limit} downloads; try again shortly`,
-        retryAfter,
-      );
+    const response = reply.raw;
+    if (request.method === 'GET') {
+      // Held until the response is done (all sent, an error answered, or the connection cut).
+      const release = await slots.acquire((leave) => response.once('close', leave));
+      if (!release || response.destroyed) {
+        release?.();
+        throw new ServiceBusyError(
+          'downloads_busy',
+          `this server is serving ${limit} downloads and has ${slots.waiting} waiting; try again shortly`,
+          slots.retryAfterSeconds(),
+        );
+      }
+      response.once('close', release);
     }
     let size: number;
     try {
@@ -90,7 +97,6 @@ export const downloadRoute: FastifyPluginAsync<{ services: Services }> = async (
     }
     reply.header('content-length', range ? range.end - range.start + 1 : size);
     const { stream } = await store.openRead(key, range);
-    const response = reply.raw;
     active.add(response);
     response.once('close', () => active.delete(response));
     return reply.send(stream);

@@ -9,6 +9,13 @@ export type StoreKind = 'local' | 's3';
 export interface Config {
   host: string;
   port: number;
+  /**
+   * Connections the kernel may hold for this server before it accepts them (clamped by
+   * net.core.somaxconn). Node's 511 overflowed when thousands of devices reconnected or started
+   * downloads at once: a dropped SYN is retried by the client after 1, 3, 7 s…, seconds of
+   * silence per device.
+   */
+  listenBacklog: number;
   /** Base URL devices and clients use to reach this server (download links are built on it). */
   publicUrl: string;
   dataDir: string;
@@ -54,11 +61,16 @@ export interface Config {
   /** Open deployments (scheduled, running, paused) an organization may have at once; beyond: 409 too_many_deployments. */
   maxOpenDeployments: number;
   /**
-   * Firmware downloads the local store serves at once; beyond, 503 downloads_busy with Retry-After
+   * Firmware downloads the local store serves at once; beyond, a request waits in line for a free
+   * slot (see downloadQueue), and beyond the line it is answered 503 downloads_busy with Retry-After
    * (agents wait and come back without counting it as a failure). Each download then runs at a
    * useful speed instead of ten thousand crawling together until their idle timeouts cut them.
    */
   maxConcurrentDownloads: number;
+  /** Download requests held in line for a slot beyond maxConcurrentDownloads (0: busy at once). */
+  downloadQueue: number;
+  /** The longest a download request waits in that line before it is answered busy. */
+  downloadQueueWaitMs: number;
   /**
    * A baking device offline for longer than this fails its bake (shorter: a server or replica
    * restart, or a network blip, is no failure; it is judged when it is back).
@@ -144,6 +156,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
   return {
     host,
     port,
+    listenBacklog: integer(env, 'EDGEFLOW_LISTEN_BACKLOG', 4096, 1),
     publicUrl,
     dataDir: path.resolve(cwd, optional(env, 'EDGEFLOW_DATA_DIR') ?? 'data'),
     databaseUrl: optional(env, 'DATABASE_URL'),
@@ -174,6 +187,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     dispatchIntervalMs: integer(env, 'EDGEFLOW_DISPATCH_INTERVAL_MS', 1000, 10),
     maxOpenDeployments: integer(env, 'EDGEFLOW_MAX_OPEN_DEPLOYMENTS', 100, 1),
     maxConcurrentDownloads: integer(env, 'EDGEFLOW_MAX_CONCURRENT_DOWNLOADS', 256, 1),
+    downloadQueue: integer(env, 'EDGEFLOW_DOWNLOAD_QUEUE', 2048, 0),
+    downloadQueueWaitMs: integer(env, 'EDGEFLOW_DOWNLOAD_QUEUE_WAIT_MS', 10_000, 0),
     bakeOfflineGraceSeconds: integer(env, 'EDGEFLOW_BAKE_OFFLINE_GRACE_SECONDS', 90, 0),
     healthCheckTimeoutMs: integer(env, 'EDGEFLOW_HEALTH_CHECK_TIMEOUT_MS', 5000, 50),
     shutdownTimeoutMs: integer(env, 'EDGEFLOW_SHUTDOWN_TIMEOUT_MS', 10_000, 0),
