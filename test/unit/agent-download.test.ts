@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
+import http from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { FileDownloadSink, MemoryDownloadSink } from '../../src/agent/download-sink.ts';
@@ -53,6 +54,22 @@ describe('firmware download (against a local HTTP store with Range support)', ()
       assert.equal(await sink.sha256(), firmware.sha256);
       assert.deepEqual(await readFile(join(dir, 'u.part')), firmware.bytes);
     });
+  });
+
+  it("gives a slow connect the whole idle timeout, not the 5 s Node's default HTTP agent sets on a new socket", async () => {
+    // A new connection (an idle kept-alive one would be closed by the server's keep-alive timer).
+    http.globalAgent.destroy();
+    const sink = new MemoryDownloadSink();
+    const download = downloadToSink(options(server, { sink, maxRetries: 0, idleTimeoutMs: 30_000 }));
+    // The request's socket is being connected; then this process is busy for 6 s (a device under
+    // load): the connect completes meanwhile, but the socket's timers run before its I/O event.
+    await new Promise((resolve) => setImmediate(resolve));
+    const busyUntil = Date.now() + 6_000;
+    while (Date.now() < busyUntil) {
+      // busy
+    }
+    await download;
+    assert.equal(await sink.sha256(), firmware.sha256);
   });
 
   it('resumes a memory sink in process: the running hash continues over the second range', async () => {

@@ -162,12 +162,17 @@ export class LocalBlobStore implements BlobStore {
     return Number(expiresText) * 1000 <= nowMs ? 'expired' : 'ok';
   }
 
-  /** Size and modification time, for Content-Length, Range arithmetic and Last-Modified. */
-  async stat(key: string): Promise<{ size: number; modifiedAt: Date }> {
+  /**
+   * The size, for Content-Length and Range arithmetic: from memory while the blob is kept there (a
+   * rollout's every download asks; the file system's stat was 3.8 s of the server's CPU in P2).
+   */
+  async stat(key: string): Promise<{ size: number }> {
+    const kept = this.#hot.peek(key);
+    if (kept) return { size: kept.length };
     try {
       const info = await stat(this.#pathOf(key));
       if (!info.isFile()) throw new BlobNotFoundError(key);
-      return { size: info.size, modifiedAt: info.mtime };
+      return { size: info.size };
     } catch (error) {
       if (isNotFound(error)) throw new BlobNotFoundError(key);
       throw error;
