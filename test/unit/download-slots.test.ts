@@ -98,6 +98,17 @@ describe('DownloadSlots', () => {
     assert.equal(slots.taken, 0);
   });
 
+  it('never sends the refused away for more than 10 s, however slow the line', async () => {
+    const slots = new DownloadSlots({ limit: 1, queue: 100, waitMs: 60_000 });
+    const held = await slots.acquire(stays);
+    const line = Array.from({ length: 100 }, () => slots.acquire(stays));
+    // 100 in line at a guessed 1 a second: 100 s to drain.
+    assert.equal(slots.retryAfterSeconds(Date.now(), 0.999), 10);
+    slots.close();
+    await Promise.all(line);
+    held?.();
+  });
+
   it('measures the completion rate: a line that drains faster than the first guess gets earlier returns', async () => {
     const slots = new DownloadSlots({ limit: 10, queue: 20, waitMs: 60_000 });
     for (let round = 0; round < 3; round++) {

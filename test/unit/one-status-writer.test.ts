@@ -1,6 +1,6 @@
 /**
  * An update's status has one writer. These read the source: every statement that writes
- * `ota_updates` is one of the two in updates/repo.ts that UpdateTransitions (transitions.ts)
+ * `ota_updates` is one of the three in updates/repo.ts that UpdateTransitions (transitions.ts)
  * calls, and the status lists SQL has to spell out literally agree with status.ts.
  */
 import assert from 'node:assert/strict';
@@ -22,12 +22,13 @@ const REPO = path.join('src', 'server', 'updates', 'repo.ts');
 const TRANSITIONS = path.join('src', 'server', 'updates', 'transitions.ts');
 const writes = () => /\b(?:UPDATE\s+ota_updates|INSERT\s+INTO\s+ota_updates)\b/gi;
 
-/** The body of `export function name` (up to the next top-level export). */
+/** The body of `function name` (up to the next top-level declaration). */
 function functionBody(text: string, name: string): { start: number; end: number } {
-  const start = text.indexOf(`export function ${name}(`);
+  const start = text.search(new RegExp(`function ${name}[(<]`));
   assert.ok(start >= 0, `${name} is in ${REPO}`);
-  const next = text.indexOf('\nexport ', start + 1);
-  return { start, end: next < 0 ? text.length : next };
+  // To the next top-level declaration (exported or not).
+  const next = text.slice(start + 1).search(/\n(?:export |function |const |\/\*\*)/);
+  return { start, end: next < 0 ? text.length : start + 1 + next };
 }
 
 /** The quoted statuses of a SQL `status IN (…)` list. */
@@ -43,9 +44,9 @@ describe('the one writer of ota_updates.status', () => {
     assert.deepEqual(writers, [REPO]);
   });
 
-  it('in updates/repo.ts only insertQueued, insertObserved and applyTransition write it', () => {
+  it('in updates/repo.ts only insertReturning (behind insertQueued and insertAttempts), insertObserved and applyTransition write it', () => {
     const text = files.find(({ file }) => file === REPO)!.text;
-    const allowed = ['insertQueued', 'insertObserved', 'applyTransition'].map((name) => functionBody(text, name));
+    const allowed = ['insertReturning', 'insertObserved', 'applyTransition'].map((name) => functionBody(text, name));
     const found = [...text.matchAll(writes())];
     assert.ok(found.length >= 2);
     for (const write of found) {
@@ -56,10 +57,12 @@ describe('the one writer of ota_updates.status', () => {
     }
   });
 
-  it('only UpdateTransitions calls the three writers', () => {
+  it('only UpdateTransitions calls the writers', () => {
     const callers = files
       .filter(({ file }) => file !== REPO)
-      .filter(({ text }) => /\b(?:insertQueued|insertObserved|applyTransition)\(/.test(text))
+      .filter(({ text }) =>
+        /\b(?:insertQueued|insertAttempts|insertReturning|insertObserved|applyTransition)\(/.test(text),
+      )
       .map(({ file }) => file);
     assert.deepEqual(callers, [TRANSITIONS]);
   });

@@ -13,7 +13,7 @@ import type { DeviceVersions } from '../devices/repo.ts';
 import { findHolder } from '../holds/repo.ts';
 import type { Db, Queryable } from '../infra/db.ts';
 import { newId } from '../infra/secrets.ts';
-import type { Transitioned, UpdateTransitions } from '../updates/transitions.ts';
+import type { Attempt, UpdateTransitions } from '../updates/transitions.ts';
 import { dispatchAllowance } from './gate.ts';
 import * as repo from './repo.ts';
 
@@ -26,7 +26,7 @@ import * as repo from './repo.ts';
 export const CHUNK = 10_000;
 
 /** Sends attempts created already dispatched (devices whose tunnel this process holds); answers come later. */
-export type SendDispatched = (updates: readonly Transitioned[], devices?: DeviceVersions) => Promise<void>;
+export type SendDispatched = (updates: readonly Attempt[], devices?: DeviceVersions) => Promise<void>;
 
 export interface ChunkDeps {
   db: Db;
@@ -69,7 +69,7 @@ export async function queueDueChunk(deps: ChunkDeps, row: repo.DeploymentRow): P
 export function sendInBackground(
   deps: Pick<ChunkDeps, 'sendDispatched' | 'log'>,
   deploymentId: string,
-  dispatched: readonly Transitioned[],
+  dispatched: readonly Attempt[],
   devices?: DeviceVersions,
 ): void {
   deps
@@ -108,10 +108,10 @@ export async function queueAttempts(
   transitions: UpdateTransitions,
   row: Pick<repo.DeploymentRow, 'id' | 'organization_id' | 'version' | 'settings'>,
   due: readonly DueDevice[],
-): Promise<Transitioned[]> {
+): Promise<Attempt[]> {
   if (due.length === 0) return [];
   const timeoutSeconds = attemptTimeoutSeconds(row);
-  const created = await transitions.create(
+  const created = await transitions.createAttempts(
     due.map((device) => ({
       id: device.update_id ?? newId('upd'),
       organizationId: row.organization_id,

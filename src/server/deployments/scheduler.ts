@@ -318,7 +318,7 @@ export class DeploymentScheduler {
         }
         return false;
       });
-      const created = await transitions.create(
+      const created = await transitions.createAttempts(
         wanted.map((device) => ({
           id: newId('upd'),
           organizationId: row.organization_id,

@@ -24,8 +24,12 @@ export interface DownloadSlotsOptions {
 
 /** Completions are counted per second over this many seconds to estimate the rate. */
 const RATE_WINDOW_SECONDS = 5;
-/** The latest return a refused request is given. */
-const MAX_RETRY_AFTER_SECONDS = 60;
+/**
+ * The latest return a refused request is given: beyond it the estimate is worth little (the rate
+ * moves with the server's load), and P2's last devices waited up to 20 s after the line emptied.
+ * A return costs the server one short answer.
+ */
+const MAX_RETRY_AFTER_SECONDS = 10;
 
 interface Waiter {
   grant: (granted: boolean) => void;
@@ -84,9 +88,9 @@ export class DownloadSlots {
   }
 
   /**
-   * When a refused request should come back, in whole seconds (1 to 60): at random within the time
+   * When a refused request should come back, in whole seconds (1 to 10): at random within the time
    * the line takes to drain at the rate downloads complete, so the refused return spread over it
-   * (a full line of 2,048 at 500 a second: 1–5 s; on slow links, longer). Before any completion
+   * (a full line of 2,048 at 500 a second: 1–5 s; on slow links, up to 10 s). Before any completion
    * was seen, a download is taken to last a second.
    */
   retryAfterSeconds(now = Date.now(), random = Math.random()): number {

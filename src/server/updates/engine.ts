@@ -331,7 +331,7 @@ export class UpdateEngine {
    * connected here): the same re-check and commands as a claimed chunk, without the queue. With
    * `devices`, what the creating transaction read of them is the re-check's input (no second read).
    */
-  async sendDispatched(rows: readonly repo.UpdateRow[], devices?: devicesRepo.DeviceVersions): Promise<void> {
+  async sendDispatched(rows: readonly repo.Attempt[], devices?: devicesRepo.DeviceVersions): Promise<void> {
     if (rows.length === 0) return;
     const pass = this.#dispatchPass();
     const sent = pass.send(rows, devices);
@@ -358,7 +358,7 @@ export class UpdateEngine {
   #dispatchPass() {
     const { transitions, db } = this.#deps;
     const versions = new Map<string, Promise<VersionCommand | undefined>>();
-    const commandFor = (row: repo.UpdateRow) => {
+    const commandFor = (row: repo.Attempt) => {
       const key = `${row.organization_id}\u0000${row.target_version}`;
       let found = versions.get(key);
       if (!found) {
@@ -370,7 +370,7 @@ export class UpdateEngine {
     };
     const answers: Promise<void>[] = [];
     return {
-      send: async (rows: readonly repo.UpdateRow[], known?: devicesRepo.DeviceVersions) => {
+      send: async (rows: readonly repo.Attempt[], known?: devicesRepo.DeviceVersions) => {
         const devices = known ?? (await devicesRepo.findDeviceVersions(db, rows));
         for (const row of rows) {
           let command: VersionCommand | undefined;
@@ -434,7 +434,7 @@ export class UpdateEngine {
    * An update shares its version's signed manifest, and so the whole encoding of its command but
    * its id; a rollback is signed for its device and update alone.
    */
-  async #payload(row: repo.UpdateRow, command: VersionCommand): Promise<OtaUpdatePayload | EncodedPayload> {
+  async #payload(row: repo.Attempt, command: VersionCommand): Promise<OtaUpdatePayload | EncodedPayload> {
     const { firmware, link } = command;
     const common = {
       version: firmware.version,
@@ -465,7 +465,7 @@ export class UpdateEngine {
     return { update_id: row.id, ...common, manifest, signature, force: row.force };
   }
 
-  async #sendCommand(row: repo.UpdateRow, payload: OtaUpdatePayload | EncodedPayload): Promise<void> {
+  async #sendCommand(row: repo.Attempt, payload: OtaUpdatePayload | EncodedPayload): Promise<void> {
     const { tunnel, log, metrics, transitions } = this.#deps;
     const device = { organizationId: row.organization_id, deviceId: row.device_id };
     try {
@@ -507,7 +507,7 @@ export class UpdateEngine {
     return key;
   }
 
-  async #fail(row: repo.UpdateRow, code: string, message: string): Promise<void> {
+  async #fail(row: Pick<repo.Attempt, 'organization_id' | 'id'>, code: string, message: string): Promise<void> {
     await this.#deps.transitions.move({ organizationId: row.organization_id, id: row.id }, 'failed', {
       errorCode: code,
       errorMessage: message,

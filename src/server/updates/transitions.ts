@@ -11,7 +11,7 @@ import type { Metrics } from '../infra/metrics.ts';
 import { CLAIMABLE_STATUSES, statusesLeadingTo, type UpdateStatus } from '../model/update-status.ts';
 import * as repo from './repo.ts';
 
-export type { Alongside, NewUpdate, ProgressReport, Transitioned, TransitionFields } from './repo.ts';
+export type { Alongside, Attempt, NewUpdate, ProgressReport, Transitioned, TransitionFields } from './repo.ts';
 
 export interface UpdateTransitionsDeps {
   db: Queryable;
@@ -35,6 +35,12 @@ export class UpdateTransitions {
   async create(updates: readonly repo.NewUpdate[], tx: Queryable = this.#deps.db): Promise<repo.Transitioned[]> {
     if (updates.length === 0) return [];
     return this.#followed(await repo.insertQueued(tx, updates, this.#deps.updateTimeoutSeconds));
+  }
+
+  /** create, for a deployment's attempts by the thousand: each row as sending it reads it (repo.Attempt). */
+  async createAttempts(updates: readonly repo.NewUpdate[], tx: Queryable = this.#deps.db): Promise<repo.Attempt[]> {
+    if (updates.length === 0) return [];
+    return this.#followed(await repo.insertAttempts(tx, updates, this.#deps.updateTimeoutSeconds));
   }
 
   /**
@@ -185,7 +191,7 @@ export class UpdateTransitions {
   }
 
   /** The metric and one info line per status change (progress within a status is not one). */
-  #followed(rows: repo.Transitioned[]): repo.Transitioned[] {
+  #followed<Row extends repo.Attempt>(rows: Row[]): Row[] {
     const { metrics, log } = this.#deps;
     for (const row of rows) {
       if (row.status === row.previous_status) continue;
