@@ -13,7 +13,8 @@ import { type Fleet, startFleet } from './support/fleet.ts';
 const DEVICES = Number(process.env.P2_DEVICES ?? 10_000);
 const PER_PROCESS = 5_000;
 const FIRMWARE_BYTES = 1024 * 1024;
-const TARGET_SECONDS = 60;
+/** The issue's targets: on PostgreSQL, and on the embedded database. */
+const TARGET_SECONDS = { postgres: 60, pglite: 120 } as const;
 const log = (line: string) => console.log(`p2  ${line}`);
 
 async function downloadSeconds(fleet: Fleet): Promise<number> {
@@ -85,8 +86,8 @@ for (const database of databases) {
       unit: 's',
       baseline: { name: 'the same downloads alone, 256 at a time', value: baseline, unit: 's' },
       ratio: seconds / baseline,
-      target: `≤ ${TARGET_SECONDS} s`,
-      met: seconds <= TARGET_SECONDS,
+      target: `≤ ${TARGET_SECONDS[database]} s`,
+      met: seconds <= TARGET_SECONDS[database],
     });
   } finally {
     await fleet.close();
