@@ -1,7 +1,9 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   backoffDelayMs,
   DeviceAction,
   type DeviceInfoPayload,
+  MAX_START_WITHIN_MS,
   type OtaFailureCode,
   type OtaPhase,
   type OtaProgressPayload,
@@ -321,6 +323,16 @@ export class OtaHandler {
     job.download_attempts += 1;
     job.bytes_downloaded = await sink.offset();
     this.reportProgress(job, true);
+    // A fleet-wide rollout: the server asks its devices to spread their first request over a
+    // window, at random within it (a resumed or retried download goes at once).
+    const spreadMs = job.download_attempts === 1 ? Math.min(job.payload.start_within_ms ?? 0, MAX_START_WITHIN_MS) : 0;
+    if (spreadMs > 0) {
+      try {
+        await sleep(Math.floor(Math.random() * spreadMs), undefined, { signal: abort.signal });
+      } catch {
+        return this.stopped ? 'pause' : 'continue';
+      }
+    }
     const { download } = this.options;
     try {
       await downloadToSink({

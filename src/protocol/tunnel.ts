@@ -194,6 +194,9 @@ export const FirmwareManifest = Type.Object({
 });
 export type FirmwareManifest = Static<typeof FirmwareManifest>;
 
+/** The longest a server may ask a device to put off its download (OtaUpdatePayload.start_within_ms). */
+export const MAX_START_WITHIN_MS = 600_000;
+
 export const OtaUpdatePayload = Type.Object({
   update_id: Type.String({ minLength: 1, maxLength: 128 }),
   version: Type.String({ minLength: 1, maxLength: 64 }),
@@ -210,6 +213,12 @@ export const OtaUpdatePayload = Type.Object({
    * from the extension the server keeps at the end of the download URL's path.
    */
   artifact_type: Type.Optional(Type.String({ minLength: 1, maxLength: 16 })),
+  /**
+   * Start the download at a random moment within this many milliseconds: in a fleet-wide rollout
+   * the server spreads its devices' arrivals over the time its download slots take to serve them.
+   * Absent or 0: at once. Devices that do not know it start at once (the server's line takes them).
+   */
+  start_within_ms: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_START_WITHIN_MS })),
 });
 export type OtaUpdatePayload = Static<typeof OtaUpdatePayload>;
 

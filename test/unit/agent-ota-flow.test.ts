@@ -238,6 +238,42 @@ describe('OTA commands', () => {
     });
   });
 
+  it('puts off its first download request within start_within_ms, at random (here: near the end)', async (t) => {
+    t.mock.method(Math, 'random', () => 0.99);
+    await withAgent({ storage: 'memory' }, async (_agent, deviceId) => {
+      const payload = updatePayload(server, 'spread.bin', firmware, {
+        update_id: 'u-spread',
+        version: '2.0.0',
+        start_within_ms: 1_500,
+      });
+      const sent = Date.now();
+      await server.command(deviceId, 'ota_update', payload);
+      await server.waitFor('the download', () =>
+        server.firmwareRequests.some((request) => request.name === 'spread.bin'),
+      );
+      const waited = Date.now() - sent;
+      assert.ok(waited >= 1_400, `the first request came ${waited} ms after the command`);
+      assert.equal((await finalResult(deviceId, 'u-spread')).status, 'completed');
+    });
+  });
+
+  it('cancelled while it puts off its download, it downloads nothing', async (t) => {
+    t.mock.method(Math, 'random', () => 0.99);
+    await withAgent({ storage: 'memory' }, async (_agent, deviceId) => {
+      const payload = updatePayload(server, 'spread-cancel.bin', firmware, {
+        update_id: 'u-spread-cancel',
+        version: '2.0.0',
+        start_within_ms: 60_000,
+      });
+      await server.command(deviceId, 'ota_update', payload);
+      const cancel = await server.command(deviceId, 'ota_cancel', { update_id: 'u-spread-cancel' });
+      assert.deepEqual(cancel.data, { cancelled: true, update_id: 'u-spread-cancel' });
+      const result = await finalResult(deviceId, 'u-spread-cancel');
+      assert.deepEqual([result.status, result.error?.code], ['failed', 'cancelled']);
+      assert.equal(server.firmwareRequests.filter((request) => request.name === 'spread-cancel.bin').length, 0);
+    });
+  });
+
   it('refuses to cancel once the install has begun', async () => {
     const held = gate('phase:installing');
     await withAgent({ storage: 'memory', stepHook: held.hook }, async (_agent, deviceId) => {

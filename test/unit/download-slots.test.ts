@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { DownloadSlots } from '../../src/server/firmware/download-slots.ts';
+import { DownloadSlots, downloadSpreadMs } from '../../src/server/firmware/download-slots.ts';
 
 const stays = () => {};
 
@@ -122,5 +122,13 @@ describe('DownloadSlots', () => {
     slots.close();
     await Promise.all(line);
     for (const release of held) release?.();
+  });
+
+  it("asks a rollout beyond the slots and the line to spread its starts at the slots' rate", () => {
+    const slots = { limit: 256, queue: 2048 };
+    assert.equal(downloadSpreadMs(1, slots), 0, 'a single update starts at once');
+    assert.equal(downloadSpreadMs(2304, slots), 0, 'the slots and the line hold them all');
+    assert.equal(downloadSpreadMs(10_000, slots), 30_063, '7,696 beyond, 256 a second');
+    assert.equal(downloadSpreadMs(10_000_000, slots), 600_000, 'never past the protocol maximum');
   });
 });

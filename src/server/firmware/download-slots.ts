@@ -14,12 +14,28 @@
  * line takes to drain at the rate downloads complete — so they return spread over it, neither as
  * one herd nor long after the slots went idle.
  */
+import { MAX_START_WITHIN_MS } from '../../protocol/tunnel.ts';
+
 export interface DownloadSlotsOptions {
   limit: number;
   /** Requests held waiting for a slot (0: answer busy at once). */
   queue: number;
   /** The longest one waits in line before it is answered busy. */
   waitMs: number;
+}
+
+/**
+ * How long a pass of `commands` download commands asks its devices to spread their starts over
+ * (OtaUpdatePayload.start_within_ms): none while the slots and the line hold them all; beyond, the
+ * rest arrive at about the rate the slots serve, taking a download to last a second (slower ones
+ * wait in the line, as without a spread). 10,000 devices, 256 slots, a line of 2,048: 30 s.
+ * Without it the whole fleet asked at once: most were refused, and a simulated fleet's processes
+ * spent seconds opening 5,000 connections in one turn of their event loop.
+ */
+export function downloadSpreadMs(commands: number, options: Pick<DownloadSlotsOptions, 'limit' | 'queue'>): number {
+  const beyond = commands - options.limit - options.queue;
+  if (beyond <= 0) return 0;
+  return Math.min(MAX_START_WITHIN_MS, Math.round((beyond / options.limit) * 1000));
 }
 
 /** Completions are counted per second over this many seconds to estimate the rate. */

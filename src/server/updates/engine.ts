@@ -31,6 +31,7 @@ import { compareVersions } from '../../protocol/version.ts';
 import { formatWireError, TunnelErrorCode, type WireError } from '../../protocol/wire-error.ts';
 import * as devicesRepo from '../devices/repo.ts';
 import type { EventFeed } from '../events/feed.ts';
+import { downloadSpreadMs } from '../firmware/download-slots.ts';
 import * as firmwareRepo from '../firmware/repo.ts';
 import { Batcher } from '../infra/batcher.ts';
 import type { BlobStore, DownloadLink } from '../infra/blobstore/types.ts';
@@ -145,8 +146,8 @@ interface VersionCommand {
   link: DownloadLink;
   /** The `update` manifest and its signature, shared by every device of the version. */
   update: { manifest: FirmwareManifest; signature: string };
-  /** The command's JSON after its update_id, by `force`: the same for every device of the version. */
-  encoded?: Map<boolean, string>;
+  /** The command's JSON after its update_id, by `force` and spread: the same for every device of the version. */
+  encoded?: Map<string, string>;
 }
 
 interface ReportedResult {
@@ -372,6 +373,7 @@ export class UpdateEngine {
     return {
       send: async (rows: readonly repo.Attempt[], known?: devicesRepo.DeviceVersions) => {
         const devices = known ?? (await devicesRepo.findDeviceVersions(db, rows));
+        const spreadMs = this.#downloadSpreadMs(rows.length);
         for (const row of rows) {
           let command: VersionCommand | undefined;
           try {
@@ -396,7 +398,7 @@ export class UpdateEngine {
             );
             continue;
           }
-          answers.push(this.#sendCommand(row, await this.#payload(row, command)));
+          answers.push(this.#sendCommand(row, await this.#payload(row, command, spreadMs)));
         }
       },
       done: async () => {
@@ -434,7 +436,11 @@ export class UpdateEngine {
    * An update shares its version's signed manifest, and so the whole encoding of its command but
    * its id; a rollback is signed for its device and update alone.
    */
-  async #payload(row: repo.Attempt, command: VersionCommand): Promise<OtaUpdatePayload | EncodedPayload> {
+  async #payload(
+    row: repo.Attempt,
+    command: VersionCommand,
+    spreadMs: number,
+  ): Promise<OtaUpdatePayload | EncodedPayload> {
     const { firmware, link } = command;
     const common = {
       version: firmware.version,
@@ -443,15 +449,17 @@ export class UpdateEngine {
       size: firmware.size,
       sha256: firmware.sha256,
       artifact_type: firmware.artifact_type,
+      ...(spreadMs > 0 ? { start_within_ms: spreadMs } : {}),
     };
     if (row.kind !== 'rollback') {
       command.encoded ??= new Map();
       const force = row.force;
-      let tail = command.encoded.get(force);
+      const key = `${force}:${spreadMs}`;
+      let tail = command.encoded.get(key);
       if (tail === undefined) {
         const rest = { ...common, manifest: command.update.manifest, signature: command.update.signature, force };
         tail = JSON.stringify(rest).slice(1);
-        command.encoded.set(force, tail);
+        command.encoded.set(key, tail);
       }
       return new EncodedPayload(`{"update_id":${JSON.stringify(row.id)},${tail}`);
     }
@@ -463,6 +471,16 @@ export class UpdateEngine {
     };
     const signature = signManifest(manifest, await this.#signingKey(row.organization_id));
     return { update_id: row.id, ...common, manifest, signature, force: row.force };
+  }
+
+  /**
+   * What a pass of `commands` asks its devices to spread their download starts over: the local
+   * store's slots and line (download-slots.ts); an S3 bucket takes a fleet at once.
+   */
+  #downloadSpreadMs(commands: number): number {
+    const { store, config } = this.#deps;
+    if (store.kind !== 'local') return 0;
+    return downloadSpreadMs(commands, { limit: config.maxConcurrentDownloads, queue: config.downloadQueue });
   }
 
   async #sendCommand(row: repo.Attempt, payload: OtaUpdatePayload | EncodedPayload): Promise<void> {
