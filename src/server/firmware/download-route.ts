@@ -8,7 +8,7 @@ import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import { LocalBlobStore } from '../infra/blobstore/local.ts';
 import { AppError, ForbiddenError, NotFoundError, ServiceBusyError } from '../infra/errors.ts';
 import type { Services } from '../services.ts';
-import { DownloadSlots } from './download-slots.ts';
+import { DownloadSlots, downloadSlotsOptions } from './download-slots.ts';
 
 export type ByteRange = { start: number; end: number };
 
@@ -37,8 +37,8 @@ export const downloadRoute: FastifyPluginAsync<{ services: Services }> = async (
   // come from the file or from memory (a kept blob is handed to the socket at once). Downloads in
   // flight are cut at shutdown rather than waited for: agents resume with Range.
   const active = new Set<ServerResponse>();
-  const { maxConcurrentDownloads: limit, downloadQueue, downloadQueueWaitMs } = services.config;
-  const slots = new DownloadSlots({ limit, queue: downloadQueue, waitMs: downloadQueueWaitMs });
+  const options = downloadSlotsOptions(services.config);
+  const slots = new DownloadSlots(options);
   app.addHook('preClose', async () => {
     slots.close();
     for (const response of active) response.destroy();
@@ -67,7 +67,7 @@ export const downloadRoute: FastifyPluginAsync<{ services: Services }> = async (
         release?.();
         throw new ServiceBusyError(
           'downloads_busy',
-          `this server is serving ${limit} downloads and has ${slots.waiting} waiting; try again shortly`,
+          `this server is serving ${options.limit} downloads and has ${slots.waiting} waiting; try again shortly`,
           slots.retryAfterSeconds(),
         );
       }

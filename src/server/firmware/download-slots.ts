@@ -15,6 +15,7 @@
  * one herd nor long after the slots went idle.
  */
 import { MAX_START_WITHIN_MS } from '../../protocol/tunnel.ts';
+import type { Config } from '../infra/config.ts';
 
 export interface DownloadSlotsOptions {
   limit: number;
@@ -22,6 +23,15 @@ export interface DownloadSlotsOptions {
   queue: number;
   /** The longest one waits in line before it is answered busy. */
   waitMs: number;
+}
+
+/** The slots the server's configuration gives: what the download route serves and the engine paces to. */
+export function downloadSlotsOptions(config: Config): DownloadSlotsOptions {
+  return {
+    limit: config.maxConcurrentDownloads,
+    queue: config.downloadQueue,
+    waitMs: config.downloadQueueWaitMs,
+  };
 }
 
 /**

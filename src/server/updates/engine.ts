@@ -31,7 +31,7 @@ import { compareVersions } from '../../protocol/version.ts';
 import { formatWireError, TunnelErrorCode, type WireError } from '../../protocol/wire-error.ts';
 import * as devicesRepo from '../devices/repo.ts';
 import type { EventFeed } from '../events/feed.ts';
-import { downloadSpreadMs } from '../firmware/download-slots.ts';
+import { downloadSlotsOptions, downloadSpreadMs } from '../firmware/download-slots.ts';
 import * as firmwareRepo from '../firmware/repo.ts';
 import { Batcher } from '../infra/batcher.ts';
 import type { BlobStore, DownloadLink } from '../infra/blobstore/types.ts';
@@ -480,7 +480,7 @@ export class UpdateEngine {
   #downloadSpreadMs(commands: number): number {
     const { store, config } = this.#deps;
     if (store.kind !== 'local') return 0;
-    return downloadSpreadMs(commands, { limit: config.maxConcurrentDownloads, queue: config.downloadQueue });
+    return downloadSpreadMs(commands, downloadSlotsOptions(config));
   }
 
   async #sendCommand(row: repo.Attempt, payload: OtaUpdatePayload | EncodedPayload): Promise<void> {
