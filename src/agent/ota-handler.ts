@@ -96,6 +96,8 @@ export class OtaHandler {
   private downloadAbort: AbortController | undefined;
   private sink: { updateId: string; sink: DownloadSink } | undefined;
   private lastProgressAt = 0;
+  /** The last report that went out on this connection: the same one again tells the server nothing. */
+  private sentProgress: OtaProgressPayload | undefined;
   private unsentProgress: OtaProgressPayload | undefined;
   private resultTimer: NodeJS.Timeout | undefined;
   private resultAttempt = 0;
@@ -156,6 +158,7 @@ export class OtaHandler {
 
   onConnected(): void {
     const job = this.state.job;
+    this.sentProgress = undefined;
     this.sendDeviceInfo();
     const progress = this.unsentProgress;
     this.unsentProgress = undefined;
@@ -641,7 +644,18 @@ export class OtaHandler {
       bytes_downloaded: job.bytes_downloaded,
     });
     if (job.phase === 'completed' || job.phase === 'failed') return;
-    if (!this.options.tunnel.notify(DeviceAction.otaProgress, progress)) this.unsentProgress = progress;
+    // A first download attempt's report repeats the phase's (a fleet's devices sent both at once).
+    const sent = this.sentProgress;
+    if (
+      sent?.update_id === progress.update_id &&
+      sent.phase === progress.phase &&
+      sent.progress === progress.progress &&
+      sent.bytes_downloaded === progress.bytes_downloaded
+    ) {
+      return;
+    }
+    if (this.options.tunnel.notify(DeviceAction.otaProgress, progress)) this.sentProgress = progress;
+    else this.unsentProgress = progress;
   }
 
   private sinkFor(job: OtaJob): DownloadSink {

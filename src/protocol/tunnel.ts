@@ -91,20 +91,47 @@ export function parseFrame(text: string): ParsedFrame {
 }
 
 /**
- * A payload already encoded as JSON: the same update goes to thousands of devices, so its
- * encoding is made once and spliced into each frame (encodeFrame) instead of made again per frame.
+ * A payload already encoded as JSON: the same update goes to thousands of devices, so all of it
+ * but its per-device head (`{"update_id":"…",`) is encoded once, as bytes, and each frame is one
+ * buffer of the envelope, the head and those shared bytes (encodeFrameBytes): no string of the
+ * whole command is made per device, nor converted again by the socket.
  */
 export class EncodedPayload {
-  constructor(readonly json: string) {}
+  constructor(
+    readonly head: string,
+    readonly tail: Buffer,
+  ) {}
 }
 
 export function encodeFrame(message: Envelope): string {
-  const { payload, ...rest } = message;
-  const timestamp = message.timestamp ?? new Date().toISOString();
-  if (payload instanceof EncodedPayload) {
-    return `${JSON.stringify({ ...rest, timestamp }).slice(0, -1)},"payload":${payload.json}}`;
+  return JSON.stringify({ ...message, timestamp: message.timestamp ?? timestampNow() });
+}
+
+let stampedAtMs = Number.NaN;
+let stamp = '';
+
+/** Now as an ISO timestamp, made once per millisecond: a rollout stamps thousands of frames in one. */
+function timestampNow(): string {
+  const now = Date.now();
+  if (now !== stampedAtMs) {
+    stampedAtMs = now;
+    stamp = new Date(now).toISOString();
   }
-  return JSON.stringify({ ...message, timestamp });
+  return stamp;
+}
+
+/**
+ * A command whose payload was encoded once (EncodedPayload), as the bytes of a text frame: the
+ * envelope and the payload's head written into one buffer, the shared rest copied after them.
+ */
+export function encodeCommandFrame(id: string, action: string, payload: EncodedPayload): Buffer {
+  const head = `{"type":"command","id":${JSON.stringify(id)},"action":${JSON.stringify(action)},"timestamp":"${timestampNow()}","payload":${payload.head}`;
+  const headBytes = Buffer.byteLength(head);
+  const frame = Buffer.allocUnsafe(headBytes + payload.tail.length + 1);
+  frame.write(head, 0);
+  payload.tail.copy(frame, headBytes);
+  frame[frame.length - 1] = 0x7d; // the envelope's closing brace
+  return frame;
 }
 
 /** Close codes the server uses; 4xxx are application codes, readable by any WebSocket client. */

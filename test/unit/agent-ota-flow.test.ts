@@ -85,13 +85,10 @@ describe('OTA flow with A/B slots on disk', () => {
           .commandsFrom(deviceId, 'ota_progress')
           .map((m) => m.payload as OtaProgressPayload)
           .filter((progress) => progress.phase === 'downloading');
-        // Entering the phase (and starting the download) report 0; nothing in between within the interval.
-        assert.ok(downloading.length > 0);
-        assert.deepEqual(
-          downloading.filter((progress) => (progress.bytes_downloaded ?? 0) > 0),
-          [],
-          JSON.stringify(downloading),
-        );
+        // Entering the phase reports 0 once (starting the download would say the same again: a
+        // fleet's devices sent both at once); nothing in between within the interval.
+        assert.equal(downloading.length, 1, JSON.stringify(downloading));
+        assert.equal(downloading[0]?.bytes_downloaded ?? 0, 0);
       });
     });
   });

@@ -1,7 +1,7 @@
 /** Errors on the tunnel: what one side writes, the other reads back, in every form seen in the field. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { encodeFrame, parseFrame } from '../../src/protocol/tunnel.ts';
+import { EncodedPayload, encodeCommandFrame, encodeFrame, parseFrame } from '../../src/protocol/tunnel.ts';
 import { errorFields, formatWireError, readWireError, type WireError } from '../../src/protocol/wire-error.ts';
 
 describe('errors on the wire', () => {
@@ -63,5 +63,25 @@ describe('errors on the wire', () => {
     assert.equal(fields.error_code, 'unspecified');
     assert.ok(fields.error.length <= 4096);
     assert.ok(parseFrame(encodeFrame({ type: 'error', ...fields })).ok);
+  });
+});
+
+describe('a command encoded once for a fleet', () => {
+  it('reads back as the same frame as one encoded whole, whatever the text in it', () => {
+    const payload = {
+      update_id: 'upd_1',
+      version: '2.0.0',
+      url: 'http://127.0.0.1/firmware/x?sig=a%2Fb',
+      manifest: { note: 'Grüße 東京 😀 "quoted" back\\slash' },
+      force: false,
+    };
+    const { update_id, ...rest } = payload;
+    const tail = Buffer.from(JSON.stringify(rest).slice(1));
+    const frame = encodeCommandFrame('c-1', 'ota_update', new EncodedPayload(`{"update_id":"${update_id}",`, tail));
+    const parsed = parseFrame(frame.toString('utf8'));
+    assert.ok(parsed.ok, parsed.ok ? '' : parsed.reason);
+    const { timestamp, ...message } = parsed.message;
+    assert.deepEqual(message, { type: 'command', id: 'c-1', action: 'ota_update', payload });
+    assert.ok(!Number.isNaN(Date.parse(timestamp ?? '')), `timestamp ${timestamp}`);
   });
 });

@@ -6,7 +6,7 @@
  */
 
 import { holderOf } from '../holds/repo.ts';
-import type { Queryable } from '../infra/db.ts';
+import { arrayParam, type Queryable } from '../infra/db.ts';
 import {
   type BatchKind,
   type BatchState,
@@ -185,7 +185,7 @@ export async function insertTargetIds(tx: Queryable, deploymentId: string, devic
   await tx.query(
     `INSERT INTO deployment_target_ids (deployment_id, device_id, ordinal)
      SELECT $1, t.device_id, t.ordinal FROM unnest($2::text[]) WITH ORDINALITY AS t(device_id, ordinal)`,
-    [deploymentId, deviceIds],
+    [deploymentId, arrayParam(deviceIds)],
   );
 }
 
@@ -224,6 +224,11 @@ export async function insertDeploymentDevices(
   deploymentId: string,
   organizationId: string,
   devices: readonly NewDeploymentDevice[],
+  /**
+   * The deployment is being created and has no device yet: nothing to skip. (ON CONFLICT is a
+   * speculative insertion per row: 30 ms of 10,000 rows' 210 ms, measured with EXPLAIN ANALYZE.)
+   */
+  options: { created?: boolean } = {},
 ) {
   if (devices.length === 0) return;
   await tx.query(
@@ -232,18 +237,18 @@ export async function insertDeploymentDevices(
      SELECT $1, $2, d.device_id, d.batch_index, d.from_version, d.ordinal, d.state, d.reason, d.detail, d.update_id
      FROM unnest($3::text[], $4::int[], $5::text[], $6::int[], $7::text[], $8::text[], $9::text[], $10::text[])
        AS d(device_id, batch_index, from_version, ordinal, state, reason, detail, update_id)
-     ON CONFLICT (deployment_id, device_id) DO NOTHING`,
+     ${options.created ? '' : 'ON CONFLICT (deployment_id, device_id) DO NOTHING'}`,
     [
       deploymentId,
       organizationId,
-      devices.map((device) => device.deviceId),
-      devices.map((device) => device.batchIndex),
-      devices.map((device) => device.fromVersion),
-      devices.map((device) => device.ordinal),
-      devices.map((device) => device.state),
-      devices.map((device) => device.reason),
-      devices.map((device) => device.detail),
-      devices.map((device) => device.updateId),
+      arrayParam(devices.map((device) => device.deviceId)),
+      arrayParam(devices.map((device) => device.batchIndex)),
+      arrayParam(devices.map((device) => device.fromVersion)),
+      arrayParam(devices.map((device) => device.ordinal)),
+      arrayParam(devices.map((device) => device.state)),
+      arrayParam(devices.map((device) => device.reason)),
+      arrayParam(devices.map((device) => device.detail)),
+      arrayParam(devices.map((device) => device.updateId)),
     ],
   );
 }

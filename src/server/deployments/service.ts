@@ -3,7 +3,7 @@
  * the rollout; every state change goes through the lifecycle writer (lifecycle.ts).
  */
 import type { Logger } from 'pino';
-import { type DeviceVersions, deviceKey } from '../devices/repo.ts';
+import { versionsOf } from '../devices/repo.ts';
 import * as firmwareRepo from '../firmware/repo.ts';
 import { closeDoors } from '../holds/repo.ts';
 import type { Config } from '../infra/config.ts';
@@ -12,7 +12,14 @@ import { ConflictError, NotFoundError } from '../infra/errors.ts';
 import { newId } from '../infra/secrets.ts';
 import { type Control, controlsFor, type DeploymentState, explainDevice, isEnded } from '../model/deployment.ts';
 import type { UpdateTransitions } from '../updates/transitions.ts';
-import { firstChunkOf, queueAttempts, queueDueChunk, type SendDispatched, sendInBackground } from './attempts.ts';
+import {
+  type DueDevice,
+  firstChunkOf,
+  queueAttempts,
+  queueDueChunk,
+  type SendDispatched,
+  sendInBackground,
+} from './attempts.ts';
 import { type DeploymentLifecycle, loadView, loadViews } from './lifecycle.ts';
 import { classifyTargets, describePlan, matchedDevices, planBatches, sampleOf, type TargetRules } from './plan.ts';
 import * as repo from './repo.ts';
@@ -126,7 +133,10 @@ export class DeploymentService {
       const first = startsNow && batches.length > 0 ? batches[0]! : null;
       const chunk = new Map(firstChunkOf(first?.deviceIds ?? [], settings).map((deviceId) => [deviceId, newId('upd')]));
       const { device_ids: deviceIds, ...selectors } = body.target;
-      const row = await repo.insertDeployment(tx, {
+      // The writes go out back to back, each built while PostgreSQL runs the one before (the
+      // connection runs them in order; PGlite one after the other): 10,000 attempts' parameters
+      // are built while the device rows are inserted, not after.
+      const inserted = repo.insertDeployment(tx, {
         id,
         organizationId,
         version: body.version,
@@ -137,39 +147,49 @@ export class DeploymentService {
         retryBaseMs: config.deploymentRetryBaseMs,
         matchedSeq: settings.dynamic ? await repo.currentChangeSeq(tx, organizationId) : 0,
       });
-      if (deviceIds) await repo.insertTargetIds(tx, id, deviceIds);
+      const written: Promise<unknown>[] = [inserted];
+      if (deviceIds) written.push(repo.insertTargetIds(tx, id, deviceIds));
       // A dynamic deployment with nothing to take yet still has a batch for the devices to come.
-      await repo.insertBatches(
-        tx,
-        id,
-        batches.length === 0 && settings.dynamic ? [{ index: 0, kind: 'batch' }] : batches,
-        first ? [first.index] : [],
+      written.push(
+        repo.insertBatches(
+          tx,
+          id,
+          batches.length === 0 && settings.dynamic ? [{ index: 0, kind: 'batch' }] : batches,
+          first ? [first.index] : [],
+        ),
       );
       const batchOf = new Map<string, number>();
       for (const batch of batches) for (const deviceId of batch.deviceIds) batchOf.set(deviceId, batch.index);
-      await repo.insertDeploymentDevices(
-        tx,
-        id,
-        organizationId,
-        matchedDevices(
-          candidates,
-          classes,
-          (deviceId) => batchOf.get(deviceId) ?? null,
-          (deviceId) => chunk.get(deviceId),
+      written.push(
+        repo.insertDeploymentDevices(
+          tx,
+          id,
+          organizationId,
+          matchedDevices(
+            candidates,
+            classes,
+            (deviceId) => batchOf.get(deviceId) ?? null,
+            (deviceId) => chunk.get(deviceId),
+          ),
+          { created: true },
         ),
       );
       const candidateOf = new Map(candidates.map((candidate) => [candidate.device_id, candidate]));
-      const dispatched = await queueAttempts(
+      const due: DueDevice[] = [];
+      for (const [deviceId, updateId] of chunk) {
+        const { current_version, here } = candidateOf.get(deviceId)!;
+        due.push({ device_id: deviceId, current_version, here, update_id: updateId });
+      }
+      const queued = queueAttempts(
         tx,
         transitions,
-        row,
-        [...chunk].map(([deviceId, updateId]) => ({ ...candidateOf.get(deviceId)!, update_id: updateId })),
+        { id, organization_id: organizationId, version: body.version, settings },
+        due,
       );
+      const [row, dispatched] = await Promise.all([inserted, queued, ...written]);
       await lifecycle.announce(tx, row);
       // What the devices run was read here, doors closed: the dispatch re-checks against it.
-      const devices: DeviceVersions = new Map(
-        candidates.map((candidate) => [deviceKey(organizationId, candidate.device_id), candidate]),
-      );
+      const devices = versionsOf(organizationId, candidateOf);
       return first ? { row, dispatched, devices, more: first.deviceIds.length > chunk.size } : null;
     });
     if (started) {

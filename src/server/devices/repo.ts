@@ -459,8 +459,21 @@ export function deviceKey(organizationId: string, deviceId: string): string {
   return `${organizationId}\u0000${deviceId}`;
 }
 
-/** What devices run and what they are, by deviceKey: what a dispatch re-checks its commands against. */
-export type DeviceVersions = ReadonlyMap<string, { current_version: string; model: string | null }>;
+/** What a device runs and what it is: what a dispatch re-checks its commands against. */
+export interface DeviceVersion {
+  current_version: string;
+  model: string | null;
+}
+
+/** Some devices' DeviceVersion, by organization and device. */
+export interface DeviceVersions {
+  get(organizationId: string, deviceId: string): DeviceVersion | undefined;
+}
+
+/** One organization's devices, by id: a deployment's candidates as its creation read them. */
+export function versionsOf(organizationId: string, byId: ReadonlyMap<string, DeviceVersion>): DeviceVersions {
+  return { get: (organization, deviceId) => (organization === organizationId ? byId.get(deviceId) : undefined) };
+}
 
 /** What the devices of some update rows run now and their model (the dispatch re-check). */
 export async function findDeviceVersions(
@@ -480,11 +493,12 @@ export async function findDeviceVersions(
      WHERE organization_id = ANY($1::text[]) AND device_id = ANY($2::text[])`,
     [[...new Set(rows.map((row) => row.organization_id))], [...new Set(rows.map((row) => row.device_id))]],
   );
-  return new Map(
+  const byKey = new Map(
     found
       .filter((row) => wanted.has(deviceKey(row.organization_id, row.device_id)))
       .map((row) => [deviceKey(row.organization_id, row.device_id), row]),
   );
+  return { get: (organizationId, deviceId) => byKey.get(deviceKey(organizationId, deviceId)) };
 }
 
 /** The versions a device runs now and has committed, recorded as run now (registration, a re-flash). */

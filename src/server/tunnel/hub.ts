@@ -18,7 +18,9 @@ import {
   CloudAction,
   DeviceAction,
   type DeviceInfoPayload,
+  EncodedPayload,
   type Envelope,
+  encodeCommandFrame,
   encodeFrame,
   type HealthCheckData,
   parseFrame,
@@ -41,6 +43,7 @@ import type { Db } from '../infra/db.ts';
 import { AppError, ConflictError } from '../infra/errors.ts';
 import type { Metrics } from '../infra/metrics.ts';
 import { hashSecret } from '../infra/secrets.ts';
+import { Deadlines, type Waiting } from './deadlines.ts';
 import type { GoneDevice, Presence, SeenDevice } from './presence.ts';
 
 export class DeviceOfflineError extends ConflictError {
@@ -93,12 +96,30 @@ export type DeviceRequestHandler = (device: ConnectedDevice, payload: unknown) =
  */
 export type DeviceInfoListener = (device: ConnectedDevice, info: DeviceInfoPayload, changedFrom: string | null) => void;
 
-interface PendingCommand {
-  action: string;
+/**
+ * What a command's sender hears, once: the device's answer `data`, or why there is none. The
+ * sender's `context` comes back with it, so that one function serves thousands of commands.
+ */
+export type CommandAnswered<C> = (context: C, error: Error | undefined, data?: unknown) => void;
+
+interface PendingCommand extends Waiting {
+  readonly id: string;
+  readonly action: string;
+  readonly link: DeviceLink;
+  readonly waitMs: number;
+  readonly answered: CommandAnswered<unknown>;
+  readonly context: unknown;
+}
+
+interface PromiseSettlers {
   resolve(data: unknown): void;
   reject(error: Error): void;
-  timer: NodeJS.Timeout;
 }
+
+const settlePromise: CommandAnswered<PromiseSettlers> = (promise, error, data) => {
+  if (error) promise.reject(error);
+  else promise.resolve(data);
+};
 
 /** Token bucket: a device may send this many frames in a burst, refilled at RATE per second. */
 const FRAME_BURST = 200;
@@ -129,7 +150,8 @@ class DeviceLink {
   tokens = FRAME_BURST;
   tokensAtMs = Date.now();
   refused = 0;
-  pending: Map<string, PendingCommand> | undefined;
+  /** Made with the link (not by the first command of a burst of ten thousand). */
+  readonly pending = new Map<string, PendingCommand>();
   /** The tail of this device's requests being handled, in arrival order. */
   requests: Promise<void> = SETTLED;
 
@@ -175,6 +197,10 @@ export class TunnelHub {
   readonly #timers: NodeJS.Timeout[] = [];
   readonly #deviceByKeyHash: Batcher<string, { organization_id: string; device_id: string } | undefined>;
   readonly #infoListeners: DeviceInfoListener[] = [];
+  /** Commands waiting for their answer, expired on a few shared timers. */
+  readonly #deadlines = new Deadlines<PendingCommand>((pending) =>
+    this.#answer(pending, new DeviceUnresponsiveError(pending.link.deviceId, pending.action, pending.waitMs)),
+  );
   readonly #authFailures: AuthFailureLimiter;
   #closing = false;
 
@@ -246,23 +272,58 @@ export class TunnelHub {
     for (const timer of this.#timers) timer.unref();
   }
 
-  /** Sends a command and waits for the device's response `data`. */
-  command(device: DeviceRef, action: string, payload: unknown, timeoutMs?: number): Promise<unknown> {
+  /**
+   * Sends a command; `answered(context, …)` is called once, later, with the device's answer
+   * `data` or why there is none (DeviceCommandError, DeviceUnresponsiveError after `timeoutMs`,
+   * DeviceOfflineError when its tunnel closes first). A device not connected here gets nothing:
+   * the DeviceOfflineError is returned instead, and `answered` is never called. A command owns no
+   * promise or timer (Deadlines): a rollout sends ten thousand at once.
+   */
+  send<C>(
+    device: DeviceRef,
+    action: string,
+    payload: unknown,
+    answered: CommandAnswered<C>,
+    context: C,
+    timeoutMs?: number,
+  ): DeviceOfflineError | undefined {
     const link = this.#links.get(deviceKey(device.organizationId, device.deviceId));
-    if (!link || link.socket.readyState !== WebSocket.OPEN) {
-      return Promise.reject(new DeviceOfflineError(device.deviceId));
+    if (!link || link.socket.readyState !== WebSocket.OPEN) return new DeviceOfflineError(device.deviceId);
+    const pending: PendingCommand = {
+      id: randomUUID(),
+      action,
+      link,
+      waitMs: timeoutMs ?? this.#deps.config.tunnelCommandTimeoutMs,
+      answered: answered as CommandAnswered<unknown>,
+      context,
+      deadlineAt: undefined,
+    };
+    link.pending.set(pending.id, pending);
+    this.#deadlines.add(pending, pending.waitMs);
+    if (payload instanceof EncodedPayload) {
+      link.socket.send(encodeCommandFrame(pending.id, action, payload), { binary: false });
+    } else {
+      this.#send(link, { type: 'command', id: pending.id, action, payload });
     }
-    const id = randomUUID();
-    const wait = timeoutMs ?? this.#deps.config.tunnelCommandTimeoutMs;
+    return undefined;
+  }
+
+  /** Sends a command and waits for the device's response `data` (send, as a promise). */
+  command(device: DeviceRef, action: string, payload: unknown, timeoutMs?: number): Promise<unknown> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        link.pending?.delete(id);
-        reject(new DeviceUnresponsiveError(device.deviceId, action, wait));
-      }, wait);
-      link.pending ??= new Map();
-      link.pending.set(id, { action, resolve, reject, timer });
-      this.#send(link, { type: 'command', id, action, payload });
+      const offline = this.send(device, action, payload, settlePromise, { resolve, reject }, timeoutMs);
+      if (offline) reject(offline);
     });
+  }
+
+  #answer(pending: PendingCommand, error: Error | undefined, data?: unknown): void {
+    pending.link.pending.delete(pending.id);
+    this.#deadlines.remove(pending);
+    try {
+      pending.answered(pending.context, error, data);
+    } catch (thrown) {
+      this.#deps.log.error({ err: thrown, action: pending.action }, 'handling a command answer failed');
+    }
   }
 
   /**
@@ -475,12 +536,11 @@ export class TunnelHub {
   }
 
   #onResponse(link: DeviceLink, message: Envelope): void {
-    const pending = message.id ? link.pending?.get(message.id) : undefined;
+    const pending = message.id ? link.pending.get(message.id) : undefined;
     if (!pending) return; // late answer to a command that timed out: nothing waits for it
-    link.pending!.delete(message.id!);
-    clearTimeout(pending.timer);
-    if (message.status === 'error') pending.reject(new DeviceCommandError(pending.action, readWireError(message)));
-    else pending.resolve(message.data);
+    if (message.status === 'error')
+      this.#answer(pending, new DeviceCommandError(pending.action, readWireError(message)));
+    else this.#answer(pending, undefined, message.data);
   }
 
   #onDeviceCommand(link: DeviceLink, message: Envelope): void {
@@ -537,11 +597,9 @@ export class TunnelHub {
 
   #onClose(link: DeviceLink, code: number): void {
     clearTimeout(link.authTimer);
-    for (const pending of link.pending?.values() ?? []) {
-      clearTimeout(pending.timer);
-      pending.reject(new DeviceOfflineError(link.deviceId, 'its tunnel closed'));
+    for (const pending of [...link.pending.values()]) {
+      this.#answer(pending, new DeviceOfflineError(link.deviceId, 'its tunnel closed'));
     }
-    link.pending = undefined;
     if (!link.authenticated || this.#links.get(link.key) !== link) return;
     this.#links.delete(link.key);
     this.#deps.metrics.connectedDevices.dec();

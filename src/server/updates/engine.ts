@@ -43,6 +43,7 @@ import { newId } from '../infra/secrets.ts';
 import { isActive } from '../model/update-status.ts';
 import { findSigningKeys } from '../orgs/repo.ts';
 import {
+  type CommandAnswered,
   type ConnectedDevice,
   DeviceCommandError,
   DeviceOfflineError,
@@ -147,7 +148,7 @@ interface VersionCommand {
   /** The `update` manifest and its signature, shared by every device of the version. */
   update: { manifest: FirmwareManifest; signature: string };
   /** The command's JSON after its update_id, by `force` and spread: the same for every device of the version. */
-  encoded?: Map<string, string>;
+  encoded?: Map<string, Buffer>;
 }
 
 interface ReportedResult {
@@ -357,37 +358,62 @@ export class UpdateEngine {
    * the others' commands written back to back. `done` waits for the devices' answers.
    */
   #dispatchPass() {
-    const { transitions, db } = this.#deps;
-    const versions = new Map<string, Promise<VersionCommand | undefined>>();
-    const commandFor = (row: repo.Attempt) => {
-      const key = `${row.organization_id}\u0000${row.target_version}`;
-      let found = versions.get(key);
-      if (!found) {
-        found = this.#versionCommand(row.organization_id, row.target_version);
-        found.catch(() => {});
-        versions.set(key, found);
+    const { transitions, db, tunnel, metrics } = this.#deps;
+    /** Per organization and version, once per pass: its command, or why there is none. */
+    const versions = new Map<string, Promise<VersionCommand | string>>();
+    const keyOf = (row: repo.Attempt) => `${row.organization_id}\u0000${row.target_version}`;
+    const commandsFor = async (rows: readonly repo.Attempt[]) => {
+      for (const row of rows) {
+        const key = keyOf(row);
+        if (versions.has(key)) continue;
+        versions.set(
+          key,
+          this.#versionCommand(row.organization_id, row.target_version).then(
+            (command) => command ?? `firmware ${row.target_version} is no longer in the store`,
+            (error: Error) => error.message,
+          ),
+        );
       }
-      return found;
+      const settled = new Map<string, VersionCommand | string>();
+      for (const [key, command] of versions) settled.set(key, await command);
+      return settled;
     };
+    /** The handling of answers that move a row (refused, silent, offline) and of rows not sent. */
     const answers: Promise<void>[] = [];
+    let waiting = 0;
+    let allAnswered: (() => void) | undefined;
+    // One function for every command of the pass, its row given back with the answer: a command
+    // costs no promise, closure or timer of its own while it waits (hub.send).
+    const answered: CommandAnswered<repo.Attempt> = (row, error) => {
+      if (error) answers.push(this.#onCommandFailed(row, error));
+      waiting -= 1;
+      if (waiting === 0) allAnswered?.();
+    };
+    const sendCommand = (row: repo.Attempt, payload: OtaUpdatePayload | EncodedPayload) => {
+      const device = { organizationId: row.organization_id, deviceId: row.device_id };
+      const offline = tunnel.send(device, CloudAction.otaUpdate, payload, answered, row);
+      if (offline) {
+        answers.push(this.#onCommandFailed(row, offline));
+        return;
+      }
+      waiting += 1;
+      metrics.commandsDispatched.inc();
+      metrics.lastCommandDispatched.set(Date.now() / 1000);
+    };
     return {
+      // The commands of a chunk are written in one synchronous run (no await between two rows but
+      // a rollback's signature): nothing else runs on the event loop until the last is written.
       send: async (rows: readonly repo.Attempt[], known?: devicesRepo.DeviceVersions) => {
         const devices = known ?? (await devicesRepo.findDeviceVersions(db, rows));
+        const commands = await commandsFor(rows);
         const spreadMs = this.#downloadSpreadMs(rows.length);
         for (const row of rows) {
-          let command: VersionCommand | undefined;
-          try {
-            command = await commandFor(row);
-          } catch (error) {
-            answers.push(this.#fail(row, 'firmware_unavailable', (error as Error).message));
+          const command = commands.get(keyOf(row))!;
+          if (typeof command === 'string') {
+            answers.push(this.#fail(row, 'firmware_unavailable', command));
             continue;
           }
-          if (!command) {
-            const message = `firmware ${row.target_version} is no longer in the store`;
-            answers.push(this.#fail(row, 'firmware_unavailable', message));
-            continue;
-          }
-          const device = devices.get(devicesRepo.deviceKey(row.organization_id, row.device_id));
+          const device = devices.get(row.organization_id, row.device_id);
           const problem = device ? dispatchProblem(row, device, command.firmware.compatible_models) : null;
           if (problem) {
             const where = { organizationId: row.organization_id, id: row.id };
@@ -398,10 +424,16 @@ export class UpdateEngine {
             );
             continue;
           }
-          answers.push(this.#sendCommand(row, await this.#payload(row, command, spreadMs)));
+          const payload =
+            row.kind === 'rollback'
+              ? await this.#rollbackPayload(row, command, spreadMs)
+              : this.#updatePayload(row, command, spreadMs);
+          sendCommand(row, payload);
         }
       },
+      /** Once every command sent so far is answered (or expired), and every answer handled. */
       done: async () => {
+        if (waiting > 0) await new Promise<void>((resolve) => (allAnswered = resolve));
         await Promise.all(answers);
       },
     };
@@ -432,17 +464,10 @@ export class UpdateEngine {
     };
   }
 
-  /**
-   * An update shares its version's signed manifest, and so the whole encoding of its command but
-   * its id; a rollback is signed for its device and update alone.
-   */
-  async #payload(
-    row: repo.Attempt,
-    command: VersionCommand,
-    spreadMs: number,
-  ): Promise<OtaUpdatePayload | EncodedPayload> {
+  /** What every command of a version carries, an update's and a rollback's alike. */
+  #commonFields(command: VersionCommand, spreadMs: number) {
     const { firmware, link } = command;
-    const common = {
+    return {
       version: firmware.version,
       url: link.url,
       url_expires_at: link.expires_at,
@@ -451,18 +476,29 @@ export class UpdateEngine {
       artifact_type: firmware.artifact_type,
       ...(spreadMs > 0 ? { start_within_ms: spreadMs } : {}),
     };
-    if (row.kind !== 'rollback') {
-      command.encoded ??= new Map();
-      const force = row.force;
-      const key = `${force}:${spreadMs}`;
-      let tail = command.encoded.get(key);
-      if (tail === undefined) {
-        const rest = { ...common, manifest: command.update.manifest, signature: command.update.signature, force };
-        tail = JSON.stringify(rest).slice(1);
-        command.encoded.set(key, tail);
-      }
-      return new EncodedPayload(`{"update_id":${JSON.stringify(row.id)},${tail}`);
+  }
+
+  /**
+   * An update shares its version's signed manifest, and so the whole encoding of its command but
+   * its id (EncodedPayload).
+   */
+  #updatePayload(row: repo.Attempt, command: VersionCommand, spreadMs: number): EncodedPayload {
+    command.encoded ??= new Map();
+    const force = row.force;
+    const key = `${force}:${spreadMs}`;
+    let tail = command.encoded.get(key);
+    if (tail === undefined) {
+      const { manifest, signature } = command.update;
+      tail = Buffer.from(
+        JSON.stringify({ ...this.#commonFields(command, spreadMs), manifest, signature, force }).slice(1),
+      );
+      command.encoded.set(key, tail);
     }
+    return new EncodedPayload(`{"update_id":${JSON.stringify(row.id)},`, tail);
+  }
+
+  /** A rollback is signed for its device and update alone. */
+  async #rollbackPayload(row: repo.Attempt, command: VersionCommand, spreadMs: number): Promise<OtaUpdatePayload> {
     const manifest: FirmwareManifest = {
       ...command.update.manifest,
       kind: 'rollback',
@@ -470,7 +506,7 @@ export class UpdateEngine {
       update_id: row.id,
     };
     const signature = signManifest(manifest, await this.#signingKey(row.organization_id));
-    return { update_id: row.id, ...common, manifest, signature, force: row.force };
+    return { update_id: row.id, ...this.#commonFields(command, spreadMs), manifest, signature, force: row.force };
   }
 
   /**
@@ -483,28 +519,20 @@ export class UpdateEngine {
     return downloadSpreadMs(commands, downloadSlotsOptions(config));
   }
 
-  async #sendCommand(row: repo.Attempt, payload: OtaUpdatePayload | EncodedPayload): Promise<void> {
-    const { tunnel, log, metrics, transitions } = this.#deps;
-    const device = { organizationId: row.organization_id, deviceId: row.device_id };
-    try {
-      metrics.commandsDispatched.inc();
-      const answer = tunnel.command(device, CloudAction.otaUpdate, payload);
-      metrics.lastCommandDispatched.set(Date.now() / 1000);
-      await answer;
-    } catch (error) {
-      if (error instanceof DeviceCommandError) {
-        // The device refused it outright (busy with another update, invalid command, no OTA handler).
-        const refusal = commandRefusal(error.deviceError);
-        await this.#fail(row, refusal.code, refusal.message);
-        return;
-      }
-      if (error instanceof DeviceOfflineError || error instanceof DeviceUnresponsiveError) {
-        // It may not have seen the command: back to the queue, sent again (same id) when it returns.
-        await transitions.move({ organizationId: row.organization_id, id: row.id }, 'queued');
-        return;
-      }
-      log.error({ err: error, update_id: row.id }, 'sending ota_update failed');
+  /** A command the device did not take: refused, unanswered, or its device gone. */
+  async #onCommandFailed(row: repo.Attempt, error: Error): Promise<void> {
+    if (error instanceof DeviceCommandError) {
+      // The device refused it outright (busy with another update, invalid command, no OTA handler).
+      const refusal = commandRefusal(error.deviceError);
+      await this.#fail(row, refusal.code, refusal.message);
+      return;
     }
+    if (error instanceof DeviceOfflineError || error instanceof DeviceUnresponsiveError) {
+      // It may not have seen the command: back to the queue, sent again (same id) when it returns.
+      await this.#deps.transitions.move({ organizationId: row.organization_id, id: row.id }, 'queued');
+      return;
+    }
+    this.#deps.log.error({ err: error, update_id: row.id }, 'sending ota_update failed');
   }
 
   /**

@@ -190,9 +190,34 @@ export class UpdateTransitions {
     );
   }
 
-  /** The metric and one info line per status change (progress within a status is not one). */
+  /** The metric and one info line per status change (progress within a status is not one); a bulk change, per kind. */
   #followed<Row extends repo.Attempt>(rows: Row[]): Row[] {
     const { metrics, log } = this.#deps;
+    if (rows.length > repo.BULK_EVENT_ROWS) {
+      // As the statement announced them (ota_bulk): one line per deployment and change, with its
+      // count, instead of ten thousand alike.
+      const changes = new Map<string, { row: Row; count: number }>();
+      for (const row of rows) {
+        if (row.status === row.previous_status) continue;
+        const key = `${row.organization_id}\u0000${row.deployment_id}\u0000${row.previous_status}\u0000${row.status}`;
+        const change = changes.get(key);
+        if (change) change.count += 1;
+        else changes.set(key, { row, count: 1 });
+      }
+      for (const { row, count } of changes.values()) {
+        metrics.updatesByStatus.labels(row.status).inc(count);
+        log.info(
+          {
+            organization_id: row.organization_id,
+            ...(row.deployment_id ? { deployment_id: row.deployment_id } : {}),
+            from: row.previous_status,
+            count,
+          },
+          `${count} updates ${row.status}`,
+        );
+      }
+      return rows;
+    }
     for (const row of rows) {
       if (row.status === row.previous_status) continue;
       metrics.updatesByStatus.labels(row.status).inc();
