@@ -1,6 +1,8 @@
+import { IncomingMessage } from 'node:http';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { orgPrincipal } from '../infra/auth.ts';
+import { disposeChunksOnceStored } from '../infra/blobstore/body-chunks.ts';
 import { BadRequestError, FileTooLargeError } from '../infra/errors.ts';
 import { authErrors, ErrorResponse, SemverString, Timestamp } from '../infra/schemas.ts';
 import type { Services } from '../services.ts';
@@ -88,6 +90,10 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> =
       // Nothing is committed (no promoted object, no row) before the whole request has been
       // read and accepted: a bad part after the file leaves nothing behind.
       let staged: service.StagedUpload | undefined;
+      // The store frees each chunk of a body read off the socket once it is written (not one of
+      // app.inject's, which may share its bytes with the caller).
+      const stopDisposingChunks =
+        request.raw instanceof IncomingMessage ? disposeChunksOnceStored(request.raw) : undefined;
       try {
         const parts = request.parts({
           // One byte over the limit so the store's own counter is what reports it; two files so
@@ -124,6 +130,8 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> =
       } catch (error) {
         if (staged) await service.discardUpload(services, staged);
         throw error;
+      } finally {
+        stopDisposingChunks?.();
       }
       if (!staged) {
         service.validateUploadFields(

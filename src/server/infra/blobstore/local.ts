@@ -5,6 +5,7 @@ import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { NotFoundError } from '../errors.ts';
+import { freeStoredChunks } from './body-chunks.ts';
 import { fileSystemFault } from './faults.ts';
 import { HotBlobs } from './hot-blobs.ts';
 import { assertSafeKey, isSafeKey } from './keys.ts';
@@ -335,6 +336,7 @@ class DurableFileSink extends Writable {
     }
     this.#position += size;
     this.#unsynced += size;
+    freeStoredChunks(buffers);
     if (this.#unsynced >= SYNC_EVERY_BYTES && this.#syncing === undefined) {
       this.#unsynced = 0;
       this.#syncing = this.#handle.datasync().then(

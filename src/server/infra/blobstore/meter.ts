@@ -34,9 +34,9 @@ export class HashingMeter extends Transform {
       callback(null, chunk);
       return;
     }
-    // The worker is a few MiB behind: pass the chunk on, take the next once it is copied.
-    this.push(chunk);
-    copying.then(() => callback(), callback);
+    // The worker is a few MiB behind: pass the chunk on once it is copied, since the store may
+    // free a chunk as soon as it has written it (body-chunks.ts).
+    copying.then(() => callback(null, chunk), callback);
   }
 
   override _flush(callback: TransformCallback): void {
