@@ -80,6 +80,11 @@ type StepOutcome = 'continue' | 'pause';
 
 const acknowledgedResultsKept = 10;
 
+/** How long the job's first download is put off at most (start_within_ms); a later attempt, not at all. */
+function spreadOf(job: OtaJob): number {
+  return job.download_attempts === 0 ? Math.min(job.payload.start_within_ms ?? 0, MAX_START_WITHIN_MS) : 0;
+}
+
 /**
  * Runs one update at a time as a reconcile loop: each turn asks the pure planner for the next
  * step from the persisted job and the boot observation, runs it, persists its effect. A fresh
@@ -315,7 +320,8 @@ export class OtaHandler {
     const verdict = authorizeUpdate(job.payload, installer.currentVersion(), policy, installer.artifactKinds);
     if (verdict.verdict === 'refuse') await this.finish(job, { code: verdict.code, message: verdict.message });
     else if (verdict.verdict === 'already_installed') await this.finish(job, undefined);
-    else await this.enterPhase(job, 'downloading');
+    // A download put off (start_within_ms) says `downloading` when it starts, not while it waits.
+    else await this.enterPhase(job, 'downloading', spreadOf(job) === 0);
     return 'continue';
   }
 
@@ -323,12 +329,11 @@ export class OtaHandler {
     const sink = this.sinkFor(job);
     const abort = new AbortController();
     this.downloadAbort = abort;
-    job.download_attempts += 1;
-    job.bytes_downloaded = await sink.offset();
-    this.reportProgress(job, true);
     // A fleet-wide rollout: the server asks its devices to spread their first request over a
     // window, at random within it (a resumed or retried download goes at once).
-    const spreadMs = job.download_attempts === 1 ? Math.min(job.payload.start_within_ms ?? 0, MAX_START_WITHIN_MS) : 0;
+    const spreadMs = spreadOf(job);
+    job.download_attempts += 1;
+    job.bytes_downloaded = await sink.offset();
     if (spreadMs > 0) {
       try {
         await sleep(Math.floor(Math.random() * spreadMs), undefined, { signal: abort.signal });
@@ -336,6 +341,7 @@ export class OtaHandler {
         return this.stopped ? 'pause' : 'continue';
       }
     }
+    this.reportProgress(job, true);
     const { download } = this.options;
     try {
       await downloadToSink({
@@ -516,12 +522,12 @@ export class OtaHandler {
   }
 
   /** Refuses (IllegalPhaseChangeError) any change the phase table forbids, before it is persisted. */
-  private async enterPhase(job: OtaJob, phase: OtaPhase): Promise<void> {
+  private async enterPhase(job: OtaJob, phase: OtaPhase, report = true): Promise<void> {
     assertTransition(job.phase, phase);
     job.phase = phase;
     await this.persist();
     await this.options.stepHook?.(`phase:${phase}`);
-    this.reportProgress(job, true);
+    if (report) this.reportProgress(job, true);
   }
 
   /** Ends the job: the result and the job's removal land in one atomic write, then the result goes out. */

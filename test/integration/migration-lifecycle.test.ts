@@ -269,3 +269,65 @@ for (const db of [...new Set(backends.map((backend) => backend.db))]) {
     });
   });
 }
+
+for (const db of [...new Set(backends.map((backend) => backend.db))]) {
+  describe(`a deployment's device rows and their parents, checked per statement (migration 013, ${db})`, () => {
+    async function withDeployment(run: (database: Db) => Promise<void>): Promise<void> {
+      const { db: database, dispose } = await openBare(db);
+      try {
+        await migrate(database);
+        await database.exec(`
+          INSERT INTO organizations (id, name, signing_public_key, signing_private_key) VALUES ('org1', 'o', 'pub', 'priv');
+          INSERT INTO devices (organization_id, device_id, current_version, key_hash) VALUES
+            ('org1', 'd1', '1.0.0', 'h1'), ('org1', 'd2', '1.0.0', 'h2');
+          INSERT INTO deployments (id, organization_id, version, target, settings, state, started_at) VALUES
+            ('dep', 'org1', '1.1.0', '{"all": true}', '${settings}', 'running', now());
+          INSERT INTO deployment_batches (deployment_id, batch_index, kind, started_at) VALUES ('dep', 0, 'batch', now());
+        `);
+        await run(database);
+      } finally {
+        await dispose();
+      }
+    }
+    const insert = (database: Db, deploymentId: string, batch: number | null) =>
+      database.query(
+        `INSERT INTO deployment_devices (deployment_id, organization_id, device_id, batch_index, from_version, state)
+         VALUES ($1, 'org1', 'd1', $2, '1.0.0', 'pending'), ($1, 'org1', 'd2', 0, '1.0.0', 'pending')`,
+        [deploymentId, batch],
+      );
+    const violation = { code: '23503' };
+
+    it('takes rows of a deployment and batch that exist, and of a device left out (no batch)', async () => {
+      await withDeployment(async (database) => {
+        await insert(database, 'dep', null);
+        const [row] = await database.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM deployment_devices WHERE deployment_id = 'dep'",
+        );
+        assert.equal(row?.n, 2);
+      });
+    });
+
+    it('refuses, as a foreign key does, a row naming a batch or a deployment that does not exist, and a move to one', async () => {
+      await withDeployment(async (database) => {
+        await assert.rejects(insert(database, 'dep', 7), violation);
+        await assert.rejects(insert(database, 'nope', 0), violation);
+        await insert(database, 'dep', 0);
+        await assert.rejects(
+          database.query(
+            "UPDATE deployment_devices SET batch_index = 3 WHERE deployment_id = 'dep' AND device_id = 'd1'",
+          ),
+          violation,
+        );
+      });
+    });
+
+    it('takes a deleted deployment’s device rows along, as the cascade did', async () => {
+      await withDeployment(async (database) => {
+        await insert(database, 'dep', 0);
+        await database.query("DELETE FROM deployments WHERE id = 'dep'");
+        const [row] = await database.query<{ n: number }>('SELECT count(*)::int AS n FROM deployment_devices');
+        assert.equal(row?.n, 0);
+      });
+    });
+  });
+}

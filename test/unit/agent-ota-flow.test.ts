@@ -245,12 +245,21 @@ describe('OTA commands', () => {
       });
       const sent = Date.now();
       await server.command(deviceId, 'ota_update', payload);
+      const reports = () =>
+        server
+          .commandsFrom(deviceId, 'ota_progress')
+          .map((m) => m.payload as OtaProgressPayload)
+          .filter((progress) => progress.update_id === 'u-spread');
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      // Waiting is not downloading: the phase is reported when the download starts.
+      assert.deepEqual(reports(), [], 'no progress while it waits');
       await server.waitFor('the download', () =>
         server.firmwareRequests.some((request) => request.name === 'spread.bin'),
       );
       const waited = Date.now() - sent;
       assert.ok(waited >= 1_400, `the first request came ${waited} ms after the command`);
       assert.equal((await finalResult(deviceId, 'u-spread')).status, 'completed');
+      assert.equal(reports()[0]?.phase, 'downloading');
     });
   });
 
