@@ -93,7 +93,7 @@ export function parseFrame(text: string): ParsedFrame {
 /**
  * A payload already encoded as JSON: the same update goes to thousands of devices, so all of it
  * but its per-device head (`{"update_id":"…",`) is encoded once, as bytes, and each frame is one
- * buffer of the envelope, the head and those shared bytes (encodeFrameBytes): no string of the
+ * buffer of the envelope, the head and those shared bytes (encodeCommandFrame): no string of the
  * whole command is made per device, nor converted again by the socket.
  */
 export class EncodedPayload {

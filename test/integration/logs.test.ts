@@ -125,5 +125,43 @@ for (const backend of backends) {
         ],
       );
     });
+
+    it('sums a bulk move into an active status in one line per change, and keeps each outcome its own line', async () => {
+      const org = await server.createOrg();
+      const { db, transitions } = server.services;
+      const count = 150; // more than a statement announces row by row (BULK_EVENT_ROWS)
+      await db.query(
+        `INSERT INTO devices (organization_id, device_id, current_version, key_hash)
+         SELECT $1, 'bulk-' || g, '1.0.0', $1 || '-bulk-' || g FROM generate_series(1, $2::int) AS g`,
+        [org.id, count],
+      );
+      const rows = Array.from({ length: count }, (_, i) => ({
+        id: `upd_bulk_${org.id}_${i}`,
+        organizationId: org.id,
+        deviceId: `bulk-${i + 1}`,
+      }));
+      await transitions.create(
+        rows.map((row) => ({
+          ...row,
+          deploymentId: null,
+          kind: 'update' as const,
+          targetVersion: '1.2.3',
+          fromVersion: '1.0.0',
+          force: false,
+        })),
+      );
+      await transitions.moveMany(rows, 'cancelled', { errorCode: 'cancelled', errorMessage: 'by the test' });
+      const ofOrg = lines.filter((line) => line.organization_id === org.id);
+      assert.deepEqual(
+        ofOrg
+          .filter((line) => line.msg === `${count} updates queued`)
+          .map((line) => [line.level, line.count, line.from]),
+        [[INFO, count, null]],
+      );
+      assert.equal(ofOrg.filter((line) => line.msg === 'update queued').length, 0, 'no line per queued row');
+      const cancelled = ofOrg.filter((line) => line.msg === 'update cancelled');
+      assert.equal(cancelled.length, count, 'each outcome its own line');
+      assert.deepEqual(cancelled[0]!.error, { code: 'cancelled', message: 'by the test' });
+    });
   });
 }

@@ -597,7 +597,8 @@ export class TunnelHub {
 
   #onClose(link: DeviceLink, code: number): void {
     clearTimeout(link.authTimer);
-    for (const pending of [...link.pending.values()]) {
+    // #answer takes each out of the map as it goes: a Map's iteration allows that.
+    for (const pending of link.pending.values()) {
       this.#answer(pending, new DeviceOfflineError(link.deviceId, 'its tunnel closed'));
     }
     if (!link.authenticated || this.#links.get(link.key) !== link) return;

@@ -8,7 +8,7 @@
 import type { Logger } from 'pino';
 import type { Queryable } from '../infra/db.ts';
 import type { Metrics } from '../infra/metrics.ts';
-import { CLAIMABLE_STATUSES, statusesLeadingTo, type UpdateStatus } from '../model/update-status.ts';
+import { CLAIMABLE_STATUSES, isActive, statusesLeadingTo, type UpdateStatus } from '../model/update-status.ts';
 import * as repo from './repo.ts';
 
 export type { Alongside, Attempt, NewUpdate, ProgressReport, Transitioned, TransitionFields } from './repo.ts';
@@ -190,36 +190,25 @@ export class UpdateTransitions {
     );
   }
 
-  /** The metric and one info line per status change (progress within a status is not one); a bulk change, per kind. */
+  /**
+   * The metric and one info line per status change (progress within a status is not one). A
+   * statement that moved many rows into an active status (a rollout's attempts created, claimed,
+   * queued again) logs one line per deployment, version and change, with its count, as it announced them
+   * (ota_bulk); an outcome (completed, failed, …) keeps its own line, device by device.
+   */
   #followed<Row extends repo.Attempt>(rows: Row[]): Row[] {
     const { metrics, log } = this.#deps;
-    if (rows.length > repo.BULK_EVENT_ROWS) {
-      // As the statement announced them (ota_bulk): one line per deployment and change, with its
-      // count, instead of ten thousand alike.
-      const changes = new Map<string, { row: Row; count: number }>();
-      for (const row of rows) {
-        if (row.status === row.previous_status) continue;
-        const key = `${row.organization_id}\u0000${row.deployment_id}\u0000${row.previous_status}\u0000${row.status}`;
-        const change = changes.get(key);
-        if (change) change.count += 1;
-        else changes.set(key, { row, count: 1 });
-      }
-      for (const { row, count } of changes.values()) {
-        metrics.updatesByStatus.labels(row.status).inc(count);
-        log.info(
-          {
-            organization_id: row.organization_id,
-            ...(row.deployment_id ? { deployment_id: row.deployment_id } : {}),
-            from: row.previous_status,
-            count,
-          },
-          `${count} updates ${row.status}`,
-        );
-      }
-      return rows;
-    }
+    const bulk = rows.length > repo.BULK_EVENT_ROWS;
+    const summed = new Map<string, { row: Row; count: number }>();
     for (const row of rows) {
       if (row.status === row.previous_status) continue;
+      if (bulk && isActive(row.status)) {
+        const key = `${row.organization_id}\u0000${row.deployment_id}\u0000${row.target_version}\u0000${row.previous_status}\u0000${row.status}`;
+        const change = summed.get(key);
+        if (change) change.count += 1;
+        else summed.set(key, { row, count: 1 });
+        continue;
+      }
       metrics.updatesByStatus.labels(row.status).inc();
       log.info(
         {
@@ -232,6 +221,19 @@ export class UpdateTransitions {
           ...(row.error_code ? { error: { code: row.error_code, message: row.error_message ?? '' } } : {}),
         },
         `update ${row.status}`,
+      );
+    }
+    for (const { row, count } of summed.values()) {
+      metrics.updatesByStatus.labels(row.status).inc(count);
+      log.info(
+        {
+          organization_id: row.organization_id,
+          ...(row.deployment_id ? { deployment_id: row.deployment_id } : {}),
+          target_version: row.target_version,
+          from: row.previous_status,
+          count,
+        },
+        `${count} updates ${row.status}`,
       );
     }
     return rows;
