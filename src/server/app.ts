@@ -189,6 +189,7 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
     await services.scheduler.stop();
     await services.engine.stop();
     await services.tunnel.close();
+    await services.relay.stop();
     await services.feed.stop();
     // In-flight requests get half the shutdown budget to finish; then their connections are
     // dropped, well before the signal handler gives up on the whole shutdown.

@@ -99,6 +99,7 @@ export async function startOn(parts: {
   // Listening before anything can change: every change of this process is seen here too.
   await services.feed.start();
   await services.tunnel.start();
+  await services.relay.start();
   await app.listen({ host: config.host, port: config.port, backlog: config.listenBacklog });
   services.engine.start();
   services.scheduler.start();

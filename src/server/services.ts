@@ -17,6 +17,7 @@ import { EmbeddedUpkeep } from './infra/embedded-upkeep.ts';
 import { createMetrics, type Metrics } from './infra/metrics.ts';
 import { TunnelHub } from './tunnel/hub.ts';
 import { Presence } from './tunnel/presence.ts';
+import { CommandRelay } from './tunnel/relay.ts';
 import { UpdateEngine } from './updates/engine.ts';
 import { UpdateTransitions } from './updates/transitions.ts';
 
@@ -30,6 +31,8 @@ export interface Services {
   feed: EventFeed;
   presence: Presence;
   tunnel: TunnelHub;
+  /** Commands for a device wherever its tunnel is: here, or on the replica that holds it. */
+  relay: CommandRelay;
   /** The only writer of an update's status. */
   transitions: UpdateTransitions;
   engine: UpdateEngine;
@@ -52,6 +55,7 @@ export function createServices(parts: { config: Config; db: Db; store: BlobStore
   const feed = new EventFeed({ db, log: log.child({ component: 'events' }) });
   const presence = new Presence({ config, db, log: log.child({ component: 'presence' }) });
   const tunnel = new TunnelHub({ config, db, metrics, feed, presence, log: log.child({ component: 'tunnel' }) });
+  const relay = new CommandRelay({ db, hub: tunnel, nodeId: presence.nodeId, log: log.child({ component: 'relay' }) });
   new DeviceHealthRecorder({ db, tunnel, log: log.child({ component: 'devices' }) });
   const transitions = new UpdateTransitions({ db, metrics, log, updateTimeoutSeconds: config.updateTimeoutSeconds });
   const engine = new UpdateEngine({
@@ -105,6 +109,7 @@ export function createServices(parts: { config: Config; db: Db; store: BlobStore
     feed,
     presence,
     tunnel,
+    relay,
     transitions,
     engine,
     lifecycle,

@@ -33,6 +33,7 @@ interface Replica {
   exited: Promise<unknown>;
 }
 
+type Refusal = { error: { code: string; message: string } };
 type StreamedEvent = { event: string; data: Record<string, unknown> };
 
 /** An SSE client of one replica, collecting what it receives. */
@@ -54,6 +55,7 @@ describe('two server processes on one PostgreSQL', { skip: !onPostgres && 'Postg
   let b: Replica;
   const agents: Agent[] = [];
   const watchers: { stop(): void }[] = [];
+  const extra: Replica[] = [];
 
   async function startReplica(name: string): Promise<Replica> {
     const child = spawn(process.execPath, [CLI, 'serve'], {
@@ -71,6 +73,8 @@ describe('two server processes on one PostgreSQL', { skip: !onPostgres && 'Postg
         EDGEFLOW_ADMIN_KEY: adminKey,
         // No timer-driven dispatch within the test: only a wake-up from the feed dispatches.
         EDGEFLOW_DISPATCH_INTERVAL_MS: '600000',
+        // A replica silent for three beats (1.5 s) is dead.
+        EDGEFLOW_REPLICA_BEAT_MS: '500',
         LOG_LEVEL: 'warn',
       },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -112,7 +116,7 @@ describe('two server processes on one PostgreSQL', { skip: !onPostgres && 'Postg
       name: 'replicated',
     });
     org = { id: created.body.id, adminKey: created.body.admin_key };
-    for (const version of ['1.1.0', '1.2.0']) {
+    for (const version of ['1.1.0', '1.2.0', '1.3.0']) {
       const content = Buffer.from(`firmware ${version} `.repeat(2000));
       const uploaded = await postFirmware(a.url, org.adminKey, { version, sha256: sha256Of(content) }, { content });
       assert.equal(uploaded.status, 201, JSON.stringify(uploaded.body));
@@ -123,7 +127,7 @@ describe('two server processes on one PostgreSQL', { skip: !onPostgres && 'Postg
   after(async () => {
     for (const watcher of watchers) watcher.stop();
     for (const agent of agents) await agent.stop();
-    for (const replica of [a, b]) {
+    for (const replica of [a, b, ...extra]) {
       if (replica && replica.child.exitCode === null) {
         replica.child.kill('SIGTERM');
         await replica.exited;
@@ -232,4 +236,126 @@ describe('two server processes on one PostgreSQL', { skip: !onPostgres && 'Postg
     const closed = await Promise.race([raw.closed, sleep(10_000).then(() => undefined)]);
     assert.equal(closed?.code, 4003, 'closed by B with the authentication-failed code');
   });
+  it('a single update asked of replica A reaches the device through replica B, which holds its tunnel', async () => {
+    const nodes = await nodesOf([device.deviceId]);
+    const onB = nodes.get(device.deviceId);
+    assert.ok(onB, 'the device is online on a replica');
+    const requested = await asServer(a).api('POST', `/api/v1/devices/${device.deviceId}/ota/update`, org.adminKey, {
+      version: '1.3.0',
+    });
+    assert.equal(requested.status, 202, JSON.stringify(requested.body));
+    await eventually(
+      async () =>
+        (await asServer(a).api('GET', `/api/v1/devices/${device.deviceId}/ota`, org.adminKey)).body.current_version ===
+        '1.3.0',
+      30_000,
+      'the device updated to 1.3.0',
+    );
+  });
+
+  it("a device's answer through the other replica decides, and one held nowhere is offline", async () => {
+    const other = await registerDevice(asServer(a), org.adminKey);
+    const raw = await connectRaw(b.url, other);
+    try {
+      const asked = asServer(a).api<Refusal>('POST', `/api/v1/devices/${other.deviceId}/ota/update`, org.adminKey, {
+        version: '1.3.0',
+        force: true,
+      });
+      const command = await raw.next('command', 15_000);
+      assert.equal(command.action, 'health_check');
+      raw.send({ type: 'response', id: command.id, status: 'success', data: { status: 'degraded' } });
+      const refused = await asked;
+      assert.equal(refused.status, 409, JSON.stringify(refused.body));
+      assert.equal(refused.body.error.code, 'device_unhealthy');
+      assert.match(refused.body.error.message, /degraded/, 'the status the device gave B reached A');
+    } finally {
+      await raw.close();
+    }
+    await eventually(
+      async () => !(await nodesOf([other.deviceId])).has(other.deviceId),
+      15_000,
+      'the device is offline once its tunnel closed',
+    );
+    const offline = await asServer(a).api<Refusal>(
+      'POST',
+      `/api/v1/devices/${other.deviceId}/ota/update`,
+      org.adminKey,
+      {
+        version: '1.3.0',
+        force: true,
+      },
+    );
+    assert.equal(offline.status, 409, JSON.stringify(offline.body));
+    assert.equal(offline.body.error.code, 'device_offline');
+  });
+
+  it('a replica killed with SIGKILL is found dead by the others, which mark its devices offline', async () => {
+    const c = await startReplica('c');
+    extra.push(c);
+    const orphan = await registerDevice(asServer(a), org.adminKey);
+    const raw = await connectRaw(c.url, orphan);
+    try {
+      const node = (await nodesOf([orphan.deviceId])).get(orphan.deviceId);
+      assert.ok(node, 'online on C');
+      c.child.kill('SIGKILL');
+      await c.exited;
+      await eventually(
+        async () => !(await nodesOf([orphan.deviceId])).has(orphan.deviceId),
+        15_000,
+        "C's device marked offline by the replicas still beating",
+      );
+      const [left] = await query<{ n: number }>('SELECT count(*)::int AS n FROM server_nodes WHERE id = $1', [node]);
+      assert.equal(left?.n, 0, 'C is no longer among the replicas');
+    } finally {
+      await raw.close();
+    }
+  });
+
+  it('a replica taken for dead (a late beat) registers again and says its devices are online', async () => {
+    const onA = watch(a.url, org.adminKey);
+    watchers.push(onA);
+    await sleep(300);
+    const node = (await nodesOf([device.deviceId])).get(device.deviceId);
+    assert.ok(node);
+    // B stalls past three beats (a stopped process): A takes it for dead, then B goes on.
+    b.child.kill('SIGSTOP');
+    try {
+      await eventually(
+        async () => (await query('SELECT 1 FROM server_nodes WHERE id = $1', [node])).length === 0,
+        15_000,
+        'A forgets the stalled B',
+      );
+    } finally {
+      b.child.kill('SIGCONT');
+    }
+    const presence = () =>
+      onA.events
+        .filter((e) => e.event === 'device' && e.data.device_id === device.deviceId && 'online' in e.data)
+        .map((e) => e.data.online);
+    await eventually(
+      async () => presence().join() === 'false,true',
+      15_000,
+      `offline (taken for dead), then online again (B registered again): ${presence().join()}`,
+    );
+    assert.equal((await nodesOf([device.deviceId])).get(device.deviceId), node, 'held by B again');
+  });
+
+  /** Runs a statement in the test's schema. */
+  async function query<Row>(text: string, params: unknown[]): Promise<Row[]> {
+    const db = await openDb({ databaseUrl: TEST_DATABASE_URL, schema });
+    try {
+      return await db.query<Row>(text, params);
+    } finally {
+      await db.close();
+    }
+  }
+
+  /** The replica holding each online device's tunnel. */
+  async function nodesOf(deviceIds: string[]): Promise<Map<string, string>> {
+    const rows = await query<{ device_id: string; connected_node: string }>(
+      'SELECT device_id, connected_node FROM devices WHERE device_id = ANY($1::text[]) AND online',
+      [deviceIds],
+    );
+    return new Map(rows.map((row) => [row.device_id, row.connected_node]));
+  }
 });

@@ -10,7 +10,7 @@
  * runs a dispatch pass; SSE clients are told to reload).
  */
 import type { Logger } from 'pino';
-import type { Db, Queryable } from '../infra/db.ts';
+import { type Db, type Queryable, readNotification } from '../infra/db.ts';
 import { type EventName, type EventOf, feedMessage } from '../model/events.ts';
 
 export const EVENT_CHANNEL = 'edgeflow_events';
@@ -98,16 +98,10 @@ export class EventFeed {
   }
 
   #receive(payload: string): void {
-    let message: unknown;
-    try {
-      message = JSON.parse(payload);
-    } catch {
-      message = undefined;
-    }
-    if (!feedMessage.Check(message)) {
-      this.#log.warn({ payload: payload.slice(0, 200) }, 'event feed: ignoring a notification that is no known event');
-      return;
-    }
+    const message = readNotification(payload, feedMessage, (text) =>
+      this.#log.warn({ payload: text }, 'event feed: ignoring a notification that is no known event'),
+    );
+    if (!message) return;
     const { type, data } = message as { type: EventName; data: unknown };
     for (const handler of this.#handlers.get(type) ?? []) {
       try {

@@ -47,6 +47,11 @@ export interface Config {
   downloadLinkTtlSeconds: number;
   tls: { certFile: string; keyFile: string } | undefined;
   heartbeatIntervalMs: number;
+  /**
+   * How often a replica writes that it is alive (`server_nodes`); one silent for three beats is
+   * dead: its devices are shown offline and its leases are taken over.
+   */
+  replicaBeatMs: number;
   /** How long a new tunnel may take to send `connect`. */
   tunnelConnectTimeoutMs: number;
   /** How long a cloud → device command waits for its response. */
@@ -179,6 +184,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     downloadLinkTtlSeconds: integer(env, 'EDGEFLOW_LINK_TTL_SECONDS', 3600, 1),
     tls,
     heartbeatIntervalMs: integer(env, 'EDGEFLOW_HEARTBEAT_MS', 30_000, 50),
+    replicaBeatMs: integer(env, 'EDGEFLOW_REPLICA_BEAT_MS', 3000, 50),
     tunnelConnectTimeoutMs: integer(env, 'EDGEFLOW_TUNNEL_CONNECT_TIMEOUT_MS', 10_000, 50),
     tunnelCommandTimeoutMs: integer(env, 'EDGEFLOW_TUNNEL_COMMAND_TIMEOUT_MS', 30_000, 50),
     tunnelMaxFrameBytes: integer(env, 'EDGEFLOW_TUNNEL_MAX_FRAME_BYTES', 64 * 1024, 1024),

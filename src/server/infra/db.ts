@@ -19,6 +19,26 @@ export interface Queryable {
 
 export type Notification = { channel: string; payload: string };
 
+/**
+ * A NOTIFY payload read as JSON and checked; undefined (and `ignored` told why) when it is not
+ * JSON or not what `check` accepts: a listener never throws on another writer's text.
+ */
+export function readNotification<T>(
+  payload: string,
+  check: { Check(value: unknown): value is T },
+  ignored: (payload: string) => void,
+): T | undefined {
+  let message: unknown;
+  try {
+    message = JSON.parse(payload);
+  } catch {
+    message = undefined;
+  }
+  if (check.Check(message)) return message;
+  ignored(payload.slice(0, 200));
+  return undefined;
+}
+
 /** An element of a bulk statement's array parameter (unnest). */
 type ArrayElement = string | number | boolean | null;
 

@@ -143,6 +143,7 @@ class DeviceLink {
   authenticated = false;
   authenticating = false;
   connectedAtMs = 0;
+  agentVersion: string | null = null;
   authTimer: NodeJS.Timeout | undefined;
   lastSeenMs = Date.now();
   /** The last-seen time last written for it (its connect writes one), spread: see LAST_SEEN_RESOLUTION_MS. */
@@ -178,6 +179,41 @@ class DeviceLink {
 /** What devices say when all is well: EdgeFlow devices answer `healthy`; `ok` is common elsewhere. */
 function isHealthyStatus(status: string): boolean {
   return ['healthy', 'ok'].includes(status.trim().toLowerCase());
+}
+
+/**
+ * Asks a device whether it is healthy with `command` (through its tunnel here, or through the
+ * replica that holds it). Offline or silent devices reject with DeviceOfflineError /
+ * DeviceUnresponsiveError; a device that answers but is not healthy, or whose answer cannot be
+ * read, with DeviceUnhealthyError. Only `status` is read: EdgeFlow devices differ in the rest
+ * (their `uptime` is a string).
+ */
+export async function checkHealth(
+  device: DeviceRef,
+  command: (action: string, payload: unknown) => Promise<unknown>,
+): Promise<HealthCheckData> {
+  let data: unknown;
+  try {
+    data = await command(CloudAction.healthCheck, {});
+  } catch (error) {
+    if (error instanceof DeviceCommandError) {
+      throw new DeviceUnhealthyError(
+        device.deviceId,
+        `it answered health_check with an error: ${formatWireError(error.deviceError)}`,
+      );
+    }
+    throw error;
+  }
+  if (!validate.healthCheckData.Check(data)) {
+    throw new DeviceUnhealthyError(
+      device.deviceId,
+      `its health_check answer has no status: ${JSON.stringify(data)?.slice(0, 200) ?? 'nothing'}`,
+    );
+  }
+  if (!isHealthyStatus(data.status)) {
+    throw new DeviceUnhealthyError(device.deviceId, `it reports status ${JSON.stringify(data.status.slice(0, 100))}`);
+  }
+  return data;
 }
 
 export interface TunnelHubDeps {
@@ -266,7 +302,10 @@ export class TunnelHub {
   }
 
   async start(): Promise<void> {
-    await this.#deps.presence.start(() => this.#collectSeen());
+    await this.#deps.presence.start(
+      () => this.#collectSeen(),
+      () => [...this.#links.values()],
+    );
     const sweepMs = Math.max(100, Math.floor(this.#deps.config.heartbeatIntervalMs / 2));
     this.#timers.push(setInterval(() => this.#sweep(), sweepMs));
     for (const timer of this.#timers) timer.unref();
@@ -326,35 +365,9 @@ export class TunnelHub {
     }
   }
 
-  /**
-   * Asks the device whether it is healthy. Offline or silent devices reject with
-   * DeviceOfflineError / DeviceUnresponsiveError; a device that answers but is not healthy, or
-   * whose answer cannot be read, with DeviceUnhealthyError. Only `status` is read: EdgeFlow
-   * devices differ in the rest (their `uptime` is a string).
-   */
-  async healthCheck(device: DeviceRef, timeoutMs = 5000): Promise<HealthCheckData> {
-    let data: unknown;
-    try {
-      data = await this.command(device, CloudAction.healthCheck, {}, timeoutMs);
-    } catch (error) {
-      if (error instanceof DeviceCommandError) {
-        throw new DeviceUnhealthyError(
-          device.deviceId,
-          `it answered health_check with an error: ${formatWireError(error.deviceError)}`,
-        );
-      }
-      throw error;
-    }
-    if (!validate.healthCheckData.Check(data)) {
-      throw new DeviceUnhealthyError(
-        device.deviceId,
-        `its health_check answer has no status: ${JSON.stringify(data)?.slice(0, 200) ?? 'nothing'}`,
-      );
-    }
-    if (!isHealthyStatus(data.status)) {
-      throw new DeviceUnhealthyError(device.deviceId, `it reports status ${JSON.stringify(data.status.slice(0, 100))}`);
-    }
-    return data;
+  /** Asks the device whether it is healthy, through its tunnel here (see checkHealth). */
+  healthCheck(device: DeviceRef, timeoutMs = 5000): Promise<HealthCheckData> {
+    return checkHealth(device, (action, payload) => this.command(device, action, payload, timeoutMs));
   }
 
   /** Closes a device's tunnel (deleted device, replaced connection …). */
@@ -511,6 +524,7 @@ export class TunnelHub {
     link.deviceId = device.device_id;
     link.authenticated = true;
     link.connectedAtMs = Date.now();
+    link.agentVersion = message.version ?? null;
     // Going online writes its last-seen time; the next write is due within a resolution, at a
     // point of its own, so a fleet that connected at once does not write at once ever after.
     link.seenWrittenMs = link.connectedAtMs - Math.random() * LAST_SEEN_RESOLUTION_MS;
@@ -518,11 +532,7 @@ export class TunnelHub {
     this.#links.set(link.key, link);
     if (previous) previous.socket.close(CloseCode.replaced, 'replaced by a newer connection');
     else this.#deps.metrics.connectedDevices.inc();
-    await this.#deps.presence.online({
-      organizationId: link.organizationId,
-      deviceId: link.deviceId,
-      agentVersion: message.version ?? null,
-    });
+    await this.#deps.presence.online(link);
     if (this.#links.get(link.key) !== link || link.socket.readyState !== WebSocket.OPEN) {
       // It went away while the online mark waited for its batch: undo the mark.
       if (!this.#links.has(link.key)) await this.#deps.presence.offline(this.#gone(link));

@@ -33,6 +33,13 @@ export interface SeenDevice {
   at: Date;
 }
 
+/** A device whose tunnel this process holds. */
+export interface DeviceHeld {
+  organizationId: string;
+  deviceId: string;
+  agentVersion: string | null;
+}
+
 /** A device whose tunnel here closed; `back()` says whether it has reconnected here since. */
 export interface GoneDevice {
   organizationId: string;
@@ -50,10 +57,11 @@ export class Presence {
   /** This process among the replicas: devices it holds carry it in `connected_node`. */
   readonly nodeId = newId('node');
   readonly #deps: PresenceDeps;
-  readonly #markOnline: Batcher<{ organizationId: string; deviceId: string; agentVersion: string | null }, void>;
+  readonly #markOnline: Batcher<DeviceHeld, void>;
   readonly #reportVersion: Batcher<VersionReport, string | null>;
   readonly #markOffline: Batcher<GoneDevice, void>;
-  #timer: NodeJS.Timeout | undefined;
+  #timers: NodeJS.Timeout[] = [];
+  #beating: Promise<void> | undefined;
 
   constructor(deps: PresenceDeps) {
     this.#deps = deps;
@@ -84,30 +92,40 @@ export class Presence {
 
   /** A replica is dead after three missed beats. */
   get #staleSeconds(): number {
-    return Math.max(3, (3 * this.#deps.config.heartbeatIntervalMs) / 1000);
+    return Math.max(0.15, (3 * this.#deps.config.replicaBeatMs) / 1000);
   }
 
   /**
-   * Registers this replica, releases the devices of dead ones, and from then on beats and writes
+   * Registers this replica, releases the devices of dead ones, and from then on beats (and
+   * releases the devices of replicas that stopped beating) every `replicaBeatMs`, and writes
    * `collectSeen()` (the devices heard from since the last call) every flush interval.
+   * `heldHere()` names the devices whose tunnel this process holds: if this replica was taken
+   * for dead (a beat late past the bound: a stalled process, a lost database), it registers
+   * again and says they are online here.
    */
-  async start(collectSeen: () => SeenDevice[]): Promise<void> {
+  async start(collectSeen: () => SeenDevice[], heldHere: () => DeviceHeld[]): Promise<void> {
     const { db, config, log } = this.#deps;
     await repo.registerNode(db, this.nodeId);
-    const released = await this.#releaseDeadNodes();
+    const released = await this.#releaseDeadNodes(true);
     if (released > 0) log.info({ released }, 'devices of stopped replicas marked offline');
-    this.#timer = setInterval(
+    const beat = setInterval(() => {
+      this.#beat(heldHere).catch((error: Error) => log.warn({ err: error }, 'replica beat failed'));
+    }, config.replicaBeatMs);
+    const flush = setInterval(
       () => {
-        this.#flush(collectSeen()).catch((error: Error) => log.warn({ err: error }, 'presence flush failed'));
+        devicesRepo
+          .touchLastSeen(db, collectSeen())
+          .catch((error: Error) => log.warn({ err: error }, 'presence flush failed'));
       },
       Math.min(FLUSH_INTERVAL_MS, config.heartbeatIntervalMs),
     );
-    this.#timer.unref();
+    this.#timers = [beat, flush];
+    for (const timer of this.#timers) timer.unref();
   }
 
   /** Leaves the replicas: the devices it held are offline, and it is forgotten. */
   async stop(): Promise<void> {
-    clearInterval(this.#timer);
+    for (const timer of this.#timers) clearInterval(timer);
     const { db } = this.#deps;
     // The tunnels just closed: their offline burst is written now, not by a timer once the database is closed.
     await this.#markOffline.drain();
@@ -116,7 +134,7 @@ export class Presence {
   }
 
   /** The device's tunnel is now held here (batched with others arriving at once). */
-  online(device: { organizationId: string; deviceId: string; agentVersion: string | null }): Promise<void> {
+  online(device: DeviceHeld): Promise<void> {
     return this.#markOnline.add(device);
   }
 
@@ -136,17 +154,35 @@ export class Presence {
     return this.#reportVersion.add(report);
   }
 
-  async #flush(seen: SeenDevice[]): Promise<void> {
-    const { db } = this.#deps;
-    await devicesRepo.touchLastSeen(db, seen);
-    await repo.beatNode(db, this.nodeId);
-    await this.#releaseDeadNodes();
+  /** One beat at a time: a beat slower than the interval is not joined by the next. */
+  async #beat(heldHere: () => DeviceHeld[]): Promise<void> {
+    if (this.#beating) return;
+    this.#beating = (async () => {
+      const { db, log } = this.#deps;
+      if (!(await repo.beatNode(db, this.nodeId))) {
+        const held = heldHere();
+        log.warn({ devices: held.length }, 'this replica was taken for dead (a late beat): registering again');
+        await repo.registerNode(db, this.nodeId);
+        await Promise.all(held.map((device) => this.online(device)));
+      }
+      const released = await this.#releaseDeadNodes(false);
+      if (released > 0) log.warn({ released }, 'a replica stopped beating: its devices are marked offline');
+    })();
+    try {
+      await this.#beating;
+    } finally {
+      this.#beating = undefined;
+    }
   }
 
-  #releaseDeadNodes(): Promise<number> {
+  /**
+   * Forgets the replicas silent for three beats and marks the devices they held offline, in one
+   * transaction; `always`: also devices of replicas already gone (at start). Returns how many.
+   */
+  #releaseDeadNodes(always: boolean): Promise<number> {
     return this.#deps.db.transaction(async (tx) => {
-      await repo.deleteDeadNodes(tx, this.#staleSeconds);
-      return devicesRepo.markOfflineOfMissingNodes(tx);
+      const dead = await repo.deleteDeadNodes(tx, this.#staleSeconds);
+      return dead > 0 || always ? devicesRepo.markOfflineOfMissingNodes(tx) : 0;
     });
   }
 }

@@ -9,8 +9,10 @@ export async function registerNode(db: Queryable, nodeId: string): Promise<void>
   );
 }
 
-export async function beatNode(db: Queryable, nodeId: string): Promise<void> {
-  await db.query('UPDATE server_nodes SET heartbeat_at = now() WHERE id = $1', [nodeId]);
+/** False when the replica is no longer registered (others took it for dead). */
+export async function beatNode(db: Queryable, nodeId: string): Promise<boolean> {
+  const rows = await db.query('UPDATE server_nodes SET heartbeat_at = now() WHERE id = $1 RETURNING id', [nodeId]);
+  return rows.length > 0;
 }
 
 export async function deleteNode(db: Queryable, nodeId: string): Promise<void> {

@@ -9,7 +9,6 @@ import { ConflictError, UnprocessableError } from '../infra/errors.ts';
 import { newId } from '../infra/secrets.ts';
 import { otaStatusOf } from '../model/update-status.ts';
 import type { Services } from '../services.ts';
-import { DeviceOfflineError } from '../tunnel/hub.ts';
 import * as repo from './repo.ts';
 import { chooseRollbackTarget, rollbackVersions } from './rollback.ts';
 import type { NewUpdate } from './transitions.ts';
@@ -19,13 +18,12 @@ export type UpdateRequestResult =
   | { status: 'queued'; update: repo.UpdateRow };
 
 /**
- * Online and reachable means: a tunnel is open (else device_offline) and the device answers a
- * health check through it in time (else device_unresponsive) saying it is healthy (else
- * device_unhealthy).
+ * Online and reachable means: a tunnel is open on some replica (else device_offline) and the
+ * device answers a health check through it in time (else device_unresponsive) saying it is
+ * healthy (else device_unhealthy).
  */
 async function assertReachable(services: Services, organizationId: string, deviceId: string): Promise<void> {
-  if (!services.tunnel.isConnected(organizationId, deviceId)) throw new DeviceOfflineError(deviceId);
-  await services.tunnel.healthCheck({ organizationId, deviceId }, services.config.healthCheckTimeoutMs);
+  await services.relay.healthCheck({ organizationId, deviceId }, services.config.healthCheckTimeoutMs);
 }
 
 /**
