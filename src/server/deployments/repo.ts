@@ -536,13 +536,16 @@ export function listWork(db: Queryable): Promise<{ id: string; organization_id: 
 
 /**
  * Holds the deployment for one pass of `nodeId` (until `leaseMs` from now): another replica's
- * pass skips it meanwhile. A lease, not a lock: nothing waits on it, and one that a dead replica
- * left runs out by itself.
+ * pass skips it meanwhile. A lease, not a lock: nothing waits on it; one that a dead replica
+ * left is free as soon as the replica is no longer registered (three missed beats), or when
+ * it runs out.
  */
 export async function leaseDeployment(db: Queryable, id: string, nodeId: string, leaseMs: number) {
   const [row] = await db.query<DeploymentRow>(
     `UPDATE deployments SET lease_node = $2, lease_until = now() + make_interval(secs => $3::float8 / 1000)
-     WHERE id = $1 AND NOT settled AND (lease_until IS NULL OR lease_until < now() OR lease_node = $2)
+     WHERE id = $1 AND NOT settled
+       AND (lease_until IS NULL OR lease_until < now() OR lease_node = $2
+            OR NOT EXISTS (SELECT 1 FROM server_nodes n WHERE n.id = lease_node))
      RETURNING ${COLUMNS}`,
     [id, nodeId, leaseMs],
   );
