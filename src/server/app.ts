@@ -183,6 +183,8 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
   // the server still finishes in-flight requests.
   services.tunnel.attach(app.server);
   app.addHook('preClose', async () => {
+    // The load balancer's readiness check and new tunnels hear of the shutdown first.
+    services.tunnel.drain();
     lingering.closeAll();
     await services.deviceEffects.stop();
     await services.upkeep.stop();

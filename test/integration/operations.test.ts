@@ -2,6 +2,9 @@
 import assert from 'node:assert/strict';
 import { rename } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
+import { WebSocket } from 'ws';
+import { registerDevice } from '../helpers/agents.ts';
+import { connectRaw } from '../helpers/raw-device.ts';
 import {
   backendsUnderTest,
   persistentState,
@@ -47,6 +50,29 @@ for (const backend of backends) {
         }
       });
     }
+
+    it('draining (shutting down): /readyz answers 503 draining and a new tunnel 503, open tunnels stay until closed', async () => {
+      const own = await startTestServer(backend);
+      try {
+        const org = await own.createOrg('draining');
+        const device = await registerDevice(own, org.adminKey);
+        const held = await connectRaw(own.url, device);
+        own.services.tunnel.drain();
+        const ready = await own.api<{ status: string }>('GET', '/readyz', undefined);
+        assert.deepEqual([ready.status, ready.body.status], [503, 'draining']);
+        const refused = await new Promise<number | undefined>((resolve) => {
+          const ws = new WebSocket(`${own.url.replace(/^http/, 'ws')}/tunnel`);
+          ws.on('unexpected-response', (_request, response) => resolve(response.statusCode));
+          ws.on('open', () => resolve(101));
+          ws.on('error', () => resolve(undefined));
+        });
+        assert.equal(refused, 503, 'a new tunnel is refused with 503 (a load balancer retries it elsewhere)');
+        assert.equal(own.services.tunnel.isConnected(org.id, device.deviceId), true, 'the open tunnel is kept');
+        await held.close();
+      } finally {
+        await own.close();
+      }
+    });
 
     it('exposes Prometheus metrics, including HTTP latency and connected devices', async () => {
       await server.api('GET', '/healthz', undefined);

@@ -24,7 +24,9 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = asyn
     {
       schema: {
         tags: ['operations'],
-        summary: 'Ready: database reachable, firmware store writable and not below its free-space floor',
+        summary:
+          'Ready: database reachable, firmware store writable and not below its free-space floor; ' +
+          '503 `draining` once the server is shutting down (a load balancer sends it nothing new)',
         security: [],
         response: {
           200: Type.Object({ status: Type.String(), database: Type.String(), store: Type.String() }),
@@ -38,8 +40,9 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = asyn
         (error: Error) => `unreachable: ${error.message}`,
       );
       const store = await storeReadiness(services);
-      const ready = database === 'ok' && store === 'ok';
-      return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not_ready', database, store });
+      const ready = database === 'ok' && store === 'ok' && !services.tunnel.draining;
+      const status = services.tunnel.draining ? 'draining' : ready ? 'ready' : 'not_ready';
+      return reply.code(ready ? 200 : 503).send({ status, database, store });
     },
   );
 

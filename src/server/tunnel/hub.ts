@@ -238,7 +238,9 @@ export class TunnelHub {
     this.#answer(pending, new DeviceUnresponsiveError(pending.link.deviceId, pending.action, pending.waitMs)),
   );
   readonly #authFailures: AuthFailureLimiter;
+  /** Draining: no new tunnel is accepted. */
   #closing = false;
+  #closed = false;
 
   constructor(deps: TunnelHubDeps) {
     this.#deps = deps;
@@ -289,8 +291,14 @@ export class TunnelHub {
   attach(server: Server): void {
     server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
       const path = (request.url ?? '').split('?')[0];
-      if (path !== '/tunnel' || this.#closing) {
+      if (path !== '/tunnel') {
         socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
+        return;
+      }
+      if (this.#closing) {
+        // Shutting down: a load balancer retries the connect on another replica (retry-on 503), an
+        // agent connecting directly comes back after its backoff.
+        socket.end('HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n\r\n');
         return;
       }
       // A tunnel is long-lived and quiet between heartbeats: no HTTP idle timeout applies to it.
@@ -379,8 +387,18 @@ export class TunnelHub {
    * Service-restart (1012) to every device so they come back soon, with jitter, to this server
    * or another replica; then presence written.
    */
+  /** Shutting down: no new tunnel is accepted (503), and the readiness check says `draining`. */
+  drain(): void {
+    this.#closing = true;
+  }
+
+  get draining(): boolean {
+    return this.#closing;
+  }
+
   async close(): Promise<void> {
-    if (this.#closing) return;
+    if (this.#closed) return;
+    this.#closed = true;
     this.#closing = true;
     for (const timer of this.#timers) clearInterval(timer);
     const links = [...this.#links.values()];
