@@ -25,7 +25,10 @@ for (const backend of backends) {
     after(() => server.close());
 
     it('answers /healthz, and /readyz with the database and the store reachable', async () => {
-      assert.deepEqual((await server.api('GET', '/healthz', undefined)).body, { status: 'ok' });
+      assert.deepEqual((await server.api('GET', '/healthz', undefined)).body, {
+        status: 'ok',
+        node: server.services.presence.nodeId,
+      });
       const ready = await server.api('GET', '/readyz', undefined);
       assert.equal(ready.status, 200);
       assert.deepEqual(ready.body, { status: 'ready', database: 'ok', store: 'ok' });

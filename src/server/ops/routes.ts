@@ -11,12 +11,12 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = asyn
     {
       schema: {
         tags: ['operations'],
-        summary: 'Alive',
+        summary: 'Alive; `node` names the replica that answered (`devices.connected_node` of the tunnels it holds)',
         security: [],
-        response: { 200: Type.Object({ status: Type.String() }) },
+        response: { 200: Type.Object({ status: Type.String(), node: Type.String() }) },
       },
     },
-    async () => ({ status: 'ok' }),
+    async () => ({ status: 'ok', node: services.presence.nodeId }),
   );
 
   app.get(
