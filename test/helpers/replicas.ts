@@ -226,13 +226,40 @@ async function stopChild(child: ChildProcess | undefined, graceMs = 15_000): Pro
 }
 
 /**
- * Kills `child` if this process exits first (a test that throws past its `after`, a runner that
- * gives up on the file): a replica or a balancer left running holds its port and the database.
+ * Kills the replicas and the balancer if this process goes without stopping them: a test that
+ * throws past its `after`, a runner that gives up on the file, a SIGKILL. A small process reads
+ * the children's pids on its stdin and kills them when the stdin closes, which happens whenever
+ * this process ends, however it ends.
  */
-function orphanGuard(child: ChildProcess): void {
-  const killOnExit = () => child.kill('SIGKILL');
-  process.once('exit', killOnExit);
-  child.once('exit', () => process.off('exit', killOnExit));
+function startWatchdog(): { watch(child: ChildProcess): void; close(): void } {
+  const code = `
+    const pids = new Set();
+    let buffer = '';
+    process.stdin.setEncoding('utf8').on('data', (chunk) => {
+      buffer += chunk;
+      for (let end = buffer.indexOf('\\n'); end >= 0; end = buffer.indexOf('\\n')) {
+        const [op, pid] = buffer.slice(0, end).split(' ');
+        buffer = buffer.slice(end + 1);
+        if (op === '+') pids.add(Number(pid)); else pids.delete(Number(pid));
+      }
+    });
+    process.stdin.on('end', () => {
+      for (const pid of pids) try { process.kill(pid, 'SIGKILL'); } catch {}
+      process.exit(0);
+    });`;
+  const watchdog = spawn(process.execPath, ['-e', code], { stdio: ['pipe', 'ignore', 'ignore'] });
+  watchdog.unref();
+  const input = watchdog.stdin!;
+  (input as unknown as { unref?: () => void }).unref?.();
+  input.on('error', () => {});
+  return {
+    watch(child) {
+      if (child.pid === undefined) return;
+      input.write(`+ ${child.pid}\n`);
+      child.once('exit', () => input.writable && input.write(`- ${child.pid}\n`));
+    },
+    close: () => input.end(),
+  };
 }
 
 export async function startReplicas(options: ReplicaSetOptions): Promise<ReplicaSet> {
@@ -247,6 +274,7 @@ export async function startReplicas(options: ReplicaSetOptions): Promise<Replica
   let balancer: ChildProcess | undefined;
   const balancerOutput: string[] = [];
   let db: Db | undefined;
+  const watchdog = startWatchdog();
 
   const stop = async () => {
     for (const watcher of watchers) watcher.stop();
@@ -257,6 +285,7 @@ export async function startReplicas(options: ReplicaSetOptions): Promise<Replica
     await db?.close();
     await dropSchema(schema);
     await Promise.all(dataDirs.map((dir) => rm(dir, { recursive: true, force: true })));
+    watchdog.close();
   };
 
   try {
@@ -310,7 +339,7 @@ export async function startReplicas(options: ReplicaSetOptions): Promise<Replica
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       replica.child = child;
-      orphanGuard(child);
+      watchdog.watch(child);
       child.stdout!.setEncoding('utf8').on('data', (chunk: string) => replica.output.push(chunk));
       child.stderr!.setEncoding('utf8').on('data', (chunk: string) => replica.output.push(chunk));
       const known = new Set(replicas.map((other) => other.nodeId));
@@ -339,7 +368,7 @@ export async function startReplicas(options: ReplicaSetOptions): Promise<Replica
     balancer.stdout!.setEncoding('utf8').on('data', (chunk: string) => balancerOutput.push(chunk));
     balancer.stderr!.setEncoding('utf8').on('data', (chunk: string) => balancerOutput.push(chunk));
     const haproxy = balancer;
-    orphanGuard(haproxy);
+    watchdog.watch(haproxy);
     await eventually(
       async () => {
         if (haproxy.exitCode !== null) throw new Error(`haproxy exited: ${balancerOutput.join('')}`);
