@@ -141,3 +141,16 @@ export async function until(
   }
   return performance.now();
 }
+
+/** Until `base` answers /healthz (a server or a balancer in front of one). */
+export function untilHealthy(base: string, what = 'server healthy'): Promise<number> {
+  return until(
+    what,
+    () =>
+      fetch(`${base}/healthz`).then(
+        (r) => r.ok,
+        () => false,
+      ),
+    60_000,
+  );
+}

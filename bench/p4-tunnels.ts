@@ -17,7 +17,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runSimulation } from '../src/simulator/processes.ts';
 import { registerDevices } from '../src/simulator/register.ts';
-import { type Figure, freePort, REPO_ROOT, report, rssBytes, serveArgs, until } from './lib.ts';
+import { type Figure, freePort, REPO_ROOT, report, rssBytes, serveArgs, until, untilHealthy } from './lib.ts';
 
 const DEVICES = Number(process.env.P4_DEVICES ?? 15_000);
 /**
@@ -110,15 +110,7 @@ async function measureServer(): Promise<Measurement & { clientRss: number[]; reg
     return JSON.parse(await readFile(memoryFile, 'utf8')) as NodeJS.MemoryUsage;
   };
   try {
-    await until(
-      'server healthy',
-      () =>
-        fetch(`${base}/healthz`).then(
-          (r) => r.ok,
-          () => false,
-        ),
-      60_000,
-    );
+    await untilHealthy(base, 'server healthy');
     const org = await fetch(`${base}/api/v1/orgs`, {
       method: 'POST',
       headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' },

@@ -32,6 +32,7 @@ const LONGEST_FIRST = [
   'test/e2e/demo.test.ts',
   'test/integration/deployments.test.ts',
   'test/e2e/first-hour.test.ts',
+  'test/e2e/scale-out.test.ts',
   'test/e2e/dashboard-deployments.test.ts',
   'test/e2e/cli-deployments.test.ts',
   'test/e2e/dashboard-fleet.test.ts',

@@ -12,7 +12,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { runSimulation } from '../../src/simulator/processes.ts';
 import { registerDevices } from '../../src/simulator/register.ts';
-import { freePort, serveArgs, until } from '../lib.ts';
+import { freePort, serveArgs, until, untilHealthy } from '../lib.ts';
 
 const ADMIN_KEY = 'fleet-bench-admin-key';
 export const DATABASE_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -76,27 +76,8 @@ export async function startFleet(options: {
       process.exit(130);
     });
   }
-  const call = async <T>(key: string, method: string, urlPath: string, body?: unknown): Promise<T> => {
-    const response = await fetch(`${base}${urlPath}`, {
-      method,
-      headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-    const text = await response.text();
-    if (!response.ok) throw new Error(`${method} ${urlPath}: ${response.status} ${text}`);
-    return (text ? JSON.parse(text) : undefined) as T;
-  };
-  await until(
-    'server healthy',
-    () =>
-      fetch(`${base}/healthz`).then(
-        (r) => r.ok,
-        () => false,
-      ),
-    60_000,
-  );
-  const org = await call<{ admin_key: string }>(ADMIN_KEY, 'POST', '/api/v1/orgs', { name: 'bench' });
-  const key = org.admin_key;
+  await untilHealthy(base, 'server healthy');
+  const { key, api, uploadFirmware } = await fleetApi(base, ADMIN_KEY);
   const devices = await registerDevices({ server: base, key, count: options.devices, prefix: 'b-', concurrency: 50 });
   options.log(`registered ${options.devices} devices`);
   const simulation = runSimulation({
@@ -119,19 +100,8 @@ export async function startFleet(options: {
       const text = await fetch(`${base}/metrics?name=${name}`).then((r) => r.text());
       return Number(new RegExp(`^${name} (\\S+)`, 'm').exec(text)?.[1] ?? 0);
     },
-    api: (method, urlPath, body) => call(key, method, urlPath, body),
-    async uploadFirmware(version, content) {
-      const form = new FormData();
-      form.append('version', version);
-      form.append('sha256', createHash('sha256').update(content).digest('hex'));
-      form.append('file', new Blob([new Uint8Array(content)]), 'firmware.bin');
-      const response = await fetch(`${base}/api/v1/firmware`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${key}` },
-        body: form,
-      });
-      if (response.status !== 201) throw new Error(`upload: ${response.status} ${await response.text()}`);
-    },
+    api,
+    uploadFirmware,
     async close() {
       await simulation.stop().catch(() => {});
       if (server.exitCode === null && server.signalCode === null) {
@@ -145,6 +115,38 @@ export async function startFleet(options: {
         await admin.query(`DROP SCHEMA ${schema} CASCADE`);
         await admin.end();
       }
+    },
+  };
+}
+
+/** An organization made with the system administrator key, and its API: calls and firmware uploads. */
+export async function fleetApi(base: string, adminKey: string): Promise<Pick<Fleet, 'key' | 'api' | 'uploadFirmware'>> {
+  const call = async <T>(key: string, method: string, urlPath: string, body?: unknown): Promise<T> => {
+    const response = await fetch(`${base}${urlPath}`, {
+      method,
+      headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    const text = await response.text();
+    if (!response.ok) throw new Error(`${method} ${urlPath}: ${response.status} ${text}`);
+    return (text ? JSON.parse(text) : undefined) as T;
+  };
+  const org = await call<{ admin_key: string }>(adminKey, 'POST', '/api/v1/orgs', { name: 'bench' });
+  const key = org.admin_key;
+  return {
+    key,
+    api: (method, urlPath, body) => call(key, method, urlPath, body),
+    async uploadFirmware(version, content) {
+      const form = new FormData();
+      form.append('version', version);
+      form.append('sha256', createHash('sha256').update(content).digest('hex'));
+      form.append('file', new Blob([new Uint8Array(content)]), 'firmware.bin');
+      const response = await fetch(`${base}/api/v1/firmware`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}` },
+        body: form,
+      });
+      if (response.status !== 201) throw new Error(`upload: ${response.status} ${await response.text()}`);
     },
   };
 }

@@ -19,7 +19,7 @@ import { ApiClient } from '../../src/cli/client.ts';
 import { type Db, openDb } from '../../src/server/infra/db.ts';
 import { CLI } from './cli.ts';
 import { eventually } from './raw-device.ts';
-import { type RunningS3rver, startS3rver } from './s3rver.ts';
+import { type RunningS3rver, startS3rverProcess } from './s3rver.ts';
 import { backendsUnderTest, dropSchema, TEST_DATABASE_URL } from './server.ts';
 import { tempDir } from './temp.ts';
 
@@ -153,13 +153,17 @@ export function sumMetric(text: string, name: string): number {
  * line per replica. The process gets a smaller `maxconn`: the sample's 50,000 needs an open-file
  * limit a test machine (or an unprivileged CI user) may not be allowed to raise to.
  */
-export function balancerConfig(frontendPort: number, replicas: readonly Replica[]): string {
+export function balancerConfig(
+  frontendPort: number,
+  replicas: readonly Pick<Replica, 'name' | 'port'>[],
+  options: { maxconn?: number } = {},
+): string {
   const lines: string[] = [];
   let serversWritten = false;
   for (const line of readFileSync(SAMPLE_CONFIG, 'utf8').split('\n')) {
     const trimmed = line.trim();
     if (/^bind\s/.test(trimmed)) lines.push(`    bind 127.0.0.1:${frontendPort}`);
-    else if (/^maxconn\s/.test(trimmed)) lines.push('    maxconn 2000');
+    else if (/^maxconn\s/.test(trimmed)) lines.push(`    maxconn ${options.maxconn ?? 2000}`);
     else if (/^server\s/.test(trimmed)) {
       if (!serversWritten) {
         for (const replica of replicas) lines.push(`    server ${replica.name} 127.0.0.1:${replica.port}`);
@@ -293,7 +297,7 @@ export async function startReplicas(options: ReplicaSetOptions): Promise<Replica
     await admin.exec(`CREATE SCHEMA ${schema}`);
     await admin.close();
     db = await openDb({ databaseUrl: TEST_DATABASE_URL, schema });
-    s3 = await startS3rver();
+    s3 = await startS3rverProcess();
     bucketFront = await startBucketFront(s3);
     const frontendPort = await freePort();
     const url = `http://127.0.0.1:${frontendPort}`;

@@ -1,8 +1,12 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { fork } from 'node:child_process';
+import { once } from 'node:events';
+import { rmSync } from 'node:fs';
+import { mkdtemp } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 /** The part of s3rver's API used here; the package ships no type declarations. */
 interface S3rverInstance {
@@ -48,7 +52,37 @@ export async function startS3rver(): Promise<RunningS3rver> {
     secretAccessKey: 'S3RVER',
     async stop() {
       await server.close();
-      await rm(directory, { recursive: true, force: true });
+      // Its files go when this process exits, not now: a request whose client went away (a
+      // replica killed or stopped mid-probe) may still be writing, and s3rver throws what its
+      // file streams hit (ENOENT) as an uncaught exception.
+      process.once('exit', () => rmSync(directory, { recursive: true, force: true }));
+    },
+  };
+}
+
+/**
+ * The same in a child process (s3rver-process.ts): for suites that kill clients of the bucket
+ * mid-request (replicas killed with SIGKILL), whose aborted requests s3rver answers with an
+ * uncaught exception; and for benchmarks, to keep the bucket's work off the measuring process.
+ */
+export async function startS3rverProcess(): Promise<RunningS3rver> {
+  const child = fork(fileURLToPath(new URL('./s3rver-process.ts', import.meta.url)), [], {
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const [message] = (await Promise.race([
+    once(child, 'message'),
+    once(child, 'exit').then(([code]) => {
+      throw new Error(`the s3rver process exited (${code}) before it listened`);
+    }),
+  ])) as [Omit<RunningS3rver, 'stop'>];
+  return {
+    ...message,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = once(child, 'exit');
+      child.kill('SIGTERM');
+      await exited;
     },
   };
 }
