@@ -69,8 +69,16 @@ export interface Db extends Queryable {
     onPayload: (payload: string) => void,
     options?: { onReconnect?: () => void },
   ): Promise<() => Promise<void>>;
+  /**
+   * Whether the database answers: at once when a statement succeeded within the last
+   * READY_WITHIN_MS, else by running one. A readiness check under load must not queue behind a
+   * busy pool (a load balancer would take a working replica out, or every replica at once).
+   */
+  ping(): Promise<void>;
   close(): Promise<void>;
 }
+
+const READY_WITHIN_MS = 2000;
 
 /** The listening connection's name in pg_stat_activity: which process it serves. */
 export const LISTENER_APPLICATION_NAME = `edgeflow-listen:${process.pid}`;
@@ -88,6 +96,10 @@ class PgliteDb implements Db {
 
   async exec(script: string) {
     await this.pglite.exec(script);
+  }
+
+  async ping() {
+    await this.pglite.query('SELECT 1');
   }
 
   transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T> {
@@ -126,8 +138,17 @@ class PostgresDb implements Db {
     private readonly clientConfig: pg.ClientConfig,
   ) {}
 
+  /** When a statement last succeeded (performance.now()). */
+  private answeredAtMs = Number.NEGATIVE_INFINITY;
+
   async query<Row>(text: string, params: readonly unknown[] = []): Promise<Row[]> {
-    return (await this.pool.query(text, params as unknown[])).rows as Row[];
+    const { rows } = await this.pool.query(text, params as unknown[]);
+    this.answeredAtMs = performance.now();
+    return rows as Row[];
+  }
+
+  async ping() {
+    if (performance.now() - this.answeredAtMs > READY_WITHIN_MS) await this.query('SELECT 1');
   }
 
   async exec(script: string) {

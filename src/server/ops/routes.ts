@@ -35,7 +35,7 @@ export const opsRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = asyn
       },
     },
     async (_request, reply) => {
-      const database = await services.db.query('SELECT 1').then(
+      const database = await services.db.ping().then(
         () => 'ok',
         (error: Error) => `unreachable: ${error.message}`,
       );

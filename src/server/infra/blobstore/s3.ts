@@ -46,9 +46,13 @@ const PARTS_IN_FLIGHT = 4;
  * straight from the bucket through presigned GET URLs, so firmware bytes never pass through
  * the server on the way out.
  */
+/** How long a successful ping answers for the bucket. */
+const PING_VALID_MS = 5000;
+
 export class S3BlobStore implements BlobStore {
   readonly kind = 's3';
   readonly #client: S3Client;
+  #pingedAtMs = Number.NEGATIVE_INFINITY;
   /** Same credentials, other host name: signing involves no request, so it costs no sockets. */
   readonly #presigner: S3Client;
   readonly #bucket: string;
@@ -174,11 +178,18 @@ export class S3BlobStore implements BlobStore {
   }
 
   /** A tiny object written and removed under staging/ (sweepStaged collects it if the delete fails). */
+  /**
+   * The bucket exists and takes a write: three requests, so a success is taken as the answer for
+   * PING_VALID_MS (a load balancer asks every replica every second; under a rollout's downloads
+   * the bucket's answers are slow, and a check that times out takes the replica out).
+   */
   async ping(): Promise<void> {
+    if (performance.now() - this.#pingedAtMs < PING_VALID_MS) return;
     await this.#client.send(new HeadBucketCommand({ Bucket: this.#bucket }));
     const probe = `${STAGING_PREFIX}probe-${randomUUID()}`;
     await this.#client.send(new PutObjectCommand({ Bucket: this.#bucket, Key: probe, Body: 'ready?' }));
     await this.#client.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: probe }));
+    this.#pingedAtMs = performance.now();
   }
 
   /** S3 has no notion of free space. */
