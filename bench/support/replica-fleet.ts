@@ -118,7 +118,9 @@ export async function startReplicaFleet(options: {
       children.push(balancer);
       await untilHealthy(`http://127.0.0.1:${front}`, 'balancer answers');
     }
-    options.log(`${options.replicas} replicas behind ${balancers} HAProxy processes, S3-protocol store`);
+    options.log(
+      `${options.replicas} replicas (${replicas.map((replica) => replica.url).join(', ')}) behind ${balancers} HAProxy processes, S3-protocol store`,
+    );
     const api = await fleetApi(base, ADMIN_KEY);
     const devices = await registerDevices({
       server: base,

@@ -323,6 +323,41 @@ describe('S3BlobStore on s3rver', () => {
     assert.deepEqual(await collect(responseBody(response)), bytes.subarray(1_000_000, 2_000_000));
   });
 
+  it('ping: a recent success answers while the next probe runs; a failed probe is the answer until one succeeds', async (t) => {
+    const bucket = await startS3rver();
+    const store = new S3BlobStore({
+      endpoint: bucket.endpoint,
+      region: 'us-east-1',
+      bucket: bucket.bucket,
+      accessKeyId: bucket.accessKeyId,
+      secretAccessKey: bucket.secretAccessKey,
+      forcePathStyle: true,
+    });
+    try {
+      await store.ping();
+      await bucket.stop();
+      // Within 5 s of the success: answered without a request.
+      await store.ping();
+      // 10 s later (a load balancer's next checks while the bucket is slow or gone): still answered
+      // by the success, while a probe runs behind it and fails.
+      const realNow = performance.now.bind(performance);
+      t.mock.method(performance, 'now', () => realNow() + 10_000);
+      await store.ping();
+      // Once that probe has failed, its failure is the answer.
+      let failed = false;
+      for (let tries = 0; tries < 200 && !failed; tries++) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        failed = await store.ping().then(
+          () => false,
+          () => true,
+        );
+      }
+      assert.ok(failed, 'the failed probe made the store not ready');
+    } finally {
+      await store.close();
+    }
+  });
+
   it('names an unreachable store: delete, stage and ping reject with StorageUnavailableError, not a raw error', async () => {
     const stopped = await startS3rver();
     const gone = new S3BlobStore({

@@ -46,13 +46,15 @@ const PARTS_IN_FLIGHT = 4;
  * straight from the bucket through presigned GET URLs, so firmware bytes never pass through
  * the server on the way out.
  */
-/** How long a successful ping answers for the bucket. */
-const PING_VALID_MS = 5000;
+/** How long a successful ping answers for the bucket at once, and while the next one runs. */
+const PING_FRESH_MS = 5000;
+const PING_VALID_MS = 60_000;
 
 export class S3BlobStore implements BlobStore {
   readonly kind = 's3';
   readonly #client: S3Client;
   #pingedAtMs = Number.NEGATIVE_INFINITY;
+  #probing: Promise<void> | undefined;
   /** Same credentials, other host name: signing involves no request, so it costs no sockets. */
   readonly #presigner: S3Client;
   readonly #bucket: string;
@@ -179,17 +181,37 @@ export class S3BlobStore implements BlobStore {
 
   /** A tiny object written and removed under staging/ (sweepStaged collects it if the delete fails). */
   /**
-   * The bucket exists and takes a write: three requests, so a success is taken as the answer for
-   * PING_VALID_MS (a load balancer asks every replica every second; under a rollout's downloads
-   * the bucket's answers are slow, and a check that times out takes the replica out).
+   * The bucket exists and takes a write: three requests. A load balancer asks every replica every
+   * second, and under a rollout's downloads the bucket answers slowly (a minute, in P7 on one
+   * machine), so: a success within PING_FRESH_MS answers at once; within PING_VALID_MS it answers
+   * too while a new probe runs behind it; a probe that failed, or none recent, is waited for.
    */
   async ping(): Promise<void> {
-    if (performance.now() - this.#pingedAtMs < PING_VALID_MS) return;
-    await this.#client.send(new HeadBucketCommand({ Bucket: this.#bucket }));
-    const probe = `${STAGING_PREFIX}probe-${randomUUID()}`;
-    await this.#client.send(new PutObjectCommand({ Bucket: this.#bucket, Key: probe, Body: 'ready?' }));
-    await this.#client.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: probe }));
-    this.#pingedAtMs = performance.now();
+    const sinceMs = performance.now() - this.#pingedAtMs;
+    if (sinceMs < PING_FRESH_MS) return;
+    this.#probing ??= this.#probe().finally(() => {
+      this.#probing = undefined;
+    });
+    const probe = this.#probing;
+    if (sinceMs < PING_VALID_MS) {
+      probe.catch(() => {});
+      return;
+    }
+    await probe;
+  }
+
+  async #probe(): Promise<void> {
+    try {
+      await this.#client.send(new HeadBucketCommand({ Bucket: this.#bucket }));
+      const probe = `${STAGING_PREFIX}probe-${randomUUID()}`;
+      await this.#client.send(new PutObjectCommand({ Bucket: this.#bucket, Key: probe, Body: 'ready?' }));
+      await this.#client.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: probe }));
+      this.#pingedAtMs = performance.now();
+    } catch (error) {
+      // A failed probe is the answer until one succeeds: the next ping waits for its own.
+      this.#pingedAtMs = Number.NEGATIVE_INFINITY;
+      throw error;
+    }
   }
 
   /** S3 has no notion of free space. */
