@@ -47,10 +47,15 @@ async function waitForDeployment(fleet: ReplicaFleet, id: string, what: string):
   return until(
     what,
     async () => {
-      const deployment = await fleet.api<{ status: string; counts: Record<string, number> }>(
-        'GET',
-        `/api/v1/deployments/${id}`,
-      );
+      // Asked through the balancer, as an operator would; an answer it could not get (a 408 or
+      // 503 from HAProxy on a saturated machine) is logged and asked again at the next poll.
+      const deployment = await fleet
+        .api<{ status: string; counts: Record<string, number> }>('GET', `/api/v1/deployments/${id}`)
+        .catch((error: Error) => {
+          log(`  ${what}: no answer this time (${error.message.split('\n')[0]})`);
+          return undefined;
+        });
+      if (!deployment) return false;
       if (performance.now() - lastLog > 5000) {
         lastLog = performance.now();
         log(`  ${what}: ${deployment.status} ${JSON.stringify(deployment.counts)}`);
