@@ -1,7 +1,8 @@
 /**
  * SHA256 on the hashing worker gives the digest node:crypto gives on the main thread, whatever
  * the chunking (chunks larger than the bytes the worker may have in flight, chunks that straddle
- * slabs), with several hashes interleaved and one of them abandoned.
+ * slabs), with several hashes interleaved and one of them abandoned; bytes in shared memory are
+ * hashed in place, in their turn among copied ones.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -55,5 +56,34 @@ describe('WorkerSha256', () => {
       scratch.fill(0xff);
     }
     assert.equal(await hash.digestHex(), sha256(bytes));
+  });
+
+  it('hashes shared memory in place, in call order among copied updates, and lets it be reused once hashed', async () => {
+    const bytes = randomBytes(6 * MiB + 5);
+    const shared = Buffer.from(new SharedArrayBuffer(MiB));
+    const hash = new WorkerSha256();
+    let offset = 0;
+    for (let turn = 0; offset < bytes.length; turn++) {
+      const size = Math.min(turn % 2 === 0 ? MiB : 100_003, bytes.length - offset);
+      const chunk = bytes.subarray(offset, offset + size);
+      if (turn % 2 === 0) {
+        chunk.copy(shared);
+        await hash.updateShared(shared.subarray(0, size));
+        shared.fill(0xff);
+      } else {
+        await hash.update(chunk);
+      }
+      offset += size;
+    }
+    assert.equal(await hash.digestHex(), sha256(bytes));
+  });
+
+  it('rejects the shared updates still waiting when the hash is abandoned', async () => {
+    const shared = Buffer.from(new SharedArrayBuffer(4 * MiB));
+    const hash = new WorkerSha256();
+    const waiting = hash.updateShared(shared);
+    hash.abort();
+    await assert.rejects(waiting, /aborted/);
+    await assert.rejects(hash.updateShared(shared), /ended/);
   });
 });

@@ -90,7 +90,7 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> =
       // Nothing is committed (no promoted object, no row) before the whole request has been
       // read and accepted: a bad part after the file leaves nothing behind.
       let staged: service.StagedUpload | undefined;
-      // The store frees each chunk of a body read off the socket once it is written (not one of
+      // The store frees each chunk of a body read off the socket once it has stored it (not one of
       // app.inject's, which may share its bytes with the caller).
       const stopDisposingChunks =
         request.raw instanceof IncomingMessage ? disposeChunksOnceStored(request.raw) : undefined;

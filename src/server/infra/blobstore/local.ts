@@ -4,19 +4,24 @@ import { access, type FileHandle, mkdir, open, readdir, rename, rm, stat, statfs
 import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { NotFoundError } from '../errors.ts';
+import { FileTooLargeError, NotFoundError } from '../errors.ts';
 import { freeStoredChunks } from './body-chunks.ts';
 import { fileSystemFault } from './faults.ts';
 import { HotBlobs } from './hot-blobs.ts';
 import { assertSafeKey, isSafeKey } from './keys.ts';
-import { HashingMeter } from './meter.ts';
 import type { BlobStore, DownloadLink, StagedObject } from './types.ts';
+import { WorkerSha256 } from './worker-sha256.ts';
 
 export interface LocalOptions {
   rootDir: string;
   /** Base URL of this server as devices reach it; links point at its `/dl/` route. */
   publicUrl: string;
   signingSecret: string;
+  /**
+   * Staged files are written with direct I/O where the file system takes it (DurableFileSink);
+   * false writes them through the page cache, as a file system without direct I/O has it (tests).
+   */
+  directWrites?: boolean;
 }
 
 export type LinkVerdict = 'ok' | 'expired' | 'invalid';
@@ -30,12 +35,16 @@ export class BlobNotFoundError extends NotFoundError {
 
 const STAGING_DIR = '.staging';
 /**
- * With Node's default 16 KiB, every 64 KiB socket chunk became its own write and stalled the
- * upload on backpressure; 1 MiB doubled upload throughput in bench/p5-upload.ts (256 KiB and
- * 4 MiB measured worse).
+ * A staged file is written from slots of 1 MiB (DurableFileSink): one is filled while the others
+ * are hashed and written; 8 MiB in all per upload. Writes of ~1 MiB doubled upload throughput in
+ * bench/p5-upload.ts against Node's 16 KiB; 6 slots of 2 MiB and 16 of 512 KiB measured alike.
  */
-const WRITE_BUFFER_BYTES = 1024 * 1024;
-/** Periodic datasync of a staged file (DurableFileSink); 32 and 64 MiB measured alike. */
+const SLOT_BYTES = 1024 * 1024;
+const SLOTS = 8;
+/** Direct I/O's alignment of offsets and lengths: the largest logical block size of disks in use. */
+const DIRECT_ALIGN_BYTES = 4096;
+const WASM_PAGE_BYTES = 64 * 1024;
+/** Periodic datasync of a staged file written through the page cache; 32 and 64 MiB measured alike. */
 const SYNC_EVERY_BYTES = 32 * 1024 * 1024;
 const SIGNATURE_HEX = /^[0-9a-f]{64}$/;
 /**
@@ -53,6 +62,7 @@ export class LocalBlobStore implements BlobStore {
   readonly #rootDir: string;
   #publicUrl: string;
   readonly #signingSecret: string;
+  readonly #directWrites: boolean;
   readonly #hot = new HotBlobs(HOT_BLOBS);
 
   constructor(options: LocalOptions) {
@@ -62,6 +72,7 @@ export class LocalBlobStore implements BlobStore {
     mkdirSync(this.#rootDir, { recursive: true });
     this.#publicUrl = withoutTrailingSlashes(options.publicUrl);
     this.#signingSecret = options.signingSecret;
+    this.#directWrites = options.directWrites ?? true;
   }
 
   /** A server listening on port 0 learns its own URL only after listen(), after this store exists. */
@@ -77,18 +88,19 @@ export class LocalBlobStore implements BlobStore {
     body.on('error', ignore);
     try {
       let handle: FileHandle;
+      let direct: boolean;
       try {
         await mkdir(path.dirname(file), { recursive: true });
-        handle = await open(file, 'wx');
+        ({ handle, direct } = await openStagingFile(file, this.#directWrites));
       } catch (error) {
         throw fileSystemFault(error);
       }
-      const meter = new HashingMeter(options.maxBytes);
+      const sink = new DurableFileSink(handle, { direct, maxBytes: options.maxBytes });
       try {
-        await pipeline(body, meter, new DurableFileSink(handle));
-        const sha256 = await meter.digestHex();
+        await pipeline(body, sink);
+        const sha256 = await sink.digestHex();
         await handle.close();
-        return { tempKey, size: meter.bytes, sha256 };
+        return { tempKey, size: sink.bytes, sha256 };
       } catch (error) {
         // close() waits for a write or sync still under way on the handle.
         await handle.close().catch(ignore);
@@ -291,53 +303,163 @@ export class LocalBlobStore implements BlobStore {
 }
 
 /**
- * Writes a staged upload and makes it durable: fsync at the end, so that a promoted object
- * survives a power cut (otherwise the database could point at a file that is not on disk).
- * Along the way it asks for a datasync every SYNC_EVERY_BYTES without waiting for it, so the
- * disk writes the file while it arrives: the kernel itself starts writing back only past
- * vm.dirty_background_ratio (10 % of memory), so the final fsync used to write the whole file
- * after its last byte (~0.65 s per GiB in bench/p5-upload.ts; ~0.03 s now).
+ * Writes a staged upload, hashing and counting it, and makes it durable: fsync at the end, so
+ * that a promoted object survives a power cut (otherwise the database could point at a file
+ * that is not on disk). Errors the moment the count passes `maxBytes`, so an oversized upload is
+ * cut off instead of stored first and refused later.
+ *
+ * The chunks are copied into slots of shared memory (SLOTS of SLOT_BYTES); a full slot is hashed
+ * where it is by the SHA-256 worker (worker-sha256.ts) while it is written, and is filled again
+ * once both are done. One copy per byte on the event loop: HashingMeter's copy into the worker's
+ * slabs and a second one here were each ~0.13 s of the main thread per GiB in bench/p5-upload.ts.
+ *
+ * Where the file system allows it the file is opened with O_DIRECT (openStagingFile): the slots
+ * go to the disk without a copy into the page cache. That copy, and the page cache it fills
+ * (1 GiB of new pages per GiB uploaded), cost ~0.5–0.95 s of CPU per GiB on libuv's threads in
+ * bench/p5-upload.ts, as much as SHA-256 itself; direct writes ~0.13 s. Direct I/O wants its
+ * buffer, offsets and lengths aligned to the device's blocks: the slots are aligned
+ * (alignedSlots), each is written whole at its own offset, and the last one is padded to a block
+ * and the file cut back to its size before the fsync.
+ *
+ * Without direct I/O (a file system without it, tmpfs before Linux 6.6, not Linux) the same
+ * slots are written through the page cache, with a datasync every SYNC_EVERY_BYTES not waited
+ * for, so the disk writes the file while it arrives (the kernel starts writing back only past
+ * vm.dirty_background_ratio: the final fsync used to write the whole file after its last byte).
  */
 class DurableFileSink extends Writable {
   readonly #handle: FileHandle;
+  readonly #direct: boolean;
+  readonly #maxBytes: number;
+  readonly #hash = new WorkerSha256();
+  readonly #free: Buffer[];
+  /** The slot being filled, and how far. */
+  #slot: Buffer | undefined;
+  #filled = 0;
+  /** Chunks copied into slots, freed together when their slot is full. */
+  #copied: Buffer[] = [];
+  /** File offset of the next slot, and the bytes received so far. */
   #position = 0;
+  #bytes = 0;
+  readonly #storing = new Set<Promise<void>>();
+  #failure: unknown;
+  #waitingForSlot: (() => void) | undefined;
   #unsynced = 0;
   #syncing: Promise<void> | undefined;
-  #syncError: unknown;
 
-  constructor(handle: FileHandle) {
-    super({ highWaterMark: WRITE_BUFFER_BYTES });
+  constructor(handle: FileHandle, options: { direct: boolean; maxBytes: number }) {
+    super({ highWaterMark: SLOT_BYTES });
     this.#handle = handle;
+    this.#direct = options.direct;
+    this.#maxBytes = options.maxBytes;
+    this.#free = alignedSlots(SLOTS, SLOT_BYTES);
   }
 
-  override _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
-    this.#write(chunks.map(({ chunk }) => chunk)).then(() => callback(), callback);
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Once the stream has finished: the digest, as soon as the worker has hashed the last slot. */
+  digestHex(): Promise<string> {
+    return this.#hash.digestHex();
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.#write([chunk]).then(() => callback(), callback);
+    this.#bytes += chunk.length;
+    if (this.#bytes > this.#maxBytes) {
+      callback(new FileTooLargeError(this.#maxBytes));
+      return;
+    }
+    let offset: number;
+    try {
+      offset = this.#copy(chunk, 0);
+    } catch (error) {
+      callback(error as Error);
+      return;
+    }
+    if (offset === chunk.length) {
+      this.#copied.push(chunk);
+      callback();
+      return;
+    }
+    this.#copyRest(chunk, offset).then(() => {
+      this.#copied.push(chunk);
+      callback();
+    }, callback);
   }
 
   override _final(callback: (error?: Error | null) => void): void {
     this.#finish().then(() => callback(), callback);
   }
 
-  async #write(buffers: Buffer[]): Promise<void> {
-    if (this.#syncError !== undefined) throw this.#syncError;
-    let size = 0;
-    for (const buffer of buffers) size += buffer.length;
-    let written = (await this.#handle.writev(buffers, this.#position)).bytesWritten;
-    if (written < size) {
-      // A short write (rare on a file, e.g. just before ENOSPC): the rest, until it errors.
-      const all = Buffer.concat(buffers);
-      while (written < size) {
-        written += (await this.#handle.write(all, written, size - written, this.#position + written)).bytesWritten;
+  /** Also called after a successful end (autoDestroy), when the hash has ended already. */
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.#hash.abort();
+    callback(error);
+  }
+
+  /** Copies from `from` on while there is a free slot; returns where it stopped. */
+  #copy(chunk: Buffer, from: number): number {
+    if (this.#failure !== undefined) throw this.#failure;
+    let offset = from;
+    while (offset < chunk.length) {
+      if (this.#slot === undefined) {
+        const slot = this.#free.pop();
+        if (slot === undefined) return offset;
+        this.#slot = slot;
+        this.#filled = 0;
       }
+      const length = Math.min(SLOT_BYTES - this.#filled, chunk.length - offset);
+      copyIntoShared(this.#slot, this.#filled, chunk.subarray(offset, offset + length));
+      offset += length;
+      this.#filled += length;
+      if (this.#filled === SLOT_BYTES) this.#store(SLOT_BYTES);
     }
-    this.#position += size;
-    this.#unsynced += size;
-    freeStoredChunks(buffers);
-    if (this.#unsynced >= SYNC_EVERY_BYTES && this.#syncing === undefined) {
+    return offset;
+  }
+
+  async #copyRest(chunk: Buffer, from: number): Promise<void> {
+    let offset = from;
+    while (offset < chunk.length) {
+      await new Promise<void>((resolve) => {
+        this.#waitingForSlot = resolve;
+      });
+      offset = this.#copy(chunk, offset);
+    }
+  }
+
+  /**
+   * Hashes the current slot's filled bytes and writes its first `length` bytes (padding
+   * included) at the slot's offset, both in the background; the slot is free again after both.
+   */
+  #store(length: number): void {
+    const slot = this.#slot as Buffer;
+    const position = this.#position;
+    const filled = this.#filled;
+    this.#slot = undefined;
+    this.#position += SLOT_BYTES;
+    freeStoredChunks(this.#copied);
+    this.#copied = [];
+    const storing: Promise<void> = Promise.all([
+      this.#hash.updateShared(slot.subarray(0, filled)),
+      writeFully(this.#handle, slot, length, position),
+    ]).then(
+      () => {
+        this.#storing.delete(storing);
+        this.#free.push(slot);
+        this.#afterWrite(length);
+      },
+      (error: unknown) => {
+        this.#storing.delete(storing);
+        this.#failure ??= error;
+        this.#wake();
+      },
+    );
+    this.#storing.add(storing);
+  }
+
+  #afterWrite(length: number): void {
+    this.#unsynced += length;
+    if (!this.#direct && this.#unsynced >= SYNC_EVERY_BYTES && this.#syncing === undefined) {
       this.#unsynced = 0;
       this.#syncing = this.#handle.datasync().then(
         () => {
@@ -345,17 +467,84 @@ class DurableFileSink extends Writable {
         },
         (error: unknown) => {
           this.#syncing = undefined;
-          this.#syncError = error;
+          this.#failure ??= error;
         },
       );
     }
+    this.#wake();
+  }
+
+  #wake(): void {
+    const wake = this.#waitingForSlot;
+    this.#waitingForSlot = undefined;
+    wake?.();
   }
 
   async #finish(): Promise<void> {
+    if (this.#slot !== undefined && this.#filled > 0) {
+      // Direct I/O writes whole blocks: the last one is padded, and the file cut back below.
+      const length = this.#direct ? Math.ceil(this.#filled / DIRECT_ALIGN_BYTES) * DIRECT_ALIGN_BYTES : this.#filled;
+      this.#slot.fill(0, this.#filled, length);
+      this.#store(length);
+    }
+    freeStoredChunks(this.#copied);
+    this.#copied = [];
+    while (this.#storing.size > 0) await Promise.allSettled([...this.#storing]);
     await this.#syncing;
-    if (this.#syncError !== undefined) throw this.#syncError;
+    if (this.#failure !== undefined) throw this.#failure;
+    // Every slot is hashed by now: ends the hash, whose digest arrives while the file is synced.
+    void this.#hash.digestHex();
+    if (this.#direct && this.#bytes % DIRECT_ALIGN_BYTES !== 0) await this.#handle.truncate(this.#bytes);
     await this.#handle.sync();
   }
+}
+
+/**
+ * Copies `source` into `target` (shared memory) at `offset`. Buffer#copy would go through
+ * TypedArray#set, which copies into shared memory with relaxed atomics (twice the time of a
+ * memmove: ~0.25 s per GiB on the main thread, see worker-sha256.ts); a fill with a source as
+ * long as the range is one plain memcpy.
+ */
+function copyIntoShared(target: Buffer, offset: number, source: Buffer): void {
+  target.fill(source, offset, offset + source.length);
+}
+
+/** Writes `length` bytes of `buffer` at `position`, again after a short write (rare on a file, e.g. just before ENOSPC). */
+async function writeFully(handle: FileHandle, buffer: Buffer, length: number, position: number): Promise<void> {
+  let written = 0;
+  while (written < length) {
+    written += (await handle.write(buffer, written, length - written, position + written)).bytesWritten;
+  }
+}
+
+/**
+ * `count` buffers of `bytes` each in shared memory (the hashing worker reads them where they
+ * are), aligned for direct I/O. Node's own buffers come from malloc (16-byte aligned); a
+ * WebAssembly memory is mapped whole, so it starts on a page, and `bytes` is a multiple of 64 KiB
+ * (a WebAssembly page, and a multiple of every block size direct I/O asks for).
+ */
+function alignedSlots(count: number, bytes: number): Buffer[] {
+  const pages = (count * bytes) / WASM_PAGE_BYTES;
+  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+  return Array.from({ length: count }, (_, index) => Buffer.from(memory.buffer, index * bytes, bytes));
+}
+
+/**
+ * Creates a staging file for writing, with O_DIRECT when `direct` and the file system takes it
+ * (see DurableFileSink), else without; the `direct` returned says which.
+ */
+async function openStagingFile(file: string, direct: boolean): Promise<{ handle: FileHandle; direct: boolean }> {
+  if (direct && constants.O_DIRECT !== undefined) {
+    try {
+      const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_DIRECT;
+      return { handle: await open(file, flags), direct: true };
+    } catch (error) {
+      if (errorCode(error) !== 'EINVAL') throw error;
+      // The file system refuses O_DIRECT; the refused open may have created the file already.
+      await rm(file, { force: true });
+    }
+  }
+  return { handle: await open(file, 'wx'), direct: false };
 }
 
 function withoutTrailingSlashes(url: string): string {

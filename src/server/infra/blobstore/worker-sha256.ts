@@ -10,6 +10,9 @@ import { Worker } from 'node:worker_threads';
  * The worker is inline (`eval`, CommonJS, node:crypto only): no entry file to resolve under tsx
  * or from a bundle. One worker serves every upload of the process; it is started by the first
  * upload and ends once none has used it for IDLE_MS.
+ *
+ * A caller that has its bytes in shared memory already (the local store's write buffers,
+ * local.ts) has them hashed in place instead (`updateShared`): no copy, one message each way.
  */
 /** Bytes copied into one slab before it goes to the worker: ~1,000 messages per GiB each way. */
 const SLAB_BYTES = 1024 * 1024;
@@ -28,6 +31,9 @@ parentPort.on('message', (message) => {
   } else if (message.type === 'slab') {
     hashes.get(id)?.update(new Uint8Array(message.slab, 0, message.length));
     parentPort.postMessage({ type: 'slab', id, slab: message.slab }, [message.slab]);
+  } else if (message.type === 'shared') {
+    hashes.get(id)?.update(new Uint8Array(message.memory, message.offset, message.length));
+    parentPort.postMessage({ type: 'hashed', id });
   } else if (message.type === 'end') {
     const hash = hashes.get(id);
     hashes.delete(id);
@@ -38,10 +44,14 @@ parentPort.on('message', (message) => {
 });
 `;
 
-type WorkerReply = { type: 'slab'; id: number; slab: ArrayBuffer } | { type: 'digest'; id: number; hex: string };
+type WorkerReply =
+  | { type: 'slab'; id: number; slab: ArrayBuffer }
+  | { type: 'hashed'; id: number }
+  | { type: 'digest'; id: number; hex: string };
 
 interface JobCallbacks {
   returned(slab: ArrayBuffer): void;
+  hashed(): void;
   digest(hex: string): void;
   failed(error: Error): void;
 }
@@ -80,6 +90,7 @@ class HashThread {
     worker.on('message', (reply: WorkerReply) => {
       const job = this.#jobs.get(reply.id);
       if (reply.type === 'slab') job?.returned(reply.slab);
+      else if (reply.type === 'hashed') job?.hashed();
       else job?.digest(reply.hex);
     });
     const fail = (error: Error) => {
@@ -115,6 +126,8 @@ export class WorkerSha256 {
   #slab: Buffer | undefined;
   #filled = 0;
   #waitingForSlab: (() => void) | undefined;
+  /** Shared bytes sent and not hashed yet, oldest first (the worker answers in order). */
+  readonly #hashing: { resolve(): void; reject(error: Error): void }[] = [];
   #failure: Error | undefined;
   #digest: { resolve(hex: string): void; reject(error: Error): void } | undefined;
   readonly #digestHex: Promise<string>;
@@ -131,6 +144,7 @@ export class WorkerSha256 {
         this.#free.push(slab);
         this.#wake();
       },
+      hashed: () => this.#hashing.shift()?.resolve(),
       digest: (hex) => {
         thread.close(this.#id);
         this.#digest?.resolve(hex);
@@ -138,6 +152,7 @@ export class WorkerSha256 {
       failed: (error) => {
         this.#failure = error;
         this.#digest?.reject(error);
+        this.#settleShared(error);
         this.#wake();
       },
     });
@@ -150,6 +165,26 @@ export class WorkerSha256 {
   update(chunk: Buffer): Promise<void> | undefined {
     const offset = this.#copy(chunk, 0);
     return offset === chunk.length ? undefined : this.#copyRest(chunk, offset);
+  }
+
+  /**
+   * Hashes `bytes`, a view of shared memory, where they are: resolves once the worker has read
+   * them, after which the caller may overwrite them. Keeps its place among `update`s.
+   */
+  updateShared(bytes: Uint8Array): Promise<void> {
+    if (this.#failure) return Promise.reject(this.#failure);
+    if (this.#ended) return Promise.reject(new Error('the hash has ended'));
+    this.#send();
+    return new Promise<void>((resolve, reject) => {
+      this.#hashing.push({ resolve, reject });
+      thread.post({
+        type: 'shared',
+        id: this.#id,
+        memory: bytes.buffer,
+        offset: bytes.byteOffset,
+        length: bytes.byteLength,
+      });
+    });
   }
 
   /** Ends the hash; the digest arrives once the worker has caught up. */
@@ -168,6 +203,11 @@ export class WorkerSha256 {
     this.#ended = true;
     thread.post({ type: 'abort', id: this.#id });
     thread.close(this.#id);
+    this.#settleShared(new Error('the hash was aborted'));
+  }
+
+  #settleShared(error: Error): void {
+    for (const pending of this.#hashing.splice(0)) pending.reject(error);
   }
 
   async #copyRest(chunk: Buffer, from: number): Promise<void> {
