@@ -91,14 +91,7 @@ export function startServer(
 ): Promise<{ child: ChildProcess; url: string }> {
   const child = spawn(process.execPath, serveArgs(nodeArgs), {
     cwd: REPO_ROOT,
-    env: {
-      ...process.env,
-      EDGEFLOW_DATA_DIR: dataDir,
-      HOST: '127.0.0.1',
-      PORT: '0',
-      LOG_LEVEL: 'warn',
-      EDGEFLOW_ADMIN_KEY: adminKey,
-    },
+    env: serveEnv(dataDir, 0, adminKey),
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   return new Promise((resolve, reject) => {
@@ -140,6 +133,39 @@ export async function until(
     await sleep(pollMs);
   }
   return performance.now();
+}
+
+/** The value at percentile `p` (0–100) of `values`; NaN for none. */
+export function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+}
+
+/** One metric of a server's /metrics (asked for by name: see the route), 0 when absent. */
+export async function metricOf(url: string, name: string): Promise<number> {
+  const text = await fetch(`${url}/metrics?name=${name}`).then((r) => r.text());
+  return Number(new RegExp(`^${name} (\\S+)`, 'm').exec(text)?.[1] ?? 0);
+}
+
+/**
+ * The environment of a benchmark's `serve` process: this one's, with its data directory, port
+ * and system administrator key, quiet logs, and `extra` (a public URL, a store) on top.
+ */
+export function serveEnv(
+  dataDir: string,
+  port: number,
+  adminKey: string,
+  extra: Record<string, string> = {},
+): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    EDGEFLOW_DATA_DIR: dataDir,
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    EDGEFLOW_ADMIN_KEY: adminKey,
+    LOG_LEVEL: 'warn',
+    ...extra,
+  };
 }
 
 /** Until `base` answers /healthz (a server or a balancer in front of one). */

@@ -25,7 +25,7 @@ import { migrate } from '../src/server/infra/migrate.ts';
 import { bootstrap, createOrganization } from '../src/server/orgs/service.ts';
 import { startOn } from '../src/server/server.ts';
 import type { ProgressReport } from '../src/server/updates/transitions.ts';
-import { type Figure, report } from './lib.ts';
+import { type Figure, percentile, report } from './lib.ts';
 
 const DEVICES = Number(process.env.P3_DEVICES ?? 10_000);
 const REPORTS = Number(process.env.P3_REPORTS ?? 300_000);
@@ -81,11 +81,6 @@ function reportsOf(organizationId: string, ids: string[], round: number): Progre
     phase: 'downloading',
     progress: Math.min(99, round),
   }));
-}
-
-function percentile(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
 }
 
 async function measure(kind: 'pglite' | 'postgres'): Promise<Figure[]> {

@@ -17,7 +17,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runSimulation } from '../src/simulator/processes.ts';
 import { registerDevices } from '../src/simulator/register.ts';
-import { type Figure, freePort, REPO_ROOT, report, rssBytes, serveArgs, until, untilHealthy } from './lib.ts';
+import { type Figure, freePort, REPO_ROOT, report, rssBytes, serveArgs, serveEnv, until, untilHealthy } from './lib.ts';
 
 const DEVICES = Number(process.env.P4_DEVICES ?? 15_000);
 /**
@@ -91,16 +91,7 @@ async function measureServer(): Promise<Measurement & { clientRss: number[]; reg
     process.execPath,
     serveArgs(['--expose-gc', '--import', path.join(REPO_ROOT, 'bench/support/p4-gc-on-signal.mjs')]),
     {
-      env: {
-        ...process.env,
-        EDGEFLOW_DATA_DIR: dataDir,
-        PORT: String(port),
-        HOST: '127.0.0.1',
-        EDGEFLOW_PUBLIC_URL: base,
-        EDGEFLOW_ADMIN_KEY: ADMIN_KEY,
-        LOG_LEVEL: 'warn',
-        P4_MEMORY_FILE: memoryFile,
-      },
+      env: serveEnv(dataDir, port, ADMIN_KEY, { EDGEFLOW_PUBLIC_URL: base, P4_MEMORY_FILE: memoryFile }),
       stdio: ['ignore', 'ignore', 'inherit'],
     },
   );

@@ -17,7 +17,7 @@
  * P7_DEVICES (10,000), P7_REPLICAS ("1,3"), P7_LATENCY_SAMPLES (200).
  */
 import { randomBytes } from 'node:crypto';
-import { type Figure, report, rssBytes, until } from './lib.ts';
+import { type Figure, percentile, report, rssBytes, until } from './lib.ts';
 import { type ReplicaFleet, startReplicaFleet } from './support/replica-fleet.ts';
 
 const DEVICES = Number(process.env.P7_DEVICES ?? 10_000);
@@ -35,11 +35,6 @@ interface Measured {
   rowsPerDevice: number;
   transactionsPerDevice: number;
   latency?: { relayed: number[]; direct: number[] };
-}
-
-function percentile(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
 }
 
 async function waitForDeployment(fleet: ReplicaFleet, id: string, what: string): Promise<number> {

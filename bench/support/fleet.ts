@@ -12,7 +12,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { runSimulation } from '../../src/simulator/processes.ts';
 import { registerDevices } from '../../src/simulator/register.ts';
-import { freePort, serveArgs, until, untilHealthy } from '../lib.ts';
+import { freePort, metricOf, serveArgs, serveEnv, until, untilHealthy } from '../lib.ts';
 
 const ADMIN_KEY = 'fleet-bench-admin-key';
 export const DATABASE_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -57,16 +57,10 @@ export async function startFleet(options: {
     ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE_DIR}`]
     : [];
   const server = spawn(process.execPath, serveArgs(profile), {
-    env: {
-      ...process.env,
-      EDGEFLOW_DATA_DIR: dataDir,
-      PORT: String(port),
-      HOST: '127.0.0.1',
+    env: serveEnv(dataDir, port, ADMIN_KEY, {
       EDGEFLOW_PUBLIC_URL: base,
-      EDGEFLOW_ADMIN_KEY: ADMIN_KEY,
-      LOG_LEVEL: 'warn',
       DATABASE_URL: schema ? `${DATABASE_URL}?options=${encodeURIComponent(`-c search_path=${schema}`)}` : '',
-    },
+    }),
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   // A benchmark stopped from outside (Ctrl-C, a timeout) must not leave its server running.
@@ -96,10 +90,7 @@ export async function startFleet(options: {
     key,
     server,
     simulation,
-    async metric(name) {
-      const text = await fetch(`${base}/metrics?name=${name}`).then((r) => r.text());
-      return Number(new RegExp(`^${name} (\\S+)`, 'm').exec(text)?.[1] ?? 0);
-    },
+    metric: (name) => metricOf(base, name),
     api,
     uploadFirmware,
     async close() {

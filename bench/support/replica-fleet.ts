@@ -17,7 +17,7 @@ import { registerDevices } from '../../src/simulator/register.ts';
 import { addCounters, emptyCounters, type Simulation } from '../../src/simulator/simulator.ts';
 import { balancerConfig } from '../../test/helpers/replicas.ts';
 import { startS3rverProcess } from '../../test/helpers/s3rver.ts';
-import { freePort, serveArgs, until, untilHealthy } from '../lib.ts';
+import { freePort, metricOf, serveArgs, serveEnv, until, untilHealthy } from '../lib.ts';
 import { DATABASE_URL, type Fleet, fleetApi } from './fleet.ts';
 
 const ADMIN_KEY = 'replica-bench-admin-key';
@@ -84,22 +84,16 @@ export async function startReplicaFleet(options: {
       const dataDir = await mkdtemp(path.join(os.tmpdir(), 'edgeflow-replica-bench-'));
       dirs.push(dataDir);
       const child = spawn(process.execPath, serveArgs(), {
-        env: {
-          ...process.env,
-          EDGEFLOW_DATA_DIR: dataDir,
-          PORT: String(port),
-          HOST: '127.0.0.1',
+        env: serveEnv(dataDir, port, ADMIN_KEY, {
           EDGEFLOW_PUBLIC_URL: base,
-          EDGEFLOW_ADMIN_KEY: ADMIN_KEY,
           EDGEFLOW_TRUST_PROXY: 'true',
           EDGEFLOW_STORE: 's3',
           S3_BUCKET: bucket.bucket,
           S3_ENDPOINT: bucket.endpoint,
           S3_ACCESS_KEY_ID: bucket.accessKeyId,
           S3_SECRET_ACCESS_KEY: bucket.secretAccessKey,
-          LOG_LEVEL: 'warn',
           DATABASE_URL: `${DATABASE_URL}?options=${encodeURIComponent(`-c search_path=${schema}`)}`,
-        },
+        }),
         stdio: ['ignore', 'ignore', 'inherit'],
       });
       children.push(child);
@@ -175,9 +169,4 @@ export async function startReplicaFleet(options: {
     await stopAll();
     throw error;
   }
-}
-
-async function metricOf(url: string, name: string): Promise<number> {
-  const text = await fetch(`${url}/metrics?name=${name}`).then((r) => r.text());
-  return Number(new RegExp(`^${name} (\\S+)`, 'm').exec(text)?.[1] ?? 0);
 }

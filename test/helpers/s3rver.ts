@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { S3BlobStore, type S3Options } from '../../src/server/infra/blobstore/s3.ts';
 
 /** The part of s3rver's API used here; the package ships no type declarations. */
 interface S3rverInstance {
@@ -85,4 +86,17 @@ export async function startS3rverProcess(): Promise<RunningS3rver> {
       await exited;
     },
   };
+}
+
+/** An S3 store on `s3`'s bucket as the tests reach it (path-style, its account); `options` change any of it. */
+export function s3StoreOn(s3: Omit<RunningS3rver, 'stop'>, options: Partial<S3Options> = {}): S3BlobStore {
+  return new S3BlobStore({
+    endpoint: s3.endpoint,
+    region: 'us-east-1',
+    bucket: s3.bucket,
+    accessKeyId: s3.accessKeyId,
+    secretAccessKey: s3.secretAccessKey,
+    forcePathStyle: true,
+    ...options,
+  });
 }

@@ -14,14 +14,14 @@ import { fileURLToPath } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { LocalBlobStore, S3BlobStore } from '../../src/server/infra/blobstore/index.ts';
+import { LocalBlobStore } from '../../src/server/infra/blobstore/index.ts';
 import type { BlobStore } from '../../src/server/infra/blobstore/types.ts';
 import { type Config, loadConfig } from '../../src/server/infra/config.ts';
 import { type Db, openDb, wrapPglite } from '../../src/server/infra/db.ts';
 import { loadMigrations, migrate } from '../../src/server/infra/migrate.ts';
 import { bootstrap } from '../../src/server/orgs/service.ts';
 import { type RunningServer, startOn } from '../../src/server/server.ts';
-import { type RunningS3rver, startS3rver } from './s3rver.ts';
+import { type RunningS3rver, s3StoreOn, startS3rver } from './s3rver.ts';
 import { tempDir } from './temp.ts';
 
 export type DbKind = 'pglite' | 'postgres';
@@ -201,14 +201,7 @@ export async function openTestStore(
     return { store, dispose: async () => (state ? undefined : rm(rootDir, { recursive: true, force: true })) };
   }
   const s3 = await sharedS3rver();
-  const store = new S3BlobStore({
-    endpoint: s3.endpoint,
-    region: 'us-east-1',
-    bucket: s3.bucket,
-    accessKeyId: s3.accessKeyId,
-    secretAccessKey: s3.secretAccessKey,
-    forcePathStyle: true,
-  });
+  const store = s3StoreOn(s3);
   return { store, dispose: async () => {} };
 }
 

@@ -13,10 +13,10 @@ import { Readable } from 'node:stream';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import { after, afterEach, before, describe, it } from 'node:test';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { BlobNotFoundError, LocalBlobStore, S3BlobStore } from '../../src/server/infra/blobstore/index.ts';
+import { BlobNotFoundError, LocalBlobStore, type S3BlobStore } from '../../src/server/infra/blobstore/index.ts';
 import type { BlobStore } from '../../src/server/infra/blobstore/types.ts';
 import { FileTooLargeError, StorageUnavailableError } from '../../src/server/infra/errors.ts';
-import { type RunningS3rver, startS3rver } from '../helpers/s3rver.ts';
+import { type RunningS3rver, s3StoreOn, startS3rver } from '../helpers/s3rver.ts';
 
 const MiB = 1024 * 1024;
 const CHUNK_BYTES = 64 * 1024;
@@ -329,14 +329,7 @@ describe('S3BlobStore on s3rver', () => {
 
   before(async () => {
     s3rver = await startS3rver();
-    store = new S3BlobStore({
-      endpoint: s3rver.endpoint,
-      region: 'us-east-1',
-      bucket: s3rver.bucket,
-      accessKeyId: s3rver.accessKeyId,
-      secretAccessKey: s3rver.secretAccessKey,
-      forcePathStyle: true,
-    });
+    store = s3StoreOn(s3rver);
     await store.ping();
   });
 
@@ -361,14 +354,7 @@ describe('S3BlobStore on s3rver', () => {
 
   it('ping: a recent success answers while the next probe runs; a failed probe is the answer until one succeeds', async (t) => {
     const bucket = await startS3rver();
-    const store = new S3BlobStore({
-      endpoint: bucket.endpoint,
-      region: 'us-east-1',
-      bucket: bucket.bucket,
-      accessKeyId: bucket.accessKeyId,
-      secretAccessKey: bucket.secretAccessKey,
-      forcePathStyle: true,
-    });
+    const store = s3StoreOn(bucket);
     try {
       await store.ping();
       await bucket.stop();
@@ -396,14 +382,7 @@ describe('S3BlobStore on s3rver', () => {
 
   it('names an unreachable store: delete, stage and ping reject with StorageUnavailableError, not a raw error', async () => {
     const stopped = await startS3rver();
-    const gone = new S3BlobStore({
-      endpoint: stopped.endpoint,
-      region: 'us-east-1',
-      bucket: stopped.bucket,
-      accessKeyId: stopped.accessKeyId,
-      secretAccessKey: stopped.secretAccessKey,
-      forcePathStyle: true,
-    });
+    const gone = s3StoreOn(stopped);
     await stopped.stop();
     try {
       await assert.rejects(gone.delete('firmware/org/1.0.0/x.bin'), StorageUnavailableError);
@@ -415,14 +394,7 @@ describe('S3BlobStore on s3rver', () => {
   });
 
   it('ensureBucket creates a missing bucket and is idempotent', async () => {
-    const other = new S3BlobStore({
-      endpoint: s3rver.endpoint,
-      region: 'us-east-1',
-      bucket: 'edgeflow-created',
-      accessKeyId: s3rver.accessKeyId,
-      secretAccessKey: s3rver.secretAccessKey,
-      forcePathStyle: true,
-    });
+    const other = s3StoreOn(s3rver, { bucket: 'edgeflow-created' });
     try {
       await assert.rejects(other.ping());
       await other.ensureBucket();
@@ -434,15 +406,7 @@ describe('S3BlobStore on s3rver', () => {
   });
 
   it('presigns for the public endpoint when devices reach S3 under another name', async () => {
-    const other = new S3BlobStore({
-      endpoint: s3rver.endpoint,
-      publicEndpoint: 'https://firmware.example.com',
-      region: 'us-east-1',
-      bucket: s3rver.bucket,
-      accessKeyId: s3rver.accessKeyId,
-      secretAccessKey: s3rver.secretAccessKey,
-      forcePathStyle: true,
-    });
+    const other = s3StoreOn(s3rver, { publicEndpoint: 'https://firmware.example.com' });
     try {
       const { url } = await other.downloadLink(firmwareKey('org-1', '1.0.0', 'a'.repeat(64)), 3600);
       const parsed = new URL(url);
