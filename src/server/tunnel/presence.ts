@@ -126,6 +126,8 @@ export class Presence {
   /** Leaves the replicas: the devices it held are offline, and it is forgotten. */
   async stop(): Promise<void> {
     for (const timer of this.#timers) clearInterval(timer);
+    // A beat in flight ends first: one that found this replica gone after it left would register it again.
+    await this.#beating?.catch(() => {});
     const { db } = this.#deps;
     // The tunnels just closed: their offline burst is written now, not by a timer once the database is closed.
     await this.#markOffline.drain();
