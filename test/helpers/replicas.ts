@@ -281,15 +281,19 @@ export async function startReplicas(options: ReplicaSetOptions): Promise<Replica
   const watchdog = startWatchdog();
 
   const stop = async () => {
-    for (const watcher of watchers) watcher.stop();
-    await stopChild(balancer);
-    await Promise.all(replicas.map((replica) => stopChild(replica.child)));
-    await bucketFront?.close();
-    await s3?.stop();
-    await db?.close();
-    await dropSchema(schema);
-    await Promise.all(dataDirs.map((dir) => rm(dir, { recursive: true, force: true })));
-    watchdog.close();
+    // The schema and the directories go whatever failed before them.
+    try {
+      for (const watcher of watchers) watcher.stop();
+      await stopChild(balancer);
+      await Promise.all(replicas.map((replica) => stopChild(replica.child)));
+      await bucketFront?.close();
+      await s3?.stop();
+      await db?.close();
+    } finally {
+      await dropSchema(schema);
+      await Promise.all(dataDirs.map((dir) => rm(dir, { recursive: true, force: true })));
+      watchdog.close();
+    }
   };
 
   try {

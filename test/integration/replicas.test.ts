@@ -125,16 +125,21 @@ describe('two server processes on one PostgreSQL', { skip: !onPostgres && 'Postg
   });
 
   after(async () => {
-    for (const watcher of watchers) watcher.stop();
-    for (const agent of agents) await agent.stop();
-    for (const replica of [a, b, ...extra]) {
-      if (replica && replica.child.exitCode === null) {
-        replica.child.kill('SIGTERM');
-        await replica.exited;
+    // The schema goes whatever failed before it: a test schema left behind is a leak in CI's database.
+    try {
+      for (const watcher of watchers) watcher.stop();
+      for (const agent of agents) await agent.stop().catch(() => {});
+      for (const replica of [a, b, ...extra]) {
+        if (replica && replica.child.exitCode === null) {
+          replica.child.kill('SIGCONT');
+          replica.child.kill('SIGTERM');
+          await replica.exited;
+        }
       }
+      await s3?.stop();
+    } finally {
+      await dropSchema(schema);
     }
-    await s3?.stop();
-    await dropSchema(schema);
   });
 
   it('an SSE client of replica A sees the device come online and update on replica B', async () => {
