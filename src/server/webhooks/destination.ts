@@ -77,7 +77,10 @@ export function checkEndpointUrl(text: string, config: WebhookConfig): string {
     throw new BadRequestError('invalid_webhook_url', `not an absolute URL of at most ${MAX_URL_LENGTH} characters`);
   }
   if (url.username || url.password) {
-    throw new BadRequestError('invalid_webhook_url', 'a webhook URL carries no credentials; the signature proves the sender');
+    throw new BadRequestError(
+      'invalid_webhook_url',
+      'a webhook URL carries no credentials; the signature proves the sender',
+    );
   }
   if (url.hash) throw new BadRequestError('invalid_webhook_url', 'a webhook URL has no #fragment');
   const host = url.hostname.replace(/^\[|\]$/g, '');
@@ -120,7 +123,8 @@ export function guardedLookup(config: WebhookConfig, plainHttp: boolean): net.Lo
       if (allowed.length === 0) {
         return callback(new RefusedAddressError(`${hostname} resolves to an internal address`), '', 0);
       }
-      if ((options as { all?: boolean }).all) return (callback as (e: null, a: dns.LookupAddress[]) => void)(null, allowed);
+      if ((options as { all?: boolean }).all)
+        return (callback as (e: null, a: dns.LookupAddress[]) => void)(null, allowed);
       return callback(null, allowed[0]!.address, allowed[0]!.family);
     });
   };

@@ -94,7 +94,11 @@ export function listEndpoints(db: Queryable, organizationId: string): Promise<En
   );
 }
 
-export async function findEndpoint(db: Queryable, organizationId: string, id: string): Promise<EndpointRow | undefined> {
+export async function findEndpoint(
+  db: Queryable,
+  organizationId: string,
+  id: string,
+): Promise<EndpointRow | undefined> {
   const [row] = await db.query<EndpointRow>(
     `SELECT ${ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE organization_id = $1 AND id = $2`,
     [organizationId, id],
@@ -257,15 +261,7 @@ export async function settleAttempt(
        delivered_at = CASE WHEN $5 THEN now() END,
        next_attempt_at = coalesce($7::timestamptz, next_attempt_at)
      WHERE id = $1 AND status = 'pending'`,
-    [
-      id,
-      JSON.stringify(attempt),
-      attempt.status_code,
-      attempt.error,
-      outcome.delivered,
-      outcome.kept,
-      outcome.retryAt,
-    ],
+    [id, JSON.stringify(attempt), attempt.status_code, attempt.error, outcome.delivered, outcome.kept, outcome.retryAt],
   );
 }
 

@@ -82,7 +82,12 @@ export const webhookRoutes: FastifyPluginAsyncTypebox<{ webhooks: WebhookService
         summary: 'Register a webhook endpoint; the answer carries its signing secret, shown only this once',
         description: '409 too_many_webhooks past 20 endpoints per organization.',
         body: Type.Object(
-          { url: Url, events: EventList, enabled: Type.Optional(Type.Boolean()), description: Type.Optional(Description) },
+          {
+            url: Url,
+            events: EventList,
+            enabled: Type.Optional(Type.Boolean()),
+            description: Type.Optional(Description),
+          },
           { additionalProperties: false },
         ),
         response: { 201: EndpointWithSecret, ...errors },
