@@ -2,8 +2,9 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { orgPrincipal } from '../infra/auth.ts';
-import { authErrors, ErrorResponse, Nullable, PlainText, Timestamp } from '../infra/schemas.ts';
-import { WEBHOOK_DELIVERY_STATUSES, WEBHOOK_EVENT_TYPES, type WebhookDeliveryStatus } from '../model/webhook-events.ts';
+import { authErrors, ErrorResponse, Nullable, PlainText } from '../infra/schemas.ts';
+import { WEBHOOK_EVENT_TYPES } from '../model/webhook-events.ts';
+import { Delivery, DeliveryStatus, Endpoint, EndpointWithSecret } from './schemas.ts';
 import type { WebhookService } from './service.ts';
 
 const Id = Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' });
@@ -24,50 +25,6 @@ const Url = Type.String({
     'loopback or link-local address unless EDGEFLOW_WEBHOOKS_ALLOW_PRIVATE (400 webhook_url_private)',
 });
 const Description = Nullable(PlainText({ maxLength: 200 }));
-
-const Endpoint = Type.Object({
-  id: Type.String(),
-  url: Type.String(),
-  events: Type.Array(Type.String()),
-  enabled: Type.Boolean(),
-  description: Nullable(Type.String()),
-  created_at: Timestamp,
-  updated_at: Timestamp,
-});
-const EndpointWithSecret = Type.Object({
-  ...Endpoint.properties,
-  secret: Type.String({
-    description: 'the HMAC-SHA256 key of X-EdgeFlow-Signature: shown only now (creation, rotation)',
-  }),
-});
-const DeliveryStatus = Type.Unsafe<WebhookDeliveryStatus>({
-  type: 'string',
-  enum: [...WEBHOOK_DELIVERY_STATUSES],
-  maxLength: 16,
-});
-const Delivery = Type.Object({
-  id: Type.String({ description: 'X-EdgeFlow-Delivery: the same at every attempt of this delivery' }),
-  endpoint_id: Type.String(),
-  event_type: Type.String(),
-  status: DeliveryStatus,
-  attempts: Type.Integer(),
-  next_attempt_at: Nullable(Timestamp),
-  last_status_code: Nullable(Type.Integer()),
-  last_error: Nullable(Type.String()),
-  delivered_at: Nullable(Timestamp),
-  replay_of: Nullable(Type.String({ description: 'the delivery this one replays' })),
-  created_at: Timestamp,
-  data: Type.Record(Type.String(), Type.Unknown()),
-  attempt_log: Type.Array(
-    Type.Object({
-      at: Type.String(),
-      duration_ms: Type.Integer(),
-      status_code: Nullable(Type.Integer()),
-      error: Nullable(Type.String()),
-    }),
-    { description: 'the latest attempts, oldest first' },
-  ),
-});
 
 const errors = { 400: ErrorResponse, 404: ErrorResponse, 409: ErrorResponse, ...authErrors };
 
