@@ -5,13 +5,11 @@
  */
 import type { Command } from 'commander';
 import { WEBHOOK_DELIVERY_STATUSES, WEBHOOK_EVENT_TYPES } from '../server/model/webhook-events.ts';
+import { oneLineErrors } from './deployments.ts';
 import { CliError } from './errors.ts';
 import { action, client, type GlobalFlags, print, type Row, shown, table, withConnection } from './operator.ts';
 
 const path = (id: string, rest = '') => `/api/v1/webhooks/${encodeURIComponent(id)}${rest}`;
-const oneLineErrors = {
-  outputError: (text: string, write: (text: string) => void) => write(`${text.trimEnd().replace(/\s*\n\s*/g, ' ')}\n`),
-};
 
 function eventList(value: string, previous: string[] = []): string[] {
   const events = [

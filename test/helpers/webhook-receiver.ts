@@ -1,15 +1,9 @@
-/**
- * A webhook receiver for tests: HTTPS on loopback with a self-signed certificate (made by openssl,
- * as in test/e2e/tls.test.ts), which verifies each request's signature itself (node:crypto, not the
- * server's code) and answers as told: 200, 500, or never (a hanging receiver).
- */
-import { execFileSync } from 'node:child_process';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { readFile, rm } from 'node:fs/promises';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
-import path from 'node:path';
 import { tempDir } from './temp.ts';
+import { makeSelfSignedCert } from './tls-cert.ts';
 
 export interface ReceivedWebhook {
   path: string;
@@ -46,30 +40,7 @@ export function verifySignature(secret: string, header: string, rawBody: string)
 
 export async function startWebhookReceiver(): Promise<WebhookReceiver> {
   const dir = await tempDir('edgeflow-webhook-receiver-');
-  const [cert, key] = [path.join(dir, 'cert.pem'), path.join(dir, 'key.pem')];
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-days',
-      '1',
-      '-subj',
-      '/CN=localhost',
-      '-addext',
-      'subjectAltName=DNS:localhost,IP:127.0.0.1',
-      '-keyout',
-      key,
-      '-out',
-      cert,
-    ],
-    { stdio: 'ignore' },
-  );
+  const { cert, key } = makeSelfSignedCert(dir);
   const hanging = new Set<import('node:http').ServerResponse>();
   const receiver: WebhookReceiver = {
     url: '',
