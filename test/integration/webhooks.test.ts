@@ -61,7 +61,7 @@ for (const backend of backends) {
         EDGEFLOW_WEBHOOKS_CA_FILE: receiver.caFile,
         EDGEFLOW_WEBHOOKS_ALLOW_PRIVATE: 'true',
         EDGEFLOW_WEBHOOKS_POLL_MS: '50',
-        EDGEFLOW_WEBHOOKS_TIMEOUT_MS: '1000',
+        EDGEFLOW_WEBHOOKS_TIMEOUT_MS: '1500',
         EDGEFLOW_WEBHOOKS_RETRY_BASE_MS: '100',
         EDGEFLOW_WEBHOOKS_RETRY_MAX_MS: '300',
         EDGEFLOW_WEBHOOKS_MAX_ATTEMPTS: '50',
@@ -183,7 +183,9 @@ for (const backend of backends) {
       assert.equal(codes.at(-1), 200);
       const tries = receiver.received.filter((entry) => entry.delivery === retried.id);
       assert.ok(tries.every((entry) => entry.signatureValid && entry.body.id === retried.id));
-      assert.equal(tries.filter((entry) => entry.answered === 200).length, 1, 'delivered once');
+      // At least once: an answer that came after the timeout (a busy machine) is retried, same id.
+      assert.ok(tries.some((entry) => entry.answered === 200));
+      assert.equal((await delivery(endpoint.id, retried.id)).attempts, done.attempts, 'no attempt after delivered');
 
       // Replay: a new delivery naming the original, same data.
       const replay = await api<Delivery>('POST', `/api/v1/webhooks/${endpoint.id}/deliveries/${retried.id}/replay`);
@@ -266,7 +268,8 @@ for (const backend of backends) {
         5000,
         'the completed deployment delivered',
       );
-      const received = ofDeployment();
+      // Once per delivery id (a receiver's idempotency: a retry after a late answer repeats one).
+      const received = [...new Map(ofDeployment().map((entry) => [entry.delivery, entry])).values()];
       assert.ok(received.every((entry) => entry.signatureValid));
       const finished = received.filter((entry) => entry.event === 'update.finished');
       assert.equal(finished.length, 1, JSON.stringify(received.map((e) => e.body)));

@@ -210,25 +210,29 @@ export async function countDeliveries(db: Queryable, organizationId: string): Pr
 
 /**
  * Claims up to `limit` due deliveries of enabled endpoints, at most `perEndpoint` of each and none
- * of the endpoints in `busy` (at their limit in this process), skipping rows another process holds.
- * Each is leased: due again after `leaseMs` unless its attempt is settled first.
+ * of the endpoints in `busy` (attempts in flight in this process), skipping rows another process
+ * holds. Endpoints are taken in random order, so a dead endpoint's backlog does not hold up the
+ * others. Each is leased: due again after `leaseMs` unless its attempt is settled first.
  */
 export function claimDue(
   db: Queryable,
   options: { limit: number; perEndpoint: number; busy: readonly string[]; leaseMs: number },
 ): Promise<ClaimedDelivery[]> {
   return db.query<ClaimedDelivery>(
-    `WITH due AS (
-       SELECT d.id, d.endpoint_id FROM webhook_deliveries d
-       WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND NOT (d.endpoint_id = ANY ($3::text[]))
-       ORDER BY d.next_attempt_at
-       LIMIT $1 * 4
-       FOR UPDATE SKIP LOCKED
+    `WITH endpoints AS (
+       SELECT e.id FROM webhook_endpoints e
+       WHERE e.enabled AND NOT (e.id = ANY ($3::text[])) AND EXISTS (
+         SELECT 1 FROM webhook_deliveries d
+         WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.next_attempt_at <= now())
+       ORDER BY random() LIMIT $1
      ), chosen AS (
-       SELECT due.id FROM (
-         SELECT due.id, row_number() OVER (PARTITION BY due.endpoint_id) AS nth FROM due
-         JOIN webhook_endpoints e ON e.id = due.endpoint_id AND e.enabled
-       ) AS due WHERE due.nth <= $2 LIMIT $1
+       SELECT due.id FROM endpoints, LATERAL (
+         SELECT d.id FROM webhook_deliveries d
+         WHERE d.endpoint_id = endpoints.id AND d.status = 'pending' AND d.next_attempt_at <= now()
+         ORDER BY d.next_attempt_at LIMIT $2
+         FOR UPDATE SKIP LOCKED
+       ) AS due
+       LIMIT $1
      )
      UPDATE webhook_deliveries d SET next_attempt_at = now() + make_interval(secs => $4::float8 / 1000)
      FROM chosen, webhook_endpoints e

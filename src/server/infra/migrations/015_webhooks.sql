@@ -46,7 +46,8 @@ CREATE TABLE webhook_deliveries (
   replay_of text,
   created_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+-- The due deliveries of an endpoint, oldest first (the workers' claim).
+CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (endpoint_id, next_attempt_at) WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_endpoint_idx ON webhook_deliveries (endpoint_id, created_at DESC, id DESC);
 
 -- --- the writers ------------------------------------------------------------------------------
