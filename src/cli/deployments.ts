@@ -26,7 +26,7 @@ const CONTROLS: Record<Control, string> = {
  * A mistyped flag is one line, not the help page: commander's message with its suggestion
  * ("(Did you mean --canary-percent?)") on the same line.
  */
-const oneLineErrors = {
+export const oneLineErrors = {
   outputError: (text: string, write: (text: string) => void) => write(`${text.trimEnd().replace(/\s*\n\s*/g, ' ')}\n`),
 };
 

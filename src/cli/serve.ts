@@ -20,6 +20,7 @@ Environment (all optional; see README "Configuration" for defaults):
   EDGEFLOW_HEARTBEAT_MS, EDGEFLOW_TUNNEL_*, EDGEFLOW_HTTP_*, EDGEFLOW_TRUST_PROXY,
   EDGEFLOW_HEALTH_CHECK_TIMEOUT_MS, EDGEFLOW_DISPATCH_INTERVAL_MS, EDGEFLOW_SHUTDOWN_TIMEOUT_MS
                                      limits and timeouts
+  EDGEFLOW_WEBHOOKS_*                webhook timeouts, retries, concurrency, ALLOW_PRIVATE, ALLOW_HTTP, CA_FILE
 `;
 
 export function registerServeCommand(program: Command): void {

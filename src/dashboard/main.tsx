@@ -13,6 +13,7 @@ import { DevicesPage } from './pages/devices.tsx';
 import { FirmwarePage } from './pages/firmware.tsx';
 import { NewDeploymentPage } from './pages/new-deployment.tsx';
 import { OverviewPage } from './pages/overview.tsx';
+import { WebhooksPage } from './pages/webhooks.tsx';
 import { href, type Route, useRoute } from './router.ts';
 import { currentKey, onSessionChange, signIn, signOut } from './session.ts';
 import './styles.css';
@@ -127,12 +128,14 @@ const NAV = [
   { section: 'devices', label: 'Devices' },
   { section: 'firmware', label: 'Firmware' },
   { section: 'deployments', label: 'Deployments' },
+  { section: 'webhooks', label: 'Webhooks', admin: true },
 ] as const;
 
 function Shell({ me }: { me: Me }) {
   const route = useRoute();
   const stream = useStreamState();
   const section = route.segments[0] ?? '';
+  const admin = me.role === 'admin';
   return (
     <>
       <a class="skip-link" href="#main">
@@ -143,7 +146,7 @@ function Shell({ me }: { me: Me }) {
           EdgeFlow OTA
         </a>
         <nav aria-label="Sections">
-          {NAV.map((item) => (
+          {NAV.filter((item) => !('admin' in item) || admin).map((item) => (
             <a
               key={item.section}
               href={href(...(item.section ? [item.section] : []))}
@@ -181,6 +184,8 @@ function Page({ route }: { route: Route }) {
       return id ? <DevicePage deviceId={id} /> : <DevicesPage params={route.params} />;
     case 'firmware':
       return <FirmwarePage />;
+    case 'webhooks':
+      return <WebhooksPage endpointId={id} />;
     case 'deployments':
       if (id === 'new') return <NewDeploymentPage params={route.params} />;
       return id ? (

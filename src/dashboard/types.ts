@@ -22,6 +22,11 @@ import type {
   OtaRecord as OtaRecordSchema,
   Update as UpdateSchema,
 } from '../server/updates/schemas.ts';
+import type {
+  Delivery as WebhookDeliverySchema,
+  Endpoint as WebhookEndpointSchema,
+  EndpointWithSecret as WebhookEndpointWithSecretSchema,
+} from '../server/webhooks/schemas.ts';
 
 export type {
   Control,
@@ -76,3 +81,8 @@ export type DeploymentEvent = Wire<DeploymentEventType>;
 export type DeploymentDevice = Wire<DeploymentDeviceType>;
 /** Many updates of one deployment changed status at once. */
 export type OtaBulkEvent = Wire<OtaBulkEventType>;
+/** `GET /api/v1/webhooks` rows; with `secret` only when created or rotated. */
+export type WebhookEndpoint = Answer<typeof WebhookEndpointSchema>;
+export type WebhookEndpointWithSecret = Answer<typeof WebhookEndpointWithSecretSchema>;
+/** `GET /api/v1/webhooks/{id}/deliveries` rows. */
+export type WebhookDelivery = Answer<typeof WebhookDeliverySchema>;

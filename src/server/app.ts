@@ -35,6 +35,7 @@ import { findPrincipalByKeyHash } from './orgs/repo.ts';
 import { orgRoutes } from './orgs/routes.ts';
 import type { Services } from './services.ts';
 import { updateRoutes } from './updates/routes.ts';
+import { webhookRoutes } from './webhooks/routes.ts';
 
 export const API_VERSION = '1.0.0';
 
@@ -188,6 +189,7 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
     lingering.closeAll();
     await services.deviceEffects.stop();
     await services.upkeep.stop();
+    await services.webhookWorker.stop();
     await services.scheduler.stop();
     await services.engine.stop();
     await services.tunnel.close();
@@ -233,6 +235,7 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
     await api.register(updateRoutes, { services });
     await api.register(deploymentRoutes, { deployments: services.deployments });
     await api.register(eventRoutes, { services, streams: eventStreams });
+    await api.register(webhookRoutes, { webhooks: services.webhooks });
   });
 
   return app;

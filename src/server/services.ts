@@ -20,6 +20,8 @@ import { Presence } from './tunnel/presence.ts';
 import { CommandRelay } from './tunnel/relay.ts';
 import { UpdateEngine } from './updates/engine.ts';
 import { UpdateTransitions } from './updates/transitions.ts';
+import { WebhookWorker } from './webhooks/delivery.ts';
+import { WebhookService } from './webhooks/service.ts';
 
 export interface Services {
   config: Config;
@@ -46,6 +48,10 @@ export interface Services {
   deviceEffects: DeviceEffects;
   /** The embedded database's vacuum and statistics (PostgreSQL keeps its own). */
   upkeep: EmbeddedUpkeep;
+  /** Sends the signed webhook deliveries (webhooks/delivery.ts). */
+  webhookWorker: WebhookWorker;
+  /** Webhook endpoints and deliveries. */
+  webhooks: WebhookService;
 }
 
 export function createServices(parts: { config: Config; db: Db; store: BlobStore; log?: Logger }): Services {
@@ -100,6 +106,8 @@ export function createServices(parts: { config: Config; db: Db; store: BlobStore
     onBakeFailure: () => scheduler.kick(),
   });
   const upkeep = new EmbeddedUpkeep({ db, log: log.child({ component: 'upkeep' }) });
+  const webhookWorker = new WebhookWorker({ config: config.webhooks, db, log: log.child({ component: 'webhooks' }) });
+  const webhooks = new WebhookService({ db, config: config.webhooks, worker: webhookWorker });
   return {
     config,
     db,
@@ -117,5 +125,7 @@ export function createServices(parts: { config: Config; db: Db; store: BlobStore
     deployments,
     deviceEffects,
     upkeep,
+    webhookWorker,
+    webhooks,
   };
 }

@@ -4,7 +4,6 @@
  * PGlite + local store (the store's own links are then https too).
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,6 +18,7 @@ import { createAgent, removeAgentDirs } from '../helpers/agents.ts';
 import { sha256Of } from '../helpers/firmware.ts';
 import { eventually } from '../helpers/raw-device.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { makeSelfSignedCert } from '../helpers/tls-cert.ts';
 
 describe('TLS', () => {
   let dir: string;
@@ -27,30 +27,7 @@ describe('TLS', () => {
 
   before(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'edgeflow-tls-'));
-    const [cert, key] = [path.join(dir, 'cert.pem'), path.join(dir, 'key.pem')];
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-days',
-        '1',
-        '-subj',
-        '/CN=localhost',
-        '-addext',
-        'subjectAltName=DNS:localhost,IP:127.0.0.1',
-        '-keyout',
-        key,
-        '-out',
-        cert,
-      ],
-      { stdio: 'ignore' },
-    );
+    const { cert, key } = makeSelfSignedCert(dir);
     ca = await readFile(cert, 'utf8');
     server = await startTestServer(
       { db: 'pglite', store: 'local', name: 'pglite+local' },

@@ -111,6 +111,32 @@ export interface Config {
   /** Open event streams (`/api/v1/events`) per API key and per organization, in each server process. */
   eventStreamsPerKeyMax: number;
   eventStreamsPerOrganizationMax: number;
+  /** Signed webhooks (webhooks/): how deliveries are attempted and retried, and where they may go. */
+  webhooks: WebhookConfig;
+}
+
+export interface WebhookConfig {
+  /** How often each process looks for due deliveries. */
+  pollMs: number;
+  /** One attempt's limit: connect, TLS and the answer's status line. */
+  timeoutMs: number;
+  /** Attempts before a delivery is failed, and the age past which none is retried. */
+  maxAttempts: number;
+  maxAgeSeconds: number;
+  /** First retry delay, doubling per attempt (with jitter), capped at retryMaxMs. */
+  retryBaseMs: number;
+  retryMaxMs: number;
+  /** Attempts in flight in this process, overall and per endpoint. */
+  concurrency: number;
+  perEndpointConcurrency: number;
+  /** Attempts kept per delivery (the latest). */
+  attemptsKept: number;
+  /** http:// allowed to loopback addresses (tests, development). */
+  allowHttp: boolean;
+  /** Private, loopback and link-local addresses allowed as destinations (off: refused, SSRF). */
+  allowPrivate: boolean;
+  /** A PEM file of extra certificate authorities to trust for endpoints. */
+  caFile: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -214,5 +240,19 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     httpAuthBlockMs: integer(env, 'EDGEFLOW_HTTP_AUTH_BLOCK_MS', 60_000, 50),
     eventStreamsPerKeyMax: integer(env, 'EDGEFLOW_EVENT_STREAMS_PER_KEY_MAX', 20, 1),
     eventStreamsPerOrganizationMax: integer(env, 'EDGEFLOW_EVENT_STREAMS_PER_ORG_MAX', 200, 1),
+    webhooks: {
+      pollMs: integer(env, 'EDGEFLOW_WEBHOOKS_POLL_MS', 1000, 10),
+      timeoutMs: integer(env, 'EDGEFLOW_WEBHOOKS_TIMEOUT_MS', 5000, 50),
+      maxAttempts: integer(env, 'EDGEFLOW_WEBHOOKS_MAX_ATTEMPTS', 12, 1),
+      maxAgeSeconds: integer(env, 'EDGEFLOW_WEBHOOKS_MAX_AGE_SECONDS', 24 * 3600, 1),
+      retryBaseMs: integer(env, 'EDGEFLOW_WEBHOOKS_RETRY_BASE_MS', 10_000, 10),
+      retryMaxMs: integer(env, 'EDGEFLOW_WEBHOOKS_RETRY_MAX_MS', 3600_000, 10),
+      concurrency: integer(env, 'EDGEFLOW_WEBHOOKS_CONCURRENCY', 16, 1),
+      perEndpointConcurrency: integer(env, 'EDGEFLOW_WEBHOOKS_PER_ENDPOINT_CONCURRENCY', 2, 1),
+      attemptsKept: integer(env, 'EDGEFLOW_WEBHOOKS_ATTEMPTS_KEPT', 10, 1),
+      allowHttp: boolean(env, 'EDGEFLOW_WEBHOOKS_ALLOW_HTTP', false),
+      allowPrivate: boolean(env, 'EDGEFLOW_WEBHOOKS_ALLOW_PRIVATE', false),
+      caFile: optional(env, 'EDGEFLOW_WEBHOOKS_CA_FILE'),
+    },
   };
 }
