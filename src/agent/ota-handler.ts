@@ -2,7 +2,8 @@ import { createReadStream } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
-import { MAX_BUNDLE_HEADER_BYTES, parseBundleHeader } from '../protocol/offline-bundle.ts';
+import { MAX_BUNDLE_HEADER_BYTES } from '../protocol/offline-bundle.ts';
+import { parseBundleHeader } from '../protocol/offline-bundle-file.ts';
 import {
   backoffDelayMs,
   DeviceAction,

@@ -8,7 +8,7 @@
  *     {"manifest":{…},"signature":"<base64>"}\n      one line of JSON, at most 64 KiB
  *     <the image: manifest.size bytes, to the end of the file>
  *
- * The manifest is signed by the server with the organization's Ed25519 key (the key that signs
+ * The header is read and written by offline-bundle-file.ts. The manifest is signed by the server with the organization's Ed25519 key (the key that signs
  * every update, manifest.ts), over its canonical JSON. Its `kind` is `offline`: no manifest of an
  * online update (kind `update` or `rollback`) passes for one, nor the other way round.
  */
@@ -42,35 +42,7 @@ export const OfflineBundleHeader = Type.Object({
 export type OfflineBundleHeader = { manifest: unknown; signature: string };
 
 export const validateOfflineManifest = Compile(OfflineManifest);
-const validateHeader = Compile(OfflineBundleHeader);
-
-/** The bytes before the image. */
-export function encodeBundleHeader(manifest: OfflineManifest, signature: string): Buffer {
-  return Buffer.from(`${BUNDLE_MAGIC}${JSON.stringify({ manifest, signature })}\n`);
-}
-
-/**
- * The header read from a bundle's first bytes (at most MAX_BUNDLE_HEADER_BYTES of them), and
- * where the image starts; or why these bytes are no bundle. The manifest is not checked here.
- */
-export function parseBundleHeader(
-  head: Buffer,
-): { ok: true; header: OfflineBundleHeader; imageOffset: number } | { ok: false; reason: string } {
-  const magic = Buffer.from(BUNDLE_MAGIC);
-  if (head.length < magic.length || !head.subarray(0, magic.length).equals(magic)) {
-    return { ok: false, reason: 'not an EdgeFlow offline bundle (no EDGEFLOW-OFFLINE-BUNDLE 1 header)' };
-  }
-  const end = head.indexOf(0x0a, magic.length);
-  if (end < 0) return { ok: false, reason: 'the bundle header is cut short or longer than 64 KiB' };
-  let header: unknown;
-  try {
-    header = JSON.parse(head.subarray(magic.length, end).toString('utf8'));
-  } catch {
-    return { ok: false, reason: 'the bundle header is not JSON' };
-  }
-  if (!validateHeader.Check(header)) return { ok: false, reason: 'the bundle header has no manifest and signature' };
-  return { ok: true, header, imageOffset: end + 1 };
-}
+export const validateBundleHeader = Compile(OfflineBundleHeader);
 
 /** The lifetime `--expires-in` accepts: `90m`, `12h`, `30d`, `2w`. */
 export function parseDuration(text: string): number | undefined {
