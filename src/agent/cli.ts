@@ -189,13 +189,14 @@ function registerInstallCommand(agent: Command): void {
       'install an offline bundle (edgeflow-ota firmware export) through the agent running with --data-dir ' +
         '(or --config): it reboots into the image and commits it after its health check',
     )
+    .option('--config <file>', 'the agent\'s JSON config: its "data_dir" names the running agent\'s')
+    .addOption(new Option('--data-dir <dir>', "the running agent's data directory").env('EDGEFLOW_AGENT_DATA_DIR'))
     .option(
       '--timeout-seconds <n>',
       'give up when the agent has not answered within this (default 300)',
       positiveNumber,
     )
-    .action(async (bundle: string, _flags: unknown, command: Command) => {
-      const flags = command.optsWithGlobals() as AgentCommandFlags & { timeoutSeconds?: number };
+    .action(async (bundle: string, flags: { config?: string; dataDir?: string; timeoutSeconds?: number }) => {
       const fail = (message: string, exitCode = 1): void => {
         process.stderr.write(`error: ${message}\n`);
         process.exitCode = exitCode;

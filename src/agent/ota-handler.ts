@@ -194,9 +194,12 @@ export class OtaHandler {
     const job = this.state.job;
     this.sentProgress = undefined;
     this.resultAttempt = 0;
-    // An offline install goes on record before device_info says the version it left behind:
-    // else the server would take the new version for a change by hand.
-    if (this.state.results.some((r) => r.offline && !r.acknowledged)) {
+    // An offline install goes on record before device_info says the version it left behind
+    // (else the server would take the new version for a change by hand); while one is under way
+    // (a trial boot), device_info waits for its report (finish).
+    if (job?.offline) {
+      void this.flushResults();
+    } else if (this.state.results.some((r) => r.offline && !r.acknowledged)) {
       void this.flushResults().finally(() => {
         if (this.options.tunnel.connected) this.sendDeviceInfo();
       });
@@ -716,7 +719,13 @@ export class OtaHandler {
     this.reportProgress(job, true);
     this.options.onResult?.(result);
     this.resultAttempt = 0;
-    void this.flushResults();
+    if (offline) {
+      void this.flushResults().finally(() => {
+        if (this.options.tunnel.connected) this.sendDeviceInfo();
+      });
+    } else {
+      void this.flushResults();
+    }
   }
 
   /** At-least-once: every unacknowledged result goes out until the server answers `success`. */
