@@ -176,6 +176,13 @@ for (const [index, backend] of backends.entries()) {
       assert.equal(record.source, 'offline');
       assert.equal(record.update_kind, 'observed');
       assert.deepEqual(record.rollback_versions, ['1.0.0']);
+      const listed = await server.api<{ devices: { device_id: string; ota: Record<string, unknown> | null }[] }>(
+        'GET',
+        '/api/v1/devices',
+        org.adminKey,
+      );
+      const row = listed.body.devices.find((d) => d.device_id === device.deviceId);
+      assert.equal(row?.ota?.offline_bundle_id, bundleId, 'the device list shows it too');
       await eventually(async () => agent!.unacknowledgedResults === 0, 5000, 'report acknowledged');
 
       // A report resent (its acknowledgement lost) adds nothing.

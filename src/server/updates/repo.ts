@@ -126,6 +126,8 @@ export interface LatestUpdateSummary {
   deployment_id: string | null;
   error_code: string | null;
   updated_at: Date;
+  /** An install from an offline bundle: the bundle. */
+  offline_bundle_id: string | null;
 }
 
 /**
@@ -135,7 +137,8 @@ export interface LatestUpdateSummary {
  */
 export function latestUpdateJoin(device: string): string {
   return `LEFT JOIN LATERAL (
-       SELECT u.status, u.kind, u.target_version, u.progress, u.phase, u.deployment_id, u.error_code, u.updated_at
+       SELECT u.status, u.kind, u.target_version, u.progress, u.phase, u.deployment_id, u.error_code, u.updated_at,
+         u.offline_bundle_id
        FROM ota_updates u WHERE ${sameDevice('u', device)} ${NEWEST_FIRST} LIMIT 1
      ) AS latest ON true`;
 }
