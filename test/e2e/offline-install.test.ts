@@ -138,6 +138,12 @@ for (const [index, backend] of backends.entries()) {
     it('installs a bundle while the server is down, and the server records it as an offline update', async () => {
       const bundle = path.join(bundles, 'edgeflow-1.1.0.bundle');
       bundleId = await exportBundle(server, org, '1.1.0', bundle);
+      const sign = (body: unknown, key = org.adminKey, version = '1.1.0') =>
+        server.api<{ error: { code: string } }>('POST', `/api/v1/firmware/${version}/offline-bundle`, key, body);
+      assert.equal((await sign({ expires_at: '2001-01-01T00:00:00Z' })).body.error.code, 'invalid_expiry');
+      assert.equal((await sign({}, org.adminKey, '9.9.9')).status, 404);
+      const viewer = await server.api<{ key: string }>('POST', '/api/v1/api-keys', org.adminKey, { role: 'viewer' });
+      assert.equal((await sign({}, viewer.body.key)).status, 403, 'a viewer signs no bundle');
       if (restart) {
         agent = await bootAgent();
         assert.ok(await agent.waitUntilConnected(10_000));
