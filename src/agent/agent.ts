@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import type { Agent as HttpAgent } from 'node:http';
 import { join } from 'node:path';
 import { backoffDelayMs, CloudAction, type DeviceInfoPayload, TunnelDefaults } from '../protocol/tunnel.ts';
@@ -13,7 +13,13 @@ import { type DownloadSink, FileDownloadSink, MemoryDownloadSink } from './downl
 import type { BootState, Installer, StepHook } from './installer.ts';
 import { createJsonLogger, errorMessage, type Logger } from './logger.ts';
 import { MemoryInstaller } from './memory-installer.ts';
-import { type HealthVerdict, OtaHandler, type OtaSnapshot } from './ota-handler.ts';
+import {
+  type HealthVerdict,
+  type OfflineInstallOutcome,
+  OfflineInstallRefusedError,
+  OtaHandler,
+  type OtaSnapshot,
+} from './ota-handler.ts';
 import { FileOtaStateStore, MemoryOtaStateStore, type OtaStateStore } from './ota-state-store.ts';
 import { RaucInstaller } from './rauc-installer.ts';
 import { ScriptInstaller } from './script-installer.ts';
@@ -109,6 +115,10 @@ export interface AgentOptions {
   logger?: Logger;
   /** Fault injection: called at named steps of the update; a hook that never settles is a power cut. */
   stepHook?: StepHook;
+  /** The device's model: an offline bundle naming compatible models is installed only on one of them. */
+  model?: string;
+  /** How often the data directory's `control/` is looked at for `edgeflow-agent install` requests. Default 1 s. */
+  controlPollMs?: number;
   /** Fault injection (the simulator): where downloaded bytes go instead of the default sink, e.g. one that corrupts them. */
   createDownloadSink?: (updateId: string) => DownloadSink;
 }
@@ -142,6 +152,8 @@ export class Agent extends EventEmitter {
   /** What the device ran when it last worked: reported while the installer cannot say. */
   private lastKnown: { version: string; slot?: string } | undefined;
   private readonly lastKnownFile: string | undefined;
+  private controlTimer: NodeJS.Timeout | undefined;
+  private controlPolling: Promise<void> | undefined;
 
   constructor(options: AgentOptions) {
     super();
@@ -190,6 +202,7 @@ export class Agent extends EventEmitter {
         : new FileOtaStateStore(join(dataDir, 'ota-state.json'), this.logger);
     const downloadDir = this.downloadDir;
     this.ota = new OtaHandler({
+      model: options.model,
       policy: {
         deviceId: options.deviceId,
         publicKeyPem: options.publicKeyPem,
@@ -279,6 +292,79 @@ export class Agent extends EventEmitter {
     }
     await this.ota.load();
     await this.bootSequence();
+    await this.startControl();
+  }
+
+  /**
+   * Installs an offline bundle (a file written by `edgeflow-ota firmware export`) through the
+   * update path: refused (OfflineInstallRefusedError, one line) when it is unsigned or signed by
+   * another key, of another organization, expired, for another model, a downgrade, corrupt, or the
+   * device is busy. `edgeflow-agent install` reaches it through the control directory.
+   */
+  installOffline(bundlePath: string): Promise<OfflineInstallOutcome> {
+    if (this.startupError) {
+      return Promise.reject(new OfflineInstallRefusedError('device_unhealthy', this.startupError));
+    }
+    return this.ota.installOffline(bundlePath);
+  }
+
+  /**
+   * `<dataDir>/agent.pid` says an agent runs here; `<dataDir>/control/<id>.request.json`
+   * ({"bundle": path}) is a bundle handed over by `edgeflow-agent install`, answered in
+   * `<id>.answer.json`.
+   */
+  private async startControl(): Promise<void> {
+    const dataDir = this.options.storage === 'memory' ? undefined : this.options.dataDir;
+    if (!dataDir || !this.running) return;
+    await mkdir(join(dataDir, CONTROL_DIR), { recursive: true });
+    await writeFile(join(dataDir, PID_FILE), `${process.pid}\n`);
+    this.controlTimer = setInterval(() => {
+      this.controlPolling ??= this.takeControlRequests(join(dataDir, CONTROL_DIR)).finally(() => {
+        this.controlPolling = undefined;
+      });
+    }, this.options.controlPollMs ?? 1_000);
+    this.controlTimer.unref();
+  }
+
+  private async stopControl(removePidFile: boolean): Promise<void> {
+    clearInterval(this.controlTimer);
+    this.controlTimer = undefined;
+    await this.controlPolling;
+    const dataDir = this.options.dataDir;
+    if (removePidFile && dataDir && this.options.storage !== 'memory') {
+      await rm(join(dataDir, PID_FILE), { force: true });
+    }
+  }
+
+  private async takeControlRequests(dir: string): Promise<void> {
+    const names = await readdir(dir).catch(() => [] as string[]);
+    for (const name of names.filter((n) => n.endsWith(REQUEST_SUFFIX))) {
+      const id = name.slice(0, -REQUEST_SUFFIX.length);
+      const taken = join(dir, `${id}.taken`);
+      // Taken once: a request is never answered twice.
+      if (
+        !(await rename(join(dir, name), taken).then(
+          () => true,
+          () => false,
+        ))
+      )
+        continue;
+      let answer: Record<string, unknown>;
+      try {
+        const request = JSON.parse(await readFile(taken, 'utf8')) as { bundle?: unknown };
+        if (typeof request.bundle !== 'string')
+          throw new OfflineInstallRefusedError('invalid_request', 'no bundle named');
+        answer = { ok: true, ...(await this.installOffline(request.bundle)) };
+      } catch (error) {
+        const code = error instanceof OfflineInstallRefusedError ? error.code : 'internal_error';
+        answer = { ok: false, code, message: errorMessage(error) };
+        this.logger.warn('offline bundle refused', { code, error: errorMessage(error) });
+      }
+      await writeJsonAtomic(join(dir, `${id}${ANSWER_SUFFIX}`), answer).catch((error) =>
+        this.logger.error('could not answer an install request', { error: errorMessage(error) }),
+      );
+      await rm(taken, { force: true });
+    }
   }
 
   /** Stops at a safe point; an update in progress resumes at the next start. */
@@ -286,6 +372,7 @@ export class Agent extends EventEmitter {
     this.running = false;
     clearTimeout(this.rebootFallbackTimer);
     clearTimeout(this.startupTimer);
+    await this.stopControl(true);
     await Promise.all([this.ota.stop(), this.tunnel.stop()]);
   }
 
@@ -294,6 +381,9 @@ export class Agent extends EventEmitter {
     this.running = false;
     clearTimeout(this.rebootFallbackTimer);
     clearTimeout(this.startupTimer);
+    // Like a crash: the pid file stays behind (the process it names is gone).
+    clearInterval(this.controlTimer);
+    this.controlTimer = undefined;
     this.ota.halt();
     await this.tunnel.stop();
   }
@@ -484,6 +574,12 @@ export class Agent extends EventEmitter {
     );
   }
 }
+
+/** The control directory's names, shared with `edgeflow-agent install` (cli.ts). */
+export const CONTROL_DIR = 'control';
+export const PID_FILE = 'agent.pid';
+export const REQUEST_SUFFIX = '.request.json';
+export const ANSWER_SUFFIX = '.answer.json';
 
 /** Update ids come from the network: only a plain one becomes a file name as is. */
 function downloadFileName(updateId: string): string {

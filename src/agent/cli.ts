@@ -1,17 +1,24 @@
 import { execFileSync } from 'node:child_process';
-import { chown, mkdir, readdir, readFile } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { access, chown, mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { userInfo } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { type Command, Option } from 'commander';
 import {
   AGENT_VERSION,
   Agent,
   type AgentOptions,
+  ANSWER_SUFFIX,
   type BootloaderKind,
   bootloaderKinds,
+  CONTROL_DIR,
   type InstallerKind,
   installerKinds,
+  PID_FILE,
+  REQUEST_SUFFIX,
 } from './agent.ts';
+import { writeJsonAtomic } from './atomic-file.ts';
 import { type AgentConfigFile, loadAgentConfigFile } from './config-file.ts';
 import { createJsonLogger } from './logger.ts';
 import { InsecureServerUrlError } from './tunnel-client.ts';
@@ -45,6 +52,7 @@ interface AgentCommandFlags {
   initialVersion?: string;
   heartbeatSeconds?: number;
   ca?: string;
+  model?: string;
 }
 
 function positiveNumber(value: string): number {
@@ -55,7 +63,7 @@ function positiveNumber(value: string): number {
 
 /** `edgeflow-ota agent …`: runs the device agent until SIGINT/SIGTERM. */
 export function registerAgentCommand(program: Command): Command {
-  return program
+  const agent = program
     .command('agent')
     .description('run the device agent: tunnel to the server, receive and apply OTA updates')
     .version(AGENT_VERSION, '-V, --version', 'print the agent version')
@@ -112,6 +120,7 @@ export function registerAgentCommand(program: Command): Command {
     )
     .option('--initial-version <semver>', 'the factory image version, before any update (default 0.0.0)')
     .option('--heartbeat-seconds <n>', 'tunnel heartbeat interval', positiveNumber)
+    .option('--model <model>', "this device's model: offline bundles for other models are refused")
     .option('--ca <pem-file>', 'extra CA certificate to trust (self-signed server)')
     .addHelpText(
       'after',
@@ -163,6 +172,96 @@ export function registerAgentCommand(program: Command): Command {
       process.once('SIGTERM', () => shutdown('SIGTERM'));
       await agent.start();
     });
+  registerInstallCommand(agent);
+  return agent;
+}
+
+/**
+ * `edgeflow-agent install <bundle>` (`edgeflow-ota agent install`): hands an offline bundle to
+ * the agent running with this data directory, through its control directory, and prints its
+ * answer in one line. The agent checks and installs it (ota-handler.ts installOffline); the
+ * command never touches the slots or the agent's state itself, so the two never race.
+ */
+function registerInstallCommand(agent: Command): void {
+  agent
+    .command('install <bundle>')
+    .description(
+      'install an offline bundle (edgeflow-ota firmware export) through the agent running with --data-dir ' +
+        '(or --config): it reboots into the image and commits it after its health check',
+    )
+    .option('--config <file>', 'the agent\'s JSON config: its "data_dir" names the running agent\'s')
+    .addOption(new Option('--data-dir <dir>', "the running agent's data directory").env('EDGEFLOW_AGENT_DATA_DIR'))
+    .option(
+      '--timeout-seconds <n>',
+      'give up when the agent has not answered within this (default 300)',
+      positiveNumber,
+    )
+    .action(async (bundle: string, flags: { config?: string; dataDir?: string; timeoutSeconds?: number }) => {
+      const fail = (message: string, exitCode = 1): void => {
+        process.stderr.write(`error: ${message}\n`);
+        process.exitCode = exitCode;
+      };
+      let dataDir: string | undefined;
+      try {
+        dataDir = flags.dataDir ?? (flags.config ? (await loadAgentConfigFile(flags.config)).data_dir : undefined);
+      } catch (error) {
+        return fail((error as Error).message, 2);
+      }
+      if (!dataDir) return fail('--data-dir is required (or "data_dir" in --config)', 2);
+      const bundlePath = resolve(bundle);
+      if (
+        !(await access(bundlePath).then(
+          () => true,
+          () => false,
+        ))
+      )
+        return fail(`${bundlePath} does not exist`);
+      if (!(await agentRunsIn(dataDir))) {
+        return fail(`no agent is running with data dir ${dataDir}: start it first, the install goes through it`);
+      }
+      const id = randomUUID();
+      const controlDir = join(dataDir, CONTROL_DIR);
+      const answerFile = join(controlDir, `${id}${ANSWER_SUFFIX}`);
+      await writeJsonAtomic(join(controlDir, `${id}${REQUEST_SUFFIX}`), { bundle: bundlePath });
+      const deadline = Date.now() + (flags.timeoutSeconds ?? 300) * 1000;
+      for (;;) {
+        const text = await readFile(answerFile, 'utf8').catch(() => undefined);
+        if (text !== undefined) {
+          await rm(answerFile, { force: true });
+          const answer = JSON.parse(text) as InstallAnswer;
+          if (!answer.ok) return fail(`refused (${answer.code}): ${answer.message}`);
+          process.stdout.write(
+            answer.status === 'already_installed'
+              ? `${answer.version} already runs on this device: nothing to do\n`
+              : `installing ${answer.version} from bundle ${answer.bundle_id} (running ${answer.from_version}): ` +
+                  'the agent reboots into it and commits it after its health check\n',
+          );
+          return;
+        }
+        if (Date.now() > deadline) {
+          await rm(join(controlDir, `${id}${REQUEST_SUFFIX}`), { force: true });
+          return fail(`the agent did not answer within ${flags.timeoutSeconds ?? 300} s`);
+        }
+        await sleep(100);
+      }
+    });
+}
+
+type InstallAnswer =
+  | { ok: true; status: 'installing' | 'already_installed'; bundle_id: string; version: string; from_version: string }
+  | { ok: false; code: string; message: string };
+
+/** The agent writes its pid at start and removes it when it stops; a pid of a process gone is no agent. */
+async function agentRunsIn(dataDir: string): Promise<boolean> {
+  const pid = Number((await readFile(join(dataDir, PID_FILE), 'utf8').catch(() => '')).trim());
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it runs, as another user.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** The command line over the config file; fails naming the first setting missing from both. */
@@ -229,6 +328,7 @@ async function resolveAgentOptions(flags: AgentCommandFlags): Promise<{ options:
     initialVersion: flags.initialVersion ?? file.initial_version,
     heartbeatIntervalMs: heartbeatSeconds === undefined ? undefined : heartbeatSeconds * 1000,
     ca: ca ? await readConfigured(ca, 'ca_file', 'the CA certificate', null) : undefined,
+    model: flags.model ?? file.model,
     logger: createJsonLogger({ device_id: deviceId }),
   };
   return { options, ...(user ? { user } : {}) };

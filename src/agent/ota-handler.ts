@@ -1,9 +1,15 @@
+import { createReadStream } from 'node:fs';
+import { open, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { pathToFileURL } from 'node:url';
+import { MAX_BUNDLE_HEADER_BYTES } from '../protocol/offline-bundle.ts';
+import { parseBundleHeader } from '../protocol/offline-bundle-file.ts';
 import {
   backoffDelayMs,
   DeviceAction,
   type DeviceInfoPayload,
   MAX_START_WITHIN_MS,
+  type OfflineInstallPayload,
   type OtaFailureCode,
   type OtaPhase,
   type OtaProgressPayload,
@@ -15,7 +21,7 @@ import type { DownloadSink } from './download-sink.ts';
 import { DownloadFailedError, type DownloadSettings, downloadToSink } from './downloader.ts';
 import { ArtifactMismatchError, type BootState, type Installer, type StepHook } from './installer.ts';
 import { errorMessage, type Logger } from './logger.ts';
-import { authorizeUpdate, type UpdatePolicy } from './ota-policy.ts';
+import { authorizeOfflineBundle, authorizeUpdate, type UpdatePolicy } from './ota-policy.ts';
 import {
   assertTransition,
   type BootObservation,
@@ -49,8 +55,29 @@ export interface OtaSnapshot {
   bytes_downloaded: number;
 }
 
+/** An offline bundle this device will not install (`edgeflow-agent install`): nothing was changed. */
+export class OfflineInstallRefusedError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'OfflineInstallRefusedError';
+  }
+}
+
+/** What `installOffline` did with a bundle it accepted. */
+export interface OfflineInstallOutcome {
+  status: 'installing' | 'already_installed';
+  bundle_id: string;
+  version: string;
+  from_version: string;
+}
+
 export interface OtaHandlerOptions {
   policy: UpdatePolicy;
+  /** The device's model, checked against an offline bundle's compatible models. */
+  model?: string | undefined;
   agentVersion: string;
   installer: Installer;
   /** What `device_info` says of the device besides the update (default: the installer's version). */
@@ -110,6 +137,8 @@ export class OtaHandler {
   private flushAgain = false;
   /** Results the server asked for again while one copy was in flight: that copy's ack does not cover the request. */
   private resendRequested: Set<string> | undefined;
+  /** An offline bundle is being checked (its image copied and hashed): the device is busy. */
+  private checkingBundle = false;
 
   constructor(private readonly options: OtaHandlerOptions) {}
 
@@ -164,14 +193,25 @@ export class OtaHandler {
   onConnected(): void {
     const job = this.state.job;
     this.sentProgress = undefined;
-    this.sendDeviceInfo();
+    this.resultAttempt = 0;
+    // An offline install goes on record before device_info says the version it left behind
+    // (else the server would take the new version for a change by hand); while one is under way
+    // (a trial boot), device_info waits for its report (finish).
+    if (job?.offline) {
+      void this.flushResults();
+    } else if (this.state.results.some((r) => r.offline && !r.acknowledged)) {
+      void this.flushResults().finally(() => {
+        if (this.options.tunnel.connected) this.sendDeviceInfo();
+      });
+    } else {
+      this.sendDeviceInfo();
+      void this.flushResults();
+    }
     const progress = this.unsentProgress;
     this.unsentProgress = undefined;
     if (progress && progress.update_id === job?.payload.update_id) {
       this.options.tunnel.notify(DeviceAction.otaProgress, progress);
     }
-    this.resultAttempt = 0;
-    void this.flushResults();
   }
 
   private sendDeviceInfo(): void {
@@ -180,7 +220,7 @@ export class OtaHandler {
     const info: DeviceInfoPayload = {
       ...device,
       agent_version: this.options.agentVersion,
-      ...(job ? { update_id: job.payload.update_id } : {}),
+      ...(job && !job.offline ? { update_id: job.payload.update_id } : {}),
     };
     this.options.tunnel
       .request(DeviceAction.deviceInfo, info, { timeoutMs: this.options.requestTimeoutMs })
@@ -211,6 +251,7 @@ export class OtaHandler {
     }
     if (job) throw new CommandRefusedError('busy', `update ${job.payload.update_id} is ${job.phase}`);
     if (this.stopped) throw new CommandRefusedError('busy', 'the agent is stopping');
+    if (this.checkingBundle) throw new CommandRefusedError('busy', 'an offline bundle is being installed');
 
     this.state.job = {
       payload: update,
@@ -226,6 +267,93 @@ export class OtaHandler {
     // After the acknowledgement has gone out, so the server sees the ack before any progress.
     setImmediate(() => this.kick());
     return { accepted: true, update_id: update.update_id };
+  }
+
+  /**
+   * `edgeflow-agent install <bundle>`: checks the bundle (signature against the pinned key,
+   * organization, expiry, model, version, kind), copies its image where a download would go and
+   * checks its sha256, then runs it as a job through the same path as an online update
+   * (install, reboot, trial boot, health check, commit), persisted like one, without the cloud.
+   * Refuses (OfflineInstallRefusedError) with nothing changed.
+   */
+  async installOffline(bundlePath: string, now = new Date()): Promise<OfflineInstallOutcome> {
+    const refuse = (code: string, message: string): never => {
+      throw new OfflineInstallRefusedError(code, message);
+    };
+    const busy = this.state.job;
+    if (busy) refuse('busy', `the device is busy with update ${busy.payload.update_id} (${busy.phase})`);
+    if (this.checkingBundle) refuse('busy', 'another offline bundle is being installed');
+    if (this.stopped || this.rebootRequested) refuse('busy', 'the agent is restarting');
+    this.checkingBundle = true;
+    try {
+      const { header, imageOffset, fileSize } = await readBundle(bundlePath).catch((error: Error) =>
+        refuse('invalid_bundle', error.message),
+      );
+      const { installer } = this.options;
+      const running = installer.currentVersion();
+      const verdict = authorizeOfflineBundle({
+        manifest: header.manifest,
+        signature: header.signature,
+        runningVersion: running,
+        policy: this.options.policy,
+        model: this.options.model,
+        acceptedKinds: installer.artifactKinds,
+        now,
+      });
+      if (verdict.verdict === 'refuse') return refuse(verdict.code, verdict.message);
+      const manifest = verdict.manifest;
+      const outcome = { bundle_id: manifest.bundle_id, version: manifest.version, from_version: running };
+      if (verdict.verdict === 'already_installed') return { status: 'already_installed', ...outcome };
+      if (fileSize - imageOffset !== manifest.size) {
+        refuse(
+          'checksum_mismatch',
+          `the bundle holds ${fileSize - imageOffset} image bytes, its manifest says ${manifest.size}`,
+        );
+      }
+      const updateId = `offline-${manifest.bundle_id}`;
+      const sink = this.options.createSink(updateId);
+      await sink.reset();
+      try {
+        await copyImage(bundlePath, imageOffset, manifest.size, sink);
+      } catch (error) {
+        await sink.discard().catch(() => {});
+        refuse('invalid_bundle', `could not read the bundle: ${errorMessage(error)}`);
+      }
+      const sha256 = await sink.sha256();
+      if (sha256 !== manifest.sha256) {
+        await sink.discard().catch(() => {});
+        refuse('checksum_mismatch', `the image's sha256 is ${sha256}, the signed manifest says ${manifest.sha256}`);
+      }
+      if (this.stopped || this.rebootRequested || this.state.job) {
+        await sink.discard().catch(() => {});
+        refuse('busy', 'the device took up another update meanwhile');
+      }
+      this.state.job = {
+        payload: {
+          update_id: updateId,
+          version: manifest.version,
+          url: pathToFileURL(bundlePath).href,
+          url_expires_at: manifest.expires_at,
+          size: manifest.size,
+          sha256: manifest.sha256,
+          artifact_type: manifest.artifact_type,
+        },
+        phase: 'queued',
+        previous_version: running,
+        bytes_downloaded: manifest.size,
+        download_attempts: 0,
+        cancel_requested: false,
+        accepted_at: now.toISOString(),
+        offline: { bundle_id: manifest.bundle_id, bundle_path: bundlePath, image_offset: imageOffset },
+      };
+      this.sink = { updateId, sink };
+      await this.persist();
+      this.options.logger.info('offline bundle accepted', { ...outcome });
+      setImmediate(() => this.kick());
+      return { status: 'installing', ...outcome };
+    } finally {
+      this.checkingBundle = false;
+    }
   }
 
   async cancelUpdate(payload: unknown): Promise<Record<string, unknown>> {
@@ -316,6 +444,11 @@ export class OtaHandler {
   }
 
   private async authorize(job: OtaJob): Promise<StepOutcome> {
+    // An offline bundle was authorized when it was handed over (installOffline).
+    if (job.offline) {
+      await this.enterPhase(job, 'downloading');
+      return 'continue';
+    }
     const { installer, policy } = this.options;
     const verdict = authorizeUpdate(job.payload, installer.currentVersion(), policy, installer.artifactKinds);
     if (verdict.verdict === 'refuse') await this.finish(job, { code: verdict.code, message: verdict.message });
@@ -326,6 +459,7 @@ export class OtaHandler {
   }
 
   private async download(job: OtaJob): Promise<StepOutcome> {
+    if (job.offline) return this.copyFromBundle(job, job.offline);
     const sink = this.sinkFor(job);
     const abort = new AbortController();
     this.downloadAbort = abort;
@@ -366,6 +500,27 @@ export class OtaHandler {
       return 'continue';
     } finally {
       if (this.downloadAbort === abort) this.downloadAbort = undefined;
+    }
+    job.bytes_downloaded = job.payload.size;
+    await this.enterPhase(job, 'verifying');
+    return 'continue';
+  }
+
+  /** An offline job's "download": its image, copied out of the bundle (again, after a power cut cut it short). */
+  private async copyFromBundle(job: OtaJob, offline: NonNullable<OtaJob['offline']>): Promise<StepOutcome> {
+    const sink = this.sinkFor(job);
+    if ((await sink.offset()) !== job.payload.size) {
+      await sink.reset();
+      try {
+        await copyImage(offline.bundle_path, offline.image_offset, job.payload.size, sink);
+      } catch (error) {
+        await this.discardDownload();
+        await this.finish(job, {
+          code: 'download_failed',
+          message: `could not read the bundle: ${errorMessage(error)}`,
+        });
+        return 'continue';
+      }
     }
     job.bytes_downloaded = job.payload.size;
     await this.enterPhase(job, 'verifying');
@@ -446,7 +601,8 @@ export class OtaHandler {
   private async commit(job: OtaJob): Promise<StepOutcome> {
     const version = this.options.installer.currentVersion();
     const [reachedCloud, health] = await Promise.all([
-      this.options.tunnel.waitUntilConnected(this.options.confirmTimeoutMs),
+      // An offline install is made without the cloud: its health check alone decides.
+      job.offline ? true : this.options.tunnel.waitUntilConnected(this.options.confirmTimeoutMs),
       this.options.checkHealth(version).catch((error) => ({ healthy: false, message: errorMessage(error) })),
     ]);
     if (this.stopped) return 'pause';
@@ -540,11 +696,20 @@ export class OtaHandler {
       previous_version: job.previous_version,
       ...(failure ? { error: { code: failure.code, message: failure.message.slice(0, 2000) } } : {}),
     };
+    const offline: OfflineInstallPayload | undefined = job.offline && {
+      bundle_id: job.offline.bundle_id,
+      version: job.payload.version,
+      from_version: job.previous_version,
+      installed_at: new Date().toISOString(),
+      result: result.status,
+      current_version: result.current_version,
+      ...(result.error ? { error: result.error } : {}),
+    };
     this.state.job = null;
     // What the boot loader did concerned this job only: the next one starts from a plain boot. A
     // trial still unresolved stays one, so that it is reverted rather than taken for the norm.
     if (this.boot !== 'trial') this.boot = 'normal';
-    this.state.results.push({ payload: result, acknowledged: false });
+    this.state.results.push({ payload: result, acknowledged: false, ...(offline ? { offline } : {}) });
     this.trimResults();
     await this.persist();
     await this.options.stepHook?.('result:persisted');
@@ -554,7 +719,13 @@ export class OtaHandler {
     this.reportProgress(job, true);
     this.options.onResult?.(result);
     this.resultAttempt = 0;
-    void this.flushResults();
+    if (offline) {
+      void this.flushResults().finally(() => {
+        if (this.options.tunnel.connected) this.sendDeviceInfo();
+      });
+    } else {
+      void this.flushResults();
+    }
   }
 
   /** At-least-once: every unacknowledged result goes out until the server answers `success`. */
@@ -584,9 +755,10 @@ export class OtaHandler {
         const updateId = recorded.payload.update_id;
         this.resendRequested?.delete(updateId);
         try {
-          await this.options.tunnel.request(DeviceAction.otaResult, recorded.payload, {
-            timeoutMs: this.options.requestTimeoutMs,
-          });
+          const [action, payload] = recorded.offline
+            ? [DeviceAction.offlineInstall, recorded.offline]
+            : [DeviceAction.otaResult, recorded.payload];
+          await this.options.tunnel.request(action, payload, { timeoutMs: this.options.requestTimeoutMs });
         } catch (error) {
           this.options.logger.warn('ota_result not acknowledged yet', {
             update_id: updateId,
@@ -649,7 +821,8 @@ export class OtaHandler {
       target_version: job.payload.version,
       bytes_downloaded: job.bytes_downloaded,
     });
-    if (job.phase === 'completed' || job.phase === 'failed') return;
+    // An offline install names no update of the server's.
+    if (job.phase === 'completed' || job.phase === 'failed' || job.offline) return;
     // A first download attempt's report repeats the phase's (a fleet's devices sent both at once).
     const sent = this.sentProgress;
     if (
@@ -679,5 +852,30 @@ export class OtaHandler {
 
   private persist(): Promise<void> {
     return this.options.store.save(this.state);
+  }
+}
+
+/** A bundle's header and where its image starts; throws saying why the file is no bundle. */
+async function readBundle(path: string) {
+  const handle = await open(path, 'r').catch((error: NodeJS.ErrnoException) => {
+    throw new Error(error.code === 'ENOENT' ? `${path} does not exist` : `cannot read ${path}: ${error.message}`);
+  });
+  try {
+    const fileSize = (await handle.stat()).size;
+    const head = Buffer.alloc(Math.min(MAX_BUNDLE_HEADER_BYTES, fileSize));
+    await handle.read(head, 0, head.length, 0);
+    const parsed = parseBundleHeader(head);
+    if (!parsed.ok) throw new Error(`${path}: ${parsed.reason}`);
+    return { header: parsed.header, imageOffset: parsed.imageOffset, fileSize };
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Streams `size` bytes of the bundle from `offset` into the sink: a GiB image is never held whole. */
+async function copyImage(path: string, offset: number, size: number, sink: DownloadSink): Promise<void> {
+  if ((await stat(path)).size < offset + size) throw new Error(`${path} is shorter than its manifest says`);
+  for await (const chunk of createReadStream(path, { start: offset, end: offset + size - 1 })) {
+    await sink.append(chunk as Buffer);
   }
 }

@@ -5,6 +5,7 @@
 import semver from 'semver';
 import { type ArtifactKind, artifactKindMeaning, artifactKindOf } from '../protocol/artifact.ts';
 import { verifyManifest } from '../protocol/manifest.ts';
+import { type OfflineManifest, validateOfflineManifest } from '../protocol/offline-bundle.ts';
 import type { OtaFailureCode, OtaUpdatePayload } from '../protocol/tunnel.ts';
 
 export interface UpdatePolicy {
@@ -106,4 +107,75 @@ function manifestMismatch(payload: OtaUpdatePayload, policy: UpdatePolicy): stri
 
 function refuse(code: OtaFailureCode, message: string): Authorization {
   return { verdict: 'refuse', code, message };
+}
+
+/** Whether this device may install an offline bundle (offline-bundle.ts), read from a file. */
+export interface OfflineBundleCheck {
+  manifest: unknown;
+  signature: string;
+  runningVersion: string;
+  policy: UpdatePolicy;
+  /** The device's model (agent option `model`); a bundle naming models needs it. */
+  model: string | undefined;
+  acceptedKinds: readonly ArtifactKind[] | undefined;
+  now: Date;
+}
+
+export type OfflineAuthorization =
+  | { verdict: 'install'; manifest: OfflineManifest }
+  | { verdict: 'already_installed'; manifest: OfflineManifest }
+  | { verdict: 'refuse'; code: OtaFailureCode | 'expired' | 'wrong_organization' | 'wrong_model'; message: string };
+
+/** Signature first (nothing unsigned is read further), then organization, expiry, model, version, kind. */
+export function authorizeOfflineBundle(check: OfflineBundleCheck): OfflineAuthorization {
+  const { policy } = check;
+  if (!policy.publicKeyPem) {
+    return { verdict: 'refuse', code: 'signature_required', message: 'no public key is pinned on this device' };
+  }
+  if (!validateOfflineManifest.Check(check.manifest)) {
+    return { verdict: 'refuse', code: 'signature_invalid', message: 'the bundle manifest is not an offline manifest' };
+  }
+  const manifest = check.manifest;
+  if (!verifyManifest(manifest, check.signature, policy.publicKeyPem)) {
+    return {
+      verdict: 'refuse',
+      code: 'signature_invalid',
+      message: "the bundle's signature does not match this device's pinned organization key",
+    };
+  }
+  if (policy.organizationId !== undefined && manifest.organization_id !== policy.organizationId) {
+    return {
+      verdict: 'refuse',
+      code: 'wrong_organization',
+      message: `the bundle belongs to organization ${manifest.organization_id}, not this device's`,
+    };
+  }
+  const expiresAt = Date.parse(manifest.expires_at);
+  if (!(expiresAt > check.now.getTime())) {
+    return { verdict: 'refuse', code: 'expired', message: `the bundle expired at ${manifest.expires_at}` };
+  }
+  const models = manifest.compatible_models;
+  if (models.length > 0 && !models.includes(check.model ?? '')) {
+    const mine = check.model === undefined ? 'no model is configured on this device (model)' : `not ${check.model}`;
+    return { verdict: 'refuse', code: 'wrong_model', message: `the bundle is for ${models.join(', ')}; ${mine}` };
+  }
+  const comparable = semver.valid(check.runningVersion) !== null;
+  if (comparable && semver.lt(manifest.version, check.runningVersion)) {
+    return {
+      verdict: 'refuse',
+      code: 'downgrade_refused',
+      message: `refusing to go from ${check.runningVersion} down to ${manifest.version}`,
+    };
+  }
+  if (manifest.version === check.runningVersion || (comparable && semver.eq(manifest.version, check.runningVersion)))
+    return { verdict: 'already_installed', manifest };
+  const accepted = check.acceptedKinds;
+  if (accepted !== undefined && !(accepted as readonly string[]).includes(manifest.artifact_type)) {
+    return {
+      verdict: 'refuse',
+      code: 'artifact_mismatch',
+      message: `the bundle holds a .${manifest.artifact_type}; this device's installer takes ${accepted.map((k) => `.${k}`).join(', ')}`,
+    };
+  }
+  return { verdict: 'install', manifest };
 }

@@ -13,7 +13,13 @@ import { mkdir, rename } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { type Static, Type } from 'typebox';
 import { Compile } from 'typebox/compile';
-import { OtaFailureCode, OtaPhase, OtaResultPayload, OtaUpdatePayload } from '../protocol/tunnel.ts';
+import {
+  OfflineInstallPayload,
+  OtaFailureCode,
+  OtaPhase,
+  OtaResultPayload,
+  OtaUpdatePayload,
+} from '../protocol/tunnel.ts';
 import { readJsonIfExists, writeJsonAtomic } from './atomic-file.ts';
 import { errorMessage, type Logger } from './logger.ts';
 
@@ -31,12 +37,22 @@ export const OtaJob = Type.Object({
   /** Decided after install, kept while the revert is under way. */
   failure: Type.Optional(Failure),
   accepted_at: Type.String(),
+  /** An offline bundle installed from a file (`edgeflow-agent install`): where its image is read from. */
+  offline: Type.Optional(
+    Type.Object({
+      bundle_id: Type.String(),
+      bundle_path: Type.String(),
+      image_offset: Type.Integer({ minimum: 0 }),
+    }),
+  ),
 });
 export type OtaJob = Static<typeof OtaJob>;
 
 export const RecordedResult = Type.Object({
   payload: OtaResultPayload,
   acknowledged: Type.Boolean(),
+  /** The job was an offline install: reported as `offline_install` rather than `ota_result`. */
+  offline: Type.Optional(OfflineInstallPayload),
 });
 export type RecordedResult = Static<typeof RecordedResult>;
 

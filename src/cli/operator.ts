@@ -9,6 +9,7 @@ import { ApiClient, ApiError, progressBar } from './client.ts';
 import { summarizeCounts } from './deployment-status.ts';
 import { followDeployment } from './deployment-watch.ts';
 import { CliError } from './errors.ts';
+import { registerFirmwareExport } from './offline-export.ts';
 import { describeOta, type OtaRowFacts } from './ota-format.ts';
 
 /** The flags every operator command has (see withConnection). Shared with deployments.ts. */
@@ -91,6 +92,7 @@ function latestOf(record: Row): OtaRowFacts | null {
     status: String(record.update_status),
     target_version: String(record.target_version),
     error_code: (record.error as { code: string } | null)?.code ?? null,
+    offline_bundle_id: (record.offline_bundle_id as string | null | undefined) ?? null,
   };
 }
 
@@ -102,7 +104,7 @@ export function summarizeOtaRecord(record: Row): string {
   const latest = latestOf(record);
   const what =
     latest?.kind === 'observed'
-      ? describeOta(latest)
+      ? `${describeOta(latest)}${latest.offline_bundle_id ? `; runs ${String(record.current_version)}` : ''}`
       : `${String(record.ota_status)} on ${String(record.current_version)}`;
   const held = record.held_by ? `; held by ${String(record.held_by)}` : '';
   return `${what}${held}`;
@@ -274,6 +276,8 @@ export function registerOperatorCommands(program: Command): void {
       print(flags, link, () => `${String(link.url)}\n(expires ${String(link.expires_at)})`);
     }),
   );
+
+  registerFirmwareExport(firmware);
 
   withConnection(program.command('update <device-id> <version>').description('update one device'))
     .option('--force', 're-apply even if the device already runs the version')

@@ -2,7 +2,8 @@
  * How a device's OTA history row reads, in the CLI and on the dashboard: an update or a rollback
  * by its status and target; a version change the device reported and the server did not order
  * (`observed`) by what it was: `reverted to 1.0.0` (it fell back after committing), `reflashed to
- * 1.0.0` (changed by hand) — never "completed". Pure, type-free of the server: the dashboard
+ * 1.0.0` (changed by hand) — never "completed"; an install from an offline bundle as `installed
+ * offline to 1.1.0 (bundle bnd_…)` (or `offline install failed …`). Pure, type-free of the server: the dashboard
  * bundles it.
  */
 
@@ -12,10 +13,18 @@ export interface OtaRowFacts {
   status: string;
   target_version: string;
   error_code: string | null;
+  /** An install from an offline bundle (absent from the device list's latest update). */
+  offline_bundle_id?: string | null;
 }
 
 /** `{ badge: 'reverted', label: 'to 1.0.0' }`: the word a badge shows, and what follows it. */
 export function otaWords(row: OtaRowFacts): { badge: string; label: string } {
+  if (row.offline_bundle_id) {
+    const bundle = `(bundle ${row.offline_bundle_id})`;
+    return row.status === 'completed'
+      ? { badge: 'installed offline', label: `to ${row.target_version} ${bundle}` }
+      : { badge: 'offline install failed', label: `to ${row.target_version} ${bundle}` };
+  }
   if (row.kind === 'observed') {
     return { badge: row.error_code === 'reverted' ? 'reverted' : 'reflashed', label: `to ${row.target_version}` };
   }

@@ -4,6 +4,7 @@
  * the agent needs no extra dependency.
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign, verify } from 'node:crypto';
+import type { OfflineManifest } from './offline-bundle.ts';
 import type { FirmwareManifest } from './tunnel.ts';
 
 /** JSON with keys sorted at every level: the bytes that are signed. */
@@ -35,12 +36,16 @@ export function generateSigningKeyPair(): SigningKeyPair {
 
 /** Returns the base64 signature of the canonical manifest. */
 /** Signs with the key as PEM, or already parsed (a server signing thousands parses it once: ~0.7 ms a parse). */
-export function signManifest(manifest: FirmwareManifest, privateKey: string | KeyObject): string {
+export function signManifest(manifest: FirmwareManifest | OfflineManifest, privateKey: string | KeyObject): string {
   const key = typeof privateKey === 'string' ? createPrivateKey(privateKey) : privateKey;
   return sign(null, Buffer.from(canonicalJson(manifest)), key).toString('base64');
 }
 
-export function verifyManifest(manifest: FirmwareManifest, signatureBase64: string, publicKeyPem: string): boolean {
+export function verifyManifest(
+  manifest: FirmwareManifest | OfflineManifest,
+  signatureBase64: string,
+  publicKeyPem: string,
+): boolean {
   try {
     return verify(
       null,

@@ -167,6 +167,8 @@ export const DeviceAction = {
   otaResult: 'ota_result',
   /** The download link expired: ask for a fresh one. */
   otaRefreshUrl: 'ota_refresh_url',
+  /** An offline bundle it installed (or failed to) while the server was out of reach; resent until acknowledged. */
+  offlineInstall: 'offline_install',
 } as const;
 
 /**
@@ -307,6 +309,22 @@ export const OtaRefreshUrlPayload = Type.Object({ update_id: Type.String({ minLe
 export const OtaRefreshUrlData = Type.Object({ url: Type.String(), url_expires_at: Type.String() });
 export type OtaRefreshUrlData = Static<typeof OtaRefreshUrlData>;
 
+/**
+ * What a device reports of an offline bundle (offline-bundle.ts) it installed from a file: sent
+ * on the next connect, before its `device_info`, and resent until acknowledged.
+ */
+export const OfflineInstallPayload = Type.Object({
+  bundle_id: Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_-]+$' }),
+  version: Version,
+  from_version: Version,
+  installed_at: Type.String({ minLength: 1, maxLength: 64 }),
+  result: Type.Union([Type.Literal('completed'), Type.Literal('failed')]),
+  /** The version it runs after it: `version` when completed, `from_version` after a failure. */
+  current_version: Version,
+  error: Type.Optional(Type.Object({ code: OtaFailureCode, message: Type.String({ maxLength: 2048 }) })),
+});
+export type OfflineInstallPayload = Static<typeof OfflineInstallPayload>;
+
 /** Compiled validators for the payloads, so both ends check them the same way. */
 export const validate = {
   healthCheckData: Compile(HealthCheckData),
@@ -318,6 +336,7 @@ export const validate = {
   otaRefreshUrl: Compile(OtaRefreshUrlPayload),
   otaRefreshUrlData: Compile(OtaRefreshUrlData),
   manifest: Compile(FirmwareManifest),
+  offlineInstall: Compile(OfflineInstallPayload),
 };
 
 /** Why `value` fails `validator`, naming the field (`/current_version must match format "semver"`). */

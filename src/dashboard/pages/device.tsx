@@ -134,6 +134,7 @@ function OtaDetails({ record }: { record: OtaRecord }) {
           status: record.update_status ?? 'completed',
           target_version: record.target_version,
           error_code: record.error?.code ?? null,
+          offline_bundle_id: record.offline_bundle_id,
         })
       : null;
   return (
@@ -340,7 +341,15 @@ function History({ updates }: { updates: Update[] }) {
             <Time at={update.created_at} />
           </td>
           <td>
-            {update.kind === 'observed' ? 'reported by the device' : update.kind}
+            {update.offline_bundle_id ? (
+              <>
+                installed offline <span class="muted">bundle {update.offline_bundle_id}</span>
+              </>
+            ) : update.kind === 'observed' ? (
+              'reported by the device'
+            ) : (
+              update.kind
+            )}
             {/* Rollbacks are always forced: saying so would tell nothing. */}
             {update.kind === 'update' && update.force ? ' (forced)' : ''}
           </td>

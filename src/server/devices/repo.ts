@@ -149,7 +149,8 @@ export async function listDevices(
       .join(', ')},
        latest.status AS ota_status, latest.kind AS ota_kind, latest.target_version AS ota_target_version,
        latest.progress AS ota_progress, latest.phase AS ota_phase, latest.deployment_id AS ota_deployment_id,
-       latest.error_code AS ota_error_code, latest.updated_at AS ota_updated_at
+       latest.error_code AS ota_error_code, latest.updated_at AS ota_updated_at,
+       latest.offline_bundle_id AS ota_offline_bundle_id
      ${from} ${after}
      ORDER BY d.sort_key, d.device_id
      LIMIT ${$(page.limit)}`,
@@ -165,6 +166,7 @@ export async function listDevices(
       ota_deployment_id,
       ota_error_code,
       ota_updated_at,
+      ota_offline_bundle_id,
       ...device
     }) => ({
       ...device,
@@ -180,6 +182,7 @@ export async function listDevices(
               deployment_id: ota_deployment_id,
               error_code: ota_error_code,
               updated_at: ota_updated_at!,
+              offline_bundle_id: ota_offline_bundle_id,
             },
     }),
   );

@@ -44,6 +44,7 @@ export const DeviceOta = Type.Object({
   deployment_id: Nullable(Type.String()),
   error_code: Nullable(Type.String()),
   updated_at: Timestamp,
+  offline_bundle_id: Type.Optional(Nullable(Type.String({ description: 'an install from this offline bundle' }))),
 });
 
 export const ListedDevice = Type.Object({

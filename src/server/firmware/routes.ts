@@ -4,9 +4,10 @@ import { Type } from 'typebox';
 import { orgPrincipal } from '../infra/auth.ts';
 import { disposeChunksOnceStored } from '../infra/blobstore/body-chunks.ts';
 import { BadRequestError, FileTooLargeError } from '../infra/errors.ts';
-import { authErrors, ErrorResponse, SemverString, Timestamp } from '../infra/schemas.ts';
+import { authErrors, DateTimeString, ErrorResponse, SemverString, Timestamp } from '../infra/schemas.ts';
 import type { Services } from '../services.ts';
-import { Firmware } from './schemas.ts';
+import { signOfflineBundle } from './offline-bundle.ts';
+import { Firmware, OfflineBundleManifest } from './schemas.ts';
 import * as service from './service.ts';
 
 /** The multipart form, for the OpenAPI document only: multipart bodies are streamed, not validated whole. */
@@ -221,6 +222,41 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> =
         request.params.version,
         request.body.expires_in_seconds,
       );
+    },
+  );
+
+  app.post(
+    '/api/v1/firmware/:version/offline-bundle',
+    {
+      schema: {
+        tags: ['firmware'],
+        summary: 'Sign an offline bundle of this firmware (edgeflow-ota firmware export writes the file)',
+        description:
+          'The manifest an agent checks before it installs the image from a file (edgeflow-agent install): signed ' +
+          "with the organization's key (the key that signs every update), it names the organization, version, " +
+          'sha256, size, artifact kind, compatible models, issue and expiry time and a bundle id. Default expiry ' +
+          '30 days, at most 366 (400 invalid_expiry). The image itself comes from the download link.',
+        params: VersionParams,
+        body: Type.Object(
+          { expires_at: Type.Optional(DateTimeString({ description: 'when the bundle stops being installable' })) },
+          { additionalProperties: false },
+        ),
+        response: { 200: OfflineBundleManifest, 400: ErrorResponse, 404: ErrorResponse, ...authErrors },
+      },
+    },
+    async (request) => {
+      const principal = orgPrincipal(request, 'operator');
+      const expiresAt = request.body.expires_at === undefined ? undefined : new Date(request.body.expires_at);
+      const bundle = await signOfflineBundle(services, principal.organizationId, request.params.version, expiresAt);
+      request.log.info(
+        {
+          organization_id: principal.organizationId,
+          version: bundle.manifest.version,
+          bundle_id: bundle.manifest.bundle_id,
+        },
+        'offline bundle signed',
+      );
+      return bundle;
     },
   );
 };

@@ -1,6 +1,7 @@
 /** Firmware on the wire. */
 import { Type } from 'typebox';
 import { ArtifactKindSchema } from '../../protocol/artifact.ts';
+import { OfflineManifest } from '../../protocol/offline-bundle.ts';
 import { Timestamp } from '../infra/schemas.ts';
 
 export const Firmware = Type.Object({
@@ -13,3 +14,6 @@ export const Firmware = Type.Object({
   compatible_models: Type.Array(Type.String()),
   created_at: Timestamp,
 });
+
+/** `POST /api/v1/firmware/{version}/offline-bundle`: the manifest and its base64 Ed25519 signature. */
+export const OfflineBundleManifest = Type.Object({ manifest: OfflineManifest, signature: Type.String() });

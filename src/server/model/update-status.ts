@@ -73,13 +73,17 @@ export type OtaStatus = 'idle' | 'updating' | 'completed' | 'failed';
 /**
  * The OTA status of a device from its latest history row: an update or rollback by its status
  * (never sent: idle); a version change the server observed is `failed` when the device fell back
- * from the version it had committed (`reverted`), else `idle`.
+ * from the version it had committed (`reverted`), else `idle`; an install from an offline bundle by its status.
  */
 export function otaStatusOf(
-  latest: { status: UpdateStatus; kind: string; error_code: string | null } | undefined,
+  latest:
+    | { status: UpdateStatus; kind: string; error_code: string | null; offline_bundle_id?: string | null }
+    | undefined,
 ): OtaStatus {
   if (!latest) return 'idle';
-  if (latest.kind === 'observed') return latest.error_code === 'reverted' ? 'failed' : 'idle';
+  // An install from an offline bundle reads as an update: completed, or failed.
+  if (latest.kind === 'observed' && !latest.offline_bundle_id)
+    return latest.error_code === 'reverted' ? 'failed' : 'idle';
   switch (latest.status) {
     case 'cancelled':
     case 'skipped':

@@ -51,6 +51,7 @@ import {
   DeviceUnresponsiveError,
   type TunnelHub,
 } from '../tunnel/hub.ts';
+import { handleOfflineInstalls } from './offline.ts';
 import * as repo from './repo.ts';
 import { committedVersionsAfter, rollbackTargetAfter } from './rollback.ts';
 import type { Alongside, UpdateTransitions } from './transitions.ts';
@@ -238,6 +239,7 @@ export class UpdateEngine {
     tunnel.onDeviceRequest(DeviceAction.otaProgress, (device, payload) => this.#onProgress(device, payload));
     tunnel.onDeviceRequest(DeviceAction.otaResult, (device, payload) => this.#onResult(device, payload));
     tunnel.onDeviceRequest(DeviceAction.otaRefreshUrl, (device, payload) => this.#onRefreshUrl(device, payload));
+    handleOfflineInstalls(tunnel, deps.transitions);
     tunnel.onDeviceInfo((device, info, changedFrom) => {
       this.#reconcile(device, info, changedFrom).catch((error: Error) =>
         log.warn({ err: error, device_id: device.deviceId }, 'reconciling a reconnected device failed'),

@@ -28,11 +28,13 @@ export interface UpdateRow {
   finished_at: Date | null;
   created_at: Date;
   updated_at: Date;
+  /** An observed install from an offline bundle: the bundle's id (else null). */
+  offline_bundle_id: string | null;
 }
 
 const COLUMNS = `id, organization_id, device_id, deployment_id, kind, target_version, from_version, force, status,
   phase, progress, error_code, error_message, attempts, timeout_seconds, dispatched_at, last_report_at, deadline_at, finished_at,
-  created_at, updated_at`;
+  created_at, updated_at, offline_bundle_id`;
 const ACTIVE = [...ACTIVE_STATUSES];
 /** `column` is an active status, as literal SQL: what lets the planner use the partial indexes on them. */
 const activeIn = (column: string) => `${column} IN (${ACTIVE.map((status) => `'${status}'`).join(', ')})`;
@@ -124,6 +126,8 @@ export interface LatestUpdateSummary {
   deployment_id: string | null;
   error_code: string | null;
   updated_at: Date;
+  /** An install from an offline bundle: the bundle. */
+  offline_bundle_id: string | null;
 }
 
 /**
@@ -133,7 +137,8 @@ export interface LatestUpdateSummary {
  */
 export function latestUpdateJoin(device: string): string {
   return `LEFT JOIN LATERAL (
-       SELECT u.status, u.kind, u.target_version, u.progress, u.phase, u.deployment_id, u.error_code, u.updated_at
+       SELECT u.status, u.kind, u.target_version, u.progress, u.phase, u.deployment_id, u.error_code, u.updated_at,
+         u.offline_bundle_id
        FROM ota_updates u WHERE ${sameDevice('u', device)} ${NEWEST_FIRST} LIMIT 1
      ) AS latest ON true`;
 }
@@ -356,11 +361,25 @@ function insertReturning<T>(
   );
 }
 
+/** An install the device made from an offline bundle, as it reported it (see insertObserved). */
+export interface OfflineInstall {
+  bundleId: string;
+  installedAt: Date;
+  status: 'completed' | 'failed';
+  /** A failed install's code (the device's); null when it completed. */
+  errorCode: string | null;
+}
+
 /**
  * A version change the server did not order (a fall-back after a crash, a re-flash by hand),
  * as a finished row of the device's history: `observed`, from the version on record to the one
  * it reports, with why (`reverted`, `reflashed`). Announced like any row. Only
  * updates/transitions.ts calls this.
+ *
+ * With `offline`, an install from an offline bundle the device reported: phase `offline`, its
+ * own status and error, finished when the device installed it, the bundle named; at most one row
+ * per device and bundle (a resent report inserts nothing). `alongside`: statements of the same
+ * statement, for the inserted row only (`moved` = `c`), as for applyTransition.
  */
 export function insertObserved(
   db: Queryable,
@@ -372,25 +391,38 @@ export function insertObserved(
     toVersion: string;
     why: string;
     message: string;
+    offline?: OfflineInstall;
   },
+  alongside?: Alongside,
 ): Promise<Transitioned[]> {
+  const params: unknown[] = [];
+  const $ = (value: unknown) => `$${params.push(value)}`;
+  const offline = observed.offline;
+  const values = [
+    $(observed.id),
+    $(observed.organizationId),
+    $(observed.deviceId),
+    `'observed'`,
+    $(observed.toVersion),
+    $(observed.fromVersion),
+    $(offline?.status ?? 'completed'),
+    $(observed.why),
+    '100',
+    $(offline ? offline.errorCode : observed.why),
+    $(observed.message),
+    offline ? `${$(offline.installedAt)}::timestamptz` : 'now()',
+    $(offline?.bundleId ?? null),
+  ];
   return db.query<Transitioned>(
     `WITH c AS (
        INSERT INTO ota_updates (id, organization_id, device_id, kind, target_version, from_version, status, phase,
-         progress, error_code, error_message, finished_at)
-       VALUES ($1, $2, $3, 'observed', $5, $4, 'completed', $6, 100, $6, $7, now())
+         progress, error_code, error_message, finished_at, offline_bundle_id)
+       VALUES (${values.join(', ')})
+       ON CONFLICT (organization_id, device_id, offline_bundle_id) WHERE offline_bundle_id IS NOT NULL DO NOTHING
        RETURNING ${COLUMNS}, NULL::text AS previous_status
-     )
+     )${alongside ? `, ${alongside('c', $)}` : ''}
      ${announceChanged('c.*', 'true')}`,
-    [
-      observed.id,
-      observed.organizationId,
-      observed.deviceId,
-      observed.fromVersion,
-      observed.toVersion,
-      observed.why,
-      observed.message,
-    ],
+    params,
   );
 }
 

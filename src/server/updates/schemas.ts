@@ -27,6 +27,11 @@ export const Update = Type.Object({
   updated_at: Timestamp,
   dispatched_at: Nullable(Timestamp),
   finished_at: Nullable(Timestamp),
+  offline_bundle_id: Nullable(
+    Type.String({
+      description: 'an install the device made from this offline bundle (kind observed, phase offline), else null',
+    }),
+  ),
 });
 
 export const OtaRecord = Type.Object({
@@ -53,6 +58,14 @@ export const OtaRecord = Type.Object({
   update_status: Nullable(Type.String()),
   update_kind: Nullable(Type.String({ description: 'update, rollback, or observed (a version change it reported)' })),
   deployment_id: Nullable(Type.String()),
+  source: Nullable(
+    Type.Union([Type.Literal('server'), Type.Literal('device'), Type.Literal('offline')], {
+      description:
+        'who made the latest update: server (ordered), device (a change it reported: fall-back, re-flash), or ' +
+        'offline (installed from an offline bundle, named by offline_bundle_id)',
+    }),
+  ),
+  offline_bundle_id: Nullable(Type.String()),
   held_by: Nullable(
     Type.String({ description: 'the deployment (or update) that holds the device: other updates are refused' }),
   ),

@@ -160,10 +160,18 @@ export async function otaRecord(services: Services, organizationId: string, devi
     update_status: latest?.status ?? null,
     update_kind: latest?.kind ?? null,
     deployment_id: latest?.deployment_id ?? null,
+    source: latest ? updateSource(latest) : null,
+    offline_bundle_id: latest?.offline_bundle_id ?? null,
     held_by: await findHolder(services.db, organizationId, deviceId),
     slot: device.slot,
     online: device.online,
   };
+}
+
+/** Who made an update: the server ordered it, the device reported it, or it came from an offline bundle. */
+function updateSource(row: repo.UpdateRow): 'server' | 'device' | 'offline' {
+  if (row.kind !== 'observed') return 'server';
+  return row.offline_bundle_id ? 'offline' : 'device';
 }
 
 export async function otaHistory(services: Services, organizationId: string, deviceId: string, limit: number) {

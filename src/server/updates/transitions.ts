@@ -171,12 +171,16 @@ export class UpdateTransitions {
     );
   }
 
-  /** A version change the device reported that the server did not order: a row of its history. */
+  /**
+   * A version change the device reported that the server did not order: a row of its history
+   * (an offline install among them: undefined when it is on record already). `alongside` as for move.
+   */
   async recordObserved(
     observed: Parameters<typeof repo.insertObserved>[1],
     tx: Queryable = this.#deps.db,
+    alongside?: repo.Alongside,
   ): Promise<repo.Transitioned | undefined> {
-    const [row] = await repo.insertObserved(tx, observed);
+    const [row] = await repo.insertObserved(tx, observed, alongside);
     return row && this.#followed([row])[0];
   }
 
