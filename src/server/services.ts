@@ -4,6 +4,7 @@
  * Tests build it with their own database and store.
  */
 import { type Logger, pino } from 'pino';
+import { AuditTrail } from './audit/trail.ts';
 import { DeviceEffects } from './deployments/device-effects.ts';
 import { DeploymentLifecycle } from './deployments/lifecycle.ts';
 import { DeploymentScheduler } from './deployments/scheduler.ts';
@@ -46,6 +47,8 @@ export interface Services {
   deviceEffects: DeviceEffects;
   /** The embedded database's vacuum and statistics (PostgreSQL keeps its own). */
   upkeep: EmbeddedUpkeep;
+  /** The audit log: the API scope's hooks that append to it, and its retention. */
+  audit: AuditTrail;
 }
 
 export function createServices(parts: { config: Config; db: Db; store: BlobStore; log?: Logger }): Services {
@@ -100,6 +103,12 @@ export function createServices(parts: { config: Config; db: Db; store: BlobStore
     onBakeFailure: () => scheduler.kick(),
   });
   const upkeep = new EmbeddedUpkeep({ db, log: log.child({ component: 'upkeep' }) });
+  const audit = new AuditTrail({
+    db,
+    log: log.child({ component: 'audit' }),
+    retentionDays: config.auditRetentionDays,
+    trustProxy: config.trustProxy,
+  });
   return {
     config,
     db,
@@ -117,5 +126,6 @@ export function createServices(parts: { config: Config; db: Db; store: BlobStore
     deployments,
     deviceEffects,
     upkeep,
+    audit,
   };
 }

@@ -111,6 +111,8 @@ export interface Config {
   /** Open event streams (`/api/v1/events`) per API key and per organization, in each server process. */
   eventStreamsPerKeyMax: number;
   eventStreamsPerOrganizationMax: number;
+  /** Audit entries older than this many days are pruned (hourly); 0 keeps them forever. */
+  auditRetentionDays: number;
 }
 
 export class ConfigError extends Error {
@@ -214,5 +216,6 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     httpAuthBlockMs: integer(env, 'EDGEFLOW_HTTP_AUTH_BLOCK_MS', 60_000, 50),
     eventStreamsPerKeyMax: integer(env, 'EDGEFLOW_EVENT_STREAMS_PER_KEY_MAX', 20, 1),
     eventStreamsPerOrganizationMax: integer(env, 'EDGEFLOW_EVENT_STREAMS_PER_ORG_MAX', 200, 1),
+    auditRetentionDays: integer(env, 'EDGEFLOW_AUDIT_RETENTION_DAYS', 365, 0),
   };
 }
