@@ -6,6 +6,7 @@ import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { ApiError, api } from './api.ts';
 import { events, useStreamState } from './events.ts';
+import { AuditLogPage } from './pages/audit.tsx';
 import { DeploymentPage } from './pages/deployment.tsx';
 import { DeploymentsPage } from './pages/deployments.tsx';
 import { DevicePage } from './pages/device.tsx';
@@ -17,7 +18,7 @@ import { href, type Route, useRoute } from './router.ts';
 import { currentKey, onSessionChange, signIn, signOut } from './session.ts';
 import './styles.css';
 import type { Me } from './types.ts';
-import { ErrorNote, Loading, MeContext } from './ui.tsx';
+import { ErrorNote, Loading, MeContext, useCan } from './ui.tsx';
 
 function App() {
   const [key, setKey] = useState(currentKey());
@@ -127,12 +128,15 @@ const NAV = [
   { section: 'devices', label: 'Devices' },
   { section: 'firmware', label: 'Firmware' },
   { section: 'deployments', label: 'Deployments' },
+  // Only the roles that may read it (admin) see the entry.
+  { section: 'audit', label: 'Audit', role: 'admin' },
 ] as const;
 
 function Shell({ me }: { me: Me }) {
   const route = useRoute();
   const stream = useStreamState();
   const section = route.segments[0] ?? '';
+  const canAudit = useCan('admin');
   return (
     <>
       <a class="skip-link" href="#main">
@@ -143,7 +147,7 @@ function Shell({ me }: { me: Me }) {
           EdgeFlow OTA
         </a>
         <nav aria-label="Sections">
-          {NAV.map((item) => (
+          {NAV.filter((item) => !('role' in item) || canAudit).map((item) => (
             <a
               key={item.section}
               href={href(...(item.section ? [item.section] : []))}
@@ -181,6 +185,8 @@ function Page({ route }: { route: Route }) {
       return id ? <DevicePage deviceId={id} /> : <DevicesPage params={route.params} />;
     case 'firmware':
       return <FirmwarePage />;
+    case 'audit':
+      return <AuditLogPage params={route.params} />;
     case 'deployments':
       if (id === 'new') return <NewDeploymentPage params={route.params} />;
       return id ? (

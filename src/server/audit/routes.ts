@@ -2,34 +2,13 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { anyPrincipal, orgPrincipal } from '../infra/auth.ts';
 import { NotFoundError } from '../infra/errors.ts';
-import { authErrors, DateTimeString, ErrorResponse, Nullable, parseDateTime, Timestamp } from '../infra/schemas.ts';
+import { authErrors, DateTimeString, ErrorResponse, parseDateTime } from '../infra/schemas.ts';
 import type { Services } from '../services.ts';
 import { listAuditEntries } from './repo.ts';
+import { AuditPage, AuditOutcome as Outcome } from './schemas.ts';
 
 const Name = (description: string) =>
   Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_.:@/-]+$', description });
-const Outcome = Type.Union([Type.Literal('success'), Type.Literal('denied')]);
-
-export const AuditEntry = Type.Object({
-  id: Type.String({ description: 'increasing; pass the last one as before for the next page' }),
-  at: Timestamp,
-  organization_id: Nullable(Type.String()),
-  actor_key_id: Nullable(Type.String({ description: 'null: a refused call with no valid key' })),
-  actor_key_name: Nullable(Type.String()),
-  actor_role: Nullable(Type.String()),
-  source_address: Type.String({
-    description: 'the client address (the last X-Forwarded-For with EDGEFLOW_TRUST_PROXY)',
-  }),
-  method: Type.String(),
-  route: Type.String({ description: 'the route pattern, e.g. /api/v1/deployments/:id/pause' }),
-  action: Type.String({ description: 'e.g. deployment.pause, firmware.create, key.revoke' }),
-  target_type: Nullable(Type.String()),
-  target_id: Nullable(Type.String()),
-  outcome: Outcome,
-  status: Type.Integer({ description: 'the HTTP status answered' }),
-  changes: Type.Unknown({ description: 'the request body, secrets redacted; a multipart upload: its fields' }),
-  created_id: Nullable(Type.String({ description: 'what the answer says was created' })),
-});
 
 export const auditRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = async (app, { services }) => {
   app.get(
@@ -67,7 +46,7 @@ export const auditRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = as
           { additionalProperties: false },
         ),
         response: {
-          200: Type.Object({ entries: Type.Array(AuditEntry), next_before: Nullable(Type.String()) }),
+          200: AuditPage,
           400: ErrorResponse,
           404: ErrorResponse,
           ...authErrors,
