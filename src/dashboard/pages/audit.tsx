@@ -12,7 +12,7 @@ import { href, navigate } from '../router.ts';
 import type { AuditEntry, AuditPage } from '../types.ts';
 import { PageHeader, Time, useResource } from '../ui.tsx';
 
-const PAGE_SIZE = 50;
+const PAGE_SIZE = 25;
 const FILTER_NAMES = ['action', 'actor', 'target_type', 'target_id', 'outcome'] as const;
 type FilterName = (typeof FILTER_NAMES)[number];
 type Filters = Partial<Record<FilterName, string>>;
