@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Agent } from '../../src/agent/agent.ts';
+import type { AuditEntry } from '../../src/dashboard/types.ts';
 import { AuditTrail } from '../../src/server/audit/trail.ts';
 import { removeAgentDirs } from '../helpers/agents.ts';
 import { makeFirmwareFile, postFirmware } from '../helpers/firmware.ts';
@@ -18,24 +19,7 @@ const backends = await backendsUnderTest();
 after(stopSharedServices);
 after(removeAgentDirs);
 
-interface Entry {
-  id: string;
-  at: string;
-  organization_id: string | null;
-  actor_key_id: string | null;
-  actor_key_name: string | null;
-  actor_role: string | null;
-  source_address: string;
-  method: string;
-  route: string;
-  action: string;
-  target_type: string | null;
-  target_id: string | null;
-  outcome: 'success' | 'denied';
-  status: number;
-  changes: unknown;
-  created_id: string | null;
-}
+type Entry = AuditEntry;
 type Page = { entries: Entry[]; next_before: string | null };
 
 for (const backend of backends) {

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { auditLine, sinceValue } from '../../src/cli/audit.ts';
+import { CONTROL_CHARACTERS } from '../../src/protocol/text.ts';
 import { answerIds, REDACTED, redacted, routeAudit } from '../../src/server/audit/rules.ts';
 
 describe('audit rules', () => {
@@ -83,7 +84,7 @@ describe('audit rules', () => {
       changes: { name: 'x' },
       created_id: null,
     });
-    assert.ok(!/[\u0000-\u001f\u007f]/.test(line), line);
+    assert.ok(!new RegExp(`[${CONTROL_CHARACTERS}]`).test(line), line);
     assert.match(
       line,
       /^2030-01-31T02:00:00Z {2}success 200 +device\.update +device:gw\\x1b\[2K-1 +by ci\\x07 \(key_1, admin\) from 10\.0\.0\.1 {2}\{"name":"x"\}$/,

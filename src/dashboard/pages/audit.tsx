@@ -8,7 +8,7 @@ import { FilterSelect } from '../components/filter-select.tsx';
 import { Loaded } from '../components/loaded.tsx';
 import { Pager, useCursorPages } from '../components/pager.tsx';
 import { Table } from '../components/table.tsx';
-import { href, navigate } from '../router.ts';
+import { href, navigate, paramsNamed } from '../router.ts';
 import type { AuditEntry, AuditPage } from '../types.ts';
 import { PageHeader, Time, useResource } from '../ui.tsx';
 
@@ -17,17 +17,8 @@ const FILTER_NAMES = ['action', 'actor', 'target_type', 'target_id', 'outcome'] 
 type FilterName = (typeof FILTER_NAMES)[number];
 type Filters = Partial<Record<FilterName, string>>;
 
-function filtersOf(params: URLSearchParams): Filters {
-  const filters: Filters = {};
-  for (const name of FILTER_NAMES) {
-    const value = params.get(name);
-    if (value) filters[name] = value;
-  }
-  return filters;
-}
-
 export function AuditLogPage({ params }: { params: URLSearchParams }) {
-  const filters = filtersOf(params);
+  const filters: Filters = paramsNamed(params, FILTER_NAMES);
   const filterKey = JSON.stringify(filters);
   const pages = useCursorPages(filterKey);
   const log = useResource(
@@ -103,33 +94,14 @@ function FilterBar({ filters, onChange }: { filters: Filters; onChange: (next: F
         onChange({ ...filters, action: action.trim() || undefined, target_id: targetId.trim() || undefined });
       }}
     >
-      <div>
-        <label for="audit-action">Action</label>
-        <input
-          id="audit-action"
-          type="search"
-          placeholder="deployment.*"
-          maxLength={200}
-          value={action}
-          onInput={(event) => setAction((event.target as HTMLInputElement).value)}
-        />
-      </div>
+      <TextFilter id="audit-action" label="Action" placeholder="deployment.*" value={action} onInput={setAction} />
       <FilterSelect
         label="Target"
         value={filters.target_type}
         options={['organization', 'key', 'device', 'firmware', 'deployment']}
         onChange={(value) => set('target_type', value)}
       />
-      <div>
-        <label for="audit-target-id">Target id</label>
-        <input
-          id="audit-target-id"
-          type="search"
-          maxLength={200}
-          value={targetId}
-          onInput={(event) => setTargetId((event.target as HTMLInputElement).value)}
-        />
-      </div>
+      <TextFilter id="audit-target-id" label="Target id" value={targetId} onInput={setTargetId} />
       <FilterSelect
         label="By"
         value={filters.actor}
@@ -152,5 +124,27 @@ function FilterBar({ filters, onChange }: { filters: Filters; onChange: (next: F
         <button type="submit">Filter</button>
       </div>
     </form>
+  );
+}
+
+function TextFilter(props: {
+  id: string;
+  label: string;
+  placeholder?: string;
+  value: string;
+  onInput: (value: string) => void;
+}) {
+  return (
+    <div>
+      <label for={props.id}>{props.label}</label>
+      <input
+        id={props.id}
+        type="search"
+        placeholder={props.placeholder}
+        maxLength={200}
+        value={props.value}
+        onInput={(event) => props.onInput((event.target as HTMLInputElement).value)}
+      />
+    </div>
   );
 }
