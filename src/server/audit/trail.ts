@@ -5,7 +5,8 @@
  *
  * Recorded: successes (2xx) and refusals of the key (401, 403: `denied`, who tried). Not recorded:
  * other refusals (400, 404, 409, …: nothing changed and the caller was allowed to ask) and
- * failures (5xx). The entry is written in `onSend`, before the answer leaves: a client that got
+ * failures (5xx), and the failed-login limiter's 429s (so an address guessing keys writes at most
+ * the limiter's allowance of `denied` entries). The entry is written in `onSend`, before the answer leaves: a client that got
  * its 2xx knows its entry exists. When the entry cannot be written the answer is
  * `500 audit_unavailable` instead (the change itself was made). Left open: a process that dies
  * between the change's commit and the entry's insert leaves a change without its entry.
