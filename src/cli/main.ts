@@ -4,6 +4,7 @@ import { packageVersion } from '../installation.ts';
 import { escapeControlCharacters } from '../protocol/text.ts';
 import { registerSimulateCommand } from '../simulator/cli.ts';
 import { registerAdminCommands } from './admin.ts';
+import { registerAuditCommand } from './audit.ts';
 import { registerDemoCommand } from './demo.ts';
 import { registerDeploymentCommands } from './deployments.ts';
 import { CliError, describeCliError } from './errors.ts';
@@ -30,6 +31,8 @@ registerAgentCommand(program);
 registerOperatorCommands(program);
 registerDeploymentCommands(program);
 registerWebhookCommands(program);
+
+registerAuditCommand(program);
 registerSimulateCommand(program);
 registerAdminCommands(program);
 registerDemoCommand(program);

@@ -6,6 +6,7 @@ import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { ApiError, api } from './api.ts';
 import { events, useStreamState } from './events.ts';
+import { AuditLogPage } from './pages/audit.tsx';
 import { DeploymentPage } from './pages/deployment.tsx';
 import { DeploymentsPage } from './pages/deployments.tsx';
 import { DevicePage } from './pages/device.tsx';
@@ -18,7 +19,7 @@ import { href, type Route, useRoute } from './router.ts';
 import { currentKey, onSessionChange, signIn, signOut } from './session.ts';
 import './styles.css';
 import type { Me } from './types.ts';
-import { ErrorNote, Loading, MeContext } from './ui.tsx';
+import { ErrorNote, Loading, MeContext, useCan } from './ui.tsx';
 
 function App() {
   const [key, setKey] = useState(currentKey());
@@ -128,14 +129,16 @@ const NAV = [
   { section: 'devices', label: 'Devices' },
   { section: 'firmware', label: 'Firmware' },
   { section: 'deployments', label: 'Deployments' },
-  { section: 'webhooks', label: 'Webhooks', admin: true },
+  // Only the roles that may use them (admin) see these entries.
+  { section: 'webhooks', label: 'Webhooks', role: 'admin' },
+  { section: 'audit', label: 'Audit', role: 'admin' },
 ] as const;
 
 function Shell({ me }: { me: Me }) {
   const route = useRoute();
   const stream = useStreamState();
   const section = route.segments[0] ?? '';
-  const admin = me.role === 'admin';
+  const admin = useCan('admin');
   return (
     <>
       <a class="skip-link" href="#main">
@@ -146,7 +149,7 @@ function Shell({ me }: { me: Me }) {
           EdgeFlow OTA
         </a>
         <nav aria-label="Sections">
-          {NAV.filter((item) => !('admin' in item) || admin).map((item) => (
+          {NAV.filter((item) => !('role' in item) || admin).map((item) => (
             <a
               key={item.section}
               href={href(...(item.section ? [item.section] : []))}
@@ -186,6 +189,9 @@ function Page({ route }: { route: Route }) {
       return <FirmwarePage />;
     case 'webhooks':
       return <WebhooksPage endpointId={id} />;
+
+    case 'audit':
+      return <AuditLogPage params={route.params} />;
     case 'deployments':
       if (id === 'new') return <NewDeploymentPage params={route.params} />;
       return id ? (

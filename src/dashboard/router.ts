@@ -41,6 +41,19 @@ export function href(...parts: (string | Record<string, string | undefined>)[]):
   return `#/${segments.join('/')}${text ? `?${text}` : ''}`;
 }
 
+/** The filters a page keeps in its URL: each of `names` that has a value. */
+export function paramsNamed<Name extends string>(
+  params: URLSearchParams,
+  names: readonly Name[],
+): Partial<Record<Name, string>> {
+  const picked: Partial<Record<Name, string>> = {};
+  for (const name of names) {
+    const value = params.get(name);
+    if (value) picked[name] = value;
+  }
+  return picked;
+}
+
 export function navigate(to: string): void {
   location.hash = to.replace(/^#/, '');
 }

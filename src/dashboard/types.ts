@@ -4,6 +4,7 @@
  * and a change to an answer's shape breaks the dashboard's type check, not the page.
  */
 import type { Static, TSchema } from 'typebox';
+import type { AuditEntry as AuditEntrySchema, AuditPage as AuditPageSchema } from '../server/audit/schemas.ts';
 import type {
   Batch as BatchType,
   DeploymentDevice as DeploymentDeviceType,
@@ -79,6 +80,9 @@ export type DeploymentPlan = Wire<DeploymentPlanType>;
 export type DeploymentEvent = Wire<DeploymentEventType>;
 /** `GET /api/v1/deployments/{id}/devices` rows: every device the target matched, where it stands and why. */
 export type DeploymentDevice = Wire<DeploymentDeviceType>;
+/** `GET /api/v1/audit`: a page of the audit log and its entries. */
+export type AuditPage = Answer<typeof AuditPageSchema>;
+export type AuditEntry = Answer<typeof AuditEntrySchema>;
 /** Many updates of one deployment changed status at once. */
 export type OtaBulkEvent = Wire<OtaBulkEventType>;
 /** `GET /api/v1/webhooks` rows; with `secret` only when created or rotated. */

@@ -8,6 +8,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyError, LogController } from 'fastify';
+import { auditRoutes } from './audit/routes.ts';
 import { dashboardRoutes } from './dashboard/routes.ts';
 import { deploymentRoutes } from './deployments/routes.ts';
 import { deviceRoutes } from './devices/routes.ts';
@@ -190,6 +191,8 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
     await services.deviceEffects.stop();
     await services.upkeep.stop();
     await services.webhookWorker.stop();
+
+    await services.audit.stop();
     await services.scheduler.stop();
     await services.engine.stop();
     await services.tunnel.close();
@@ -228,6 +231,8 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
         trustProxy: config.trustProxy,
       }),
     );
+    // Every change through the API is audited, routes added later included (audit/trail.ts).
+    services.audit.install(api);
     await api.register(orgRoutes, { services });
     await api.register(deviceRoutes, { services });
     await api.register(fleetRoutes, { services });
@@ -236,6 +241,8 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
     await api.register(deploymentRoutes, { deployments: services.deployments });
     await api.register(eventRoutes, { services, streams: eventStreams });
     await api.register(webhookRoutes, { webhooks: services.webhooks });
+
+    await api.register(auditRoutes, { services });
   });
 
   return app;

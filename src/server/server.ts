@@ -106,6 +106,8 @@ export async function startOn(parts: {
   services.deviceEffects.start();
   services.upkeep.start();
   services.webhookWorker.start();
+
+  services.audit.start();
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const url = `${config.tls ? 'https' : 'http'}://${config.host === '0.0.0.0' ? 'localhost' : config.host}:${port}`;

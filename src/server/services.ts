@@ -4,6 +4,7 @@
  * Tests build it with their own database and store.
  */
 import { type Logger, pino } from 'pino';
+import { AuditTrail } from './audit/trail.ts';
 import { DeviceEffects } from './deployments/device-effects.ts';
 import { DeploymentLifecycle } from './deployments/lifecycle.ts';
 import { DeploymentScheduler } from './deployments/scheduler.ts';
@@ -52,6 +53,9 @@ export interface Services {
   webhookWorker: WebhookWorker;
   /** Webhook endpoints and deliveries. */
   webhooks: WebhookService;
+
+  /** The audit log: the API scope's hooks that append to it, and its retention. */
+  audit: AuditTrail;
 }
 
 export function createServices(parts: { config: Config; db: Db; store: BlobStore; log?: Logger }): Services {
@@ -108,6 +112,13 @@ export function createServices(parts: { config: Config; db: Db; store: BlobStore
   const upkeep = new EmbeddedUpkeep({ db, log: log.child({ component: 'upkeep' }) });
   const webhookWorker = new WebhookWorker({ config: config.webhooks, db, log: log.child({ component: 'webhooks' }) });
   const webhooks = new WebhookService({ db, config: config.webhooks, worker: webhookWorker });
+
+  const audit = new AuditTrail({
+    db,
+    log: log.child({ component: 'audit' }),
+    retentionDays: config.auditRetentionDays,
+    trustProxy: config.trustProxy,
+  });
   return {
     config,
     db,
@@ -127,5 +138,7 @@ export function createServices(parts: { config: Config; db: Db; store: BlobStore
     upkeep,
     webhookWorker,
     webhooks,
+
+    audit,
   };
 }

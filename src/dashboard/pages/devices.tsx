@@ -11,7 +11,7 @@ import { OtaStatus } from '../components/ota-status.tsx';
 import { Pager, useCursorPages } from '../components/pager.tsx';
 import { Table } from '../components/table.tsx';
 import { type EventName, useLiveRefresh } from '../events.ts';
-import { href, navigate } from '../router.ts';
+import { href, navigate, paramsNamed } from '../router.ts';
 import type { DeviceList, Fleet, UpdateStatus } from '../types.ts';
 import { PageHeader, StatusBadge, useResource } from '../ui.tsx';
 
@@ -35,17 +35,8 @@ const OTA_STATUSES: { value: UpdateStatus | 'none'; label: string }[] = [
   { value: 'skipped', label: 'skipped' },
 ];
 
-function filtersOf(params: URLSearchParams): Filters {
-  const filters: Filters = {};
-  for (const name of FILTER_NAMES) {
-    const value = params.get(name);
-    if (value) filters[name] = value;
-  }
-  return filters;
-}
-
 export function DevicesPage({ params }: { params: URLSearchParams }) {
-  const filters = filtersOf(params);
+  const filters: Filters = paramsNamed(params, FILTER_NAMES);
   const filterKey = JSON.stringify(filters);
   const pages = useCursorPages(filterKey);
   const list = useResource(

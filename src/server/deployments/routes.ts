@@ -28,6 +28,12 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox<{ deployments: Deployme
   app.post(
     '/api/v1/deployments',
     {
+      config: {
+        audit: {
+          action: (request) =>
+            (request.body as { dry_run?: boolean } | undefined)?.dry_run ? 'deployment.plan' : 'deployment.create',
+        },
+      },
       schema: {
         tags: ['deployments'],
         summary: 'Deploy a firmware version to a fleet (or, with dry_run, answer the plan)',

@@ -133,6 +133,8 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> =
         throw error;
       } finally {
         stopDisposingChunks?.();
+        // The audit log keeps the form's fields, never the file.
+        request.auditChanges = fields;
       }
       if (!staged) {
         service.validateUploadFields(

@@ -11,6 +11,8 @@ export type Role = 'system_admin' | 'admin' | 'operator' | 'viewer';
 
 export interface Principal {
   keyId: string;
+  /** The key's name, as the audit log shows the actor. */
+  keyName?: string | null;
   role: Role;
   /** Null only for the system administrator. */
   organizationId: string | null;

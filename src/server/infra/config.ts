@@ -111,6 +111,8 @@ export interface Config {
   /** Open event streams (`/api/v1/events`) per API key and per organization, in each server process. */
   eventStreamsPerKeyMax: number;
   eventStreamsPerOrganizationMax: number;
+  /** Audit entries older than this many days are pruned (hourly); 0 keeps them forever. */
+  auditRetentionDays: number;
   /** Signed webhooks (webhooks/): how deliveries are attempted and retried, and where they may go. */
   webhooks: WebhookConfig;
 }
@@ -254,5 +256,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
       allowPrivate: boolean(env, 'EDGEFLOW_WEBHOOKS_ALLOW_PRIVATE', false),
       caFile: optional(env, 'EDGEFLOW_WEBHOOKS_CA_FILE'),
     },
+
+    auditRetentionDays: integer(env, 'EDGEFLOW_AUDIT_RETENTION_DAYS', 365, 0),
   };
 }

@@ -60,11 +60,11 @@ export async function insertApiKey(
 
 /** Who holds the key with this hash (authentication of every API request). */
 export async function findPrincipalByKeyHash(db: Queryable, keyHash: string): Promise<Principal | undefined> {
-  const [row] = await db.query<{ id: string; role: Role; organization_id: string | null }>(
-    'SELECT id, role, organization_id FROM api_keys WHERE key_hash = $1',
+  const [row] = await db.query<{ id: string; name: string | null; role: Role; organization_id: string | null }>(
+    'SELECT id, name, role, organization_id FROM api_keys WHERE key_hash = $1',
     [keyHash],
   );
-  return row ? { keyId: row.id, role: row.role, organizationId: row.organization_id } : undefined;
+  return row ? { keyId: row.id, keyName: row.name, role: row.role, organizationId: row.organization_id } : undefined;
 }
 
 /** A key with its organization (none for the system administrator's). */

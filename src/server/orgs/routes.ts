@@ -104,6 +104,7 @@ export const orgRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = asyn
   app.delete(
     '/api/v1/api-keys/:id',
     {
+      config: { audit: { action: 'key.revoke' } },
       schema: {
         tags: ['organizations'],
         summary: 'Revoke an API key (admin)',

@@ -1,0 +1,163 @@
+/**
+ * How to call every state-changing /api/v1 route validly, for the audit test generated from the
+ * route table (audit.test.ts): a route with no entry here fails that test. Adding a route? Add
+ * its entry: the key is `METHOD pattern` as Fastify registered it; the fixture makes the call
+ * (with whatever setup it needs) and says which entry the audit log must then hold.
+ */
+import assert from 'node:assert/strict';
+import type { Agent } from '../../src/agent/agent.ts';
+import { registerDevice, settledOta, startAgent } from '../helpers/agents.ts';
+import { makeFirmwareFile, postFirmware } from '../helpers/firmware.ts';
+import type { TestServer } from '../helpers/server.ts';
+
+export interface AuditFixtureContext {
+  server: TestServer;
+  org: { id: string; adminKey: string };
+  /** A JSON call with the organization's admin key (or `key`); asserts a 2xx. */
+  call<T = Record<string, unknown>>(method: string, path: string, body?: unknown, key?: string): Promise<T>;
+  /** A fresh device of the organization, offline. */
+  device(): Promise<string>;
+  /** A fresh firmware version (semver), uploaded. */
+  firmware(): Promise<string>;
+  /** A running rolling deployment of two fresh offline devices, one per batch. */
+  deployment(): Promise<string>;
+  /** A device with its real agent connected (stopped with the test server). */
+  onlineDevice(): Promise<{ deviceId: string; agent: Agent }>;
+  /** A version every fixture may deploy (uploaded once). */
+  readonly version: string;
+}
+
+/** The entry the audit log must hold after the call: by the organization's admin unless `by: 'system'`. */
+export interface ExpectedEntry {
+  action: string;
+  target: [type: string, id: string];
+  by?: 'admin' | 'system';
+}
+
+export type RouteFixture = (ctx: AuditFixtureContext) => Promise<ExpectedEntry>;
+
+const control =
+  (name: string): RouteFixture =>
+  async (ctx) => {
+    const id = await ctx.deployment();
+    if (name === 'resume') await ctx.call('POST', `/api/v1/deployments/${id}/pause`);
+    await ctx.call('POST', `/api/v1/deployments/${id}/${name}`);
+    return { action: `deployment.${name}`, target: ['deployment', id] };
+  };
+
+export const AUDIT_ROUTE_FIXTURES: Record<string, RouteFixture> = {
+  'POST /api/v1/orgs': async (ctx) => {
+    const org = await ctx.call<{ id: string }>('POST', '/api/v1/orgs', { name: 'audited' }, ctx.server.adminKey);
+    return { action: 'organization.create', target: ['organization', org.id], by: 'system' };
+  },
+  'POST /api/v1/api-keys': async (ctx) => {
+    const key = await ctx.call<{ id: string }>('POST', '/api/v1/api-keys', { role: 'viewer', name: 'ci' });
+    return { action: 'key.create', target: ['key', key.id] };
+  },
+  'DELETE /api/v1/api-keys/:id': async (ctx) => {
+    const key = await ctx.call<{ id: string }>('POST', '/api/v1/api-keys', { role: 'viewer' });
+    await ctx.call('DELETE', `/api/v1/api-keys/${key.id}`);
+    return { action: 'key.revoke', target: ['key', key.id] };
+  },
+  'POST /api/v1/devices': async (ctx) => {
+    const id = await ctx.device();
+    return { action: 'device.create', target: ['device', id] };
+  },
+  'PATCH /api/v1/devices/:id': async (ctx) => {
+    const id = await ctx.device();
+    await ctx.call('PATCH', `/api/v1/devices/${id}`, { name: 'renamed' });
+    return { action: 'device.update', target: ['device', id] };
+  },
+  'DELETE /api/v1/devices/:id': async (ctx) => {
+    const id = await ctx.device();
+    await ctx.call('DELETE', `/api/v1/devices/${id}`);
+    return { action: 'device.delete', target: ['device', id] };
+  },
+  'POST /api/v1/firmware': async (ctx) => {
+    const version = await ctx.firmware();
+    return { action: 'firmware.create', target: ['firmware', version] };
+  },
+  'DELETE /api/v1/firmware/:version': async (ctx) => {
+    const version = await ctx.firmware();
+    await ctx.call('DELETE', `/api/v1/firmware/${version}`);
+    return { action: 'firmware.delete', target: ['firmware', version] };
+  },
+  'POST /api/v1/firmware/:version/download-url': async (ctx) => {
+    await ctx.call('POST', `/api/v1/firmware/${ctx.version}/download-url`, {});
+    return { action: 'firmware.download_url', target: ['firmware', ctx.version] };
+  },
+  'POST /api/v1/devices/:id/ota/update': async (ctx) => {
+    const { deviceId } = await ctx.onlineDevice();
+    await ctx.call('POST', `/api/v1/devices/${deviceId}/ota/update`, { version: ctx.version });
+    return { action: 'device.ota.update', target: ['device', deviceId] };
+  },
+  'POST /api/v1/devices/:id/ota/rollback': async (ctx) => {
+    const { deviceId } = await ctx.onlineDevice();
+    await ctx.call('POST', `/api/v1/devices/${deviceId}/ota/update`, { version: ctx.version });
+    const record = await settledOta(ctx.server, ctx.org.adminKey, deviceId);
+    assert.equal(record.ota_status, 'completed', JSON.stringify(record));
+    await ctx.call('POST', `/api/v1/devices/${deviceId}/ota/rollback`, {});
+    return { action: 'device.ota.rollback', target: ['device', deviceId] };
+  },
+  'POST /api/v1/deployments': async (ctx) => {
+    const id = await ctx.deployment();
+    return { action: 'deployment.create', target: ['deployment', id] };
+  },
+  'POST /api/v1/deployments/:id/pause': control('pause'),
+  'POST /api/v1/deployments/:id/resume': control('resume'),
+  'POST /api/v1/deployments/:id/cancel': control('cancel'),
+  'POST /api/v1/deployments/:id/promote': control('promote'),
+  'POST /api/v1/deployments/:id/rollback': control('rollback'),
+};
+
+let counter = 0;
+/** A context on `server` for `org`; `agents` collects the agents it starts (stop them after). */
+export function auditFixtureContext(
+  server: TestServer,
+  org: { id: string; adminKey: string },
+  version: string,
+  agents: Agent[],
+): AuditFixtureContext {
+  const call: AuditFixtureContext['call'] = async (method, path, body, key = org.adminKey) => {
+    const response = await server.api(method, path, key, body);
+    assert.ok(response.status < 300, `${method} ${path}: ${response.status} ${JSON.stringify(response.body)}`);
+    return response.body as never;
+  };
+  const device = async () => {
+    const created = await call<{ device_id: string }>('POST', '/api/v1/devices', {
+      device_id: `audit-${++counter}`,
+      current_version: '1.0.0',
+    });
+    return created.device_id;
+  };
+  return {
+    server,
+    org,
+    version,
+    call,
+    device,
+    async firmware() {
+      const version = `3.0.${++counter}`;
+      const file = await makeFirmwareFile(1024);
+      const upload = await postFirmware(server.url, org.adminKey, { version, sha256: file.sha256 }, file);
+      assert.equal(upload.status, 201, JSON.stringify(upload.body));
+      return version;
+    },
+    async deployment() {
+      const devices = [await device(), await device()];
+      const created = await call<{ id: string }>('POST', '/api/v1/deployments', {
+        version,
+        target: { device_ids: devices },
+        strategy: 'rolling',
+        batch_size: 1,
+      });
+      return created.id;
+    },
+    async onlineDevice() {
+      const registered = await registerDevice(server, org.adminKey, { device_id: `audit-online-${++counter}` });
+      const agent = await startAgent(server, org, registered);
+      agents.push(agent);
+      return { deviceId: registered.deviceId, agent };
+    },
+  };
+}
