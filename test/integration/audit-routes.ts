@@ -108,7 +108,52 @@ export const AUDIT_ROUTE_FIXTURES: Record<string, RouteFixture> = {
   'POST /api/v1/deployments/:id/cancel': control('cancel'),
   'POST /api/v1/deployments/:id/promote': control('promote'),
   'POST /api/v1/deployments/:id/rollback': control('rollback'),
+  'POST /api/v1/firmware/:version/offline-bundle': async (ctx) => {
+    await ctx.call('POST', `/api/v1/firmware/${ctx.version}/offline-bundle`, {});
+    return { action: 'firmware.offline_bundle', target: ['firmware', ctx.version] };
+  },
+  'POST /api/v1/webhooks': async (ctx) => {
+    const id = await webhook(ctx);
+    return { action: 'webhook.create', target: ['webhook', id] };
+  },
+  'PATCH /api/v1/webhooks/:id': async (ctx) => {
+    const id = await webhook(ctx);
+    await ctx.call('PATCH', `/api/v1/webhooks/${id}`, { enabled: false });
+    return { action: 'webhook.update', target: ['webhook', id] };
+  },
+  'DELETE /api/v1/webhooks/:id': async (ctx) => {
+    const id = await webhook(ctx);
+    await ctx.call('DELETE', `/api/v1/webhooks/${id}`);
+    return { action: 'webhook.delete', target: ['webhook', id] };
+  },
+  'POST /api/v1/webhooks/:id/rotate-secret': async (ctx) => {
+    const id = await webhook(ctx);
+    await ctx.call('POST', `/api/v1/webhooks/${id}/rotate-secret`, {});
+    return { action: 'webhook.rotate_secret', target: ['webhook', id] };
+  },
+  'POST /api/v1/webhooks/:id/ping': async (ctx) => {
+    const id = await webhook(ctx);
+    await ctx.call('POST', `/api/v1/webhooks/${id}/ping`, {});
+    return { action: 'webhook.ping', target: ['webhook', id] };
+  },
+  'POST /api/v1/webhooks/:id/deliveries/:delivery_id/replay': async (ctx) => {
+    const id = await webhook(ctx);
+    await ctx.call('POST', `/api/v1/webhooks/${id}/ping`, {});
+    const { deliveries } = await ctx.call<{ deliveries: { id: string }[] }>('GET', `/api/v1/webhooks/${id}/deliveries`);
+    assert.ok(deliveries[0], 'the ping made a delivery');
+    await ctx.call('POST', `/api/v1/webhooks/${id}/deliveries/${deliveries[0].id}/replay`, {});
+    return { action: 'webhook.deliveries.replay', target: ['webhook', id] };
+  },
 };
+
+/** An endpoint of the organization (a name that resolves nowhere: its deliveries only fail, in the background). */
+async function webhook(ctx: AuditFixtureContext): Promise<string> {
+  const created = await ctx.call<{ id: string }>('POST', '/api/v1/webhooks', {
+    url: 'https://hooks.example.invalid/edgeflow',
+    events: ['deployment.state_changed'],
+  });
+  return created.id;
+}
 
 let counter = 0;
 /** A context on `server` for `org`; `agents` collects the agents it starts (stop them after). */
