@@ -9,7 +9,7 @@ import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
 import { ApiError } from '../protocol/api-error.ts';
-import { hasControlCharacter } from '../protocol/text.ts';
+import { rawUploadPath } from '../protocol/raw-upload.ts';
 import { CliError, checkServerUrl, describeCliError } from './errors.ts';
 
 export { ApiError };
@@ -18,9 +18,6 @@ export interface ClientOptions {
   server: string;
   key: string;
 }
-
-/** Past this, a URL may meet a proxy's or server's limit (Node's: 16 KiB for all headers): the form carries it. */
-const RAW_URL_MAX_CHARS = 8 * 1024;
 
 export class ApiClient {
   readonly #server: string;
@@ -76,7 +73,7 @@ export class ApiClient {
    * once more, never holding it. The file goes as the raw body of PUT /api/v1/firmware/{version}
    * (the metadata in the query), which costs the server less than a form (no multipart parser:
    * bench/p5-upload.ts); as multipart/form-data when the release notes cannot travel in a URL
-   * (line breaks, or a URL past RAW_URL_MAX_CHARS).
+   * (rawUploadPath: line breaks, or a URL too long).
    */
   async uploadFirmware(
     file: string,
@@ -95,14 +92,11 @@ export class ApiClient {
     }
     const sha256 = hash.digest('hex');
     const filename = path.basename(file);
-    const query = new URLSearchParams({ sha256, filename });
-    if (fields.release_notes) query.set('release_notes', fields.release_notes);
-    if (fields.compatible_models?.length) query.set('compatible_models', fields.compatible_models.join(','));
-    const rawUrl = new URL(`${this.#server}/api/v1/firmware/${encodeURIComponent(fields.version)}?${query}`);
-    const raw = !hasControlCharacter(fields.release_notes ?? '') && rawUrl.href.length <= RAW_URL_MAX_CHARS;
+    const rawPath = rawUploadPath({ ...fields, sha256, filename });
+    const raw = rawPath !== undefined;
     let head = Buffer.alloc(0);
     let tail = Buffer.alloc(0);
-    let url = rawUrl;
+    const url = new URL(`${this.#server}${rawPath ?? '/api/v1/firmware'}`);
     let contentType = 'application/octet-stream';
     if (!raw) {
       const boundary = `edgeflow-${Date.now().toString(16)}`;
@@ -117,7 +111,6 @@ export class ApiClient {
           'Content-Type: application/octet-stream\r\n\r\n',
       );
       tail = Buffer.from(`\r\n--${boundary}--\r\n`);
-      url = new URL(`${this.#server}/api/v1/firmware`);
       contentType = `multipart/form-data; boundary=${boundary}`;
     }
     return new Promise((resolve, reject) => {
