@@ -40,6 +40,19 @@ const RawUploadQuery = Type.Object({
   ),
   compatible_models: Type.Optional(Type.String({ description: 'repeat the parameter or separate with commas' })),
 });
+/** What both uploads answer: 201 created, 200 the same content already there, or one of the refusals. */
+const UploadResponses = {
+  200: Firmware,
+  201: Firmware,
+  400: ErrorResponse,
+  409: ErrorResponse,
+  413: ErrorResponse,
+  415: ErrorResponse,
+  422: ErrorResponse,
+  503: ErrorResponse,
+  507: ErrorResponse,
+  ...authErrors,
+};
 const RAW_CONTENT_TYPE = /^\s*application\/octet-stream\s*(;|$)/i;
 const DownloadLink = Type.Object({ url: Type.String(), expires_at: Timestamp });
 
@@ -100,18 +113,7 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> =
           'a second file too (400 unexpected_part), and nothing of a refused upload is kept. 507 storage_full / ' +
           '503 storage_unavailable when the store has no room or refuses writes.',
         consumes: ['multipart/form-data'],
-        response: {
-          200: Firmware,
-          201: Firmware,
-          400: ErrorResponse,
-          409: ErrorResponse,
-          413: ErrorResponse,
-          415: ErrorResponse,
-          422: ErrorResponse,
-          503: ErrorResponse,
-          507: ErrorResponse,
-          ...authErrors,
-        },
+        response: UploadResponses,
       },
     },
     async (request, reply) => {
@@ -204,18 +206,7 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> =
           '`curl -T fw.bin -H "content-type: application/octet-stream" "$URL/api/v1/firmware/1.2.0?sha256=…&filename=fw.bin"`',
         consumes: ['application/octet-stream'],
         params: VersionParams,
-        response: {
-          200: Firmware,
-          201: Firmware,
-          400: ErrorResponse,
-          409: ErrorResponse,
-          413: ErrorResponse,
-          415: ErrorResponse,
-          422: ErrorResponse,
-          503: ErrorResponse,
-          507: ErrorResponse,
-          ...authErrors,
-        },
+        response: UploadResponses,
       },
     },
     async (request, reply) => {
