@@ -3,7 +3,7 @@
  * Throughput is compared with `openssl dgst -sha256` over the same file in the same run (both
  * read it from the page cache), and the server's RSS is sampled every 50 ms during the upload.
  * Targets: ≥ 50 % of openssl's throughput; server RSS growth < 64 MiB.
- * P5_FILE_MIB shrinks the file for a quick try; P5_SERVER_NODE_ARGS passes node flags to the
+ * P5_CLIENT=multipart sends a form instead of the raw body (see CLIENT); P5_FILE_MIB shrinks the file for a quick try; P5_SERVER_NODE_ARGS passes node flags to the
  * server (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"). The machine should be otherwise idle:
  * the details record the load average and the CPU seconds server and client spent.
  */
@@ -121,32 +121,46 @@ async function waitForHealth(url: string): Promise<void> {
 }
 
 /**
- * Uploads `file` as multipart/form-data framed by hand (fields, then the file part streamed
- * from disk, then the closing boundary) with Content-Length computed up front. Returns the
- * response and the seconds from the first byte written to the complete response.
+ * How the benchmark sends the file: `raw` (the default) as the CLI does (`edgeflow-ota firmware
+ * upload`, src/cli/client.ts): the file as the body of PUT /api/v1/firmware/{version}, the rest in
+ * the query; `multipart` as a form to POST /api/v1/firmware (what curl -F and the API before the raw
+ * route send), framed by hand. Both stream the file in 1 MiB reads with Content-Length up front.
+ */
+const CLIENT = process.env.P5_CLIENT ?? 'raw';
+if (CLIENT !== 'raw' && CLIENT !== 'multipart') throw new Error('P5_CLIENT is raw or multipart');
+
+/**
+ * Uploads `file` (see CLIENT). Returns the response and the seconds from the first byte written
+ * to the complete response.
  */
 async function upload(
   baseUrl: string,
   key: string,
   file: string,
-  fields: Record<string, string>,
+  fields: { version: string; sha256: string },
 ): Promise<{ status: number; json: Json; seconds: number }> {
   const size = (await stat(file)).size;
   const boundary = `----p5bench${randomBytes(12).toString('hex')}`;
-  const head = Buffer.from(
-    Object.entries(fields)
-      .map(([name, value]) => `--${boundary}\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${value}\r\n`)
-      .join('') +
-      `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="firmware.bin"\r\n` +
-      'Content-Type: application/octet-stream\r\n\r\n',
-  );
-  const tail = Buffer.from(`\r\n--${boundary}--\r\n`);
-  const req = http.request(`${baseUrl}/api/v1/firmware`, {
-    method: 'POST',
+  const raw = CLIENT === 'raw';
+  const head = raw
+    ? Buffer.alloc(0)
+    : Buffer.from(
+        Object.entries(fields)
+          .map(([name, value]) => `--${boundary}\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${value}\r\n`)
+          .join('') +
+          `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="firmware.bin"\r\n` +
+          'Content-Type: application/octet-stream\r\n\r\n',
+      );
+  const tail = raw ? Buffer.alloc(0) : Buffer.from(`\r\n--${boundary}--\r\n`);
+  const url = raw
+    ? `${baseUrl}/api/v1/firmware/${fields.version}?sha256=${fields.sha256}&filename=firmware.bin`
+    : `${baseUrl}/api/v1/firmware`;
+  const req = http.request(url, {
+    method: raw ? 'PUT' : 'POST',
     agent: false,
     headers: {
       authorization: `Bearer ${key}`,
-      'content-type': `multipart/form-data; boundary=${boundary}`,
+      'content-type': raw ? 'application/octet-stream' : `multipart/form-data; boundary=${boundary}`,
       'content-length': head.length + size + tail.length,
     },
   });
@@ -155,9 +169,9 @@ async function upload(
     req.on('error', reject);
   });
   async function* body() {
-    yield head;
+    if (head.length > 0) yield head;
     yield* createReadStream(file, { highWaterMark: READ_CHUNK });
-    yield tail;
+    if (tail.length > 0) yield tail;
   }
   const started = process.hrtime.bigint();
   // If the server answers early (an error), the request stream may be destroyed: the response wins.
@@ -343,7 +357,9 @@ async function main(): Promise<void> {
         page_cache:
           'the file is written just before, then hashed once by openssl unmeasured; the measured openssl run and ' +
           'the upload both read it from the page cache',
-        client: `node:http, hand-framed multipart, Content-Length up front, fs read stream highWaterMark ${READ_CHUNK}`,
+        client:
+          `${CLIENT}: ${CLIENT === 'raw' ? 'PUT, the file as the body (as the CLI sends it)' : 'POST, hand-framed multipart'}` +
+          `, node:http, Content-Length up front, fs read stream highWaterMark ${READ_CHUNK}`,
         rss_before_warmup_mib: round(rssBeforeWarmup / MiB),
         rss_before_mib: round(rssBefore / MiB),
         rss_peak_mib: round(rssPeak / MiB),

@@ -1,6 +1,6 @@
 /**
  * Firmware files in the browser: their SHA256 computed locally (the server checks the declared
- * one while it stores the file) and the multipart upload with its progress.
+ * one while it stores the file) and the upload with its progress.
  *
  * The hash reads the file as a stream, a chunk at a time, through @noble/hashes: the file is
  * never whole in memory, and it works over plain http on a LAN, where `crypto.subtle` is absent.
@@ -41,19 +41,23 @@ export interface UploadProgress {
 }
 
 /**
- * POSTs a multipart form with the session's key; resolves with the server's JSON answer, rejects
- * with an `ApiError` carrying the server's code and message (or `unreachable`).
+ * Sends an upload with the session's key: a multipart form (POST), or the file itself as the raw
+ * body (PUT, the metadata in the URL's query), which costs the server less. Resolves with the
+ * server's JSON answer, rejects with an `ApiError` carrying the server's code and message (or
+ * `unreachable`).
  */
-export function postForm<T>(
+export function sendUpload<T>(
+  method: 'POST' | 'PUT',
   path: string,
-  form: FormData,
+  body: FormData | Blob,
   onProgress: (progress: UploadProgress) => void,
 ): { done: Promise<T>; abort: () => void } {
   const request = new XMLHttpRequest();
   const done = new Promise<T>((resolve, reject) => {
-    request.open('POST', path);
+    request.open(method, path);
     const key = currentKey();
     if (key) request.setRequestHeader('authorization', `Bearer ${key}`);
+    if (!(body instanceof FormData)) request.setRequestHeader('content-type', 'application/octet-stream');
     request.responseType = 'json';
     request.upload.onprogress = (event) => {
       if (event.lengthComputable) onProgress({ loaded: event.loaded, total: event.total });
@@ -75,7 +79,7 @@ export function postForm<T>(
     };
     request.onerror = () => reject(new ApiError(0, 'unreachable', 'the upload was cut off; is the server running?'));
     request.onabort = () => reject(new ApiError(0, 'cancelled', 'the upload was cancelled'));
-    request.send(form);
+    request.send(body);
   });
   return { done, abort: () => request.abort() };
 }

@@ -47,6 +47,37 @@ describe('edgeflow-ota CLI', () => {
     ) as { sha256: string; size: number };
     assert.equal(uploaded.sha256, file.sha256, 'the CLI computed and sent the right checksum');
     assert.equal(uploaded.size, file.size);
+    // Notes on one line go in the raw upload's query (PUT); notes with a line break in a form (POST).
+    const notes = [
+      ['1.1.1', 'one line', 'PUT'],
+      ['1.1.2', 'two\nlines', 'POST'],
+    ] as const;
+    for (const [version, releaseNotes] of notes) {
+      const args = ['--release-notes', releaseNotes, '--compatible-models', 'rpi4,cm4', '--json'];
+      const stored = JSON.parse(
+        (await cli(['firmware', 'upload', file.path, '--version', version, ...args], key)).stdout,
+      );
+      assert.equal(stored.release_notes, releaseNotes);
+      assert.deepEqual(stored.compatible_models, ['rpi4', 'cm4']);
+    }
+    const requests = await server.services.metrics.httpRequestDuration.get();
+    for (const [method, route] of [
+      ['PUT', '/api/v1/firmware/:version'],
+      ['POST', '/api/v1/firmware'],
+    ]) {
+      const answered = requests.values.filter(
+        (value) =>
+          value.metricName?.endsWith('_count') &&
+          value.labels.method === method &&
+          value.labels.route === route &&
+          value.labels.status === '201',
+      );
+      assert.equal(
+        answered.reduce((sum, value) => sum + value.value, 0),
+        method === 'PUT' ? 2 : 1,
+        `${method} ${route}`,
+      );
+    }
     const listed = (await cli(['firmware', 'list'], key)).stdout;
     assert.match(listed, /^version\s+size/m);
     assert.match(listed, /^1\.1\.0\s+1048576/m);

@@ -57,6 +57,31 @@ export async function postFirmware(
   return { status: response.status, body: (await response.json()) as never };
 }
 
+/**
+ * Puts a raw upload (PUT /api/v1/firmware/{version}, the file as the body, the rest in the query)
+ * the way the CLI does; `query` values repeat a parameter when they are lists.
+ */
+export async function putFirmware(
+  baseUrl: string,
+  key: string,
+  version: string,
+  query: Record<string, string | string[]>,
+  file?: { path?: string; content?: Buffer },
+  contentType = 'application/octet-stream',
+): Promise<{ status: number; body: Record<string, unknown> & { error?: { code: string; message: string } } }> {
+  const search = new URLSearchParams();
+  for (const [name, value] of Object.entries(query)) {
+    for (const one of Array.isArray(value) ? value : [value]) search.append(name, one);
+  }
+  const body = file?.path ? await openAsBlob(file.path) : new Blob([new Uint8Array(file?.content ?? Buffer.alloc(0))]);
+  const response = await fetch(`${baseUrl}/api/v1/firmware/${encodeURIComponent(version)}?${search}`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${key}`, 'content-type': contentType },
+    body,
+  });
+  return { status: response.status, body: (await response.json()) as never };
+}
+
 /** Uploads `content` (an artifact whose kind its file name says) as `version`; throws unless created. */
 export async function uploadArtifact(
   baseUrl: string,

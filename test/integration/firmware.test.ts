@@ -8,7 +8,14 @@ import http from 'node:http';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { downloadSha256, type FirmwareFile, makeFirmwareFile, postFirmware, sha256Of } from '../helpers/firmware.ts';
+import {
+  downloadSha256,
+  type FirmwareFile,
+  makeFirmwareFile,
+  postFirmware,
+  putFirmware,
+  sha256Of,
+} from '../helpers/firmware.ts';
 import { backendsUnderTest, startTestServer, stopSharedServices, type TestServer } from '../helpers/server.ts';
 
 const MAX_BYTES = 4 * 1024 * 1024;
@@ -315,21 +322,20 @@ for (const backend of backends) {
       assert.equal(ordered.status, 201, 'the same upload with its fields first is accepted');
     });
 
-    it('refuses a chunked upload (no Content-Length) once it passes the limit, keeping nothing', async () => {
-      const boundary = 'edgeflowboundary';
-      const head = Buffer.from(
-        `--${boundary}\r\nContent-Disposition: form-data; name="version"\r\n\r\n3.1.0\r\n` +
-          `--${boundary}\r\nContent-Disposition: form-data; name="sha256"\r\n\r\n${small.sha256}\r\n` +
-          `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="f.bin"\r\n` +
-          'Content-Type: application/octet-stream\r\n\r\n',
-      );
+    /**
+     * Sends `head`, then zeros chunked (no Content-Length) up to twice the limit, then `tail`;
+     * resolves with the answer's status once the server has also closed the connection (the
+     * unread rest of the body is refused by closing it, so a half-read upload can hold neither a
+     * socket nor a shutdown).
+     */
+    async function sendChunkedPastLimit(method: string, urlPath: string, contentType: string, head: Buffer, tail = '') {
       let serverClosed!: Promise<void>;
-      const status = await new Promise<number>((resolve, reject) => {
-        const request = http.request(`${server.url}/api/v1/firmware`, {
-          method: 'POST',
+      const status = await new Promise<number>((resolve) => {
+        const request = http.request(`${server.url}${urlPath}`, {
+          method,
           headers: {
             authorization: `Bearer ${org.adminKey}`,
-            'content-type': `multipart/form-data; boundary=${boundary}`,
+            'content-type': contentType,
             'transfer-encoding': 'chunked',
           },
         });
@@ -342,7 +348,6 @@ for (const backend of backends) {
         request.on('socket', (socket) => {
           serverClosed = new Promise((closed) => socket.once('close', () => closed()));
         });
-        void reject;
         request.write(head);
         const chunk = Buffer.alloc(256 * 1024, 7);
         let sent = 0;
@@ -351,36 +356,28 @@ for (const backend of backends) {
             sent += chunk.length;
             if (!request.write(chunk)) return request.once('drain', pump);
           }
-          request.end(`\r\n--${boundary}--\r\n`);
+          request.end(tail);
         };
         pump();
       });
-      assert.equal(status, 413);
-      // The unread rest of the body is refused by closing the connection, so a half-read upload
-      // can hold neither a socket nor a shutdown.
       await serverClosed;
-      assert.equal(await firmwareRows('3.1.0'), 0);
-      assert.deepEqual(await leftovers(), []);
-    });
+      return status;
+    }
 
-    it('keeps nothing of an upload cut off mid-file, and goes on serving', async () => {
-      const boundary = 'edgeflowboundary';
+    /** Sends `head` and 1 MiB of a body announced as 3 MiB, then hangs up; resolves once nothing of it is left. */
+    async function cutOffUpload(method: string, urlPath: string, contentType: string, head: string) {
       await new Promise<void>((resolve) => {
-        const request = http.request(`${server.url}/api/v1/firmware`, {
-          method: 'POST',
+        const request = http.request(`${server.url}${urlPath}`, {
+          method,
           headers: {
             authorization: `Bearer ${org.adminKey}`,
-            'content-type': `multipart/form-data; boundary=${boundary}`,
+            'content-type': contentType,
             'content-length': String(3 * 1024 * 1024),
           },
         });
         request.on('error', () => resolve());
         request.on('close', () => resolve());
-        request.write(
-          `--${boundary}\r\nContent-Disposition: form-data; name="version"\r\n\r\n3.2.0\r\n` +
-            `--${boundary}\r\nContent-Disposition: form-data; name="sha256"\r\n\r\n${small.sha256}\r\n` +
-            `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="f.bin"\r\n\r\n`,
-        );
+        request.write(head);
         request.write(Buffer.alloc(1024 * 1024, 1), () => {
           setTimeout(() => request.destroy(), 200);
         });
@@ -393,8 +390,157 @@ for (const backend of backends) {
         await sleep(100);
       }
       assert.deepEqual(left, []);
-      assert.equal(await firmwareRows('3.2.0'), 0);
       assert.equal((await server.api('GET', '/healthz', undefined)).status, 200);
+    }
+
+    it('refuses a chunked upload (no Content-Length) once it passes the limit, keeping nothing', async () => {
+      const boundary = 'edgeflowboundary';
+      const head = Buffer.from(
+        `--${boundary}\r\nContent-Disposition: form-data; name="version"\r\n\r\n3.1.0\r\n` +
+          `--${boundary}\r\nContent-Disposition: form-data; name="sha256"\r\n\r\n${small.sha256}\r\n` +
+          `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="f.bin"\r\n` +
+          'Content-Type: application/octet-stream\r\n\r\n',
+      );
+      const multipart = `multipart/form-data; boundary=${boundary}`;
+      const status = await sendChunkedPastLimit('POST', '/api/v1/firmware', multipart, head, `\r\n--${boundary}--\r\n`);
+      assert.equal(status, 413);
+      assert.equal(await firmwareRows('3.1.0'), 0);
+      assert.deepEqual(await leftovers(), []);
+    });
+
+    it('keeps nothing of an upload cut off mid-file, and goes on serving', async () => {
+      const boundary = 'edgeflowboundary';
+      await cutOffUpload(
+        'POST',
+        '/api/v1/firmware',
+        `multipart/form-data; boundary=${boundary}`,
+        `--${boundary}\r\nContent-Disposition: form-data; name="version"\r\n\r\n3.2.0\r\n` +
+          `--${boundary}\r\nContent-Disposition: form-data; name="sha256"\r\n\r\n${small.sha256}\r\n` +
+          `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="f.bin"\r\n\r\n`,
+      );
+      assert.equal(await firmwareRows('3.2.0'), 0);
+    });
+
+    describe('raw upload (PUT /api/v1/firmware/{version}, the file as an application/octet-stream body)', () => {
+      it('stores the body as the form does (kind from filename, models, notes); identical is 200, other content 409', async () => {
+        // Over three of the store's 1 MiB slots, with a tail that is not a whole block.
+        const file = await makeFirmwareFile(3 * 1024 * 1024 + 123, 'rootfs.ext4');
+        const query = { sha256: file.sha256, filename: 'rootfs.ext4' };
+        const models = { compatible_models: ['rpi4', 'rpi5, cm4'], release_notes: 'raw one' };
+        const put = await putFirmware(server.url, org.adminKey, '6.0.0', { ...query, ...models }, file);
+        assert.equal(put.status, 201, JSON.stringify(put.body));
+        assert.equal(put.body.size, file.size);
+        assert.equal(put.body.artifact_type, 'ext4');
+        assert.equal(put.body.storage_key, `firmware/${org.id}/6.0.0/${file.sha256}.ext4`);
+        assert.deepEqual(put.body.compatible_models, ['rpi4', 'rpi5', 'cm4']);
+        assert.equal(put.body.release_notes, 'raw one');
+        const link = await server.api<{ url: string }>('POST', '/api/v1/firmware/6.0.0/download-url', org.adminKey, {});
+        assert.equal((await downloadSha256(link.body.url)).sha256, file.sha256);
+        const again = await putFirmware(server.url, org.adminKey, '6.0.0', query, file);
+        assert.equal(again.status, 200, 'identical content is not a conflict');
+        assert.equal(again.body.created_at, put.body.created_at);
+        const other = Buffer.from('other content');
+        const conflict = await putFirmware(
+          server.url,
+          org.adminKey,
+          '6.0.0',
+          { sha256: sha256Of(other), filename: 'rootfs.ext4' },
+          { content: other },
+        );
+        assert.equal(conflict.status, 409);
+        assert.equal(conflict.body.error?.code, 'version_exists');
+        assert.deepEqual(await leftovers(), []);
+      });
+
+      const rawRefusals: {
+        name: string;
+        version?: string;
+        query: () => Record<string, string>;
+        content?: () => Buffer;
+        contentType?: string;
+        status: number;
+        code: string;
+      }[] = [
+        {
+          name: 'declared checksum differs from the computed one',
+          query: () => ({ sha256: sha256Of('something else'), filename: 'f.bin' }),
+          status: 422,
+          code: 'checksum_mismatch',
+        },
+        {
+          name: 'malformed checksum',
+          query: () => ({ sha256: 'abc123', filename: 'f.bin' }),
+          status: 400,
+          code: 'invalid_checksum',
+        },
+        { name: 'missing sha256', query: () => ({ filename: 'f.bin' }), status: 400, code: 'missing_field' },
+        { name: 'missing filename', query: () => ({ sha256: small.sha256 }), status: 400, code: 'missing_field' },
+        {
+          name: 'a file of no artifact kind (.exe)',
+          query: () => ({ sha256: small.sha256, filename: 'f.exe' }),
+          status: 400,
+          code: 'invalid_file_type',
+        },
+        {
+          name: 'a non-semver version',
+          version: '1.0',
+          query: () => ({ sha256: small.sha256, filename: 'f.bin' }),
+          status: 400,
+          code: 'invalid_version',
+        },
+        {
+          name: 'bad compatible_models',
+          query: () => ({ sha256: small.sha256, filename: 'f.bin', compatible_models: 'a b' }),
+          status: 400,
+          code: 'invalid_compatible_models',
+        },
+        {
+          name: 'an empty body',
+          query: () => ({ sha256: sha256Of(''), filename: 'f.bin' }),
+          content: () => Buffer.alloc(0),
+          status: 400,
+          code: 'empty_file',
+        },
+        {
+          name: 'a body over the size limit (Content-Length)',
+          query: () => ({ sha256: sha256Of(Buffer.alloc(MAX_BYTES + 1)), filename: 'f.bin' }),
+          content: () => Buffer.alloc(MAX_BYTES + 1),
+          status: 413,
+          code: 'file_too_large',
+        },
+        {
+          name: 'a body that is not application/octet-stream',
+          query: () => ({ sha256: small.sha256, filename: 'f.bin' }),
+          contentType: 'text/plain',
+          status: 415,
+          code: 'unsupported_media_type',
+        },
+      ];
+      for (const bad of rawRefusals) {
+        it(`refuses ${bad.name} (${bad.status} ${bad.code}) and keeps nothing`, async () => {
+          const version = bad.version ?? '6.1.0';
+          const file = bad.content ? { content: bad.content() } : { path: small.path };
+          const result = await putFirmware(server.url, org.adminKey, version, bad.query(), file, bad.contentType);
+          assert.equal(result.status, bad.status, JSON.stringify(result.body));
+          assert.equal(result.body.error?.code, bad.code);
+          assert.equal(typeof result.body.error?.message, 'string');
+          assert.equal(await firmwareRows(version), 0);
+          assert.deepEqual(await leftovers(), []);
+        });
+      }
+
+      it('refuses a chunked body once it passes the limit (413, read by the client still sending), keeping nothing', async () => {
+        const urlPath = `/api/v1/firmware/6.2.0?sha256=${small.sha256}&filename=f.bin`;
+        assert.equal(await sendChunkedPastLimit('PUT', urlPath, 'application/octet-stream', Buffer.alloc(0)), 413);
+        assert.equal(await firmwareRows('6.2.0'), 0);
+        assert.deepEqual(await leftovers(), []);
+      });
+
+      it('keeps nothing of a body cut off, and goes on serving', async () => {
+        const urlPath = `/api/v1/firmware/6.3.0?sha256=${small.sha256}&filename=f.bin`;
+        await cutOffUpload('PUT', urlPath, 'application/octet-stream', '');
+        assert.equal(await firmwareRows('6.3.0'), 0);
+      });
     });
 
     it('lets a client still sending read the answer to its refused upload (60 uploads, 4 KiB to 1 MiB)', async () => {

@@ -1,15 +1,16 @@
 /**
  * Firmware: the versions uploaded, an upload form for operators (the file's SHA256 computed in
- * the browser while one fills in the rest, then a multipart upload with a progress bar), and
+ * the browser while one fills in the rest, then the upload with a progress bar), and
  * delete, which the server refuses while a device may still need the version.
  */
 import { useRef, useState } from 'preact/hooks';
+import { rawUploadPath } from '../../protocol/raw-upload.ts';
 import { type ApiError, api } from '../api.ts';
 import { Loaded } from '../components/loaded.tsx';
 import { Table } from '../components/table.tsx';
 import type { Firmware } from '../types.ts';
 import { ActionButton, ErrorNote, formatBytes, PageHeader, ProgressBar, Time, useCan, useResource } from '../ui.tsx';
-import { postForm, sha256OfFile, type UploadProgress } from '../upload.ts';
+import { sendUpload, sha256OfFile, type UploadProgress } from '../upload.ts';
 
 export function FirmwarePage() {
   const list = useResource((signal) => api<{ firmware: Firmware[] }>('/api/v1/firmware', { signal }), []);
@@ -150,17 +151,32 @@ function UploadForm({ onUploaded }: { onUploaded: () => void }) {
     const fields = new FormData(form);
     try {
       const sha256 = await hash;
-      // The API reads every field before the file, which must come last.
-      const body = new FormData();
-      body.append('version', String(fields.get('version')).trim());
-      body.append('sha256', sha256);
+      const version = String(fields.get('version')).trim();
       const notes = String(fields.get('release_notes') ?? '').trim();
-      if (notes) body.append('release_notes', notes);
-      for (const model of String(fields.get('compatible_models') ?? '').split(',')) {
-        if (model.trim()) body.append('compatible_models', model.trim());
+      const models = String(fields.get('compatible_models') ?? '')
+        .split(',')
+        .map((model) => model.trim())
+        .filter(Boolean);
+      const rawPath = rawUploadPath({
+        version,
+        sha256,
+        filename: file.name,
+        release_notes: notes,
+        compatible_models: models,
+      });
+      let upload: { done: Promise<Firmware>; abort: () => void };
+      if (rawPath !== undefined) {
+        upload = sendUpload<Firmware>('PUT', rawPath, file, setProgress);
+      } else {
+        // The API reads every field before the file, which must come last.
+        const body = new FormData();
+        body.append('version', version);
+        body.append('sha256', sha256);
+        if (notes) body.append('release_notes', notes);
+        for (const model of models) body.append('compatible_models', model);
+        body.append('file', file, file.name);
+        upload = sendUpload<Firmware>('POST', '/api/v1/firmware', body, setProgress);
       }
-      body.append('file', file, file.name);
-      const upload = postForm<Firmware>('/api/v1/firmware', body, setProgress);
       setUploading(upload);
       const firmware = await upload.done;
       form.reset();

@@ -1,9 +1,10 @@
 import { IncomingMessage } from 'node:http';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { orgPrincipal } from '../infra/auth.ts';
 import { disposeChunksOnceStored } from '../infra/blobstore/body-chunks.ts';
-import { BadRequestError, FileTooLargeError } from '../infra/errors.ts';
+import { AppError, BadRequestError, FileTooLargeError } from '../infra/errors.ts';
 import { authErrors, DateTimeString, ErrorResponse, SemverString, Timestamp } from '../infra/schemas.ts';
 import type { Services } from '../services.ts';
 import { signOfflineBundle } from './offline-bundle.ts';
@@ -29,6 +30,31 @@ const UploadForm = Type.Object({
   }),
 });
 const VersionParams = Type.Object({ version: SemverString });
+/** The raw upload's metadata, for the OpenAPI document only: checked by validateUploadFields, as the form's fields are. */
+const RawUploadQuery = Type.Object({
+  sha256: UploadForm.properties.sha256,
+  filename: Type.String({
+    description: "the artifact's file name, which says its kind as in the form (.bin, .img, .ext4, .raucb, .swu)",
+  }),
+  release_notes: Type.Optional(
+    Type.String({ maxLength: 10_000, description: 'one line (a URL carries no line breaks); the form takes several' }),
+  ),
+  compatible_models: Type.Optional(Type.String({ description: 'repeat the parameter or separate with commas' })),
+});
+/** What both uploads answer: 201 created, 200 the same content already there, or one of the refusals. */
+const UploadResponses = {
+  200: Firmware,
+  201: Firmware,
+  400: ErrorResponse,
+  409: ErrorResponse,
+  413: ErrorResponse,
+  415: ErrorResponse,
+  422: ErrorResponse,
+  503: ErrorResponse,
+  507: ErrorResponse,
+  ...authErrors,
+};
+const RAW_CONTENT_TYPE = /^\s*application\/octet-stream\s*(;|$)/i;
 const DownloadLink = Type.Object({ url: Type.String(), expires_at: Timestamp });
 
 /** Multipart framing around the file: generous, but bounded, so Content-Length can be checked up front. */
@@ -43,8 +69,32 @@ function splitModels(values: string[]): string[] {
   );
 }
 
+/** The firmware of a verified, staged upload committed, logged when new, and answered (201, or 200 for identical content). */
+async function commitAndAnswer(
+  services: Services,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  organizationId: string,
+  staged: service.StagedUpload,
+) {
+  const result = await service.commitUpload(services, organizationId, staged);
+  if (result.created) {
+    const { version, size, sha256 } = result.firmware;
+    request.log.info({ organization_id: organizationId, version, size, sha256 }, 'firmware uploaded');
+  }
+  return reply.code(result.created ? 201 : 200).send(result.firmware);
+}
+
+/** A query value as the list of its values (a parameter may repeat). */
+function queryValues(value: unknown): string[] {
+  return (Array.isArray(value) ? value : value === undefined ? [] : [value]).map(String);
+}
+
 export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = async (app, { services }) => {
   const { db, config } = services;
+
+  // The raw upload's body is the file itself, streamed to the store by its route: not read here.
+  app.addContentTypeParser('application/octet-stream', (_request, _payload, done) => done(null, undefined));
 
   app.post(
     '/api/v1/firmware',
@@ -64,18 +114,7 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> =
           'a second file too (400 unexpected_part), and nothing of a refused upload is kept. 507 storage_full / ' +
           '503 storage_unavailable when the store has no room or refuses writes.',
         consumes: ['multipart/form-data'],
-        response: {
-          200: Firmware,
-          201: Firmware,
-          400: ErrorResponse,
-          409: ErrorResponse,
-          413: ErrorResponse,
-          415: ErrorResponse,
-          422: ErrorResponse,
-          503: ErrorResponse,
-          507: ErrorResponse,
-          ...authErrors,
-        },
+        response: UploadResponses,
       },
     },
     async (request, reply) => {
@@ -143,12 +182,69 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> =
         );
         throw new BadRequestError('missing_file', 'a file part named "file" is required');
       }
-      const result = await service.commitUpload(services, principal.organizationId, staged);
-      if (result.created) {
-        const { version, size, sha256 } = result.firmware;
-        request.log.info({ organization_id: principal.organizationId, version, size, sha256 }, 'firmware uploaded');
+      return commitAndAnswer(services, request, reply, principal.organizationId, staged);
+    },
+  );
+
+  app.put(
+    '/api/v1/firmware/:version',
+    {
+      // The query is documented, not validated by schema: validateUploadFields checks it as it checks the form.
+      config: { swaggerTransform: ({ schema, url }) => ({ schema: { ...schema, querystring: RawUploadQuery }, url }) },
+      // Before any parser reads the body: another type would be parsed (JSON, text) or refused with Fastify's own words.
+      preParsing: async (request) => {
+        const contentType = request.headers['content-type'];
+        if (typeof contentType !== 'string' || !RAW_CONTENT_TYPE.test(contentType)) {
+          throw new AppError(415, 'unsupported_media_type', 'send the file itself as application/octet-stream');
+        }
+      },
+      schema: {
+        tags: ['firmware'],
+        summary: 'Upload firmware as the raw body (application/octet-stream; sha256, filename, … in the query)',
+        description:
+          'The same upload as POST /api/v1/firmware without the multipart framing: the body is the file, ' +
+          "streamed and hashed while stored; the query carries sha256, filename (its kind, as the form's file " +
+          'name does), release_notes? (one line) and compatible_models? (repeated or comma-separated). The same ' +
+          'checks, answers and codes as the form; nothing of a refused or cut-off upload is kept. ' +
+          '`curl -T fw.bin -H "content-type: application/octet-stream" "$URL/api/v1/firmware/1.2.0?sha256=…&filename=fw.bin"`',
+        consumes: ['application/octet-stream'],
+        params: VersionParams,
+        response: UploadResponses,
+      },
+    },
+    async (request, reply) => {
+      const principal = orgPrincipal(request, 'operator');
+      const length = Number(request.headers['content-length']);
+      if (Number.isFinite(length) && length > config.firmwareMaxBytes) {
+        throw new FileTooLargeError(config.firmwareMaxBytes);
       }
-      return reply.code(result.created ? 201 : 200).send(result.firmware);
+      const query = request.query as Record<string, unknown>;
+      for (const name of ['sha256', 'filename']) {
+        if (queryValues(query[name]).length === 0) {
+          throw new BadRequestError('missing_field', `the ${name} query parameter is required`);
+        }
+      }
+      const [filename] = queryValues(query.filename);
+      const upload = service.validateUploadFields(
+        {
+          version: request.params.version,
+          sha256: queryValues(query.sha256)[0],
+          release_notes: queryValues(query.release_notes)[0],
+          compatible_models: splitModels(queryValues(query.compatible_models)),
+        },
+        filename,
+      );
+      const body = request.raw;
+      // Paused before the chunk marker listens, so that nothing flows before the store pipes it.
+      body.pause();
+      const stopDisposingChunks = body instanceof IncomingMessage ? disposeChunksOnceStored(body) : undefined;
+      let staged: service.StagedUpload;
+      try {
+        staged = await service.stageUpload(services, principal.organizationId, upload, body);
+      } finally {
+        stopDisposingChunks?.();
+      }
+      return commitAndAnswer(services, request, reply, principal.organizationId, staged);
     },
   );
 
