@@ -5,6 +5,7 @@
  * (with whatever setup it needs) and says which entry the audit log must then hold.
  */
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import type { Agent } from '../../src/agent/agent.ts';
 import { registerDevice, settledOta, startAgent } from '../helpers/agents.ts';
 import { makeFirmwareFile, postFirmware } from '../helpers/firmware.ts';
@@ -75,6 +76,20 @@ export const AUDIT_ROUTE_FIXTURES: Record<string, RouteFixture> = {
   },
   'POST /api/v1/firmware': async (ctx) => {
     const version = await ctx.firmware();
+    return { action: 'firmware.create', target: ['firmware', version] };
+  },
+  'PUT /api/v1/firmware/:version': async (ctx) => {
+    const version = `3.1.${Date.now() % 100_000}`;
+    const file = await makeFirmwareFile(1024);
+    const response = await fetch(
+      `${ctx.server.url}/api/v1/firmware/${version}?sha256=${file.sha256}&filename=fw-${version}.bin`,
+      {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${ctx.org.adminKey}`, 'content-type': 'application/octet-stream' },
+        body: await readFile(file.path),
+      },
+    );
+    assert.equal(response.status, 201, await response.text());
     return { action: 'firmware.create', target: ['firmware', version] };
   },
   'DELETE /api/v1/firmware/:version': async (ctx) => {

@@ -190,7 +190,11 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> =
     '/api/v1/firmware/:version',
     {
       // The query is documented, not validated by schema: validateUploadFields checks it as it checks the form.
-      config: { swaggerTransform: ({ schema, url }) => ({ schema: { ...schema, querystring: RawUploadQuery }, url }) },
+      config: {
+        swaggerTransform: ({ schema, url }) => ({ schema: { ...schema, querystring: RawUploadQuery }, url }),
+        // An upload, as the form's is (the method's verb would read "update").
+        audit: { action: 'firmware.create' },
+      },
       // Before any parser reads the body: another type would be parsed (JSON, text) or refused with Fastify's own words.
       preParsing: async (request) => {
         const contentType = request.headers['content-type'];
@@ -234,6 +238,8 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> =
         },
         filename,
       );
+      // The audit log keeps the upload's fields, as it does the form's; the body is the file.
+      request.auditChanges = { ...upload, filename };
       const body = request.raw;
       // Paused before the chunk marker listens, so that nothing flows before the store pipes it.
       body.pause();
