@@ -13,6 +13,8 @@ export const AgentConfigFile = Type.Object(
     /** A file holding the device's API key, readable by the agent only. */
     key_file: Type.Optional(Type.String({ minLength: 1 })),
     data_dir: Type.Optional(Type.String({ minLength: 1 })),
+    /** The update-lock directory (one file per holder), default <data_dir>/locks. */
+    lock_dir: Type.Optional(Type.String({ minLength: 1 })),
     public_key_file: Type.Optional(Type.String({ minLength: 1 })),
     organization_id: Type.Optional(Type.String({ minLength: 1 })),
     ca_file: Type.Optional(Type.String({ minLength: 1 })),
