@@ -13,6 +13,7 @@
 import { type FSWatcher, watch } from 'node:fs';
 import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { parseDuration } from '../protocol/duration.ts';
 import type { DeviceLockHolder, DeviceLockPayload } from '../protocol/tunnel.ts';
 import { writeFileAtomic } from './atomic-file.ts';
 import { errorMessage, type Logger } from './logger.ts';
@@ -139,11 +140,8 @@ export async function releaseLock(dir: string, holder: string): Promise<boolean>
  * it is neither.
  */
 export function parseUntil(text: string, now = new Date()): Date | undefined {
-  const duration = /^(\d+(?:\.\d+)?)\s*(s|m|h|d)$/.exec(text.trim());
-  if (duration) {
-    const unitMs = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[duration[2] as 's' | 'm' | 'h' | 'd'];
-    return new Date(now.getTime() + Number(duration[1]) * unitMs);
-  }
+  const durationMs = parseDuration(text);
+  if (durationMs !== undefined) return new Date(now.getTime() + durationMs);
   if (!/^\d{4}-\d{2}-\d{2}T/.test(text.trim())) return undefined;
   const at = new Date(text.trim());
   return Number.isNaN(at.getTime()) ? undefined : at;
