@@ -462,7 +462,10 @@ export class Agent extends EventEmitter {
 
   /** What `device_info` says of the device, after every connect. */
   private describeDevice(): Pick<DeviceInfoPayload, 'current_version' | 'slot' | 'boot_id' | 'health_error' | 'lock'> {
-    const bootId = { ...(this.bootId ? { boot_id: this.bootId } : {}), ...(this.locks ? { lock: this.locks.state } : {}) };
+    const bootId = {
+      ...(this.bootId ? { boot_id: this.bootId } : {}),
+      ...(this.locks ? { lock: this.locks.state } : {}),
+    };
     if (this.startupError) {
       const slot = this.lastKnown?.slot;
       return {

@@ -333,7 +333,10 @@ function registerLockCommands(agent: Command): void {
     process.exit(1);
   };
   const lockDirOf = async (command: Command): Promise<string> => {
-    const flags = command.optsWithGlobals() as AgentCommandFlags;
+    // `edgeflow-agent lock --data-dir …` hands the flag to the agent command, `edgeflow-ota agent lock
+    // --data-dir …` (positional options) to this one: whichever has it.
+    const own = Object.fromEntries(Object.entries(command.opts()).filter(([, value]) => value !== undefined));
+    const flags = { ...command.parent?.opts(), ...own } as AgentCommandFlags;
     let file: AgentConfigFile = {};
     try {
       file = flags.config ? await loadAgentConfigFile(flags.config) : {};
@@ -358,6 +361,9 @@ function registerLockCommands(agent: Command): void {
     .option('--until <time>', 'release by itself at this ISO time, or after a duration: 90s, 30m, 2h, 1d')
     .option('--name <holder>', `who holds it: one lock file per holder (default ${DEFAULT_HOLDER})`)
     .option('--status', 'print the lock in force (JSON) and exit')
+    .option('--lock-dir <dir>', 'the lock directory (default <data-dir>/locks)')
+    .option('--data-dir <dir>', "the agent's data directory")
+    .option('--config <file>', "the agent's JSON config (its lock_dir or data_dir)")
     .action(async (flags: LockFlags, command: Command) => {
       const dir = await lockDirOf(command);
       if (flags.status) {
@@ -381,6 +387,9 @@ function registerLockCommands(agent: Command): void {
     .command('unlock')
     .description('release the lock this holder took')
     .option('--name <holder>', `whose lock (default ${DEFAULT_HOLDER})`)
+    .option('--lock-dir <dir>', 'the lock directory (default <data-dir>/locks)')
+    .option('--data-dir <dir>', "the agent's data directory")
+    .option('--config <file>', "the agent's JSON config (its lock_dir or data_dir)")
     .action(async (flags: { name?: string }, command: Command) => {
       const dir = await lockDirOf(command);
       const holder = holderOf(flags.name);

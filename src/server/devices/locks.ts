@@ -7,7 +7,13 @@
  * the scheduler is woken by the statement itself).
  */
 import type { Logger } from 'pino';
-import { type DeviceInfoPayload, DeviceAction, type DeviceLockPayload, payloadProblem, validate } from '../../protocol/tunnel.ts';
+import {
+  DeviceAction,
+  type DeviceInfoPayload,
+  type DeviceLockPayload,
+  payloadProblem,
+  validate,
+} from '../../protocol/tunnel.ts';
 import { Batcher } from '../infra/batcher.ts';
 import type { Db } from '../infra/db.ts';
 import { BadRequestError } from '../infra/errors.ts';

@@ -100,7 +100,11 @@ export async function insertDevice(db: Queryable, device: NewDevice): Promise<De
 
 type RawDeviceRow = Omit<DeviceRow, 'lock'> & LockColumns;
 
-export async function findDevice(db: Queryable, organizationId: string, deviceId: string): Promise<DeviceRow | undefined> {
+export async function findDevice(
+  db: Queryable,
+  organizationId: string,
+  deviceId: string,
+): Promise<DeviceRow | undefined> {
   const [row] = await db.query<RawDeviceRow>(
     `SELECT ${COLUMNS} FROM devices WHERE organization_id = $1 AND device_id = $2`,
     [organizationId, deviceId],

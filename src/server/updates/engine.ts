@@ -566,7 +566,10 @@ export class UpdateEngine {
         reason,
         sentAt,
       );
-      this.#deps.log.info({ update_id: row.id, device_id: row.device_id, reason }, 'update waits: the device is locked');
+      this.#deps.log.info(
+        { update_id: row.id, device_id: row.device_id, reason },
+        'update waits: the device is locked',
+      );
       return;
     }
     if (error instanceof DeviceCommandError) {
