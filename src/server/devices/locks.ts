@@ -51,7 +51,11 @@ export class DeviceLockRecorder {
     // A fleet reconnecting at once reports thousands of locks (nearly all unlocked): one statement per burst.
     this.#record = new Batcher(
       async (reports) => {
-        for (const changed of await repo.recordLocks(db, reports)) {
+        // A device's last report in the burst is its lock (one statement cannot apply two to one row).
+        const latest = new Map(
+          reports.map((report) => [repo.deviceKey(report.organizationId, report.deviceId), report]),
+        );
+        for (const changed of await repo.recordLocks(db, [...latest.values()])) {
           log.info(
             { device_id: changed.device_id, organization_id: changed.organization_id },
             changed.locked ? 'device update lock held' : 'device update lock released',
