@@ -3,12 +3,21 @@ import { EventEmitter } from 'node:events';
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import type { Agent as HttpAgent } from 'node:http';
 import { join } from 'node:path';
-import { backoffDelayMs, CloudAction, type DeviceInfoPayload, TunnelDefaults } from '../protocol/tunnel.ts';
+import {
+  backoffDelayMs,
+  CloudAction,
+  DEVICE_LOCKED,
+  DeviceAction,
+  type DeviceInfoPayload,
+  type DeviceLockPayload,
+  TunnelDefaults,
+} from '../protocol/tunnel.ts';
 import { AbInstaller } from './ab-installer.ts';
 import { readJsonIfExists, writeJsonAtomic } from './atomic-file.ts';
 import { type BootEnvironmentStore, GrubEnvironment, UBootEnvironment } from './boot-environment.ts';
 import { type BootIdentityReader, type BootIdentitySources, kernelBootIdentity } from './boot-identity.ts';
 import { BootloaderInstaller, type BootSlot } from './bootloader-installer.ts';
+import { defaultLockDir, LockWatcher, sameLock } from './device-lock.ts';
 import { type DownloadSink, FileDownloadSink, MemoryDownloadSink } from './download-sink.ts';
 import type { BootState, Installer, StepHook } from './installer.ts';
 import { createJsonLogger, errorMessage, type Logger } from './logger.ts';
@@ -121,6 +130,13 @@ export interface AgentOptions {
   controlPollMs?: number;
   /** Fault injection (the simulator): where downloaded bytes go instead of the default sink, e.g. one that corrupts them. */
   createDownloadSink?: (updateId: string) => DownloadSink;
+  /**
+   * The update-lock directory (device-lock.ts): one file per holder, present = locked. Default
+   * `<dataDir>/locks` on disk; with `storage: 'memory'`, locks only when this is given.
+   */
+  lockDir?: string;
+  /** The lock directory's fallback re-read, besides its watch. Default 10 s. */
+  lockRescanMs?: number;
 }
 
 /**
@@ -154,6 +170,12 @@ export class Agent extends EventEmitter {
   private readonly lastKnownFile: string | undefined;
   private controlTimer: NodeJS.Timeout | undefined;
   private controlPolling: Promise<void> | undefined;
+  /** The device's update lock, when it has a lock directory. */
+  private readonly locks: LockWatcher | undefined;
+  /** The lock state the server acknowledged last (device_lock), and the report under way. */
+  private lockAcknowledged: DeviceLockPayload | undefined;
+  private lockReporting: Promise<void> | undefined;
+  private lockRetryTimer: NodeJS.Timeout | undefined;
 
   constructor(options: AgentOptions) {
     super();
@@ -170,6 +192,22 @@ export class Agent extends EventEmitter {
     this.installer = this.createInstaller(inMemory);
     this.downloadDir = inMemory || !dataDir ? undefined : join(dataDir, 'download');
     this.lastKnownFile = inMemory || !dataDir ? undefined : join(dataDir, 'last-known.json');
+    const lockDir = options.lockDir ?? (inMemory || !dataDir ? undefined : defaultLockDir(dataDir));
+    this.locks = lockDir
+      ? new LockWatcher({
+          dir: lockDir,
+          rescanMs: options.lockRescanMs ?? 10_000,
+          logger: this.logger,
+          onChange: (state) => {
+            this.logger.info(state.locked ? 'device update lock held' : 'device update lock released', {
+              ...(state.reason ? { reason: state.reason } : {}),
+              ...(state.until ? { until: state.until } : {}),
+            });
+            this.emit('lock', state);
+            this.reportLock();
+          },
+        })
+      : undefined;
 
     this.tunnel = new TunnelClient({
       server: options.server,
@@ -191,6 +229,9 @@ export class Agent extends EventEmitter {
       ca: options.ca,
       onConnected: () => {
         this.ota.onConnected();
+        // device_info carried the lock; device_lock makes sure the server acknowledged it.
+        this.lockAcknowledged = undefined;
+        this.reportLock();
         this.emit('connected');
       },
       onDisconnected: (code, reason) => this.emit('disconnected', code, reason),
@@ -236,11 +277,75 @@ export class Agent extends EventEmitter {
       onSnapshot: (snapshot: OtaSnapshot) => this.emit('ota', snapshot),
       onResult: (result) => this.emit('result', result),
     });
-    this.tunnel.handle(CloudAction.otaUpdate, (payload) => {
+    this.tunnel.handle(CloudAction.otaUpdate, async (payload) => {
       if (this.startupError) throw new CommandRefusedError('device_unhealthy', this.startupError);
+      await this.refuseIfLocked(payload);
       return this.ota.acceptUpdate(payload);
     });
     this.tunnel.handle(CloudAction.otaCancel, (payload) => this.ota.cancelUpdate(payload));
+  }
+
+  /** The device's update lock as last read (unlocked without a lock directory). */
+  get lock(): DeviceLockPayload {
+    return this.locks?.state ?? { locked: false };
+  }
+
+  /**
+   * A new update reaching a locked device is refused (`device_locked`, the lock's reason): no
+   * download, no install; the server keeps it waiting. The directory is read afresh, so a lock
+   * taken a moment ago counts. `override_lock` (the server's force_after, an admin's force_lock)
+   * installs anyway, and says so in the log. The update it already took is never refused.
+   */
+  private async refuseIfLocked(payload: unknown): Promise<void> {
+    if (!this.locks) return;
+    const command = (typeof payload === 'object' && payload !== null ? payload : {}) as {
+      update_id?: unknown;
+      override_lock?: unknown;
+      version?: unknown;
+    };
+    if (this.ota.snapshot?.update_id === command.update_id) return;
+    if (this.ota.results.some((result) => result.payload.update_id === command.update_id)) return;
+    const state = await this.locks.refresh();
+    if (!state.locked) return;
+    if (command.override_lock === true) {
+      this.logger.warn('installing despite the device update lock: the server overrides it', {
+        update_id: command.update_id,
+        version: command.version,
+        reason: state.reason,
+      });
+      return;
+    }
+    this.logger.info('update refused: the device is locked', { update_id: command.update_id, reason: state.reason });
+    throw new CommandRefusedError(DEVICE_LOCKED, state.reason ?? 'the device is locked');
+  }
+
+  /** Reports the lock until the server acknowledged the state it is in now; again on every connect. */
+  private reportLock(): void {
+    if (!this.locks || this.lockReporting || !this.running) return;
+    this.lockReporting = (async () => {
+      let attempt = 0;
+      for (;;) {
+        const state = this.locks!.state;
+        if (!this.running || !this.tunnel.connected) return;
+        if (this.lockAcknowledged && sameLock(this.lockAcknowledged, state)) return;
+        try {
+          await this.tunnel.request(DeviceAction.deviceLock, state, {
+            timeoutMs: this.options.requestTimeoutMs ?? TunnelDefaults.commandTimeoutMs,
+          });
+          this.lockAcknowledged = state;
+          attempt = 0;
+        } catch (error) {
+          this.logger.warn('device_lock was not acknowledged; resending', { error: errorMessage(error) });
+          const delayMs = Math.max(100, backoffDelayMs(attempt++, this.options.resultRetryBaseMs ?? 1_000, 60_000));
+          await new Promise<void>((resolve) => {
+            this.lockRetryTimer = setTimeout(resolve, delayMs);
+            this.lockRetryTimer.unref();
+          });
+        }
+      }
+    })().finally(() => {
+      this.lockReporting = undefined;
+    });
   }
 
   /** The version running now; while the installer cannot start, the last one known to run. */
@@ -291,6 +396,7 @@ export class Agent extends EventEmitter {
       this.lastKnown = valid ? (known as { version: string; slot?: string }) : undefined;
     }
     await this.ota.load();
+    await this.locks?.start();
     await this.bootSequence();
     await this.startControl();
   }
@@ -373,6 +479,8 @@ export class Agent extends EventEmitter {
     clearTimeout(this.rebootFallbackTimer);
     clearTimeout(this.startupTimer);
     await this.stopControl(true);
+    clearTimeout(this.lockRetryTimer);
+    this.locks?.stop();
     await Promise.all([this.ota.stop(), this.tunnel.stop()]);
   }
 
@@ -384,6 +492,8 @@ export class Agent extends EventEmitter {
     // Like a crash: the pid file stays behind (the process it names is gone).
     clearInterval(this.controlTimer);
     this.controlTimer = undefined;
+    clearTimeout(this.lockRetryTimer);
+    this.locks?.stop();
     this.ota.halt();
     await this.tunnel.stop();
   }
@@ -441,8 +551,11 @@ export class Agent extends EventEmitter {
   }
 
   /** What `device_info` says of the device, after every connect. */
-  private describeDevice(): Pick<DeviceInfoPayload, 'current_version' | 'slot' | 'boot_id' | 'health_error'> {
-    const bootId = this.bootId ? { boot_id: this.bootId } : {};
+  private describeDevice(): Pick<DeviceInfoPayload, 'current_version' | 'slot' | 'boot_id' | 'health_error' | 'lock'> {
+    const bootId = {
+      ...(this.bootId ? { boot_id: this.bootId } : {}),
+      ...(this.locks ? { lock: this.locks.state } : {}),
+    };
     if (this.startupError) {
       const slot = this.lastKnown?.slot;
       return {

@@ -20,6 +20,15 @@ import {
 } from './agent.ts';
 import { writeJsonAtomic } from './atomic-file.ts';
 import { type AgentConfigFile, loadAgentConfigFile } from './config-file.ts';
+import {
+  DEFAULT_HOLDER,
+  defaultLockDir,
+  holderProblem,
+  parseUntil,
+  readLockState,
+  releaseLock,
+  takeLock,
+} from './device-lock.ts';
 import { createJsonLogger } from './logger.ts';
 import { InsecureServerUrlError } from './tunnel-client.ts';
 
@@ -53,6 +62,7 @@ interface AgentCommandFlags {
   heartbeatSeconds?: number;
   ca?: string;
   model?: string;
+  lockDir?: string;
 }
 
 function positiveNumber(value: string): number {
@@ -61,9 +71,16 @@ function positiveNumber(value: string): number {
   return parsed;
 }
 
-/** `edgeflow-ota agent …`: runs the device agent until SIGINT/SIGTERM. */
+/** `edgeflow-ota agent …`: runs the device agent until SIGINT/SIGTERM; `agent lock|unlock` hold off updates. */
 export function registerAgentCommand(program: Command): Command {
-  const agent = program
+  const agent = registerAgentRun(program);
+  registerLockCommands(agent);
+  registerInstallCommand(agent);
+  return agent;
+}
+
+function registerAgentRun(program: Command): Command {
+  return program
     .command('agent')
     .description('run the device agent: tunnel to the server, receive and apply OTA updates')
     .version(AGENT_VERSION, '-V, --version', 'print the agent version')
@@ -122,6 +139,7 @@ export function registerAgentCommand(program: Command): Command {
     .option('--heartbeat-seconds <n>', 'tunnel heartbeat interval', positiveNumber)
     .option('--model <model>', "this device's model: offline bundles for other models are refused")
     .option('--ca <pem-file>', 'extra CA certificate to trust (self-signed server)')
+    .option('--lock-dir <dir>', 'update-lock directory, one file per holder (default <data-dir>/locks)')
     .addHelpText(
       'after',
       '\nEnvironment: EDGEFLOW_URL, EDGEFLOW_DEVICE_ID, EDGEFLOW_DEVICE_KEY, EDGEFLOW_AGENT_DATA_DIR stand in for\n' +
@@ -172,8 +190,6 @@ export function registerAgentCommand(program: Command): Command {
       process.once('SIGTERM', () => shutdown('SIGTERM'));
       await agent.start();
     });
-  registerInstallCommand(agent);
-  return agent;
 }
 
 /**
@@ -329,6 +345,7 @@ async function resolveAgentOptions(flags: AgentCommandFlags): Promise<{ options:
     heartbeatIntervalMs: heartbeatSeconds === undefined ? undefined : heartbeatSeconds * 1000,
     ca: ca ? await readConfigured(ca, 'ca_file', 'the CA certificate', null) : undefined,
     model: flags.model ?? file.model,
+    lockDir: flags.lockDir ?? file.lock_dir,
     logger: createJsonLogger({ device_id: deviceId }),
   };
   return { options, ...(user ? { user } : {}) };
@@ -390,4 +407,92 @@ async function readConfigured(
           : (error as Error).message;
     throw new Error(`${what} file ${path} (${field}) ${why}`);
   }
+}
+
+interface LockFlags {
+  reason?: string;
+  until?: string;
+  name?: string;
+  status?: boolean;
+}
+
+/**
+ * `agent lock --reason "…" [--until <ISO | 2h>] [--name <holder>]`, `agent lock --status`,
+ * `agent unlock [--name <holder>]`: write or remove the holder's file in the lock directory
+ * (device-lock.ts), which the running agent watches. They take --lock-dir, --data-dir or
+ * --config from the agent command (also after the subcommand's name).
+ */
+function registerLockCommands(agent: Command): void {
+  const usage = (message: string): never => {
+    process.stderr.write(`error: ${message}\n`);
+    process.exit(2);
+  };
+  const failed = (message: string): never => {
+    process.stderr.write(`error: ${message}\n`);
+    process.exit(1);
+  };
+  const lockDirOf = async (command: Command): Promise<string> => {
+    // `edgeflow-agent lock --data-dir …` hands the flag to the agent command, `edgeflow-ota agent lock
+    // --data-dir …` (positional options) to this one: whichever has it.
+    const own = Object.fromEntries(Object.entries(command.opts()).filter(([, value]) => value !== undefined));
+    const flags = { ...command.parent?.opts(), ...own } as AgentCommandFlags;
+    let file: AgentConfigFile = {};
+    try {
+      file = flags.config ? await loadAgentConfigFile(flags.config) : {};
+    } catch (error) {
+      return usage((error as Error).message);
+    }
+    const explicit = flags.lockDir ?? file.lock_dir;
+    if (explicit) return explicit;
+    const dataDir = flags.dataDir ?? file.data_dir;
+    if (!dataDir) return usage('--lock-dir or --data-dir is required (or "lock_dir"/"data_dir" in --config)');
+    return defaultLockDir(dataDir);
+  };
+  const holderOf = (name: string | undefined): string => {
+    const holder = name ?? DEFAULT_HOLDER;
+    const problem = holderProblem(holder);
+    return problem ? usage(problem) : holder;
+  };
+  agent
+    .command('lock')
+    .description('hold off updates on this device until unlocked (or --until passes); --status shows the lock')
+    .option('--reason <text>', 'why updates must wait (shown to the operator)')
+    .option('--until <time>', 'release by itself at this ISO time, or after a duration: 90s, 30m, 2h, 1d')
+    .option('--name <holder>', `who holds it: one lock file per holder (default ${DEFAULT_HOLDER})`)
+    .option('--status', 'print the lock in force (JSON) and exit')
+    .option('--lock-dir <dir>', 'the lock directory (default <data-dir>/locks)')
+    .option('--data-dir <dir>', "the agent's data directory")
+    .option('--config <file>', "the agent's JSON config (its lock_dir or data_dir)")
+    .action(async (flags: LockFlags, command: Command) => {
+      const dir = await lockDirOf(command);
+      if (flags.status) {
+        const state = await readLockState(dir).catch((error: Error) => failed(error.message));
+        process.stdout.write(`${JSON.stringify(state, null, 2)}\n`);
+        return;
+      }
+      const holder = holderOf(flags.name);
+      const reason = flags.reason?.trim();
+      if (!reason) return usage('--reason is required (or --status)');
+      let until: Date | undefined;
+      if (flags.until !== undefined) {
+        until = parseUntil(flags.until);
+        if (!until) return usage(`--until must be an ISO date-time or a duration like 2h, not ${flags.until}`);
+        if (until.getTime() <= Date.now()) return usage(`--until ${flags.until} has already passed`);
+      }
+      await takeLock(dir, holder, reason, until).catch((error: Error) => failed(error.message));
+      process.stdout.write(`locked (${holder}): ${reason}${until ? ` until ${until.toISOString()}` : ''}\n`);
+    });
+  agent
+    .command('unlock')
+    .description('release the lock this holder took')
+    .option('--name <holder>', `whose lock (default ${DEFAULT_HOLDER})`)
+    .option('--lock-dir <dir>', 'the lock directory (default <data-dir>/locks)')
+    .option('--data-dir <dir>', "the agent's data directory")
+    .option('--config <file>', "the agent's JSON config (its lock_dir or data_dir)")
+    .action(async (flags: { name?: string }, command: Command) => {
+      const dir = await lockDirOf(command);
+      const holder = holderOf(flags.name);
+      const held = await releaseLock(dir, holder).catch((error: Error) => failed(error.message));
+      process.stdout.write(held ? `unlocked (${holder})\n` : `${holder} held no lock\n`);
+    });
 }

@@ -15,6 +15,8 @@ export const AgentConfigFile = Type.Object(
     data_dir: Type.Optional(Type.String({ minLength: 1 })),
     /** The device's model: an offline bundle naming compatible models is installed only on one of them. */
     model: Type.Optional(Type.String({ minLength: 1, maxLength: 128 })),
+    /** The update-lock directory (one file per holder), default <data_dir>/locks. */
+    lock_dir: Type.Optional(Type.String({ minLength: 1 })),
     public_key_file: Type.Optional(Type.String({ minLength: 1 })),
     organization_id: Type.Optional(Type.String({ minLength: 1 })),
     ca_file: Type.Optional(Type.String({ minLength: 1 })),

@@ -10,7 +10,7 @@ import { summarizeCounts } from './deployment-status.ts';
 import { followDeployment } from './deployment-watch.ts';
 import { CliError } from './errors.ts';
 import { registerFirmwareExport } from './offline-export.ts';
-import { describeOta, type OtaRowFacts } from './ota-format.ts';
+import { describeLock, describeOta, type LockFacts, type OtaRowFacts } from './ota-format.ts';
 
 /** The flags every operator command has (see withConnection). Shared with deployments.ts. */
 export interface GlobalFlags {
@@ -79,6 +79,19 @@ export function action<A extends unknown[]>(work: (...args: A) => Promise<void>)
       }
       throw error;
     }
+  };
+}
+
+/** `--force-lock`, `--force-after`: a single update's or rollback's say on the device's update lock. */
+interface LockFlags {
+  forceLock?: boolean;
+  forceAfter?: string;
+}
+
+function lockOverrideOf(flags: LockFlags): { force_lock?: true; force_after?: string } {
+  return {
+    ...(flags.forceLock ? { force_lock: true as const } : {}),
+    ...(flags.forceAfter !== undefined ? { force_after: flags.forceAfter } : {}),
   };
 }
 
@@ -217,10 +230,30 @@ export function registerOperatorCommands(program: Command): void {
         if (flags.online) query.set('online', 'true');
         const { devices: rows } = await client(flags).call<{ devices: Row[] }>('GET', `/api/v1/devices?${query}`);
         print(flags, rows, () =>
-          table(rows, ['device_id', 'model', 'current_version', 'online', 'tags', 'last_seen_at']),
+          table(
+            rows.map((row) => ({ ...row, lock: describeLock(row.lock as LockFacts | null) })),
+            ['device_id', 'model', 'current_version', 'online', 'tags', 'last_seen_at', 'lock'],
+          ),
         );
       }),
     );
+  withConnection(
+    devices.command('show <device-id>').description('one device, with its update lock if it holds one'),
+  ).action(
+    action(async (deviceId: string, flags: GlobalFlags) => {
+      const device = await client(flags).call<Row>('GET', `/api/v1/devices/${encodeURIComponent(deviceId)}`);
+      print(flags, device, () => {
+        const lines = Object.entries(device)
+          .filter(([name]) => name !== 'lock')
+          .map(
+            ([name, value]) =>
+              `${String(name).padEnd(16)} ${typeof value === 'object' && value !== null ? shown(JSON.stringify(value)) : shown(value)}`,
+          );
+        const lock = describeLock(device.lock as LockFacts | null);
+        return [...lines, `${'lock'.padEnd(16)} ${lock ? shown(lock) : 'unlocked'}`].join('\n');
+      });
+    }),
+  );
 
   const firmware = program.command('firmware').description('the firmware registry');
   withConnection(
@@ -281,27 +314,36 @@ export function registerOperatorCommands(program: Command): void {
 
   withConnection(program.command('update <device-id> <version>').description('update one device'))
     .option('--force', 're-apply even if the device already runs the version')
+    .option('--force-lock', "admin: install despite the device's update lock, now")
+    .option('--force-after <time>', 'a locked device: wait for its release no longer than this (ISO time, or 2h)')
     .option('--wait', 'follow it with a progress bar until it completes or fails')
     .action(
-      action(async (deviceId: string, version: string, flags: GlobalFlags & { force?: boolean; wait?: boolean }) => {
-        const result = await client(flags).call<Row>(
-          'POST',
-          `/api/v1/devices/${encodeURIComponent(deviceId)}/ota/update`,
-          {
-            version,
-            ...(flags.force ? { force: true } : {}),
-          },
-        );
-        if (result.status === 'skipped' || !flags.wait) {
-          print(
-            flags,
-            result,
-            () => `${shown(deviceId)}: ${shown(result.status)}${result.reason ? ` (${shown(result.reason)})` : ''}`,
+      action(
+        async (
+          deviceId: string,
+          version: string,
+          flags: GlobalFlags & LockFlags & { force?: boolean; wait?: boolean },
+        ) => {
+          const result = await client(flags).call<Row>(
+            'POST',
+            `/api/v1/devices/${encodeURIComponent(deviceId)}/ota/update`,
+            {
+              version,
+              ...(flags.force ? { force: true } : {}),
+              ...lockOverrideOf(flags),
+            },
           );
-          return;
-        }
-        await waitForOta(flags, deviceId);
-      }),
+          if (result.status === 'skipped' || !flags.wait) {
+            print(
+              flags,
+              result,
+              () => `${shown(deviceId)}: ${shown(result.status)}${result.reason ? ` (${shown(result.reason)})` : ''}`,
+            );
+            return;
+          }
+          await waitForOta(flags, deviceId);
+        },
+      ),
     );
   withConnection(
     program
@@ -310,24 +352,29 @@ export function registerOperatorCommands(program: Command): void {
         'roll a device back to its last known good version, or to a version it has committed before (see `ota`)',
       ),
   )
+    .option('--force-lock', "admin: roll back despite the device's update lock, now")
+    .option('--force-after <time>', 'a locked device: wait for its release no longer than this (ISO time, or 2h)')
     .option('--wait', 'follow it until it completes or fails')
     .action(
-      action(async (deviceId: string, version: string | undefined, flags: GlobalFlags & { wait?: boolean }) => {
-        const result = await client(flags).call<Row>(
-          'POST',
-          `/api/v1/devices/${encodeURIComponent(deviceId)}/ota/rollback`,
-          version === undefined ? undefined : { version },
-        );
-        if (!flags.wait) {
-          print(
-            flags,
-            result,
-            () => `${deviceId}: rollback to ${String(result.target_version)} ${String(result.status)}`,
+      action(
+        async (deviceId: string, version: string | undefined, flags: GlobalFlags & LockFlags & { wait?: boolean }) => {
+          const body = { ...(version === undefined ? {} : { version }), ...lockOverrideOf(flags) };
+          const result = await client(flags).call<Row>(
+            'POST',
+            `/api/v1/devices/${encodeURIComponent(deviceId)}/ota/rollback`,
+            Object.keys(body).length === 0 ? undefined : body,
           );
-          return;
-        }
-        await waitForOta(flags, deviceId);
-      }),
+          if (!flags.wait) {
+            print(
+              flags,
+              result,
+              () => `${deviceId}: rollback to ${String(result.target_version)} ${String(result.status)}`,
+            );
+            return;
+          }
+          await waitForOta(flags, deviceId);
+        },
+      ),
     );
   withConnection(program.command('ota <device-id>').description("a device's OTA record"))
     .option('--history', 'its past updates instead')

@@ -36,3 +36,16 @@ export function describeOta(row: OtaRowFacts): string {
   const { badge, label } = otaWords(row);
   return `${badge.replace(/_/g, ' ')} ${label}`;
 }
+
+/** A device's update lock as the API answers it (null: unlocked). */
+export interface LockFacts {
+  reason: string;
+  until: string | Date | null;
+}
+
+/** `locked: backup running (until 2030-01-31T02:00:00.000Z)`, `locked: backup running (until released)`; '' when unlocked. */
+export function describeLock(lock: LockFacts | null | undefined): string {
+  if (!lock) return '';
+  const until = lock.until === null ? 'released' : new Date(lock.until).toISOString();
+  return `locked: ${lock.reason} (until ${until})`;
+}

@@ -169,7 +169,42 @@ export const DeviceAction = {
   otaRefreshUrl: 'ota_refresh_url',
   /** An offline bundle it installed (or failed to) while the server was out of reach; resent until acknowledged. */
   offlineInstall: 'offline_install',
+  /** The device's update lock was taken, changed or released (DeviceLockPayload); resent until acknowledged. */
+  deviceLock: 'device_lock',
 } as const;
+
+/** The error code of an `ota_update` a locked device refuses (without `override_lock`); the message is the lock's reason. */
+export const DEVICE_LOCKED = 'device_locked';
+
+/** One holder of a device's update lock: a file in the agent's lock directory. */
+export const DeviceLockHolder = Type.Object(
+  {
+    name: Printable({ minLength: 1, maxLength: 64 }),
+    reason: Type.String({ maxLength: 512 }),
+    /** ISO date-time after which this holder's lock counts as released; absent: until removed. */
+    until: Type.Optional(Type.String({ maxLength: 64 })),
+    since: Type.Optional(Type.String({ maxLength: 64 })),
+  },
+  { additionalProperties: true },
+);
+export type DeviceLockHolder = Static<typeof DeviceLockHolder>;
+
+/**
+ * A device's update lock as the agent sees it: `locked` while any holder's lock is in force;
+ * `reason` (the holders' reasons), `until` (the latest expiry; absent when one holds it until it
+ * is removed) and `since` (the earliest holder) describe it.
+ */
+export const DeviceLockPayload = Type.Object(
+  {
+    locked: Type.Boolean(),
+    reason: Type.Optional(Type.String({ maxLength: 1024 })),
+    until: Type.Optional(Type.String({ maxLength: 64 })),
+    since: Type.Optional(Type.String({ maxLength: 64 })),
+    holders: Type.Optional(Type.Array(DeviceLockHolder, { maxItems: 64 })),
+  },
+  { additionalProperties: true },
+);
+export type DeviceLockPayload = Static<typeof DeviceLockPayload>;
 
 /**
  * What a device answers to `health_check`. Only `status` decides; the other fields are read
@@ -201,6 +236,8 @@ export const DeviceInfoPayload = Type.Object(
      * last version the agent knew running.
      */
     health_error: Type.Optional(Type.String({ minLength: 1, maxLength: 2048 })),
+    /** The device's update lock (absent from agents that have none: as if unlocked). */
+    lock: Type.Optional(DeviceLockPayload),
   },
   { additionalProperties: true },
 );
@@ -248,6 +285,11 @@ export const OtaUpdatePayload = Type.Object({
    * Absent or 0: at once. Devices that do not know it start at once (the server's line takes them).
    */
   start_within_ms: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_START_WITHIN_MS })),
+  /**
+   * Install even though the device's update lock is held (a deployment's `force_after` passed, an
+   * admin's `force_lock`). Without it a locked device refuses with `device_locked`.
+   */
+  override_lock: Type.Optional(Type.Boolean()),
 });
 export type OtaUpdatePayload = Static<typeof OtaUpdatePayload>;
 
@@ -335,6 +377,7 @@ export const validate = {
   otaResult: Compile(OtaResultPayload),
   otaRefreshUrl: Compile(OtaRefreshUrlPayload),
   otaRefreshUrlData: Compile(OtaRefreshUrlData),
+  deviceLock: Compile(DeviceLockPayload),
   manifest: Compile(FirmwareManifest),
   offlineInstall: Compile(OfflineInstallPayload),
 };

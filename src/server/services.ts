@@ -10,6 +10,7 @@ import { DeploymentLifecycle } from './deployments/lifecycle.ts';
 import { DeploymentScheduler } from './deployments/scheduler.ts';
 import { DeploymentService } from './deployments/service.ts';
 import { DeviceHealthRecorder } from './devices/health.ts';
+import { DeviceLockRecorder } from './devices/locks.ts';
 import { EventFeed } from './events/feed.ts';
 import type { BlobStore } from './infra/blobstore/types.ts';
 import type { Config } from './infra/config.ts';
@@ -79,6 +80,8 @@ export function createServices(parts: { config: Config; db: Db; store: BlobStore
     transitions,
     nodeId: presence.nodeId,
   });
+  // A lock released: this process's dispatch sends what waited for it (the device's tunnel is here).
+  new DeviceLockRecorder({ db, tunnel, log: log.child({ component: 'devices' }), onChange: () => engine.kick() });
   const lifecycle = new DeploymentLifecycle({ feed });
   const scheduler = new DeploymentScheduler({
     config,

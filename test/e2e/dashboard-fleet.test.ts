@@ -301,6 +301,28 @@ describe('dashboard: overview, devices, firmware', { skip }, () => {
     await viewer.context().close();
   });
 
+  it("shows a device's update lock on its page and in the list", async () => {
+    // As the server holds it after the device's agent reported it (the agents here are simulated, without locks).
+    await server.db.query(
+      `UPDATE devices SET lock_reason = 'nightly backup', lock_since = now(), lock_until = NULL WHERE device_id = 'north-3'`,
+    );
+    const own = await openDashboard(browser, server.url);
+    try {
+      await signIn(own, key);
+      await own.goto(`${server.url}/#/devices/north-3`);
+      await own.getByText('locked: nightly backup (until released)').waitFor();
+      await own.goto(`${server.url}/#/devices?q=north-3`);
+      await own
+        .getByRole('row', { name: /north-3/ })
+        .getByText('locked', { exact: true })
+        .waitFor();
+      assertNoPageErrors(own);
+    } finally {
+      await own.context().close();
+      await server.db.query(`UPDATE devices SET lock_reason = NULL, lock_since = NULL WHERE device_id = 'north-3'`);
+    }
+  });
+
   it('lists device ids in natural order (north-2 before north-10), and keeps relative times ticking', async () => {
     const own = await openDashboard(browser, server.url);
     await signIn(own, key);

@@ -380,6 +380,7 @@ describe('the deployment request', () => {
       max_retries: 0,
       dynamic: false,
       force: false,
+      force_after: null,
     });
     assert.equal(
       deploymentSettingsOf({ ...base, strategy: 'all_at_once' } as CreateDeploymentBody).rest_strategy,

@@ -11,6 +11,7 @@
 import { type ComponentChildren, Fragment } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { describeSettings, describeStrategy, describeTarget, LEFT_OUT_WORDS } from '../../cli/deployment-format.ts';
+import { WAIT_REASONS } from '../../server/model/deployment.ts';
 import { api, query } from '../api.ts';
 import { BakeTimer } from '../components/bake-timer.tsx';
 import { CountsBar, RollbackBar } from '../components/counts-bar.tsx';
@@ -305,6 +306,10 @@ function Progress({ path, deployment }: { path: string; deployment: Deployment }
   );
 }
 
+function isWaiting(device: DeploymentDevice): boolean {
+  return device.state === 'queued' && (WAIT_REASONS as readonly string[]).includes(device.reason ?? '');
+}
+
 /** A device of the deployment as a table row: where it stands and why, in the server's words. */
 function DeviceRow({ device }: { device: DeploymentDevice }) {
   return (
@@ -314,7 +319,8 @@ function DeviceRow({ device }: { device: DeploymentDevice }) {
       </td>
       <td>{device.batch === null ? <span class="muted">—</span> : `#${device.batch}`}</td>
       <td>
-        <StatusBadge status={device.state} />
+        {/* Waiting (for its lock, window, bandwidth) keeps the state queued: shown as waiting. */}
+        <StatusBadge status={isWaiting(device) ? 'waiting' : device.state} />
       </td>
       <td>{device.reason ? <code>{device.reason}</code> : <span class="muted">—</span>}</td>
       <td class="explanation">

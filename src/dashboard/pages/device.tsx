@@ -6,7 +6,7 @@
  * refresh the page, so an update's progress moves without a reload.
  */
 import { useState } from 'preact/hooks';
-import { otaWords } from '../../cli/ota-format.ts';
+import { describeLock, otaWords } from '../../cli/ota-format.ts';
 import { api, query } from '../api.ts';
 import { Loaded } from '../components/loaded.tsx';
 import { Table } from '../components/table.tsx';
@@ -116,6 +116,8 @@ function DeviceDetails({ device }: { device: Device }) {
         </dd>
         <dt>Agent</dt>
         <dd>{device.agent_version ?? '—'}</dd>
+        <dt>Update lock</dt>
+        <dd class="device-lock">{device.lock ? describeLock(device.lock) : 'unlocked'}</dd>
         <dt>Registered</dt>
         <dd>
           <Time at={String(device.created_at)} />

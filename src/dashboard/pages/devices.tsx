@@ -4,6 +4,7 @@
  * live as their devices go online or update.
  */
 import { useEffect, useRef, useState } from 'preact/hooks';
+import { describeLock } from '../../cli/ota-format.ts';
 import { api, query } from '../api.ts';
 import { FilterSelect } from '../components/filter-select.tsx';
 import { Loaded } from '../components/loaded.tsx';
@@ -104,6 +105,14 @@ function DeviceTable({ devices }: { devices: DeviceList['devices'] }) {
           <td>{device.current_version}</td>
           <td>
             <StatusBadge status={device.online ? 'online' : 'offline'} />
+            {device.lock ? (
+              <>
+                {' '}
+                <span class="badge badge-quiet device-lock" title={describeLock(device.lock)}>
+                  locked
+                </span>
+              </>
+            ) : null}
           </td>
           <td>
             <OtaStatus deviceId={device.device_id} ota={device.ota} />

@@ -122,6 +122,7 @@ export async function queueAttempts(
       fromVersion: device.current_version,
       force: row.settings.force,
       timeoutSeconds,
+      overrideLockAt: row.settings.force_after ? new Date(row.settings.force_after) : null,
       dispatched: device.here,
     })),
     tx,

@@ -679,6 +679,37 @@ export async function releaseDevices(db: Queryable, deploymentId: string, reason
   return rows.length;
 }
 
+/**
+ * Keeps the waiting for device locks visible: a device row `queued` whose attempt waits for its
+ * locked device (not yet overridden by force_after) carries reason `locked` and the lock's reason
+ * as detail; once the device is released (or its attempt overrides the lock, or goes out) the
+ * reason goes. Driven by the locked devices and the rows marked (both partial indexes), so a pass
+ * reads nothing of the deployments no lock concerns. Its state is left alone: waiting is not a
+ * state, and the counts' buckets see the reason.
+ */
+export async function markLockedWaiting(db: Queryable): Promise<void> {
+  await db.query(
+    `WITH waiting AS (
+       SELECT u.deployment_id, u.device_id, u.id AS update_id, d.lock_reason
+       FROM devices d
+       JOIN ota_updates u ON u.organization_id = d.organization_id AND u.device_id = d.device_id
+         AND u.status IN ('queued', 'dispatched', 'in_progress') AND u.deployment_id IS NOT NULL
+       WHERE d.lock_since IS NOT NULL AND (d.lock_until IS NULL OR d.lock_until > now())
+         AND u.status = 'queued' AND (u.override_lock_at IS NULL OR u.override_lock_at > now())
+     ), marked AS (
+       UPDATE deployment_devices m SET reason = 'locked', detail = w.lock_reason
+       FROM waiting w
+       WHERE m.deployment_id = w.deployment_id AND m.device_id = w.device_id AND m.update_id = w.update_id
+         AND m.state = 'queued' AND (m.reason IS DISTINCT FROM 'locked' OR m.detail IS DISTINCT FROM w.lock_reason)
+       RETURNING m.deployment_id
+     )
+     UPDATE deployment_devices m SET reason = NULL, detail = NULL
+     WHERE m.reason = 'locked'
+       AND NOT EXISTS (SELECT 1 FROM waiting w WHERE w.deployment_id = m.deployment_id AND w.device_id = m.device_id
+                         AND w.update_id = m.update_id AND m.state = 'queued')`,
+  );
+}
+
 /** A device the rolled-back deployment had updated, with what it runs now and what holds it elsewhere. */
 export interface RollbackCandidate {
   device_id: string;

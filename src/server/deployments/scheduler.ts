@@ -138,6 +138,8 @@ export class DeploymentScheduler {
     this.#continuing.clear();
     const byOrganization = new Map<string, Unit[]>();
     for (const organizationId of this.#unserved) byOrganization.set(organizationId, []);
+    // Devices whose lock holds their attempt show it (reason `locked`), and stop once it is released.
+    await repo.markLockedWaiting(db);
     for (const { id, organization_id } of await repo.listWork(db)) {
       let units = byOrganization.get(organization_id);
       if (!units) {
@@ -328,6 +330,7 @@ export class DeploymentScheduler {
           targetVersion: device.from_version,
           fromVersion: device.current_version,
           force: true,
+          overrideLockAt: row.settings.force_after ? new Date(row.settings.force_after) : null,
         })),
         tx,
       );

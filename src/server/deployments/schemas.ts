@@ -8,7 +8,15 @@
 import { type Static, Type } from 'typebox';
 import { DeviceIdString, Tag } from '../devices/schemas.ts';
 import { BadRequestError } from '../infra/errors.ts';
-import { DateTimeString, Nullable, PlainText, SemverString, Timestamp } from '../infra/schemas.ts';
+import {
+  DateTimeString,
+  Nullable,
+  PlainText,
+  parseTimeOrDuration,
+  SemverString,
+  TimeOrDuration,
+  Timestamp,
+} from '../infra/schemas.ts';
 import { DEVICE_STATES, type DeviceState, SKIP_REASONS, type SkipReason } from '../model/deployment.ts';
 import {
   BakeEndsAt,
@@ -94,6 +102,14 @@ export const CreateDeploymentBody = Type.Object(
     max_retries: Type.Optional(Type.Integer({ minimum: 0, maximum: 10 })),
     start_at: Type.Optional(DateTimeString({ description: 'when to start (UTC or with an offset), 1970 to 9999' })),
     force: Type.Optional(Type.Boolean({ description: 're-install on devices that already run the version' })),
+    force_after: Type.Optional(
+      TimeOrDuration({
+        description:
+          "from when a device's update lock is overridden (the agent installs despite it): a date-time, or a " +
+          "duration from the deployment's start (start_at, else its creation) such as 2h; absent: locked devices " +
+          'wait for their release',
+      }),
+    ),
     dry_run: Type.Optional(Type.Boolean({ description: 'answer the plan, create nothing' })),
   },
   { additionalProperties: false },
@@ -111,6 +127,19 @@ export type CreateDeploymentBody = Static<typeof CreateDeploymentBody>;
 export function checkDeploymentRequest(body: CreateDeploymentBody): void {
   checkTarget(body.target);
   checkStrategy(body);
+  if (body.force_after !== undefined && forceAfterOf(body) === undefined) {
+    throw new BadRequestError(
+      'invalid_force_after',
+      `force_after must be a date-time or a duration such as 30m, 2h or 1d, not ${JSON.stringify(body.force_after)}`,
+    );
+  }
+}
+
+/** When the deployment overrides device locks: force_after as a time, or after its start (start_at, else now). */
+export function forceAfterOf(body: Pick<CreateDeploymentBody, 'force_after' | 'start_at'>, now = new Date()) {
+  if (body.force_after === undefined) return undefined;
+  const start = body.start_at === undefined ? now : new Date(body.start_at);
+  return parseTimeOrDuration(body.force_after, start);
 }
 
 function checkTarget(target: DeploymentTarget): void {
@@ -197,6 +226,8 @@ const settingsProperties = {
   max_retries: Type.Integer(),
   dynamic: Type.Boolean(),
   force: Type.Boolean(),
+  /** From when locked devices are sent the update anyway (absent from deployments made before locks). */
+  force_after: Type.Optional(Nullable(Timestamp)),
 };
 export const DeploymentSettings = Type.Object(settingsProperties);
 export type DeploymentSettings = Static<typeof DeploymentSettings>;
@@ -218,6 +249,7 @@ export function deploymentSettingsOf(body: CreateDeploymentBody): DeploymentSett
     max_retries: body.max_retries ?? DEPLOYMENT_DEFAULTS.max_retries,
     dynamic: body.dynamic ?? false,
     force: body.force ?? false,
+    force_after: forceAfterOf(body)?.toISOString() ?? null,
   };
 }
 

@@ -18,12 +18,46 @@ export interface DeviceRow {
   agent_version: string | null;
   /** Why its agent cannot work, as it last said (device_info.health_error); null while it works. */
   health_error: string | null;
+  /** Its update lock in force, as its agent last reported it; null: unlocked (or its `until` passed). */
+  lock: DeviceLock | null;
   created_at: Date;
   updated_at: Date;
 }
 
+/** A device's update lock as the server knows it (the agent's device_lock reports). */
+export interface DeviceLock {
+  reason: string;
+  /** When it releases by itself; null: when the device says so. */
+  until: Date | null;
+  since: Date;
+}
+
 const COLUMNS = `device_id, name, model, tags, current_version, previous_version, slot, online, last_seen_at,
-  agent_version, health_error, created_at, updated_at`;
+  agent_version, health_error, lock_reason, lock_until, lock_since, created_at, updated_at`;
+
+/** The lock columns as a row reads them. */
+interface LockColumns {
+  lock_reason: string | null;
+  lock_until: Date | null;
+  lock_since: Date | null;
+}
+
+/** The lock in force at `now` from its columns: a lock past its `until` is released. */
+export function lockOf(row: LockColumns, now = new Date()): DeviceLock | null {
+  if (row.lock_since === null) return null;
+  if (row.lock_until !== null && row.lock_until.getTime() <= now.getTime()) return null;
+  return { reason: row.lock_reason ?? 'locked', until: row.lock_until, since: row.lock_since };
+}
+
+/** A device row as read (its lock columns) into a DeviceRow (its `lock`). */
+function deviceOf<Row extends LockColumns>({ lock_reason, lock_until, lock_since, ...rest }: Row) {
+  return { ...rest, lock: lockOf({ lock_reason, lock_until, lock_since }) };
+}
+
+/** SQL: the device (as `alias`) is locked now. */
+export function lockedNowSql(alias: string): string {
+  return `(${alias}.lock_since IS NOT NULL AND (${alias}.lock_until IS NULL OR ${alias}.lock_until > now()))`;
+}
 
 export interface NewDevice {
   organizationId: string;
@@ -40,7 +74,7 @@ export interface NewDevice {
  * (factory) version is the first version it is known to have run (device_versions, a rollback target).
  */
 export async function insertDevice(db: Queryable, device: NewDevice): Promise<DeviceRow | undefined> {
-  const [row] = await db.query<DeviceRow>(
+  const [row] = await db.query<RawDeviceRow>(
     `WITH inserted AS (
        INSERT INTO devices (organization_id, device_id, name, model, tags, current_version, key_hash)
        VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -61,15 +95,21 @@ export async function insertDevice(db: Queryable, device: NewDevice): Promise<De
       device.keyHash,
     ],
   );
-  return row;
+  return row && deviceOf(row);
 }
 
-export async function findDevice(db: Queryable, organizationId: string, deviceId: string) {
-  const [row] = await db.query<DeviceRow>(
+type RawDeviceRow = Omit<DeviceRow, 'lock'> & LockColumns;
+
+export async function findDevice(
+  db: Queryable,
+  organizationId: string,
+  deviceId: string,
+): Promise<DeviceRow | undefined> {
+  const [row] = await db.query<RawDeviceRow>(
     `SELECT ${COLUMNS} FROM devices WHERE organization_id = $1 AND device_id = $2`,
     [organizationId, deviceId],
   );
-  return row;
+  return row && deviceOf(row);
 }
 
 export interface DeviceFilter {
@@ -143,7 +183,7 @@ export async function listDevices(
     page.after === undefined
       ? ''
       : `AND (d.sort_key, d.device_id) > (natural_sort_key(${$(page.after)}) COLLATE "C", ${$(page.after)})`;
-  const rows = await db.query<DeviceRow & OtaColumns>(
+  const rows = await db.query<RawDeviceRow & OtaColumns>(
     `SELECT ${COLUMNS.split(',')
       .map((column) => `d.${column.trim()}`)
       .join(', ')},
@@ -169,7 +209,7 @@ export async function listDevices(
       ota_offline_bundle_id,
       ...device
     }) => ({
-      ...device,
+      ...deviceOf(device),
       ota:
         ota_status === null
           ? null
@@ -232,8 +272,13 @@ export interface DevicePatch {
   tags?: string[] | undefined;
 }
 
-export async function patchDevice(db: Queryable, organizationId: string, deviceId: string, patch: DevicePatch) {
-  const [row] = await db.query<DeviceRow>(
+export async function patchDevice(
+  db: Queryable,
+  organizationId: string,
+  deviceId: string,
+  patch: DevicePatch,
+): Promise<DeviceRow | undefined> {
+  const [row] = await db.query<RawDeviceRow>(
     `UPDATE devices SET
        name = CASE WHEN $3 THEN $4 ELSE name END,
        model = CASE WHEN $5 THEN $6 ELSE model END,
@@ -251,7 +296,7 @@ export async function patchDevice(db: Queryable, organizationId: string, deviceI
       patch.tags ?? null,
     ],
   );
-  return row;
+  return row && deviceOf(row);
 }
 
 /** Deletes the device and announces it (`device_deleted`: the process holding its tunnel closes it). */
@@ -407,6 +452,103 @@ export async function recordHealthErrors(
        AND d.health_error IS DISTINCT FROM s.health_error`,
     [reports.map((r) => r.organizationId), reports.map((r) => r.deviceId), reports.map((r) => r.healthError)],
   );
+}
+
+/** A device's lock as its agent reported it (device_lock, device_info): `locked` false releases it. */
+export interface LockReport {
+  organizationId: string;
+  deviceId: string;
+  locked: boolean;
+  reason: string | null;
+  until: Date | null;
+  since: Date | null;
+}
+
+/**
+ * The devices' locks as their agents report them, one statement per burst; only rows whose lock
+ * changed are written. Each device whose lock changed and that a deployment's attempt waits for
+ * wakes the scheduler (`wake`): the deployment shows it waiting, or dispatches it once released.
+ * Answers the devices whose lock changed.
+ */
+export async function recordLocks(
+  db: Queryable,
+  reports: readonly LockReport[],
+): Promise<{ organization_id: string; device_id: string; locked: boolean }[]> {
+  return db.query(
+    `WITH s AS (
+       SELECT * FROM unnest($1::text[], $2::text[], $3::boolean[], $4::text[], $5::timestamptz[], $6::timestamptz[])
+         AS s(organization_id, device_id, locked, reason, until, since)
+     ), c AS (
+       UPDATE devices AS d SET
+         lock_reason = CASE WHEN s.locked THEN s.reason END,
+         lock_until = CASE WHEN s.locked THEN s.until END,
+         lock_since = CASE WHEN s.locked THEN coalesce(s.since, d.lock_since, now()) END,
+         lock_reported_at = now()
+       FROM s
+       WHERE d.organization_id = s.organization_id AND d.device_id = s.device_id
+         AND CASE WHEN s.locked
+               THEN d.lock_since IS NULL OR d.lock_reason IS DISTINCT FROM s.reason OR d.lock_until IS DISTINCT FROM s.until
+               ELSE d.lock_since IS NOT NULL END
+       RETURNING d.organization_id, d.device_id, s.locked
+     ), woken AS (
+       SELECT ${notifySql('wake', "json_build_object('deployment_id', u.deployment_id)")}
+       FROM (SELECT DISTINCT u.deployment_id FROM c JOIN ota_updates u
+               ON u.organization_id = c.organization_id AND u.device_id = c.device_id
+              AND u.status IN ('queued', 'dispatched', 'in_progress') AND u.deployment_id IS NOT NULL) AS u
+     )
+     SELECT c.*, (SELECT count(*) FROM woken) AS woken FROM c`,
+    [
+      reports.map((r) => r.organizationId),
+      reports.map((r) => r.deviceId),
+      reports.map((r) => r.locked),
+      reports.map((r) => r.reason),
+      reports.map((r) => r.until?.toISOString() ?? null),
+      reports.map((r) => r.since?.toISOString() ?? null),
+    ],
+  );
+}
+
+/**
+ * What a refused command (`device_locked`) tells of a device the server thought unlocked: locked,
+ * for the reason it gave, unless the device's own report came since the command was sent
+ * (`sentAt`): that report is newer.
+ */
+export async function recordLockFromRefusal(
+  db: Queryable,
+  device: { organizationId: string; deviceId: string; deploymentId: string | null },
+  reason: string,
+  sentAt: Date,
+): Promise<void> {
+  await db.query(
+    `WITH c AS (
+       UPDATE devices SET lock_reason = $3, lock_until = NULL, lock_since = now(), lock_reported_at = now()
+       WHERE organization_id = $1 AND device_id = $2 AND lock_since IS NULL
+         AND (lock_reported_at IS NULL OR lock_reported_at < $4::timestamptz)
+       RETURNING device_id
+     )
+     SELECT ${notifySql('wake', "json_build_object('deployment_id', $5::text)")} FROM c WHERE $5::text IS NOT NULL`,
+    [device.organizationId, device.deviceId, reason, sentAt.toISOString(), device.deploymentId],
+  );
+}
+
+/** The devices among `rows` that are locked now, with their lock. */
+export async function findLocks(
+  db: Queryable,
+  rows: readonly { organization_id: string; device_id: string }[],
+): Promise<Map<string, DeviceLock>> {
+  if (rows.length === 0) return new Map();
+  const found = await db.query<LockColumns & { organization_id: string; device_id: string }>(
+    `SELECT organization_id, device_id, lock_reason, lock_until, lock_since FROM devices d
+     WHERE d.lock_since IS NOT NULL AND ${lockedNowSql('d')}
+       AND organization_id = ANY($1::text[]) AND device_id = ANY($2::text[])`,
+    [[...new Set(rows.map((row) => row.organization_id))], [...new Set(rows.map((row) => row.device_id))]],
+  );
+  const locks = new Map<string, DeviceLock>();
+  for (const row of found) {
+    const lock = lockOf(row);
+    if (lock) locks.set(deviceKey(row.organization_id, row.device_id), lock);
+  }
+  return locks;
 }
 
 /** What a device runs after an update ended (deviceVersionsSql records it). */

@@ -30,6 +30,20 @@ export const Device = Type.Object({
         'loader environment), as it said at its last connect; null while it works',
     }),
   ),
+  lock: Nullable(
+    Type.Object(
+      {
+        reason: Type.String(),
+        until: Type.Union([Timestamp, Type.Null()], { description: 'null: held until the device releases it' }),
+        since: Timestamp,
+      },
+      {
+        description:
+          "the device's update lock, as its agent reported it (edgeflow-agent lock, or a file in its lock " +
+          'directory): updates wait for its release (or a force_after); null: unlocked',
+      },
+    ),
+  ),
   created_at: Timestamp,
   updated_at: Timestamp,
 });

@@ -1,6 +1,7 @@
 /** Schemas shared across domains; each domain keeps its own next to its routes. */
 import { type TSchema, Type } from 'typebox';
 import { Format } from 'typebox/format';
+import { parseDuration } from '../../protocol/duration.ts';
 import { PRINTABLE_PATTERN } from '../../protocol/text.ts';
 import { MAX_VERSION_LENGTH, SEMVER_FORMAT } from '../../protocol/version.ts';
 
@@ -54,6 +55,21 @@ export function parseDateTime(text: string): Date | undefined {
   const ms = Date.parse(text.toUpperCase());
   return Number.isFinite(ms) && ms >= MIN_MS && ms <= MAX_MS ? new Date(ms) : undefined;
 }
+
+/**
+ * A time given as a date-time (parseDateTime) or as a duration after `from` (`90s`, `30m`, `2h`,
+ * `1d`: protocol/duration.ts); undefined when it is neither. A lock override (`force_after`) is
+ * written either way.
+ */
+export function parseTimeOrDuration(text: string, from: Date): Date | undefined {
+  const durationMs = parseDuration(text);
+  if (durationMs !== undefined) return new Date(from.getTime() + durationMs);
+  return parseDateTime(text);
+}
+
+/** A date-time or a duration, checked by parseTimeOrDuration where it is read. */
+export const TimeOrDuration = (options: { description?: string } = {}) =>
+  Type.String({ ...options, minLength: 1, maxLength: 64, examples: ['2h', '2030-01-31T02:00:00Z'] });
 
 /** `format: 'edgeflow-date-time'`: parseDateTime accepts it; the boundary answers anything else `400 invalid_date`. */
 export const DATE_TIME_FORMAT = 'edgeflow-date-time';

@@ -149,6 +149,14 @@ export const SKIP_REASONS = [
 ] as const;
 export type SkipReason = (typeof SKIP_REASONS)[number];
 
+/**
+ * Why a device waits with its deployment state unchanged (`queued` while its attempt waits for the
+ * device), in `reason` (`detail`: more): outside its maintenance window, for a bandwidth budget,
+ * or locked by the device (`detail`: the lock's reason). Not failed, no retry spent.
+ */
+export const WAIT_REASONS = ['window', 'bandwidth', 'locked'] as const;
+export type WaitReason = (typeof WAIT_REASONS)[number];
+
 /** How a device that committed failed within its bake. */
 export const BAKE_FAILURES = ['bake_offline', 'bake_reverted', 'bake_unhealthy'] as const;
 export type BakeFailure = (typeof BAKE_FAILURES)[number];
@@ -170,6 +178,7 @@ export function explainDevice(device: {
       case 'pending':
         return `waiting for batch ${device.batch}`;
       case 'queued':
+        if (device.reason === 'locked') return `locked by the device: ${device.detail ?? 'no reason given'}`;
         return 'queued: waiting for the device to take the update';
       case 'in_progress':
         return 'updating';

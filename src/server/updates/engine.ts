@@ -18,6 +18,7 @@ import type { Logger } from 'pino';
 import { signManifest } from '../../protocol/manifest.ts';
 import {
   CloudAction,
+  DEVICE_LOCKED,
   DeviceAction,
   type DeviceInfoPayload,
   EncodedPayload,
@@ -156,6 +157,11 @@ interface ReportedResult {
   device: DeviceRef;
   payload: OtaResultPayload;
   row: repo.UpdateRow;
+}
+
+/** Whether the update is sent despite its device's update lock now (its force_after passed, a force_lock). */
+export function overridesLock(update: Pick<repo.Attempt, 'override_lock_at'>, nowMs: number): boolean {
+  return update.override_lock_at !== null && update.override_lock_at.getTime() <= nowMs;
 }
 
 /** Whether `update` was sent to the device before its current tunnel opened (at `connectedAtMs`). */
@@ -386,8 +392,9 @@ export class UpdateEngine {
     let allAnswered: (() => void) | undefined;
     // One function for every command of the pass, its row given back with the answer: a command
     // costs no promise, closure or timer of its own while it waits (hub.send).
+    const startedAt = new Date();
     const answered: CommandAnswered<repo.Attempt> = (row, error) => {
-      if (error) answers.push(this.#onCommandFailed(row, error));
+      if (error) answers.push(this.#onCommandFailed(row, error, startedAt));
       waiting -= 1;
       if (waiting === 0) allAnswered?.();
     };
@@ -407,9 +414,18 @@ export class UpdateEngine {
       // a rollback's signature): nothing else runs on the event loop until the last is written.
       send: async (rows: readonly repo.Attempt[], known?: devicesRepo.DeviceVersions) => {
         const devices = known ?? (await devicesRepo.findDeviceVersions(db, rows));
+        const locks = await devicesRepo.findLocks(db, rows);
         const commands = await commandsFor(rows);
         const spreadMs = this.#downloadSpreadMs(rows.length);
+        const nowMs = Date.now();
         for (const row of rows) {
+          const overridden = overridesLock(row, nowMs);
+          if (!overridden && locks.has(devicesRepo.deviceKey(row.organization_id, row.device_id))) {
+            // The device is locked (created dispatched for it, or locked since the claim): it waits.
+            const where = { organizationId: row.organization_id, id: row.id };
+            answers.push(transitions.move(where, 'queued').then(() => {}));
+            continue;
+          }
           const command = commands.get(keyOf(row))!;
           if (typeof command === 'string') {
             answers.push(this.#fail(row, 'firmware_unavailable', command));
@@ -428,8 +444,8 @@ export class UpdateEngine {
           }
           const payload =
             row.kind === 'rollback'
-              ? await this.#rollbackPayload(row, command, spreadMs)
-              : this.#updatePayload(row, command, spreadMs);
+              ? await this.#rollbackPayload(row, command, spreadMs, overridden)
+              : this.#updatePayload(row, command, spreadMs, overridden);
           sendCommand(row, payload);
         }
       },
@@ -484,15 +500,21 @@ export class UpdateEngine {
    * An update shares its version's signed manifest, and so the whole encoding of its command but
    * its id (EncodedPayload).
    */
-  #updatePayload(row: repo.Attempt, command: VersionCommand, spreadMs: number): EncodedPayload {
+  #updatePayload(row: repo.Attempt, command: VersionCommand, spreadMs: number, overrideLock: boolean): EncodedPayload {
     command.encoded ??= new Map();
     const force = row.force;
-    const key = `${force}:${spreadMs}`;
+    const key = `${force}:${spreadMs}:${overrideLock}`;
     let tail = command.encoded.get(key);
     if (tail === undefined) {
       const { manifest, signature } = command.update;
       tail = Buffer.from(
-        JSON.stringify({ ...this.#commonFields(command, spreadMs), manifest, signature, force }).slice(1),
+        JSON.stringify({
+          ...this.#commonFields(command, spreadMs),
+          manifest,
+          signature,
+          force,
+          ...(overrideLock ? { override_lock: true } : {}),
+        }).slice(1),
       );
       command.encoded.set(key, tail);
     }
@@ -500,7 +522,12 @@ export class UpdateEngine {
   }
 
   /** A rollback is signed for its device and update alone. */
-  async #rollbackPayload(row: repo.Attempt, command: VersionCommand, spreadMs: number): Promise<OtaUpdatePayload> {
+  async #rollbackPayload(
+    row: repo.Attempt,
+    command: VersionCommand,
+    spreadMs: number,
+    overrideLock: boolean,
+  ): Promise<OtaUpdatePayload> {
     const manifest: FirmwareManifest = {
       ...command.update.manifest,
       kind: 'rollback',
@@ -508,7 +535,14 @@ export class UpdateEngine {
       update_id: row.id,
     };
     const signature = signManifest(manifest, await this.#signingKey(row.organization_id));
-    return { update_id: row.id, ...this.#commonFields(command, spreadMs), manifest, signature, force: row.force };
+    return {
+      update_id: row.id,
+      ...this.#commonFields(command, spreadMs),
+      manifest,
+      signature,
+      force: row.force,
+      ...(overrideLock ? { override_lock: true } : {}),
+    };
   }
 
   /**
@@ -522,7 +556,24 @@ export class UpdateEngine {
   }
 
   /** A command the device did not take: refused, unanswered, or its device gone. */
-  async #onCommandFailed(row: repo.Attempt, error: Error): Promise<void> {
+  async #onCommandFailed(row: repo.Attempt, error: Error, sentAt = new Date()): Promise<void> {
+    if (error instanceof DeviceCommandError && error.deviceError.code === DEVICE_LOCKED) {
+      // Locked a moment before the command came (the server had not heard yet): it waits, no
+      // attempt spent, and the lock is on record until the device's own report says more.
+      const reason = error.deviceError.message || 'the device is locked';
+      await this.#deps.transitions.move({ organizationId: row.organization_id, id: row.id }, 'queued');
+      await devicesRepo.recordLockFromRefusal(
+        this.#deps.db,
+        { organizationId: row.organization_id, deviceId: row.device_id, deploymentId: row.deployment_id },
+        reason,
+        sentAt,
+      );
+      this.#deps.log.info(
+        { update_id: row.id, device_id: row.device_id, reason },
+        'update waits: the device is locked',
+      );
+      return;
+    }
     if (error instanceof DeviceCommandError) {
       // The device refused it outright (busy with another update, invalid command, no OTA handler).
       const refusal = commandRefusal(error.deviceError);

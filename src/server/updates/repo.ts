@@ -22,6 +22,8 @@ export interface UpdateRow {
   attempts: number;
   /** The report deadline for this row (a deployment's device_timeout_minutes); null: the server's. */
   timeout_seconds: number | null;
+  /** From when it is sent despite the device's update lock (force_after, force_lock); null: it waits for the release. */
+  override_lock_at: Date | null;
   dispatched_at: Date | null;
   last_report_at: Date | null;
   deadline_at: Date | null;
@@ -33,7 +35,7 @@ export interface UpdateRow {
 }
 
 const COLUMNS = `id, organization_id, device_id, deployment_id, kind, target_version, from_version, force, status,
-  phase, progress, error_code, error_message, attempts, timeout_seconds, dispatched_at, last_report_at, deadline_at, finished_at,
+  phase, progress, error_code, error_message, attempts, timeout_seconds, override_lock_at, dispatched_at, last_report_at, deadline_at, finished_at,
   created_at, updated_at, offline_bundle_id`;
 const ACTIVE = [...ACTIVE_STATUSES];
 /** `column` is an active status, as literal SQL: what lets the planner use the partial indexes on them. */
@@ -50,6 +52,8 @@ export interface NewUpdate {
   force: boolean;
   /** The report deadline of this row; absent: the server's update timeout. */
   timeoutSeconds?: number | null;
+  /** From when it overrides the device's update lock; absent: it waits for the release. */
+  overrideLockAt?: Date | null;
   /**
    * Created already claimed (`dispatched`, its deadline running) by the process that holds the
    * device's tunnel and sends the command at once: a deployment's chunk skips the queue.
@@ -313,6 +317,7 @@ export async function insertAttempts(
       target_version: update.targetVersion,
       from_version: update.fromVersion,
       force: update.force,
+      override_lock_at: update.overrideLockAt ?? null,
       status: update.dispatched ? 'dispatched' : 'queued',
       previous_status: null,
       error_code: null,
@@ -332,15 +337,15 @@ function insertReturning<T>(
   return db.query<T>(
     `WITH c AS (
        INSERT INTO ota_updates (id, organization_id, device_id, deployment_id, kind, target_version, from_version,
-         force, timeout_seconds, status, attempts, dispatched_at, deadline_at)
+         force, timeout_seconds, override_lock_at, status, attempts, dispatched_at, deadline_at)
        SELECT n.id, n.organization_id, n.device_id, n.deployment_id, n.kind, n.target_version, n.from_version, n.force,
-         n.timeout_seconds, CASE WHEN n.dispatched THEN 'dispatched' ELSE 'queued' END,
+         n.timeout_seconds, n.override_lock_at, CASE WHEN n.dispatched THEN 'dispatched' ELSE 'queued' END,
          CASE WHEN n.dispatched THEN 1 ELSE 0 END, CASE WHEN n.dispatched THEN now() END,
          CASE WHEN n.dispatched THEN now() + make_interval(secs => coalesce(n.timeout_seconds, $11::int)) END
        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::boolean[],
-         $9::int[], $10::boolean[])
+         $9::int[], $10::boolean[], $12::timestamptz[])
          AS n(id, organization_id, device_id, deployment_id, kind, target_version, from_version, force, timeout_seconds,
-           dispatched)
+           dispatched, override_lock_at)
        ON CONFLICT ${ONE_ACTIVE_PER_DEVICE} DO NOTHING
        RETURNING ${COLUMNS}, NULL::text AS previous_status
      )
@@ -357,6 +362,7 @@ function insertReturning<T>(
       arrayParam(updates.map((u) => u.timeoutSeconds ?? null)),
       arrayParam(updates.map((u) => u.dispatched === true)),
       deadlineInSeconds,
+      arrayParam(updates.map((u) => u.overrideLockAt?.toISOString() ?? null)),
     ],
   );
 }
@@ -452,6 +458,7 @@ export type Attempt = Pick<
   | 'target_version'
   | 'from_version'
   | 'force'
+  | 'override_lock_at'
   | 'status'
   | 'previous_status'
   | 'error_code'
@@ -556,7 +563,9 @@ export function applyTransition(
           SELECT 1 FROM devices d
           WHERE d.organization_id = q.organization_id AND d.device_id = q.device_id
             AND d.connected_node = ${$(selection.nodeId)}
-            AND (d.reported_at >= d.connected_at OR d.connected_at < now() - interval '5 seconds'))
+            AND (d.reported_at >= d.connected_at OR d.connected_at < now() - interval '5 seconds')
+            -- A locked device's updates wait for the release, or for their lock override.
+            AND (d.lock_since IS NULL OR d.lock_until <= now() OR q.override_lock_at <= now()))
         ORDER BY q.created_at
         LIMIT ${$(selection.limit)}
         FOR UPDATE OF q SKIP LOCKED`;
@@ -602,6 +611,8 @@ export function applyTransition(
         JOIN devices d ON d.organization_id = q.organization_id AND d.device_id = q.device_id
         WHERE q.deployment_id = ${$(selection.deploymentId)} AND ${allowed} AND q.created_at < ${since}
           AND NOT d.online AND coalesce(d.last_seen_at, q.created_at) < ${since}
+          -- A device that went away locked is waiting for its lock, not lost.
+          AND NOT (d.lock_since IS NOT NULL AND (d.lock_until IS NULL OR d.lock_until > now()))
         ORDER BY q.id
         FOR UPDATE OF q SKIP LOCKED`;
       break;

@@ -2,10 +2,22 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { DeviceParams } from '../devices/schemas.ts';
 import { orgPrincipal } from '../infra/auth.ts';
-import { authErrors, DateTimeString, ErrorResponse, SemverString } from '../infra/schemas.ts';
+import { authErrors, DateTimeString, ErrorResponse, SemverString, TimeOrDuration } from '../infra/schemas.ts';
 import type { Services } from '../services.ts';
 import { Accepted, Failures, OtaRecord, Update } from './schemas.ts';
 import * as service from './service.ts';
+
+/** A single update's or rollback's say on the device's update lock (service.lockOverrideAt). */
+const LockOverrideFields = {
+  force_lock: Type.Optional(
+    Type.Boolean({ description: "admin: install despite the device's update lock, now (the agent logs it)" }),
+  ),
+  force_after: Type.Optional(
+    TimeOrDuration({
+      description: 'a locked device: wait for its release no longer than this (a date-time, or a duration such as 2h)',
+    }),
+  ),
+};
 
 export const updateRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = async (app, { services }) => {
   app.post(
@@ -17,11 +29,12 @@ export const updateRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = a
         description:
           '202 queued (the engine sends ota_update through the tunnel); 200 skipped when the device already runs ' +
           'the version (unless force); 409 device_offline (no tunnel), device_unresponsive (no answer to ' +
-          'health_check in time) or device_unhealthy (it answered, but not healthy); 404 unknown version; ' +
-          '422 incompatible_firmware.',
+          'health_check in time) or device_unhealthy (it answered, but not healthy); 409 device_locked (the ' +
+          'device holds an update lock: details reason, until, since) unless force_lock (admin: install now) or ' +
+          'force_after (wait for the release no longer than that); 404 unknown version; 422 incompatible_firmware.',
         params: DeviceParams,
         body: Type.Object(
-          { version: SemverString, force: Type.Optional(Type.Boolean()) },
+          { version: SemverString, force: Type.Optional(Type.Boolean()), ...LockOverrideFields },
           { additionalProperties: false },
         ),
         response: {
@@ -37,7 +50,13 @@ export const updateRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = a
     },
     async (request, reply) => {
       const principal = orgPrincipal(request, 'operator');
-      const result = await service.requestUpdate(services, principal.organizationId, request.params.id, request.body);
+      const result = await service.requestUpdate(
+        services,
+        principal.organizationId,
+        request.params.id,
+        request.body,
+        principal.role,
+      );
       if (result.status === 'skipped') {
         return reply.code(200).send({
           status: 'skipped',
@@ -67,9 +86,12 @@ export const updateRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = a
           'record); with `{"version": …}`, to any of its `rollback_versions` (its registration version included). ' +
           '409 no_rollback_target (no last known good version), version_not_committed (the device never ran and ' +
           'committed that version), already_on_version (use update with force to re-install), ' +
-          'rollback_firmware_missing (the firmware is no longer in the store), update_in_progress, device_offline.',
+          'rollback_firmware_missing (the firmware is no longer in the store), update_in_progress, device_offline, ' +
+          'device_locked (as for an update: force_lock, force_after).',
         params: DeviceParams,
-        body: Type.Optional(Type.Object({ version: Type.Optional(SemverString) }, { additionalProperties: false })),
+        body: Type.Optional(
+          Type.Object({ version: Type.Optional(SemverString), ...LockOverrideFields }, { additionalProperties: false }),
+        ),
         response: { 202: Accepted, 400: ErrorResponse, 404: ErrorResponse, 409: ErrorResponse, ...authErrors },
       },
     },
@@ -80,6 +102,7 @@ export const updateRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = a
         principal.organizationId,
         request.params.id,
         request.body ?? {},
+        principal.role,
       );
       return reply.code(202).send({
         status: 'queued',

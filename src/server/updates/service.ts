@@ -5,7 +5,8 @@ import { assertSemver, getDevice } from '../devices/service.ts';
 import * as firmwareRepo from '../firmware/repo.ts';
 import { getFirmware } from '../firmware/service.ts';
 import { enterDoor, findHolder } from '../holds/repo.ts';
-import { ConflictError, UnprocessableError } from '../infra/errors.ts';
+import { BadRequestError, ConflictError, ForbiddenError, UnprocessableError } from '../infra/errors.ts';
+import { parseTimeOrDuration } from '../infra/schemas.ts';
 import { newId } from '../infra/secrets.ts';
 import { otaStatusOf } from '../model/update-status.ts';
 import type { Services } from '../services.ts';
@@ -50,6 +51,52 @@ async function refuseIfHeld(services: Services, organizationId: string, deviceId
   if (holder) throw busy(deviceId, holder);
 }
 
+/** What a single update or rollback says of the device's update lock. */
+export interface LockOverride {
+  /** Install despite the lock, now (admin role). */
+  force_lock?: boolean | undefined;
+  /** Wait for the release, but no longer than this: a date-time or a duration from now (2h). */
+  force_after?: string | undefined;
+}
+
+/**
+ * When the update overrides the device's lock (null: it waits for the release), or a refusal: a
+ * device the server knows locked gets an update only with force_lock (admin) or force_after;
+ * without them, 409 device_locked naming the lock's reason and end.
+ */
+export function lockOverrideAt(
+  device: Pick<devicesRepo.DeviceRow, 'device_id' | 'lock'>,
+  request: LockOverride,
+  role: string,
+): Date | null {
+  if (request.force_lock && request.force_after !== undefined) {
+    throw new BadRequestError('invalid_force_lock', 'force_lock and force_after exclude each other');
+  }
+  if (request.force_lock && role !== 'admin') {
+    throw new ForbiddenError('insufficient_role', 'force_lock overrides a device lock and needs the admin role');
+  }
+  const now = new Date();
+  if (request.force_lock) return now;
+  const after = request.force_after === undefined ? null : parseTimeOrDuration(request.force_after, now);
+  if (after === undefined) {
+    throw new BadRequestError(
+      'invalid_force_after',
+      `force_after must be a date-time or a duration such as 30m, 2h or 1d, not ${JSON.stringify(request.force_after)}`,
+    );
+  }
+  const { lock } = device;
+  if (lock && after === null) {
+    throw new ConflictError(
+      'device_locked',
+      `device ${device.device_id} is locked: ${lock.reason}` +
+        `${lock.until ? ` (until ${lock.until.toISOString()})` : ' (until it is released)'}; ` +
+        'force_after waits for it no longer than that, force_lock (admin) installs now',
+      { reason: lock.reason, until: lock.until?.toISOString() ?? null, since: lock.since.toISOString() },
+    );
+  }
+  return after;
+}
+
 /**
  * Queues the update through the organization's doors (holds/repo.ts), asking again who holds the
  * device (a deployment planned meanwhile, another request). The engine of whichever process holds
@@ -70,7 +117,8 @@ export async function requestUpdate(
   services: Services,
   organizationId: string,
   deviceId: string,
-  request: { version: string; force?: boolean | undefined },
+  request: { version: string; force?: boolean | undefined } & LockOverride,
+  role = 'admin',
 ): Promise<UpdateRequestResult> {
   const device = await getDevice(services.db, organizationId, deviceId);
   const firmware = await getFirmware(services, organizationId, request.version);
@@ -90,6 +138,7 @@ export async function requestUpdate(
     );
   }
   await refuseIfHeld(services, organizationId, deviceId);
+  const overrideLockAt = lockOverrideAt(device, request, role);
   await assertReachable(services, organizationId, deviceId);
   const update = await queue(services, {
     id: newId('upd'),
@@ -100,6 +149,7 @@ export async function requestUpdate(
     targetVersion: request.version,
     fromVersion: device.current_version,
     force: Boolean(request.force),
+    overrideLockAt,
   });
   return { status: 'queued', update };
 }
@@ -112,7 +162,8 @@ export async function requestRollback(
   services: Services,
   organizationId: string,
   deviceId: string,
-  request: { version?: string | undefined } = {},
+  request: { version?: string | undefined } & LockOverride = {},
+  role = 'admin',
 ) {
   if (request.version !== undefined) assertSemver(request.version);
   const device = await getDevice(services.db, organizationId, deviceId);
@@ -122,6 +173,7 @@ export async function requestRollback(
     throw new ConflictError('rollback_firmware_missing', `firmware ${target} is no longer in the store`);
   }
   await refuseIfHeld(services, organizationId, deviceId);
+  const overrideLockAt = lockOverrideAt(device, request, role);
   await assertReachable(services, organizationId, deviceId);
   return queue(services, {
     id: newId('upd'),
@@ -132,6 +184,7 @@ export async function requestRollback(
     targetVersion: target,
     fromVersion: device.current_version,
     force: true,
+    overrideLockAt,
   });
 }
 
