@@ -199,6 +199,8 @@ export const DeviceInfoPayload = Type.Object(
      * last version the agent knew running.
      */
     health_error: Type.Optional(Type.String({ minLength: 1, maxLength: 2048 })),
+    /** The device's IANA time zone (its agent's `timezone` setting, else the system's): its maintenance windows are in it. */
+    timezone: Type.Optional(Printable({ minLength: 1, maxLength: 64 })),
   },
   { additionalProperties: true },
 );
@@ -246,6 +248,12 @@ export const OtaUpdatePayload = Type.Object({
    * Absent or 0: at once. Devices that do not know it start at once (the server's line takes them).
    */
   start_within_ms: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_START_WITHIN_MS })),
+  /**
+   * Download no faster than this many bytes per second: the device's share of its deployment's or
+   * organization's byte budget (the server shares it out among the devices downloading at once;
+   * links to an S3 store bypass the server, so the agent paces itself). Absent: unlimited.
+   */
+  max_bytes_per_second: Type.Optional(Type.Integer({ minimum: 1 })),
 });
 export type OtaUpdatePayload = Static<typeof OtaUpdatePayload>;
 

@@ -35,6 +35,7 @@ import { findPrincipalByKeyHash } from './orgs/repo.ts';
 import { orgRoutes } from './orgs/routes.ts';
 import type { Services } from './services.ts';
 import { updateRoutes } from './updates/routes.ts';
+import { windowRoutes } from './windows/routes.ts';
 
 export const API_VERSION = '1.0.0';
 
@@ -233,6 +234,7 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
     await api.register(updateRoutes, { services });
     await api.register(deploymentRoutes, { deployments: services.deployments });
     await api.register(eventRoutes, { services, streams: eventStreams });
+    await api.register(windowRoutes, { services });
   });
 
   return app;

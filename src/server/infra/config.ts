@@ -111,6 +111,16 @@ export interface Config {
   /** Open event streams (`/api/v1/events`) per API key and per organization, in each server process. */
   eventStreamsPerKeyMax: number;
   eventStreamsPerOrganizationMax: number;
+  /**
+   * The clock of maintenance windows and download budgets (ms since the epoch); absent: the
+   * system's. Tests set the time through it instead of waiting for it.
+   */
+  now?: () => number;
+}
+
+/** The configured clock of windows and budgets. */
+export function nowOf(config: Pick<Config, 'now'>): Date {
+  return new Date(config.now ? config.now() : Date.now());
 }
 
 export class ConfigError extends Error {

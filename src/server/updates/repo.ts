@@ -28,11 +28,13 @@ export interface UpdateRow {
   finished_at: Date | null;
   created_at: Date;
   updated_at: Date;
+  /** The download rate the device is given (its share of a byte budget); null: unlimited. */
+  max_bytes_per_second: number | null;
 }
 
 const COLUMNS = `id, organization_id, device_id, deployment_id, kind, target_version, from_version, force, status,
   phase, progress, error_code, error_message, attempts, timeout_seconds, dispatched_at, last_report_at, deadline_at, finished_at,
-  created_at, updated_at`;
+  created_at, updated_at, max_bytes_per_second`;
 const ACTIVE = [...ACTIVE_STATUSES];
 /** `column` is an active status, as literal SQL: what lets the planner use the partial indexes on them. */
 const activeIn = (column: string) => `${column} IN (${ACTIVE.map((status) => `'${status}'`).join(', ')})`;
@@ -53,6 +55,8 @@ export interface NewUpdate {
    * device's tunnel and sends the command at once: a deployment's chunk skips the queue.
    */
   dispatched?: boolean;
+  /** The download rate the device is given (a deployment's byte budget shared out); absent: unlimited. */
+  maxBytesPerSecond?: number | null;
 }
 
 export async function findUpdate(db: Queryable, organizationId: string, id: string) {
@@ -308,6 +312,7 @@ export async function insertAttempts(
       target_version: update.targetVersion,
       from_version: update.fromVersion,
       force: update.force,
+      max_bytes_per_second: update.maxBytesPerSecond ?? null,
       status: update.dispatched ? 'dispatched' : 'queued',
       previous_status: null,
       error_code: null,
@@ -327,15 +332,16 @@ function insertReturning<T>(
   return db.query<T>(
     `WITH c AS (
        INSERT INTO ota_updates (id, organization_id, device_id, deployment_id, kind, target_version, from_version,
-         force, timeout_seconds, status, attempts, dispatched_at, deadline_at)
+         force, timeout_seconds, status, attempts, dispatched_at, deadline_at, max_bytes_per_second)
        SELECT n.id, n.organization_id, n.device_id, n.deployment_id, n.kind, n.target_version, n.from_version, n.force,
          n.timeout_seconds, CASE WHEN n.dispatched THEN 'dispatched' ELSE 'queued' END,
          CASE WHEN n.dispatched THEN 1 ELSE 0 END, CASE WHEN n.dispatched THEN now() END,
-         CASE WHEN n.dispatched THEN now() + make_interval(secs => coalesce(n.timeout_seconds, $11::int)) END
+         CASE WHEN n.dispatched THEN now() + make_interval(secs => coalesce(n.timeout_seconds, $11::int)) END,
+         n.max_bytes_per_second
        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::boolean[],
-         $9::int[], $10::boolean[])
+         $9::int[], $10::boolean[], $12::int[])
          AS n(id, organization_id, device_id, deployment_id, kind, target_version, from_version, force, timeout_seconds,
-           dispatched)
+           dispatched, max_bytes_per_second)
        ON CONFLICT ${ONE_ACTIVE_PER_DEVICE} DO NOTHING
        RETURNING ${COLUMNS}, NULL::text AS previous_status
      )
@@ -352,6 +358,7 @@ function insertReturning<T>(
       arrayParam(updates.map((u) => u.timeoutSeconds ?? null)),
       arrayParam(updates.map((u) => u.dispatched === true)),
       deadlineInSeconds,
+      arrayParam(updates.map((u) => u.maxBytesPerSecond ?? null)),
     ],
   );
 }
@@ -420,6 +427,7 @@ export type Attempt = Pick<
   | 'target_version'
   | 'from_version'
   | 'force'
+  | 'max_bytes_per_second'
   | 'status'
   | 'previous_status'
   | 'error_code'
