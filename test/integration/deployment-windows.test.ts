@@ -243,7 +243,7 @@ for (const backend of backends) {
         await eventually(
           async () => {
             const body = (await api<Waiting>('GET', `/api/v1/deployments/${created.id}`)).body;
-            sawBandwidth = Math.max(sawBandwidth, body.waiting.bandwidth);
+            sawBandwidth = Math.max(sawBandwidth, body.waiting.bandwidth ?? 0);
             return sawBandwidth > 0 || body.status === 'completed';
           },
           10_000,
