@@ -9,6 +9,7 @@ import { registerDeploymentCommands } from './deployments.ts';
 import { CliError, describeCliError } from './errors.ts';
 import { registerOperatorCommands } from './operator.ts';
 import { registerServeCommand } from './serve.ts';
+import { registerSettingsCommands } from './settings.ts';
 
 const program: Command = new Command('edgeflow-ota')
   .description('EdgeFlow OTA: over-the-air firmware updates for fleets of edge devices')
@@ -28,6 +29,7 @@ registerServeCommand(program);
 registerAgentCommand(program);
 registerOperatorCommands(program);
 registerDeploymentCommands(program);
+registerSettingsCommands(program);
 registerSimulateCommand(program);
 registerAdminCommands(program);
 registerDemoCommand(program);

@@ -5,6 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { deploymentRequestOf, formatRate, parseRate } from '../../src/cli/deployment-format.ts';
+import { CliError } from '../../src/cli/errors.ts';
 import { admitDownloads, decideDue, dispatchRulesOf, expectedRun } from '../../src/server/deployments/waits.ts';
 import { explainDevice } from '../../src/server/model/deployment.ts';
 import {
@@ -309,5 +311,41 @@ describe('dispatch decisions', () => {
       'waiting for bandwidth',
     );
     assert.equal(explainDevice({ ...base, state: 'pending', reason: null, detail: null }), 'waiting for batch 0');
+  });
+});
+
+describe('the CLI flags of windows and budgets', () => {
+  it('turns --window, --max-downloads and --max-bandwidth into the request', () => {
+    const body = deploymentRequestOf('1.1.0', {
+      all: true,
+      window: ['mon-fri 02:00-05:00', 'sat,sun 22:00-02:00'],
+      maxDownloads: '50',
+      maxBandwidth: '10MB/s',
+    });
+    assert.deepEqual(body.maintenance_windows, [
+      window(['mon', 'tue', 'wed', 'thu', 'fri'], '02:00', '05:00'),
+      window(['sun', 'sat'], '22:00', '02:00'),
+    ]);
+    assert.equal(body.max_concurrent_downloads, 50);
+    assert.equal(body.max_bytes_per_second, 10_000_000);
+    assert.deepEqual(deploymentRequestOf('1.1.0', { all: true, window: ['none'] }).maintenance_windows, []);
+    assert.equal(deploymentRequestOf('1.1.0', { all: true }).maintenance_windows, undefined);
+  });
+
+  it('reads rates in decimal and binary units, and refuses nonsense with a usage error', () => {
+    assert.equal(parseRate('--max-bandwidth', '512KiB/s'), 524_288);
+    assert.equal(parseRate('--max-bandwidth', '1.5 MB/s'), 1_500_000);
+    assert.equal(parseRate('--max-bandwidth', '2000000'), 2_000_000);
+    assert.equal(formatRate(10_000_000), '10 MB/s');
+    for (const text of ['fast', '10 parsecs', '100B/s']) {
+      assert.throws(
+        () => parseRate('--max-bandwidth', text),
+        (error: unknown) => error instanceof CliError && error.exitCode === 2,
+      );
+    }
+    assert.throws(
+      () => deploymentRequestOf('1.1.0', { all: true, window: ['weekdays at night'] }),
+      (error: unknown) => error instanceof CliError && /--window/.test((error as Error).message),
+    );
   });
 });
