@@ -380,6 +380,9 @@ describe('the deployment request', () => {
       max_retries: 0,
       dynamic: false,
       force: false,
+      maintenance_windows: null,
+      max_concurrent_downloads: null,
+      max_bytes_per_second: null,
     });
     assert.equal(
       deploymentSettingsOf({ ...base, strategy: 'all_at_once' } as CreateDeploymentBody).rest_strategy,

@@ -116,6 +116,8 @@ function DeviceDetails({ device }: { device: Device }) {
         </dd>
         <dt>Agent</dt>
         <dd>{device.agent_version ?? '—'}</dd>
+        <dt>Time zone</dt>
+        <dd>{device.timezone ?? "the organization's"}</dd>
         <dt>Registered</dt>
         <dd>
           <Time at={String(device.created_at)} />
