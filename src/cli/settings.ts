@@ -44,7 +44,10 @@ export function renderBudgetSettings(settings: BudgetSettings): string {
 }
 
 export function registerSettingsCommands(program: Command): void {
-  const settings = program.command('settings').description("the organization's rollout settings");
+  // One `settings` group whoever registers first (other settings, e.g. approvals, join it).
+  const settings =
+    program.commands.find((command) => command.name() === 'settings') ??
+    program.command('settings').description("the organization's settings");
   withConnection(
     settings
       .command('windows')
