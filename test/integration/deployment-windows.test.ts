@@ -197,7 +197,7 @@ for (const backend of backends) {
 
       // 01:30Z: 02:30 in Berlin. Only the Berlin devices are sent, and complete.
       nowMs = Date.parse('2026-12-07T01:30:00Z');
-      await eventually(async () => (await deployment()).counts.completed === 2, 10_000, 'Berlin updated');
+      await eventually(async () => (await deployment()).counts.completed === 2, 20_000, 'Berlin updated');
       const afterBerlin = await members();
       for (const member of afterBerlin) {
         const berlin = opening(member.device_id) === '2026-12-07T01:00:00.000Z';
@@ -208,12 +208,12 @@ for (const backend of backends) {
 
       // 07:30Z: New York's night.
       nowMs = Date.parse('2026-12-07T07:30:00Z');
-      await eventually(async () => (await deployment()).counts.completed === 4, 10_000, 'New York updated');
+      await eventually(async () => (await deployment()).counts.completed === 4, 20_000, 'New York updated');
       assert.equal((await deployment()).waiting.window, 2);
 
       // 17:30Z: Tokyo's. The device that never came online is now sent its attempt and times out.
       nowMs = Date.parse('2026-12-07T17:30:00Z');
-      await eventually(async () => (await deployment()).status === 'completed', 15_000, 'the deployment completed');
+      await eventually(async () => (await deployment()).status === 'completed', 20_000, 'the deployment completed');
       const done = await deployment();
       assert.equal(done.counts.completed, 5);
       assert.equal(done.counts.skipped, 1, 'the offline one, past the device timeout once it was due');
