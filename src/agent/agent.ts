@@ -59,6 +59,11 @@ export interface AgentOptions {
   storage?: 'disk' | 'memory';
   /** Development only: allow `ws://`, `http://` and unencrypted downloads. */
   allowInsecure?: boolean;
+  /**
+   * The device's IANA time zone, told to the server in device_info (its maintenance windows are
+   * in it); default: the system's (Intl, from TZ or /etc/localtime).
+   */
+  timezone?: string;
   /** PEM of the organization's Ed25519 public key; updates must then be signed by it. */
   publicKeyPem?: string;
   organizationId?: string;
@@ -551,10 +556,14 @@ export class Agent extends EventEmitter {
   }
 
   /** What `device_info` says of the device, after every connect. */
-  private describeDevice(): Pick<DeviceInfoPayload, 'current_version' | 'slot' | 'boot_id' | 'health_error' | 'lock'> {
+  private describeDevice(): Pick<
+    DeviceInfoPayload,
+    'current_version' | 'slot' | 'boot_id' | 'health_error' | 'lock' | 'timezone'
+  > {
     const bootId = {
       ...(this.bootId ? { boot_id: this.bootId } : {}),
       ...(this.locks ? { lock: this.locks.state } : {}),
+      ...timeZoneOf(this.options.timezone),
     };
     if (this.startupError) {
       const slot = this.lastKnown?.slot;
@@ -698,4 +707,10 @@ export const ANSWER_SUFFIX = '.answer.json';
 function downloadFileName(updateId: string): string {
   if (/^[A-Za-z0-9_-]{1,100}$/.test(updateId)) return `${updateId}.part`;
   return `${createHash('sha256').update(updateId).digest('hex').slice(0, 40)}.part`;
+}
+
+/** The zone device_info reports: the configured one, else the system's (none when the platform has no name for it). */
+function timeZoneOf(configured: string | undefined): { timezone?: string } {
+  const zone = configured ?? Intl.DateTimeFormat().resolvedOptions().timeZone;
+  return zone ? { timezone: zone } : {};
 }

@@ -342,6 +342,7 @@ async function resolveAgentOptions(flags: AgentCommandFlags): Promise<{ options:
     healthCommand: flags.healthCommand ?? file.health_command,
     healthTimeoutMs: healthTimeoutSeconds === undefined ? undefined : healthTimeoutSeconds * 1000,
     initialVersion: flags.initialVersion ?? file.initial_version,
+    ...(file.timezone ? { timezone: file.timezone } : {}),
     heartbeatIntervalMs: heartbeatSeconds === undefined ? undefined : heartbeatSeconds * 1000,
     ca: ca ? await readConfigured(ca, 'ca_file', 'the CA certificate', null) : undefined,
     model: flags.model ?? file.model,

@@ -45,6 +45,8 @@ export const AgentConfigFile = Type.Object(
     health_command: Type.Optional(Type.String({ minLength: 1 })),
     health_timeout_seconds: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
     initial_version: Type.Optional(Type.String({ minLength: 1 })),
+    /** The device's IANA time zone (its maintenance windows are in it); default: the system's. */
+    timezone: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
     heartbeat_seconds: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
     /**
      * Started as root, drop to this user (e.g. "edgeflow", which the package creates) once the

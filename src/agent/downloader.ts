@@ -33,6 +33,18 @@ export interface DownloadOptions extends DownloadSettings {
   signal: AbortSignal;
   logger: Logger;
   stepHook?: StepHook;
+  /** Download no faster than this (the update command's max_bytes_per_second); absent: unlimited. */
+  maxBytesPerSecond?: number | undefined;
+}
+
+/**
+ * How long to wait before reading on, so that `bytes` read since `startedMs` keep to `rate`
+ * bytes per second: the time they take at that rate, less the time already spent. Pure, so its
+ * arithmetic is tested without a clock.
+ */
+export function throttleDelayMs(bytes: number, elapsedMs: number, rate: number | undefined): number {
+  if (!rate || rate <= 0) return 0;
+  return Math.max(0, Math.ceil((bytes * 1000) / rate - elapsedMs));
 }
 
 /** The download is over for good: the caller reports `download_failed`. */
@@ -156,6 +168,8 @@ async function fetchRemainder(url: string, options: DownloadOptions): Promise<vo
       throw new Error(`HTTP ${status}`);
     }
     let held = offset;
+    // Paced over this response: what it brought against the time since it started.
+    const pacedFromMs = Date.now();
     for await (const chunk of response as AsyncIterable<Buffer>) {
       if (held + chunk.byteLength > size) {
         await sink.reset();
@@ -165,6 +179,9 @@ async function fetchRemainder(url: string, options: DownloadOptions): Promise<vo
       held += chunk.byteLength;
       options.onBytes(held);
       await options.stepHook?.('download:chunk');
+      const waitMs = throttleDelayMs(held - offset, Date.now() - pacedFromMs, options.maxBytesPerSecond);
+      // Not reading pauses the socket: TCP's window holds the sender back.
+      if (waitMs > 0) await sleep(waitMs, undefined, { signal: options.signal });
     }
     if (held < size) throw new Error(`the connection ended after ${held} of ${size} bytes`);
   } finally {

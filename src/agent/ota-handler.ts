@@ -488,6 +488,7 @@ export class OtaHandler {
           this.reportProgress(job, false);
         },
         signal: abort.signal,
+        maxBytesPerSecond: job.payload.max_bytes_per_second,
         ...download,
         logger: this.options.logger,
         stepHook: this.options.stepHook,

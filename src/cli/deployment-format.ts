@@ -17,6 +17,7 @@ import type {
   Strategy,
 } from '../server/deployments/schemas.ts';
 import type { RollbackCounts, SkipReason } from '../server/model/deployment.ts';
+import { formatWindow, type MaintenanceWindow, parseWindow } from '../server/model/maintenance-window.ts';
 import { isActive, type UpdateStatus } from '../server/model/update-status.ts';
 import { CliError } from './errors.ts';
 
@@ -127,6 +128,54 @@ export interface DeployFlags {
   startAt?: string;
   force?: boolean;
   dryRun?: boolean;
+  /** `mon-fri 02:00-05:00`, repeatable; `none`: any time (not the organization's windows). */
+  window?: string[];
+  maxDownloads?: string;
+  maxBandwidth?: string;
+}
+
+/** `--window` values as windows: `none` alone is none at all (any time). */
+export function parseWindows(flag: string, texts: readonly string[]): MaintenanceWindow[] {
+  if (texts.length === 1 && texts[0]!.trim() === 'none') return [];
+  return texts.map((text) => {
+    try {
+      return parseWindow(text);
+    } catch (error) {
+      throw usage(`${flag}: ${(error as Error).message}`);
+    }
+  });
+}
+
+const RATE_UNITS: Record<string, number> = {
+  b: 1,
+  kb: 1000,
+  mb: 1000 ** 2,
+  gb: 1000 ** 3,
+  kib: 1024,
+  mib: 1024 ** 2,
+  gib: 1024 ** 3,
+};
+
+/** A rate as typed: `10MB/s` (10,000,000 bytes per second), `512KiB/s`, `2000000`; in bytes per second. */
+export function parseRate(flag: string, text: string): number {
+  const match = /^(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?(?:\/s)?$/i.exec(text.trim());
+  const value = match ? Math.floor(Number(match[1]) * RATE_UNITS[(match[2] ?? 'b').toLowerCase()]!) : Number.NaN;
+  if (!(value >= 1024)) {
+    throw usage(`${flag} must be a rate of at least 1KiB/s such as 10MB/s or 512KiB/s (got ${JSON.stringify(text)})`);
+  }
+  return value;
+}
+
+/** `10 MB/s`, `512 KiB/s`: a rate in bytes per second, in the unit it reads best. */
+export function formatRate(bytesPerSecond: number): string {
+  for (const [unit, size] of [
+    ['GB', 1000 ** 3],
+    ['MB', 1000 ** 2],
+    ['kB', 1000],
+  ] as const) {
+    if (bytesPerSecond >= size) return `${Number((bytesPerSecond / size).toFixed(1))} ${unit}/s`;
+  }
+  return `${bytesPerSecond} B/s`;
 }
 
 const STRATEGIES: readonly Strategy[] = ['all_at_once', 'rolling', 'canary'];
@@ -189,6 +238,9 @@ export function deploymentRequestOf(version: string, flags: DeployFlags): Create
     max_retries: optional(flags.retries, (text) => wholeNumber('--retries', text, 0)),
     start_at: optional(flags.startAt, instant),
     force: flags.force || undefined,
+    maintenance_windows: flags.window?.length ? parseWindows('--window', flags.window) : undefined,
+    max_concurrent_downloads: optional(flags.maxDownloads, (text) => wholeNumber('--max-downloads', text, 1)),
+    max_bytes_per_second: optional(flags.maxBandwidth, (text) => parseRate('--max-bandwidth', text)),
     dry_run: flags.dryRun || undefined,
   };
   // Absent, not `undefined`: the body is sent as JSON and compared as a value in the tests.
@@ -227,6 +279,11 @@ export function describeSettings(settings: DeploymentSettings): string {
   if (settings.max_retries > 0) parts.push(`${settings.max_retries} retries`);
   if (settings.dynamic) parts.push('dynamic');
   if (settings.force) parts.push('force');
+  if (settings.maintenance_windows?.length) {
+    parts.push(`windows ${settings.maintenance_windows.map(formatWindow).join(' + ')} (device time)`);
+  }
+  if (settings.max_concurrent_downloads) parts.push(`≤${settings.max_concurrent_downloads} downloading`);
+  if (settings.max_bytes_per_second) parts.push(`≤${formatRate(settings.max_bytes_per_second)}`);
   return parts.join(', ');
 }
 
@@ -279,6 +336,12 @@ export function renderPlan(plan: DeploymentPlan): string {
     lines.push(
       `  ${batchLabel(batch.index, batch.kind)} ${count(batch.size)}  ${sampleIds(batch.device_ids, batch.size)}`,
     );
+    const expected = batch.expected;
+    if (expected?.first_start_at) {
+      const first = new Date(expected.first_start_at).toISOString();
+      const last = new Date(expected.last_start_at ?? expected.first_start_at).toISOString();
+      lines.push(`    in its windows: from ${first}${last === first ? '' : `, the last device from ${last}`}`);
+    }
   }
   for (const { name, sample, why } of exceptions) {
     lines.push(

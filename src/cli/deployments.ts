@@ -98,6 +98,14 @@ export function registerDeploymentCommands(program: Command): void {
     .option('--retries <n>', 'retry a failed or timed-out device this many times')
     .option('--start-at <time>', 'start then (ISO 8601, e.g. 2030-01-31T02:00:00Z)')
     .option('--force', 're-install on devices that already run the version')
+    .option(
+      '--window <spec>',
+      "send each device only in this window of its own local time, e.g. 'mon-fri 02:00-05:00' (repeatable; " +
+        "default: the organization's windows; 'none': any time)",
+      (value: string, all: string[] = []) => [...all, value],
+    )
+    .option('--max-downloads <n>', 'at most this many devices downloading at once')
+    .option('--max-bandwidth <rate>', 'all its devices together download at most this fast: 10MB/s, 512KiB/s')
     .option('--dry-run', 'print the plan; create nothing')
     .option('--wait', 'follow it like `watch` until it ends; exit 0 only when completed')
     .action(

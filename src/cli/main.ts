@@ -10,6 +10,7 @@ import { registerDeploymentCommands } from './deployments.ts';
 import { CliError, describeCliError } from './errors.ts';
 import { registerOperatorCommands } from './operator.ts';
 import { registerServeCommand } from './serve.ts';
+import { registerSettingsCommands } from './settings.ts';
 import { registerWebhookCommands } from './webhooks.ts';
 
 const program: Command = new Command('edgeflow-ota')
@@ -33,6 +34,8 @@ registerDeploymentCommands(program);
 registerWebhookCommands(program);
 
 registerAuditCommand(program);
+
+registerSettingsCommands(program);
 registerSimulateCommand(program);
 registerAdminCommands(program);
 registerDemoCommand(program);

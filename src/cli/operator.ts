@@ -196,10 +196,21 @@ export function registerOperatorCommands(program: Command): void {
     .option('--name <name>')
     .option('--model <model>')
     .option('--tags <a,b>', 'comma-separated tags', list)
+    .option(
+      '--timezone <tz>',
+      "its IANA time zone, e.g. Europe/Berlin (default: what its agent reports, else the organization's)",
+    )
     .action(
       action(
         async (
-          flags: GlobalFlags & { currentVersion: string; id?: string; name?: string; model?: string; tags?: string[] },
+          flags: GlobalFlags & {
+            currentVersion: string;
+            id?: string;
+            name?: string;
+            model?: string;
+            tags?: string[];
+            timezone?: string;
+          },
         ) => {
           const device = await client(flags).call<Row>('POST', '/api/v1/devices', {
             current_version: flags.currentVersion,
@@ -207,6 +218,7 @@ export function registerOperatorCommands(program: Command): void {
             ...(flags.name ? { name: flags.name } : {}),
             ...(flags.model ? { model: flags.model } : {}),
             ...(flags.tags ? { tags: flags.tags } : {}),
+            ...(flags.timezone ? { timezone: flags.timezone } : {}),
           });
           print(
             flags,
@@ -215,6 +227,22 @@ export function registerOperatorCommands(program: Command): void {
           );
         },
       ),
+    );
+  withConnection(devices.command('update <device-id>').description("change a device's time zone, name or tags"))
+    .option('--timezone <tz>', "its IANA time zone, e.g. Europe/Berlin ('none': its organization's)")
+    .option('--name <name>')
+    .option('--tags <a,b>', 'comma-separated tags (replaces them)', list)
+    .action(
+      action(async (deviceId: string, flags: GlobalFlags & { timezone?: string; name?: string; tags?: string[] }) => {
+        const patch = {
+          ...(flags.timezone ? { timezone: flags.timezone === 'none' ? null : flags.timezone } : {}),
+          ...(flags.name ? { name: flags.name } : {}),
+          ...(flags.tags ? { tags: flags.tags } : {}),
+        };
+        if (Object.keys(patch).length === 0) throw new CliError('devices update: give --timezone, --name or --tags', 2);
+        const device = await client(flags).call<Row>('PATCH', `/api/v1/devices/${encodeURIComponent(deviceId)}`, patch);
+        print(flags, device, () => table([device], ['device_id', 'name', 'tags', 'timezone']));
+      }),
     );
   withConnection(devices.command('list').description('list devices'))
     .option('--tag <tag>', 'only devices with this tag (repeatable)', (value: string, all: string[] = []) => [
@@ -232,7 +260,7 @@ export function registerOperatorCommands(program: Command): void {
         print(flags, rows, () =>
           table(
             rows.map((row) => ({ ...row, lock: describeLock(row.lock as LockFacts | null) })),
-            ['device_id', 'model', 'current_version', 'online', 'tags', 'last_seen_at', 'lock'],
+            ['device_id', 'model', 'current_version', 'online', 'tags', 'timezone', 'last_seen_at', 'lock'],
           ),
         );
       }),

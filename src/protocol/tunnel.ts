@@ -238,6 +238,9 @@ export const DeviceInfoPayload = Type.Object(
     health_error: Type.Optional(Type.String({ minLength: 1, maxLength: 2048 })),
     /** The device's update lock (absent from agents that have none: as if unlocked). */
     lock: Type.Optional(DeviceLockPayload),
+
+    /** The device's IANA time zone (its agent's `timezone` setting, else the system's): its maintenance windows are in it. */
+    timezone: Type.Optional(Printable({ minLength: 1, maxLength: 64 })),
   },
   { additionalProperties: true },
 );
@@ -290,6 +293,12 @@ export const OtaUpdatePayload = Type.Object({
    * admin's `force_lock`). Without it a locked device refuses with `device_locked`.
    */
   override_lock: Type.Optional(Type.Boolean()),
+  /**
+   * Download no faster than this many bytes per second: the device's share of its deployment's or
+   * organization's byte budget (the server shares it out among the devices downloading at once;
+   * links to an S3 store bypass the server, so the agent paces itself). Absent: unlimited.
+   */
+  max_bytes_per_second: Type.Optional(Type.Integer({ minimum: 1 })),
 });
 export type OtaUpdatePayload = Static<typeof OtaUpdatePayload>;
 

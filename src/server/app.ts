@@ -38,6 +38,8 @@ import type { Services } from './services.ts';
 import { updateRoutes } from './updates/routes.ts';
 import { webhookRoutes } from './webhooks/routes.ts';
 
+import { windowRoutes } from './windows/routes.ts';
+
 export const API_VERSION = '1.0.0';
 
 /** Probes and scrapes: their request lines only at debug, so the info log shows what happened. */
@@ -243,6 +245,8 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
     await api.register(webhookRoutes, { webhooks: services.webhooks });
 
     await api.register(auditRoutes, { services });
+
+    await api.register(windowRoutes, { services });
   });
 
   return app;

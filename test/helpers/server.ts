@@ -227,6 +227,8 @@ export interface TestServerOptions {
   log?: Logger;
   /** Keep the database, store and port for a restart (see persistentState). */
   state?: PersistentState;
+  /** The clock of maintenance windows and budgets (Config.now): a test sets the time. */
+  now?: () => number;
 }
 
 /** JSON API calls against a server at `url`: status, parsed body (or the text), headers. */
@@ -268,7 +270,7 @@ export async function startTestServer(backend: Backend, options: TestServerOptio
   let running: RunningServer;
   try {
     running = await startOn({
-      config: { ...config, store: backend.store },
+      config: { ...config, store: backend.store, ...(options.now ? { now: options.now } : {}) },
       db,
       store,
       ...(options.log ? { log: options.log } : {}),

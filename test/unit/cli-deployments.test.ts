@@ -37,6 +37,7 @@ import {
   emptyDeviceCounts,
   emptyExcludedCounts,
   emptyRollbackCounts,
+  emptyWaitingCounts,
   type RollbackCounts,
 } from '../../src/server/model/deployment.ts';
 import { eventually } from '../helpers/raw-device.ts';
@@ -57,6 +58,7 @@ const batch = (
   size,
   state,
   counts: counts(some),
+  waiting: emptyWaitingCounts(),
   bake_failed: 0,
   bake_ends_at: null,
   promoted: false,
@@ -417,6 +419,7 @@ const deployment = (some: Partial<DeploymentView>): DeploymentView => ({
   start_at: null,
   total: 12,
   counts: counts({ completed: 2, in_progress: 5, pending: 5 }),
+  waiting: emptyWaitingCounts(),
   bake_failed: 0,
   excluded: emptyExcludedCounts(),
   rollback: null,

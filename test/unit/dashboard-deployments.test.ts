@@ -26,6 +26,7 @@ import {
   type DeviceCounts,
   emptyDeviceCounts,
   emptyRollbackCounts,
+  emptyWaitingCounts,
 } from '../../src/server/model/deployment.ts';
 import type { DeploymentEvent } from '../../src/server/model/deployment-schemas.ts';
 
@@ -136,6 +137,7 @@ const batch = (index: number, state: BatchState, size = 2): Batch => ({
   size,
   state,
   counts: emptyDeviceCounts(),
+  waiting: emptyWaitingCounts(),
   bake_failed: 0,
   bake_ends_at: null,
   promoted: false,

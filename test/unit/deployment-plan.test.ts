@@ -381,6 +381,10 @@ describe('the deployment request', () => {
       dynamic: false,
       force: false,
       force_after: null,
+
+      maintenance_windows: null,
+      max_concurrent_downloads: null,
+      max_bytes_per_second: null,
     });
     assert.equal(
       deploymentSettingsOf({ ...base, strategy: 'all_at_once' } as CreateDeploymentBody).rest_strategy,

@@ -4,6 +4,7 @@
  * Which controls apply is never decided here: the server answers them (`controls`). No DOM, no
  * fetch: unit-tested from plain values (test/unit/dashboard-deployments.test.ts).
  */
+import { parseRate, parseWindows } from '../../cli/deployment-format.ts';
 import type { CreateDeploymentBody, OnFailure, RestStrategy, Strategy } from '../../server/deployments/schemas.ts';
 import { failedOf, inProgressOf } from '../../server/model/deployment.ts';
 import type { Batch, Deployment, DeploymentEvent, DeviceCounts, Timeline } from '../types.ts';
@@ -111,6 +112,11 @@ export interface DeploymentForm {
   retries: string;
   /** A `datetime-local` value: local time, no zone. */
   startAt: string;
+  /** Maintenance windows in each device's local time, `mon-fri 02:00-05:00`, `;` between; empty: the organization's. */
+  windows: string;
+  maxDownloads: string;
+  /** `10MB/s`, `512KiB/s`. */
+  maxBandwidth: string;
   force: boolean;
   dynamic: boolean;
 }
@@ -137,6 +143,9 @@ export function emptyForm(): DeploymentForm {
     deviceTimeoutMinutes: '',
     retries: '',
     startAt: '',
+    windows: '',
+    maxDownloads: '',
+    maxBandwidth: '',
     force: false,
     dynamic: false,
   };
@@ -167,6 +176,24 @@ function batchSizeOf(size: string, unit: 'devices' | 'percent'): number | string
   if (value === undefined) return undefined;
   // The API takes a percentage as text ("10%") and checks it; a count as a number.
   return unit === 'percent' ? `${value}%` : value;
+}
+
+/** The CLI's parsers say what is wrong in one line: the form shows it like its own. */
+function asFormError<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (error) {
+    throw new FormError((error as Error).message);
+  }
+}
+
+/** `mon-fri 02:00-05:00; sat,sun 22:00-02:00` → windows; empty: none given (the organization's). */
+function windowsOf(text: string) {
+  const specs = text
+    .split(/[;\n]+/)
+    .map((spec) => spec.trim())
+    .filter(Boolean);
+  return specs.length > 0 ? parseWindows('Windows', specs) : undefined;
 }
 
 /**
@@ -209,6 +236,11 @@ export function requestOf(form: DeploymentForm): CreateDeploymentBody {
     device_timeout_minutes: numberOf('The device timeout', form.deviceTimeoutMinutes),
     max_retries: numberOf('The retries', form.retries),
     start_at: startAt !== undefined ? new Date(startAt).toISOString() : undefined,
+    maintenance_windows: asFormError(() => windowsOf(form.windows)),
+    max_concurrent_downloads: numberOf('The downloads at once', form.maxDownloads),
+    max_bytes_per_second: form.maxBandwidth.trim()
+      ? asFormError(() => parseRate('The bandwidth', form.maxBandwidth))
+      : undefined,
     force: form.force || undefined,
     dynamic: form.dynamic || undefined,
   };

@@ -8,8 +8,17 @@ import { describeSettings, describeStrategy, planExceptions, sampleIds } from '.
 import type { DeploymentPlan } from '../types.ts';
 import { TableHead } from './table.tsx';
 
+/** When a batch is expected to run, in the browser's time: its first device, and its last when later. */
+function expectedText(expected: DeploymentPlan['batches'][number]['expected']): string {
+  if (!expected?.first_start_at) return '—';
+  const first = new Date(expected.first_start_at).toLocaleString();
+  const last = expected.last_start_at ? new Date(expected.last_start_at).toLocaleString() : first;
+  return last === first ? `from ${first}` : `from ${first}, the last device from ${last}`;
+}
+
 export function PlanView({ plan }: { plan: DeploymentPlan }) {
   const exceptions = planExceptions(plan);
+  const windowed = plan.batches.some((batch) => batch.expected);
   return (
     <section class="panel" aria-labelledby="plan-title">
       <h2 id="plan-title">
@@ -25,7 +34,15 @@ export function PlanView({ plan }: { plan: DeploymentPlan }) {
         <div class="table-wrap">
           <table>
             <caption class="visually-hidden">Planned batches</caption>
-            <TableHead columns={['Batch', 'Kind', 'Devices', 'First devices']} />
+            <TableHead
+              columns={[
+                'Batch',
+                'Kind',
+                'Devices',
+                'First devices',
+                ...(windowed ? ['Expected (in their windows)'] : []),
+              ]}
+            />
             <tbody>
               {plan.batches.map((batch) => (
                 <tr key={batch.index}>
@@ -33,6 +50,7 @@ export function PlanView({ plan }: { plan: DeploymentPlan }) {
                   <td>{batch.kind}</td>
                   <td>{batch.size}</td>
                   <td class="ids">{sampleIds(batch.device_ids, batch.size)}</td>
+                  {windowed ? <td class="expected">{expectedText(batch.expected)}</td> : null}
                 </tr>
               ))}
             </tbody>

@@ -11,7 +11,7 @@
 import { type ComponentChildren, Fragment } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { describeSettings, describeStrategy, describeTarget, LEFT_OUT_WORDS } from '../../cli/deployment-format.ts';
-import { WAIT_REASONS } from '../../server/model/deployment.ts';
+import { isWaitReason, type WaitReason } from '../../server/model/deployment.ts';
 import { api, query } from '../api.ts';
 import { BakeTimer } from '../components/bake-timer.tsx';
 import { CountsBar, RollbackBar } from '../components/counts-bar.tsx';
@@ -128,6 +128,7 @@ function Summary({ deployment }: { deployment: Deployment }) {
     ['Devices', `${deployment.total} in its batches`],
     ['Target', <Target deployment={deployment} />],
     ['Left out', <LeftOut deployment={deployment} />],
+    ['Waiting', <Waiting deployment={deployment} />],
     ['Strategy', describeStrategy(deployment)],
     ['Settings', describeSettings(deployment)],
     ...(deployment.status === 'scheduled' && deployment.start_at
@@ -147,6 +148,29 @@ function Summary({ deployment }: { deployment: Deployment }) {
         </Fragment>
       ))}
     </dl>
+  );
+}
+
+/** Devices not sent yet because of their window or a budget, each reason a link to them. */
+function Waiting({ deployment }: { deployment: Deployment }) {
+  const reasons = (Object.entries(deployment.waiting) as [WaitReason, number][]).filter(([, n]) => n > 0);
+  if (reasons.length === 0) return <span class="muted">none</span>;
+  const words: Record<WaitReason, string> = {
+    window: 'for their window',
+    bandwidth: 'for bandwidth',
+    locked: 'locked by the device',
+  };
+  return (
+    <>
+      {reasons.map(([reason, n], index) => (
+        <Fragment key={reason}>
+          {index > 0 ? ', ' : null}
+          <a href={href('deployments', deployment.id, { reason })}>
+            {n} {words[reason]}
+          </a>
+        </Fragment>
+      ))}
+    </>
   );
 }
 
@@ -307,7 +331,7 @@ function Progress({ path, deployment }: { path: string; deployment: Deployment }
 }
 
 function isWaiting(device: DeploymentDevice): boolean {
-  return device.state === 'queued' && (WAIT_REASONS as readonly string[]).includes(device.reason ?? '');
+  return (device.state === 'pending' || device.state === 'queued') && isWaitReason(device.reason);
 }
 
 /** A device of the deployment as a table row: where it stands and why, in the server's words. */

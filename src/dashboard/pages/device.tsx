@@ -118,6 +118,8 @@ function DeviceDetails({ device }: { device: Device }) {
         <dd>{device.agent_version ?? '—'}</dd>
         <dt>Update lock</dt>
         <dd class="device-lock">{device.lock ? describeLock(device.lock) : 'unlocked'}</dd>
+        <dt>Time zone</dt>
+        <dd>{device.timezone ?? "the organization's"}</dd>
         <dt>Registered</dt>
         <dd>
           <Time at={String(device.created_at)} />

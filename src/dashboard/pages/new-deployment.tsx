@@ -437,6 +437,17 @@ const LIMITS = [
   spec('deviceTimeoutMinutes', 'Device timeout (minutes)', "default: the server's", number(0)),
   spec('retries', 'Retries', 'per device; default 0', number(0, 10, 1)),
   spec('startAt', 'Start at', 'your local time; now when empty', { type: 'datetime-local' }),
+  spec(
+    'windows',
+    'Maintenance windows',
+    "each device's local time, e.g. mon-fri 02:00-05:00; ';' between; none: any time; empty: the organization's",
+    { maxLength: 500, placeholder: 'mon-fri 02:00-05:00' },
+  ),
+  spec('maxDownloads', 'Max downloads at once', 'no limit by default', number(1, undefined, 1)),
+  spec('maxBandwidth', 'Max bandwidth', 'all devices together, e.g. 10MB/s; no limit by default', {
+    maxLength: 20,
+    placeholder: '10MB/s',
+  }),
 ];
 
 function TextFields({ form, set, specs }: { form: DeploymentForm; set: Setter; specs: TextSpec[] }) {

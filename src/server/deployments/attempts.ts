@@ -11,11 +11,14 @@
 import type { Logger } from 'pino';
 import type { DeviceVersions } from '../devices/repo.ts';
 import { findHolder } from '../holds/repo.ts';
+import { type Config, nowOf } from '../infra/config.ts';
 import type { Db, Queryable } from '../infra/db.ts';
 import { newId } from '../infra/secrets.ts';
 import type { Attempt, UpdateTransitions } from '../updates/transitions.ts';
+import { findRolloutSettings } from '../windows/repo.ts';
 import { dispatchAllowance } from './gate.ts';
 import * as repo from './repo.ts';
+import { admitDownloads, type DispatchRules, decideDue, dispatchRulesOf, isConstrained } from './waits.ts';
 
 /**
  * Attempts queued per chunk: one statement's worth, sent while the next chunk is queued. Measured
@@ -29,6 +32,8 @@ export const CHUNK = 10_000;
 export type SendDispatched = (updates: readonly Attempt[], devices?: DeviceVersions) => Promise<void>;
 
 export interface ChunkDeps {
+  /** The clock of windows and budgets. */
+  config: Pick<Config, 'now'>;
   db: Db;
   transitions: UpdateTransitions;
   /** This process: devices whose tunnel it holds get their attempt sent from here, at once. */
@@ -52,15 +57,66 @@ export async function queueDueChunk(deps: ChunkDeps, row: repo.DeploymentRow): P
   );
   const limit = Math.min(CHUNK, allowance);
   if (limit <= 0) return false;
+  const rules = dispatchRulesOf(settings, await findRolloutSettings(db, row.organization_id));
+  const admitted = isConstrained(rules) ? await admitDue(deps, row, rules, limit) : null;
+  if (admitted && admitted.ids.length === 0) return false;
   const queued = await db.transaction(async (tx) => {
     // Holds off a control that would end it until this chunk is queued; the control then cancels it.
     if (!(await repo.lockIfState(tx, row.id, ['running']))) return { due: 0, dispatched: [] };
-    const due = await repo.claimDueDevices(tx, row.id, nodeId, limit);
-    return { due: due.length, dispatched: await queueAttempts(tx, transitions, row, due) };
+    const due = await repo.claimDueDevices(tx, row.id, nodeId, limit, admitted?.ids ?? null);
+    const rated = due.map((device) => ({ ...device, max_bytes_per_second: admitted?.bytesPerSecond ?? null }));
+    return { due: due.length, dispatched: await queueAttempts(tx, transitions, row, rated) };
   });
   sendInBackground(deps, row.id, queued.dispatched);
-  return queued.due === limit;
+  return admitted ? admitted.more : queued.due === limit;
 }
+
+/** Due devices a pass looks at in one go when windows or budgets apply. */
+const DUE_SCAN = 100_000;
+
+/**
+ * Under windows or budgets: the due devices inside their window and within the budgets (at most
+ * `limit`), the rate each is given, and whether more may go at once; the others' rows say why
+ * they wait (pending, reason `window` with when they may start, or `bandwidth`).
+ */
+async function admitDue(
+  deps: ChunkDeps,
+  row: repo.DeploymentRow,
+  rules: DispatchRules,
+  limit: number,
+): Promise<{ ids: string[]; bytesPerSecond: number | null; more: boolean }> {
+  const { db, config } = deps;
+  const due = await repo.listDueDevices(db, row.id, DUE_SCAN);
+  const { admit, bytesPerSecond } = admitDownloads(
+    [
+      { caps: rules.deployment, downloading: await repo.countDownloading(db, { deploymentId: row.id }) },
+      ...(rules.organization.maxConcurrentDownloads !== null || rules.organization.maxBytesPerSecond !== null
+        ? [
+            {
+              caps: rules.organization,
+              downloading: await repo.countDownloading(db, { organizationId: row.organization_id }),
+            },
+          ]
+        : []),
+    ],
+    due.length,
+  );
+  const { send, decisions } = decideDue(due, rules, nowOf(config), admit, limit);
+  const byId = new Map(due.map((device) => [device.device_id, device]));
+  await repo.setWaits(
+    db,
+    row.id,
+    decisions.filter((decision) => byId.get(decision.device_id)?.state === 'pending'),
+  );
+  return {
+    ids: send.map((device) => device.device_id),
+    bytesPerSecond: bytesPerSecond === null ? null : Math.min(bytesPerSecond, MAX_DEVICE_RATE),
+    more: send.length === limit && admit > limit,
+  };
+}
+
+/** The most an attempt's rate says (ota_updates.max_bytes_per_second is an integer): 2 GiB/s, unlimited in practice. */
+const MAX_DEVICE_RATE = 2 ** 31 - 1;
 
 /**
  * Sends attempts created dispatched once their transaction committed, without waiting for the
@@ -83,7 +139,13 @@ export function sendInBackground(
  * The devices of a first batch whose attempts the deployment's creating transaction makes: as
  * many as a chunk and max_per_minute allow, in the planned order.
  */
-export function firstChunkOf(deviceIds: readonly string[], settings: repo.DeploymentRow['settings']): string[] {
+export function firstChunkOf(
+  deviceIds: readonly string[],
+  settings: repo.DeploymentRow['settings'],
+  rules: DispatchRules,
+): string[] {
+  // Under windows or budgets, the scheduler's chunk decides who goes (queueDueChunk), once it commits.
+  if (isConstrained(rules)) return [];
   return deviceIds.slice(0, Math.min(CHUNK, dispatchAllowance(settings.max_per_minute, 0)));
 }
 
@@ -94,6 +156,8 @@ export interface DueDevice {
   here: boolean;
   /** The update id to use, when the caller already pointed the device's row at it. */
   update_id?: string;
+  /** Its share of a byte budget (bytes per second); absent or null: unlimited. */
+  max_bytes_per_second?: number | null;
 }
 
 /** The report deadline of the deployment's attempts: its device_timeout_minutes, or the server's (null). */
@@ -124,6 +188,7 @@ export async function queueAttempts(
       timeoutSeconds,
       overrideLockAt: row.settings.force_after ? new Date(row.settings.force_after) : null,
       dispatched: device.here,
+      maxBytesPerSecond: device.max_bytes_per_second ?? null,
     })),
     tx,
   );

@@ -16,6 +16,7 @@ import {
   deploymentStatesLeadingTo,
   OPEN_STATES,
   type Stop,
+  WAIT_REASONS,
 } from '../model/deployment.ts';
 import { ACTIVE_STATUSES, type UpdateStatus } from '../model/update-status.ts';
 import type { MatchedDevice } from './plan.ts';
@@ -45,6 +46,7 @@ const COLUMNS = `id, organization_id, version, target, dynamic, settings, state,
   matched_seq, announced, created_at, started_at, ended_at`;
 const ACTIVE = [...ACTIVE_STATUSES];
 const OPEN = [...OPEN_STATES];
+const WAITS = [...WAIT_REASONS];
 
 /**
  * Device `d`'s tunnel is held by process `node` and it said what it runs on it (or had five
@@ -69,6 +71,8 @@ export interface CandidateRow {
   change_seq: number;
   /** Its tunnel is held by the process that asked (TargetQuery.nodeId) and it said what it runs on it. */
   here: boolean;
+  /** Its own time zone; null: its organization's. */
+  timezone: string | null;
 }
 
 export interface TargetQuery {
@@ -119,7 +123,7 @@ export function findTargetCandidates(db: Queryable, query: TargetQuery): Promise
   const node = $(query.nodeId ?? null);
   return db.query<CandidateRow>(
     `SELECT d.device_id, d.model, d.current_version, d.online, ${holderOf('d', exclude)} AS held_by,
-       ${ids ? 'l.ordinal' : '0'} AS ordinal, d.change_seq, ${hereSql('d', `${node}::text`)} AS here
+       ${ids ? 'l.ordinal' : '0'} AS ordinal, d.change_seq, ${hereSql('d', `${node}::text`)} AS here, d.timezone
      FROM devices d ${ids ? `JOIN (${ids}) AS l ON l.device_id = d.device_id` : ''}
      WHERE ${conditions.join(' AND ')}
      ORDER BY ${order}
@@ -577,6 +581,8 @@ export function claimDueDevices(
   deploymentId: string,
   nodeId: string,
   limit: number,
+  /** Only these (the devices a pass found inside their window and budget). */
+  deviceIds: readonly string[] | null = null,
 ): Promise<{ device_id: string; update_id: string; current_version: string; here: boolean }[]> {
   return tx.query(
     `WITH due AS (
@@ -584,18 +590,92 @@ export function claimDueDevices(
        JOIN deployment_batches b ON b.deployment_id = m.deployment_id AND b.batch_index = m.batch_index
        WHERE m.deployment_id = $1 AND b.state <> 'pending'
          AND (m.state = 'pending' OR (m.state = 'retrying' AND m.retry_at <= now()))
+         AND ($4::text[] IS NULL OR m.device_id = ANY($4::text[]))
        ORDER BY m.batch_index, m.ordinal, m.device_id
        LIMIT $3
        FOR UPDATE OF m SKIP LOCKED
      )
      UPDATE deployment_devices m SET state = 'queued', reason = NULL, retry_at = NULL,
+       detail = CASE WHEN m.reason = ANY($5::text[]) THEN NULL ELSE m.detail END,
        update_id = 'upd_' || substr(replace(gen_random_uuid()::text, '-', ''), 1, 20)
      FROM due, devices d
      WHERE m.deployment_id = $1 AND m.device_id = due.device_id
        AND d.organization_id = m.organization_id AND d.device_id = m.device_id
      RETURNING m.device_id, m.update_id, d.current_version, ${hereSql('d', '$2::text')} AS here`,
-    [deploymentId, nodeId, limit],
+    [deploymentId, nodeId, limit, deviceIds === null ? null : arrayParam(deviceIds), WAITS],
   );
+}
+
+/** A device due for an attempt (not started, or its retry due) in a started batch, with its time zone. */
+export interface DueRow {
+  device_id: string;
+  state: 'pending' | 'retrying';
+  reason: string | null;
+  detail: string | null;
+  /** Its own zone; null: its organization's. */
+  timezone: string | null;
+}
+
+/** The devices due for an attempt in the deployment's started batches, in the planned order. */
+export function listDueDevices(db: Queryable, deploymentId: string, limit: number): Promise<DueRow[]> {
+  return db.query<DueRow>(
+    `SELECT m.device_id, m.state, m.reason, m.detail, d.timezone FROM deployment_devices m
+     JOIN deployment_batches b ON b.deployment_id = m.deployment_id AND b.batch_index = m.batch_index
+     JOIN devices d ON d.organization_id = m.organization_id AND d.device_id = m.device_id
+     WHERE m.deployment_id = $1 AND b.state <> 'pending'
+       AND (m.state = 'pending' OR (m.state = 'retrying' AND m.retry_at <= now()))
+     ORDER BY m.batch_index, m.ordinal, m.device_id
+     LIMIT $2`,
+    [deploymentId, limit],
+  );
+}
+
+/**
+ * Writes why devices not started wait (model/deployment.ts WAIT_REASONS; null: they wait for
+ * nothing now), each only where it changes: a pending row keeps its state. A row that is no
+ * longer pending (a concurrent pass took it) is left alone.
+ */
+export async function setWaits(
+  db: Queryable,
+  deploymentId: string,
+  waits: readonly { device_id: string; reason: string | null; detail: string | null }[],
+): Promise<void> {
+  if (waits.length === 0) return;
+  await db.query(
+    `UPDATE deployment_devices m SET reason = w.reason, detail = w.detail
+     FROM unnest($2::text[], $3::text[], $4::text[]) AS w(device_id, reason, detail)
+     WHERE m.deployment_id = $1 AND m.device_id = w.device_id AND m.state = 'pending'
+       AND (m.reason IS NULL OR m.reason = ANY($5::text[]))
+       AND (m.reason IS DISTINCT FROM w.reason OR m.detail IS DISTINCT FROM w.detail)`,
+    [
+      deploymentId,
+      arrayParam(waits.map((wait) => wait.device_id)),
+      arrayParam(waits.map((wait) => wait.reason)),
+      arrayParam(waits.map((wait) => wait.detail)),
+      WAITS,
+    ],
+  );
+}
+
+/**
+ * A deployment's devices downloading now (or of all the organization's deployments): from the
+ * attempt's creation until the device reports a phase past the download, or it ends.
+ */
+export async function countDownloading(
+  db: Queryable,
+  scope: { deploymentId: string } | { organizationId: string },
+): Promise<{ count: number; ratedBytesPerSecond: number; unrated: number }> {
+  const where =
+    'deploymentId' in scope ? 'u.deployment_id = $1' : 'u.organization_id = $1 AND u.deployment_id IS NOT NULL';
+  const [row] = await db.query<{ count: number; rated: number; unrated: number }>(
+    `SELECT count(*)::int AS count, coalesce(sum(u.max_bytes_per_second), 0)::float8 AS rated,
+       (count(*) FILTER (WHERE u.max_bytes_per_second IS NULL))::int AS unrated
+     FROM ota_updates u
+     WHERE ${where} AND u.kind = 'update' AND u.status IN ('queued', 'dispatched', 'in_progress')
+       AND (u.status <> 'in_progress' OR coalesce(u.phase, 'downloading') IN ('queued', 'downloading'))`,
+    ['deploymentId' in scope ? scope.deploymentId : scope.organizationId],
+  );
+  return { count: row?.count ?? 0, ratedBytesPerSecond: row?.rated ?? 0, unrated: row?.unrated ?? 0 };
 }
 
 /** Update rows the deployment created in the last minute: what max_per_minute counts. */

@@ -28,7 +28,9 @@ import {
   ExcludedCounts,
   RollbackCounts,
   Stop,
+  WaitingCounts,
 } from '../model/deployment-schemas.ts';
+import { MaintenanceWindows } from '../windows/schemas.ts';
 
 export const Strategy = Type.Union([Type.Literal('all_at_once'), Type.Literal('rolling'), Type.Literal('canary')]);
 export type Strategy = Static<typeof Strategy>;
@@ -108,6 +110,22 @@ export const CreateDeploymentBody = Type.Object(
           "from when a device's update lock is overridden (the agent installs despite it): a date-time, or a " +
           "duration from the deployment's start (start_at, else its creation) such as 2h; absent: locked devices " +
           'wait for their release',
+      }),
+    ),
+    maintenance_windows: Type.Optional(
+      Type.Union([MaintenanceWindows, Type.Null()], {
+        description:
+          "when each device may start, in its own time zone; absent: the organization's windows; [] or null: any time",
+      }),
+    ),
+    max_concurrent_downloads: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'devices of this deployment downloading at once' }),
+    ),
+    max_bytes_per_second: Type.Optional(
+      Type.Integer({
+        minimum: 1024,
+        maximum: 1e15,
+        description: 'bytes per second of all its devices downloading together (shared out, enforced by the agents)',
       }),
     ),
     dry_run: Type.Optional(Type.Boolean({ description: 'answer the plan, create nothing' })),
@@ -228,6 +246,11 @@ const settingsProperties = {
   force: Type.Boolean(),
   /** From when locked devices are sent the update anyway (absent from deployments made before locks). */
   force_after: Type.Optional(Nullable(Timestamp)),
+  maintenance_windows: Type.Union([MaintenanceWindows, Type.Null()], {
+    description: "null: the organization's windows when it dispatches; []: any time",
+  }),
+  max_concurrent_downloads: Nullable(Type.Integer({ description: 'null: no limit of its own' })),
+  max_bytes_per_second: Nullable(Type.Integer({ description: 'null: no limit of its own' })),
 };
 export const DeploymentSettings = Type.Object(settingsProperties);
 export type DeploymentSettings = Static<typeof DeploymentSettings>;
@@ -250,6 +273,9 @@ export function deploymentSettingsOf(body: CreateDeploymentBody): DeploymentSett
     dynamic: body.dynamic ?? false,
     force: body.force ?? false,
     force_after: forceAfterOf(body)?.toISOString() ?? null,
+    maintenance_windows: body.maintenance_windows === undefined ? null : (body.maintenance_windows ?? []),
+    max_concurrent_downloads: body.max_concurrent_downloads ?? null,
+    max_bytes_per_second: body.max_bytes_per_second ?? null,
   };
 }
 
@@ -259,6 +285,7 @@ export const Batch = Type.Object({
   size: Type.Integer({ minimum: 0 }),
   state: BatchState,
   counts: DeviceCounts,
+  waiting: WaitingCounts,
   bake_failed: Type.Integer({ minimum: 0, description: 'of its failed devices, those that failed within the bake' }),
   bake_ends_at: BakeEndsAt,
   promoted: Type.Boolean({ description: "the operator let the rollout past this batch's gate" }),
@@ -290,6 +317,7 @@ export const Deployment = Type.Object({
   start_at: Nullable(Timestamp),
   total: Type.Integer({ minimum: 0, description: 'devices in its batches' }),
   counts: DeviceCounts,
+  waiting: WaitingCounts,
   bake_failed: Type.Integer({
     minimum: 0,
     description: 'devices that committed the version, then failed within the bake: counted in `failed`',
@@ -328,6 +356,19 @@ export const DeploymentPlan = Type.Object({
       kind: BatchKind,
       size: Type.Integer({ minimum: 1 }),
       device_ids: Type.Array(Type.String(), { description: `the first ${PLAN_SAMPLE_IDS}` }),
+      expected: Type.Optional(
+        Type.Object(
+          {
+            first_start_at: Type.Union([Timestamp, Type.Null()], {
+              description: 'the earliest a device of the batch may start',
+            }),
+            last_start_at: Type.Union([Timestamp, Type.Null()], {
+              description: 'when the last of its devices may start',
+            }),
+          },
+          { description: 'with maintenance windows: when the batch is expected to run (from now, or start_at)' },
+        ),
+      ),
     }),
   ),
   excluded: Type.Object(
@@ -345,8 +386,15 @@ export const DeploymentDevice = Type.Object({
   device_id: Type.String(),
   batch: Nullable(Type.Integer({ minimum: 0, description: 'null: left out of the batches (skipped)' })),
   state: Type.Unsafe<DeviceState>({ type: 'string', enum: [...DEVICE_STATES] }),
-  reason: Nullable(Type.String({ description: 'why it is skipped, failed or cancelled' })),
-  detail: Nullable(Type.String({ description: 'what the reason names (busy: the deployment or update)' })),
+  reason: Nullable(
+    Type.String({
+      description:
+        'why it is skipped, failed or cancelled; pending or queued: what it waits for (window, bandwidth, locked)',
+    }),
+  ),
+  detail: Nullable(
+    Type.String({ description: 'what the reason names (busy: the deployment or update; window: when it may start)' }),
+  ),
   explanation: Type.String({ description: 'where it stands, in words' }),
   update_id: Nullable(Type.String()),
   attempts_failed: Type.Integer({ minimum: 0 }),

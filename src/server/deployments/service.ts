@@ -6,12 +6,13 @@ import type { Logger } from 'pino';
 import { versionsOf } from '../devices/repo.ts';
 import * as firmwareRepo from '../firmware/repo.ts';
 import { closeDoors } from '../holds/repo.ts';
-import type { Config } from '../infra/config.ts';
+import { type Config, nowOf } from '../infra/config.ts';
 import type { Db, Queryable } from '../infra/db.ts';
 import { ConflictError, NotFoundError } from '../infra/errors.ts';
 import { newId } from '../infra/secrets.ts';
 import { type Control, controlsFor, type DeploymentState, explainDevice, isEnded } from '../model/deployment.ts';
 import type { UpdateTransitions } from '../updates/transitions.ts';
+import { findRolloutSettings } from '../windows/repo.ts';
 import {
   type DueDevice,
   firstChunkOf,
@@ -32,6 +33,7 @@ import {
   PLAN_SAMPLE_IDS,
 } from './schemas.ts';
 import { deploymentBody, timelineBucketSeconds } from './view.ts';
+import { dispatchRulesOf, expectedRun } from './waits.ts';
 
 export type DeploymentBody = ReturnType<typeof deploymentBody>;
 
@@ -109,8 +111,21 @@ export class DeploymentService {
         ? await repo.findUnknownDeviceIds(db, organizationId, body.target.device_ids, PLAN_SAMPLE_IDS)
         : null;
       const notFound = unknown ? sampleOf(unknown.sample, unknown.count) : null;
-      return { dryRun: true, plan: describePlan(candidates, rulesOf(firmware), settings, startAt, notFound) };
+      const plan = describePlan(candidates, rulesOf(firmware), settings, startAt, notFound);
+      const dispatch = dispatchRulesOf(settings, await findRolloutSettings(db, organizationId));
+      if (dispatch.windows.length > 0) {
+        // When each batch is expected to run: from now (or its start), each device in its own window.
+        const from = new Date(Math.max(nowOf(config).getTime(), startAt?.getTime() ?? 0));
+        const candidateOf = new Map(candidates.map((candidate) => [candidate.device_id, candidate]));
+        const planned = planBatches(classifyTargets(candidates, rulesOf(firmware)).eligible, settings);
+        for (const [position, batch] of planned.entries()) {
+          const devices = batch.deviceIds.map((deviceId) => candidateOf.get(deviceId)!);
+          plan.batches[position]!.expected = expectedRun(devices, dispatch, from);
+        }
+      }
+      return { dryRun: true, plan };
     }
+    const dispatch = dispatchRulesOf(settings, await findRolloutSettings(db, organizationId));
     const id = newId('dep');
     const started = await db.transaction(async (tx) => {
       await closeDoors(tx, organizationId);
@@ -131,7 +146,9 @@ export class DeploymentService {
       // is created in this transaction (its commands go out as it commits); the rest of the batch
       // is queued right after, chunk by chunk (queueDueChunk).
       const first = startsNow && batches.length > 0 ? batches[0]! : null;
-      const chunk = new Map(firstChunkOf(first?.deviceIds ?? [], settings).map((deviceId) => [deviceId, newId('upd')]));
+      const chunk = new Map(
+        firstChunkOf(first?.deviceIds ?? [], settings, dispatch).map((deviceId) => [deviceId, newId('upd')]),
+      );
       const { device_ids: deviceIds, ...selectors } = body.target;
       // The writes go out back to back, each built while PostgreSQL runs the one before (the
       // connection runs them in order; PGlite one after the other): 10,000 attempts' parameters

@@ -12,8 +12,11 @@ import {
   emptyDeviceCounts,
   emptyExcludedCounts,
   emptyRollbackCounts,
+  emptyWaitingCounts,
   type RollbackCounts,
   SKIP_REASONS,
+  WAIT_REASONS,
+  type WaitingCounts,
 } from '../model/deployment.ts';
 import { UPDATE_STATUSES } from '../model/update-status.ts';
 import type { GatedBatch } from './gate.ts';
@@ -43,6 +46,12 @@ function deviceCountsOf(buckets: Map<string, number> | undefined): DeviceCounts 
   return counts;
 }
 
+function waitingOf(buckets: Map<string, number> | undefined): WaitingCounts {
+  const waiting = emptyWaitingCounts();
+  for (const reason of WAIT_REASONS) waiting[reason] = buckets?.get(`waiting/${reason}`) ?? 0;
+  return waiting;
+}
+
 function sumCounts(all: readonly DeviceCounts[]): DeviceCounts {
   const total = emptyDeviceCounts();
   for (const counts of all) for (const state of DEVICE_STATES) total[state] += counts[state];
@@ -58,6 +67,8 @@ export interface DeploymentView {
   controls: Control[];
   total: number;
   counts: DeviceCounts;
+  /** Of the pending and queued, those waiting for their window, bandwidth or a lock. */
+  waiting: WaitingCounts;
   bake_failed: number;
   excluded: ExcludedCounts;
   /** Its rollback's rows by status; null when nothing was rolled back. */
@@ -88,12 +99,15 @@ export function viewOf(
       size: sizeOf(counts),
       state: batchRow.state,
       counts,
+      waiting: waitingOf(buckets),
       bake_failed: batchBakeFailed,
       bake_ends_at: batchRow.state === 'baking' && endsAt ? endsAt.toISOString() : null,
       promoted: batchRow.promoted,
     };
   });
   const counts = sumCounts(batches.map((batch) => batch.counts));
+  const waiting = emptyWaitingCounts();
+  for (const batch of batches) for (const reason of WAIT_REASONS) waiting[reason] += batch.waiting[reason];
   const excluded = emptyExcludedCounts();
   const left = counters.get(-1);
   for (const reason of SKIP_REASONS) excluded[reason] = left?.get(`skipped/${reason}`) ?? 0;
@@ -112,11 +126,22 @@ export function viewOf(
     controls: controlsFor(row.state, batches),
     total: sizeOf(counts),
     counts,
+    waiting,
     bake_failed: bakeFailed,
     excluded,
     rollback,
     batches,
     gated,
+  };
+}
+
+/** The row's settings, with those a deployment created before windows and budgets lacks: none. */
+export function settingsOf(row: Pick<DeploymentRow, 'settings'>): DeploymentRow['settings'] {
+  return {
+    ...row.settings,
+    maintenance_windows: row.settings.maintenance_windows ?? null,
+    max_concurrent_downloads: row.settings.max_concurrent_downloads ?? null,
+    max_bytes_per_second: row.settings.max_bytes_per_second ?? null,
   };
 }
 
@@ -128,10 +153,11 @@ export function deploymentBody(row: DeploymentRow, view: DeploymentView) {
     status: view.status,
     controls: view.controls,
     target: row.target,
-    ...row.settings,
+    ...settingsOf(row),
     start_at: row.start_at,
     total: view.total,
     counts: view.counts,
+    waiting: view.waiting,
     bake_failed: view.bake_failed,
     excluded: view.excluded,
     rollback: view.rollback,

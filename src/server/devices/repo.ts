@@ -20,6 +20,8 @@ export interface DeviceRow {
   health_error: string | null;
   /** Its update lock in force, as its agent last reported it; null: unlocked (or its `until` passed). */
   lock: DeviceLock | null;
+  /** Its IANA time zone; null: its organization's. */
+  timezone: string | null;
   created_at: Date;
   updated_at: Date;
 }
@@ -33,7 +35,7 @@ export interface DeviceLock {
 }
 
 const COLUMNS = `device_id, name, model, tags, current_version, previous_version, slot, online, last_seen_at,
-  agent_version, health_error, lock_reason, lock_until, lock_since, created_at, updated_at`;
+  agent_version, health_error, timezone, lock_reason, lock_until, lock_since, created_at, updated_at`;
 
 /** The lock columns as a row reads them. */
 interface LockColumns {
@@ -67,6 +69,7 @@ export interface NewDevice {
   tags: string[];
   currentVersion: string;
   keyHash: string;
+  timezone?: string | null;
 }
 
 /**
@@ -76,8 +79,8 @@ export interface NewDevice {
 export async function insertDevice(db: Queryable, device: NewDevice): Promise<DeviceRow | undefined> {
   const [row] = await db.query<RawDeviceRow>(
     `WITH inserted AS (
-       INSERT INTO devices (organization_id, device_id, name, model, tags, current_version, key_hash)
-       VALUES ($1, $2, $3, $4, $5, $6, $7)
+       INSERT INTO devices (organization_id, device_id, name, model, tags, current_version, key_hash, timezone)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
        ON CONFLICT (organization_id, device_id) DO NOTHING
        RETURNING *
      ), registered AS (
@@ -93,6 +96,7 @@ export async function insertDevice(db: Queryable, device: NewDevice): Promise<De
       device.tags,
       device.currentVersion,
       device.keyHash,
+      device.timezone ?? null,
     ],
   );
   return row && deviceOf(row);
@@ -270,6 +274,7 @@ export interface DevicePatch {
   name?: string | null | undefined;
   model?: string | null | undefined;
   tags?: string[] | undefined;
+  timezone?: string | null | undefined;
 }
 
 export async function patchDevice(
@@ -283,6 +288,7 @@ export async function patchDevice(
        name = CASE WHEN $3 THEN $4 ELSE name END,
        model = CASE WHEN $5 THEN $6 ELSE model END,
        tags = COALESCE($7::text[], tags),
+       timezone = CASE WHEN $8 THEN $9 ELSE timezone END,
        updated_at = now()
      WHERE organization_id = $1 AND device_id = $2
      RETURNING ${COLUMNS}`,
@@ -294,6 +300,8 @@ export async function patchDevice(
       patch.model !== undefined,
       patch.model ?? null,
       patch.tags ?? null,
+      patch.timezone !== undefined,
+      patch.timezone ?? null,
     ],
   );
   return row && deviceOf(row);
@@ -409,12 +417,13 @@ export async function reportCurrentVersions(
     currentVersion: string;
     agentVersion: string | null;
     slot: string | null;
+    timezone?: string | null;
   }[],
 ): Promise<{ organization_id: string; device_id: string; previous_version: string; current_version: string }[]> {
   return db.query(
     `WITH s AS (
-       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
-         AS s(organization_id, device_id, current_version, agent_version, slot)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+         AS s(organization_id, device_id, current_version, agent_version, slot, timezone)
      ), old AS (
        SELECT d.organization_id, d.device_id, d.current_version FROM devices d
        JOIN s ON s.organization_id = d.organization_id AND s.device_id = d.device_id
@@ -422,6 +431,7 @@ export async function reportCurrentVersions(
      )
      UPDATE devices AS d SET current_version = s.current_version, reported_at = now(),
        agent_version = COALESCE(s.agent_version, d.agent_version), slot = COALESCE(s.slot, d.slot),
+       timezone = COALESCE(d.timezone, s.timezone),
        updated_at = CASE WHEN d.current_version <> s.current_version THEN now() ELSE d.updated_at END
      FROM s, old
      WHERE d.organization_id = s.organization_id AND d.device_id = s.device_id
@@ -433,6 +443,7 @@ export async function reportCurrentVersions(
       reports.map((r) => r.currentVersion),
       reports.map((r) => r.agentVersion),
       reports.map((r) => r.slot),
+      reports.map((r) => r.timezone ?? null),
     ],
   );
 }

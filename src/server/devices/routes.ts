@@ -89,7 +89,7 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = a
     {
       schema: {
         tags: ['devices'],
-        summary: "Change a device's name, model or tags",
+        summary: "Change a device's name, model, tags or time zone",
         params: DeviceParams,
         body: PatchDeviceBody,
         response: { 200: Device, 400: ErrorResponse, 404: ErrorResponse, ...authErrors },

@@ -1,6 +1,7 @@
 import { Type } from 'typebox';
 import { Nullable, PlainText, SemverString, Timestamp } from '../infra/schemas.ts';
 import { UPDATE_STATUSES, type UpdateStatus } from '../model/update-status.ts';
+import { TimeZoneName } from '../windows/schemas.ts';
 
 export const DeviceIdString = Type.String({
   minLength: 1,
@@ -44,6 +45,9 @@ export const Device = Type.Object({
       },
     ),
   ),
+  timezone: Nullable(
+    Type.String({ description: "its IANA time zone (its maintenance windows are in it); null: its organization's" }),
+  ),
   created_at: Timestamp,
   updated_at: Timestamp,
 });
@@ -74,6 +78,7 @@ export const CreateDeviceBody = Type.Object(
     model: Type.Optional(PlainText({ minLength: 1, maxLength: 100 })),
     tags: Type.Optional(Tags),
     current_version: SemverString,
+    timezone: Type.Optional(TimeZoneName),
   },
   { additionalProperties: false },
 );
@@ -83,6 +88,7 @@ export const PatchDeviceBody = Type.Object(
     name: Type.Optional(Nullable(PlainText({ maxLength: 200 }))),
     model: Type.Optional(Nullable(PlainText({ minLength: 1, maxLength: 100 }))),
     tags: Type.Optional(Tags),
+    timezone: Type.Optional(Nullable(TimeZoneName)),
   },
   { additionalProperties: false, minProperties: 1 },
 );

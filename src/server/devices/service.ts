@@ -2,6 +2,7 @@ import { isStrictSemver } from '../../protocol/version.ts';
 import type { Db } from '../infra/db.ts';
 import { BadRequestError, ConflictError, NotFoundError } from '../infra/errors.ts';
 import { hashSecret, newId, newSecret } from '../infra/secrets.ts';
+import { checkTimeZone } from '../windows/schemas.ts';
 import * as repo from './repo.ts';
 
 export function assertSemver(version: string, field = 'version'): void {
@@ -13,9 +14,17 @@ export function assertSemver(version: string, field = 'version'): void {
 export async function createDevice(
   db: Db,
   organizationId: string,
-  input: { device_id?: string; name?: string; model?: string; tags?: string[]; current_version: string },
+  input: {
+    device_id?: string;
+    name?: string;
+    model?: string;
+    tags?: string[];
+    current_version: string;
+    timezone?: string;
+  },
 ) {
   assertSemver(input.current_version, 'current_version');
+  checkTimeZone(input.timezone);
   const apiKey = newSecret('efd');
   const device = await repo.insertDevice(db, {
     organizationId,
@@ -25,6 +34,7 @@ export async function createDevice(
     tags: input.tags ?? [],
     currentVersion: input.current_version,
     keyHash: hashSecret(apiKey),
+    timezone: input.timezone ?? null,
   });
   if (!device) throw new ConflictError('device_exists', `a device with id ${input.device_id} already exists`);
   return { ...device, api_key: apiKey };
@@ -37,6 +47,7 @@ export async function getDevice(db: Db, organizationId: string, deviceId: string
 }
 
 export async function updateDevice(db: Db, organizationId: string, deviceId: string, patch: repo.DevicePatch) {
+  checkTimeZone(patch.timezone);
   const device = await repo.patchDevice(db, organizationId, deviceId, patch);
   if (!device) throw new NotFoundError('device_not_found', `no device ${deviceId}`);
   return device;

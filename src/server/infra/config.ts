@@ -115,6 +115,16 @@ export interface Config {
   auditRetentionDays: number;
   /** Signed webhooks (webhooks/): how deliveries are attempted and retried, and where they may go. */
   webhooks: WebhookConfig;
+  /**
+   * The clock of maintenance windows and download budgets (ms since the epoch); absent: the
+   * system's. Tests set the time through it instead of waiting for it.
+   */
+  now?: () => number;
+}
+
+/** The configured clock of windows and budgets. */
+export function nowOf(config: Pick<Config, 'now'>): Date {
+  return new Date(config.now ? config.now() : Date.now());
 }
 
 export interface WebhookConfig {

@@ -16,6 +16,7 @@ import {
   type DeploymentState,
   SKIP_REASONS,
   type Stop as StopRecord,
+  WAIT_REASONS,
 } from './deployment.ts';
 import { UPDATE_STATUSES } from './update-status.ts';
 
@@ -31,6 +32,8 @@ export const DeviceCounts = countsOf(DEVICE_STATES);
 export const RollbackCounts = countsOf(UPDATE_STATUSES);
 /** The devices the target matched and left out, by reason. */
 export const ExcludedCounts = countsOf(SKIP_REASONS);
+/** Devices waiting to be sent their attempt (pending or queued), by reason (model/deployment.ts WAIT_REASONS). */
+export const WaitingCounts = countsOf(WAIT_REASONS);
 
 /** The rule a gate applied and the counts it used (model/deployment.ts Stop). */
 export const Stop = Type.Unsafe<StopRecord>(

@@ -150,12 +150,37 @@ export const SKIP_REASONS = [
 export type SkipReason = (typeof SKIP_REASONS)[number];
 
 /**
- * Why a device waits with its deployment state unchanged (`queued` while its attempt waits for the
- * device), in `reason` (`detail`: more): outside its maintenance window, for a bandwidth budget,
- * or locked by the device (`detail`: the lock's reason). Not failed, no retry spent.
+ * Why a device of a started batch waits to be sent its attempt. It keeps its state (`pending`
+ * before its attempt exists, `queued` when its attempt waits) and carries the reason, with
+ * `detail`: `window`, outside its maintenance window (detail: when it may start, an ISO time);
+ * `bandwidth`, beyond the deployment's or organization's download budget; `locked`, the device
+ * holds an update lock (detail: its reason). The counts gain `waiting/<reason>`.
  */
 export const WAIT_REASONS = ['window', 'bandwidth', 'locked'] as const;
 export type WaitReason = (typeof WAIT_REASONS)[number];
+
+export function isWaitReason(reason: string | null): reason is WaitReason {
+  return (WAIT_REASONS as readonly (string | null)[]).includes(reason);
+}
+
+/** Devices waiting, by reason (every reason present). */
+export type WaitingCounts = Record<WaitReason, number>;
+
+export function emptyWaitingCounts(): WaitingCounts {
+  return Object.fromEntries(WAIT_REASONS.map((reason) => [reason, 0])) as WaitingCounts;
+}
+
+/** What a waiting device waits for, in words. */
+function explainWait(reason: WaitReason, detail: string | null): string {
+  switch (reason) {
+    case 'window':
+      return detail ? `waiting for its window (opens ${detail})` : 'waiting for its window';
+    case 'bandwidth':
+      return 'waiting for bandwidth';
+    case 'locked':
+      return `locked by the device: ${detail ?? 'no reason given'}`;
+  }
+}
 
 /** How a device that committed failed within its bake. */
 export const BAKE_FAILURES = ['bake_offline', 'bake_reverted', 'bake_unhealthy'] as const;
@@ -174,11 +199,13 @@ export function explainDevice(device: {
 }): string {
   const rollback = device.rollback_status ? `; rollback ${device.rollback_status.replace('_', ' ')}` : '';
   const text = (() => {
+    if ((device.state === 'pending' || device.state === 'queued') && isWaitReason(device.reason)) {
+      return explainWait(device.reason, device.detail);
+    }
     switch (device.state) {
       case 'pending':
         return `waiting for batch ${device.batch}`;
       case 'queued':
-        if (device.reason === 'locked') return `locked by the device: ${device.detail ?? 'no reason given'}`;
         return 'queued: waiting for the device to take the update';
       case 'in_progress':
         return 'updating';

@@ -8,6 +8,7 @@
  * Per-connection state is kept small on purpose (one object, no per-connection timers once
  * connected): one process holds 15,000+ tunnels.
  */
+
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -43,6 +44,7 @@ import type { Db } from '../infra/db.ts';
 import { AppError, ConflictError } from '../infra/errors.ts';
 import type { Metrics } from '../infra/metrics.ts';
 import { hashSecret } from '../infra/secrets.ts';
+import { isTimeZone } from '../model/maintenance-window.ts';
 import { Deadlines, type Waiting } from './deadlines.ts';
 import type { GoneDevice, Presence, SeenDevice } from './presence.ts';
 
@@ -618,6 +620,8 @@ export class TunnelHub {
       currentVersion: payload.current_version,
       agentVersion: payload.agent_version ?? null,
       slot: payload.slot ?? null,
+      // An operator's zone wins; an unknown name is not taken (the rest of the report is).
+      timezone: payload.timezone !== undefined && isTimeZone(payload.timezone) ? payload.timezone : null,
     });
     for (const listener of this.#infoListeners) listener(device, payload, changedFrom);
     return { ok: true };

@@ -25,6 +25,8 @@ export interface VersionReport {
   agentVersion: string | null;
   /** The slot an A/B device booted, when it says. */
   slot: string | null;
+  /** The agent's time zone (a known IANA name), when it says: taken when the device has none. */
+  timezone?: string | null;
 }
 
 export interface SeenDevice {

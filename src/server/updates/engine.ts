@@ -518,7 +518,9 @@ export class UpdateEngine {
       );
       command.encoded.set(key, tail);
     }
-    return new EncodedPayload(`{"update_id":${JSON.stringify(row.id)},`, tail);
+    // The rate is the device's own share of a byte budget: in the head, with the id.
+    const rate = row.max_bytes_per_second ? `"max_bytes_per_second":${row.max_bytes_per_second},` : '';
+    return new EncodedPayload(`{"update_id":${JSON.stringify(row.id)},${rate}`, tail);
   }
 
   /** A rollback is signed for its device and update alone. */

@@ -32,11 +32,13 @@ export interface UpdateRow {
   updated_at: Date;
   /** An observed install from an offline bundle: the bundle's id (else null). */
   offline_bundle_id: string | null;
+  /** The download rate the device is given (its share of a byte budget); null: unlimited. */
+  max_bytes_per_second: number | null;
 }
 
 const COLUMNS = `id, organization_id, device_id, deployment_id, kind, target_version, from_version, force, status,
-  phase, progress, error_code, error_message, attempts, timeout_seconds, override_lock_at, dispatched_at, last_report_at, deadline_at, finished_at,
-  created_at, updated_at, offline_bundle_id`;
+  phase, progress, error_code, error_message, attempts, timeout_seconds, override_lock_at, dispatched_at, last_report_at,
+  deadline_at, finished_at, created_at, updated_at, offline_bundle_id, max_bytes_per_second`;
 const ACTIVE = [...ACTIVE_STATUSES];
 /** `column` is an active status, as literal SQL: what lets the planner use the partial indexes on them. */
 const activeIn = (column: string) => `${column} IN (${ACTIVE.map((status) => `'${status}'`).join(', ')})`;
@@ -59,6 +61,8 @@ export interface NewUpdate {
    * device's tunnel and sends the command at once: a deployment's chunk skips the queue.
    */
   dispatched?: boolean;
+  /** The download rate the device is given (a deployment's byte budget shared out); absent: unlimited. */
+  maxBytesPerSecond?: number | null;
 }
 
 export async function findUpdate(db: Queryable, organizationId: string, id: string) {
@@ -318,6 +322,7 @@ export async function insertAttempts(
       from_version: update.fromVersion,
       force: update.force,
       override_lock_at: update.overrideLockAt ?? null,
+      max_bytes_per_second: update.maxBytesPerSecond ?? null,
       status: update.dispatched ? 'dispatched' : 'queued',
       previous_status: null,
       error_code: null,
@@ -337,15 +342,16 @@ function insertReturning<T>(
   return db.query<T>(
     `WITH c AS (
        INSERT INTO ota_updates (id, organization_id, device_id, deployment_id, kind, target_version, from_version,
-         force, timeout_seconds, override_lock_at, status, attempts, dispatched_at, deadline_at)
+         force, timeout_seconds, override_lock_at, status, attempts, dispatched_at, deadline_at, max_bytes_per_second)
        SELECT n.id, n.organization_id, n.device_id, n.deployment_id, n.kind, n.target_version, n.from_version, n.force,
          n.timeout_seconds, n.override_lock_at, CASE WHEN n.dispatched THEN 'dispatched' ELSE 'queued' END,
          CASE WHEN n.dispatched THEN 1 ELSE 0 END, CASE WHEN n.dispatched THEN now() END,
-         CASE WHEN n.dispatched THEN now() + make_interval(secs => coalesce(n.timeout_seconds, $11::int)) END
+         CASE WHEN n.dispatched THEN now() + make_interval(secs => coalesce(n.timeout_seconds, $11::int)) END,
+         n.max_bytes_per_second
        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::boolean[],
-         $9::int[], $10::boolean[], $12::timestamptz[])
+         $9::int[], $10::boolean[], $12::timestamptz[], $13::int[])
          AS n(id, organization_id, device_id, deployment_id, kind, target_version, from_version, force, timeout_seconds,
-           dispatched, override_lock_at)
+           dispatched, override_lock_at, max_bytes_per_second)
        ON CONFLICT ${ONE_ACTIVE_PER_DEVICE} DO NOTHING
        RETURNING ${COLUMNS}, NULL::text AS previous_status
      )
@@ -363,6 +369,7 @@ function insertReturning<T>(
       arrayParam(updates.map((u) => u.dispatched === true)),
       deadlineInSeconds,
       arrayParam(updates.map((u) => u.overrideLockAt?.toISOString() ?? null)),
+      arrayParam(updates.map((u) => u.maxBytesPerSecond ?? null)),
     ],
   );
 }
@@ -459,6 +466,7 @@ export type Attempt = Pick<
   | 'from_version'
   | 'force'
   | 'override_lock_at'
+  | 'max_bytes_per_second'
   | 'status'
   | 'previous_status'
   | 'error_code'

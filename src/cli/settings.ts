@@ -1,0 +1,109 @@
+/**
+ * `edgeflow-ota settings windows` and `settings budgets`: an organization's default maintenance
+ * windows (with its devices' default time zone and the start jitter) and its download budgets.
+ * Without a flag a command shows the settings; with flags it changes them (an admin key).
+ */
+import type { Command } from 'commander';
+import { formatWindow, type MaintenanceWindow } from '../server/model/maintenance-window.ts';
+import { formatRate, parseDuration, parseRate, parseWindows } from './deployment-format.ts';
+import { CliError } from './errors.ts';
+import { action, client, type GlobalFlags, print, withConnection } from './operator.ts';
+
+interface WindowSettings {
+  maintenance_windows: MaintenanceWindow[];
+  timezone: string;
+  window_jitter_minutes: number;
+}
+
+interface BudgetSettings {
+  max_concurrent_downloads: number | null;
+  max_bytes_per_second: number | null;
+}
+
+const repeatable = (value: string, all: string[] = []) => [...all, value];
+/** `none` clears a cap. */
+const capOf = <T>(text: string | undefined, parse: (text: string) => T) =>
+  text === undefined ? undefined : text.trim() === 'none' ? null : parse(text);
+
+export function renderWindowSettings(settings: WindowSettings): string {
+  const windows = settings.maintenance_windows.length
+    ? settings.maintenance_windows.map(formatWindow).join(' + ')
+    : 'none (any time)';
+  return [
+    `maintenance windows: ${windows}`,
+    `time zone of devices without one: ${settings.timezone}`,
+    `start jitter: up to ${settings.window_jitter_minutes} min (at most half a window)`,
+  ].join('\n');
+}
+
+export function renderBudgetSettings(settings: BudgetSettings): string {
+  return [
+    `downloading at once: ${settings.max_concurrent_downloads ?? 'no cap'}`,
+    `bandwidth: ${settings.max_bytes_per_second === null ? 'no cap' : formatRate(settings.max_bytes_per_second)}`,
+  ].join('\n');
+}
+
+export function registerSettingsCommands(program: Command): void {
+  // One `settings` group whoever registers first (other settings, e.g. approvals, join it).
+  const settings =
+    program.commands.find((command) => command.name() === 'settings') ??
+    program.command('settings').description("the organization's settings");
+  withConnection(
+    settings
+      .command('windows')
+      .description("default maintenance windows (each device's local time), default time zone, jitter"),
+  )
+    .option(
+      '--window <spec>',
+      "a window, e.g. 'mon-fri 02:00-05:00' (repeatable; replaces the list; 'none': no windows)",
+      repeatable,
+    )
+    .option('--timezone <tz>', 'the time zone of devices that have none, e.g. Europe/Berlin')
+    .option('--jitter <duration>', 'each device starts within this long of its window opening: 30m')
+    .action(
+      action(async (flags: GlobalFlags & { window?: string[]; timezone?: string; jitter?: string }) => {
+        const change = {
+          ...(flags.window ? { maintenance_windows: parseWindows('--window', flags.window) } : {}),
+          ...(flags.timezone ? { timezone: flags.timezone } : {}),
+          ...(flags.jitter ? { window_jitter_minutes: Math.round(parseDuration('--jitter', flags.jitter)) } : {}),
+        };
+        const path = '/api/v1/settings/maintenance-windows';
+        const api = client(flags);
+        const answer =
+          Object.keys(change).length > 0
+            ? await api.call<WindowSettings>('PUT', path, change)
+            : await api.call<WindowSettings>('GET', path);
+        print(flags, answer, () => renderWindowSettings(answer));
+      }),
+    );
+  withConnection(
+    settings.command('budgets').description("caps on all the organization's deployments' downloads together"),
+  )
+    .option('--max-downloads <n>', "devices downloading at once ('none': no cap)")
+    .option('--max-bandwidth <rate>', "bytes per second, e.g. 50MB/s ('none': no cap)")
+    .action(
+      action(async (flags: GlobalFlags & { maxDownloads?: string; maxBandwidth?: string }) => {
+        const downloads = capOf(flags.maxDownloads, (text) => {
+          if (!/^[1-9]\d*$/.test(text.trim())) {
+            throw new CliError(
+              `--max-downloads must be a whole number from 1 or none (got ${JSON.stringify(text)})`,
+              2,
+            );
+          }
+          return Number(text);
+        });
+        const bandwidth = capOf(flags.maxBandwidth, (text) => parseRate('--max-bandwidth', text));
+        const change = {
+          ...(downloads !== undefined ? { max_concurrent_downloads: downloads } : {}),
+          ...(bandwidth !== undefined ? { max_bytes_per_second: bandwidth } : {}),
+        };
+        const path = '/api/v1/settings/budgets';
+        const api = client(flags);
+        const answer =
+          Object.keys(change).length > 0
+            ? await api.call<BudgetSettings>('PUT', path, change)
+            : await api.call<BudgetSettings>('GET', path);
+        print(flags, answer, () => renderBudgetSettings(answer));
+      }),
+    );
+}
