@@ -4,6 +4,7 @@ import { packageVersion } from '../installation.ts';
 import { escapeControlCharacters } from '../protocol/text.ts';
 import { registerSimulateCommand } from '../simulator/cli.ts';
 import { registerAdminCommands } from './admin.ts';
+import { registerApprovalCommands } from './approvals.ts';
 import { registerDemoCommand } from './demo.ts';
 import { registerDeploymentCommands } from './deployments.ts';
 import { CliError, describeCliError } from './errors.ts';
@@ -31,6 +32,7 @@ registerDeploymentCommands(program);
 registerSimulateCommand(program);
 registerAdminCommands(program);
 registerDemoCommand(program);
+registerApprovalCommands(program);
 
 try {
   // No default command: bare `edgeflow-ota` prints help instead of starting a server by surprise. (An
