@@ -261,7 +261,8 @@ export function registerDeploymentCommands(program: Command): void {
   };
   for (const [decision, description] of Object.entries(decisions) as [ApprovalControl, string][]) {
     const command = withConnection(deployments.command(`${decision} <id>`).description(description));
-    if (decision === 'reject') command.requiredOption('--comment <text>', 'why it is rejected (kept with the deployment)');
+    if (decision === 'reject')
+      command.requiredOption('--comment <text>', 'why it is rejected (kept with the deployment)');
     else command.option('--comment <text>', 'a comment kept with the approval');
     command.action(
       action(async (id: string, flags: GlobalFlags & { comment?: string }) => {

@@ -153,7 +153,10 @@ export function registerOperatorCommands(program: Command): void {
         .makeOptionMandatory(),
     )
     .option('--name <name>', 'what the key is for')
-    .option('--owner <person>', 'the person who holds it (name or e-mail): keys of one owner are one person for approvals')
+    .option(
+      '--owner <person>',
+      'the person who holds it (name or e-mail): keys of one owner are one person for approvals',
+    )
     .action(
       action(async (flags: GlobalFlags & { role: string; name?: string; owner?: string }) => {
         const key = await client(flags).call<Row>('POST', '/api/v1/api-keys', {

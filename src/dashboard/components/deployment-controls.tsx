@@ -11,7 +11,8 @@ import { ActionButton, useCan } from '../ui.tsx';
 type OperatorControl = Exclude<Control, 'approve' | 'reject'>;
 
 /** Approve and reject take a comment: the approval panel (approval.tsx) offers them. */
-const isOperatorControl = (control: Control): control is OperatorControl => control !== 'approve' && control !== 'reject';
+const isOperatorControl = (control: Control): control is OperatorControl =>
+  control !== 'approve' && control !== 'reject';
 
 const BUTTONS: Record<OperatorControl, { label: string; confirm?: string; tone?: 'danger' | 'primary' }> = {
   pause: { label: 'Pause' },

@@ -6,7 +6,11 @@ export const ApprovalPolicy = Type.Object(
   {
     required: Type.Boolean({ description: 'deployments need the approval of an admin of another person' }),
     min_devices: Type.Optional(
-      Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'only deployments taking at least this many devices' }),
+      Type.Integer({
+        minimum: 1,
+        maximum: 1_000_000,
+        description: 'only deployments taking at least this many devices',
+      }),
     ),
     tags: Type.Optional(
       Type.Array(Tag, {

@@ -7,6 +7,7 @@
 
 import { holderOf } from '../holds/repo.ts';
 import { arrayParam, type Queryable } from '../infra/db.ts';
+import type { KeyActor } from '../model/approval.ts';
 import {
   type BatchKind,
   type BatchState,
@@ -17,7 +18,6 @@ import {
   OPEN_STATES,
   type Stop,
 } from '../model/deployment.ts';
-import type { KeyActor } from '../model/approval.ts';
 import { ACTIVE_STATUSES, type UpdateStatus } from '../model/update-status.ts';
 import type { MatchedDevice } from './plan.ts';
 import type { DeploymentSettings, DeploymentTarget } from './schemas.ts';

@@ -234,10 +234,7 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox<{ deployments: Deployme
   const decisions = {
     approve: {
       summary: 'Approve a deployment awaiting approval (admin of another person than its creator)',
-      body: Type.Object(
-        { comment: Type.Optional(PlainText({ maxLength: 2000 })) },
-        { additionalProperties: false },
-      ),
+      body: Type.Object({ comment: Type.Optional(PlainText({ maxLength: 2000 })) }, { additionalProperties: false }),
     },
     reject: {
       summary: 'Reject a deployment awaiting approval, with why (admin of another person than its creator)',

@@ -258,7 +258,9 @@ export const Approval = Nullable(
   Type.Object({
     reason: Type.String({ description: 'why the policy asks for approval' }),
     decision: Nullable(
-      Type.Union([Type.Literal('approved'), Type.Literal('rejected')], { description: 'null while it awaits approval' }),
+      Type.Union([Type.Literal('approved'), Type.Literal('rejected')], {
+        description: 'null while it awaits approval',
+      }),
     ),
     decided_by: Nullable(KeyActor),
     decided_at: Nullable(Timestamp),

@@ -21,7 +21,10 @@ export function personOf(actor: Pick<KeyActor, 'key_id' | 'owner'>): string {
 }
 
 /** Whether `decider` may approve or reject what `creator` created: another key of another person. */
-export function isOtherPerson(creator: Pick<KeyActor, 'key_id' | 'owner'>, decider: Pick<KeyActor, 'key_id' | 'owner'>) {
+export function isOtherPerson(
+  creator: Pick<KeyActor, 'key_id' | 'owner'>,
+  decider: Pick<KeyActor, 'key_id' | 'owner'>,
+) {
   return creator.key_id !== decider.key_id && personOf(creator) !== personOf(decider);
 }
 
@@ -64,7 +67,9 @@ export function approvalReason(policy: ApprovalPolicy, subject: ApprovalSubject)
   if (policy.min_devices !== undefined && subject.devices >= policy.min_devices) {
     reasons.push(`it takes ${subject.devices} devices (approval from ${policy.min_devices})`);
   }
-  const tags = (policy.tags ?? []).filter((tag) => subject.targetTags.includes(tag) || subject.deviceTags.includes(tag));
+  const tags = (policy.tags ?? []).filter(
+    (tag) => subject.targetTags.includes(tag) || subject.deviceTags.includes(tag),
+  );
   if (tags.length > 0) reasons.push(`it touches devices tagged ${tags.join(', ')}`);
   return reasons.length > 0 ? reasons.join('; ') : null;
 }
