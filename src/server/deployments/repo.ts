@@ -301,7 +301,7 @@ export function listDeployments(
   );
 }
 
-/** The organization's open deployments (scheduled, running, paused): what the cap counts. */
+/** The organization's open deployments (awaiting approval, scheduled, running, paused): what the cap counts. */
 export async function countOpenDeployments(db: Queryable, organizationId: string): Promise<number> {
   const [row] = await db.query<{ n: number }>(
     'SELECT count(*)::int AS n FROM deployments WHERE organization_id = $1 AND state = ANY($2::text[])',

@@ -3,7 +3,13 @@ import { Type } from 'typebox';
 import { DeviceIdString } from '../devices/schemas.ts';
 import { orgPrincipal } from '../infra/auth.ts';
 import { authErrors, ErrorResponse, Nullable, PlainText } from '../infra/schemas.ts';
-import { type ApprovalControl, DEVICE_STATES, type DeviceState, type OperatorControl } from '../model/deployment.ts';
+import {
+  type ApprovalControl,
+  DEPLOYMENT_STATES,
+  DEVICE_STATES,
+  type DeviceState,
+  type OperatorControl,
+} from '../model/deployment.ts';
 import { DeploymentStatus } from '../model/deployment-schemas.ts';
 import { CreateDeploymentBody, Deployment, DeploymentDevice, DeploymentPlan, Timeline } from './schemas.ts';
 import type { DeploymentService } from './service.ts';
@@ -63,7 +69,7 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox<{ deployments: Deployme
         summary: 'Deployments, newest first (a target list of device ids is summarised: device_ids_count)',
         querystring: Type.Object({
           status: Type.Optional(
-            Type.Union([DeploymentStatus, Type.Array(DeploymentStatus, { maxItems: 7 })], {
+            Type.Union([DeploymentStatus, Type.Array(DeploymentStatus, { maxItems: DEPLOYMENT_STATES.length })], {
               description: 'one status or several (status=scheduled&status=running&status=paused: the open ones)',
             }),
           ),
@@ -218,7 +224,8 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox<{ deployments: Deployme
           summary,
           description:
             'Applies when the deployment lists it in `controls`; otherwise 409 (deployment_finished, ' +
-            'deployment_not_paused, no_next_batch, deployment_rolled_back, deployment_not_started).',
+            'deployment_not_paused, no_next_batch, deployment_rolled_back, deployment_not_started, ' +
+            'deployment_awaiting_approval).',
           params: DeploymentParams,
           body: Type.Optional(Type.Object({}, { additionalProperties: false })),
           response: { 200: Deployment, 400: ErrorResponse, 404: ErrorResponse, 409: ErrorResponse, ...authErrors },
@@ -234,7 +241,9 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox<{ deployments: Deployme
   const decisions = {
     approve: {
       summary: 'Approve a deployment awaiting approval (admin of another person than its creator)',
-      body: Type.Object({ comment: Type.Optional(PlainText({ maxLength: 2000 })) }, { additionalProperties: false }),
+      body: Type.Optional(
+        Type.Object({ comment: Type.Optional(PlainText({ maxLength: 2000 })) }, { additionalProperties: false }),
+      ),
     },
     reject: {
       summary: 'Reject a deployment awaiting approval, with why (admin of another person than its creator)',

@@ -79,7 +79,14 @@ function refusal(id: string, control: Control, state: DeploymentState): Conflict
       `deployment ${id} is ${state}, not awaiting approval; only a deployment awaiting approval can be ${control}d`,
     );
   }
-  if (control === 'rollback' && (state === 'scheduled' || state === 'awaiting_approval')) {
+  if (state === 'awaiting_approval') {
+    return new ConflictError(
+      'deployment_awaiting_approval',
+      `deployment ${id} is awaiting approval; it cannot ${control} before an admin of another person approves it ` +
+        '(approve, reject or cancel it)',
+    );
+  }
+  if (control === 'rollback' && state === 'scheduled') {
     return new ConflictError(
       'deployment_not_started',
       `deployment ${id} has not started: nothing to roll back; cancel it`,
@@ -141,7 +148,7 @@ export class DeploymentService {
       if (open >= config.maxOpenDeployments) {
         throw new ConflictError(
           'too_many_deployments',
-          `the organization has ${open} open deployments (scheduled, running or paused), the most allowed ` +
+          `the organization has ${open} open deployments (awaiting approval, scheduled, running or paused), the most allowed ` +
             `(EDGEFLOW_MAX_OPEN_DEPLOYMENTS); cancel or finish one first`,
         );
       }
