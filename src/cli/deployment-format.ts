@@ -331,6 +331,7 @@ export function renderPlan(plan: DeploymentPlan): string {
   const count = (n: number) => String(n).padStart(width);
   const lines = [header, `  ${describeSettings(plan.settings)}`];
   if (plan.start_at) lines.push(`  starts at ${plan.start_at}`);
+  if (plan.approval.required) lines.push(`  needs approval: ${plan.approval.reason}`);
   if (plan.batches.length === 0) lines.push('  no batch: no device would be updated');
   for (const batch of plan.batches) {
     lines.push(

@@ -8,6 +8,7 @@
  * bundle.
  */
 import type { Deployment } from '../server/deployments/schemas.ts';
+import { describeActor } from '../server/model/approval.ts';
 import {
   DEVICE_STATES,
   type DeviceCounts,
@@ -83,6 +84,7 @@ export function renderDeployment(deployment: DeploymentView, columns = 100): str
     `  ${describeSettings(deployment)}`,
     `  ${summarizeCounts(deployment.counts, deployment.bake_failed)}`,
   ];
+  lines.push(...approvalLines(deployment));
   if (deployment.rollback) lines.push(`  rollback: ${describeRollback(deployment.rollback)}`);
   const excluded = summarizeExcluded(deployment.excluded);
   if (excluded) lines.push(`  left out: ${excluded}`);
@@ -105,6 +107,30 @@ export function renderDeployment(deployment: DeploymentView, columns = 100): str
       `  ${batchLabel(batch.index, batch.kind)} ${batch.state.padEnd(7)} ${bar} ${done}  ${notes.join(', ')}`.trimEnd(),
     );
   }
+  return lines;
+}
+
+/**
+ * Who created it and, when its organization asked for approval, where the approval stands:
+ * awaiting (what to run), or who approved or rejected it, when, and their comment.
+ */
+export function approvalLines(deployment: Pick<DeploymentView, 'id' | 'status' | 'created_by' | 'approval'>): string[] {
+  const lines: string[] = [];
+  if (deployment.created_by) lines.push(`  created by ${describeActor(deployment.created_by)}`);
+  const approval = deployment.approval;
+  if (!approval) return lines;
+  if (approval.decision === null) {
+    if (deployment.status === 'awaiting_approval') {
+      lines.push(
+        `  awaiting approval (${approval.reason}): an admin key of another person runs ` +
+          `edgeflow-ota deployments approve ${deployment.id} (or reject ${deployment.id} --comment …)`,
+      );
+    }
+    return lines;
+  }
+  const by = approval.decided_by ? describeActor(approval.decided_by) : 'unknown';
+  const comment = approval.comment ? `: ${JSON.stringify(approval.comment)}` : '';
+  lines.push(`  ${approval.decision} by ${by} at ${approval.decided_at}${comment}`);
   return lines;
 }
 

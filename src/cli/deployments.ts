@@ -7,14 +7,23 @@
  */
 import type { Command } from 'commander';
 import type { DeploymentDevice, DeploymentPlan } from '../server/deployments/schemas.ts';
-import { BAKE_FAILURES, type Control, DEVICE_STATES, failedOf, SKIP_REASONS } from '../server/model/deployment.ts';
+import {
+  type ApprovalControl,
+  BAKE_FAILURES,
+  type Control,
+  DEPLOYMENT_STATES,
+  DEVICE_STATES,
+  failedOf,
+  type OperatorControl,
+  SKIP_REASONS,
+} from '../server/model/deployment.ts';
 import { ApiError } from './client.ts';
 import { type DeployFlags, deploymentRequestOf, renderPlan } from './deployment-format.ts';
 import { type DeploymentView, renderDeployment } from './deployment-status.ts';
 import { followDeployment } from './deployment-watch.ts';
 import { action, client, type GlobalFlags, print, type Row, table, withConnection } from './operator.ts';
 
-const CONTROLS: Record<Control, string> = {
+const CONTROLS: Record<OperatorControl, string> = {
   pause: 'pause: no new batch or device starts; devices already updating finish',
   resume: 'resume a paused deployment (after a failed gate: accept its failures and go on)',
   cancel: 'cancel: devices not started are never touched; running ones are stopped where still safe',
@@ -57,10 +66,15 @@ const states = (value: string, previous: string[] = []) => [
  * POSTs a control. A refusal (409: it does not apply now) is the server's one line, followed by
  * the controls the deployment does offer now, as the server answers them.
  */
-async function applyControl(flags: GlobalFlags, id: string, control: Control): Promise<DeploymentView> {
+async function applyControl(
+  flags: GlobalFlags,
+  id: string,
+  control: Control,
+  body?: { comment?: string },
+): Promise<DeploymentView> {
   const api = client(flags);
   try {
-    return await api.call<DeploymentView>('POST', path(id, `/${control}`));
+    return await api.call<DeploymentView>('POST', path(id, `/${control}`), body);
   } catch (error) {
     if (!(error instanceof ApiError) || error.status !== 409) throw error;
     const now = await api.call<DeploymentView>('GET', path(id)).catch(() => undefined);
@@ -133,7 +147,7 @@ export function registerDeploymentCommands(program: Command): void {
     .showHelpAfterError(false)
     .configureOutput(oneLineErrors);
   withConnection(deployments.command('list').description('deployments, newest first'))
-    .option('--status <status>', 'only these: scheduled, running, paused, completed, failed, cancelled, rolled_back')
+    .option('--status <status>', `only these: ${DEPLOYMENT_STATES.join(', ')}`)
     .action(
       action(async (flags: GlobalFlags & { status?: string }) => {
         const query = flags.status ? `?${new URLSearchParams({ status: flags.status })}` : '';
@@ -249,7 +263,24 @@ export function registerDeploymentCommands(program: Command): void {
         });
       }),
     );
-  for (const [control, description] of Object.entries(CONTROLS) as [Control, string][]) {
+  const decisions: Record<ApprovalControl, string> = {
+    approve: 'approve a deployment awaiting approval (an admin key of another person than its creator)',
+    reject: 'reject a deployment awaiting approval, saying why (an admin key of another person than its creator)',
+  };
+  for (const [decision, description] of Object.entries(decisions) as [ApprovalControl, string][]) {
+    const command = withConnection(deployments.command(`${decision} <id>`).description(description));
+    if (decision === 'reject')
+      command.requiredOption('--comment <text>', 'why it is rejected (kept with the deployment)');
+    else command.option('--comment <text>', 'a comment kept with the approval');
+    command.action(
+      action(async (id: string, flags: GlobalFlags & { comment?: string }) => {
+        const body = flags.comment !== undefined ? { comment: flags.comment } : {};
+        const deployment = await applyControl(flags, id, decision, body);
+        print(flags, deployment, () => renderDeployment(deployment, columns()).join('\n'));
+      }),
+    );
+  }
+  for (const [control, description] of Object.entries(CONTROLS) as [OperatorControl, string][]) {
     withConnection(
       deployments
         .command(`${control} <id>`)

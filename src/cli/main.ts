@@ -4,6 +4,7 @@ import { packageVersion } from '../installation.ts';
 import { escapeControlCharacters } from '../protocol/text.ts';
 import { registerSimulateCommand } from '../simulator/cli.ts';
 import { registerAdminCommands } from './admin.ts';
+import { registerApprovalCommands } from './approvals.ts';
 import { registerAuditCommand } from './audit.ts';
 import { registerDemoCommand } from './demo.ts';
 import { registerDeploymentCommands } from './deployments.ts';
@@ -32,13 +33,12 @@ registerAgentCommand(program);
 registerOperatorCommands(program);
 registerDeploymentCommands(program);
 registerWebhookCommands(program);
-
 registerAuditCommand(program);
-
 registerSettingsCommands(program);
 registerSimulateCommand(program);
 registerAdminCommands(program);
 registerDemoCommand(program);
+registerApprovalCommands(program);
 
 try {
   // No default command: bare `edgeflow-ota` prints help instead of starting a server by surprise. (An

@@ -168,16 +168,24 @@ export function registerOperatorCommands(program: Command): void {
         .makeOptionMandatory(),
     )
     .option('--name <name>', 'what the key is for')
+    .option(
+      '--owner <person>',
+      'the person who holds it (name or e-mail): keys of one owner are one person for approvals',
+    )
     .action(
-      action(async (flags: GlobalFlags & { role: string; name?: string }) => {
-        const key = await client(flags).call<Row>('POST', '/api/v1/api-keys', { role: flags.role, name: flags.name });
+      action(async (flags: GlobalFlags & { role: string; name?: string; owner?: string }) => {
+        const key = await client(flags).call<Row>('POST', '/api/v1/api-keys', {
+          role: flags.role,
+          name: flags.name,
+          owner: flags.owner,
+        });
         print(flags, key, () => `${String(key.role)} key ${String(key.id)} (shown once): ${String(key.key)}`);
       }),
     );
   withConnection(keys.command('list').description('list keys (never their secrets)')).action(
     action(async (flags: GlobalFlags) => {
       const { api_keys } = await client(flags).call<{ api_keys: Row[] }>('GET', '/api/v1/api-keys');
-      print(flags, api_keys, () => table(api_keys, ['id', 'role', 'name', 'created_at']));
+      print(flags, api_keys, () => table(api_keys, ['id', 'role', 'name', 'owner', 'created_at']));
     }),
   );
   withConnection(

@@ -83,8 +83,12 @@ export function StatusBadge({ status }: { status: string }) {
 
 function badgeTone(status: string): string {
   if (['completed', 'passed', 'online', 'idle'].includes(status)) return 'ok';
-  if (['failed', 'timed_out', 'rolled_back', 'offline', 'bake_failed', 'reverted'].includes(status)) return 'bad';
-  if (['paused', 'cancelled', 'skipped', 'scheduled', 'pending', 'reflashed'].includes(status)) return 'quiet';
+  if (['failed', 'timed_out', 'rolled_back', 'offline', 'bake_failed', 'reverted', 'rejected'].includes(status)) {
+    return 'bad';
+  }
+  if (['paused', 'cancelled', 'skipped', 'scheduled', 'pending', 'reflashed', 'awaiting_approval'].includes(status)) {
+    return 'quiet';
+  }
   return 'busy';
 }
 

@@ -8,6 +8,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyError, LogController } from 'fastify';
+import { approvalRoutes } from './approvals/routes.ts';
 import { auditRoutes } from './audit/routes.ts';
 import { dashboardRoutes } from './dashboard/routes.ts';
 import { deploymentRoutes } from './deployments/routes.ts';
@@ -241,6 +242,7 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
     await api.register(firmwareRoutes, { services });
     await api.register(updateRoutes, { services });
     await api.register(deploymentRoutes, { deployments: services.deployments });
+    await api.register(approvalRoutes, { services });
     await api.register(eventRoutes, { services, streams: eventStreams });
     await api.register(webhookRoutes, { webhooks: services.webhooks });
 

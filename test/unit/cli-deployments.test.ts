@@ -345,6 +345,7 @@ describe('renderPlan', () => {
       }),
       not_found: { count: 1, device_ids: ['typo'] },
       offline: { count: 1, device_ids: ['d05'] },
+      approval: { required: false, reason: null },
     };
     assert.equal(
       renderPlan(plan),
@@ -374,8 +375,10 @@ describe('renderPlan', () => {
       batches: [],
       excluded: excludedSamples({ already_on_version: { count: 3, device_ids: ['a', 'b', 'c'] } }),
       offline: { count: 0, device_ids: [] },
+      approval: { required: true, reason: 'it touches devices tagged prod' },
     });
     assert.match(text, /^ {2}starts at 2030-01-31T02:00:00.000Z$/m);
+    assert.match(text, /^ {2}needs approval: it touches devices tagged prod$/m);
     assert.match(text, /^ {2}no batch: no device would be updated$/m);
     assert.match(text, /^ {2}already_on_version +3 {2}already on 2\.0\.0: a, b, c$/m);
     assert.doesNotMatch(text, /not_found|offline/);
@@ -432,6 +435,8 @@ const deployment = (some: Partial<DeploymentView>): DeploymentView => ({
   ended_at: null,
   stop_reason: null,
   stop: null,
+  created_by: null,
+  approval: null,
   ...some,
 });
 

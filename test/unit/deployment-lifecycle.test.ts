@@ -37,6 +37,10 @@ describe('the deployment lifecycle', () => {
     ['paused', 'rolled_back'],
     ['completed', 'rolled_back'],
     ['failed', 'rolled_back'],
+    ['awaiting_approval', 'scheduled'],
+    ['awaiting_approval', 'running'],
+    ['awaiting_approval', 'cancelled'],
+    ['awaiting_approval', 'rejected'],
   ];
   for (const from of DEPLOYMENT_STATES) {
     for (const to of DEPLOYMENT_STATES) {
@@ -48,15 +52,16 @@ describe('the deployment lifecycle', () => {
 
   it('lists what leads to a state: the WHERE of its guarded write', () => {
     assert.deepEqual(deploymentStatesLeadingTo('rolled_back'), ['running', 'paused', 'completed', 'failed']);
-    assert.deepEqual(deploymentStatesLeadingTo('scheduled'), ['paused']);
+    assert.deepEqual(deploymentStatesLeadingTo('scheduled'), ['paused', 'awaiting_approval']);
+    assert.deepEqual(deploymentStatesLeadingTo('rejected'), ['awaiting_approval']);
   });
 
-  it('ends a deployment once it takes no device any more; cancelled and rolled back are final', () => {
+  it('ends a deployment once it takes no device any more; cancelled, rolled back and rejected are final', () => {
     assert.deepEqual(
       DEPLOYMENT_STATES.filter((state) => isEnded(state)),
-      ['completed', 'failed', 'cancelled', 'rolled_back'],
+      ['completed', 'failed', 'cancelled', 'rolled_back', 'rejected'],
     );
-    for (const state of ['cancelled', 'rolled_back'] as const) {
+    for (const state of ['cancelled', 'rolled_back', 'rejected'] as const) {
       assert.deepEqual(
         DEPLOYMENT_STATES.filter((to) => canMoveDeployment(state, to)),
         [],
@@ -98,6 +103,8 @@ describe('the controls a deployment offers', () => {
     ['failed', ['failed', 'pending'], ['rollback']],
     ['cancelled', ['running', 'pending'], []],
     ['rolled_back', ['failed', 'pending'], []],
+    ['awaiting_approval', ['pending', 'pending'], ['approve', 'reject', 'cancel']],
+    ['rejected', ['pending'], []],
   ];
   for (const [state, states, expected] of cases) {
     it(`${state} with batches ${states.join(', ')}: ${expected.join(', ') || 'none'}`, () =>

@@ -8,7 +8,13 @@ import { api } from '../api.ts';
 import type { Control, Deployment } from '../types.ts';
 import { ActionButton, useCan } from '../ui.tsx';
 
-const BUTTONS: Record<Control, { label: string; confirm?: string; tone?: 'danger' | 'primary' }> = {
+type OperatorControl = Exclude<Control, 'approve' | 'reject'>;
+
+/** Approve and reject take a comment: the approval panel (approval.tsx) offers them. */
+const isOperatorControl = (control: Control): control is OperatorControl =>
+  control !== 'approve' && control !== 'reject';
+
+const BUTTONS: Record<OperatorControl, { label: string; confirm?: string; tone?: 'danger' | 'primary' }> = {
   pause: { label: 'Pause' },
   resume: { label: 'Resume', tone: 'primary' },
   promote: { label: 'Promote next batch' },
@@ -36,7 +42,7 @@ export function DeploymentControls({
   if (!can) return null;
   return (
     <>
-      {deployment.controls.map((control) => (
+      {deployment.controls.filter(isOperatorControl).map((control) => (
         <ActionButton
           key={control}
           {...BUTTONS[control]}

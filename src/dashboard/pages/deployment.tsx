@@ -13,6 +13,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { describeSettings, describeStrategy, describeTarget, LEFT_OUT_WORDS } from '../../cli/deployment-format.ts';
 import { isWaitReason, type WaitReason } from '../../server/model/deployment.ts';
 import { api, query } from '../api.ts';
+import { ApprovalPanel } from '../components/approval.tsx';
 import { BakeTimer } from '../components/bake-timer.tsx';
 import { CountsBar, RollbackBar } from '../components/counts-bar.tsx';
 import { DeploymentControls } from '../components/deployment-controls.tsx';
@@ -77,6 +78,7 @@ export function DeploymentPage({ deploymentId, params }: { deploymentId: string;
         <DeploymentControls deployment={shown} onChanged={setShown} />
       </PageHeader>
       <ErrorNote error={read.error} />
+      <ApprovalPanel deployment={shown} onChanged={setShown} />
       {shown.stop_reason ? (
         <p class="stopped" role="status">
           Stopped: {shown.stop_reason}

@@ -22,6 +22,8 @@ const STATUS_WORDS: Record<DeploymentStatus, string> = {
   failed: 'failed',
   cancelled: 'cancelled',
   rolled_back: 'rolled back',
+  awaiting_approval: 'awaiting approval',
+  rejected: 'rejected',
 };
 const STATUSES = Object.keys(STATUS_WORDS) as DeploymentStatus[];
 const PAGE = 50;

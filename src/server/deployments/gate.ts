@@ -164,7 +164,7 @@ export interface DeploymentSituation {
   nowMs: number;
 }
 
-export type WaitReason = 'ended' | 'scheduled' | 'paused' | 'in_flight' | 'baking' | 'dynamic';
+export type WaitReason = 'ended' | 'awaiting_approval' | 'scheduled' | 'paused' | 'in_flight' | 'baking' | 'dynamic';
 
 export type NextAction =
   | { action: 'start' }
@@ -181,7 +181,7 @@ const nothing = (reason: WaitReason, wakeAtMs: number | null = null): NextAction
 
 /**
  * What the deployment does next, in this order:
- * 1. ended: nothing;
+ * 1. ended, or awaiting approval: nothing;
  * 2. scheduled: start once start_at is reached;
  * 3. a batch whose gate failed and that the operator has not promoted: apply on_failure. Also
  *    while paused by the operator, so an abort or rollback is not held back by a pause; but not
@@ -195,6 +195,7 @@ const nothing = (reason: WaitReason, wakeAtMs: number | null = null): NextAction
 export function nextAction(situation: DeploymentSituation): NextAction {
   const { state, settings, batches } = situation;
   if (isEnded(state)) return nothing('ended');
+  if (state === 'awaiting_approval') return nothing('awaiting_approval');
   if (state === 'scheduled') {
     if (situation.startAtMs !== null && situation.startAtMs > situation.nowMs) {
       return nothing('scheduled', situation.startAtMs);

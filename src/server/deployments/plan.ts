@@ -219,7 +219,7 @@ export function describePlan(
   settings: DeploymentSettings,
   startAt: Date | null,
   notFound: DeviceSample | null,
-): DeploymentPlan {
+): Omit<DeploymentPlan, 'approval'> {
   const classes = classifyTargets(candidates, rules);
   return {
     dry_run: true,

@@ -7,6 +7,7 @@
 
 import { holderOf } from '../holds/repo.ts';
 import { arrayParam, type Queryable } from '../infra/db.ts';
+import type { KeyActor } from '../model/approval.ts';
 import {
   type BatchKind,
   type BatchState,
@@ -40,10 +41,23 @@ export interface DeploymentRow {
   created_at: Date;
   started_at: Date | null;
   ended_at: Date | null;
+  /** The key that created it (null: created before approvals existed). */
+  created_by: KeyActor | null;
+  /** Null when it needed no approval. */
+  approval: ApprovalRecord | null;
+}
+
+/** A deployment's approval as stored (migration 016). */
+export interface ApprovalRecord {
+  reason: string;
+  decision: 'approved' | 'rejected' | null;
+  decided_by: KeyActor | null;
+  decided_at: string | null;
+  comment: string | null;
 }
 
 const COLUMNS = `id, organization_id, version, target, dynamic, settings, state, start_at, stop, stop_reason, settled,
-  matched_seq, announced, created_at, started_at, ended_at`;
+  matched_seq, announced, created_at, started_at, ended_at, created_by, approval`;
 const ACTIVE = [...ACTIVE_STATUSES];
 const OPEN = [...OPEN_STATES];
 const WAITS = [...WAIT_REASONS];
@@ -161,12 +175,15 @@ export async function insertDeployment(
     state: DeploymentState;
     retryBaseMs: number;
     matchedSeq: number;
+    createdBy: KeyActor | null;
+    approval: ApprovalRecord | null;
   },
 ): Promise<DeploymentRow> {
   const [inserted] = await tx.query<DeploymentRow>(
     `INSERT INTO deployments (id, organization_id, version, target, dynamic, settings, start_at, state, retry_base_ms,
-       matched_seq, started_at)
-     VALUES ($1, $2, $3, $4::jsonb, $5, $6::jsonb, $7, $8, $9, $10, CASE WHEN $8 = 'running' THEN now() END)
+       matched_seq, started_at, created_by, approval)
+     VALUES ($1, $2, $3, $4::jsonb, $5, $6::jsonb, $7, $8, $9, $10, CASE WHEN $8 = 'running' THEN now() END,
+       $11::jsonb, $12::jsonb)
      RETURNING ${COLUMNS}`,
     [
       row.id,
@@ -179,6 +196,8 @@ export async function insertDeployment(
       row.state,
       row.retryBaseMs,
       row.matchedSeq,
+      row.createdBy && JSON.stringify(row.createdBy),
+      row.approval && JSON.stringify(row.approval),
     ],
   );
   return inserted!;
@@ -286,7 +305,7 @@ export function listDeployments(
   );
 }
 
-/** The organization's open deployments (scheduled, running, paused): what the cap counts. */
+/** The organization's open deployments (awaiting approval, scheduled, running, paused): what the cap counts. */
 export async function countOpenDeployments(db: Queryable, organizationId: string): Promise<number> {
   const [row] = await db.query<{ n: number }>(
     'SELECT count(*)::int AS n FROM deployments WHERE organization_id = $1 AND state = ANY($2::text[])',
@@ -483,6 +502,11 @@ export async function moveDeployment(
   return row;
 }
 
+/** Records the decision on a deployment awaiting approval (its state moves through the lifecycle writer). */
+export async function decideApproval(tx: Queryable, id: string, approval: ApprovalRecord): Promise<void> {
+  await tx.query('UPDATE deployments SET approval = $2::jsonb WHERE id = $1', [id, JSON.stringify(approval)]);
+}
+
 /** Moves batches to new states, each only if its state allows it; returns the changes made. */
 export async function moveBatches(
   tx: Queryable,
@@ -529,11 +553,12 @@ export async function setAnnounced(tx: Queryable, id: string, announced: unknown
 
 // --- the passes -------------------------------------------------------------------------------
 
-/** Deployments a pass may work now, by organization: not settled, and started or due to start. */
+/** Deployments a pass may work now, by organization: not settled, and started or due to start (approved). */
 export function listWork(db: Queryable): Promise<{ id: string; organization_id: string }[]> {
   return db.query(
     `SELECT id, organization_id FROM deployments
      WHERE NOT settled AND (state <> 'scheduled' OR start_at IS NULL OR start_at <= now())
+       AND state <> 'awaiting_approval'
      ORDER BY organization_id, created_at, id`,
   );
 }

@@ -2,8 +2,14 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { DeviceIdString } from '../devices/schemas.ts';
 import { orgPrincipal } from '../infra/auth.ts';
-import { authErrors, ErrorResponse, Nullable } from '../infra/schemas.ts';
-import { type Control, DEVICE_STATES, type DeviceState } from '../model/deployment.ts';
+import { authErrors, ErrorResponse, Nullable, PlainText } from '../infra/schemas.ts';
+import {
+  type ApprovalControl,
+  DEPLOYMENT_STATES,
+  DEVICE_STATES,
+  type DeviceState,
+  type OperatorControl,
+} from '../model/deployment.ts';
 import { DeploymentStatus } from '../model/deployment-schemas.ts';
 import { CreateDeploymentBody, Deployment, DeploymentDevice, DeploymentPlan, Timeline } from './schemas.ts';
 import type { DeploymentService } from './service.ts';
@@ -11,7 +17,7 @@ import type { DeploymentService } from './service.ts';
 const DeploymentParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' }) });
 const DeviceStateQuery = Type.Unsafe<DeviceState>({ type: 'string', maxLength: 32, enum: [...DEVICE_STATES] });
 
-const CONTROLS: Record<Control, string> = {
+const CONTROLS: Record<OperatorControl, string> = {
   pause: 'Pause: no new batch starts and no new device is queued; devices already updating finish',
   resume: 'Resume a paused deployment (after a failed gate paused it: accept the failures and go on)',
   cancel: 'Cancel: devices not yet started are never touched; running ones are stopped where still safe',
@@ -55,7 +61,7 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox<{ deployments: Deployme
     },
     async (request, reply) => {
       const principal = orgPrincipal(request, 'operator');
-      const result = await deployments.create(principal.organizationId, request.body);
+      const result = await deployments.create(principal, request.body);
       if (result.dryRun) return reply.code(200).send(result.plan);
       return reply.code(201).send(result.deployment);
     },
@@ -69,7 +75,7 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox<{ deployments: Deployme
         summary: 'Deployments, newest first (a target list of device ids is summarised: device_ids_count)',
         querystring: Type.Object({
           status: Type.Optional(
-            Type.Union([DeploymentStatus, Type.Array(DeploymentStatus, { maxItems: 7 })], {
+            Type.Union([DeploymentStatus, Type.Array(DeploymentStatus, { maxItems: DEPLOYMENT_STATES.length })], {
               description: 'one status or several (status=scheduled&status=running&status=paused: the open ones)',
             }),
           ),
@@ -215,7 +221,7 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox<{ deployments: Deployme
     },
   );
 
-  for (const [control, summary] of Object.entries(CONTROLS) as [Control, string][]) {
+  for (const [control, summary] of Object.entries(CONTROLS) as [OperatorControl, string][]) {
     app.post(
       `/api/v1/deployments/:id/${control}`,
       {
@@ -224,7 +230,8 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox<{ deployments: Deployme
           summary,
           description:
             'Applies when the deployment lists it in `controls`; otherwise 409 (deployment_finished, ' +
-            'deployment_not_paused, no_next_batch, deployment_rolled_back, deployment_not_started).',
+            'deployment_not_paused, no_next_batch, deployment_rolled_back, deployment_not_started, ' +
+            'deployment_awaiting_approval).',
           params: DeploymentParams,
           body: Type.Optional(Type.Object({}, { additionalProperties: false })),
           response: { 200: Deployment, 400: ErrorResponse, 404: ErrorResponse, 409: ErrorResponse, ...authErrors },
@@ -233,6 +240,51 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox<{ deployments: Deployme
       async (request) => {
         const principal = orgPrincipal(request, 'operator');
         return deployments.control(principal.organizationId, request.params.id, control);
+      },
+    );
+  }
+
+  const decisions = {
+    approve: {
+      summary: 'Approve a deployment awaiting approval (admin of another person than its creator)',
+      body: Type.Optional(
+        Type.Object({ comment: Type.Optional(PlainText({ maxLength: 2000 })) }, { additionalProperties: false }),
+      ),
+    },
+    reject: {
+      summary: 'Reject a deployment awaiting approval, with why (admin of another person than its creator)',
+      body: Type.Object({ comment: PlainText({ minLength: 1, maxLength: 2000 }) }, { additionalProperties: false }),
+    },
+  } as const;
+  for (const [decision, { summary, body }] of Object.entries(decisions) as [
+    ApprovalControl,
+    (typeof decisions)[ApprovalControl],
+  ][]) {
+    app.post(
+      `/api/v1/deployments/:id/${decision}`,
+      {
+        schema: {
+          tags: ['deployments', 'approvals'],
+          summary,
+          description:
+            'The two-person rule: 403 approval_by_creator when the key, or another key of the same owner, created ' +
+            'it; 403 insufficient_role below admin. Approved, it is scheduled (start_at ahead) or runs; rejected, it ' +
+            'ends (rejected) and releases its devices. 409 deployment_not_awaiting_approval otherwise.',
+          params: DeploymentParams,
+          body,
+          response: {
+            200: Deployment,
+            400: ErrorResponse,
+            404: ErrorResponse,
+            409: ErrorResponse,
+            ...authErrors,
+          },
+        },
+      },
+      async (request) => {
+        const principal = orgPrincipal(request, 'admin');
+        const comment = (request.body as { comment?: string } | undefined)?.comment;
+        return deployments.decide(principal, request.params.id, decision, comment);
       },
     );
   }

@@ -290,7 +290,7 @@ export class DeploymentScheduler {
    */
   async #carryOutEnd(row: repo.DeploymentRow): Promise<boolean> {
     const { db, transitions } = this.#deps;
-    const why = row.state === 'rolled_back' ? 'rolled_back' : row.state === 'cancelled' ? 'cancelled' : 'aborted';
+    const why = (['rolled_back', 'cancelled', 'rejected'] as const).find((state) => state === row.state) ?? 'aborted';
     await transitions.cancelOfDeployment({ organizationId: row.organization_id, deploymentId: row.id }, ['queued'], {
       errorCode: `deployment_${why}`,
       errorMessage: `the deployment was ${why.replace('_', ' ')}`,

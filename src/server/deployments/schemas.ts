@@ -305,6 +305,28 @@ export const AnsweredTarget = Type.Object({
 });
 export type AnsweredTarget = Static<typeof AnsweredTarget>;
 
+/** A key that created or decided on a deployment, as it was then. */
+export const KeyActor = Type.Object({
+  key_id: Type.String(),
+  key_name: Nullable(Type.String()),
+  owner: Nullable(Type.String({ description: "the key's person; null: the key is a person of its own" })),
+});
+
+/** A deployment's approval: null when its organization's policy did not ask for one. */
+export const Approval = Nullable(
+  Type.Object({
+    reason: Type.String({ description: 'why the policy asks for approval' }),
+    decision: Nullable(
+      Type.Union([Type.Literal('approved'), Type.Literal('rejected')], {
+        description: 'null while it awaits approval',
+      }),
+    ),
+    decided_by: Nullable(KeyActor),
+    decided_at: Nullable(Timestamp),
+    comment: Nullable(Type.String()),
+  }),
+);
+
 export const Deployment = Type.Object({
   id: Type.String(),
   version: Type.String(),
@@ -330,6 +352,8 @@ export const Deployment = Type.Object({
   ended_at: Nullable(Timestamp),
   stop_reason: Nullable(Type.String({ description: 'the rule and counts with which a gate paused or stopped it' })),
   stop: Nullable(Stop),
+  created_by: Nullable(KeyActor),
+  approval: Approval,
 });
 export type Deployment = Static<typeof Deployment>;
 
@@ -378,6 +402,10 @@ export const DeploymentPlan = Type.Object({
   not_found: Type.Optional(DeviceSample),
   /** Also in the batches: they are dispatched when they come online while the deployment is active. */
   offline: DeviceSample,
+  approval: Type.Object({
+    required: Type.Boolean({ description: "the organization's approval policy applies: it would await approval" }),
+    reason: Nullable(Type.String()),
+  }),
 });
 export type DeploymentPlan = Static<typeof DeploymentPlan>;
 

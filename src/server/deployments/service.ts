@@ -3,14 +3,26 @@
  * the rollout; every state change goes through the lifecycle writer (lifecycle.ts).
  */
 import type { Logger } from 'pino';
+import * as approvalsRepo from '../approvals/repo.ts';
 import { versionsOf } from '../devices/repo.ts';
 import * as firmwareRepo from '../firmware/repo.ts';
 import { closeDoors } from '../holds/repo.ts';
+import type { OrgPrincipal } from '../infra/auth.ts';
 import { type Config, nowOf } from '../infra/config.ts';
 import type { Db, Queryable } from '../infra/db.ts';
-import { ConflictError, NotFoundError } from '../infra/errors.ts';
+import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../infra/errors.ts';
 import { newId } from '../infra/secrets.ts';
-import { type Control, controlsFor, type DeploymentState, explainDevice, isEnded } from '../model/deployment.ts';
+import { approvalReason, isOtherPerson, type KeyActor } from '../model/approval.ts';
+import {
+  type ApprovalControl,
+  type Control,
+  controlsFor,
+  type DeploymentState,
+  explainDevice,
+  isEnded,
+  type OperatorControl,
+} from '../model/deployment.ts';
+import * as orgsRepo from '../orgs/repo.ts';
 import type { UpdateTransitions } from '../updates/transitions.ts';
 import { findRolloutSettings } from '../windows/repo.ts';
 import {
@@ -63,6 +75,19 @@ function refusal(id: string, control: Control, state: DeploymentState): Conflict
   if (control === 'rollback' && state === 'rolled_back') {
     return new ConflictError('deployment_rolled_back', `deployment ${id} is rolled back already`);
   }
+  if ((control === 'approve' || control === 'reject') && state !== 'awaiting_approval') {
+    return new ConflictError(
+      'deployment_not_awaiting_approval',
+      `deployment ${id} is ${state}, not awaiting approval; only a deployment awaiting approval can be ${control}d`,
+    );
+  }
+  if (state === 'awaiting_approval') {
+    return new ConflictError(
+      'deployment_awaiting_approval',
+      `deployment ${id} is awaiting approval; it cannot ${control} before an admin of another person approves it ` +
+        '(approve, reject or cancel it)',
+    );
+  }
   if (control === 'rollback' && state === 'scheduled') {
     return new ConflictError(
       'deployment_not_started',
@@ -87,10 +112,11 @@ export class DeploymentService {
    * cannot be deleted under it.
    */
   async create(
-    organizationId: string,
+    principal: Pick<OrgPrincipal, 'organizationId' | 'keyId'>,
     body: CreateDeploymentBody,
   ): Promise<{ dryRun: true; plan: DeploymentPlan } | { dryRun: false; deployment: DeploymentBody }> {
     checkDeploymentRequest(body);
+    const { organizationId } = principal;
     const { db, config, lifecycle, scheduler, nodeId, transitions } = this.#deps;
     const settings = deploymentSettingsOf(body);
     const startAt = body.start_at ? new Date(body.start_at) : null;
@@ -113,19 +139,21 @@ export class DeploymentService {
       const notFound = unknown ? sampleOf(unknown.sample, unknown.count) : null;
       const plan = describePlan(candidates, rulesOf(firmware), settings, startAt, notFound);
       const dispatch = dispatchRulesOf(settings, await findRolloutSettings(db, organizationId));
+      const eligible = classifyTargets(candidates, rulesOf(firmware)).eligible;
       if (dispatch.windows.length > 0) {
         // When each batch is expected to run: from now (or its start), each device in its own window.
         const from = new Date(Math.max(nowOf(config).getTime(), startAt?.getTime() ?? 0));
         const candidateOf = new Map(candidates.map((candidate) => [candidate.device_id, candidate]));
-        const planned = planBatches(classifyTargets(candidates, rulesOf(firmware)).eligible, settings);
-        for (const [position, batch] of planned.entries()) {
+        for (const [position, batch] of planBatches(eligible, settings).entries()) {
           const devices = batch.deviceIds.map((deviceId) => candidateOf.get(deviceId)!);
           plan.batches[position]!.expected = expectedRun(devices, dispatch, from);
         }
       }
-      return { dryRun: true, plan };
+      const reason = await this.#approvalReason(db, organizationId, body, eligible);
+      return { dryRun: true, plan: { ...plan, approval: { required: reason !== null, reason } } };
     }
     const dispatch = dispatchRulesOf(settings, await findRolloutSettings(db, organizationId));
+    const creator = await this.#actorOf(db, principal.keyId);
     const id = newId('dep');
     const started = await db.transaction(async (tx) => {
       await closeDoors(tx, organizationId);
@@ -133,7 +161,7 @@ export class DeploymentService {
       if (open >= config.maxOpenDeployments) {
         throw new ConflictError(
           'too_many_deployments',
-          `the organization has ${open} open deployments (scheduled, running or paused), the most allowed ` +
+          `the organization has ${open} open deployments (awaiting approval, scheduled, running or paused), the most allowed ` +
             `(EDGEFLOW_MAX_OPEN_DEPLOYMENTS); cancel or finish one first`,
         );
       }
@@ -141,7 +169,11 @@ export class DeploymentService {
       const candidates = await repo.findTargetCandidates(tx, { organizationId, target: body.target, nodeId });
       const classes = classifyTargets(candidates, rulesOf(firmware));
       const batches = planBatches(classes.eligible, settings);
-      const startsNow = !(startAt && startAt.getTime() > Date.now());
+      // The policy as it is now, doors closed: awaiting approval, it holds its devices and
+      // creates no attempt; approved, it runs the plan made here.
+      const approvalWhy = await this.#approvalReason(tx, organizationId, body, classes.eligible);
+      const awaiting = approvalWhy !== null;
+      const startsNow = !awaiting && !(startAt && startAt.getTime() > Date.now());
       // Starting now, the first batch starts with the deployment, and its first chunk of attempts
       // is created in this transaction (its commands go out as it commits); the rest of the batch
       // is queued right after, chunk by chunk (queueDueChunk).
@@ -160,9 +192,13 @@ export class DeploymentService {
         target: { ...selectors, ...(deviceIds ? { device_ids_count: deviceIds.length } : {}) },
         settings,
         startAt,
-        state: startsNow ? 'running' : 'scheduled',
+        state: awaiting ? 'awaiting_approval' : startsNow ? 'running' : 'scheduled',
         retryBaseMs: config.deploymentRetryBaseMs,
         matchedSeq: settings.dynamic ? await repo.currentChangeSeq(tx, organizationId) : 0,
+        createdBy: creator,
+        approval: awaiting
+          ? { reason: approvalWhy, decision: null, decided_by: null, decided_at: null, comment: null }
+          : null,
       });
       const written: Promise<unknown>[] = [inserted];
       if (deviceIds) written.push(repo.insertTargetIds(tx, id, deviceIds));
@@ -215,6 +251,75 @@ export class DeploymentService {
     }
     scheduler.kick();
     return { dryRun: false, deployment: await this.get(organizationId, id) };
+  }
+
+  /** Why the organization's approval policy asks for approval of this deployment, or null. */
+  async #approvalReason(
+    db: Queryable,
+    organizationId: string,
+    body: CreateDeploymentBody,
+    ids: readonly string[],
+  ): Promise<string | null> {
+    const policy = await approvalsRepo.findPolicy(db, organizationId);
+    if (!policy.required) return null;
+    return approvalReason(policy, {
+      devices: ids.length,
+      targetTags: body.target.tags ?? [],
+      deviceTags: await approvalsRepo.tagsCarried(db, organizationId, ids, policy.tags ?? []),
+    });
+  }
+
+  /** The key as a deployment records it (who created, approved or rejected it). */
+  async #actorOf(db: Queryable, keyId: string): Promise<KeyActor> {
+    const key = await orgsRepo.findKeyIdentity(db, keyId);
+    return { key_id: keyId, key_name: key?.name ?? null, owner: key?.owner ?? null };
+  }
+
+  /**
+   * Approves (→ scheduled while its start is ahead, else running: the scheduler starts its first
+   * batch on its next pass, kicked here) or rejects (→ rejected, its devices released) a
+   * deployment awaiting approval. The two-person rule: only an admin key (the route checks the
+   * role) of another person than the creator's decides; the creator may cancel instead.
+   */
+  async decide(
+    principal: Pick<OrgPrincipal, 'organizationId' | 'keyId'>,
+    id: string,
+    decision: ApprovalControl,
+    comment: string | undefined,
+  ): Promise<DeploymentBody> {
+    const { db, lifecycle, scheduler } = this.#deps;
+    const { organizationId } = principal;
+    const text = comment?.trim() || null;
+    if (decision === 'reject' && !text) {
+      throw new BadRequestError('comment_required', 'a rejection needs a comment: why it is rejected');
+    }
+    await db.transaction(async (tx) => {
+      const row = await this.#findOrThrow(tx, organizationId, id);
+      if (row.state !== 'awaiting_approval') throw refusal(id, decision, row.state);
+      const decider = await this.#actorOf(tx, principal.keyId);
+      const creator = row.created_by ?? { key_id: '', key_name: null, owner: null };
+      if (!isOtherPerson(creator, decider)) {
+        throw new ForbiddenError(
+          'approval_by_creator',
+          `the two-person rule: deployment ${id} was created by ${creator.owner ?? 'this key'}; ` +
+            `an admin key of another person must ${decision} it (the creator may cancel it)`,
+        );
+      }
+      await repo.decideApproval(tx, id, {
+        reason: row.approval?.reason ?? 'the organization requires approval',
+        decision: decision === 'approve' ? 'approved' : 'rejected',
+        decided_by: decider,
+        decided_at: new Date().toISOString(),
+        comment: text,
+      });
+      const startLater = row.start_at !== null && row.start_at.getTime() > Date.now();
+      const to: DeploymentState = decision === 'reject' ? 'rejected' : startLater ? 'scheduled' : 'running';
+      if (!(await lifecycle.move(tx, row, to))) throw refusal(id, decision, row.state);
+      if (to === 'rejected') await repo.releaseDevices(tx, id, 'deployment_rejected');
+      await lifecycle.announce(tx, row);
+    });
+    scheduler.kick();
+    return this.get(organizationId, id);
   }
 
   /**
@@ -327,7 +432,7 @@ export class DeploymentService {
    * says why), through the guarded lifecycle writer: a control and a pass that race are both
    * safe, and the one whose move the state no longer allows is refused.
    */
-  async control(organizationId: string, id: string, control: Control): Promise<DeploymentBody> {
+  async control(organizationId: string, id: string, control: OperatorControl): Promise<DeploymentBody> {
     const { db, lifecycle, transitions, scheduler } = this.#deps;
     await db.transaction(async (tx) => {
       const row = await this.#findOrThrow(tx, organizationId, id);

@@ -167,6 +167,8 @@ export function deploymentBody(row: DeploymentRow, view: DeploymentView) {
     ended_at: row.ended_at,
     stop_reason: row.stop_reason,
     stop: row.stop,
+    created_by: row.created_by,
+    approval: row.approval,
   };
 }
 

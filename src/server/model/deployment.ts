@@ -18,6 +18,8 @@ export const DEPLOYMENT_STATES = [
   'failed',
   'cancelled',
   'rolled_back',
+  'awaiting_approval',
+  'rejected',
 ] as const;
 export type DeploymentState = (typeof DEPLOYMENT_STATES)[number];
 
@@ -30,7 +32,10 @@ export type DeploymentState = (typeof DEPLOYMENT_STATES)[number];
  * - paused → running or scheduled (resume: scheduled while its start is still ahead), failed
  *   or rolled_back (a gate's abort or rollback is not held back by a pause), cancelled;
  * - completed, failed → rolled_back (the operator rolls back what it updated);
- * - cancelled and rolled_back are final.
+ * - awaiting_approval (created while its organization's approval policy applies: it holds its
+ *   devices like scheduled, no attempt exists) → scheduled or running when an admin of another
+ *   person approves it, rejected when one rejects it, cancelled by the operator;
+ * - cancelled, rolled_back and rejected are final.
  */
 const DEPLOYMENT_TRANSITIONS: Record<DeploymentState, readonly DeploymentState[]> = {
   scheduled: ['running', 'paused', 'cancelled'],
@@ -40,10 +45,17 @@ const DEPLOYMENT_TRANSITIONS: Record<DeploymentState, readonly DeploymentState[]
   failed: ['rolled_back'],
   cancelled: [],
   rolled_back: [],
+  awaiting_approval: ['scheduled', 'running', 'cancelled', 'rejected'],
+  rejected: [],
 };
 
 /** May still start batches or take devices: the "open" deployments that hold their devices. */
-export const OPEN_STATES = ['scheduled', 'running', 'paused'] as const satisfies readonly DeploymentState[];
+export const OPEN_STATES = [
+  'scheduled',
+  'running',
+  'paused',
+  'awaiting_approval',
+] as const satisfies readonly DeploymentState[];
 
 /** Ended: it takes no device any more. Its effects (cancels, rollbacks) may still be under way. */
 export function isEnded(state: DeploymentState): boolean {
@@ -297,13 +309,18 @@ export function rollbackInFlightOf(rollback: RollbackCounts): number {
 
 // --- the operator's controls ------------------------------------------------------------------
 
-export const CONTROLS = ['pause', 'resume', 'cancel', 'promote', 'rollback'] as const;
+export const CONTROLS = ['pause', 'resume', 'cancel', 'promote', 'rollback', 'approve', 'reject'] as const;
 export type Control = (typeof CONTROLS)[number];
+/** The decisions on a deployment awaiting approval (admin of another person; their own routes, with a comment). */
+export type ApprovalControl = Extract<Control, 'approve' | 'reject'>;
+/** The controls an operator applies by POST /api/v1/deployments/{id}/<control> with no body. */
+export type OperatorControl = Exclude<Control, ApprovalControl>;
 
 /**
  * The controls that apply now; the server refuses the others with a 409, and the CLI and the
  * dashboard show what the server answers. promote: a batch has started and another waits;
- * rollback: the deployment may have updated devices and is not already rolled back or cancelled.
+ * rollback: the deployment may have updated devices and is not already rolled back or cancelled;
+ * approve, reject: it awaits approval (the server also checks who asks: the two-person rule).
  */
 export function controlsFor(state: DeploymentState, batches: readonly { state: BatchState }[]): Control[] {
   const started = batches.map((batch) => hasStarted(batch.state)).lastIndexOf(true);
@@ -318,8 +335,11 @@ export function controlsFor(state: DeploymentState, batches: readonly { state: B
     case 'completed':
     case 'failed':
       return ['rollback'];
+    case 'awaiting_approval':
+      return ['approve', 'reject', 'cancel'];
     case 'cancelled':
     case 'rolled_back':
+    case 'rejected':
       return [];
   }
 }

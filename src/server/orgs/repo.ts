@@ -14,6 +14,8 @@ export interface ApiKeyRow {
   organization_id: string | null;
   role: Role;
   name: string | null;
+  /** The person who holds it (approvals' two-person rule); null: the key is a person of its own. */
+  owner: string | null;
   created_at: Date;
 }
 
@@ -48,12 +50,19 @@ export async function findSigningKeys(
 
 export async function insertApiKey(
   db: Queryable,
-  key: { id: string; organizationId: string | null; role: Role; keyHash: string; name: string | null },
+  key: {
+    id: string;
+    organizationId: string | null;
+    role: Role;
+    keyHash: string;
+    name: string | null;
+    owner?: string | null;
+  },
 ): Promise<ApiKeyRow> {
   const [row] = await db.query<ApiKeyRow>(
-    `INSERT INTO api_keys (id, organization_id, role, key_hash, name) VALUES ($1, $2, $3, $4, $5)
-     RETURNING id, organization_id, role, name, created_at`,
-    [key.id, key.organizationId, key.role, key.keyHash, key.name],
+    `INSERT INTO api_keys (id, organization_id, role, key_hash, name, owner) VALUES ($1, $2, $3, $4, $5, $6)
+     RETURNING id, organization_id, role, name, owner, created_at`,
+    [key.id, key.organizationId, key.role, key.keyHash, key.name, key.owner ?? null],
   );
   return row!;
 }
@@ -72,11 +81,12 @@ export async function findKeyIdentity(db: Queryable, keyId: string) {
   const [row] = await db.query<{
     id: string;
     name: string | null;
+    owner: string | null;
     role: Role;
     organization_id: string | null;
     organization_name: string | null;
   }>(
-    `SELECT k.id, k.name, k.role, o.id AS organization_id, o.name AS organization_name
+    `SELECT k.id, k.name, k.owner, k.role, o.id AS organization_id, o.name AS organization_name
      FROM api_keys k LEFT JOIN organizations o ON o.id = k.organization_id
      WHERE k.id = $1`,
     [keyId],
@@ -86,7 +96,7 @@ export async function findKeyIdentity(db: Queryable, keyId: string) {
 
 export function listApiKeys(db: Queryable, organizationId: string): Promise<ApiKeyRow[]> {
   return db.query<ApiKeyRow>(
-    `SELECT id, organization_id, role, name, created_at FROM api_keys
+    `SELECT id, organization_id, role, name, owner, created_at FROM api_keys
      WHERE organization_id = $1 ORDER BY created_at, id`,
     [organizationId],
   );

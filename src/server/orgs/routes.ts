@@ -12,6 +12,9 @@ const ApiKey = Type.Object({
   id: Type.String(),
   role: Type.String(),
   name: Type.Union([Type.String(), Type.Null()]),
+  owner: Type.Union([Type.String(), Type.Null()], {
+    description: 'the person who holds the key; null: the key is a person of its own (approvals)',
+  }),
   created_at: Timestamp,
 });
 
@@ -73,7 +76,18 @@ export const orgRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = asyn
         tags: ['organizations'],
         summary: 'Create an API key of this organization (admin); the key is shown once',
         body: Type.Object(
-          { role: OrgRole, name: Type.Optional(PlainText({ maxLength: 200 })) },
+          {
+            role: OrgRole,
+            name: Type.Optional(PlainText({ maxLength: 200 })),
+            owner: Type.Optional(
+              PlainText({
+                minLength: 1,
+                maxLength: 200,
+                description:
+                  'the person who holds it (a name or an e-mail): keys with one owner are one person for approvals',
+              }),
+            ),
+          },
           { additionalProperties: false },
         ),
         response: { 201: Type.Object({ ...ApiKey.properties, key: Type.String() }), 400: ErrorResponse, ...authErrors },
@@ -81,7 +95,8 @@ export const orgRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = asyn
     },
     async (request, reply) => {
       const principal = orgPrincipal(request, 'admin');
-      const key = await service.createApiKey(db, principal.organizationId, request.body.role, request.body.name);
+      const { role, name, owner } = request.body;
+      const key = await service.createApiKey(db, principal.organizationId, role, name, owner);
       return reply.code(201).send(key);
     },
   );

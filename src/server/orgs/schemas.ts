@@ -11,5 +11,9 @@ export const Me = Type.Object({
     Type.Literal('viewer'),
   ]),
   organization: Nullable(Type.Object({ id: Type.String(), name: Type.String() })),
-  key: Type.Object({ id: Type.String(), name: Nullable(Type.String()) }),
+  key: Type.Object({
+    id: Type.String(),
+    name: Nullable(Type.String()),
+    owner: Nullable(Type.String({ description: 'the person who holds the key (approvals: the two-person rule)' })),
+  }),
 });

@@ -86,7 +86,16 @@ export async function createOrganization(db: Db, name: string) {
   });
 }
 
-export async function createApiKey(db: Db, organizationId: string, role: Exclude<Role, 'system_admin'>, name?: string) {
+export async function createApiKey(
+  db: Db,
+  organizationId: string,
+  role: Exclude<Role, 'system_admin'>,
+  name?: string,
+  owner?: string,
+) {
+  if (owner !== undefined && owner.trim() === '') {
+    throw new BadRequestError('invalid_owner', 'owner names the person who holds the key; it cannot be blank');
+  }
   const key = newSecret('efo');
   const row = await repo.insertApiKey(db, {
     id: newId('key'),
@@ -94,6 +103,7 @@ export async function createApiKey(db: Db, organizationId: string, role: Exclude
     role,
     keyHash: hashSecret(key),
     name: name ?? null,
+    owner: owner?.trim() ?? null,
   });
   return { ...row, key };
 }
@@ -125,6 +135,6 @@ export async function whoAmI(db: Db, principal: Principal) {
   return {
     role: key.role,
     organization: key.organization_id === null ? null : { id: key.organization_id, name: key.organization_name ?? '' },
-    key: { id: key.id, name: key.name },
+    key: { id: key.id, name: key.name, owner: key.owner },
   };
 }

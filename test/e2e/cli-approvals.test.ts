@@ -1,0 +1,133 @@
+/**
+ * Approvals as a user runs them (child processes of bin/edgeflow-ota.js) against a real server
+ * and a real agent: keys with owners, the policy set with `settings approvals`, `deploy --wait`
+ * saying it awaits approval, the creator's approval refused in one line, the approval by
+ * another person after which the wait ends completed, and a rejection with its comment.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import type { Agent } from '../../src/agent/agent.ts';
+import { registerDevice, removeAgentDirs, startAgent } from '../helpers/agents.ts';
+import { CLI } from '../helpers/cli.ts';
+import { makeFirmwareFile, postFirmware } from '../helpers/firmware.ts';
+import { eventually } from '../helpers/raw-device.ts';
+import { startTestServer, stopSharedServices, type TestServer } from '../helpers/server.ts';
+
+const run = promisify(execFile);
+const DEVICE = 'cli-approval-1';
+
+describe('edgeflow-ota approvals', () => {
+  let server: TestServer;
+  let admin: string;
+  const keys: Record<string, string> = {};
+  const agents: Agent[] = [];
+  const cli = (args: string[], key = admin) =>
+    run(process.execPath, [CLI, ...args], {
+      env: { ...process.env, EDGEFLOW_URL: server.url, EDGEFLOW_KEY: key },
+      timeout: 60_000,
+    });
+  const refused = async (args: string[], key = admin) =>
+    (await cli(args, key).then(
+      () => assert.fail(`${args.join(' ')} succeeded`),
+      (error: unknown) => error,
+    )) as { code: number; stdout: string; stderr: string };
+  const awaiting = async () => {
+    let id: string | undefined;
+    await eventually(
+      async () => {
+        const listed = await server.api<{ deployments: { id: string }[] }>(
+          'GET',
+          '/api/v1/deployments?status=awaiting_approval',
+          admin,
+        );
+        id = listed.body.deployments[0]?.id;
+        return id !== undefined;
+      },
+      20_000,
+      'a deployment awaiting approval',
+    );
+    return id!;
+  };
+
+  before(async () => {
+    server = await startTestServer(
+      { db: 'pglite', store: 'local', name: 'pglite+local' },
+      { env: { EDGEFLOW_DISPATCH_INTERVAL_MS: '200' } },
+    );
+    const org = await server.createOrg('cli-approvals');
+    admin = org.adminKey;
+    for (const version of ['1.0.0', '1.1.0']) {
+      const firmware = await makeFirmwareFile(16 * 1024);
+      const upload = await postFirmware(server.url, admin, { version, sha256: firmware.sha256 }, firmware);
+      assert.equal(upload.status, 201, JSON.stringify(upload.body));
+    }
+    agents.push(await startAgent(server, org, await registerDevice(server, admin, { device_id: DEVICE })));
+  });
+  after(async () => {
+    await Promise.all(agents.map((agent) => agent.stop()));
+    await server?.close();
+    await removeAgentDirs();
+    await stopSharedServices();
+  });
+
+  it('creates keys with owners and sets the policy', async () => {
+    const alice = await server.api<{ key: string }>('POST', '/api/v1/api-keys', admin, {
+      role: 'admin',
+      name: 'alice-key',
+      owner: 'alice',
+    });
+    keys.alice = alice.body.key;
+    const { stdout } = await cli([
+      'keys',
+      'create',
+      '--role',
+      'admin',
+      '--name',
+      'bob-key',
+      '--owner',
+      'bob',
+      '--json',
+    ]);
+    const bob = JSON.parse(stdout) as { key: string; owner: string };
+    assert.equal(bob.owner, 'bob');
+    keys.bob = bob.key;
+    assert.match((await cli(['keys', 'list'])).stdout, /bob-key\s+bob/);
+    assert.equal((await cli(['settings', 'approvals'])).stdout.trim(), 'approval: not required');
+    const usage = await refused(['settings', 'approvals', '--min-devices', '2']);
+    assert.equal(usage.code, 2);
+    assert.equal(usage.stderr.trimEnd().split('\n').length, 1, usage.stderr);
+    const set = await cli(['settings', 'approvals', '--required']);
+    assert.match(set.stdout, /^approval: required for every deployment/);
+  });
+
+  it('deploy --wait says it awaits approval; the creator is refused; approved by another person, it completes', async () => {
+    const waiting = cli(['deploy', '1.1.0', '--devices', DEVICE, '--wait'], keys.alice);
+    const id = await awaiting();
+    const byCreator = await refused(['deployments', 'approve', id, '--comment', 'lgtm'], keys.alice);
+    assert.equal(byCreator.code, 1);
+    assert.match(byCreator.stderr, /^error: approval_by_creator: .*\(HTTP 403\)\n$/);
+    const noComment = await refused(['deployments', 'reject', id], keys.bob);
+    assert.equal(noComment.code, 2);
+    const approved = await cli(['deployments', 'approve', id, '--comment', 'checked'], keys.bob);
+    assert.match(approved.stdout, /^ {2}created by alice \(key alice-key\)$/m);
+    assert.match(approved.stdout, /^ {2}approved by bob \(key bob-key\) at \S+: "checked"$/m);
+    const { stdout } = await waiting;
+    assert.match(stdout, /awaiting approval \(the organization requires approval of every deployment\)/);
+    assert.match(stdout, /— completed$/m);
+  });
+
+  it('rejects with a comment', async () => {
+    const created = JSON.parse(
+      (await cli(['deploy', '1.1.0', '--devices', DEVICE, '--force', '--json'], keys.alice)).stdout,
+    ) as { id: string; status: string };
+    assert.equal(created.status, 'awaiting_approval');
+    const rejected = await cli(['deployments', 'reject', created.id, '--comment', 'not today'], keys.bob);
+    assert.match(rejected.stdout, /— rejected$/m);
+    assert.match(
+      (await cli(['deployments', 'show', created.id])).stdout,
+      /^ {2}rejected by bob \(key bob-key\) at \S+: "not today"$/m,
+    );
+  });
+});
