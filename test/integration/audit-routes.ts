@@ -33,6 +33,8 @@ export interface ExpectedEntry {
   action: string;
   target: [type: string, id: string];
   by?: 'admin' | 'system';
+  /** The acting key when another admin key of the organization made the call (an approver). */
+  byKey?: string;
 }
 
 export type RouteFixture = (ctx: AuditFixtureContext) => Promise<ExpectedEntry>;
@@ -123,6 +125,29 @@ export const AUDIT_ROUTE_FIXTURES: Record<string, RouteFixture> = {
   'POST /api/v1/deployments/:id/cancel': control('cancel'),
   'POST /api/v1/deployments/:id/promote': control('promote'),
   'POST /api/v1/deployments/:id/rollback': control('rollback'),
+  'POST /api/v1/deployments/:id/approve': async (ctx) => {
+    const { id, approver } = await awaitingApproval(ctx);
+    await ctx.call('POST', `/api/v1/deployments/${id}/approve`, { comment: 'looks right' }, approver.key);
+    return { action: 'deployment.approve', target: ['deployment', id], byKey: approver.id };
+  },
+  'POST /api/v1/deployments/:id/reject': async (ctx) => {
+    const { id, approver } = await awaitingApproval(ctx);
+    await ctx.call('POST', `/api/v1/deployments/${id}/reject`, { comment: 'not this week' }, approver.key);
+    return { action: 'deployment.reject', target: ['deployment', id], byKey: approver.id };
+  },
+  'PUT /api/v1/settings/approvals': async (ctx) => {
+    // Only deployments taking a device tagged so need approval: the other fixtures' deployments run.
+    await ctx.call('PUT', '/api/v1/settings/approvals', { required: true, tags: [APPROVAL_TAG] });
+    return { action: 'settings.approvals.update', target: ['settings', 'approvals'] };
+  },
+  'PUT /api/v1/settings/maintenance-windows': async (ctx) => {
+    await ctx.call('PUT', '/api/v1/settings/maintenance-windows', { window_jitter_minutes: 5 });
+    return { action: 'settings.maintenance_windows.update', target: ['settings', 'maintenance-windows'] };
+  },
+  'PUT /api/v1/settings/budgets': async (ctx) => {
+    await ctx.call('PUT', '/api/v1/settings/budgets', { max_concurrent_downloads: null });
+    return { action: 'settings.budgets.update', target: ['settings', 'budgets'] };
+  },
   'POST /api/v1/firmware/:version/offline-bundle': async (ctx) => {
     await ctx.call('POST', `/api/v1/firmware/${ctx.version}/offline-bundle`, {});
     return { action: 'firmware.offline_bundle', target: ['firmware', ctx.version] };
@@ -160,6 +185,30 @@ export const AUDIT_ROUTE_FIXTURES: Record<string, RouteFixture> = {
     return { action: 'webhook.deliveries.replay', target: ['webhook', id] };
   },
 };
+
+const APPROVAL_TAG = 'audit-approval';
+
+/**
+ * A deployment awaiting approval (the policy asks it of devices tagged APPROVAL_TAG), and an admin
+ * key of another person, who may approve or reject it.
+ */
+async function awaitingApproval(ctx: AuditFixtureContext) {
+  await ctx.call('PUT', '/api/v1/settings/approvals', { required: true, tags: [APPROVAL_TAG] });
+  const deviceId = await ctx.device();
+  await ctx.call('PATCH', `/api/v1/devices/${deviceId}`, { tags: [APPROVAL_TAG] });
+  const created = await ctx.call<{ id: string; status: string }>('POST', '/api/v1/deployments', {
+    version: ctx.version,
+    target: { device_ids: [deviceId] },
+    strategy: 'all_at_once',
+  });
+  assert.equal(created.status, 'awaiting_approval', JSON.stringify(created));
+  const approver = await ctx.call<{ id: string; key: string }>('POST', '/api/v1/api-keys', {
+    role: 'admin',
+    name: 'approver',
+    owner: `bob-${created.id}`,
+  });
+  return { id: created.id, approver };
+}
 
 /** An endpoint of the organization (a name that resolves nowhere: its deliveries only fail, in the background). */
 async function webhook(ctx: AuditFixtureContext): Promise<string> {

@@ -85,7 +85,7 @@ for (const backend of backends) {
           assert.ok(entry, `no audit entry for ${route}: ${JSON.stringify(entries)}`);
           assert.equal(entry.outcome, 'success');
           assert.ok(entry.status >= 200 && entry.status < 300);
-          assert.equal(entry.actor_key_id, system ? systemKeyId : adminKeyId);
+          assert.equal(entry.actor_key_id, system ? systemKeyId : (expected.byKey ?? adminKeyId));
           assert.equal(entry.actor_role, system ? 'system_admin' : 'admin');
           assert.equal(entry.organization_id, system ? id : org.id);
           assert.match(entry.source_address, /127\.0\.0\.1|::1/);

@@ -24,9 +24,16 @@ describe('audit rules', () => {
   ];
   for (const [method, url, action, type, param] of cases) {
     it(`names ${method} ${url} ${action}`, () => {
-      assert.deepEqual(routeAudit(method, url), { action, targetType: type, targetParam: param });
+      const { targetName: _, ...rule } = routeAudit(method, url);
+      assert.deepEqual(rule, { action, targetType: type, targetParam: param });
     });
   }
+
+  it("names an organization's settings by their path: settings/budgets is the target budgets", () => {
+    assert.equal(routeAudit('PUT', '/api/v1/settings/budgets').targetName, 'budgets');
+    assert.equal(routeAudit('PUT', '/api/v1/settings/maintenance-windows').targetName, 'maintenance-windows');
+    assert.equal(routeAudit('POST', '/api/v1/deployments/:id/pause').targetName, undefined);
+  });
 
   it('redacts every field named like a secret, at any depth, and credentials in URLs; keeps identifiers', () => {
     const body = {

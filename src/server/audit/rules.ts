@@ -26,6 +26,8 @@ export interface RouteAudit {
   targetType: string;
   /** … and the path parameter that names it (none for a creation: the answer names it). */
   targetParam: string | undefined;
+  /** A target the path names literally: `settings/approvals` → `approvals`. */
+  targetName?: string;
 }
 
 /**
@@ -46,7 +48,10 @@ export function routeAudit(method: string, url: string): RouteAudit {
   const literals = rest.filter((segment) => !segment.startsWith(':')).map(snake);
   const verb = METHOD_VERBS[method] ?? method.toLowerCase();
   const words = literals.length === 0 ? [verb] : method === 'POST' ? literals : [...literals, verb];
-  return { action: [targetType, ...words].join('.'), targetType, targetParam };
+  const action = [targetType, ...words].join('.');
+  // An organization's settings are named by the path, not by a parameter: `settings/budgets`.
+  if (first === 'settings' && rest[0] && !targetParam) return { action, targetType, targetParam, targetName: rest[0] };
+  return { action, targetType, targetParam };
 }
 
 const SECRET_NAME = /key|secret|token|password|passphrase|credential|private/i;

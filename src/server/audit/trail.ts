@@ -113,7 +113,7 @@ export class AuditTrail {
       route,
       action: typeof override === 'function' ? override(request) : (override ?? rule.action),
       targetType: rule.targetType,
-      targetId: ids.targetId ?? null,
+      targetId: ids.targetId ?? rule.targetName ?? null,
       outcome,
       status,
       changes,
