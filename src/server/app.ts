@@ -110,7 +110,7 @@ export async function buildApp(services: Services, options: BuildAppOptions = {}
     if (!request.raw.complete) {
       reply.header('connection', 'close');
       // A body too slow (408) is being dropped on purpose: no lingering for it.
-      if (reply.statusCode !== 408) lingering.begin(request.raw);
+      if (reply.statusCode !== 408) lingering.begin(request.raw, reply.raw);
     }
     return payload;
   });

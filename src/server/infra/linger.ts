@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 
 /**
@@ -17,19 +17,26 @@ export class LingeringClose {
 
   constructor(private readonly options: { timeoutMs: number; maxBytes: number }) {}
 
-  /** Call before the answer is written (onSend), so that Node's own close is deferred. */
-  begin(request: IncomingMessage): void {
+  /**
+   * Call before the answer is written (onSend), so that Node's own close is deferred. The bounds
+   * run from when the answer has been written (`response` finished): hooks that run after this
+   * one (the audit log's insert) may still hold the answer back, and a client still sending must
+   * not be cut off before it could read it. Until then the body waits, unread (the client is held
+   * by TCP's flow control, not by us).
+   */
+  begin(request: IncomingMessage, response: ServerResponse): void {
     const { socket } = request;
     if (!socket || socket.destroyed || this.#sockets.has(socket)) return;
     if (this.#closing || this.options.timeoutMs === 0 || this.options.maxBytes === 0) return;
-    // Whoever was reading the body (the multipart parser) is done: drop what arrives.
+    // Whoever was reading the body (the multipart parser) is done; the rest is dropped once answered.
     request.unpipe();
-    request.resume();
+    request.pause();
     // Node calls destroySoon() once the answer of a `Connection: close` response is written.
     socket.destroySoon = () => {
       if (socket.writable) socket.end();
     };
     let received = 0;
+    let timer: NodeJS.Timeout | undefined;
     const countBytes = (chunk: Buffer) => {
       received += chunk.length;
       if (received > this.options.maxBytes) dropNow();
@@ -37,6 +44,7 @@ export class LingeringClose {
     const stopWatching = () => {
       clearTimeout(timer);
       request.off('data', countBytes);
+      response.off('finish', startBounds);
       socket.off('close', stopWatching);
       request.off('end', closeNormally);
       this.#sockets.delete(socket);
@@ -51,14 +59,21 @@ export class LingeringClose {
       Reflect.deleteProperty(socket, 'destroySoon');
       if (socket.writableEnded) socket.destroySoon();
     };
-    const timer = setTimeout(dropNow, this.options.timeoutMs);
-    timer.unref();
-    // Counted on the request: the HTTP parser may read the socket natively, without 'data' events.
-    request.on('data', countBytes);
+    // Answered: read and drop the rest, for at most timeoutMs and maxBytes.
+    function startBounds() {
+      timer = setTimeout(dropNow, timeoutMs);
+      timer.unref();
+      // Counted on the request: the HTTP parser may read the socket natively, without 'data' events.
+      request.on('data', countBytes);
+      request.resume();
+    }
+    const { timeoutMs } = this.options;
     socket.once('close', stopWatching);
     if (request.complete) closeNormally();
     else request.once('end', closeNormally);
     this.#sockets.set(socket, dropNow);
+    if (response.writableFinished) startBounds();
+    else response.once('finish', startBounds);
   }
 
   isLingering(request: IncomingMessage): boolean {
