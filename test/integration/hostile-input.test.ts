@@ -49,6 +49,8 @@ interface Case {
   method: string;
   path: string;
   body?: string;
+  /** A route whose body is the file itself (the raw upload): sent as one, empty, so only the hostile value is wrong. */
+  raw?: boolean;
   status?: number;
   code?: string;
 }
@@ -241,6 +243,10 @@ function casesFor(method: string, template: string, operation: Operation, ids: R
       cases.push({ label: `body: ${label} instead of an object`, method: upper, path: fillPath(), body, status: 400 });
     }
   }
+  // The raw upload's body is the file (documented by its description, not as a JSON schema).
+  const rawUpload = upper === 'PUT' && template === '/api/v1/firmware/{version}';
+  if (rawUpload || operation.requestBody?.content['application/octet-stream'])
+    for (const entry of cases) entry.raw = true;
   return cases;
 }
 
@@ -272,9 +278,13 @@ for (const backend of backends) {
         method: request.method,
         headers: {
           authorization: `Bearer ${key}`,
-          ...(request.body !== undefined ? { 'content-type': 'application/json' } : {}),
+          ...(request.raw
+            ? { 'content-type': 'application/octet-stream' }
+            : request.body !== undefined
+              ? { 'content-type': 'application/json' }
+              : {}),
         },
-        ...(request.body !== undefined ? { body: request.body } : {}),
+        ...(request.raw ? { body: '' } : request.body !== undefined ? { body: request.body } : {}),
       });
       const text = await response.text();
       let body: { error?: { code?: unknown; message?: unknown } } | undefined;

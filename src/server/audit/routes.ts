@@ -1,14 +1,14 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { Type } from 'typebox';
+import { type Static, Type } from 'typebox';
 import { anyPrincipal, orgPrincipal } from '../infra/auth.ts';
 import { NotFoundError } from '../infra/errors.ts';
 import { authErrors, DateTimeString, ErrorResponse, parseDateTime } from '../infra/schemas.ts';
 import type { Services } from '../services.ts';
 import { listAuditEntries } from './repo.ts';
-import { AuditPage, AuditOutcome as Outcome } from './schemas.ts';
+import { AuditPage, type AuditOutcome as Outcome } from './schemas.ts';
 
 const Name = (description: string) =>
-  Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_.:@/-]+$', description });
+  Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9][A-Za-z0-9_.:@+-]*$', description });
 
 export const auditRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = async (app, { services }) => {
   app.get(
@@ -34,12 +34,14 @@ export const auditRoutes: FastifyPluginAsyncTypebox<{ services: Services }> = as
             ),
             target_type: Type.Optional(Name('device, deployment, firmware, key, organization, …')),
             target_id: Type.Optional(Name('the target id (a device id, a deployment id, a version)')),
-            outcome: Type.Optional(Outcome),
+            outcome: Type.Optional(
+              Type.Unsafe<Static<typeof Outcome>>({ type: 'string', enum: ['success', 'denied'], maxLength: 16 }),
+            ),
             since: Type.Optional(DateTimeString({ description: 'entries at or after' })),
             until: Type.Optional(DateTimeString({ description: 'entries before' })),
             organization_id: Type.Optional(Name("the system administrator: one organization's entries")),
             before: Type.Optional(
-              Type.String({ pattern: '^[0-9]{1,18}$', description: 'next_before of the last page' }),
+              Type.String({ pattern: '^[0-9]{1,18}$', maxLength: 18, description: 'next_before of the last page' }),
             ),
             limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 50 })),
           },

@@ -31,15 +31,21 @@ const UploadForm = Type.Object({
 });
 const VersionParams = Type.Object({ version: SemverString });
 /** The raw upload's metadata, for the OpenAPI document only: checked by validateUploadFields, as the form's fields are. */
+/** A file name as file systems allow it; at most 100 models of at most 100 characters, with commas. */
+const MAX_FILENAME_LENGTH = 255;
+const MAX_MODELS_LENGTH = 100 * 101;
 const RawUploadQuery = Type.Object({
   sha256: UploadForm.properties.sha256,
   filename: Type.String({
+    maxLength: MAX_FILENAME_LENGTH,
     description: "the artifact's file name, which says its kind as in the form (.bin, .img, .ext4, .raucb, .swu)",
   }),
   release_notes: Type.Optional(
     Type.String({ maxLength: 10_000, description: 'one line (a URL carries no line breaks); the form takes several' }),
   ),
-  compatible_models: Type.Optional(Type.String({ description: 'repeat the parameter or separate with commas' })),
+  compatible_models: Type.Optional(
+    Type.String({ maxLength: MAX_MODELS_LENGTH, description: 'repeat the parameter or separate with commas' }),
+  ),
 });
 /** What both uploads answer: 201 created, 200 the same content already there, or one of the refusals. */
 const UploadResponses = {
@@ -229,6 +235,12 @@ export const firmwareRoutes: FastifyPluginAsyncTypebox<{ services: Services }> =
         }
       }
       const [filename] = queryValues(query.filename);
+      if (filename !== undefined && filename.length > MAX_FILENAME_LENGTH) {
+        throw new BadRequestError('invalid_filename', `the file name is longer than ${MAX_FILENAME_LENGTH} characters`);
+      }
+      if (queryValues(query.compatible_models).join(',').length > MAX_MODELS_LENGTH) {
+        throw new BadRequestError('invalid_compatible_models', 'too many compatible_models (at most 100)');
+      }
       const upload = service.validateUploadFields(
         {
           version: request.params.version,

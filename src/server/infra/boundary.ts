@@ -21,7 +21,7 @@ import { Value } from 'typebox/value';
 import { findForbiddenCharacter, PRINTABLE_PATTERN } from '../../protocol/text.ts';
 import { SEMVER_FORMAT } from '../../protocol/version.ts';
 import { type AppError, BadRequestError } from './errors.ts';
-import { DATE_TIME_FORMAT, DATE_TIME_MAX, DATE_TIME_MIN } from './schemas.ts';
+import { DATE_TIME_FORMAT, DATE_TIME_MAX, DATE_TIME_MIN, TIME_OR_DURATION_FORMAT } from './schemas.ts';
 
 /**
  * The longest path parameter the router accepts, in URL characters. The longest parameter in
@@ -86,6 +86,12 @@ function schemaError(part: Part, schema: TSchema, errors: Iterable<SchemaError>)
     return new BadRequestError(
       'invalid_date',
       `${where} must be a date-time such as 2030-01-31T02:00:00Z (with Z or an offset), from ${DATE_TIME_MIN} to ${DATE_TIME_MAX}`,
+    );
+  }
+  if (first.keyword !== 'type' && schemaAt(schema, first.schemaPath)?.format === TIME_OR_DURATION_FORMAT) {
+    return new BadRequestError(
+      'invalid_force_after',
+      `${where} must be a date-time such as 2030-01-31T02:00:00Z or a duration such as 30m, 2h or 1d`,
     );
   }
   if (first.keyword === 'pattern' && first.params.pattern === PRINTABLE_PATTERN) {

@@ -67,9 +67,19 @@ export function parseTimeOrDuration(text: string, from: Date): Date | undefined 
   return parseDateTime(text);
 }
 
-/** A date-time or a duration, checked by parseTimeOrDuration where it is read. */
+/** `format: 'edgeflow-time-or-duration'`: parseTimeOrDuration accepts it; the boundary answers anything else `400 invalid_force_after`. */
+export const TIME_OR_DURATION_FORMAT = 'edgeflow-time-or-duration';
+Format.Set(TIME_OR_DURATION_FORMAT, (value) => parseTimeOrDuration(value, new Date()) !== undefined);
+
+/** A date-time or a duration (`force_after`), refused at the boundary unless parseTimeOrDuration reads it. */
 export const TimeOrDuration = (options: { description?: string } = {}) =>
-  Type.String({ ...options, minLength: 1, maxLength: 64, examples: ['2h', '2030-01-31T02:00:00Z'] });
+  Type.String({
+    ...options,
+    format: TIME_OR_DURATION_FORMAT,
+    minLength: 1,
+    maxLength: 64,
+    examples: ['2h', '2030-01-31T02:00:00Z'],
+  });
 
 /** `format: 'edgeflow-date-time'`: parseDateTime accepts it; the boundary answers anything else `400 invalid_date`. */
 export const DATE_TIME_FORMAT = 'edgeflow-date-time';
