@@ -219,7 +219,7 @@ for (const backend of backends) {
       assert.deepEqual(me.body, {
         role: 'viewer',
         organization: { id: a.org.id, name: 'Acme' },
-        key: { id: viewerId, name: 'wall screen' },
+        key: { id: viewerId, name: 'wall screen', owner: null },
       });
       const admin = await server.api('GET', '/api/v1/me', b.key);
       assert.deepEqual(admin.body, {
@@ -228,6 +228,7 @@ for (const backend of backends) {
         key: {
           id: (await b.api<{ api_keys: { id: string }[] }>('GET', '/api/v1/api-keys')).body.api_keys[0]!.id,
           name: 'initial admin',
+          owner: null,
         },
       });
       const system = await server.api<{ role: string; organization: null; key: { id: string; name: string } }>(
@@ -307,6 +308,7 @@ for (const backend of backends) {
           phase: failed.phase,
           deployment_id: rollout.id,
           error_code: 'download_failed',
+          offline_bundle_id: null,
           updated_at: undefined,
         },
       );
@@ -321,6 +323,7 @@ for (const backend of backends) {
           phase: 'completed',
           deployment_id: rollout.id,
           error_code: null,
+          offline_bundle_id: null,
           updated_at: undefined,
         },
       );

@@ -264,7 +264,12 @@ describe('agent over the tunnel', () => {
       await server.waitFor('second device_info', () => server.commandsFrom('dev-info', 'device_info').length === 2);
       const [, second] = server.commandsFrom('dev-info', 'device_info');
       const { boot_id, ...info } = (second?.payload ?? {}) as Record<string, unknown>;
-      assert.deepEqual(info, { current_version: '1.0.0', agent_version: AGENT_VERSION });
+      // The agent's time zone: its configured one, else the system's (maintenance windows are in it).
+      assert.deepEqual(info, {
+        current_version: '1.0.0',
+        agent_version: AGENT_VERSION,
+        timezone: Intl.DateTimeFormat().resolvedOptions().timeZone,
+      });
       assert.equal(
         typeof boot_id,
         'string',
