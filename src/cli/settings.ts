@@ -67,13 +67,7 @@ export function registerSettingsCommands(program: Command): void {
           ...(flags.timezone ? { timezone: flags.timezone } : {}),
           ...(flags.jitter ? { window_jitter_minutes: Math.round(parseDuration('--jitter', flags.jitter)) } : {}),
         };
-        const path = '/api/v1/settings/maintenance-windows';
-        const api = client(flags);
-        const answer =
-          Object.keys(change).length > 0
-            ? await api.call<WindowSettings>('PUT', path, change)
-            : await api.call<WindowSettings>('GET', path);
-        print(flags, answer, () => renderWindowSettings(answer));
+        await showOrChange<WindowSettings>(flags, '/api/v1/settings/maintenance-windows', change, renderWindowSettings);
       }),
     );
   withConnection(
@@ -97,13 +91,20 @@ export function registerSettingsCommands(program: Command): void {
           ...(downloads !== undefined ? { max_concurrent_downloads: downloads } : {}),
           ...(bandwidth !== undefined ? { max_bytes_per_second: bandwidth } : {}),
         };
-        const path = '/api/v1/settings/budgets';
-        const api = client(flags);
-        const answer =
-          Object.keys(change).length > 0
-            ? await api.call<BudgetSettings>('PUT', path, change)
-            : await api.call<BudgetSettings>('GET', path);
-        print(flags, answer, () => renderBudgetSettings(answer));
+        await showOrChange<BudgetSettings>(flags, '/api/v1/settings/budgets', change, renderBudgetSettings);
       }),
     );
+}
+
+/** An organization's settings: changed (PUT) with what the flags give, else shown as they are (GET). */
+async function showOrChange<T>(
+  flags: GlobalFlags,
+  path: string,
+  change: Record<string, unknown>,
+  render: (settings: T) => string,
+): Promise<void> {
+  const api = client(flags);
+  const answer =
+    Object.keys(change).length > 0 ? await api.call<T>('PUT', path, change) : await api.call<T>('GET', path);
+  print(flags, answer, () => render(answer));
 }
