@@ -4,7 +4,8 @@
  * update only inside their own window, the others wait with `window` and their next opening; a
  * 200-device rollout under max_concurrent_downloads never has more devices downloading than
  * allowed (measured at the server, from the phases the devices report) and completes; a byte
- * budget reaches the device in its update command.
+ * budget reaches the device in its update command; an attempt created inside a window while its
+ * device was offline is not sent when the device returns after the window closed, but in its next.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -218,6 +219,62 @@ for (const backend of backends) {
       assert.equal(done.counts.completed, 5);
       assert.equal(done.counts.skipped, 1, 'the offline one, past the device timeout once it was due');
       assert.equal(done.waiting.window, 0);
+    });
+
+    it('holds an attempt whose window closed while its device was offline until the next window', async () => {
+      const org = await server.createOrg('missed-window');
+      const api = <T>(method: string, path: string, body?: unknown) => server.api<T>(method, path, org.adminKey, body);
+      for (const version of ['1.0.0', NEW]) {
+        const firmware = await makeFirmwareFile(16 * 1024);
+        await postFirmware(server.url, org.adminKey, { version, sha256: firmware.sha256 }, firmware);
+      }
+      await api('PUT', '/api/v1/settings/maintenance-windows', { window_jitter_minutes: 0 });
+      const device = await registerDevice(server, org.adminKey, { timezone: 'UTC' });
+      // Tuesday 02:30 UTC, inside the device's window: its attempt is created, but it is offline.
+      nowMs = Date.parse('2026-12-08T02:30:00Z');
+      const created = await api<DeploymentBody>('POST', '/api/v1/deployments', {
+        version: NEW,
+        target: { device_ids: [device.deviceId] },
+        strategy: 'all_at_once',
+        maintenance_windows: [
+          { days: ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'], start: '02:00', end: '04:00' },
+        ],
+      });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      const member = async () =>
+        (await api<{ devices: DeploymentDeviceBody[] }>('GET', `/api/v1/deployments/${created.body.id}/devices`)).body
+          .devices[0]!;
+      await eventually(async () => (await member()).state === 'queued', 10_000, 'its attempt was created');
+
+      // 05:00: the window closed. The device comes back online: it is not sent the attempt, which
+      // waits for its next window, and says when that opens.
+      nowMs = Date.parse('2026-12-08T05:00:00Z');
+      agents.push(await startAgent(server, org, device));
+      await eventually(async () => (await member()).reason === 'window', 10_000, 'the attempt waits for its window');
+      await eventually(
+        async () => (await api<{ online: boolean }>('GET', `/api/v1/devices/${device.deviceId}`)).body.online,
+        10_000,
+        'the device is online',
+      );
+      await sleep(1500); // several dispatch passes with the device online
+      const waiting = await member();
+      assert.deepEqual(
+        [waiting.state, waiting.reason, waiting.detail, waiting.explanation],
+        ['queued', 'window', '2026-12-09T02:00:00.000Z', 'waiting for its window (opens 2026-12-09T02:00:00.000Z)'],
+      );
+      const record = await api<{ ota_status: string; current_version: string }>(
+        'GET',
+        `/api/v1/devices/${device.deviceId}/ota`,
+      );
+      assert.deepEqual([record.body.current_version, record.body.ota_status], ['1.0.0', 'updating']);
+      assert.equal((await api<Waiting>('GET', `/api/v1/deployments/${created.body.id}`)).body.waiting.window, 1);
+
+      // Wednesday 02:30: its next window. The same attempt goes out and completes.
+      nowMs = Date.parse('2026-12-09T02:30:00Z');
+      await eventually(async () => (await member()).state === 'completed', 20_000, 'updated in its next window');
+      const done = await member();
+      assert.equal(done.update_id, waiting.update_id, 'the attempt held is the one sent');
+      assert.equal(done.reason, null);
     });
 
     it('keeps a 200-device rollout within max_concurrent_downloads, shows the rest waiting for bandwidth, and completes', async () => {

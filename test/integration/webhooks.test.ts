@@ -3,7 +3,8 @@
  * the database in the statement of the change, sent by the worker to a real HTTPS receiver (a
  * self-signed certificate the server trusts through EDGEFLOW_WEBHOOKS_CA_FILE) that checks the
  * signature itself; a failing, then hanging, then recovered receiver across a server restart;
- * replay; a real agent's deployment; an organization without endpoints writes no delivery row.
+ * replay; approvals (the waiting deployment, then who decided, with the comment); a real agent's
+ * deployment; an organization without endpoints writes no delivery row.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -220,6 +221,76 @@ for (const backend of backends) {
         [...page.body.deliveries, ...rest.body.deliveries].map((d) => d.id).sort(),
         [ping.body.id, retried.id, replay.body.id].sort(),
       );
+    });
+
+    it('delivers approvals: the deployment waiting, then the decision with who made it and the comment', async () => {
+      const approving = await server.createOrg('approving');
+      const keys: Record<string, string> = {};
+      for (const who of ['alice', 'bob']) {
+        const created = await server.api<{ key: string }>('POST', '/api/v1/api-keys', approving.adminKey, {
+          role: 'admin',
+          name: `${who}-key`,
+          owner: who,
+        });
+        keys[who] = created.body.key;
+      }
+      const created = await server.api<Endpoint>('POST', '/api/v1/webhooks', approving.adminKey, {
+        url: receiver.urlOf('approvals'),
+        events: ['deployment.approval', 'deployment.state_changed'],
+      });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      receiver.secrets.set('approvals', created.body.secret!);
+      const firmware = await makeFirmwareFile(16 * 1024);
+      await postFirmware(server.url, approving.adminKey, { version: '1.1.0', sha256: firmware.sha256 }, firmware);
+      await registerDevice(server, approving.adminKey);
+      assert.equal(
+        (await server.api('PUT', '/api/v1/settings/approvals', approving.adminKey, { required: true })).status,
+        200,
+      );
+      const deployment = await server.api<{ id: string; status: string }>('POST', '/api/v1/deployments', keys.alice, {
+        version: '1.1.0',
+        target: { all: true },
+        strategy: 'all_at_once',
+      });
+      assert.equal(deployment.body.status, 'awaiting_approval', JSON.stringify(deployment.body));
+      const approved = await server.api('POST', `/api/v1/deployments/${deployment.body.id}/approve`, keys.bob, {
+        comment: 'change CR-1234',
+      });
+      assert.equal(approved.status, 200, JSON.stringify(approved.body));
+
+      const of = (event: string) => [
+        ...new Map(
+          receiver.received
+            .filter((entry) => entry.path === 'approvals' && entry.event === event)
+            .map((entry) => [entry.delivery, entry]),
+        ).values(),
+      ];
+      await eventually(async () => of('deployment.approval').length === 2, 5000, 'two approval deliveries');
+      const [asked, decided] = of('deployment.approval').map((entry) => {
+        assert.ok(entry.signatureValid);
+        return entry.body.data;
+      });
+      assert.deepEqual(
+        [asked!.deployment_id, asked!.state, asked!.decision, (asked!.created_by as { owner: string }).owner],
+        [deployment.body.id, 'awaiting_approval', null, 'alice'],
+      );
+      const decider = decided!.decided_by as { owner: string; key_name: string };
+      assert.deepEqual(
+        [decided!.decision, decider.owner, decider.key_name, decided!.comment],
+        ['approved', 'bob', 'bob-key', 'change CR-1234'],
+      );
+      assert.equal(typeof decided!.decided_at, 'string');
+      // The state change that the approval made carries it too.
+      await eventually(
+        async () =>
+          of('deployment.state_changed').some((entry) => entry.body.data.previous_state === 'awaiting_approval'),
+        5000,
+        'the state change after the approval',
+      );
+      const started = of('deployment.state_changed').find(
+        (entry) => entry.body.data.previous_state === 'awaiting_approval',
+      )!.body.data;
+      assert.equal((started.approval as { comment: string }).comment, 'change CR-1234');
     });
 
     it("a real agent's deployment delivers deployment and update events; an organization without endpoints gets no rows", async () => {

@@ -209,13 +209,13 @@ describe('dispatch decisions', () => {
     { device_id: 'utc', timezone: null },
   ];
 
-  it('sends only the devices inside their own window; the others wait for it with its opening', () => {
+  it('sends only the devices inside their own window, until it closes; the others wait for it with its opening', () => {
     // Monday 2026-12-07 01:30Z: 02:30 in Berlin, 01:30 UTC, Sunday night in New York.
     const now = at('2026-12-07T01:30:00Z');
     const { send, decisions } = decideDue(devices, rules, now, Number.POSITIVE_INFINITY, 100);
     assert.deepEqual(
-      send.map((device) => device.device_id),
-      ['berlin'],
+      send.map((device) => [device.device_id, device.window_ends_at?.toISOString()]),
+      [['berlin', '2026-12-07T03:00:00.000Z']],
     );
     assert.deepEqual(decisions, [
       { device_id: 'new-york', reason: 'window', detail: '2026-12-07T07:00:00.000Z' },

@@ -14,11 +14,19 @@ import { findHolder } from '../holds/repo.ts';
 import { type Config, nowOf } from '../infra/config.ts';
 import type { Db, Queryable } from '../infra/db.ts';
 import { newId } from '../infra/secrets.ts';
+import type { Opening } from '../model/maintenance-window.ts';
 import type { Attempt, UpdateTransitions } from '../updates/transitions.ts';
 import { findRolloutSettings } from '../windows/repo.ts';
 import { dispatchAllowance } from './gate.ts';
 import * as repo from './repo.ts';
-import { admitDownloads, type DispatchRules, decideDue, dispatchRulesOf, isConstrained } from './waits.ts';
+import {
+  admitDownloads,
+  type DispatchRules,
+  decideDue,
+  dispatchRulesOf,
+  isConstrained,
+  windowStartOf,
+} from './waits.ts';
 
 /**
  * Attempts queued per chunk: one statement's worth, sent while the next chunk is queued. Measured
@@ -51,24 +59,60 @@ export interface ChunkDeps {
 export async function queueDueChunk(deps: ChunkDeps, row: repo.DeploymentRow): Promise<boolean> {
   const { db, transitions, nodeId } = deps;
   const { settings } = row;
+  const rules = dispatchRulesOf(settings, await findRolloutSettings(db, row.organization_id));
+  await settleHeldAttempts(deps, row, rules);
   const allowance = dispatchAllowance(
     settings.max_per_minute,
     settings.max_per_minute === null ? 0 : await repo.countCreatedInLastMinute(db, row.id),
   );
   const limit = Math.min(CHUNK, allowance);
   if (limit <= 0) return false;
-  const rules = dispatchRulesOf(settings, await findRolloutSettings(db, row.organization_id));
   const admitted = isConstrained(rules) ? await admitDue(deps, row, rules, limit) : null;
   if (admitted && admitted.ids.length === 0) return false;
   const queued = await db.transaction(async (tx) => {
     // Holds off a control that would end it until this chunk is queued; the control then cancels it.
     if (!(await repo.lockIfState(tx, row.id, ['running']))) return { due: 0, dispatched: [] };
     const due = await repo.claimDueDevices(tx, row.id, nodeId, limit, admitted?.ids ?? null);
-    const rated = due.map((device) => ({ ...device, max_bytes_per_second: admitted?.bytesPerSecond ?? null }));
+    const rated = due.map((device) => ({
+      ...device,
+      max_bytes_per_second: admitted?.bytesPerSecond ?? null,
+      window_ends_at: admitted?.windowEnds.get(device.device_id) ?? null,
+    }));
     return { due: due.length, dispatched: await queueAttempts(tx, transitions, row, rated) };
   });
   sendInBackground(deps, row.id, queued.dispatched);
   return admitted ? admitted.more : queued.due === limit;
+}
+
+/** Attempts held by a closed window a pass looks at in one go. */
+const HELD_SCAN = 10_000;
+
+/**
+ * Attempts created inside their device's window that did not go out before it closed (the device
+ * was offline, or locked): the claim leaves them (updates/repo.ts), so a device that
+ * comes back at noon is not updated at noon. When its window opens again the attempt goes out
+ * until that one closes; meanwhile its row waits for it (`window`, when it may start).
+ */
+async function settleHeldAttempts(deps: ChunkDeps, row: repo.DeploymentRow, rules: DispatchRules): Promise<void> {
+  const now = nowOf(deps.config);
+  const held = await repo.listWindowHeld(deps.db, row.id, now, HELD_SCAN);
+  if (held.length === 0) return;
+  const openings = new Map<string, Opening[]>();
+  await repo.settleWindowHeld(
+    deps.db,
+    row.id,
+    held.map((attempt) => {
+      const start = windowStartOf(rules, attempt, now, openings);
+      const open = start?.open ?? false;
+      return {
+        update_id: attempt.update_id,
+        device_id: attempt.device_id,
+        open,
+        ends_at: open ? (start?.closesAt ?? null) : null,
+        detail: !open && start ? start.at.toISOString() : null,
+      };
+    }),
+  );
 }
 
 /** Due devices a pass looks at in one go when windows or budgets apply. */
@@ -84,24 +128,25 @@ async function admitDue(
   row: repo.DeploymentRow,
   rules: DispatchRules,
   limit: number,
-): Promise<{ ids: string[]; bytesPerSecond: number | null; more: boolean }> {
+): Promise<{ ids: string[]; windowEnds: Map<string, Date | null>; bytesPerSecond: number | null; more: boolean }> {
   const { db, config } = deps;
+  const now = nowOf(config);
   const due = await repo.listDueDevices(db, row.id, DUE_SCAN);
   const { admit, bytesPerSecond } = admitDownloads(
     [
-      { caps: rules.deployment, downloading: await repo.countDownloading(db, { deploymentId: row.id }) },
+      { caps: rules.deployment, downloading: await repo.countDownloading(db, { deploymentId: row.id }, now) },
       ...(rules.organization.maxConcurrentDownloads !== null || rules.organization.maxBytesPerSecond !== null
         ? [
             {
               caps: rules.organization,
-              downloading: await repo.countDownloading(db, { organizationId: row.organization_id }),
+              downloading: await repo.countDownloading(db, { organizationId: row.organization_id }, now),
             },
           ]
         : []),
     ],
     due.length,
   );
-  const { send, decisions } = decideDue(due, rules, nowOf(config), admit, limit);
+  const { send, decisions } = decideDue(due, rules, now, admit, limit);
   const byId = new Map(due.map((device) => [device.device_id, device]));
   await repo.setWaits(
     db,
@@ -110,6 +155,7 @@ async function admitDue(
   );
   return {
     ids: send.map((device) => device.device_id),
+    windowEnds: new Map(send.map((device) => [device.device_id, device.window_ends_at])),
     bytesPerSecond: bytesPerSecond === null ? null : Math.min(bytesPerSecond, MAX_DEVICE_RATE),
     more: send.length === limit && admit > limit,
   };
@@ -158,6 +204,8 @@ export interface DueDevice {
   update_id?: string;
   /** Its share of a byte budget (bytes per second); absent or null: unlimited. */
   max_bytes_per_second?: number | null;
+  /** When its maintenance window closes: its attempt goes out only until then; absent or null: no window. */
+  window_ends_at?: Date | null;
 }
 
 /** The report deadline of the deployment's attempts: its device_timeout_minutes, or the server's (null). */
@@ -189,6 +237,7 @@ export async function queueAttempts(
       overrideLockAt: row.settings.force_after ? new Date(row.settings.force_after) : null,
       dispatched: device.here,
       maxBytesPerSecond: device.max_bytes_per_second ?? null,
+      windowEndsAt: device.window_ends_at ?? null,
     })),
     tx,
   );

@@ -689,6 +689,8 @@ export async function setWaits(
 export async function countDownloading(
   db: Queryable,
   scope: { deploymentId: string } | { organizationId: string },
+  /** The windows' clock: an attempt held by its closed window (window_ends_at) downloads nothing. */
+  now: Date,
 ): Promise<{ count: number; ratedBytesPerSecond: number; unrated: number }> {
   const where =
     'deploymentId' in scope ? 'u.deployment_id = $1' : 'u.organization_id = $1 AND u.deployment_id IS NOT NULL';
@@ -697,10 +699,76 @@ export async function countDownloading(
        (count(*) FILTER (WHERE u.max_bytes_per_second IS NULL))::int AS unrated
      FROM ota_updates u
      WHERE ${where} AND u.kind = 'update' AND u.status IN ('queued', 'dispatched', 'in_progress')
-       AND (u.status <> 'in_progress' OR coalesce(u.phase, 'downloading') IN ('queued', 'downloading'))`,
-    ['deploymentId' in scope ? scope.deploymentId : scope.organizationId],
+       AND (u.status <> 'in_progress' OR coalesce(u.phase, 'downloading') IN ('queued', 'downloading'))
+       AND NOT (u.status = 'queued' AND u.window_ends_at IS NOT NULL AND u.window_ends_at <= $2::timestamptz)`,
+    ['deploymentId' in scope ? scope.deploymentId : scope.organizationId, now.toISOString()],
   );
   return { count: row?.count ?? 0, ratedBytesPerSecond: row?.rated ?? 0, unrated: row?.unrated ?? 0 };
+}
+
+/** A queued attempt whose device's maintenance window closed before it went out. */
+export interface WindowHeld {
+  update_id: string;
+  device_id: string;
+  /** Its own zone; null: its organization's. */
+  timezone: string | null;
+}
+
+/** The deployment's queued attempts whose window closed by `now` (the windows' clock), at most `limit`. */
+export function listWindowHeld(db: Queryable, deploymentId: string, now: Date, limit: number): Promise<WindowHeld[]> {
+  return db.query<WindowHeld>(
+    `SELECT u.id AS update_id, u.device_id, d.timezone FROM ota_updates u
+     JOIN devices d ON d.organization_id = u.organization_id AND d.device_id = u.device_id
+     WHERE u.deployment_id = $1 AND u.status = 'queued' AND u.window_ends_at IS NOT NULL AND u.window_ends_at <= $2
+     ORDER BY u.window_ends_at, u.id
+     LIMIT $3`,
+    [deploymentId, now.toISOString(), limit],
+  );
+}
+
+/**
+ * What a pass decided of held attempts: those whose window is open again go out until it closes
+ * (`ends_at`; null: the deployment has no windows any more) and their rows stop waiting; the
+ * others' rows wait for their window (reason `window`, detail when they may start). A row waiting
+ * for its lock keeps that reason (markLockedWaiting).
+ */
+export async function settleWindowHeld(
+  db: Queryable,
+  deploymentId: string,
+  decided: readonly {
+    update_id: string;
+    device_id: string;
+    open: boolean;
+    ends_at: Date | null;
+    detail: string | null;
+  }[],
+): Promise<void> {
+  if (decided.length === 0) return;
+  await db.query(
+    `WITH w AS (
+       SELECT * FROM unnest($2::text[], $3::text[], $4::boolean[], $5::timestamptz[], $6::text[])
+         AS w(update_id, device_id, open, ends_at, detail)
+     ), renewed AS (
+       UPDATE ota_updates u SET window_ends_at = w.ends_at FROM w
+       WHERE w.open AND u.id = w.update_id AND u.deployment_id = $1 AND u.status = 'queued'
+       RETURNING u.id
+     )
+     UPDATE deployment_devices m
+     SET reason = CASE WHEN w.open THEN NULL ELSE 'window' END, detail = CASE WHEN w.open THEN NULL ELSE w.detail END
+     FROM w
+     WHERE m.deployment_id = $1 AND m.device_id = w.device_id AND m.update_id = w.update_id AND m.state = 'queued'
+       AND (m.reason IS NULL OR m.reason = 'window')
+       AND (m.reason IS DISTINCT FROM CASE WHEN w.open THEN NULL ELSE 'window' END
+            OR m.detail IS DISTINCT FROM CASE WHEN w.open THEN NULL ELSE w.detail END)`,
+    [
+      deploymentId,
+      arrayParam(decided.map((held) => held.update_id)),
+      arrayParam(decided.map((held) => held.device_id)),
+      arrayParam(decided.map((held) => held.open)),
+      arrayParam(decided.map((held) => held.ends_at?.toISOString() ?? null)),
+      arrayParam(decided.map((held) => held.detail)),
+    ],
+  );
 }
 
 /** Update rows the deployment created in the last minute: what max_per_minute counts. */

@@ -6,7 +6,14 @@
  * model/deployment.ts WAIT_REASONS (`window` with when it may start, or `bandwidth`).
  */
 import type { WaitReason } from '../model/deployment.ts';
-import { type MaintenanceWindow, type Opening, openingsFrom, startIn, unitHash } from '../model/maintenance-window.ts';
+import {
+  type MaintenanceWindow,
+  type Opening,
+  openingsFrom,
+  startIn,
+  unitHash,
+  type WindowStart,
+} from '../model/maintenance-window.ts';
 
 /** The windows, zone and budgets a deployment dispatches under: its own, else its organization's. */
 export interface DispatchRules {
@@ -66,8 +73,9 @@ export function dispatchRulesOf(
 
 /**
  * When the device may start in the deployment's windows, at or after `now`: `open` when it may
- * now; null when the windows name no time at all. Its offset within each window is its own (a
- * hash of its id), the same at every pass and in a dry run.
+ * now, with when that window closes (null: no windows); null when the windows name no time at
+ * all. Its offset within each window is its own (a hash of its id), the same at every pass and
+ * in a dry run.
  */
 export function windowStartOf(
   rules: Pick<DispatchRules, 'windows' | 'defaultTimeZone' | 'jitterMs'>,
@@ -75,8 +83,8 @@ export function windowStartOf(
   now: Date,
   /** The openings per zone at `now`, shared by the devices of one pass. */
   openingsByZone: Map<string, Opening[]> = new Map(),
-): { at: Date; open: boolean } | null {
-  if (rules.windows.length === 0) return { at: now, open: true };
+): WindowStart | null {
+  if (rules.windows.length === 0) return { at: now, open: true, closesAt: null };
   const zone = device.timezone ?? rules.defaultTimeZone;
   let openings = openingsByZone.get(zone);
   if (!openings) {
@@ -147,10 +155,10 @@ export interface DueDecision {
 
 /**
  * The due devices (in the planned order) split into those sent now (at most `limit`, within
- * `admit`) and those that wait: outside their window (`window`, detail when they may start, or
- * null when the windows name no time), or inside it beyond the budget (`bandwidth`). Those
- * inside their window and budget but past `limit` (max_per_minute, a chunk) wait for nothing
- * but the next chunk.
+ * `admit`, each with when its window closes: its attempt goes out only until then) and those
+ * that wait: outside their window (`window`, detail when they may start, or null when the
+ * windows name no time), or inside it beyond the budget (`bandwidth`). Those inside their
+ * window and budget but past `limit` (max_per_minute, a chunk) wait for nothing but the next chunk.
  */
 export function decideDue<Device extends { device_id: string; timezone: string | null }>(
   due: readonly Device[],
@@ -158,8 +166,8 @@ export function decideDue<Device extends { device_id: string; timezone: string |
   now: Date,
   admit: number,
   limit: number,
-): { send: Device[]; decisions: DueDecision[] } {
-  const send: Device[] = [];
+): { send: (Device & { window_ends_at: Date | null })[]; decisions: DueDecision[] } {
+  const send: (Device & { window_ends_at: Date | null })[] = [];
   const decisions: DueDecision[] = [];
   let inWindow = 0;
   const openings = new Map<string, Opening[]>();
@@ -173,7 +181,7 @@ export function decideDue<Device extends { device_id: string; timezone: string |
     if (inWindow > admit) {
       decisions.push({ device_id: device.device_id, reason: 'bandwidth', detail: null });
     } else if (send.length < limit) {
-      send.push(device);
+      send.push({ ...device, window_ends_at: start.closesAt });
     } else {
       decisions.push({ device_id: device.device_id, reason: null, detail: null });
     }

@@ -172,16 +172,24 @@ export function unitHash(text: string): number {
 /**
  * When a device may start in its windows at or after `instant`: in each occurrence, not before
  * its opening plus the device's own offset, `unit` (in [0, 1)) of min(half the occurrence,
- * `jitterMs`), so a fleet in one zone does not start at the same second. Null: never (no day).
+ * `jitterMs`), so a fleet in one zone does not start at the same second; and when that
+ * occurrence closes (null: no window, never). Null: never (no day).
  */
 export function deviceStart(
   windows: readonly MaintenanceWindow[],
   timeZone: string,
   instant: Date,
   jitter: { unit: number; jitterMs: number },
-): { at: Date; open: boolean } | null {
-  if (windows.length === 0) return { at: instant, open: true };
+): WindowStart | null {
+  if (windows.length === 0) return { at: instant, open: true, closesAt: null };
   return startIn(openingsFrom(windows, timeZone, instant.getTime()), instant, jitter);
+}
+
+/** When a device may start (`open`: now) and when the occurrence it starts in closes. */
+export interface WindowStart {
+  at: Date;
+  open: boolean;
+  closesAt: Date | null;
 }
 
 /** deviceStart on openings already found (openingsFrom at `instant` or before): a fleet in one zone shares them. */
@@ -189,13 +197,14 @@ export function startIn(
   openings: readonly Opening[],
   instant: Date,
   jitter: { unit: number; jitterMs: number },
-): { at: Date; open: boolean } | null {
+): WindowStart | null {
   const at = instant.getTime();
   for (const opening of openings) {
     const spread = Math.min((opening.closesAtMs - opening.opensAtMs) / 2, jitter.jitterMs);
     const startMs = opening.opensAtMs + Math.floor(jitter.unit * spread);
     if (startMs >= opening.closesAtMs || at >= opening.closesAtMs) continue;
-    return startMs <= at ? { at: instant, open: true } : { at: new Date(startMs), open: false };
+    const closesAt = new Date(opening.closesAtMs);
+    return startMs <= at ? { at: instant, open: true, closesAt } : { at: new Date(startMs), open: false, closesAt };
   }
   return null;
 }

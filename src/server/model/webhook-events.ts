@@ -6,6 +6,9 @@ export const WEBHOOK_EVENT_TYPES = [
   /** Every stored state of a deployment (created, running, paused, completed, failed, cancelled, rolled_back,
    * and any state added later, e.g. an approval's): `previous_state` → `state`. */
   'deployment.state_changed',
+  /** A deployment waits for approval (`decision` null), or an admin of another person approved or rejected it:
+   * who created it, who decided, when, with what comment. */
+  'deployment.approval',
   /** An update or rollback of a device ended: completed, failed, timed_out, cancelled, skipped. */
   'update.finished',
   /** A device fell back to the version it ran before the one it had committed. */

@@ -36,7 +36,7 @@ import { downloadSlotsOptions, downloadSpreadMs } from '../firmware/download-slo
 import * as firmwareRepo from '../firmware/repo.ts';
 import { Batcher } from '../infra/batcher.ts';
 import type { BlobStore, DownloadLink } from '../infra/blobstore/types.ts';
-import type { Config } from '../infra/config.ts';
+import { type Config, nowOf } from '../infra/config.ts';
 import type { Db } from '../infra/db.ts';
 import { BadRequestError } from '../infra/errors.ts';
 import type { Metrics } from '../infra/metrics.ts';
@@ -327,7 +327,7 @@ export class UpdateEngine {
     const pass = this.#dispatchPass();
     let claimedTotal = 0;
     for (;;) {
-      const claimed = await transitions.claim(nodeId, CLAIM_BATCH, config.updateTimeoutSeconds);
+      const claimed = await transitions.claim(nodeId, CLAIM_BATCH, config.updateTimeoutSeconds, nowOf(config));
       claimedTotal += claimed.length;
       if (claimed.length > 0) await pass.send(claimed);
       if (claimed.length < CLAIM_BATCH) break;

@@ -63,6 +63,8 @@ export interface NewUpdate {
   dispatched?: boolean;
   /** The download rate the device is given (a deployment's byte budget shared out); absent: unlimited. */
   maxBytesPerSecond?: number | null;
+  /** When its device's maintenance window closes: not claimed after (deployments/windows-held.ts); absent: no window. */
+  windowEndsAt?: Date | null;
 }
 
 export async function findUpdate(db: Queryable, organizationId: string, id: string) {
@@ -342,16 +344,17 @@ function insertReturning<T>(
   return db.query<T>(
     `WITH c AS (
        INSERT INTO ota_updates (id, organization_id, device_id, deployment_id, kind, target_version, from_version,
-         force, timeout_seconds, override_lock_at, status, attempts, dispatched_at, deadline_at, max_bytes_per_second)
+         force, timeout_seconds, override_lock_at, status, attempts, dispatched_at, deadline_at, max_bytes_per_second,
+         window_ends_at)
        SELECT n.id, n.organization_id, n.device_id, n.deployment_id, n.kind, n.target_version, n.from_version, n.force,
          n.timeout_seconds, n.override_lock_at, CASE WHEN n.dispatched THEN 'dispatched' ELSE 'queued' END,
          CASE WHEN n.dispatched THEN 1 ELSE 0 END, CASE WHEN n.dispatched THEN now() END,
          CASE WHEN n.dispatched THEN now() + make_interval(secs => coalesce(n.timeout_seconds, $11::int)) END,
-         n.max_bytes_per_second
+         n.max_bytes_per_second, n.window_ends_at
        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::boolean[],
-         $9::int[], $10::boolean[], $12::timestamptz[], $13::int[])
+         $9::int[], $10::boolean[], $12::timestamptz[], $13::int[], $14::timestamptz[])
          AS n(id, organization_id, device_id, deployment_id, kind, target_version, from_version, force, timeout_seconds,
-           dispatched, override_lock_at, max_bytes_per_second)
+           dispatched, override_lock_at, max_bytes_per_second, window_ends_at)
        ON CONFLICT ${ONE_ACTIVE_PER_DEVICE} DO NOTHING
        RETURNING ${COLUMNS}, NULL::text AS previous_status
      )
@@ -370,6 +373,7 @@ function insertReturning<T>(
       deadlineInSeconds,
       arrayParam(updates.map((u) => u.overrideLockAt?.toISOString() ?? null)),
       arrayParam(updates.map((u) => u.maxBytesPerSecond ?? null)),
+      arrayParam(updates.map((u) => u.windowEndsAt?.toISOString() ?? null)),
     ],
   );
 }
@@ -485,9 +489,10 @@ export type Selection =
   | { kind: 'one'; organizationId: string; id: string; deviceId?: string | undefined }
   /**
    * Queued updates of devices whose tunnel `nodeId` holds and that said what they run on it (or
-   * had five seconds to), oldest first; SKIP LOCKED.
+   * had five seconds to), not held by a lock or a closed maintenance window (at `now`, the
+   * windows' clock), oldest first; SKIP LOCKED.
    */
-  | { kind: 'claim'; nodeId: string; limit: number }
+  | { kind: 'claim'; nodeId: string; limit: number; now: Date }
   /** Active updates whose report deadline has passed. */
   | { kind: 'overdue' }
   /** The updates of a deployment of one kind (its devices' attempts, or its rollbacks). */
@@ -574,6 +579,8 @@ export function applyTransition(
             AND (d.reported_at >= d.connected_at OR d.connected_at < now() - interval '5 seconds')
             -- A locked device's updates wait for the release, or for their lock override.
             AND (d.lock_since IS NULL OR d.lock_until <= now() OR q.override_lock_at <= now()))
+          -- An attempt of a deployment under windows goes out only while its device's window is open.
+          AND (q.window_ends_at IS NULL OR q.window_ends_at > ${$(selection.now.toISOString())}::timestamptz)
         ORDER BY q.created_at
         LIMIT ${$(selection.limit)}
         FOR UPDATE OF q SKIP LOCKED`;

@@ -84,13 +84,25 @@ export class UpdateTransitions {
 
   /**
    * Claims up to `limit` queued updates of devices whose tunnel `nodeId` holds, moving them to
-   * dispatched with a report deadline. SKIP LOCKED: replicas never claim the same row.
+   * dispatched with a report deadline; at `now` (the clock of windows), none whose window closed.
+   * SKIP LOCKED: replicas never claim the same row.
    */
-  async claim(nodeId: string, limit: number, deadlineInSeconds: number): Promise<repo.Transitioned[]> {
+  async claim(
+    nodeId: string,
+    limit: number,
+    deadlineInSeconds: number,
+    now = new Date(),
+  ): Promise<repo.Transitioned[]> {
     return this.#followed(
-      await repo.applyTransition(this.#deps.db, { kind: 'claim', nodeId, limit }, CLAIMABLE_STATUSES, 'dispatched', {
-        deadlineInSeconds,
-      }),
+      await repo.applyTransition(
+        this.#deps.db,
+        { kind: 'claim', nodeId, limit, now },
+        CLAIMABLE_STATUSES,
+        'dispatched',
+        {
+          deadlineInSeconds,
+        },
+      ),
     );
   }
 
