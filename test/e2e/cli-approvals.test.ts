@@ -2,7 +2,8 @@
  * Approvals as a user runs them (child processes of bin/edgeflow-ota.js) against a real server
  * and a real agent: keys with owners, the policy set with `settings approvals`, `deploy --wait`
  * saying it awaits approval, the creator's approval refused in one line, the approval by
- * another person after which the wait ends completed, and a rejection with its comment.
+ * another person after which the wait ends completed, and a rejection with its comment. Beside
+ * them, the organization's other rollout settings: `settings windows` and `settings budgets`.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -116,6 +117,58 @@ describe('edgeflow-ota approvals', () => {
     const { stdout } = await waiting;
     assert.match(stdout, /awaiting approval \(the organization requires approval of every deployment\)/);
     assert.match(stdout, /— completed$/m);
+  });
+
+  it("shows and changes the organization's windows and budgets; mistakes end in one line", async () => {
+    const shown = await cli(['settings', 'windows']);
+    assert.equal(
+      shown.stdout.trim(),
+      [
+        'maintenance windows: none (any time)',
+        'time zone of devices without one: UTC',
+        'start jitter: up to 30 min (at most half a window)',
+      ].join('\n'),
+    );
+    const changed = await cli([
+      'settings',
+      'windows',
+      '--window',
+      'mon-fri 02:00-05:00',
+      '--window',
+      'sat,sun 22:00-02:00',
+      '--timezone',
+      'Europe/Berlin',
+      '--jitter',
+      '10m',
+    ]);
+    assert.match(changed.stdout, /^maintenance windows: mon-fri 02:00-05:00 \+ sat,sun 22:00-02:00$/m);
+    assert.match(changed.stdout, /^time zone of devices without one: Europe\/Berlin$/m);
+    assert.match(changed.stdout, /^start jitter: up to 10 min/m);
+    const stored = await server.api<{ timezone: string; maintenance_windows: unknown[] }>(
+      'GET',
+      '/api/v1/settings/maintenance-windows',
+      admin,
+    );
+    assert.deepEqual([stored.body.timezone, stored.body.maintenance_windows.length], ['Europe/Berlin', 2]);
+    for (const [args, pattern] of [
+      [['settings', 'windows', '--window', 'mon-xx 02:00-05:00'], /^error: .*unknown day/],
+      [['settings', 'windows', '--timezone', 'Mars/Olympus'], /^error: invalid_timezone: .*\(HTTP 400\)$/],
+      [['settings', 'budgets', '--max-downloads', '-3'], /^error: --max-downloads must be a whole number/],
+    ] as const) {
+      const mistake = await refused([...args]);
+      assert.equal(mistake.stderr.trimEnd().split('\n').length, 1, mistake.stderr);
+      assert.match(mistake.stderr.trimEnd(), pattern);
+    }
+    const viewer = await server.api<{ key: string }>('POST', '/api/v1/api-keys', admin, { role: 'viewer' });
+    const denied = await refused(['settings', 'budgets', '--max-downloads', '10'], viewer.body.key);
+    assert.match(denied.stderr, /\(HTTP 403\)\n$/);
+
+    assert.equal((await cli(['settings', 'budgets'])).stdout.trim(), 'downloading at once: no cap\nbandwidth: no cap');
+    const capped = await cli(['settings', 'budgets', '--max-downloads', '50', '--max-bandwidth', '20MB/s']);
+    assert.match(capped.stdout, /^downloading at once: 50$/m);
+    assert.match(capped.stdout, /^bandwidth: 20/m);
+    const cleared = JSON.parse((await cli(['settings', 'budgets', '--max-downloads', 'none', '--json'])).stdout);
+    assert.deepEqual([cleared.max_concurrent_downloads, cleared.max_bytes_per_second], [null, 20_000_000]);
   });
 
   it('rejects with a comment', async () => {

@@ -11,6 +11,7 @@ import { admitDownloads, decideDue, dispatchRulesOf, expectedRun } from '../../s
 import { explainDevice } from '../../src/server/model/deployment.ts';
 import {
   deviceStart,
+  formatWindow,
   instantOfWallClock,
   isOpen,
   isTimeZone,
@@ -186,6 +187,19 @@ describe('writing windows', () => {
     assert.deepEqual(parseWindow('fri-mon 22:00-02:00'), window(['sun', 'mon', 'fri', 'sat'], '22:00', '02:00'));
     assert.deepEqual(parseWindow('sat,sun 01:00-04:30').days, ['sun', 'sat']);
     assert.equal(parseWindow('daily 01:00-02:00').days.length, 7);
+  });
+  it('writes them back as an operator would, days from Monday, runs as ranges', () => {
+    for (const [text, written] of [
+      ['mon-fri 02:00-05:00', 'mon-fri 02:00-05:00'],
+      ['sat,sun 22:00-02:00', 'sat,sun 22:00-02:00'],
+      ['fri-mon 22:00-02:00', 'mon,fri-sun 22:00-02:00'],
+      ['mon,wed,thu,fri 01:00-02:00', 'mon,wed-fri 01:00-02:00'],
+      ['sun-sat 01:00-02:00', 'daily 01:00-02:00'],
+      ['tue 03:00-04:00', 'tue 03:00-04:00'],
+    ]) {
+      assert.equal(formatWindow(parseWindow(text!)), written, text);
+      assert.deepEqual(parseWindow(written!), parseWindow(text!), `${written} reads back`);
+    }
   });
   it('refuses what it cannot read', () => {
     for (const text of ['mon 2:00-05:00', 'someday 02:00-03:00', 'mon-fri 24:00-05:00', 'mon-fri']) {

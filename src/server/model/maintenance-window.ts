@@ -234,7 +234,23 @@ export function parseWindow(text: string): MaintenanceWindow {
   return { days: WEEKDAYS.filter((day) => days.has(day)), start: match[2]!, end: match[3]! };
 }
 
-/** `mon,tue,wed 02:00-05:00`: a window as text. */
+/**
+ * A window as text parseWindow reads back, its days from Monday with runs of three or more as a
+ * range: `mon-fri 02:00-05:00`, `sat,sun 22:00-02:00`, `daily 01:00-04:00`.
+ */
 export function formatWindow(window: MaintenanceWindow): string {
-  return `${window.days.join(',')} ${window.start}-${window.end}`;
+  const week = [...WEEKDAYS.slice(1), WEEKDAYS[0]];
+  const days = new Set(window.days);
+  const runs: Weekday[][] = [];
+  for (const day of week) {
+    if (!days.has(day)) continue;
+    const last = runs.at(-1);
+    if (last && week.indexOf(last.at(-1)!) === week.indexOf(day) - 1) last.push(day);
+    else runs.push([day]);
+  }
+  const text =
+    days.size === 7
+      ? 'daily'
+      : runs.map((run) => (run.length >= 3 ? `${run[0]}-${run.at(-1)}` : run.join(','))).join(',');
+  return `${text} ${window.start}-${window.end}`;
 }
