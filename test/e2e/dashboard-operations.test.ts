@@ -10,6 +10,11 @@
  *   approved it, with the comment.
  * - Webhooks: an endpoint added with its events, its secret shown once, pinged (delivered to a
  *   real HTTPS receiver, signature checked) and a delivery replayed.
+ * - Maintenance windows and budgets: a deployment made through the form with windows and a
+ *   download budget (the organization's defaults shown beside them); its page says how many
+ *   devices wait for their window and for bandwidth, each a link to those devices with their
+ *   'waiting' badge, reason and when they may start. A malformed window is refused in words
+ *   before any request. The scheduler decides on the server's clock (Config.now), set here.
  * - Offline installs: a bundle the real agent installed from a file shows in the device page's
  *   history.
  *
@@ -49,6 +54,8 @@ describe('dashboard operations', { skip }, () => {
   let receiver: WebhookReceiver | undefined;
   let server: TestServer;
   let browser: Browser;
+  /** The clock of maintenance windows and budgets (Config.now): the real one unless a block sets it. */
+  let clockMs: number | undefined;
 
   before(async () => {
     receiver = await startWebhookReceiver();
@@ -58,6 +65,7 @@ describe('dashboard operations', { skip }, () => {
         EDGEFLOW_WEBHOOKS_ALLOW_PRIVATE: 'true',
         EDGEFLOW_WEBHOOKS_POLL_MS: '50',
       },
+      now: () => clockMs ?? Date.now(),
     });
     ({ server, browser } = stand);
   });
@@ -212,6 +220,180 @@ describe('dashboard operations', { skip }, () => {
       }, 5000);
       await page.getByRole('button', { name: 'Replay' }).first().click();
       await page.getByText('(replay of').first().waitFor();
+      assertNoPageErrors(page);
+      await page.context().close();
+    });
+  });
+
+  describe('maintenance windows and budgets', () => {
+    let org: Org;
+    const NEW = '2.0.0';
+    /** When their windows (mon-fri 02:00-05:00, no jitter) open, from Monday 2026-12-07 00:30 UTC. */
+    const OPENS = {
+      'tokyo-1': '2026-12-07T17:00:00.000Z',
+      'utc-1': '2026-12-07T02:00:00.000Z',
+    };
+
+    before(async () => {
+      // Monday 00:30 UTC: 02:30 in Helsinki (inside mon-fri 02:00-05:00), Monday 09:30 in Tokyo.
+      clockMs = Date.parse('2026-12-07T00:30:00Z');
+      org = await server.createOrg('dash-windows');
+      await upload(org, NEW);
+      const put = async (path: string, body: unknown) =>
+        assert.equal((await server.api('PUT', path, org.adminKey, body)).status, 200, path);
+      await put('/api/v1/settings/maintenance-windows', {
+        maintenance_windows: [{ days: ['sat', 'sun'], start: '22:00', end: '02:00' }],
+        timezone: 'UTC',
+        window_jitter_minutes: 0,
+      });
+      await put('/api/v1/settings/budgets', { max_concurrent_downloads: 50 });
+      // Registered, never connected: windows and budgets are the scheduler's, no agent needed.
+      for (const [id, timezone] of [
+        ['hel-1', 'Europe/Helsinki'],
+        ['hel-2', 'Europe/Helsinki'],
+        ['utc-1', undefined],
+        ['tokyo-1', 'Asia/Tokyo'],
+      ] as const) {
+        await registerDevice(server, org.adminKey, { device_id: id, ...(timezone ? { timezone } : {}) });
+      }
+    });
+    after(() => {
+      clockMs = undefined;
+    });
+
+    /** The new-deployment form with its limits open. */
+    async function openForm() {
+      const page = await openDashboard(browser, `${server.url}/#/deployments/new`);
+      await signIn(page, org.adminKey);
+      await page.getByLabel('Version', { exact: true }).selectOption(NEW);
+      await page.getByText('Limits and schedule').click();
+      return page;
+    }
+
+    it('refuses a malformed window or rate in words, sending no request', async () => {
+      const page = await openForm();
+      const posted: string[] = [];
+      page.on('request', (request) => {
+        if (request.method() === 'POST') posted.push(request.url());
+      });
+      const windows = page.getByLabel('Maintenance windows');
+      const refusal = page.getByRole('alert');
+      for (const [field, text, words] of [
+        [
+          windows,
+          'mon-xx 02:00',
+          'Windows: a window is "DAYS HH:MM-HH:MM" (e.g. "mon-fri 02:00-05:00"), got "mon-xx 02:00"',
+        ],
+        [windows, 'mon-xx 02:00-05:00', 'Windows: unknown day in window "mon-xx 02:00-05:00": use mon … sun or daily'],
+        [
+          page.getByLabel('Max bandwidth'),
+          'fast',
+          'The bandwidth must be a rate of at least 1KiB/s such as 10MB/s or 512KiB/s (got "fast")',
+        ],
+      ] as const) {
+        await field.fill(text);
+        await page.getByRole('button', { name: 'Preview' }).click();
+        await refusal.getByText(words, { exact: true }).waitFor();
+        assert.equal(await refusal.locator('code').textContent(), 'invalid_form');
+        await field.fill('');
+      }
+      assert.deepEqual(posted, [], 'nothing was sent');
+      assert.equal(await page.getByRole('heading', { name: /^Plan:/ }).count(), 0);
+      assertNoPageErrors(page);
+      await page.context().close();
+    });
+
+    it('creates a deployment with windows and a budget; its page shows who waits for what, and until when', async () => {
+      const page = await openForm();
+      await page
+        .getByText(
+          'Organization default (windows left empty): maintenance windows: sat,sun 22:00-02:00; time zone of ' +
+            'devices without one: UTC; start jitter: up to 0 min (at most half a window). For all its deployments ' +
+            'together: downloading at once: 50; bandwidth: no cap.',
+        )
+        .waitFor();
+      await page.getByLabel('All at once', { exact: true }).check();
+      await page.getByLabel('Maintenance windows').fill('mon-fri 02:00-05:00');
+      await page.getByLabel('Max downloads at once').fill('1');
+      await page.getByLabel('Max bandwidth').fill('10MB/s');
+      await page.getByRole('button', { name: 'Preview' }).click();
+      const plan = page.getByRole('region', { name: `Plan: ${NEW} to 4 devices` });
+      await plan
+        .getByText(/windows mon,tue,wed,thu,fri 02:00-05:00 \(device time\), ≤1 downloading, ≤10 MB\/s/)
+        .waitFor();
+      await plan.getByRole('columnheader', { name: 'Expected (in their windows)' }).waitFor();
+      // The first device now (Helsinki), the last at Tokyo's opening: in the browser's time.
+      const [first, last] = await page.evaluate(
+        (times) => times.map((at) => new Date(at).toLocaleString()),
+        ['2026-12-07T00:30:00.000Z', OPENS['tokyo-1']],
+      );
+      await plan.getByRole('cell', { name: `from ${first}, the last device from ${last}` }).waitFor();
+      await page.getByRole('button', { name: 'Start deployment' }).click();
+      await page
+        .getByRole('heading', { name: new RegExp(`^Deployment of ${NEW.replaceAll('.', '\\.')} running$`) })
+        .waitFor();
+      const id = /#\/deployments\/([\w-]+)/.exec(page.url())?.[1];
+      assert.ok(id, page.url());
+
+      // Helsinki's window is open: one device goes (the budget: one download at once), the other
+      // waits for bandwidth; UTC's and Tokyo's open later that day.
+      const waiting = page.locator('dt', { hasText: /^Waiting$/ }).locator('xpath=following-sibling::dd[1]');
+      await waiting.getByRole('link', { name: '2 for their window' }).waitFor();
+      await waiting.getByRole('link', { name: '1 for bandwidth' }).waitFor();
+      const table = page.getByRole('region', { name: 'Devices of this deployment' });
+      /** Device, batch, state (its badge), reason and where it stands, as the table shows them. */
+      const rows = async () =>
+        (await table
+          .locator('tbody tr')
+          .evaluateAll((trs) =>
+            trs.map((tr) => [...tr.querySelectorAll('td')].slice(0, 5).map((td) => td.textContent?.trim())),
+          )) as string[][];
+      const windowRows = Object.entries(OPENS).map(([device, opens]) => [
+        device,
+        '#0',
+        'waiting',
+        'window',
+        `waiting for its window (opens ${opens})`,
+      ]);
+      const helsinki = (first: string, second: string) => [
+        [first, '#0', 'queued', '—', 'queued: waiting for the device to take the update'],
+        [second, '#0', 'waiting', 'bandwidth', 'waiting for bandwidth'],
+      ];
+      let shown: string[][] = [];
+      await eventually(
+        async () => {
+          shown = await rows();
+          const sent = shown.find((row) => row[2] === 'queued')?.[0];
+          const expected = sent === 'hel-2' ? helsinki('hel-2', 'hel-1') : helsinki('hel-1', 'hel-2');
+          return JSON.stringify(shown) === JSON.stringify([...expected, ...windowRows].sort());
+        },
+        5000,
+        'one Helsinki device sent, the other waiting for bandwidth, the others for their window',
+      ).catch((error: Error) => assert.fail(`${error.message}: ${JSON.stringify(shown)}`));
+
+      await waiting.getByRole('link', { name: '2 for their window' }).click();
+      await page.waitForURL(new RegExp(`#/deployments/${id}\\?reason=window$`));
+      await eventually(
+        async () => JSON.stringify(await rows()) === JSON.stringify(windowRows),
+        5000,
+        'only the two waiting for their window',
+      ).catch(async (error: Error) => assert.fail(`${error.message}: ${JSON.stringify(await rows())}`));
+      assert.equal(
+        await page
+          .getByLabel('Reason')
+          .evaluate((select) => (select as HTMLSelectElement).selectedOptions[0]?.textContent),
+        'waiting: for their window (2)',
+      );
+      // What the page shows is what the server decided.
+      const listed = await server.api<{ devices: { device_id: string; reason: string; detail: string }[] }>(
+        'GET',
+        `/api/v1/deployments/${id}/devices?reason=window`,
+        org.adminKey,
+      );
+      assert.deepEqual(
+        listed.body.devices.map((device) => [device.device_id, device.reason, device.detail]),
+        Object.entries(OPENS).map(([device, opens]) => [device, 'window', opens]),
+      );
       assertNoPageErrors(page);
       await page.context().close();
     });
