@@ -15,31 +15,36 @@
  *   devices wait for their window and for bandwidth, each a link to those devices with their
  *   'waiting' badge, reason and when they may start. A malformed window is refused in words
  *   before any request. The scheduler decides on the server's clock (Config.now), set here.
- * - Offline installs: a bundle the real agent installed from a file shows in the device page's
- *   history.
+ * - Offline bundles: an operator saves a version's bundle from the Firmware page (a lifetime it
+ *   cannot read refused before any request, one too long refused by the server, both in words);
+ *   the file is a bundle signed with the organization's key holding the firmware's image, and the
+ *   real agent installs it; the device page's history then shows the offline install. A viewer
+ *   has no such action.
  *
  * PGlite and the local store only: the API suites (test/integration/audit.test.ts,
  * approvals.test.ts, webhooks.test.ts) cover both databases, test/e2e/offline-install.test.ts
  * the offline install on every backend, test/e2e/cli-webhooks.test.ts the webhook commands.
  */
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Browser } from 'playwright-core';
 import type { Agent } from '../../src/agent/agent.ts';
-import type { OfflineManifest } from '../../src/protocol/offline-bundle.ts';
-import { encodeBundleHeader } from '../../src/protocol/offline-bundle-file.ts';
-import { registerDevice, removeAgentDirs, startAgent, type TestDevice } from '../helpers/agents.ts';
+import { verifyManifest } from '../../src/protocol/manifest.ts';
+import { type OfflineManifest, validateOfflineManifest } from '../../src/protocol/offline-bundle.ts';
+import { parseBundleHeader } from '../../src/protocol/offline-bundle-file.ts';
+import { registerDevice, removeAgentDirs, signingKey, startAgent, type TestDevice } from '../helpers/agents.ts';
 import {
   assertNoPageErrors,
   chromiumMissing,
   type DashboardStand,
   openDashboard,
+  pageErrorsOf,
   signIn,
   startDashboardStand,
 } from '../helpers/browser.ts';
-import { makeFirmwareFile, postFirmware } from '../helpers/firmware.ts';
+import { type FirmwareFile, makeFirmwareFile, postFirmware, sha256Of } from '../helpers/firmware.ts';
 import { eventually } from '../helpers/raw-device.ts';
 import type { TestServer } from '../helpers/server.ts';
 import { tempDir } from '../helpers/temp.ts';
@@ -74,10 +79,11 @@ describe('dashboard operations', { skip }, () => {
     await removeAgentDirs();
   });
 
-  async function upload(org: Org, version: string, size = 16 * 1024): Promise<void> {
+  async function upload(org: Org, version: string, size = 16 * 1024): Promise<FirmwareFile> {
     const firmware = await makeFirmwareFile(size);
     const uploaded = await postFirmware(server.url, org.adminKey, { version, sha256: firmware.sha256 }, firmware);
     assert.equal(uploaded.status, 201, JSON.stringify(uploaded.body));
+    return firmware;
   }
 
   describe('audit page', () => {
@@ -399,38 +405,99 @@ describe('dashboard operations', { skip }, () => {
     });
   });
 
-  describe('offline installs', () => {
+  describe('offline bundles', () => {
     let org: Org;
     let device: TestDevice;
     let agent: Agent | undefined;
+    let operatorKey: string;
+    let viewerKey: string;
+    let firmware: FirmwareFile;
 
     before(async () => {
       org = await server.createOrg('dash-offline');
-      await upload(org, '1.1.0', 48 * 1024);
+      firmware = await upload(org, '1.1.0', 48 * 1024);
+      const key = async (role: string) =>
+        (await server.api<{ key: string }>('POST', '/api/v1/api-keys', org.adminKey, { role })).body.key;
+      [operatorKey, viewerKey] = await Promise.all([key('operator'), key('viewer')]);
       device = await registerDevice(server, org.adminKey, { model: 'gateway-a' });
       agent = await startAgent(server, org, device, { model: 'gateway-a' });
     });
     after(() => agent?.stop());
 
-    /** A bundle as `edgeflow-ota firmware export` writes it: the signed manifest, then the image. */
-    async function exportBundle(version: string): Promise<string> {
-      const signed = await server.api<{ manifest: OfflineManifest; signature: string }>(
-        'POST',
-        `/api/v1/firmware/${version}/offline-bundle`,
-        org.adminKey,
-        {},
-      );
-      assert.equal(signed.status, 200, JSON.stringify(signed.body));
-      const link = await server.api<{ url: string }>('POST', `/api/v1/firmware/${version}/download-url`, org.adminKey);
-      const image = Buffer.from(await (await fetch(link.body.url)).arrayBuffer());
-      const file = path.join(await tempDir('edgeflow-bundles-'), `edgeflow-${version}.bundle`);
-      await writeFile(file, Buffer.concat([encodeBundleHeader(signed.body.manifest, signed.body.signature), image]));
-      return file;
+    /** The Firmware page with version 1.1.0's Offline bundle opened. */
+    async function openBundleForm(key: string) {
+      const page = await openDashboard(browser, `${server.url}/#/firmware`);
+      await signIn(page, key);
+      await page
+        .getByRole('row', { name: /^1\.1\.0\b/ })
+        .getByText('Offline bundle')
+        .click();
+      return { page, form: page.getByRole('form', { name: 'Offline bundle of 1.1.0' }) };
     }
 
-    it('the device page shows an offline install in its history', async () => {
-      const installed = await agent!.installOffline(await exportBundle('1.1.0'));
-      assert.equal(installed.status, 'installing');
+    it("refuses a lifetime it cannot read before any request, and shows the server's refusal of one too long", async () => {
+      const { page, form } = await openBundleForm(operatorKey);
+      const posted: string[] = [];
+      page.on('request', (request) => {
+        if (request.method() === 'POST') posted.push(new URL(request.url()).pathname);
+      });
+      const refusal = page.getByRole('alert');
+      await form.getByLabel('Valid for').fill('30 days');
+      await form.getByRole('button', { name: 'Save bundle' }).click();
+      await refusal.getByText('Valid for takes 90m, 12h, 30d or 2w, not "30 days"', { exact: true }).waitFor();
+      assert.equal(await refusal.locator('code').textContent(), 'invalid_form');
+      assert.deepEqual(posted, [], 'nothing was sent');
+
+      await form.getByLabel('Valid for').fill('400d');
+      await form.getByRole('button', { name: 'Save bundle' }).click();
+      await refusal.getByText('an offline bundle may be valid for at most 366 days', { exact: true }).waitFor();
+      assert.equal(await refusal.locator('code').textContent(), 'invalid_expiry');
+      assert.deepEqual(posted, ['/api/v1/firmware/1.1.0/offline-bundle']);
+      // The refused request: a 400 the page logged, and nothing else.
+      assert.deepEqual(
+        pageErrorsOf(page).filter((error) => !/status of 400/.test(error)),
+        [],
+      );
+      await page.context().close();
+    });
+
+    it('saves a signed bundle that the real agent installs; the device page then shows the offline install', async () => {
+      const { page, form } = await openBundleForm(operatorKey);
+      await form.getByLabel('Valid for').fill('2d');
+      const asked = Date.now();
+      const [download] = await Promise.all([
+        page.waitForEvent('download'),
+        form.getByRole('button', { name: 'Save bundle' }).click(),
+      ]);
+      assert.equal(download.suggestedFilename(), 'edgeflow-1.1.0.bundle');
+      const file = path.join(await tempDir('edgeflow-bundles-'), download.suggestedFilename());
+      await download.saveAs(file);
+
+      // The file read as the agent reads it: the header, the manifest signed with the
+      // organization's key, the image the firmware's, valid for the two days asked.
+      const bytes = await readFile(file);
+      const parsed = parseBundleHeader(bytes);
+      assert.ok(parsed.ok, JSON.stringify(parsed));
+      const manifest = parsed.header.manifest as OfflineManifest;
+      assert.ok(validateOfflineManifest.Check(manifest), JSON.stringify(manifest));
+      assert.ok(verifyManifest(manifest, parsed.header.signature, await signingKey(server, org.adminKey)), 'signed');
+      const image = bytes.subarray(parsed.imageOffset);
+      assert.deepEqual(
+        [manifest.organization_id, manifest.version, manifest.size, manifest.sha256, image.length, sha256Of(image)],
+        [org.id, '1.1.0', firmware.size, firmware.sha256, firmware.size, firmware.sha256],
+      );
+      const lifetime = Date.parse(manifest.expires_at) - asked;
+      assert.ok(lifetime >= 2 * 86_400_000 - 1000 && lifetime <= 2 * 86_400_000 + 60_000, manifest.expires_at);
+      await page
+        .getByRole('status')
+        .getByText(`Saved edgeflow-1.1.0.bundle: bundle ${manifest.bundle_id}, valid until`)
+        .waitFor();
+      assertNoPageErrors(page);
+      await page.context().close();
+
+      // The real agent checks it (the pinned key, the organization, model, expiry, sha256) and installs it.
+      const installed = await agent!.installOffline(file);
+      assert.deepEqual([installed.status, installed.bundle_id], ['installing', manifest.bundle_id]);
       const bundleId = installed.bundle_id;
       await eventually(async () => agent!.currentVersion === '1.1.0' && agent!.otaState === null, 10_000, 'committed');
       await eventually(
@@ -446,13 +513,23 @@ describe('dashboard operations', { skip }, () => {
         'offline install recorded',
       );
 
-      const page = await openDashboard(browser, `${server.url}/#/devices/${device.deviceId}`);
-      await signIn(page, org.adminKey);
-      const history = page.getByRole('region', { name: 'History' });
+      const devicePage = await openDashboard(browser, `${server.url}/#/devices/${device.deviceId}`);
+      await signIn(devicePage, org.adminKey);
+      const history = devicePage.getByRole('region', { name: 'History' });
       await history
         .getByRole('row', { name: new RegExp(`installed offline bundle ${bundleId} 1\\.0\\.0 → 1\\.1\\.0`) })
         .waitFor();
-      await page.getByText(`installed offline to 1.1.0 (bundle ${bundleId})`).waitFor();
+      await devicePage.getByText(`installed offline to 1.1.0 (bundle ${bundleId})`).waitFor();
+      assertNoPageErrors(devicePage);
+      await devicePage.context().close();
+    });
+
+    it('gives a viewer no Offline bundle action', async () => {
+      const page = await openDashboard(browser, `${server.url}/#/firmware`);
+      await signIn(page, viewerKey);
+      await page.getByRole('row', { name: /^1\.1\.0\b/ }).waitFor();
+      assert.equal(await page.getByText('Offline bundle').count(), 0);
+      assert.equal(await page.getByRole('button', { name: 'Save bundle' }).count(), 0);
       assertNoPageErrors(page);
       await page.context().close();
     });
