@@ -178,6 +178,41 @@ export function formatRate(bytesPerSecond: number): string {
   return `${bytesPerSecond} B/s`;
 }
 
+// --- an organization's settings ----------------------------------------------------------------
+
+/** `GET /api/v1/settings/maintenance-windows`, as far as it is shown. */
+export interface WindowSettings {
+  maintenance_windows: MaintenanceWindow[];
+  timezone: string;
+  window_jitter_minutes: number;
+}
+
+/** `GET /api/v1/settings/budgets`, as far as it is shown. */
+export interface BudgetSettings {
+  max_concurrent_downloads: number | null;
+  max_bytes_per_second: number | null;
+}
+
+/** The organization's default windows, zone and jitter, a line each (`settings windows`; the new-deployment form). */
+export function windowSettingsLines(settings: WindowSettings): string[] {
+  const windows = settings.maintenance_windows.length
+    ? settings.maintenance_windows.map(formatWindow).join(' + ')
+    : 'none (any time)';
+  return [
+    `maintenance windows: ${windows}`,
+    `time zone of devices without one: ${settings.timezone}`,
+    `start jitter: up to ${settings.window_jitter_minutes} min (at most half a window)`,
+  ];
+}
+
+/** The organization's download budgets, a line each. */
+export function budgetSettingsLines(settings: BudgetSettings): string[] {
+  return [
+    `downloading at once: ${settings.max_concurrent_downloads ?? 'no cap'}`,
+    `bandwidth: ${settings.max_bytes_per_second === null ? 'no cap' : formatRate(settings.max_bytes_per_second)}`,
+  ];
+}
+
 const STRATEGIES: readonly Strategy[] = ['all_at_once', 'rolling', 'canary'];
 const REST_STRATEGIES: readonly RestStrategy[] = ['rolling', 'all_at_once'];
 const ON_FAILURE: readonly OnFailure[] = ['pause', 'abort', 'rollback'];

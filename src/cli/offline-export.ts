@@ -11,8 +11,9 @@ import { rename, rm } from 'node:fs/promises';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
-import { type OfflineManifest, parseDuration } from '../protocol/offline-bundle.ts';
+import type { OfflineManifest } from '../protocol/offline-bundle.ts';
 import { encodeBundleHeader } from '../protocol/offline-bundle-file.ts';
+import { bundleFileName, bundleLifetimeRefusal, parseBundleLifetime } from '../protocol/offline-bundle-header.ts';
 import { CliError, describeCliError } from './errors.ts';
 import { action, client, type GlobalFlags, print, withConnection } from './operator.ts';
 
@@ -42,7 +43,7 @@ export function registerFirmwareExport(firmware: Command): void {
           expiresAt === undefined ? {} : { expires_at: expiresAt },
         );
         const link = await api.call<{ url: string }>('POST', `/api/v1/firmware/${path}/download-url`, {});
-        const out = flags.out ?? `edgeflow-${manifest.version}.bundle`;
+        const out = flags.out ?? bundleFileName(manifest.version);
         await writeBundle(out, manifest, signature, link.url);
         print(
           flags,
@@ -61,8 +62,8 @@ function expiryOf(flags: ExportFlags): string | undefined {
     throw new CliError('--expires-in and --expires-at are alternatives: give one', 2);
   }
   if (flags.expiresIn !== undefined) {
-    const ms = parseDuration(flags.expiresIn);
-    if (ms === undefined) throw new CliError(`--expires-in takes 90m, 12h, 30d or 2w, not ${flags.expiresIn}`, 2);
+    const ms = parseBundleLifetime(flags.expiresIn);
+    if (ms === undefined) throw new CliError(bundleLifetimeRefusal('--expires-in', flags.expiresIn), 2);
     return new Date(Date.now() + ms).toISOString();
   }
   return flags.expiresAt;

@@ -4,44 +4,22 @@
  * Without a flag a command shows the settings; with flags it changes them (an admin key).
  */
 import type { Command } from 'commander';
-import { formatWindow, type MaintenanceWindow } from '../server/model/maintenance-window.ts';
-import { formatRate, parseDuration, parseRate, parseWindows } from './deployment-format.ts';
+import {
+  type BudgetSettings,
+  budgetSettingsLines,
+  parseDuration,
+  parseRate,
+  parseWindows,
+  type WindowSettings,
+  windowSettingsLines,
+} from './deployment-format.ts';
 import { CliError } from './errors.ts';
 import { action, client, type GlobalFlags, print, withConnection } from './operator.ts';
-
-interface WindowSettings {
-  maintenance_windows: MaintenanceWindow[];
-  timezone: string;
-  window_jitter_minutes: number;
-}
-
-interface BudgetSettings {
-  max_concurrent_downloads: number | null;
-  max_bytes_per_second: number | null;
-}
 
 const repeatable = (value: string, all: string[] = []) => [...all, value];
 /** `none` clears a cap. */
 const capOf = <T>(text: string | undefined, parse: (text: string) => T) =>
   text === undefined ? undefined : text.trim() === 'none' ? null : parse(text);
-
-export function renderWindowSettings(settings: WindowSettings): string {
-  const windows = settings.maintenance_windows.length
-    ? settings.maintenance_windows.map(formatWindow).join(' + ')
-    : 'none (any time)';
-  return [
-    `maintenance windows: ${windows}`,
-    `time zone of devices without one: ${settings.timezone}`,
-    `start jitter: up to ${settings.window_jitter_minutes} min (at most half a window)`,
-  ].join('\n');
-}
-
-export function renderBudgetSettings(settings: BudgetSettings): string {
-  return [
-    `downloading at once: ${settings.max_concurrent_downloads ?? 'no cap'}`,
-    `bandwidth: ${settings.max_bytes_per_second === null ? 'no cap' : formatRate(settings.max_bytes_per_second)}`,
-  ].join('\n');
-}
 
 export function registerSettingsCommands(program: Command): void {
   // One `settings` group whoever registers first (other settings, e.g. approvals, join it).
@@ -67,7 +45,9 @@ export function registerSettingsCommands(program: Command): void {
           ...(flags.timezone ? { timezone: flags.timezone } : {}),
           ...(flags.jitter ? { window_jitter_minutes: Math.round(parseDuration('--jitter', flags.jitter)) } : {}),
         };
-        await showOrChange<WindowSettings>(flags, '/api/v1/settings/maintenance-windows', change, renderWindowSettings);
+        await showOrChange<WindowSettings>(flags, '/api/v1/settings/maintenance-windows', change, (answer) =>
+          windowSettingsLines(answer).join('\n'),
+        );
       }),
     );
   withConnection(
@@ -91,7 +71,9 @@ export function registerSettingsCommands(program: Command): void {
           ...(downloads !== undefined ? { max_concurrent_downloads: downloads } : {}),
           ...(bandwidth !== undefined ? { max_bytes_per_second: bandwidth } : {}),
         };
-        await showOrChange<BudgetSettings>(flags, '/api/v1/settings/budgets', change, renderBudgetSettings);
+        await showOrChange<BudgetSettings>(flags, '/api/v1/settings/budgets', change, (answer) =>
+          budgetSettingsLines(answer).join('\n'),
+        );
       }),
     );
 }

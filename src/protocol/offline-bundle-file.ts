@@ -1,15 +1,11 @@
 /** The offline bundle's header as bytes (the format: offline-bundle.ts), for the agent and the CLI. */
 import { Buffer } from 'node:buffer';
-import {
-  BUNDLE_MAGIC,
-  type OfflineBundleHeader,
-  type OfflineManifest,
-  validateBundleHeader,
-} from './offline-bundle.ts';
+import { type OfflineBundleHeader, type OfflineManifest, validateBundleHeader } from './offline-bundle.ts';
+import { BUNDLE_MAGIC, bundleHeaderText } from './offline-bundle-header.ts';
 
 /** The bytes before the image. */
 export function encodeBundleHeader(manifest: OfflineManifest, signature: string): Buffer {
-  return Buffer.from(`${BUNDLE_MAGIC}${JSON.stringify({ manifest, signature })}\n`);
+  return Buffer.from(bundleHeaderText(manifest, signature));
 }
 
 /**

@@ -8,15 +8,16 @@
  *     {"manifest":{…},"signature":"<base64>"}\n      one line of JSON, at most 64 KiB
  *     <the image: manifest.size bytes, to the end of the file>
  *
- * The header is read and written by offline-bundle-file.ts. The manifest is signed by the server with the organization's Ed25519 key (the key that signs
- * every update, manifest.ts), over its canonical JSON. Its `kind` is `offline`: no manifest of an
+ * The header is written as text by offline-bundle-header.ts (the CLI and the dashboard), read and
+ * written as bytes by offline-bundle-file.ts (the agent, the CLI). The manifest is signed by the
+ * server with the organization's Ed25519 key (the key that signs every update, manifest.ts), over
+ * its canonical JSON. Its `kind` is `offline`: no manifest of an
  * online update (kind `update` or `rollback`) passes for one, nor the other way round.
  */
 import { type Static, Type } from 'typebox';
 import { Compile } from 'typebox/compile';
 import { SEMVER_FORMAT } from './version.ts';
 
-export const BUNDLE_MAGIC = 'EDGEFLOW-OFFLINE-BUNDLE 1\n';
 /** The magic line and the header line together are at most this long. */
 export const MAX_BUNDLE_HEADER_BYTES = 64 * 1024;
 
@@ -43,12 +44,3 @@ export type OfflineBundleHeader = { manifest: unknown; signature: string };
 
 export const validateOfflineManifest = Compile(OfflineManifest);
 export const validateBundleHeader = Compile(OfflineBundleHeader);
-
-/** The lifetime `--expires-in` accepts: `90m`, `12h`, `30d`, `2w`. */
-export function parseDuration(text: string): number | undefined {
-  const match = /^(\d{1,6})([mhdw])$/.exec(text.trim());
-  if (!match) return undefined;
-  const unit = { m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[match[2] as 'm' | 'h' | 'd' | 'w'];
-  const ms = Number(match[1]) * unit;
-  return ms > 0 ? ms : undefined;
-}

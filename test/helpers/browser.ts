@@ -82,20 +82,28 @@ export async function screenshot(page: Page, name: string): Promise<string> {
   return file;
 }
 
-/**
- * What a dashboard test file needs, started together: a server on the embedded defaults
- * (PGlite and the local store; the API suites cover the other backends) that dispatches every
- * 200 ms, and Chromium. `stop` closes both, and whatever else the file started first.
- */
-export async function startDashboardStand(): Promise<{
+export interface DashboardStand {
   server: TestServer;
   browser: Browser;
   stop(...first: ({ stop(): Promise<void> } | undefined)[]): Promise<void>;
-}> {
+}
+
+/**
+ * What a dashboard test file needs, started together: a server on the embedded defaults
+ * (PGlite and the local store; the API suites cover the other backends) that dispatches every
+ * 200 ms, with `env` besides and the clock of windows and budgets `now` if given, and Chromium.
+ * `stop` closes both, and whatever else the file started first.
+ */
+export async function startDashboardStand(
+  options: { env?: Record<string, string>; now?: () => number } = {},
+): Promise<DashboardStand> {
   const [server, browser] = await Promise.all([
     startTestServer(
       { db: 'pglite', store: 'local', name: 'pglite+local' },
-      { env: { EDGEFLOW_DISPATCH_INTERVAL_MS: '200' } },
+      {
+        env: { EDGEFLOW_DISPATCH_INTERVAL_MS: '200', ...options.env },
+        ...(options.now ? { now: options.now } : {}),
+      },
     ),
     launchChromium(),
   ]);

@@ -12,8 +12,9 @@ import { Agent } from '../../src/agent/agent.ts';
 import { silentLogger } from '../../src/agent/logger.ts';
 import { authorizeOfflineBundle } from '../../src/agent/ota-policy.ts';
 import { generateSigningKeyPair, signManifest } from '../../src/protocol/manifest.ts';
-import { type OfflineManifest, parseDuration } from '../../src/protocol/offline-bundle.ts';
+import type { OfflineManifest } from '../../src/protocol/offline-bundle.ts';
 import { encodeBundleHeader, parseBundleHeader } from '../../src/protocol/offline-bundle-file.ts';
+import { parseBundleLifetime } from '../../src/protocol/offline-bundle-header.ts';
 import { withTempDir } from '../helpers/agent-fixtures.ts';
 
 const keys = generateSigningKeyPair();
@@ -54,8 +55,8 @@ describe('offline bundles', () => {
     assert.equal(parsed.imageOffset, header.length);
     assert.equal(parseBundleHeader(Buffer.from('PK\u0003\u0004')).ok, false);
     assert.equal(parseBundleHeader(header.subarray(0, header.length - 2)).ok, false);
-    assert.equal(parseDuration('30d'), 30 * 86_400_000);
-    assert.equal(parseDuration('30 days'), undefined);
+    assert.equal(parseBundleLifetime('30d'), 30 * 86_400_000);
+    assert.equal(parseBundleLifetime('30 days'), undefined);
   });
 
   it('installs only a bundle signed by the pinned key, of this organization and model, current and newer', () => {

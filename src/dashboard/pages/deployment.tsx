@@ -3,7 +3,8 @@
  * stopped it, settings and target, counts per device state (bake failures among the failed), its
  * rollback's progress and outcome, each batch with its stored state, bar and bake timer,
  * completions and failures over time, the failing devices, and every device the target matched
- * (the left-out ones too) filterable by state and reason, each with the server's explanation. A
+ * (the left-out ones too) filterable by state and reason (left out, waiting for a window, bandwidth
+ * or a lock, failed in the bake), each with the server's explanation. A
  * `deployment` event carries the counts, the rollback, the controls and the batch that changed:
  * it is applied at once, and the chart and the device lists read again (at most every two seconds
  * while events arrive).
@@ -153,22 +154,23 @@ function Summary({ deployment }: { deployment: Deployment }) {
   );
 }
 
+const WAITING_WORDS: Record<WaitReason, string> = {
+  window: 'for their window',
+  bandwidth: 'for bandwidth',
+  locked: 'locked by the device',
+};
+
 /** Devices not sent yet because of their window or a budget, each reason a link to them. */
 function Waiting({ deployment }: { deployment: Deployment }) {
   const reasons = (Object.entries(deployment.waiting) as [WaitReason, number][]).filter(([, n]) => n > 0);
   if (reasons.length === 0) return <span class="muted">none</span>;
-  const words: Record<WaitReason, string> = {
-    window: 'for their window',
-    bandwidth: 'for bandwidth',
-    locked: 'locked by the device',
-  };
   return (
     <>
       {reasons.map(([reason, n], index) => (
         <Fragment key={reason}>
           {index > 0 ? ', ' : null}
           <a href={href('deployments', deployment.id, { reason })}>
-            {n} {words[reason]}
+            {n} {WAITING_WORDS[reason]}
           </a>
         </Fragment>
       ))}
@@ -404,13 +406,17 @@ function FailingDevices({ deploymentId, path, failed }: { deploymentId: string; 
 
 const DEVICES_PAGE = 25;
 
-/** The reasons the devices table filters by: why devices were left out, and a bake that failed. */
+/** The reasons the devices table filters by: why devices were left out or wait, and a bake that failed. */
 function reasonOptions(deployment: Deployment) {
   const skipped = (Object.entries(deployment.excluded) as [SkipReason, number][]).map(([reason, n]) => ({
     value: reason,
     label: `${reason.replace(/_/g, ' ')} (${n})`,
   }));
-  return [...skipped, { value: 'bake_failed', label: `failed in the bake (${deployment.bake_failed})` }];
+  const waiting = (Object.entries(deployment.waiting) as [WaitReason, number][]).map(([reason, n]) => ({
+    value: reason,
+    label: `waiting: ${WAITING_WORDS[reason]} (${n})`,
+  }));
+  return [...skipped, ...waiting, { value: 'bake_failed', label: `failed in the bake (${deployment.bake_failed})` }];
 }
 
 /**

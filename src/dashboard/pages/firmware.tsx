@@ -1,13 +1,16 @@
 /**
  * Firmware: the versions uploaded, an upload form for operators (the file's SHA256 computed in
- * the browser while one fills in the rest, then the upload with a progress bar), and
- * delete, which the server refuses while a device may still need the version.
+ * the browser while one fills in the rest, then the upload with a progress bar), an offline
+ * bundle of a version saved as a file, and delete, which the server refuses while a device may
+ * still need the version.
  */
 import { useRef, useState } from 'preact/hooks';
+import { bundleLifetimeRefusal, parseBundleLifetime } from '../../protocol/offline-bundle-header.ts';
 import { rawUploadPath } from '../../protocol/raw-upload.ts';
-import { type ApiError, api } from '../api.ts';
+import { ApiError, api } from '../api.ts';
 import { Loaded } from '../components/loaded.tsx';
 import { Table } from '../components/table.tsx';
+import { makeOfflineBundle, type OfflineBundle, saveBlob } from '../offline-bundle.ts';
 import type { Firmware } from '../types.ts';
 import { ActionButton, ErrorNote, formatBytes, PageHeader, ProgressBar, Time, useCan, useResource } from '../ui.tsx';
 import { sendUpload, sha256OfFile, type UploadProgress } from '../upload.ts';
@@ -22,7 +25,7 @@ export function FirmwarePage() {
       <section aria-labelledby="firmware-list-heading">
         <h2 id="firmware-list-heading">Versions</h2>
         <Loaded resource={list} what="firmware">
-          {({ firmware }) => <FirmwareTable firmware={firmware} canDelete={canOperate} onDeleted={list.reload} />}
+          {({ firmware }) => <FirmwareTable firmware={firmware} canOperate={canOperate} onDeleted={list.reload} />}
         </Loaded>
       </section>
     </>
@@ -31,17 +34,17 @@ export function FirmwarePage() {
 
 function FirmwareTable({
   firmware,
-  canDelete,
+  canOperate,
   onDeleted,
 }: {
   firmware: Firmware[];
-  canDelete: boolean;
+  canOperate: boolean;
   onDeleted: () => void;
 }) {
   if (firmware.length === 0) return <p class="muted">No firmware uploaded yet.</p>;
   return (
     <Table
-      columns={['Version', 'Size', 'SHA256', 'Models', 'Release notes', 'Uploaded', ...(canDelete ? ['Actions'] : [])]}
+      columns={['Version', 'Size', 'SHA256', 'Models', 'Release notes', 'Uploaded', ...(canOperate ? ['Actions'] : [])]}
     >
       {firmware.map((entry) => (
         <tr key={entry.version}>
@@ -59,8 +62,9 @@ function FirmwareTable({
           <td>
             <Time at={entry.created_at} />
           </td>
-          {canDelete ? (
-            <td>
+          {canOperate ? (
+            <td class="firmware-actions">
+              <OfflineBundleAction version={entry.version} />
               <ActionButton
                 label="Delete"
                 tone="danger"
@@ -73,6 +77,71 @@ function FirmwareTable({
         </tr>
       ))}
     </Table>
+  );
+}
+
+/**
+ * A signed offline bundle of `version`, saved as a file for `edgeflow-agent install` on a device
+ * out of the server's reach; valid for what the operator gives, else the server's default.
+ */
+function OfflineBundleAction({ version }: { version: string }) {
+  const id = `bundle-lifetime-${version}`;
+  const [lifetime, setLifetime] = useState('');
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<Error | undefined>();
+  const [saved, setSaved] = useState<OfflineBundle | undefined>();
+  const save = async (event: Event) => {
+    event.preventDefault();
+    setError(undefined);
+    setSaved(undefined);
+    let expiresAt: string | undefined;
+    if (lifetime.trim()) {
+      const ms = parseBundleLifetime(lifetime);
+      if (ms === undefined) {
+        setError(new ApiError(0, 'invalid_form', bundleLifetimeRefusal('Valid for', lifetime)));
+        return;
+      }
+      expiresAt = new Date(Date.now() + ms).toISOString();
+    }
+    setBusy(true);
+    try {
+      const bundle = await makeOfflineBundle(version, expiresAt);
+      saveBlob(bundle.blob, bundle.file);
+      setSaved(bundle);
+    } catch (caught) {
+      setError(caught as Error);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <details class="bundle">
+      <summary>Offline bundle</summary>
+      <form class="bundle-form" aria-label={`Offline bundle of ${version}`} onSubmit={save}>
+        <label for={id}>Valid for</label>
+        <input
+          id={id}
+          value={lifetime}
+          maxLength={16}
+          placeholder="30d"
+          aria-describedby={`${id}-hint`}
+          onInput={(event) => setLifetime((event.target as HTMLInputElement).value)}
+        />
+        <small id={`${id}-hint`} class="muted">
+          90m, 12h, 30d or 2w; empty: the server's default
+        </small>
+        <button type="submit" disabled={busy}>
+          {busy ? 'Preparing…' : 'Save bundle'}
+        </button>
+      </form>
+      <ErrorNote error={error} />
+      {saved ? (
+        <p class="note" role="status">
+          Saved {saved.file}: bundle <code>{saved.manifest.bundle_id}</code>, valid until{' '}
+          <Time at={saved.manifest.expires_at} />. On the device: <code>edgeflow-agent install {saved.file}</code>
+        </p>
+      ) : null}
+    </details>
   );
 }
 

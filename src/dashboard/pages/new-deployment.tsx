@@ -6,6 +6,12 @@
  */
 import type { ComponentChildren } from 'preact';
 import { useState } from 'preact/hooks';
+import {
+  type BudgetSettings,
+  budgetSettingsLines,
+  type WindowSettings,
+  windowSettingsLines,
+} from '../../cli/deployment-format.ts';
 import type { CreateDeploymentBody } from '../../server/deployments/schemas.ts';
 import { ApiError, api } from '../api.ts';
 import { type DeploymentForm, emptyForm, FormError, requestOf } from '../components/deployment-model.ts';
@@ -519,6 +525,30 @@ function LimitFields({ form, set }: { form: DeploymentForm; set: Setter }) {
       <div class="field-grid">
         <TextFields form={form} set={set} specs={LIMITS} />
       </div>
+      <OrganizationDefaults />
     </details>
+  );
+}
+
+/**
+ * What applies besides the form: the organization's windows when the form names none, and its
+ * budgets, which cap all its deployments together (read-only here: `edgeflow-ota settings`).
+ */
+function OrganizationDefaults() {
+  const settings = useResource(
+    (signal) =>
+      Promise.all([
+        api<WindowSettings>('/api/v1/settings/maintenance-windows', { signal }),
+        api<BudgetSettings>('/api/v1/settings/budgets', { signal }),
+      ]),
+    [],
+  );
+  if (!settings.data) return <ErrorNote error={settings.error} />;
+  const [windows, budgets] = settings.data;
+  return (
+    <p class="muted small">
+      Organization default (windows left empty): {windowSettingsLines(windows).join('; ')}. For all its deployments
+      together: {budgetSettingsLines(budgets).join('; ')}.
+    </p>
   );
 }
