@@ -7,7 +7,7 @@ import { CliError, describeCliError } from '../cli/errors.ts';
 import { isStrictSemver } from '../protocol/version.ts';
 import { defaultFaultTuning, FAULTS, type Fault, type FaultPercentages, validateFaultPercentages } from './faults.ts';
 import { DEFAULT_DEVICES_PER_PROCESS, runSimulation } from './processes.ts';
-import { fetchSigningKey, registerDevices } from './register.ts';
+import { fetchSigningKey, RegistrationInterrupted, registerDevices } from './register.ts';
 import type { DeviceCredentials, FleetCounters } from './simulator.ts';
 
 interface SimulateFlags {
@@ -144,6 +144,12 @@ export function registerSimulateCommand(program: Command): Command {
 
     let devices: DeviceCredentials[];
     let publicKeyPem: string | undefined;
+    // Ctrl-C while registering: the devices created so far keep their keys (they exist nowhere
+    // else), so the same command run again goes on with them instead of refusing them.
+    const interrupt = new AbortController();
+    const stop = () => interrupt.abort();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
     try {
       devices = await registerDevices({
         server: flags.server,
@@ -155,12 +161,18 @@ export function registerSimulateCommand(program: Command): Command {
         initialVersion: flags.initialVersion,
         credentialsFile: credentials,
         onProgress: throttled((done, total) => status(`registering devices ${done}/${total}`)),
+        signal: interrupt.signal,
       });
       status(`${devices.length} devices ready`, true);
       publicKeyPem = flags.allowUnsigned ? undefined : await fetchSigningKey(flags.server, flags.key);
     } catch (error) {
+      if (error instanceof RegistrationInterrupted) throw new CliError(error.message, 130);
       throw new CliError(describeCliError(error, { server: flags.server }));
+    } finally {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
     }
+    if (interrupt.signal.aborted) throw new CliError('interrupted before the devices started', 130);
     process.stdout.write(nextSteps(flags, credentials));
 
     const startedAt = Date.now();

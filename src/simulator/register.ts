@@ -22,6 +22,8 @@ export interface RegisterOptions {
   /** Read when present (those devices are reused), written with every device afterwards. */
   credentialsFile?: string;
   onProgress?: (done: number, total: number) => void;
+  /** Stops registering (Ctrl-C): the registrations in flight end, their keys are saved, then it throws RegistrationInterrupted. */
+  signal?: AbortSignal;
 }
 
 interface CredentialsFile {
@@ -30,6 +32,9 @@ interface CredentialsFile {
 }
 
 export class RegistrationError extends Error {}
+
+/** Registration stopped by its signal, every key of the devices registered so far saved. */
+export class RegistrationInterrupted extends RegistrationError {}
 
 /**
  * The credentials of devices `${prefix}1` … `${prefix}${count}`: the ones in the credentials file
@@ -51,7 +56,7 @@ export async function registerDevices(options: RegisterOptions): Promise<DeviceC
   let next = 0;
   let failure: Error | undefined;
   const worker = async () => {
-    while (next < missing.length && !failure) {
+    while (next < missing.length && !failure && !options.signal?.aborted) {
       const deviceId = missing[next++]!;
       try {
         const apiKey = await createDevice(options, deviceId);
@@ -67,6 +72,12 @@ export async function registerDevices(options: RegisterOptions): Promise<DeviceC
   // Whatever was registered is saved even when the run fails: those keys exist nowhere else.
   if (options.credentialsFile) await writeCredentials(options.credentialsFile, options.server, known);
   if (failure) throw failure;
+  if (options.signal?.aborted && done < options.count) {
+    const kept = options.credentialsFile ? `; their keys are in ${options.credentialsFile}` : '';
+    throw new RegistrationInterrupted(
+      `interrupted: ${known.size} of ${options.count} devices registered${kept}; run the same command again to go on`,
+    );
+  }
   if (conflicts.length > 0) {
     const hint = options.credentialsFile
       ? `they are not in ${options.credentialsFile}`

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { planFaults } from '../../src/simulator/faults.ts';
 import { runSimulation } from '../../src/simulator/processes.ts';
-import { fetchSigningKey, registerDevices } from '../../src/simulator/register.ts';
+import { fetchSigningKey, RegistrationInterrupted, registerDevices } from '../../src/simulator/register.ts';
 import { type Fleet, runFleet } from '../../src/simulator/simulator.ts';
 import type { OtaRecord } from '../helpers/agents.ts';
 import { type FirmwareFile, makeFirmwareFile, postFirmware } from '../helpers/firmware.ts';
@@ -82,6 +82,34 @@ for (const backend of backends) {
       } while (after);
       return online;
     }
+
+    it('keeps the key of every device it registered when stopped midway (Ctrl-C), and goes on from there', async () => {
+      const credentialsFile = path.join(scratch, `${backend.name}-interrupted.json`);
+      const stop = new AbortController();
+      const options = { server: server.url, key: org.adminKey, count: 60, prefix: 'ctrl-c-', credentialsFile };
+      await assert.rejects(
+        registerDevices({ ...options, signal: stop.signal, onProgress: (done) => done >= 10 && stop.abort() }),
+        (error: Error) =>
+          error instanceof RegistrationInterrupted &&
+          /^interrupted: \d+ of 60 devices registered; their keys are in .*; run the same command again to go on$/.test(
+            error.message,
+          ),
+      );
+      const saved = JSON.parse(await readFile(credentialsFile, 'utf8')).devices as { device_id: string }[];
+      const created = await server.api<{ devices: { device_id: string }[] }>(
+        'GET',
+        '/api/v1/devices?q=ctrl-c-&limit=1000',
+        org.adminKey,
+      );
+      assert.ok(saved.length >= 10 && saved.length < 60, `${saved.length} saved`);
+      assert.deepEqual(
+        saved.map((device) => device.device_id).sort(),
+        created.body.devices.map((device) => device.device_id).sort(),
+        'every device on the server has its key in the file',
+      );
+      const all = await registerDevices(options);
+      assert.equal(all.length, 60, 'the second run registers the rest, refusing none');
+    });
 
     it('brings 200 simulated devices online, and takes them offline on stop', async () => {
       const credentialsFile = path.join(scratch, `${backend.name}-fleet.json`);

@@ -44,9 +44,17 @@ describe('the one writer of ota_updates.status', () => {
     assert.deepEqual(writers, [REPO]);
   });
 
-  it('in updates/repo.ts only insertReturning (behind insertQueued and insertAttempts), insertObserved and applyTransition write it', () => {
+  it('in updates/repo.ts only insertReturning (behind insertQueued and insertAttempts), insertObserved and applyTransition write it, and renewWindows, which writes no status', () => {
     const text = files.find(({ file }) => file === REPO)!.text;
-    const allowed = ['insertReturning', 'insertObserved', 'applyTransition'].map((name) => functionBody(text, name));
+    const allowed = ['insertReturning', 'insertObserved', 'applyTransition', 'renewWindows'].map((name) =>
+      functionBody(text, name),
+    );
+    const renew = functionBody(text, 'renewWindows');
+    assert.doesNotMatch(
+      text.slice(renew.start, renew.end),
+      /\bSET\s+(?:(?!\bFROM\b|\bWHERE\b)[\s\S])*\bstatus\s*=/i,
+      'renewWindows sets no status',
+    );
     const found = [...text.matchAll(writes())];
     assert.ok(found.length >= 2);
     for (const write of found) {
@@ -61,7 +69,7 @@ describe('the one writer of ota_updates.status', () => {
     const callers = files
       .filter(({ file }) => file !== REPO)
       .filter(({ text }) =>
-        /\b(?:insertQueued|insertAttempts|insertReturning|insertObserved|applyTransition)\(/.test(text),
+        /\b(?:insertQueued|insertAttempts|insertReturning|insertObserved|applyTransition|renewWindows)\(/.test(text),
       )
       .map(({ file }) => file);
     assert.deepEqual(callers, [TRANSITIONS]);

@@ -98,21 +98,21 @@ async function settleHeldAttempts(deps: ChunkDeps, row: repo.DeploymentRow, rule
   const held = await repo.listWindowHeld(deps.db, row.id, now, HELD_SCAN);
   if (held.length === 0) return;
   const openings = new Map<string, Opening[]>();
-  await repo.settleWindowHeld(
-    deps.db,
+  const decided = held.map((attempt) => {
+    const start = windowStartOf(rules, attempt, now, openings);
+    const open = start?.open ?? false;
+    return {
+      ...attempt,
+      open,
+      ends_at: open ? (start?.closesAt ?? null) : null,
+      detail: !open && start ? start.at.toISOString() : null,
+    };
+  });
+  await deps.transitions.reopenWindows(
     row.id,
-    held.map((attempt) => {
-      const start = windowStartOf(rules, attempt, now, openings);
-      const open = start?.open ?? false;
-      return {
-        update_id: attempt.update_id,
-        device_id: attempt.device_id,
-        open,
-        ends_at: open ? (start?.closesAt ?? null) : null,
-        detail: !open && start ? start.at.toISOString() : null,
-      };
-    }),
+    decided.filter((attempt) => attempt.open),
   );
+  await repo.markWindowHeld(deps.db, row.id, decided);
 }
 
 /** Due devices a pass looks at in one go when windows or budgets apply. */

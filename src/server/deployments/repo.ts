@@ -727,35 +727,21 @@ export function listWindowHeld(db: Queryable, deploymentId: string, now: Date, l
 }
 
 /**
- * What a pass decided of held attempts: those whose window is open again go out until it closes
- * (`ends_at`; null: the deployment has no windows any more) and their rows stop waiting; the
- * others' rows wait for their window (reason `window`, detail when they may start). A row waiting
- * for its lock keeps that reason (markLockedWaiting).
+ * The rows of held attempts as a pass decided them: those whose window is open again stop
+ * waiting (the attempt's new closing time is written by updates/repo.ts renewWindows); the
+ * others wait for their window (reason `window`, detail when they may start). A row waiting for
+ * its lock keeps that reason (markLockedWaiting).
  */
-export async function settleWindowHeld(
+export async function markWindowHeld(
   db: Queryable,
   deploymentId: string,
-  decided: readonly {
-    update_id: string;
-    device_id: string;
-    open: boolean;
-    ends_at: Date | null;
-    detail: string | null;
-  }[],
+  decided: readonly { update_id: string; device_id: string; open: boolean; detail: string | null }[],
 ): Promise<void> {
   if (decided.length === 0) return;
   await db.query(
-    `WITH w AS (
-       SELECT * FROM unnest($2::text[], $3::text[], $4::boolean[], $5::timestamptz[], $6::text[])
-         AS w(update_id, device_id, open, ends_at, detail)
-     ), renewed AS (
-       UPDATE ota_updates u SET window_ends_at = w.ends_at FROM w
-       WHERE w.open AND u.id = w.update_id AND u.deployment_id = $1 AND u.status = 'queued'
-       RETURNING u.id
-     )
-     UPDATE deployment_devices m
+    `UPDATE deployment_devices m
      SET reason = CASE WHEN w.open THEN NULL ELSE 'window' END, detail = CASE WHEN w.open THEN NULL ELSE w.detail END
-     FROM w
+     FROM unnest($2::text[], $3::text[], $4::boolean[], $5::text[]) AS w(update_id, device_id, open, detail)
      WHERE m.deployment_id = $1 AND m.device_id = w.device_id AND m.update_id = w.update_id AND m.state = 'queued'
        AND (m.reason IS NULL OR m.reason = 'window')
        AND (m.reason IS DISTINCT FROM CASE WHEN w.open THEN NULL ELSE 'window' END
@@ -765,7 +751,6 @@ export async function settleWindowHeld(
       arrayParam(decided.map((held) => held.update_id)),
       arrayParam(decided.map((held) => held.device_id)),
       arrayParam(decided.map((held) => held.open)),
-      arrayParam(decided.map((held) => held.ends_at?.toISOString() ?? null)),
       arrayParam(decided.map((held) => held.detail)),
     ],
   );

@@ -378,6 +378,28 @@ function insertReturning<T>(
   );
 }
 
+/**
+ * Queued attempts of a deployment whose device's window opened again: they go out until it closes
+ * (`ends_at`; null: the deployment has no windows any more). A claimed one is left as it is.
+ */
+export async function renewWindows(
+  db: Queryable,
+  deploymentId: string,
+  renewed: readonly { update_id: string; ends_at: Date | null }[],
+): Promise<void> {
+  if (renewed.length === 0) return;
+  await db.query(
+    `UPDATE ota_updates u SET window_ends_at = w.ends_at
+     FROM unnest($2::text[], $3::timestamptz[]) AS w(id, ends_at)
+     WHERE u.id = w.id AND u.deployment_id = $1 AND u.status = 'queued'`,
+    [
+      deploymentId,
+      arrayParam(renewed.map((held) => held.update_id)),
+      arrayParam(renewed.map((held) => held.ends_at?.toISOString() ?? null)),
+    ],
+  );
+}
+
 /** An install the device made from an offline bundle, as it reported it (see insertObserved). */
 export interface OfflineInstall {
   bundleId: string;

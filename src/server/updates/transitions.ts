@@ -167,6 +167,14 @@ export class UpdateTransitions {
     );
   }
 
+  /**
+   * Queued attempts of a deployment whose device's maintenance window opened again: claimable
+   * until it closes (`ends_at`). Not a status change: the attempt stays queued.
+   */
+  async reopenWindows(deploymentId: string, renewed: readonly { update_id: string; ends_at: Date | null }[]) {
+    await repo.renewWindows(this.#deps.db, deploymentId, renewed);
+  }
+
   /** A deployment's queued attempts whose device stayed offline past its device timeout: skipped, never sent. */
   async skipOfflinePastTimeout(deploymentId: string, timeoutSeconds: number): Promise<repo.Transitioned[]> {
     return this.#followed(
