@@ -324,9 +324,7 @@ describe('dashboard operations', { skip }, () => {
       await page.getByLabel('Max bandwidth').fill('10MB/s');
       await page.getByRole('button', { name: 'Preview' }).click();
       const plan = page.getByRole('region', { name: `Plan: ${NEW} to 4 devices` });
-      await plan
-        .getByText(/windows mon-fri 02:00-05:00 \(device time\), ≤1 downloading, ≤10 MB\/s/)
-        .waitFor();
+      await plan.getByText(/windows mon-fri 02:00-05:00 \(device time\), ≤1 downloading, ≤10 MB\/s/).waitFor();
       await plan.getByRole('columnheader', { name: 'Expected (in their windows)' }).waitFor();
       // The first device now (Helsinki), the last at Tokyo's opening: in the browser's time.
       const [first, last] = await page.evaluate(
