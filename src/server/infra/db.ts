@@ -280,10 +280,11 @@ export async function openDb(options: OpenDbOptions): Promise<Db> {
  * PostgreSQL settings for one embedded process serving one fleet. PGlite allocates and zeroes
  * its shared memory at start, so shared_buffers is resident from the first second: the
  * default 128 MB alone was most of an idle server's memory. The database files stay in the
- * operating system's page cache; 16 MB of buffers (wal_buffers follow at 1/32) hold the hot
- * rows of a large fleet. One backend, so few connection slots.
+ * operating system's page cache; 8 MB of buffers (wal_buffers follow at 1/32) hold the hot
+ * rows of a large fleet: P1, P2 and P3 on PGlite ran as fast as with 16 MB, and the idle server
+ * is ~15 MiB smaller (docs/benchmarks.md, P6). One backend, so few connection slots.
  */
-const SMALL_INSTANCE = ['shared_buffers=16MB', 'max_connections=5'].flatMap((setting) => ['-c', setting]);
+const SMALL_INSTANCE = ['shared_buffers=8MB', 'max_connections=5'].flatMap((setting) => ['-c', setting]);
 
 /**
  * Creates the PGlite data directory when there is none. initdb is the expensive part of a first
