@@ -58,7 +58,7 @@ describe('embedded database', () => {
     try {
       assert.equal(existsSync(`${dataDir}.creating`), false);
       const [setting] = await first.query<{ shared_buffers: string }>('SHOW shared_buffers');
-      assert.equal(setting?.shared_buffers, '16MB');
+      assert.equal(setting?.shared_buffers, '8MB');
       await first.exec("CREATE TABLE kept (name text); INSERT INTO kept VALUES ('survives')");
     } finally {
       await first.close();
