@@ -6,17 +6,14 @@
  * them, the organization's other rollout settings: `settings windows` and `settings budgets`.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import type { Agent } from '../../src/agent/agent.ts';
 import { registerDevice, removeAgentDirs, startAgent } from '../helpers/agents.ts';
-import { CLI } from '../helpers/cli.ts';
+import { cliAgainst } from '../helpers/cli.ts';
 import { makeFirmwareFile, postFirmware } from '../helpers/firmware.ts';
 import { eventually } from '../helpers/raw-device.ts';
 import { startTestServer, stopSharedServices, type TestServer } from '../helpers/server.ts';
 
-const run = promisify(execFile);
 const DEVICE = 'cli-approval-1';
 
 describe('edgeflow-ota approvals', () => {
@@ -24,16 +21,7 @@ describe('edgeflow-ota approvals', () => {
   let admin: string;
   const keys: Record<string, string> = {};
   const agents: Agent[] = [];
-  const cli = (args: string[], key = admin) =>
-    run(process.execPath, [CLI, ...args], {
-      env: { ...process.env, EDGEFLOW_URL: server.url, EDGEFLOW_KEY: key },
-      timeout: 60_000,
-    });
-  const refused = async (args: string[], key = admin) =>
-    (await cli(args, key).then(
-      () => assert.fail(`${args.join(' ')} succeeded`),
-      (error: unknown) => error,
-    )) as { code: number; stdout: string; stderr: string };
+  const { cli, refused } = cliAgainst(() => ({ url: server.url, key: admin }));
   const awaiting = async () => {
     let id: string | undefined;
     await eventually(

@@ -5,16 +5,13 @@
  * a device left out because another deployment holds it, found by its reason, and a mistyped flag.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import type { Agent } from '../../src/agent/agent.ts';
 import { registerDevice, removeAgentDirs, startAgent } from '../helpers/agents.ts';
-import { CLI } from '../helpers/cli.ts';
+import { cliAgainst } from '../helpers/cli.ts';
 import { makeFirmwareFile, postFirmware } from '../helpers/firmware.ts';
 import { startTestServer, stopSharedServices, type TestServer } from '../helpers/server.ts';
 
-const run = promisify(execFile);
 const DEVICES = ['cli-dep-1', 'cli-dep-2', 'cli-dep-3'];
 
 interface Deployment {
@@ -32,17 +29,7 @@ describe('edgeflow-ota deploy and deployments', () => {
   let server: TestServer;
   let key: string;
   const agents: Agent[] = [];
-  const cli = (args: string[]) =>
-    run(process.execPath, [CLI, ...args], {
-      env: { ...process.env, EDGEFLOW_URL: server.url, EDGEFLOW_KEY: key },
-      timeout: 60_000,
-    });
-  /** The exit code and output of a command expected to fail. */
-  const refused = async (args: string[]) =>
-    (await cli(args).then(
-      () => assert.fail(`${args.join(' ')} succeeded`),
-      (error: unknown) => error,
-    )) as { code: number; stdout: string; stderr: string };
+  const { cli, refused } = cliAgainst(() => ({ url: server.url, key }));
 
   before(async () => {
     server = await startTestServer(

@@ -4,30 +4,17 @@
  * covers both databases, test/e2e/dashboard-operations.test.ts the Webhooks page.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
-import { CLI } from '../helpers/cli.ts';
+import { cliAgainst } from '../helpers/cli.ts';
 import { eventually } from '../helpers/raw-device.ts';
 import { startTestServer, stopSharedServices, type TestServer } from '../helpers/server.ts';
 import { startWebhookReceiver, type WebhookReceiver } from '../helpers/webhook-receiver.ts';
-
-const run = promisify(execFile);
 
 describe('webhooks from the CLI', () => {
   let server: TestServer;
   let receiver: WebhookReceiver;
   let org: { id: string; adminKey: string };
-  const cli = (args: string[]) =>
-    run(process.execPath, [CLI, ...args], {
-      env: { ...process.env, EDGEFLOW_URL: server.url, EDGEFLOW_KEY: org.adminKey },
-      timeout: 60_000,
-    });
-  const refused = async (args: string[]) =>
-    (await cli(args).then(
-      () => assert.fail(`${args.join(' ')} succeeded`),
-      (error: unknown) => error,
-    )) as { code: number; stdout: string; stderr: string };
+  const { cli, refused } = cliAgainst(() => ({ url: server.url, key: org.adminKey }));
 
   before(async () => {
     receiver = await startWebhookReceiver();
