@@ -352,13 +352,17 @@ describe('dashboard operations', { skip }, () => {
           .evaluateAll((trs) =>
             trs.map((tr) => [...tr.querySelectorAll('td')].slice(0, 5).map((td) => td.textContent?.trim())),
           )) as string[][];
-      const windowRows = Object.entries(OPENS).map(([device, opens]) => [
-        device,
-        '#0',
-        'waiting',
-        'window',
-        `waiting for its window (opens ${opens})`,
-      ]);
+      // The opening in the reader's time (the browser's zone and locale), the instant on hover.
+      const local = (iso: string) => page.evaluate((at) => new Date(at).toLocaleString(), iso);
+      const windowRows = await Promise.all(
+        Object.entries(OPENS).map(async ([device, opens]) => [
+          device,
+          '#0',
+          'waiting',
+          'window',
+          `waiting for its window (opens ${await local(opens)})`,
+        ]),
+      );
       const helsinki = (first: string, second: string) => [
         [first, '#0', 'queued', '—', 'queued: waiting for the device to take the update'],
         [second, '#0', 'waiting', 'bandwidth', 'waiting for bandwidth'],
@@ -388,6 +392,9 @@ describe('dashboard operations', { skip }, () => {
           .evaluate((select) => (select as HTMLSelectElement).selectedOptions[0]?.textContent),
         'waiting: for their window (2)',
       );
+      for (const opens of Object.values(OPENS)) {
+        assert.equal(await table.locator(`tbody time[datetime="${opens}"][title="${opens}"]`).count(), 1, opens);
+      }
       // What the page shows is what the server decided.
       const listed = await server.api<{ devices: { device_id: string; reason: string; detail: string }[] }>(
         'GET',

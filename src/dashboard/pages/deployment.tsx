@@ -352,12 +352,31 @@ function DeviceRow({ device }: { device: DeploymentDevice }) {
       </td>
       <td>{device.reason ? <code>{device.reason}</code> : <span class="muted">—</span>}</td>
       <td class="explanation">
-        {device.explanation}
+        <Explanation device={device} />
         {device.error_message ? <span class="muted"> ({device.error_message})</span> : null}
       </td>
       <td>{device.current_version}</td>
       <td>{device.online ? 'online' : 'offline'}</td>
     </tr>
+  );
+}
+
+/**
+ * The server's words; the opening a device waits for (an instant, in its own zone's window) is
+ * shown in the reader's time, the instant itself on hover.
+ */
+function Explanation({ device }: { device: DeploymentDevice }) {
+  const opens = isWaiting(device) && device.reason === 'window' ? device.detail : null;
+  const at = opens ? device.explanation.indexOf(opens) : -1;
+  if (!opens || at < 0) return <>{device.explanation}</>;
+  return (
+    <>
+      {device.explanation.slice(0, at)}
+      <time dateTime={opens} title={opens}>
+        {new Date(opens).toLocaleString()}
+      </time>
+      {device.explanation.slice(at + opens.length)}
+    </>
   );
 }
 
