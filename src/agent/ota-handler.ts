@@ -344,7 +344,13 @@ export class OtaHandler {
         download_attempts: 0,
         cancel_requested: false,
         accepted_at: now.toISOString(),
-        offline: { bundle_id: manifest.bundle_id, bundle_path: bundlePath, image_offset: imageOffset },
+        offline: {
+          bundle_id: manifest.bundle_id,
+          bundle_path: bundlePath,
+          image_offset: imageOffset,
+          manifest: header.manifest,
+          signature: header.signature,
+        },
       };
       this.sink = { updateId, sink };
       await this.persist();
@@ -705,6 +711,9 @@ export class OtaHandler {
       result: result.status,
       current_version: result.current_version,
       ...(result.error ? { error: result.error } : {}),
+      ...(job.offline.manifest !== undefined && job.offline.signature
+        ? { manifest: job.offline.manifest, signature: job.offline.signature }
+        : {}),
     };
     this.state.job = null;
     // What the boot loader did concerned this job only: the next one starts from a plain boot. A

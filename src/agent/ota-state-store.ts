@@ -43,6 +43,9 @@ export const OtaJob = Type.Object({
       bundle_id: Type.String(),
       bundle_path: Type.String(),
       image_offset: Type.Integer({ minimum: 0 }),
+      /** The signed manifest and its signature, reported with the install (absent: a state written before them). */
+      manifest: Type.Optional(Type.Unknown()),
+      signature: Type.Optional(Type.String()),
     }),
   ),
 });

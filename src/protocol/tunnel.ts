@@ -373,6 +373,13 @@ export const OfflineInstallPayload = Type.Object({
   /** The version it runs after it: `version` when completed, `from_version` after a failure. */
   current_version: Version,
   error: Type.Optional(Type.Object({ code: OtaFailureCode, message: Type.String({ maxLength: 2048 }) })),
+  /**
+   * The bundle's signed manifest and signature, as the device checked them: the server records
+   * an offline install only of a bundle signed with its organization's key (else an observed
+   * version change). Absent from an agent older than this field.
+   */
+  manifest: Type.Optional(Type.Unknown()),
+  signature: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
 });
 export type OfflineInstallPayload = Static<typeof OfflineInstallPayload>;
 

@@ -135,7 +135,7 @@ for (const [index, backend] of backends.entries()) {
         )
       ).body;
 
-    it('installs a bundle while the server is down, and the server records it as an offline update', async () => {
+    it('installs a bundle while the server is down, and the server records it as an offline update (only one it signed)', async () => {
       const bundle = path.join(bundles, 'edgeflow-1.1.0.bundle');
       bundleId = await exportBundle(server, org, '1.1.0', bundle);
       const sign = (body: unknown, key = org.adminKey, version = '1.1.0') =>
@@ -208,6 +208,30 @@ for (const [index, backend] of backends.entries()) {
         history.body.updates.map((u) => [u.kind, u.status, u.from_version, u.target_version, u.offline_bundle_id]),
         [['observed', 'completed', '1.0.0', '1.1.0', bundleId]],
         'one offline row; no re-flash, no fall-back',
+      );
+
+      // A report of a bundle this server did not sign (another id under the real manifest, or no
+      // signature at all) is acknowledged and not recorded as an offline install.
+      await agent.stop();
+      const forged = JSON.parse(await readFile(stateFile, 'utf8'));
+      const [real] = forged.results;
+      const { manifest: _manifest, signature: _signature, ...unsigned } = real.offline;
+      forged.results = [
+        { ...real, acknowledged: false, offline: { ...real.offline, bundle_id: 'bnd_forged' } },
+        { ...real, acknowledged: false, offline: { ...unsigned, bundle_id: 'bnd_unsigned' } },
+      ];
+      await writeFile(stateFile, JSON.stringify(forged));
+      agent = await bootAgent();
+      await eventually(async () => agent!.unacknowledgedResults === 0, 5000, 'forged reports acknowledged');
+      const after = await server.api<{ updates: Record<string, unknown>[] }>(
+        'GET',
+        `/api/v1/devices/${device.deviceId}/ota/history`,
+        org.adminKey,
+      );
+      assert.deepEqual(
+        after.body.updates.map((u) => u.offline_bundle_id),
+        [bundleId],
+        'no offline install of a bundle the server did not sign',
       );
 
       const shown = await cli(['ota', device.deviceId], { EDGEFLOW_URL: server.url, EDGEFLOW_KEY: org.adminKey });

@@ -245,7 +245,12 @@ export class UpdateEngine {
     tunnel.onDeviceRequest(DeviceAction.otaProgress, (device, payload) => this.#onProgress(device, payload));
     tunnel.onDeviceRequest(DeviceAction.otaResult, (device, payload) => this.#onResult(device, payload));
     tunnel.onDeviceRequest(DeviceAction.otaRefreshUrl, (device, payload) => this.#onRefreshUrl(device, payload));
-    handleOfflineInstalls(tunnel, deps.transitions);
+    handleOfflineInstalls(
+      tunnel,
+      deps.transitions,
+      async (organizationId) => (await findSigningKeys(deps.db, organizationId))?.publicKeyPem,
+      log,
+    );
     tunnel.onDeviceInfo((device, info, changedFrom) => {
       this.#reconcile(device, info, changedFrom).catch((error: Error) =>
         log.warn({ err: error, device_id: device.deviceId }, 'reconciling a reconnected device failed'),
