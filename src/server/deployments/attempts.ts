@@ -59,14 +59,13 @@ export interface ChunkDeps {
 export async function queueDueChunk(deps: ChunkDeps, row: repo.DeploymentRow): Promise<boolean> {
   const { db, transitions, nodeId } = deps;
   const { settings } = row;
-  const rules = dispatchRulesOf(settings, await findRolloutSettings(db, row.organization_id));
-  await settleHeldAttempts(deps, row, rules);
   const allowance = dispatchAllowance(
     settings.max_per_minute,
     settings.max_per_minute === null ? 0 : await repo.countCreatedInLastMinute(db, row.id),
   );
   const limit = Math.min(CHUNK, allowance);
   if (limit <= 0) return false;
+  const rules = dispatchRulesOf(settings, await findRolloutSettings(db, row.organization_id));
   const admitted = isConstrained(rules) ? await admitDue(deps, row, rules, limit) : null;
   if (admitted && admitted.ids.length === 0) return false;
   const queued = await db.transaction(async (tx) => {
@@ -91,12 +90,16 @@ const HELD_SCAN = 10_000;
  * Attempts created inside their device's window that did not go out before it closed (the device
  * was offline, or locked): the claim leaves them (updates/repo.ts), so a device that
  * comes back at noon is not updated at noon. When its window opens again the attempt goes out
- * until that one closes; meanwhile its row waits for it (`window`, when it may start).
+ * until that one closes; meanwhile its row waits for it (`window`, when it may start). Once per
+ * pass of a running deployment (the scheduler's decisions); the rules are read only when some
+ * attempt is held.
  */
-async function settleHeldAttempts(deps: ChunkDeps, row: repo.DeploymentRow, rules: DispatchRules): Promise<void> {
+export async function settleHeldAttempts(deps: ChunkDeps, row: repo.DeploymentRow): Promise<void> {
+  const { db } = deps;
   const now = nowOf(deps.config);
-  const held = await repo.listWindowHeld(deps.db, row.id, now, HELD_SCAN);
+  const held = await repo.listWindowHeld(db, row.id, now, HELD_SCAN);
   if (held.length === 0) return;
+  const rules = dispatchRulesOf(row.settings, await findRolloutSettings(db, row.organization_id));
   const openings = new Map<string, Opening[]>();
   const decided = held.map((attempt) => {
     const start = windowStartOf(rules, attempt, now, openings);
@@ -112,7 +115,7 @@ async function settleHeldAttempts(deps: ChunkDeps, row: repo.DeploymentRow, rule
     row.id,
     decided.filter((attempt) => attempt.open),
   );
-  await repo.markWindowHeld(deps.db, row.id, decided);
+  await repo.markWindowHeld(db, row.id, decided);
 }
 
 /** Due devices a pass looks at in one go when windows or budgets apply. */

@@ -25,7 +25,7 @@ import type { Db } from '../infra/db.ts';
 import { newId } from '../infra/secrets.ts';
 import { isEnded, type Stop } from '../model/deployment.ts';
 import type { UpdateTransitions } from '../updates/transitions.ts';
-import { CHUNK, queueDueChunk, type SendDispatched } from './attempts.ts';
+import { CHUNK, queueDueChunk, type SendDispatched, settleHeldAttempts } from './attempts.ts';
 import { batchStateFor, gateDecision, nextAction } from './gate.ts';
 import { type DeploymentLifecycle, loadView } from './lifecycle.ts';
 import { classifyTargets, matchedDevices } from './plan.ts';
@@ -207,6 +207,7 @@ export class DeploymentScheduler {
   async #decide(row: repo.DeploymentRow): Promise<void> {
     const { db, config, transitions, lifecycle, log } = this.#deps;
     if (row.dynamic && row.state === 'running') await this.#matchChanged(row);
+    if (row.state === 'running') await settleHeldAttempts(this.#deps, row);
     const settings = row.settings;
     if (!isEnded(row.state) && settings.device_timeout_minutes !== null) {
       await transitions.skipOfflinePastTimeout(row.id, Math.ceil(settings.device_timeout_minutes * 60));
