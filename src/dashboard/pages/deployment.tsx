@@ -372,9 +372,7 @@ function Explanation({ device }: { device: DeploymentDevice }) {
   return (
     <>
       {device.explanation.slice(0, at)}
-      <time dateTime={opens} title={opens}>
-        {new Date(opens).toLocaleString()}
-      </time>
+      <Time at={opens} />
       {device.explanation.slice(at + opens.length)}
     </>
   );
